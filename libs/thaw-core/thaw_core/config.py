@@ -1,0 +1,106 @@
+"""Configuration, read once from ``THAW_*`` environment variables.
+
+Every setting has a default that works for the embedded stack on one machine
+(`thaw up`). Default ports are chosen away from the well-known ones (4222 for
+NATS, 5432 for Postgres) so that thaw runs beside services a machine already
+has.
+
+| variable                 | default                                  |
+|--------------------------|------------------------------------------|
+| THAW_STATE_DIR           | $XDG_STATE_HOME/thaw or ~/.local/state/thaw |
+| THAW_NATS_URL            | nats://127.0.0.1:24222                   |
+| THAW_NATS_PORT           | 24222 (embedded nats-server)             |
+| THAW_NATS_MONITOR_PORT   | 28222 (embedded nats-server HTTP monitor)|
+| THAW_DATABASE_URL        | postgresql://thaw@127.0.0.1:25432/thaw   |
+| THAW_POSTGRES_PORT       | 25432 (embedded Postgres)                |
+| THAW_BLOB_URL            | file://$THAW_STATE_DIR/blobs             |
+|                          | or s3://KEY:SECRET@HOST:PORT/BUCKET?secure=false |
+| THAW_GATEWAY_HOST        | 127.0.0.1                                |
+| THAW_GATEWAY_PORT        | 28080                                    |
+| THAW_GATEWAY_URL         | http://$THAW_GATEWAY_HOST:$THAW_GATEWAY_PORT |
+| THAW_TOKEN               | (client token; `thaw up` prints one)     |
+| THAW_OTLP_ENDPOINT       | (unset: console exporter when THAW_TRACE_CONSOLE=1, else none) |
+| THAW_TRACE_CONSOLE       | 0                                        |
+| THAW_LOG_LEVEL           | INFO                                     |
+| THAW_NODE_ID             | the machine's hostname                   |
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import msgspec
+
+
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "thaw"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    state_dir: Path
+    nats_url: str
+    nats_port: int
+    nats_monitor_port: int
+    database_url: str
+    postgres_port: int
+    blob_url: str
+    gateway_host: str
+    gateway_port: int
+    gateway_url: str
+    token: str | None
+    otlp_endpoint: str | None
+    trace_console: bool
+    log_level: str
+    node_id: str
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        e = os.environ if env is None else env
+        state_dir = Path(e.get("THAW_STATE_DIR") or _default_state_dir()).expanduser()
+        nats_port = int(e.get("THAW_NATS_PORT", "24222"))
+        pg_port = int(e.get("THAW_POSTGRES_PORT", "25432"))
+        gw_host = e.get("THAW_GATEWAY_HOST", "127.0.0.1")
+        gw_port = int(e.get("THAW_GATEWAY_PORT", "28080"))
+        return cls(
+            state_dir=state_dir,
+            nats_url=e.get("THAW_NATS_URL", f"nats://127.0.0.1:{nats_port}"),
+            nats_port=nats_port,
+            nats_monitor_port=int(e.get("THAW_NATS_MONITOR_PORT", "28222")),
+            database_url=e.get("THAW_DATABASE_URL", f"postgresql://thaw@127.0.0.1:{pg_port}/thaw"),
+            postgres_port=pg_port,
+            blob_url=e.get("THAW_BLOB_URL", f"file://{state_dir / 'blobs'}"),
+            gateway_host=gw_host,
+            gateway_port=gw_port,
+            gateway_url=e.get("THAW_GATEWAY_URL", f"http://{gw_host}:{gw_port}"),
+            token=e.get("THAW_TOKEN") or None,
+            otlp_endpoint=e.get("THAW_OTLP_ENDPOINT") or None,
+            trace_console=e.get("THAW_TRACE_CONSOLE", "0") not in ("", "0", "false"),
+            log_level=e.get("THAW_LOG_LEVEL", "INFO").upper(),
+            node_id=e.get("THAW_NODE_ID") or socket.gethostname(),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes a child process see these same settings."""
+        env = {
+            "THAW_STATE_DIR": str(self.state_dir),
+            "THAW_NATS_URL": self.nats_url,
+            "THAW_NATS_PORT": str(self.nats_port),
+            "THAW_NATS_MONITOR_PORT": str(self.nats_monitor_port),
+            "THAW_DATABASE_URL": self.database_url,
+            "THAW_POSTGRES_PORT": str(self.postgres_port),
+            "THAW_BLOB_URL": self.blob_url,
+            "THAW_GATEWAY_HOST": self.gateway_host,
+            "THAW_GATEWAY_PORT": str(self.gateway_port),
+            "THAW_GATEWAY_URL": self.gateway_url,
+            "THAW_TRACE_CONSOLE": "1" if self.trace_console else "0",
+            "THAW_LOG_LEVEL": self.log_level,
+            "THAW_NODE_ID": self.node_id,
+        }
+        if self.token:
+            env["THAW_TOKEN"] = self.token
+        if self.otlp_endpoint:
+            env["THAW_OTLP_ENDPOINT"] = self.otlp_endpoint
+        return env

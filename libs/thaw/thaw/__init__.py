@@ -1,0 +1,1 @@
+"""thaw: serverless Python on your own machines. `import thaw as modal`."""
