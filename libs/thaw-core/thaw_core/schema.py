@@ -8,17 +8,44 @@ this module by ``make proto``; add every new wire type to ``WIRE_TYPES``.
 
 Subjects (``SUBJECTS`` below is the machine-readable list used for proto/):
 
-- ``thaw.health.<service>``       request/reply: ``HealthReply``
-- ``thaw.event.node.<node_id>``   node heartbeats: ``NodeHeartbeat``
-- ``thaw.event.error.<service>``  structured errors a service reports: ``ErrorEvent``
+- ``thaw.health.<service>``        request/reply: ``HealthReply``
+- ``thaw.event.node.<node_id>``    node heartbeats: ``NodeHeartbeat``
+- ``thaw.event.error.<service>``   structured errors a service reports: ``ErrorEvent``
+- ``thaw.event.app.<app>``         deploys and stops: ``AppEvent``
+- ``thaw.invoke.<app>.<function>`` inputs (JetStream INVOKE, one durable per function): ``Invoke``
+- ``thaw.result.<call_id>``        results (JetStream RESULTS, msg-id = call id): ``Result``
+- ``thaw.cancel.<call_id>``        core NATS: ``CancelCall``
+- ``thaw.agent.<node_id>``         request/reply, scheduler -> agent: ``AgentCommand`` -> ``CommandReply``
+- ``thaw.logs.<app>.<function>``   container stdout/stderr (JetStream LOGS): ``LogLine``
+
+Names (apps, functions, nodes) are subject tokens, so they are checked
+against ``NAME_RE`` wherever they enter the system.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Literal
 
 import msgspec
+
+# App, function and class names: they become NATS subject tokens and durable
+# consumer names, where '.', '*', '>' and whitespace have meaning.
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ValueError(
+            f"invalid {kind} name {name!r}: use letters, digits, '_' and '-' "
+            "(at most 63, starting with a letter or digit)"
+        )
+    return name
+
+
+class Spec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Base of the nested, untagged parts of messages."""
 
 
 class Message(
@@ -64,7 +91,7 @@ class ErrorEvent(Message, tag="error"):
 
 # ---------------------------------------------------------------- nodes
 
-class GpuInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+class GpuInfo(Spec):
     index: int
     name: str
     memory_mb: int
@@ -79,11 +106,173 @@ class NodeHeartbeat(Message, tag="node_heartbeat"):
     # Free capacity after the containers the node runs now.
     free_cores: float = 0.0
     free_memory_mb: int = 0
-    containers: int = 0
+    containers: list["ContainerInfo"] = []
+    # The node's CPU/GPU fingerprint id (snapshot issue); "" until known.
+    fingerprint: str = ""
     at: float = msgspec.field(default_factory=now)
 
 
-NodeEvent = NodeHeartbeat
+# ---------------------------------------------------------------- functions
+
+class Resources(Spec):
+    cpu: float = 0.125
+    memory_mb: int = 128
+    # "A10G", "H100:2", "any", ... ; None: no GPU.
+    gpu: str | None = None
+
+
+class RetryPolicy(Spec):
+    """``retries=N`` on a function is ``RetryPolicy(max_retries=N)``."""
+
+    max_retries: int = 0
+    backoff_coefficient: float = 2.0
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    def delay_s(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1`` (attempts count from 1)."""
+        return min(self.max_delay_s, self.initial_delay_s * self.backoff_coefficient ** (attempt - 1))
+
+
+class Autoscale(Spec):
+    min_containers: int = 0
+    max_containers: int | None = None
+    buffer_containers: int = 0
+    scaledown_window_s: float = 60.0
+
+
+class FunctionSpec(Spec):
+    """One deployed function or class, as the SDK describes it at deploy."""
+
+    name: str
+    # Where the runtime finds it inside the code bundle.
+    module: str
+    qualname: str
+    kind: Literal["function", "class"] = "function"
+    methods: list[str] = []
+    is_async: bool = False
+    is_generator: bool = False
+    resources: Resources = Resources()
+    retries: RetryPolicy = RetryPolicy()
+    autoscale: Autoscale = Autoscale()
+    timeout_s: float = 300.0
+    # @thaw.concurrent(max_inputs=...): inputs one container runs at once.
+    max_inputs: int = 1
+    env: dict[str, str] = {}
+    enable_memory_snapshot: bool = False
+    experimental_options: dict[str, Any] = {}
+    # Image (builder issue) and schedule (cron issue) descriptions; opaque here.
+    image: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    secrets: list[str] = []
+
+
+class AppEvent(Message, tag="app_event"):
+    app: str
+    version: int
+    state: Literal["deployed", "stopped"]
+    at: float = msgspec.field(default_factory=now)
+
+
+# ---------------------------------------------------------------- calls
+
+Codec = Literal["pickle", "json"]
+CallStatus = Literal["success", "failure", "timeout", "cancelled", "terminated"]
+
+
+class Invoke(Message, tag="invoke"):
+    """One input. ``args`` is ``codec``-encoded: pickle of ``(args, kwargs)``,
+    or JSON ``{"args": [...], "kwargs": {...}}``. The gateway never unpickles."""
+
+    call_id: str
+    app: str
+    function: str
+    method: str | None = None
+    # Constructor arguments of a class (thaw.parameter()), same codec as args.
+    params: bytes = b""
+    codec: Codec = "pickle"
+    args: bytes = b""
+    # 1 for the first try; a retry is a new message with attempt + 1.
+    attempt: int = 1
+    # A retry waits until then (the agent naks it with the remaining delay).
+    not_before: float = 0.0
+    map_id: str = ""
+    index: int = 0
+    created_at: float = msgspec.field(default_factory=now)
+
+
+class Result(Message, tag="result"):
+    call_id: str
+    status: CallStatus
+    codec: Codec = "pickle"
+    # Success: the codec-encoded return value (a list of items for a generator).
+    value: bytes = b""
+    # Failure: the pickled exception when it pickles, and always its text.
+    exc: bytes = b""
+    error: str = ""
+    traceback: str = ""
+    attempts: int = 1
+    map_id: str = ""
+    index: int = 0
+    container_id: str = ""
+    started_at: float = 0.0
+    finished_at: float = msgspec.field(default_factory=now)
+
+
+class CancelCall(Message, tag="cancel_call"):
+    call_id: str
+    terminate_containers: bool = False
+
+
+# ---------------------------------------------------------------- containers
+
+ContainerState = Literal["starting", "ready", "draining", "stopped", "failed"]
+
+
+class ContainerInfo(Spec):
+    container_id: str
+    app: str
+    function: str
+    version: int
+    state: ContainerState
+    inflight: int = 0
+    max_inputs: int = 1
+    started_at: float = 0.0
+    # Since when it has run no input; the scheduler scales down from this.
+    idle_since: float = 0.0
+    restored: bool = False
+    error: str = ""
+
+
+class StartContainer(Message, tag="start_container"):
+    container_id: str
+    app: str
+    version: int
+    bundle_sha256: str
+    spec: FunctionSpec
+
+
+class StopContainer(Message, tag="stop_container"):
+    container_id: str
+    reason: str = ""
+    grace_s: float = 10.0
+
+
+AgentCommand = StartContainer | StopContainer
+
+
+class CommandReply(Message, tag="command_reply"):
+    ok: bool
+    error: str = ""
+
+
+class LogLine(Message, tag="log"):
+    app: str
+    function: str
+    container_id: str
+    stream: Literal["stdout", "stderr", "system"]
+    line: str
+    at: float = msgspec.field(default_factory=now)
 
 # ---------------------------------------------------------------- registry
 
@@ -92,6 +281,14 @@ WIRE_TYPES: tuple[type[Message], ...] = (
     HealthReply,
     ErrorEvent,
     NodeHeartbeat,
+    AppEvent,
+    Invoke,
+    Result,
+    CancelCall,
+    StartContainer,
+    StopContainer,
+    CommandReply,
+    LogLine,
 )
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
@@ -99,7 +296,29 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
     "thaw.health.{service}": ("Request/reply health probe of one service.", (HealthReply,)),
     "thaw.event.node.{node_id}": ("Node heartbeats from agents.", (NodeHeartbeat,)),
     "thaw.event.error.{service}": ("Messages a service refused, and why.", (ErrorEvent,)),
+    "thaw.event.app.{app}": ("Deploys and stops of an app.", (AppEvent,)),
+    "thaw.invoke.{app}.{function}": ("Inputs of a function (JetStream INVOKE).", (Invoke,)),
+    "thaw.result.{call_id}": ("The result of one call (JetStream RESULTS).", (Result,)),
+    "thaw.cancel.{call_id}": ("Cancel a call.", (CancelCall,)),
+    "thaw.agent.{node_id}": (
+        "Commands to one node agent (request/reply).",
+        (StartContainer, StopContainer, CommandReply),
+    ),
+    "thaw.logs.{app}.{function}": ("Container output (JetStream LOGS).", (LogLine,)),
 }
+
+
+def invoke_subject(app: str, function: str) -> str:
+    return f"thaw.invoke.{app}.{function}"
+
+
+def result_subject(call_id: str) -> str:
+    return f"thaw.result.{call_id}"
+
+
+def consumer_name(app: str, function: str) -> str:
+    """The durable pull consumer every agent shares for one function's inputs."""
+    return f"fn_{app}_{function}"
 
 
 def encode(msg: Message) -> bytes:

@@ -1,0 +1,168 @@
+"""Bodies of the gateway's HTTP API (``/v1``), shared by the gateway and the SDK.
+
+Every error is ``{"error": {"code": ..., "message": ...}}`` with one of
+``ERROR_CODES``; the OpenAPI document at ``/v1/openapi.json`` is generated
+from these Structs.
+
+Routes (all need ``Authorization: Bearer <token>`` except ``/healthz``):
+
+- ``HEAD /v1/bundles/{sha256}``             200 if stored, else 404
+- ``PUT  /v1/bundles/{sha256}``             body: the zip; sha256 verified
+- ``POST /v1/apps/{app}/deploy``            ``DeployRequest`` -> ``DeployResponse``
+- ``GET  /v1/apps``                         -> ``list[AppInfo]``
+- ``POST /v1/apps/{app}/stop``              -> ``AppInfo``
+- ``GET  /v1/apps/{app}/logs?follow=1``     -> NDJSON of ``schema.LogLine``
+- ``GET  /v1/functions/{app}/{function}``   -> ``FunctionInfo``
+- ``POST /v1/functions/{app}/{function}/calls?wait=S``  ``CallRequest`` ->
+  200 ``CallResult`` when done within S seconds, else 202 ``CallAccepted``
+- ``POST /v1/functions/{app}/{function}/calls:batch``   ``BatchRequest`` -> ``BatchAccepted``
+- ``GET  /v1/calls/{call_id}?wait=S``       200 ``CallResult`` or 202 ``CallAccepted``
+- ``POST /v1/calls/{call_id}/cancel``       -> ``CallAccepted``
+- ``POST /v1/calls:stream``                 ``StreamRequest`` -> NDJSON of ``CallResult`` as they finish
+- ``GET  /v1/containers``, ``POST /v1/containers/{id}/stop``, ``GET /v1/nodes``
+- ``POST /v1/tokens``                       ``TokenRequest`` -> ``TokenResponse``
+- ``GET  /v1/openapi.json``
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from thaw_core.schema import CallStatus, Codec, ContainerInfo, FunctionSpec, GpuInfo
+
+ERROR_CODES = (
+    "bad_request",
+    "unauthorized",
+    "forbidden",
+    "not_found",
+    "conflict",
+    "payload_too_large",
+    "timeout",
+    "internal",
+)
+
+# The largest input or deploy body the gateway accepts.
+MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+class Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class ErrorDetail(Body):
+    code: str
+    message: str
+
+
+class ErrorBody(Body):
+    error: ErrorDetail
+
+
+class DeployRequest(Body):
+    bundle_sha256: str
+    functions: list[FunctionSpec]
+    # `thaw run`: the app lives for one run and is stopped after it.
+    ephemeral: bool = False
+
+
+class DeployResponse(Body):
+    app: str
+    version: int
+    functions: list[str]
+    # Function name -> HTTP URL, for web endpoints.
+    web_urls: dict[str, str] = {}
+
+
+class AppInfo(Body):
+    name: str
+    state: Literal["deployed", "stopped"]
+    version: int
+    functions: list[str]
+    ephemeral: bool = False
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    containers: int = 0
+
+
+class FunctionInfo(Body):
+    app: str
+    version: int
+    spec: FunctionSpec
+
+
+class CallRequest(Body):
+    """``codec="json"`` (the default, for curl and other languages) takes
+    ``args``/``kwargs`` as JSON; ``codec="pickle"`` takes ``payload``: the
+    cloudpickle of ``(args, kwargs)``, base64 in JSON."""
+
+    codec: Codec = "json"
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    payload: bytes = b""
+    method: str | None = None
+    params: bytes = b""
+
+
+class CallAccepted(Body):
+    call_id: str
+    status: Literal["pending", "running", "cancelling"] = "pending"
+
+
+class CallResult(Body):
+    call_id: str
+    status: CallStatus
+    codec: Codec
+    # json codec: the return value itself; pickle codec: None, see value_b64.
+    value: Any = None
+    value_b64: bytes = b""
+    exc_b64: bytes = b""
+    error: str = ""
+    traceback: str = ""
+    attempts: int = 1
+    map_id: str = ""
+    index: int = 0
+
+
+class BatchRequest(Body):
+    """One call per item; each item is encoded like ``CallRequest``'s payload
+    (pickle) or is a JSON ``{"args": [...], "kwargs": {...}}`` object."""
+
+    codec: Codec = "json"
+    items: list[Any] = []
+    method: str | None = None
+    params: bytes = b""
+
+
+class BatchAccepted(Body):
+    map_id: str
+    call_ids: list[str]
+
+
+class StreamRequest(Body):
+    call_ids: list[str]
+    # Stop streaming after this long even if results are missing.
+    timeout_s: float = 3600.0
+
+
+class NodeInfo(Body):
+    node_id: str
+    state: str
+    cores: int
+    memory_mb: int
+    gpus: list[GpuInfo] = []
+    last_seen: float = 0.0
+
+
+class ContainersResponse(Body):
+    containers: list[ContainerInfo]
+
+
+class TokenRequest(Body):
+    name: str
+
+
+class TokenResponse(Body):
+    name: str
+    token: str
