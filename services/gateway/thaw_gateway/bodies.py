@@ -1,0 +1,102 @@
+"""Reading what a request carries: JSON bodies (msgspec, one decoder per
+type, unknown fields refused), path names and query parameters, each refused
+with a 4xx that names the offending field."""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+from thaw_core.api import MAX_PAYLOAD_BYTES
+from thaw_core.schema import check_name
+
+from thaw_gateway.errors import bad_request, too_large
+
+T = TypeVar("T")
+
+# Call ids made here are "fc-<32 hex>", but another language publishing on the
+# bus picks its own; any subject token of sane length is one.
+CALL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+CONTAINER_ID_RE = CALL_ID_RE
+
+
+@functools.cache
+def decoder_for(kind: type[T]) -> msgspec.json.Decoder[T]:
+    return msgspec.json.Decoder(kind)
+
+
+async def read_body(request: web.Request, kind: type[T], *, empty_ok: bool = False) -> T:
+    """The body decoded as ``kind``. ``empty_ok``: an empty body means ``{}``
+    (every field at its default), so ``curl -X POST`` works without ``-d``."""
+    if request.content_length is not None and request.content_length > MAX_PAYLOAD_BYTES:
+        raise too_large(
+            f"request body of {request.content_length} bytes is over {MAX_PAYLOAD_BYTES}"
+        )
+    data = await request.read()
+    if not data.strip():
+        if not empty_ok:
+            raise bad_request(f"request body is empty; expected a JSON {kind.__name__} object")
+        data = b"{}"
+    try:
+        return decoder_for(kind).decode(data)
+    except msgspec.ValidationError as e:
+        raise bad_request(f"invalid {kind.__name__}: {e}") from None
+    except msgspec.DecodeError as e:
+        raise bad_request(f"request body is not valid JSON: {e}") from None
+
+
+def path_name(request: web.Request, kind: str, key: str | None = None) -> str:
+    """A name (app, function) from the path, checked like every name."""
+    value = request.match_info[key or kind]
+    try:
+        return check_name(kind, value)
+    except ValueError as e:
+        raise bad_request(str(e)) from None
+
+
+def path_id(request: web.Request, key: str, pattern: re.Pattern[str] = CALL_ID_RE) -> str:
+    value = request.match_info[key]
+    if not pattern.match(value):
+        raise bad_request(
+            f"invalid {key} {value!r}: use letters, digits, '_' and '-' (at most 128)"
+        )
+    return value
+
+
+def query_seconds(request: web.Request, key: str, *, default: float, cap: float) -> float:
+    """A duration in seconds from the query string; values above ``cap`` are
+    lowered to it (a long poll that ends early is answered 202, and polled again)."""
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise bad_request(f"query parameter {key}={raw!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise bad_request(f"query parameter {key}={raw!r} must be a number of seconds >= 0")
+    return min(value, cap)
+
+
+def query_flag(request: web.Request, key: str) -> bool:
+    raw = request.query.get(key)
+    if raw is None:
+        return False
+    match raw.lower():
+        case "" | "1" | "true" | "yes":
+            return True
+        case "0" | "false" | "no":
+            return False
+    raise bad_request(f"query parameter {key}={raw!r} must be 1/true or 0/false")
+
+
+def convert(value: Any, kind: type[T], where: str) -> T:
+    """``value`` (already parsed JSON) as ``kind``, errors prefixed with ``where``."""
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError as e:
+        raise bad_request(f"{where}: {e}") from None

@@ -1,0 +1,400 @@
+"""Calls: the hot path. A call is validated against the in-memory catalog,
+encoded as an ``Invoke``, published to its function's INVOKE subject with the
+call id as JetStream msg-id, and (with ``?wait=S``) answered by the result the
+one ``thaw.result.>`` subscription delivers. No database query on the way.
+
+The gateway never unpickles: with the pickle codec the SDK's bytes go to the
+container as they are and come back as base64.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import msgspec
+import nats.errors
+from aiohttp import web
+from opentelemetry import propagate
+from thaw_core.api import (
+    BatchAccepted,
+    BatchRequest,
+    CallAccepted,
+    CallRequest,
+    StreamRequest,
+)
+from thaw_core.bus import Bus
+from thaw_core.schema import (
+    CancelCall,
+    Codec,
+    FunctionSpec,
+    Invoke,
+    Result,
+    encode,
+    invoke_subject,
+    result_subject,
+)
+
+from thaw_gateway.bodies import (
+    CALL_ID_RE,
+    convert,
+    path_id,
+    path_name,
+    query_flag,
+    query_seconds,
+    read_body,
+)
+from thaw_gateway.call_log import IssuedCall
+from thaw_gateway.errors import (
+    ApiError,
+    bad_request,
+    conflict,
+    error_line,
+    gateway_timeout,
+    json_response,
+    not_found,
+    too_large,
+)
+from thaw_gateway.results import MalformedResult, Outcome, to_call_result
+from thaw_gateway.state import Gateway, gateway
+
+# The longest a request holds on for a result; a client that wants longer polls again.
+MAX_WAIT_S = 300.0
+MAX_BATCH_ITEMS = 10_000
+MAX_STREAM_CALLS = 100_000
+MAX_STREAM_TIMEOUT_S = 24 * 3600.0
+PUBLISH_TIMEOUT_S = 10.0
+
+_args_encoder = msgspec.json.Encoder()
+NDJSON = "application/x-ndjson"
+
+
+class JsonArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """One input of the json codec, as the container's runtime reads it."""
+
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+
+
+def new_call_id() -> str:
+    return "fc-" + uuid.uuid4().hex
+
+
+def new_map_id() -> str:
+    return "fm-" + uuid.uuid4().hex
+
+
+# ---------------------------------------------------------------- building inputs
+
+
+def check_method(spec: FunctionSpec, method: str | None) -> None:
+    if spec.kind == "class":
+        methods = ", ".join(spec.methods) or "none"
+        if method is None:
+            raise bad_request(f"{spec.name!r} is a class: name one of its methods ({methods})")
+        if spec.methods and method not in spec.methods:
+            raise not_found(f"class {spec.name!r} has no method {method!r}; its methods: {methods}")
+    elif method is not None:
+        raise bad_request(f"{spec.name!r} is a function, not a class: leave out method")
+
+
+def encode_args(codec: Codec, args: list[Any], kwargs: dict[str, Any], payload: bytes) -> bytes:
+    if codec == "json":
+        if payload:
+            raise bad_request("payload is for codec 'pickle'; codec 'json' takes args and kwargs")
+        return _args_encoder.encode(JsonArgs(args=args, kwargs=kwargs))
+    if args or kwargs:
+        raise bad_request(
+            "codec 'pickle' takes payload (base64 of the pickled (args, kwargs)), not args/kwargs"
+        )
+    if not payload:
+        raise bad_request("codec 'pickle' needs payload: base64 of the pickled (args, kwargs)")
+    return payload
+
+
+def batch_item_args(codec: Codec, item: Any, index: int) -> bytes:
+    where = f"items[{index}]"
+    if codec == "json":
+        return _args_encoder.encode(convert(item, JsonArgs, where))
+    payload = convert(item, bytes, where)
+    if not payload:
+        raise bad_request(f"{where}: empty; codec 'pickle' items are base64 pickles of (args, kwargs)")
+    return payload
+
+
+def check_size(bus: Bus, data: bytes) -> None:
+    limit = bus.nc.max_payload
+    if limit and len(data) > limit:
+        raise too_large(
+            f"the encoded input is {len(data)} bytes, over the bus's message limit of {limit}"
+            " bytes (nats-server max_payload); pass large data through a volume instead"
+        )
+
+
+def issued(invoke: Invoke) -> IssuedCall:
+    return IssuedCall(
+        invoke.call_id, invoke.app, invoke.function, invoke.codec, invoke.map_id, invoke.index
+    )
+
+
+async def publish_input(bus: Bus, invoke: Invoke, data: bytes) -> None:
+    try:
+        await bus.publish(invoke_subject(invoke.app, invoke.function), data, msg_id=invoke.call_id)
+    except (nats.errors.Error, TimeoutError) as e:
+        raise gateway_timeout(f"the bus did not take the input of {invoke.call_id}: {e!r}") from e
+
+
+async def publish_inputs(bus: Bus, subject: str, inputs: list[tuple[str, bytes]]) -> None:
+    """Publish many inputs pipelined: every publish is sent before any ack is
+    awaited. A retry of the whole batch is safe (msg-id = call id)."""
+    trace: dict[str, str] = {}
+    propagate.inject(trace)
+    futures: list[asyncio.Future[Any]] = []
+    try:
+        for call_id, data in inputs:
+            futures.append(
+                await bus.js.publish_async(
+                    subject, data, headers={**trace, "Nats-Msg-Id": call_id}, wait_stall=5.0
+                )
+            )
+        await asyncio.wait_for(asyncio.gather(*futures), PUBLISH_TIMEOUT_S)
+    except (nats.errors.Error, TimeoutError) as e:
+        for f in futures:
+            f.cancel()  # frees their slots in the client's pending-publish window
+        done = sum(1 for f in futures if f.done() and not f.cancelled() and not f.exception())
+        raise gateway_timeout(
+            f"the bus took {done} of {len(inputs)} inputs before failing ({e!r});"
+            " send the batch again (inputs already taken are not run twice)"
+        ) from e
+
+
+async def wait_result(fut: asyncio.Future[Result], timeout_s: float) -> Result | None:
+    try:
+        return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+    except TimeoutError:
+        return None
+    except MalformedResult as e:
+        raise ApiError(500, "internal", str(e)) from None
+
+
+def client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
+def outcome_result(outcome: Outcome) -> Result:
+    if isinstance(outcome, MalformedResult):
+        raise ApiError(500, "internal", str(outcome))
+    return outcome
+
+
+# ---------------------------------------------------------------- handlers
+
+
+async def create_call(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    app_name, function = path_name(request, "app"), path_name(request, "function")
+    _, spec = await gw.catalog.resolve(app_name, function)
+    wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
+    body = await read_body(request, CallRequest, empty_ok=True)
+    check_method(spec, body.method)
+    invoke = Invoke(
+        call_id=new_call_id(),
+        app=app_name,
+        function=function,
+        method=body.method,
+        params=body.params,
+        codec=body.codec,
+        args=encode_args(body.codec, body.args, body.kwargs, body.payload),
+    )
+    data = encode(invoke)
+    check_size(gw.bus, data)
+    if wait_s <= 0:
+        await publish_input(gw.bus, invoke, data)
+        gw.calls.record([issued(invoke)])
+        return json_response(CallAccepted(call_id=invoke.call_id), 202)
+    with gw.results.expect(invoke.call_id) as fut:
+        await publish_input(gw.bus, invoke, data)
+        gw.calls.record([issued(invoke)])
+        result = await wait_result(fut, wait_s)
+    if result is None:
+        return json_response(CallAccepted(call_id=invoke.call_id), 202)
+    return json_response(to_call_result(result))
+
+
+async def create_batch(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    app_name, function = path_name(request, "app"), path_name(request, "function")
+    _, spec = await gw.catalog.resolve(app_name, function)
+    body = await read_body(request, BatchRequest)
+    if len(body.items) > MAX_BATCH_ITEMS:
+        raise too_large(
+            f"{len(body.items)} items; a batch takes at most {MAX_BATCH_ITEMS}: split it"
+        )
+    check_method(spec, body.method)
+    map_id = new_map_id()
+    now = time.time()
+    invokes = [
+        Invoke(
+            call_id=new_call_id(),
+            app=app_name,
+            function=function,
+            method=body.method,
+            params=body.params,
+            codec=body.codec,
+            args=batch_item_args(body.codec, item, i),
+            map_id=map_id,
+            index=i,
+            created_at=now,
+        )
+        for i, item in enumerate(body.items)
+    ]
+    inputs = [(inv.call_id, encode(inv)) for inv in invokes]
+    for i, (_, data) in enumerate(inputs):
+        try:
+            check_size(gw.bus, data)
+        except ApiError as e:
+            raise too_large(f"items[{i}]: {e.message}") from None
+    await publish_inputs(gw.bus, invoke_subject(app_name, function), inputs)
+    gw.calls.record(issued(inv) for inv in invokes)
+    return json_response(BatchAccepted(map_id=map_id, call_ids=[inv.call_id for inv in invokes]))
+
+
+async def get_call(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    call_id = path_id(request, "call_id")
+    wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
+    with gw.results.expect(call_id) as fut:
+        stored = await gw.results.stored(call_id)
+        if stored is not None:
+            return json_response(to_call_result(outcome_result(stored)))
+        if await gw.calls.get(call_id) is None:
+            raise not_found(f"no call {call_id!r} was made (or it is older than its retention)")
+        result = await wait_result(fut, wait_s) if wait_s > 0 else None
+    if result is None:
+        return json_response(CallAccepted(call_id=call_id), 202)
+    return json_response(to_call_result(result))
+
+
+async def cancel_call(request: web.Request) -> web.Response:
+    """Cancel: tell whoever runs it (``thaw.cancel.<id>``) and store a
+    ``cancelled`` result under the call's msg-id, so the real result, if it
+    comes later, is dropped as a duplicate and every client sees one outcome."""
+    gw = gateway(request)
+    call_id = path_id(request, "call_id")
+    terminate = query_flag(request, "terminate")
+
+    async def too_late_or_done(outcome: Outcome) -> web.Response:
+        result = outcome_result(outcome)
+        if result.status == "cancelled":
+            return json_response(CallAccepted(call_id=call_id, status="cancelling"), 202)
+        raise conflict(
+            f"call {call_id} already finished with status {result.status!r}; too late to cancel"
+        )
+
+    stored = await gw.results.stored(call_id)
+    if stored is not None:
+        return await too_late_or_done(stored)
+    call = await gw.calls.get(call_id)
+    if call is None:
+        raise not_found(f"no call {call_id!r} was made (or it is older than its retention)")
+    await gw.bus.publish_core(
+        f"thaw.cancel.{call_id}", CancelCall(call_id=call_id, terminate_containers=terminate)
+    )
+    cancelled = Result(
+        call_id=call_id,
+        status="cancelled",
+        codec=call.codec,  # type: ignore[arg-type]
+        error="cancelled by the client",
+        map_id=call.map_id,
+        index=call.index,
+    )
+    ack = await gw.bus.publish(result_subject(call_id), cancelled, msg_id=call_id)
+    if ack.duplicate:
+        # A result was stored between our look and our write: it wins.
+        stored = await gw.results.stored(call_id)
+        if stored is not None:
+            return await too_late_or_done(stored)
+    return json_response(CallAccepted(call_id=call_id, status="cancelling"), 202)
+
+
+async def stream_calls(request: web.Request) -> web.StreamResponse:
+    """NDJSON, one ``CallResult`` per line as each call finishes: the stored
+    ones first, then the rest as they arrive, until all are in or the timeout."""
+    gw = gateway(request)
+    body = await read_body(request, StreamRequest)
+    call_ids = list(dict.fromkeys(body.call_ids))
+    if len(call_ids) > MAX_STREAM_CALLS:
+        raise too_large(f"{len(call_ids)} call ids; a stream takes at most {MAX_STREAM_CALLS}")
+    for i, cid in enumerate(call_ids):
+        if not CALL_ID_RE.match(cid):
+            raise bad_request(f"call_ids[{i}]: {cid!r} is not a call id")
+    if not 0 < body.timeout_s <= MAX_STREAM_TIMEOUT_S:
+        raise bad_request(f"timeout_s must be > 0 and <= {MAX_STREAM_TIMEOUT_S:g}")
+    deadline = asyncio.get_running_loop().time() + body.timeout_s
+
+    with gw.results.expect_many(call_ids) as arrivals:
+        stored = await gw.results.stored_many(call_ids)
+        missing = [cid for cid in call_ids if cid not in stored]
+        if missing:
+            known = await gw.calls.lookup(missing)
+            unknown = [cid for cid in missing if cid not in known]
+            if unknown:
+                shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+                raise not_found(f"{len(unknown)} of the call ids were never made: {shown}")
+        resp = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await resp.prepare(request)
+        try:
+            await _stream_results(gw, request, resp, set(call_ids), stored, arrivals, deadline)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # headers are sent: report in-band
+            request.app.logger.exception("calls:stream failed")
+            await resp.write(error_line("internal", f"stream failed: {e!r}"))
+        await resp.write_eof()
+        return resp
+
+
+async def _stream_results(
+    gw: Gateway,
+    request: web.Request,
+    resp: web.StreamResponse,
+    wanted: set[str],
+    stored: dict[str, Outcome],
+    arrivals: asyncio.Queue[Outcome],
+    deadline: float,
+) -> None:
+    done: set[str] = set()
+    loop = asyncio.get_running_loop()
+
+    def lines(outcomes: list[Outcome]) -> bytes:
+        out = bytearray()
+        for outcome in outcomes:
+            if outcome.call_id in done:
+                continue  # stored and also delivered live
+            done.add(outcome.call_id)
+            if isinstance(outcome, MalformedResult):
+                out += error_line("internal", str(outcome))
+            else:
+                out += _args_encoder.encode(to_call_result(outcome)) + b"\n"
+        return bytes(out)
+
+    first = lines(list(stored.values()))
+    if first:
+        await resp.write(first)
+    while len(done) < len(wanted) and not gw.stopping.is_set():
+        if client_gone(request):
+            return
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        try:
+            batch = [await asyncio.wait_for(arrivals.get(), min(remaining, 1.0))]
+        except TimeoutError:
+            continue
+        while not arrivals.empty():
+            batch.append(arrivals.get_nowait())
+        chunk = lines(batch)
+        if chunk:
+            await resp.write(chunk)

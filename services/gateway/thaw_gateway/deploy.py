@@ -1,0 +1,266 @@
+"""Code bundles, deploys and stops.
+
+A deploy is one SQL statement (new app version, its functions, the app's
+current version), made only after the bundle is known to be stored and each
+function's durable INVOKE consumer exists, so a deployed function can always
+take inputs. Then the catalog is updated and an ``AppEvent`` tells the rest of
+the platform (scheduler, other gateway replicas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+import msgspec
+import nats.js.errors
+from aiohttp import web
+from thaw_core.api import (
+    MAX_PAYLOAD_BYTES,
+    AppInfo,
+    DeployRequest,
+    DeployResponse,
+    FunctionInfo,
+)
+from thaw_core.blob import BlobIntegrityError
+from thaw_core.schema import AppEvent, check_name, consumer_name, invoke_subject
+
+from thaw_gateway.bodies import path_name, read_body
+from thaw_gateway.catalog import DeployedApp
+from thaw_gateway.errors import bad_request, conflict, json_response, not_found, too_large
+from thaw_gateway.state import Gateway, gateway
+
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+INVOKE_STREAM = "INVOKE"
+# An input not acked this long after delivery is handed to another agent.
+INVOKE_ACK_WAIT_S = 10.0
+_UPLOAD_CHUNK = 1 << 20
+
+
+class BundleStored(msgspec.Struct, kw_only=True):
+    sha256: str
+    size: int
+
+
+def bundle_key(sha256: str) -> str:
+    return f"bundles/{sha256}.zip"
+
+
+def app_subject(app: str) -> str:
+    return f"thaw.event.app.{app}"
+
+
+def _sha256_param(request: web.Request) -> str:
+    sha = request.match_info["sha256"]
+    if not SHA256_RE.match(sha):
+        raise bad_request(f"{sha!r} is not a sha256: expected 64 lowercase hex digits")
+    return sha
+
+
+# ---------------------------------------------------------------- bundles
+
+
+async def head_bundle(request: web.Request) -> web.Response:
+    sha = _sha256_param(request)
+    if not await gateway(request).blob.exists(bundle_key(sha)):
+        raise not_found(f"no bundle {sha}")
+    return web.Response(status=200)
+
+
+async def put_bundle(request: web.Request) -> web.Response:
+    """Store the body as ``bundles/<sha256>.zip``, streamed (never whole in
+    memory) and refused unless it hashes to the sha256 in the path."""
+    sha = _sha256_param(request)
+    if request.content_length is not None and request.content_length > MAX_PAYLOAD_BYTES:
+        raise too_large(f"bundle of {request.content_length} bytes is over {MAX_PAYLOAD_BYTES}")
+    blob = gateway(request).blob
+    digest = hashlib.sha256()
+    size = 0
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal size
+        async for chunk in request.content.iter_chunked(_UPLOAD_CHUNK):
+            size += len(chunk)
+            if size > MAX_PAYLOAD_BYTES:
+                raise too_large(f"bundle is over {MAX_PAYLOAD_BYTES} bytes")
+            digest.update(chunk)
+            yield chunk
+
+    try:
+        info = await blob.put(bundle_key(sha), body(), sha256=sha)
+    except BlobIntegrityError:
+        raise bad_request(
+            f"the body's sha256 is {digest.hexdigest()}, not {sha} as the path says;"
+            " nothing was stored"
+        ) from None
+    return json_response(BundleStored(sha256=sha, size=info.size), 201)
+
+
+# ---------------------------------------------------------------- deploy
+
+_DEPLOY_SQL = """
+WITH app AS (
+    INSERT INTO apps (id, name, state, version, ephemeral, updated_at)
+    VALUES ($1, $2, 'deployed', 1, $4, now())
+    ON CONFLICT (name) DO UPDATE
+        SET state = 'deployed', version = apps.version + 1,
+            ephemeral = EXCLUDED.ephemeral, updated_at = now()
+    RETURNING name, version, created_at, updated_at
+), ver AS (
+    INSERT INTO app_versions (app, version, bundle_sha256)
+    SELECT name, version, $3 FROM app
+    RETURNING app, version
+), fns AS (
+    INSERT INTO functions (app, name, version, spec)
+    SELECT ver.app, s ->> 'name', ver.version, s
+    FROM ver, jsonb_array_elements($5::jsonb) AS s
+)
+SELECT version,
+       extract(epoch FROM created_at)::float8 AS created_at,
+       extract(epoch FROM updated_at)::float8 AS updated_at
+FROM app
+"""
+
+
+def _check_deploy(body: DeployRequest) -> None:
+    if not SHA256_RE.match(body.bundle_sha256):
+        raise bad_request(
+            f"bundle_sha256 {body.bundle_sha256!r} is not a sha256: expected 64 lowercase hex digits"
+        )
+    if not body.functions:
+        raise bad_request("functions is empty: an app deploys at least one function")
+    seen: set[str] = set()
+    for i, spec in enumerate(body.functions):
+        try:
+            check_name("function", spec.name)
+            for method in spec.methods:
+                check_name("method", method)
+        except ValueError as e:
+            raise bad_request(f"functions[{i}]: {e}") from None
+        if spec.name in seen:
+            raise bad_request(f"functions[{i}]: function {spec.name!r} appears twice")
+        seen.add(spec.name)
+
+
+async def _ensure_consumer(gw: Gateway, app: str, function: str) -> None:
+    durable = consumer_name(app, function)
+    subject = invoke_subject(app, function)
+    # consumer_name joins names with "_", which names may contain: app "a_b" with
+    # function "c" and app "a" with function "b_c" would share one consumer.
+    try:
+        info = await gw.bus.js.consumer_info(INVOKE_STREAM, durable)
+    except nats.js.errors.NotFoundError:
+        info = None
+    if info is not None and info.config.filter_subject not in (None, subject):
+        raise conflict(
+            f"function {function!r} of app {app!r} would share the input queue {durable!r}"
+            f" with {info.config.filter_subject!r}; rename the app or the function"
+        )
+    await gw.bus.ensure_consumer(
+        INVOKE_STREAM,
+        durable,
+        filter_subject=subject,
+        ack_wait_s=INVOKE_ACK_WAIT_S,
+        max_deliver=-1,
+    )
+
+
+async def deploy_app(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    app = path_name(request, "app")
+    body = await read_body(request, DeployRequest)
+    _check_deploy(body)
+    if not await gw.blob.exists(bundle_key(body.bundle_sha256)):
+        raise bad_request(
+            f"bundle {body.bundle_sha256} is not uploaded; PUT /v1/bundles/{body.bundle_sha256}"
+            " first"
+        )
+    for spec in body.functions:
+        await _ensure_consumer(gw, app, spec.name)
+    row = await gw.db.fetchrow(
+        _DEPLOY_SQL,
+        "ap-" + uuid.uuid4().hex,
+        app,
+        body.bundle_sha256,
+        body.ephemeral,
+        body.functions,
+    )
+    assert row is not None
+    deployed = DeployedApp(
+        name=app,
+        version=row["version"],
+        state="deployed",
+        functions={spec.name: spec for spec in body.functions},
+        bundle_sha256=body.bundle_sha256,
+        ephemeral=body.ephemeral,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+    gw.catalog.put(deployed)
+    await gw.bus.publish(
+        app_subject(app), AppEvent(app=app, version=deployed.version, state="deployed")
+    )
+    request.app.logger.info(
+        "app deployed", extra={"app": app, "version": deployed.version}
+    )
+    return json_response(
+        DeployResponse(app=app, version=deployed.version, functions=sorted(deployed.functions))
+    )
+
+
+async def stop_app(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    app = path_name(request, "app")
+    updated = await gw.db.fetchval(
+        "UPDATE apps SET state = 'stopped', updated_at = now() WHERE name = $1 RETURNING name", app
+    )
+    if updated is None:
+        raise not_found(f"no app named {app!r} is deployed")
+    stopped = await gw.catalog.reload(app)
+    assert stopped is not None
+    await gw.bus.publish(
+        app_subject(app), AppEvent(app=app, version=stopped.version, state="stopped")
+    )
+    counts = await _container_counts(gw, app)
+    return json_response(_app_info(stopped, counts))
+
+
+# ---------------------------------------------------------------- listing
+
+
+def _app_info(app: DeployedApp, containers: dict[str, int]) -> AppInfo:
+    return AppInfo(
+        name=app.name,
+        state=app.state,
+        version=app.version,
+        functions=sorted(app.functions),
+        ephemeral=app.ephemeral,
+        created_at=app.created_at,
+        updated_at=app.updated_at,
+        containers=containers.get(app.name, 0),
+    )
+
+
+async def _container_counts(gw: Gateway, app: str | None = None) -> dict[str, int]:
+    rows = await gw.db.fetch(
+        "SELECT app, count(*) AS n FROM containers"
+        " WHERE state IN ('starting', 'ready', 'draining') AND ($1::text IS NULL OR app = $1)"
+        " GROUP BY app",
+        app,
+    )
+    return {r["app"]: r["n"] for r in rows}
+
+
+async def list_apps(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    await gw.catalog.load_all()
+    counts = await _container_counts(gw)
+    return json_response([_app_info(app, counts) for app in gw.catalog.apps()])
+
+
+async def get_function(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    app, spec = await gw.catalog.resolve(path_name(request, "app"), path_name(request, "function"))
+    return json_response(FunctionInfo(app=app.name, version=app.version, spec=spec))

@@ -1,0 +1,158 @@
+"""The route table: every endpoint of the gateway, with what it takes and
+answers. The server is mounted from it, ``/v1/openapi.json`` is generated
+from it, and the tests iterate over it (so a new route cannot forget auth or
+the OpenAPI document)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from thaw_core.api import (
+    AppInfo,
+    BatchAccepted,
+    BatchRequest,
+    CallAccepted,
+    CallRequest,
+    CallResult,
+    ContainersResponse,
+    DeployRequest,
+    DeployResponse,
+    FunctionInfo,
+    NodeInfo,
+    StreamRequest,
+    TokenRequest,
+    TokenResponse,
+)
+from thaw_core.schema import CommandReply, HealthReply, LogLine, encode
+
+from thaw_gateway import auth, calls, cluster, deploy
+from thaw_gateway.errors import json_response
+from thaw_gateway.state import gateway
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    description: str
+    body: Any = None  # a msgspec type, or None for no body
+    media: str = JSON
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    answers: tuple[Answer, ...]
+    # The JSON body type; None: no body (or a raw one, see raw_body).
+    body: Any = None
+    # An empty body stands for {} (every field at its default).
+    body_optional: bool = False
+    raw_body: str | None = None  # media type of a non-JSON body
+    query: tuple[tuple[str, str, str], ...] = ()  # (name, JSON type, description)
+    errors: tuple[int, ...] = ()
+    public: bool = False
+
+    @property
+    def path_params(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+
+
+async def healthz(request: web.Request) -> web.Response:
+    reply = await gateway(request).health()
+    return web.Response(
+        body=encode(reply), status=200 if reply.status == "ok" else 503, content_type=JSON
+    )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    from thaw_gateway.openapi import document
+
+    return json_response(document())
+
+
+_WAIT = ("wait", "number", "seconds to wait for the result (at most 300); 0: answer at once")
+
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/healthz", healthz, "Health of the gateway and its dependencies",
+          (Answer(200, "healthy", HealthReply), Answer(503, "degraded", HealthReply)),
+          public=True),
+    Route("HEAD", "/v1/bundles/{sha256}", deploy.head_bundle, "Is this code bundle stored?",
+          (Answer(200, "stored"),), errors=(404,)),
+    Route("PUT", "/v1/bundles/{sha256}", deploy.put_bundle,
+          "Upload a code bundle (zip); refused unless it hashes to the sha256 in the path",
+          (Answer(201, "stored", deploy.BundleStored),),
+          raw_body="application/zip", errors=(413,)),
+    Route("POST", "/v1/apps/{app}/deploy", deploy.deploy_app,
+          "Deploy a new version of an app from an uploaded bundle",
+          (Answer(200, "deployed", DeployResponse),), body=DeployRequest, errors=(409, 413)),
+    Route("GET", "/v1/apps", deploy.list_apps, "List apps",
+          (Answer(200, "the apps", list[AppInfo]),)),
+    Route("POST", "/v1/apps/{app}/stop", deploy.stop_app,
+          "Stop an app: its functions take no more calls",
+          (Answer(200, "stopped", AppInfo),), errors=(404,)),
+    Route("GET", "/v1/apps/{app}/logs", cluster.app_logs,
+          "Container output of an app, as NDJSON lines",
+          (Answer(200, "one LogLine per line", LogLine, NDJSON),),
+          query=(("follow", "boolean", "keep streaming new lines until the client leaves"),
+                 ("function", "string", "only this function's containers")),
+          errors=(404,)),
+    Route("GET", "/v1/functions/{app}/{function}", deploy.get_function,
+          "A deployed function's spec (Function.from_name)",
+          (Answer(200, "the function", FunctionInfo),), errors=(404, 409)),
+    Route("POST", "/v1/functions/{app}/{function}/calls", calls.create_call,
+          "Call a function; with wait=S, answer its result if it finishes within S seconds",
+          (Answer(200, "finished", CallResult), Answer(202, "accepted, not finished", CallAccepted)),
+          body=CallRequest, body_optional=True, query=(_WAIT,), errors=(404, 409, 413, 504)),
+    Route("POST", "/v1/functions/{app}/{function}/calls:batch", calls.create_batch,
+          "Call a function once per item (map), up to 10,000 items",
+          (Answer(200, "accepted", BatchAccepted),), body=BatchRequest,
+          errors=(404, 409, 413, 504)),
+    Route("GET", "/v1/calls/{call_id}", calls.get_call, "A call's result",
+          (Answer(200, "finished", CallResult), Answer(202, "not finished", CallAccepted)),
+          query=(_WAIT,), errors=(404,)),
+    Route("POST", "/v1/calls/{call_id}/cancel", calls.cancel_call, "Cancel a call",
+          (Answer(202, "cancelled", CallAccepted),),
+          query=(("terminate", "boolean", "also stop the container running it"),),
+          errors=(404, 409)),
+    Route("POST", "/v1/calls:stream", calls.stream_calls,
+          "Results of many calls as NDJSON lines, as each finishes",
+          (Answer(200, "one CallResult per line", CallResult, NDJSON),), body=StreamRequest,
+          errors=(404, 413)),
+    Route("GET", "/v1/containers", cluster.list_containers, "Containers and their load",
+          (Answer(200, "the containers", ContainersResponse),),
+          query=(("app", "string", "only this app's containers"),)),
+    Route("POST", "/v1/containers/{container_id}/stop", cluster.stop_container,
+          "Stop a container through its node's agent",
+          (Answer(200, "the agent's reply", CommandReply),), errors=(404, 409, 504)),
+    Route("GET", "/v1/nodes", cluster.list_nodes, "Nodes and their capacity",
+          (Answer(200, "the nodes", list[NodeInfo]),)),
+    Route("POST", "/v1/tokens", auth.create_token,
+          "Create an API token (shown once; only its hash is kept)",
+          (Answer(201, "created", TokenResponse),), body=TokenRequest),
+    Route("GET", "/v1/openapi.json", openapi_json, "This document",
+          (Answer(200, "the OpenAPI 3.1 document", dict[str, Any]),)),
+)  # fmt: skip
+
+def mount(app: web.Application) -> None:
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+
+
+def body_types() -> list[Any]:
+    """Every type the routes take or answer, for the OpenAPI components."""
+    seen: list[Any] = []
+    for route in ROUTES:
+        for t in (route.body, *(a.body for a in route.answers)):
+            if t is not None and t not in seen:
+                seen.append(t)
+    return seen
