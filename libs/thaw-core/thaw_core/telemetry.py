@@ -1,0 +1,82 @@
+"""OpenTelemetry tracing set-up.
+
+:func:`setup_telemetry` installs a global tracer provider whose resource names
+the service (``service.name``); spans go to
+
+- an OTLP/HTTP exporter when ``settings.otlp_endpoint`` is set
+  (``THAW_OTLP_ENDPOINT``, e.g. ``http://collector:4318``),
+- else the console (stdout) when ``settings.trace_console`` (``THAW_TRACE_CONSOLE=1``),
+- else nowhere (spans are still created, so context propagates, but nothing is exported).
+
+:func:`tracer` works before or without set-up (it then returns the API's no-op tracer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+)
+
+from thaw_core.config import Settings
+
+log = logging.getLogger(__name__)
+
+_provider: TracerProvider | None = None
+
+
+def setup_telemetry(settings: Settings, service_name: str) -> TracerProvider:
+    """Install the global tracer provider (once per process; later calls return it)."""
+    global _provider
+    if _provider is not None:
+        return _provider
+    resource = Resource.create(
+        {
+            "service.name": service_name,
+            "service.namespace": "thaw",
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+            "host.name": settings.node_id,
+        }
+    )
+    provider = TracerProvider(resource=resource)
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint)))
+        )
+        log.info("tracing to OTLP endpoint", extra={"endpoint": settings.otlp_endpoint})
+    elif settings.trace_console:
+        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    return provider
+
+
+def _traces_url(endpoint: str) -> str:
+    # The OTLP/HTTP exporter wants the full traces URL; accept the collector's base URL too.
+    endpoint = endpoint.rstrip("/")
+    return endpoint if endpoint.endswith("/v1/traces") else endpoint + "/v1/traces"
+
+
+def tracer(name: str) -> trace.Tracer:
+    return trace.get_tracer(name)
+
+
+def shutdown_telemetry() -> None:
+    """Flush and stop exporters (called at process exit)."""
+    global _provider
+    if _provider is not None:
+        try:
+            _provider.shutdown()
+        except Exception:  # an unreachable collector must not fail the exit
+            log.warning("telemetry shutdown failed", exc_info=True)
+        _provider = None

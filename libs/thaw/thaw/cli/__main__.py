@@ -1,0 +1,3 @@
+from thaw.cli import main
+
+main(prog_name="thaw")

@@ -1,0 +1,122 @@
+"""Health probes of the stack's parts, shared by `thaw up` (waiting for the
+stack to come up) and `thaw status`.
+
+Each probe returns "ok" or a short error text; none raises or waits long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiohttp
+import asyncpg
+import msgspec
+import nats
+import nats.errors
+from thaw_core.blob import open_blob_store
+from thaw_core.schema import HealthReply, decoder
+
+PROBE_TIMEOUT_S = 3.0
+
+_health_decoder = decoder(HealthReply)
+
+
+def _err(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def check_nats(monitor_port: int, host: str = "127.0.0.1") -> str:
+    """nats-server's own /healthz, which includes JetStream being ready."""
+    url = f"http://{host}:{monitor_port}/healthz"
+    try:
+        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
+            if resp.status == 200:
+                return "ok"
+            return f"healthz {resp.status}: {(await resp.text())[:200]}"
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return _err(exc)
+
+
+async def check_postgres(dsn: str) -> str:
+    try:
+        conn = await asyncpg.connect(dsn, timeout=PROBE_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return _err(exc)
+    try:
+        await asyncio.wait_for(conn.fetchval("SELECT 1"), PROBE_TIMEOUT_S)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return _err(exc)
+    finally:
+        try:
+            await asyncio.wait_for(conn.close(), 1)
+        except Exception:  # noqa: BLE001 - closing a broken connection
+            conn.terminate()
+
+
+async def check_blob(url: str) -> str:
+    store = None
+    try:
+        store = open_blob_store(url)
+        await asyncio.wait_for(store.ping(), PROBE_TIMEOUT_S)
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return _err(exc)
+    finally:
+        if store is not None:
+            with contextlib.suppress(Exception):
+                await store.close()
+
+
+@dataclass(frozen=True)
+class ServiceHealth:
+    status: str  # "ok" or the error / the failing checks
+    pid: int | None = None
+    reply: HealthReply | None = None
+
+
+async def check_services(nats_url: str, names: Iterable[str]) -> dict[str, ServiceHealth]:
+    """Ask each service ``thaw.health.<name>`` over one short-lived connection."""
+    names = list(names)
+    try:
+        nc = await nats.connect(
+            nats_url,
+            connect_timeout=PROBE_TIMEOUT_S,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            name="thaw-status",
+        )
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return {n: ServiceHealth(f"nats unreachable ({_err(exc)})") for n in names}
+    try:
+        results = await asyncio.gather(*(_ask(nc, n) for n in names))
+        return dict(zip(names, results))
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2)
+
+
+async def _ask(nc: nats.NATS, name: str) -> ServiceHealth:
+    try:
+        msg = await nc.request(f"thaw.health.{name}", b"{}", timeout=PROBE_TIMEOUT_S)
+    except nats.errors.NoRespondersError:
+        return ServiceHealth("not answering (no responders)")
+    except (TimeoutError, nats.errors.TimeoutError):
+        return ServiceHealth(f"no health reply in {PROBE_TIMEOUT_S:g}s")
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return ServiceHealth(_err(exc))
+    if msg.headers and "Nats-Service-Error" in msg.headers:
+        return ServiceHealth(f"health handler failed: {msg.headers['Nats-Service-Error']}")
+    try:
+        reply = _health_decoder.decode(msg.data)
+    except msgspec.DecodeError as exc:
+        return ServiceHealth(f"bad health reply: {exc}")
+    if reply.status == "ok":
+        return ServiceHealth("ok", reply.pid, reply)
+    bad = ", ".join(f"{k}: {v}" for k, v in reply.checks.items() if v != "ok")
+    return ServiceHealth(f"{reply.status} ({bad})" if bad else reply.status, reply.pid, reply)

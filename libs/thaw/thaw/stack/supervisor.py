@@ -1,0 +1,506 @@
+"""The embedded stack's supervisor: what `thaw up` runs.
+
+It starts nats-server, Postgres and the blob directory, migrates the database,
+then starts every service (``python -m thaw_<name>``), each its own child
+process with its log in ``<state_dir>/logs/<part>.log``; waits until every part
+is healthy; and then supervises: a part that dies is restarted with backoff
+(0.5 s doubling to 30 s, reset once it has stayed up for 30 s). SIGTERM/SIGINT
+stop the services first, then Postgres (fast shutdown) and NATS.
+
+Children run in their own sessions, so a terminal's Ctrl-C reaches only the
+supervisor, which stops them in order; each is also given a parent-death
+signal, so a supervisor killed with SIGKILL does not leave them running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+from thaw_core.config import Settings
+
+from thaw.stack import health
+from thaw.stack.parts import (
+    AGENT,
+    SERVICES,
+    Part,
+    blob_part,
+    nats_part,
+    postgres_part,
+    service_part,
+)
+from thaw.stack.state import StackLock, StackPaths, stack_processes
+
+log = logging.getLogger("thaw.stack")
+
+INITIAL_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+# A part that stayed up this long is "stable": its next crash restarts it at once.
+STABLE_AFTER_S = 30.0
+POLL_S = 0.2
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+
+
+class StackError(Exception):
+    """A failure to report to the user as is (no traceback)."""
+
+
+class StackAlreadyRunning(StackError):
+    pass
+
+
+class StartupFailed(StackError):
+    pass
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    gateway_url: str
+    admin_token: str
+    state_dir: Path
+    logs_dir: Path
+    pid: int
+
+
+def tail(path: Path | None, n: int = 30, *, since: int = 0) -> str:
+    """The last ``n`` lines of a log, not looking before byte offset ``since``."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(since, size - 64 * 1024))
+            lines = f.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(lines[-n:])
+
+
+def _death_signal_setter(sig: int) -> Callable[[], None] | None:
+    if _prctl is None:
+        return None
+
+    def preexec() -> None:  # runs in the child after fork, after setuid, before exec
+        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
+    return preexec
+
+
+class Stack:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        with_agent: bool = False,
+        startup_timeout_s: float = 60.0,
+        on_ready: Callable[[StackInfo], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.paths = StackPaths(settings.state_dir)
+        self.with_agent = with_agent
+        self.startup_timeout_s = startup_timeout_s
+        self.on_ready = on_ready
+        self.parts: dict[str, Part] = {}
+        self.state = "starting"
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._force = False
+        self._lock = StackLock(self.paths)
+        self._pg: Any = None
+
+    # ------------------------------------------------------------ entry
+
+    def preflight(self) -> None:
+        """Refuse early when a stack already runs on this state dir."""
+        pid = self.paths.live_pid()
+        if pid is not None or self.paths.lock_held():
+            raise StackAlreadyRunning(
+                f"a thaw stack is already running on {self.paths.state_dir} "
+                f"(pid {pid or '?'}); stop it with `thaw down` or use another THAW_STATE_DIR"
+            )
+
+    async def run(self) -> int:
+        """Start, supervise until told to stop, stop. Returns the exit code."""
+        self.paths.make()
+        if not self._lock.acquire():
+            self.preflight()
+            raise StackAlreadyRunning(f"a thaw stack is already running on {self.paths.state_dir}")
+        loop = asyncio.get_running_loop()
+        try:
+            self._stop_leftovers()
+            self.paths.pid_file.write_text(f"{os.getpid()}\n")
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            monitor = asyncio.create_task(self._monitor(), name="stack-monitor")
+            rc = 0
+            try:
+                starting = asyncio.create_task(self._start_up())
+                stop_wait = asyncio.create_task(self._stop.wait())
+                await asyncio.wait({starting, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not starting.done():
+                    log.info("stop requested during start-up")
+                    starting.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await starting
+                else:
+                    info = starting.result()  # raises StartupFailed
+                    self.state = "ready"
+                    self._write_state()
+                    if self.on_ready is not None:
+                        self.on_ready(info)
+                    await self._stop.wait()
+                stop_wait.cancel()
+            except StartupFailed as exc:
+                log.error("%s", exc)
+                rc = 1
+            except Exception:
+                log.exception("the stack failed")
+                rc = 1
+            finally:
+                self.state = "stopping"
+                self._stopping = True
+                self._write_state()
+                monitor.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await monitor
+                await self._stop_all()
+            return rc
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+            with contextlib.suppress(OSError):
+                self.paths.state_file.unlink()
+            with contextlib.suppress(OSError):
+                if self.paths.read_pid() == os.getpid():
+                    self.paths.pid_file.unlink()
+            self._lock.release()
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("second %s: killing what is left", sig.name)
+            self._force = True
+            return
+        log.info("%s received: stopping the stack", sig.name)
+        self._stop.set()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # ------------------------------------------------------------ start-up
+
+    async def _start_up(self) -> StackInfo:
+        s = self.settings
+        deadline = time.monotonic() + self.startup_timeout_s
+        log.info("starting the thaw stack in %s", self.paths.state_dir)
+
+        # NATS first: it needs no preparation.
+        self.parts["nats"] = nats_part(s, self.paths)
+        self.paths.nats_dir.mkdir(exist_ok=True)
+        self._spawn(self.parts["nats"])
+
+        # Postgres: initdb on the first run only (the data dir is reused after).
+        from thaw_core.pgcluster import PgCluster
+
+        pg = PgCluster(
+            self.paths.postgres_dir, s.postgres_port, log_file=self.paths.log("postgres")
+        )
+        self._pg = pg
+        if not (self.paths.postgres_dir / "PG_VERSION").exists():
+            log.info("initialising Postgres in %s", self.paths.postgres_dir)
+        try:
+            # initdb the first time; (re)writes thaw's settings file every time.
+            await asyncio.to_thread(pg.init)
+        except Exception as exc:
+            raise StartupFailed(f"cannot prepare Postgres: {exc}") from exc
+        self.parts["postgres"] = postgres_part(
+            s, self.paths, list(pg.popen_args()), pg.popen_kwargs()
+        )
+        self._spawn(self.parts["postgres"])
+
+        # The blob store: a directory for the file backend, nothing to run.
+        self.parts["blob"] = blob_part(s)
+        if s.blob_url.startswith("file://"):
+            Path(s.blob_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        self._write_state()
+
+        await self._wait_healthy(["nats", "postgres", "blob"], deadline)
+        await self._migrate(deadline)
+        token = self.paths.admin_token()
+        assert token is not None
+
+        names = list(SERVICES) + ([AGENT] if self.with_agent else [])
+        for name in names:
+            self.parts[name] = service_part(name, s, self.paths)
+            self._spawn(self.parts[name])
+        self._write_state()
+        await self._wait_healthy(list(self.parts), deadline)
+        log.info("the thaw stack is up: gateway %s", s.gateway_url)
+        return StackInfo(
+            gateway_url=s.gateway_url,
+            admin_token=token,
+            state_dir=self.paths.state_dir,
+            logs_dir=self.paths.logs_dir,
+            pid=os.getpid(),
+        )
+
+    async def _migrate(self, deadline: float) -> None:
+        """Migrate once here, so the services start against an up-to-date schema."""
+        from thaw_core.db import Database
+
+        try:
+            db = await Database.connect(
+                self.settings.database_url,
+                max_size=1,
+                connect_timeout_s=max(1.0, deadline - time.monotonic()),
+            )
+        except Exception as exc:
+            raise StartupFailed(f"cannot connect to Postgres to migrate: {exc}") from exc
+        try:
+            await db.migrate()
+        except Exception as exc:
+            raise StartupFailed(f"database migration failed: {exc}") from exc
+        finally:
+            await db.close()
+
+    async def _wait_healthy(self, names: list[str], deadline: float) -> None:
+        while True:
+            results = await self.probe(names)
+            bad = {n: r for n, r in results.items() if r != "ok"}
+            if not bad:
+                return
+            if time.monotonic() >= deadline:
+                lines = [f"not healthy after {self.startup_timeout_s:g}s:"]
+                for n, r in bad.items():
+                    part = self.parts.get(n)
+                    lines.append(f"  {n}: {r}")
+                    if part is not None and part.log_path is not None:
+                        lines.append(f"  --- last lines of {part.log_path}:")
+                        text = tail(part.log_path, 20, since=part.log_offset)
+                        lines.extend("    " + ln for ln in text.splitlines())
+                raise StartupFailed("\n".join(lines))
+            await asyncio.sleep(0.25)
+
+    async def probe(self, names: Iterable[str]) -> dict[str, str]:
+        """Each named part's health: "ok" or the error."""
+        s = self.settings
+        names = list(names)
+        out: dict[str, str] = {}
+        checks: dict[str, Any] = {}
+        services = []
+        for n in names:
+            part = self.parts.get(n)
+            if part is not None and part.has_process and part.pid is None:
+                out[n] = _down_text(part)
+            elif n == "nats":
+                checks[n] = health.check_nats(s.nats_monitor_port)
+            elif n == "postgres":
+                checks[n] = health.check_postgres(s.database_url)
+            elif n == "blob":
+                checks[n] = health.check_blob(s.blob_url)
+            else:
+                services.append(n)
+        if services:
+            checks["_services"] = health.check_services(s.nats_url, services)
+        results = await asyncio.gather(*checks.values())
+        for key, res in zip(checks, results):
+            if key == "_services":
+                out.update({n: h.status for n, h in res.items()})
+            else:
+                out[key] = res
+        return {n: out[n] for n in names}
+
+    # ------------------------------------------------------------ processes
+
+    def _spawn(self, part: Part) -> None:
+        assert part.log_path is not None
+        part.restart_at = None
+        kwargs: dict[str, Any] = dict(part.popen_kwargs)
+        kwargs.setdefault("cwd", part.cwd)
+        with open(part.log_path, "ab") as logf:
+            if part.log_offset < 0:  # this stack's first start of it
+                part.log_offset = logf.tell()
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            logf.write(f"--- {stamp} thaw: starting {part.name}: {' '.join(part.argv)}\n".encode())
+            logf.flush()
+            try:
+                part.proc = subprocess.Popen(
+                    part.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=logf,
+                    stderr=subprocess.STDOUT,
+                    env=part.env,
+                    start_new_session=True,
+                    # Only a resolved C call runs in the child: safe despite threads.
+                    preexec_fn=_death_signal_setter(part.death_signal),  # noqa: PLW1509
+                    **kwargs,
+                )
+            except OSError as exc:
+                part.proc = None
+                log.error("cannot start %s: %s", part.name, exc)
+                self._schedule_restart(part, time.monotonic(), f"failed to start ({exc})")
+                return
+        part.started_at = time.monotonic()
+        log.info("started %s (pid %d)", part.name, part.proc.pid)
+        self._write_state()
+
+    def _schedule_restart(self, part: Part, now: float, why: str) -> None:
+        ran = now - part.started_at if part.started_at else 0.0
+        # A part that had been up a while restarts at once; one that keeps
+        # failing waits longer each time.
+        part.failures = 0 if ran >= STABLE_AFTER_S else part.failures + 1
+        delay = min(MAX_BACKOFF_S, INITIAL_BACKOFF_S * 2 ** max(0, part.failures - 1))
+        part.restart_at = now + delay
+        log.warning("%s %s after %.1fs; restarting in %.1fs", part.name, why, ran, delay)
+
+    async def _monitor(self) -> None:
+        """Restart parts that die (with backoff) until the stack stops."""
+        while True:
+            now = time.monotonic()
+            for part in list(self.parts.values()):
+                if not part.has_process or self._stopping:
+                    continue
+                if part.proc is None:
+                    if part.restart_at is not None and now >= part.restart_at:
+                        part.restarts += 1
+                        self._spawn(part)
+                    continue
+                rc = part.proc.poll()
+                if rc is None:
+                    continue
+                part.last_exit = rc
+                part.proc = None
+                self._schedule_restart(part, now, f"exited with {_exit_text(rc)}")
+                self._write_state()
+            await asyncio.sleep(POLL_S)
+
+    async def _stop_all(self) -> None:
+        services = [p for p in self.parts.values() if p.kind == "service"]
+        if services:
+            log.info("stopping services")
+            await asyncio.gather(*(self._stop_part(p) for p in services))
+        for name in ("postgres", "nats"):
+            part = self.parts.get(name)
+            if part is not None:
+                log.info("stopping %s", name)
+                await self._stop_part(part)
+        # Anything else started with our marker (e.g. Postgres backends that
+        # outlived a killed postmaster) goes too.
+        left = await asyncio.to_thread(stack_processes, self.paths.state_dir)
+        for p in left:
+            log.warning("killing leftover process %d (%s)", p.pid, _proc_name(p))
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        log.info("the thaw stack is stopped")
+
+    async def _stop_part(self, part: Part) -> None:
+        proc = part.proc
+        if proc is None or proc.poll() is not None:
+            part.proc = None
+            return
+        for sig, wait_s in part.stop_plan:
+            if self._force and sig != signal.SIGKILL:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                if sig == signal.SIGKILL:
+                    os.killpg(proc.pid, sig)  # its whole session, e.g. Postgres' children
+                else:
+                    proc.send_signal(sig)
+            deadline = time.monotonic() + wait_s
+            while proc.poll() is None and time.monotonic() < deadline:
+                if self._force and sig != signal.SIGKILL:
+                    break
+                await asyncio.sleep(0.05)
+            if proc.poll() is not None:
+                break
+            log.warning("%s did not exit after %s; escalating", part.name, sig.name)
+        part.last_exit = proc.poll()
+        part.proc = None
+
+    def _stop_leftovers(self) -> None:
+        """Stop processes of an earlier stack on this state dir whose supervisor
+        died without stopping them (we hold the lock, so none is supervised)."""
+        left = stack_processes(self.paths.state_dir)
+        if not left:
+            return
+        log.warning(
+            "stopping %d leftover process(es) of an earlier stack: %s",
+            len(left),
+            ", ".join(f"{p.pid} ({_proc_name(p)})" for p in left),
+        )
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(left, timeout=10)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+
+    # ------------------------------------------------------------ state file
+
+    def _write_state(self) -> None:
+        env = self.settings.to_env()
+        env.pop("THAW_TOKEN", None)
+        state = {
+            "pid": os.getpid(),
+            "state": self.state,
+            "state_dir": str(self.paths.state_dir),
+            "gateway_url": self.settings.gateway_url,
+            "with_agent": self.with_agent,
+            "settings": env,
+            "parts": {
+                name: {
+                    "kind": p.kind,
+                    "pid": p.pid,
+                    "port": p.port,
+                    "port_label": p.port_label,
+                    "restarts": p.restarts,
+                    "last_exit": p.last_exit,
+                    "log": str(p.log_path) if p.log_path else None,
+                }
+                for name, p in self.parts.items()
+            },
+        }
+        try:
+            self.paths.write_state(state)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.paths.state_file, exc)
+
+
+def _exit_text(rc: int) -> str:
+    if rc < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-rc).name}"
+        return f"signal {-rc}"
+    return f"code {rc}"
+
+
+def _down_text(part: Part) -> str:
+    if part.last_exit is None:
+        return "not running"
+    return f"not running (exited with {_exit_text(part.last_exit)})"
+
+
+def _proc_name(p: psutil.Process) -> str:
+    try:
+        return " ".join(p.cmdline())[:80] or p.name()
+    except psutil.Error:
+        return "?"

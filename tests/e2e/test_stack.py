@@ -1,0 +1,256 @@
+"""The embedded stack end to end: `thaw up --detach --with-agent`, `thaw status`,
+crash recovery of NATS and Postgres under the supervisor, the rejection path
+of a real service, `thaw down`, and a second `thaw up` on the same data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import nats
+import pytest
+from fixtures.nats import free_port
+from thaw.stack import SERVICES, stack_processes
+from thaw_core.schema import ErrorEvent, decoder
+
+pytestmark = pytest.mark.slow
+
+_error = decoder(ErrorEvent)
+
+
+@dataclass
+class Env:
+    state_dir: Path
+    env: dict[str, str]
+    node_id: str
+    nats_url: str
+    dsn: str
+
+
+@pytest.fixture
+def stack_env() -> Iterator[Env]:
+    base = Path(tempfile.mkdtemp(prefix="thaw-e2e-"))
+    # Postgres runs as an unprivileged user when we are root: it must be able
+    # to reach the state dir.
+    base.chmod(0o755)
+    state = base / "state"
+    nats_port, pg_port = free_port(), free_port()
+    node_id = f"e2e-{uuid.uuid4().hex[:8]}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("THAW_")}
+    env.update(
+        {
+            "THAW_STATE_DIR": str(state),
+            "THAW_NATS_PORT": str(nats_port),
+            "THAW_NATS_MONITOR_PORT": str(free_port()),
+            "THAW_POSTGRES_PORT": str(pg_port),
+            "THAW_GATEWAY_PORT": str(free_port()),
+            "THAW_NODE_ID": node_id,
+        }
+    )
+    e = Env(
+        state,
+        env,
+        node_id,
+        f"nats://127.0.0.1:{nats_port}",
+        f"postgresql://thaw@127.0.0.1:{pg_port}/thaw",
+    )
+    try:
+        yield e
+    finally:
+        # Whatever happened, leave nothing running.
+        subprocess.run(
+            [sys.executable, "-m", "thaw.cli", "down", "--timeout", "30"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        for p in stack_processes(state):
+            p.kill()
+        if os.environ.get("THAW_KEEP_TEST_STATE") != "1":
+            shutil.rmtree(base, ignore_errors=True)
+
+
+async def thaw(env: Env, *args: str, timeout_s: float = 90) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "thaw.cli",
+        *args,
+        env=env.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
+    return proc.returncode or 0, out.decode(errors="replace")
+
+
+async def status(env: Env) -> tuple[int, dict[str, Any]]:
+    rc, out = await thaw(env, "status", "--json", timeout_s=30)
+    return rc, json.loads(out)
+
+
+def parts(st: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {p["name"]: p for p in st["parts"]}
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], *, timeout_s: float, what: str, every_s: float = 0.3
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(every_s)
+    raise AssertionError(f"{what}: not within {timeout_s}s (last: {last!r})")
+
+
+async def healthy_with(env: Env, pred: Callable[[dict[str, dict[str, Any]]], bool]) -> Any:
+    rc, st = await status(env)
+    return st if rc == 0 and st["healthy"] and pred(parts(st)) else None
+
+
+def stack_log(env: Env) -> str:
+    try:
+        return (env.state_dir / "logs" / "stack.log").read_text()[-4000:]
+    except OSError:
+        return "(no stack.log)"
+
+
+async def node_row(env: Env) -> asyncpg.Record | None:
+    con = await asyncpg.connect(env.dsn, timeout=5)
+    try:
+        return await con.fetchrow(
+            "SELECT id, inventory, last_seen FROM nodes WHERE id = $1", env.node_id
+        )
+    finally:
+        await con.close()
+
+
+async def test_stack_lifecycle(stack_env: Env) -> None:
+    env = stack_env
+    t_start = time.monotonic()
+
+    # ---- up, detached, with an agent
+    rc, out = await thaw(env, "up", "--detach", "--with-agent")
+    assert rc == 0, out
+    assert f"http://127.0.0.1:{env.env['THAW_GATEWAY_PORT']}" in out
+    token_file = env.state_dir / "admin-token"
+    token = token_file.read_text().strip()
+    assert token and token in out
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    sup_pid = int((env.state_dir / "stack.pid").read_text())
+
+    # A second stack on the same state dir is refused.
+    rc, out = await thaw(env, "up", "--detach")
+    assert rc != 0 and "already running" in out, out
+
+    # ---- status: every part healthy
+    rc, st = await status(env)
+    assert rc == 0 and st["healthy"], st
+    p = parts(st)
+    assert set(p) == {"nats", "postgres", "blob", *SERVICES, "agent"}
+    assert all(x["health"] == "ok" for x in p.values()), p
+    service_pids = {n: p[n]["pid"] for n in (*SERVICES, "agent")}
+    assert all(service_pids.values())
+    rc, human = await thaw(env, "status")
+    assert rc == 0 and "scheduler" in human
+
+    # ---- the agent's heartbeat reaches the scheduler, which stores it
+    row = await eventually(lambda: node_row(env), timeout_s=15, what="nodes row")
+    inventory = json.loads(row["inventory"])
+    assert inventory["node_id"] == env.node_id and inventory["cores"] >= 1
+
+    # ---- NATS crashes: the supervisor restarts it; services reconnect in place
+    os.kill(p["nats"]["pid"], signal.SIGKILL)
+    st = await eventually(
+        lambda: healthy_with(
+            env, lambda q: q["nats"]["pid"] != p["nats"]["pid"] and q["nats"]["restarts"] >= 1
+        ),
+        timeout_s=30,
+        what="healthy again after kill -9 nats-server\n" + stack_log(env),
+    )
+    assert {n: parts(st)[n]["pid"] for n in service_pids} == service_pids
+
+    # ---- Postgres crashes: the same
+    p = parts(st)
+    os.kill(p["postgres"]["pid"], signal.SIGKILL)
+    killed_at = time.time()
+    st = await eventually(
+        lambda: healthy_with(env, lambda q: q["postgres"]["pid"] != p["postgres"]["pid"]),
+        timeout_s=30,
+        what="healthy again after kill -9 postgres\n" + stack_log(env),
+    )
+    assert {n: parts(st)[n]["pid"] for n in service_pids} == service_pids
+
+    # Heartbeats flow into the database again.
+    async def fresh_row() -> bool:
+        r = await node_row(env)
+        return r is not None and r["last_seen"].timestamp() > killed_at
+
+    await eventually(fresh_row, timeout_s=15, what="a heartbeat stored after the restart")
+
+    # ---- a malformed heartbeat: an ErrorEvent, and the scheduler carries on
+    nc = await nats.connect(env.nats_url)
+    try:
+        sub = await nc.subscribe("thaw.event.error.scheduler")
+        await nc.jetstream().publish("thaw.event.node.e2e-bad", b'{"type": "node_heartbeat",')
+        msg = await sub.next_msg(timeout=10)
+        ev = _error.decode(msg.data)
+        assert ev.service == "scheduler" and ev.code == "malformed"
+        assert ev.subject == "thaw.event.node.e2e-bad"
+    finally:
+        await nc.close()
+    rc, st = await status(env)
+    assert rc == 0 and parts(st)["scheduler"]["pid"] == service_pids["scheduler"], st
+
+    # ---- down: everything stops
+    rc, out = await thaw(env, "down")
+    assert rc == 0, out
+    assert not (env.state_dir / "stack.pid").exists() or not _alive(sup_pid)
+    await eventually(
+        lambda: _none_left(env.state_dir), timeout_s=10, what="no process left after down"
+    )
+    rc, _ = await status(env)
+    assert rc != 0
+
+    # ---- a second up keeps the data: NATS store and the nodes row
+    rc, out = await thaw(env, "up", "--detach")
+    assert rc == 0, out
+    assert token_file.read_text().strip() == token
+    row2 = await node_row(env)
+    assert row2 is not None and row2["id"] == env.node_id
+    rc, out = await thaw(env, "down")
+    assert rc == 0, out
+    await eventually(
+        lambda: _none_left(env.state_dir), timeout_s=10, what="no process left after down"
+    )
+    assert time.monotonic() - t_start < 120
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def _none_left(state_dir: Path) -> bool:
+    return not await asyncio.to_thread(stack_processes, state_dir)
