@@ -1,1 +1,50 @@
-"""thaw: serverless Python on your own machines. `import thaw as modal`."""
+"""thaw: serverless Python on your own machines. ``import thaw as modal``.
+
+Importing thaw is cheap (every container does it): the HTTP client, rich and
+click are imported only when a call, a progress bar or the CLI needs them.
+"""
+
+from thaw import exception
+from thaw._cls import Parameter, enter, exit, method, parameter
+from thaw._env import is_local
+from thaw._output import enable_output
+from thaw.app import App, LocalEntrypoint
+from thaw.cls import Cls
+from thaw.concurrency import concurrent
+from thaw.exception import Error
+from thaw.functions import Function, FunctionCall
+from thaw.image import Image
+from thaw.retries import Retries
+from thaw.schedule import Cron, Period
+from thaw.secret import Secret
+from thaw.volume import Volume
+from thaw.web import asgi_app, fastapi_endpoint, web_endpoint, web_server, wsgi_app
+
+__all__ = [
+    "App",
+    "Cls",
+    "Cron",
+    "Error",
+    "Function",
+    "FunctionCall",
+    "Image",
+    "LocalEntrypoint",
+    "Parameter",
+    "Period",
+    "Retries",
+    "Secret",
+    "Volume",
+    "asgi_app",
+    "concurrent",
+    "enable_output",
+    "enter",
+    "exception",
+    "exit",
+    "fastapi_endpoint",
+    "is_local",
+    "method",
+    "parameter",
+    "web_endpoint",
+    "web_server",
+    "wsgi_app",
+]

@@ -1,0 +1,198 @@
+"""Decorator options -> ``FunctionSpec``: one place for ``@app.function``,
+``@app.cls`` and ``Cls.with_options``, so that each option is checked and
+converted once.
+
+An option given as ``None`` is "not given": the spec keeps what it had.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from thaw_core.schema import FunctionSpec, check_name
+
+from thaw.exception import InvalidError
+from thaw.image import Image
+from thaw.retries import Retries, retry_policy
+from thaw.schedule import Schedule
+from thaw.secret import Secret
+from thaw.volume import Volume, volume_mounts
+
+# "A10G", "a10g", "H100:2", "A100-80GB", "any": a model (or "any") and a count.
+_GPU_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)(?::([1-9][0-9]*))?$")
+
+# Older Modal names that still appear in code found in the wild.
+ALIASES = {
+    "keep_warm": "min_containers",
+    "concurrency_limit": "max_containers",
+    "container_idle_timeout": "scaledown_window",
+    "allow_concurrent_inputs": "max_inputs",
+}
+
+
+def checked_name(kind: str, name: str) -> str:
+    try:
+        return check_name(kind, name)
+    except ValueError as e:
+        raise InvalidError(str(e)) from None
+
+
+def gpu_request(gpu: str | Sequence[str]) -> str:
+    """Normalised GPU request; a list of fallbacks keeps its first choice for now."""
+    if not isinstance(gpu, str):
+        if not gpu:
+            raise InvalidError("gpu=[] is empty; give a GPU type like 'A10G' or leave gpu out")
+        gpu = gpu[0]
+    m = _GPU_RE.match(gpu.strip())
+    if not m:
+        raise InvalidError(f"invalid gpu {gpu!r}: use a type and an optional count, like 'A10G' or 'H100:2'")
+    model, count = m.groups()
+    model = "any" if model.lower() == "any" else model.upper()
+    return f"{model}:{count}" if count else model
+
+
+def _number(option: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
+    if isinstance(value, tuple):  # Modal's (request, limit): the request is what we schedule on
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise InvalidError(f"{option} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if value < minimum:
+        raise InvalidError(f"{option} must be at least {minimum:g}, got {value!r}")
+    return value
+
+
+def _env(env: dict[str, str | None]) -> dict[str, str]:
+    bad = [k for k, v in env.items() if not isinstance(k, str) or not isinstance(v, (str, type(None)))]
+    if bad:
+        raise InvalidError(f"env maps names to strings, bad entries: {bad!r}")
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
+    """``spec`` with the given options applied (``None`` values are skipped)."""
+    updates: dict[str, Any] = {}
+    resources: dict[str, Any] = {}
+    autoscale: dict[str, Any] = {}
+    experimental = dict(spec.experimental_options)
+    for option, value in options.items():
+        if value is None:
+            continue
+        option = ALIASES.get(option, option)
+        match option:
+            case "image":
+                if not isinstance(value, Image):
+                    raise InvalidError(f"image must be a thaw.Image, got {value!r}")
+                updates["image"] = value.spec()
+            case "gpu":
+                resources["gpu"] = gpu_request(value)
+            case "cpu":
+                resources["cpu"] = float(_number("cpu", value, minimum=0.001))
+            case "memory":
+                resources["memory_mb"] = _number("memory (MiB)", value, minimum=1, integer=True)
+            case "timeout":
+                updates["timeout_s"] = float(_number("timeout", value, minimum=1))
+            case "retries":
+                if not isinstance(value, (int, Retries)):
+                    raise InvalidError(f"retries must be an int or thaw.Retries, got {value!r}")
+                updates["retries"] = retry_policy(value)
+            case "min_containers" | "buffer_containers":
+                autoscale[option] = _number(option, value, minimum=0, integer=True)
+            case "max_containers":
+                autoscale[option] = _number(option, value, minimum=1, integer=True)
+            case "scaledown_window":
+                autoscale["scaledown_window_s"] = float(_number("scaledown_window", value, minimum=1))
+            case "max_inputs":
+                updates["max_inputs"] = _number("max_inputs", value, minimum=1, integer=True)
+            case "env":
+                updates["env"] = {**spec.env, **_env(value)}
+            case "secrets":
+                names, env = _secrets(value)
+                updates["secrets"] = list(dict.fromkeys([*spec.secrets, *names]))
+                if env:
+                    updates["env"] = {**updates.get("env", spec.env), **env}
+            case "volumes":
+                experimental["volumes"] = {**experimental.get("volumes", {}), **volume_mounts(value)}
+            case "schedule":
+                if not isinstance(value, Schedule):
+                    raise InvalidError(f"schedule must be thaw.Period(...) or thaw.Cron(...), got {value!r}")
+                updates["schedule"] = value.spec()
+            case "enable_memory_snapshot":
+                updates["enable_memory_snapshot"] = bool(value)
+            case "experimental_options":
+                if not isinstance(value, dict):
+                    raise InvalidError(f"experimental_options must be a dict, got {value!r}")
+                experimental.update(value)
+            case "web":
+                experimental["web"] = value
+            case _:
+                raise InvalidError(f"unknown option {option!r}")
+    if resources:
+        updates["resources"] = msgspec.structs.replace(spec.resources, **resources)
+    if autoscale:
+        updates["autoscale"] = msgspec.structs.replace(spec.autoscale, **autoscale)
+    if experimental != spec.experimental_options:
+        updates["experimental_options"] = experimental
+    spec = msgspec.structs.replace(spec, **updates)
+    scale = spec.autoscale
+    if scale.max_containers is not None and scale.max_containers < scale.min_containers:
+        raise InvalidError(
+            f"max_containers ({scale.max_containers}) is below min_containers ({scale.min_containers})"
+        )
+    return spec
+
+
+def _secrets(secrets: Sequence[Secret]) -> tuple[list[str], dict[str, str]]:
+    if isinstance(secrets, Secret) or not all(isinstance(s, Secret) for s in secrets):
+        raise InvalidError(f"secrets takes a list of thaw.Secret, got {secrets!r}")
+    names = [s.name for s in secrets if s.name]
+    env: dict[str, str] = {}
+    for s in secrets:
+        env.update(s.env)
+    return names, env
+
+
+def merge_app_defaults(
+    options: dict[str, Any], *, image: Image | None, secrets: Sequence[Secret], volumes: dict[str, Volume]
+) -> dict[str, Any]:
+    """An App's image is the default; its secrets and volumes come before the function's own."""
+    merged = dict(options)
+    if merged.get("image") is None:
+        merged["image"] = image
+    if secrets:
+        merged["secrets"] = [*secrets, *(merged.get("secrets") or [])]
+    if volumes:
+        merged["volumes"] = {**volumes, **(merged.get("volumes") or {})}
+    return merged
+
+
+def marker_options(obj: Any) -> dict[str, Any]:
+    """What ``@thaw.concurrent`` and the web decorators left on a function or class."""
+    found: dict[str, Any] = {}
+    if (concurrent := getattr(obj, "__thaw_concurrent__", None)) is not None:
+        found["max_inputs"] = concurrent["max_inputs"]
+    if (web := getattr(obj, "__thaw_web__", None)) is not None:
+        found["web"] = dict(web)
+    return found
+
+
+def module_name(obj: Any) -> str:
+    """The name the container imports ``obj``'s module by. A script's
+    ``__main__`` is named after its file (and its package, if it is in one)."""
+    name = obj.__module__
+    if name != "__main__":
+        return name
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":  # python -m pkg.mod
+        return spec.name
+    file = getattr(main, "__file__", None)
+    if not file:
+        return "__main__"  # an interactive session: deploying it is refused with a clear error
+    from thaw.bundle import import_root
+
+    return import_root(Path(file))[1]

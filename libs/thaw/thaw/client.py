@@ -1,0 +1,427 @@
+"""The gateway's HTTP API (thaw_core.api) from the caller's side.
+
+Where the gateway is and who we are, first found wins:
+
+1. ``THAW_GATEWAY_URL`` / ``THAW_TOKEN`` in the environment;
+2. ``$XDG_CONFIG_HOME/thaw/config.toml`` (``~/.config/thaw/config.toml``),
+   table ``[default]`` or the one ``THAW_PROFILE`` names: ``gateway_url``, ``token``;
+3. the embedded stack of this machine (``thaw up``): its gateway address from
+   ``THAW_GATEWAY_HOST``/``PORT`` and its ``<state_dir>/admin-token``.
+
+Every request goes through one keep-alive aiohttp session on the SDK's
+background loop (thaw._sync). aiohttp is imported only when the first request
+is made. Unit tests swap the HTTP layer for a fake ``Transport`` with
+:func:`use_transport`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import quote, urlencode
+
+import msgspec
+from thaw_core.api import (
+    AppInfo,
+    BatchAccepted,
+    BatchRequest,
+    CallAccepted,
+    CallRequest,
+    CallResult,
+    ContainersResponse,
+    DeployRequest,
+    DeployResponse,
+    ErrorBody,
+    FunctionInfo,
+    NodeInfo,
+    StreamRequest,
+    TokenRequest,
+    TokenResponse,
+)
+from thaw_core.schema import ContainerInfo, LogLine
+
+from thaw import exception
+
+JSON = "application/json"
+
+# How long one request waits for a result at the gateway before asking again.
+LONG_POLL_S = 50.0
+
+
+class ClientConfig(NamedTuple):
+    gateway_url: str
+    token: str | None
+
+
+_CONFIG_ENV = (
+    "THAW_GATEWAY_URL", "THAW_TOKEN", "THAW_GATEWAY_HOST", "THAW_GATEWAY_PORT", "THAW_STATE_DIR",
+    "THAW_PROFILE", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "HOME",
+)
+
+
+def config_file(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
+    return Path(base) / "thaw" / "config.toml"
+
+
+def _profile(env: Mapping[str, str]) -> dict[str, Any]:
+    path = config_file(env)
+    try:
+        text = path.read_text()
+    except OSError:
+        return {}
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise exception.InvalidError(f"{path}: not valid TOML: {e}") from None
+    name = env.get("THAW_PROFILE") or "default"
+    profile = data.get(name)
+    if profile is None and name != "default":
+        raise exception.InvalidError(f"{path} has no [{name}] profile (THAW_PROFILE={name})")
+    return profile or {}
+
+
+def load_config(env: Mapping[str, str] | None = None) -> ClientConfig:
+    from thaw_core.config import Settings
+
+    e = os.environ if env is None else env
+    profile = _profile(e)
+    url = e.get("THAW_GATEWAY_URL") or profile.get("gateway_url")
+    token = e.get("THAW_TOKEN") or profile.get("token")
+    if not url or not token:
+        settings = Settings.from_env(dict(e))
+        url = url or settings.gateway_url
+        if not token:
+            from thaw.stack.state import StackPaths
+
+            token = StackPaths(settings.state_dir).admin_token(create=False)
+    return ClientConfig(gateway_url=url.rstrip("/"), token=token or None)
+
+
+# ---------------------------------------------------------------- transport
+
+class Transport(Protocol):
+    """The HTTP layer: answers ``(status, body)``; streams NDJSON lines."""
+
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = JSON
+    ) -> tuple[int, bytes]: ...
+
+    def lines(self, method: str, path: str, body: bytes | None = None) -> AsyncIterator[bytes]:
+        """The body of a 2xx answer split into lines; an error answer raises."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+_error_body = msgspec.json.Decoder(ErrorBody)
+
+
+def gateway_error(status: int, data: bytes, *, token: str | None = None) -> exception.Error:
+    try:
+        detail = _error_body.decode(data).error
+        code, message = detail.code, detail.message
+    except msgspec.DecodeError:
+        code, message = None, data.decode(errors="replace").strip() or f"HTTP {status}"
+    error = exception.from_gateway(status, code, message)
+    if isinstance(error, exception.AuthError) and not token:
+        error = type(error)(
+            f"{message} (no token: set THAW_TOKEN, or run `thaw up` on this machine for an admin token)"
+        )
+    return error
+
+
+class HttpTransport:
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        self._headers = {"Content-Type": JSON}
+        if config.token:
+            self._headers["Authorization"] = f"Bearer {config.token}"
+        self._session: Any = None
+
+    def _open(self) -> Any:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            # Long polls and streams wait as long as the API says; only connecting is bounded.
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            skip_auto_headers=("User-Agent",),
+        )
+        return self._session
+
+    def _unreachable(self, e: Exception) -> exception.ConnectionError:
+        return exception.ConnectionError(
+            f"cannot reach the thaw gateway at {self.config.gateway_url} ({e}); "
+            "is the platform running (`thaw up`) and THAW_GATEWAY_URL right?"
+        )
+
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = JSON
+    ) -> tuple[int, bytes]:
+        import aiohttp
+
+        session = self._session or self._open()
+        headers = self._headers if content_type == JSON else {**self._headers, "Content-Type": content_type}
+        try:
+            async with session.request(
+                method, self.config.gateway_url + path, data=body, headers=headers
+            ) as resp:
+                return resp.status, await resp.read()
+        except aiohttp.ClientError as e:
+            raise self._unreachable(e) from None
+
+    async def lines(self, method: str, path: str, body: bytes | None = None) -> AsyncIterator[bytes]:
+        import aiohttp
+
+        session = self._session or self._open()
+        try:
+            async with session.request(
+                method, self.config.gateway_url + path, data=body, headers=self._headers
+            ) as resp:
+                if resp.status >= 300:
+                    raise gateway_error(resp.status, await resp.read(), token=self.config.token)
+                # Not resp.content's own line iterator: it refuses lines over 64 KiB,
+                # and one result line carries a whole pickled value.
+                pending = b""
+                async for chunk in resp.content.iter_any():
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        if line.strip():
+                            yield line
+                if pending.strip():
+                    yield pending
+        except aiohttp.ClientError as e:
+            raise self._unreachable(e) from None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+# ---------------------------------------------------------------- the API
+
+class Route(NamedTuple):
+    """Where an input goes: a function, or a method of a class with its parameters."""
+
+    app: str
+    function: str
+    method: str | None = None
+    params: bytes = b""
+
+    def __str__(self) -> str:
+        return f"{self.app}/{self.function}" + (f".{self.method}" if self.method else "")
+
+
+def _p(part: str) -> str:
+    return quote(part, safe="")
+
+
+def _wait(seconds: float) -> str:
+    return f"{max(0.0, seconds):g}"
+
+
+_encoder = msgspec.json.Encoder()
+_call_result = msgspec.json.Decoder(CallResult)
+_call_accepted = msgspec.json.Decoder(CallAccepted)
+_batch_accepted = msgspec.json.Decoder(BatchAccepted)
+_deploy_response = msgspec.json.Decoder(DeployResponse)
+_app_info = msgspec.json.Decoder(AppInfo)
+_app_infos = msgspec.json.Decoder(list[AppInfo])
+_function_info = msgspec.json.Decoder(FunctionInfo)
+_containers = msgspec.json.Decoder(ContainersResponse)
+_nodes = msgspec.json.Decoder(list[NodeInfo])
+_token_response = msgspec.json.Decoder(TokenResponse)
+_log_line = msgspec.json.Decoder(LogLine)
+
+
+class Client:
+    def __init__(self, transport: Transport, token: str | None = None) -> None:
+        self.transport = transport
+        self._token = token
+
+    async def _json(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> tuple[int, bytes]:
+        data = None if body is None else _encoder.encode(body)
+        status, answer = await self.transport.request(method, path, data)
+        if status not in ok:
+            raise gateway_error(status, answer, token=self._token)
+        return status, answer
+
+    def _decode(self, decoder: msgspec.json.Decoder[Any], data: bytes, what: str) -> Any:
+        try:
+            return decoder.decode(data)
+        except msgspec.DecodeError as e:
+            raise exception.ServiceError(f"the gateway answered {what} that cannot be read: {e}") from None
+
+    def _call_answer(self, status: int, data: bytes) -> CallResult | CallAccepted:
+        if status == 200:
+            return self._decode(_call_result, data, "a call result")
+        return self._decode(_call_accepted, data, "a call acceptance")
+
+    # ------------------------------------------------------------ calls
+
+    async def call(self, route: Route, payload: bytes, wait_s: float = LONG_POLL_S) -> CallResult | CallAccepted:
+        request = CallRequest(codec="pickle", payload=payload, method=route.method, params=route.params)
+        status, data = await self._json(
+            "POST", f"/v1/functions/{_p(route.app)}/{_p(route.function)}/calls?wait={_wait(wait_s)}",
+            request, ok=(200, 202),
+        )
+        return self._call_answer(status, data)
+
+    async def call_status(self, call_id: str, wait_s: float = LONG_POLL_S) -> CallResult | CallAccepted:
+        status, data = await self._json("GET", f"/v1/calls/{_p(call_id)}?wait={_wait(wait_s)}", ok=(200, 202))
+        return self._call_answer(status, data)
+
+    async def cancel(self, call_id: str, *, terminate: bool = False) -> CallAccepted:
+        query = "?terminate=1" if terminate else ""
+        _, data = await self._json("POST", f"/v1/calls/{_p(call_id)}/cancel{query}", ok=(200, 202))
+        return self._decode(_call_accepted, data, "a cancellation")
+
+    async def submit_batch(self, route: Route, payloads: list[bytes]) -> BatchAccepted:
+        request = BatchRequest(codec="pickle", items=payloads, method=route.method, params=route.params)
+        _, data = await self._json(
+            "POST", f"/v1/functions/{_p(route.app)}/{_p(route.function)}/calls:batch", request, ok=(200, 202)
+        )
+        accepted = self._decode(_batch_accepted, data, "a batch acceptance")
+        if len(accepted.call_ids) != len(payloads):
+            raise exception.ServiceError(
+                f"the gateway accepted {len(accepted.call_ids)} calls for a batch of {len(payloads)}"
+            )
+        return accepted
+
+    async def stream_results(self, call_ids: list[str], timeout_s: float = 3600.0) -> AsyncIterator[CallResult]:
+        body = _encoder.encode(StreamRequest(call_ids=call_ids, timeout_s=timeout_s))
+        async for line in self.transport.lines("POST", "/v1/calls:stream", body):
+            try:
+                yield _call_result.decode(line)
+            except msgspec.DecodeError:
+                # A stream that fails after it started says why in its last line.
+                raise gateway_error(500, line, token=self._token) from None
+
+    # ------------------------------------------------------------ apps
+
+    async def has_bundle(self, sha256: str) -> bool:
+        status, data = await self.transport.request("HEAD", f"/v1/bundles/{_p(sha256)}")
+        if status in (200, 204):
+            return True
+        if status == 404:
+            return False
+        raise gateway_error(status, data, token=self._token)
+
+    async def put_bundle(self, sha256: str, data: bytes) -> None:
+        status, answer = await self.transport.request(
+            "PUT", f"/v1/bundles/{_p(sha256)}", data, content_type="application/zip"
+        )
+        if status not in (200, 201, 204):
+            raise gateway_error(status, answer, token=self._token)
+
+    async def deploy(self, app: str, request: DeployRequest) -> DeployResponse:
+        _, data = await self._json("POST", f"/v1/apps/{_p(app)}/deploy", request, ok=(200, 201))
+        return self._decode(_deploy_response, data, "a deploy response")
+
+    async def apps(self) -> list[AppInfo]:
+        _, data = await self._json("GET", "/v1/apps")
+        return self._decode(_app_infos, data, "an app list")
+
+    async def stop_app(self, app: str) -> AppInfo:
+        _, data = await self._json("POST", f"/v1/apps/{_p(app)}/stop")
+        return self._decode(_app_info, data, "an app")
+
+    async def app_logs(
+        self, app: str, *, follow: bool = False, function: str | None = None
+    ) -> AsyncIterator[LogLine]:
+        query = [("follow", "1")] if follow else []
+        if function:
+            query.append(("function", function))
+        path = f"/v1/apps/{_p(app)}/logs" + (f"?{urlencode(query)}" if query else "")
+        async for line in self.transport.lines("GET", path):
+            yield self._decode(_log_line, line, "a log line")
+
+    async def function_info(self, app: str, function: str) -> FunctionInfo:
+        _, data = await self._json("GET", f"/v1/functions/{_p(app)}/{_p(function)}")
+        return self._decode(_function_info, data, "a function")
+
+    # ------------------------------------------------------------ fleet
+
+    async def containers(self, app: str | None = None) -> list[ContainerInfo]:
+        _, data = await self._json("GET", "/v1/containers" + (f"?{urlencode({'app': app})}" if app else ""))
+        return self._decode(_containers, data, "a container list").containers
+
+    async def stop_container(self, container_id: str) -> None:
+        await self._json("POST", f"/v1/containers/{_p(container_id)}/stop", ok=(200, 202, 204))
+
+    async def nodes(self) -> list[NodeInfo]:
+        _, data = await self._json("GET", "/v1/nodes")
+        return self._decode(_nodes, data, "a node list")
+
+    async def create_token(self, name: str) -> TokenResponse:
+        _, data = await self._json("POST", "/v1/tokens", TokenRequest(name=name), ok=(200, 201))
+        return self._decode(_token_response, data, "a token")
+
+
+# ---------------------------------------------------------------- the current client
+
+_lock = threading.Lock()
+_current: tuple[tuple[str | None, ...], Client] | None = None
+_override: Client | None = None
+
+
+def current() -> Client:
+    """The client for the environment as it is now. Re-read cheaply on each
+    call, so that a process (a test session) may point at another gateway."""
+    global _current
+    if _override is not None:
+        return _override
+    key = tuple(os.environ.get(name) for name in _CONFIG_ENV)
+    found = _current
+    if found is not None and found[0] == key:
+        return found[1]
+    with _lock:
+        if _current is None or _current[0] != key:
+            if _current is not None:
+                _close_soon(_current[1])
+            config = load_config()
+            _current = (key, Client(HttpTransport(config), token=config.token))
+        return _current[1]
+
+
+def _close_soon(client: Client) -> None:
+    from thaw._sync import background_loop
+
+    loop = background_loop().loop
+    loop.call_soon_threadsafe(lambda: loop.create_task(client.transport.close()))
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # Close the session politely (no "Unclosed client session" warning) if one was opened.
+    from thaw._sync import started_loop
+
+    bg = started_loop()
+    if bg is None or _current is None:
+        return
+    import asyncio
+
+    transport = _current[1].transport
+    with contextlib.suppress(Exception):
+        bg.run(asyncio.wait_for(transport.close(), 2.0))
+
+
+@contextlib.contextmanager
+def use_transport(transport: Transport) -> Iterator[Client]:
+    """Send every call of the block through ``transport`` (tests)."""
+    global _override
+    previous, _override = _override, Client(transport, token="test")
+    try:
+        yield _override
+    finally:
+        _override = previous

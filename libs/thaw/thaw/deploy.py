@@ -1,0 +1,200 @@
+"""Deploying apps: the bundle, the upload, the deploy request; ``app.run()``'s
+ephemeral deploys; importing a user's file the way the container will.
+
+A file is imported under its module name (``app`` for ``app.py``, the dotted
+name from the package root for a file inside a package), never as
+``__main__``, so that the container can import the very same name from the bundle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import re
+import secrets
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType, TracebackType
+
+from thaw_core.api import DeployRequest, DeployResponse
+
+from thaw._env import is_local
+from thaw._output import output_enabled
+from thaw._sync import background_loop
+from thaw.app import App
+from thaw.bundle import Bundle, build_bundle, import_root
+from thaw.client import current
+from thaw.exception import Error, InvalidError
+
+# ---------------------------------------------------------------- importing
+
+
+def import_source(ref: str) -> ModuleType:
+    """Import ``app.py`` / ``dir/app.py`` (a path) or ``pkg.app`` (a module name)."""
+    if ref.endswith(".py") or "/" in ref:
+        path = Path(ref).expanduser()
+        if not path.is_file():
+            raise InvalidError(f"no such file: {ref}")
+        root, name = import_root(path)
+    else:
+        root, name = Path.cwd(), ref
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if e.name == name.split(".")[0] or e.name == name:
+            raise InvalidError(f"cannot import {ref!r}: no module named {e.name!r} under {root}") from None
+        raise
+
+
+def find_apps(module: ModuleType) -> dict[str, App]:
+    """The module's ``thaw.App``s by variable name (each app once)."""
+    found: dict[str, App] = {}
+    for var, value in vars(module).items():
+        if isinstance(value, App) and all(value is not other for other in found.values()):
+            found[var] = value
+    return found
+
+
+# ---------------------------------------------------------------- bundles
+
+
+def _module_file(name: str) -> Path:
+    module = sys.modules.get(name)
+    file = getattr(module, "__file__", None)
+    if file is None:
+        # A script run directly: its specs name it after its file (thaw._spec.module_name).
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        if main_file and import_root(Path(main_file))[1] == name:
+            file = main_file
+    if file is None:
+        raise InvalidError(f"cannot find the source file of module {name!r} to bundle it")
+    return Path(file).resolve()
+
+
+def app_bundle(app: App) -> Bundle:
+    """The bundle of the sources the app's functions come from."""
+    specs = app.specs()
+    if not specs:
+        raise InvalidError(f"app {app.name or '(unnamed)'} has no functions or classes to deploy")
+    roots: dict[Path, str] = {}
+    for spec in specs:
+        if spec.module == "__main__":
+            raise InvalidError(
+                f"{spec.qualname} is defined in an interactive session; put the app in a file to deploy it"
+            )
+        if "<locals>" in spec.qualname:
+            raise InvalidError(
+                f"{spec.module}.{spec.qualname} is defined inside a function: the container imports "
+                f"{spec.module} and finds only what is defined at module level"
+            )
+        roots.setdefault(import_root(_module_file(spec.module))[0], spec.module)
+    if len(roots) > 1:
+        where = ", ".join(f"{module} (under {root})" for root, module in roots.items())
+        raise InvalidError(f"the functions of one app must come from one source tree; found {where}")
+    return build_bundle(next(iter(roots)))
+
+
+async def deploy_bundle(name: str, app: App, bundle: Bundle, *, ephemeral: bool) -> DeployResponse:
+    client = current()
+    if not await client.has_bundle(bundle.sha256):
+        await client.put_bundle(bundle.sha256, bundle.data)
+    request = DeployRequest(bundle_sha256=bundle.sha256, functions=app.specs(), ephemeral=ephemeral)
+    return await client.deploy(name, request)
+
+
+def deploy_app(app: App, *, name: str | None = None) -> DeployResponse:
+    """Deploy ``app`` under ``name`` (its own by default) until it is stopped."""
+    target = name or app.name
+    if target is None:
+        raise InvalidError("this App has no name: give it one (thaw.App('name')) or pass --name")
+    return background_loop().run(deploy_bundle(target, app, app_bundle(app), ephemeral=False))
+
+
+# ---------------------------------------------------------------- ephemeral runs
+
+
+def _default_name(app: App) -> str:
+    if app.name is not None:
+        return app.name
+    stem = app.specs()[0].module.rsplit(".", 1)[-1] if app.specs() else "app"
+    return re.sub(r"[^A-Za-z0-9_-]", "-", stem).lstrip("-_") or "app"
+
+
+def ephemeral_name(app: App) -> str:
+    """A name of its own, so that a run never replaces the deployed app of the same name."""
+    suffix = f"-run-{secrets.token_hex(3)}"
+    return _default_name(app)[: 63 - len(suffix)] + suffix
+
+
+class AppRun:
+    """``with app.run():`` / ``async with app.run():`` (see ``App.run``)."""
+
+    def __init__(self, app: App, *, detach: bool = False, show_logs: bool | None = None) -> None:
+        self.app = app
+        self.detach = detach
+        self.show_logs = output_enabled() if show_logs is None else show_logs
+        self.deployed: DeployResponse | None = None
+        self._logs: asyncio.Task[None] | None = None
+        self._active = False
+
+    def _bundle(self) -> tuple[str, Bundle] | None:
+        if not is_local():
+            return None  # an app module imported in a container must not deploy itself
+        if self.app._running_as is not None:
+            raise InvalidError(f"app {self.app.running_name} is already running")
+        return ephemeral_name(self.app), app_bundle(self.app)
+
+    async def _start(self, name: str, bundle: Bundle) -> None:
+        self.deployed = await deploy_bundle(name, self.app, bundle, ephemeral=True)
+        self.app._running_as = name
+        self._active = True
+        if self.show_logs:
+            self._logs = asyncio.create_task(_print_logs(name))
+
+    async def _stop(self) -> None:
+        if not self._active:
+            return
+        self._active = False
+        name = self.app._running_as
+        self.app._running_as = None
+        if self._logs is not None:
+            self._logs.cancel()
+        if self.detach or name is None:
+            return
+        try:
+            await current().stop_app(name)
+        except Error as e:
+            # The block's own outcome matters more than this; say it and go on.
+            warnings.warn(f"could not stop ephemeral app {name}: {e}", stacklevel=2)
+
+    def __enter__(self) -> App:
+        prepared = self._bundle()
+        if prepared is not None:
+            background_loop().run(self._start(*prepared))
+        return self.app
+
+    def __exit__(self, *exc: object) -> None:
+        background_loop().run(self._stop())
+
+    async def __aenter__(self) -> App:
+        prepared = self._bundle()
+        if prepared is not None:
+            await background_loop().run_async(self._start(*prepared))
+        return self.app
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await background_loop().run_async(self._stop())
+
+
+async def _print_logs(app: str) -> None:
+    from thaw._output import print_log_line
+
+    with contextlib.suppress(Error):
+        async for line in current().app_logs(app, follow=True):
+            print_log_line(line)

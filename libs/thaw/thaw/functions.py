@@ -1,0 +1,272 @@
+"""``thaw.Function`` and ``thaw.FunctionCall``: calling user code remotely.
+
+``Function`` and a class's bound methods (thaw.cls) share the call API of
+:class:`Invocable`: ``.remote()``, ``.remote_gen()``, ``.spawn()``, ``.map()``,
+``.starmap()``, ``.for_each()``, ``.spawn_map()``, each also as ``.aio``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from thaw_core.api import CallAccepted, CallResult
+from thaw_core.schema import FunctionSpec
+
+from thaw._results import result_value
+from thaw._serialization import serialize_args
+from thaw._spec import checked_name
+from thaw._sync import aio_function, aio_iterator, aio_method
+from thaw.client import LONG_POLL_S, Route, current
+from thaw.exception import InvalidError, TimeoutError
+
+if TYPE_CHECKING:
+    from thaw_core.api import FunctionInfo
+
+    from thaw._map import Inputs
+    from thaw.app import App
+
+
+async def _run_call(route: Route, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallResult:
+    client = current()
+    answer = await client.call(route, serialize_args(args, kwargs))
+    while isinstance(answer, CallAccepted):
+        answer = await client.call_status(answer.call_id)
+    return answer
+
+
+def _sized_total(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+class Invocable:
+    """Something callable remotely. Subclasses say where inputs go (:meth:`_route`),
+    whether it is a generator (None: unknown, as for ``from_name``) and how
+    to run it here (:meth:`local`)."""
+
+    def _route(self) -> Route:
+        raise NotImplementedError
+
+    def _is_generator(self) -> bool | None:
+        raise NotImplementedError
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    @property
+    def _label(self) -> str:
+        return str(self._route())
+
+    def _check_kind(self, generator: bool, use: str) -> None:
+        if self._is_generator() is (not generator):
+            raise InvalidError(f"{self._label} {'is not' if generator else 'is'} a generator function: use {use}")
+
+    @aio_method
+    async def remote(self, *args: Any, **kwargs: Any) -> Any:
+        """Run it in a container and return what it returns (or raise what it raised)."""
+        self._check_kind(False, ".remote_gen()")
+        route = self._route()
+        return result_value(await _run_call(route, args, kwargs), str(route))
+
+    @aio_iterator
+    async def remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        """A generator function's items (yielded once the call has finished)."""
+        self._check_kind(True, ".remote()")
+        route = self._route()
+        for item in result_value(await _run_call(route, args, kwargs), str(route)) or ():
+            yield item
+
+    @aio_method
+    async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
+        """Start a call and return at once; ``.get()`` its result later."""
+        route = self._route()
+        answer = await current().call(route, serialize_args(args, kwargs), wait_s=0)
+        if isinstance(answer, CallResult):
+            return FunctionCall(answer.call_id, label=str(route), result=answer)
+        return FunctionCall(answer.call_id, label=str(route))
+
+    def _map(
+        self, inputs: Inputs, total: int | None, order_outputs: bool, return_exceptions: bool
+    ) -> AsyncIterator[Any]:
+        from thaw._map import map_calls  # asyncio, imported only by callers
+
+        self._check_kind(False, "a loop over .remote_gen()")
+        route = self._route()
+        return map_calls(
+            route, str(route), inputs,
+            order_outputs=order_outputs, return_exceptions=return_exceptions, total=total,
+        )
+
+    @aio_iterator
+    def map(
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[Any]:
+        """One call per item (per tuple of items of several iterables), run in
+        parallel; results in input order unless ``order_outputs=False``."""
+        if not iterables:
+            raise InvalidError(".map() needs at least one iterable of inputs")
+        extra = kwargs or {}
+        inputs = ((args, extra) for args in zip(*iterables))
+        return self._map(inputs, _sized_total(iterables), order_outputs, return_exceptions)
+
+    @aio_iterator
+    def starmap(
+        self,
+        input_iterator: Iterable[Iterable[Any]],
+        *,
+        kwargs: dict[str, Any] | None = None,
+        order_outputs: bool = True,
+        return_exceptions: bool = False,
+    ) -> AsyncIterator[Any]:
+        """Like ``map``, each item being the tuple of positional arguments of one call."""
+        extra = kwargs or {}
+        inputs = ((tuple(args), extra) for args in input_iterator)
+        return self._map(inputs, _sized_total((input_iterator,)), order_outputs, return_exceptions)
+
+    @aio_method
+    async def for_each(
+        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None, ignore_exceptions: bool = False
+    ) -> None:
+        """Like ``map``, for the side effects: results are not kept."""
+        extra = kwargs or {}
+        inputs = ((args, extra) for args in zip(*iterables))
+        async for _ in self._map(inputs, _sized_total(iterables), False, ignore_exceptions):
+            pass
+
+    @aio_method
+    async def spawn_map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None) -> None:
+        """Submit one call per item and return without waiting for any."""
+        from thaw._map import submit_calls
+
+        extra = kwargs or {}
+        await submit_calls(self._route(), ((args, extra) for args in zip(*iterables)))
+
+
+class Function(Invocable):
+    """What ``@app.function`` returns. ``.spec`` describes it; ``.raw_f`` is the
+    user's function, unchanged (the runtime calls it)."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        raw_f: Callable[..., Any] | None,
+        app: App | None = None,
+        *,
+        app_name: str | None = None,
+        serialized: bool = False,
+    ) -> None:
+        self.spec = spec
+        self.raw_f = raw_f
+        self.app = app
+        self._app_name = app_name
+        self.serialized = serialized
+        if raw_f is not None:
+            functools.update_wrapper(self, raw_f)
+
+    @classmethod
+    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Function:
+        """A function of a deployed app, called by name (nothing is looked up until a call)."""
+        spec = FunctionSpec(name=checked_name("function", name), module="", qualname=name)
+        return cls(spec, None, app_name=checked_name("app", app_name))
+
+    lookup = from_name
+
+    @property
+    def app_name(self) -> str:
+        if self.app is not None:
+            return self.app.running_name
+        assert self._app_name is not None
+        return self._app_name
+
+    def _route(self) -> Route:
+        return Route(self.app_name, self.spec.name)
+
+    def _is_generator(self) -> bool | None:
+        return None if self.raw_f is None else self.spec.is_generator
+
+    def local(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the function here, in this process."""
+        if self.raw_f is None:
+            raise InvalidError(f"{self._label} was looked up by name: it has no local code to run")
+        return self.raw_f(*args, **kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.local(*args, **kwargs)
+
+    @aio_method
+    async def hydrate(self) -> Function:
+        """Fetch the deployed spec (a ``from_name`` function learns whether it is a generator)."""
+        info: FunctionInfo = await current().function_info(self.app_name, self.spec.name)
+        self.spec = info.spec
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Passed as an argument, a function travels as its name, not its app and code.
+        return (Function.from_name, (self.app_name, self.spec.name))
+
+    def __repr__(self) -> str:
+        return f"<thaw.Function {self._label}>"
+
+
+class FunctionCall:
+    """A call started with ``.spawn()``: ``.get()`` its result, ``.cancel()`` it,
+    or keep ``.object_id`` and rebuild it elsewhere with ``FunctionCall.from_id``."""
+
+    def __init__(self, call_id: str, *, label: str = "", result: CallResult | None = None) -> None:
+        self.object_id = call_id
+        self._label = label or f"call {call_id}"
+        self._result = result
+
+    @classmethod
+    def from_id(cls, function_call_id: str) -> FunctionCall:
+        return cls(function_call_id)
+
+    @aio_method
+    async def get(self, timeout: float | None = None) -> Any:
+        """Wait for the result (at most ``timeout`` seconds; 0 only looks)."""
+        if self._result is None:
+            self._result = await self._wait(timeout)
+        return result_value(self._result, self._label)
+
+    async def _wait(self, timeout: float | None) -> CallResult:
+        client = current()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = LONG_POLL_S if deadline is None else min(LONG_POLL_S, deadline - time.monotonic())
+            answer = await client.call_status(self.object_id, left)
+            if isinstance(answer, CallResult):
+                return answer
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"{self._label} has not finished after {timeout:g}s ({answer.status})")
+
+    @aio_method
+    async def cancel(self, terminate_containers: bool = False) -> None:
+        await current().cancel(self.object_id, terminate=terminate_containers)
+
+    @staticmethod
+    @aio_function
+    async def gather(*calls: FunctionCall) -> list[Any]:
+        """The results of several calls, in their order; the first failure raises."""
+        import asyncio
+
+        return list(await asyncio.gather(*(call.get.aio() for call in calls)))
+
+    def __repr__(self) -> str:
+        return f"<thaw.FunctionCall {self.object_id}>"
+
+
+def function_kind(raw_f: Callable[..., Any]) -> dict[str, bool]:
+    return {
+        "is_async": inspect.iscoroutinefunction(raw_f) or inspect.isasyncgenfunction(raw_f),
+        "is_generator": inspect.isgeneratorfunction(raw_f) or inspect.isasyncgenfunction(raw_f),
+    }

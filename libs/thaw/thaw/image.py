@@ -1,0 +1,192 @@
+"""``thaw.Image``: a container image described as a list of build steps.
+
+Every method returns a new Image (images are values: ``base.pip_install(...)``
+leaves ``base`` as it was). ``image.spec()`` is what goes into
+``FunctionSpec.image`` for the builder: ``{"steps": [{"op": ..., ...}, ...]}``.
+Local paths are recorded absolute, as the deploying machine sees them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from thaw._env import is_local
+from thaw.exception import InvalidError
+
+Step = dict[str, Any]
+
+
+def _flatten(kind: str, items: Sequence[str | Sequence[str]]) -> list[str]:
+    """``pip_install("a", ["b", "c"])`` is ``pip_install("a", "b", "c")``, as in Modal."""
+    out: list[str] = []
+    for item in items:
+        for value in [item] if isinstance(item, str) else item:
+            if not isinstance(value, str) or not value.strip():
+                raise InvalidError(f"{kind} takes non-empty strings, got {value!r}")
+            out.append(value)
+    return out
+
+
+def _abs(path: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(path)))
+
+
+def _options(**options: Any) -> dict[str, Any]:
+    # Only what the user set, so that specs stay small and compare equal.
+    return {k: v for k, v in options.items() if v not in (None, False, "", [])}
+
+
+class Image:
+    def __init__(self, steps: tuple[Step, ...]) -> None:
+        self._steps = steps
+
+    def _then(self, step: Step) -> Image:
+        return Image((*self._steps, step))
+
+    def spec(self) -> dict[str, Any]:
+        return {"steps": [dict(step) for step in self._steps]}
+
+    def __repr__(self) -> str:
+        return f"Image({[s['op'] for s in self._steps]})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Image) and other._steps == self._steps
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------------ bases
+
+    @classmethod
+    def debian_slim(cls, python_version: str | None = None) -> Image:
+        return cls(({"op": "debian_slim", **_options(python_version=python_version)},))
+
+    @classmethod
+    def from_registry(cls, tag: str, *, add_python: str | None = None) -> Image:
+        return cls(({"op": "from_registry", "tag": tag, **_options(add_python=add_python)},))
+
+    @classmethod
+    def from_dockerfile(
+        cls, path: str | os.PathLike[str], *, context_dir: str | os.PathLike[str] | None = None
+    ) -> Image:
+        context = _abs(context_dir) if context_dir is not None else None
+        return cls(({"op": "from_dockerfile", "path": _abs(path), **_options(context_dir=context)},))
+
+    # ------------------------------------------------------------ packages
+
+    def pip_install(
+        self,
+        *packages: str | Sequence[str],
+        index_url: str | None = None,
+        extra_index_url: str | None = None,
+        find_links: str | None = None,
+        pre: bool = False,
+        extra_options: str = "",
+    ) -> Image:
+        return self._then({
+            "op": "pip_install",
+            "packages": _flatten("pip_install", packages),
+            **_options(index_url=index_url, extra_index_url=extra_index_url,
+                       find_links=find_links, pre=pre, extra_options=extra_options),
+        })
+
+    def uv_pip_install(
+        self,
+        *packages: str | Sequence[str],
+        index_url: str | None = None,
+        extra_index_url: str | None = None,
+        find_links: str | None = None,
+        pre: bool = False,
+        extra_options: str = "",
+    ) -> Image:
+        return self._then({
+            "op": "uv_pip_install",
+            "packages": _flatten("uv_pip_install", packages),
+            **_options(index_url=index_url, extra_index_url=extra_index_url,
+                       find_links=find_links, pre=pre, extra_options=extra_options),
+        })
+
+    def pip_install_from_requirements(
+        self,
+        requirements_txt: str | os.PathLike[str],
+        *,
+        index_url: str | None = None,
+        extra_index_url: str | None = None,
+        find_links: str | None = None,
+        pre: bool = False,
+    ) -> Image:
+        return self._then({
+            "op": "pip_install_from_requirements",
+            "path": _abs(requirements_txt),
+            **_options(index_url=index_url, extra_index_url=extra_index_url,
+                       find_links=find_links, pre=pre),
+        })
+
+    def apt_install(self, *packages: str | Sequence[str]) -> Image:
+        return self._then({"op": "apt_install", "packages": _flatten("apt_install", packages)})
+
+    def run_commands(self, *commands: str | Sequence[str]) -> Image:
+        return self._then({"op": "run_commands", "commands": _flatten("run_commands", commands)})
+
+    # ------------------------------------------------------------ environment
+
+    def env(self, vars: dict[str, str]) -> Image:
+        bad = {k: v for k, v in vars.items() if not isinstance(k, str) or not isinstance(v, str)}
+        if bad:
+            raise InvalidError(f"Image.env takes str -> str, got {bad!r}")
+        return self._then({"op": "env", "vars": dict(vars)})
+
+    def workdir(self, path: str) -> Image:
+        if not path.startswith("/"):
+            raise InvalidError(f"Image.workdir takes an absolute path, got {path!r}")
+        return self._then({"op": "workdir", "path": path})
+
+    # ------------------------------------------------------------ local files
+
+    def add_local_dir(
+        self,
+        local_path: str | os.PathLike[str],
+        remote_path: str,
+        *,
+        copy: bool = False,
+        ignore: Sequence[str] = (),
+    ) -> Image:
+        return self._then({
+            "op": "add_local_dir",
+            "local_path": _abs(local_path),
+            "remote_path": remote_path,
+            **_options(copy=copy, ignore=list(ignore)),
+        })
+
+    def add_local_file(
+        self, local_path: str | os.PathLike[str], remote_path: str, *, copy: bool = False
+    ) -> Image:
+        return self._then({
+            "op": "add_local_file",
+            "local_path": _abs(local_path),
+            "remote_path": remote_path,
+            **_options(copy=copy),
+        })
+
+    def add_local_python_source(self, *modules: str, copy: bool = False) -> Image:
+        return self._then({
+            "op": "add_local_python_source",
+            "modules": _flatten("add_local_python_source", modules),
+            **_options(copy=copy),
+        })
+
+    # ------------------------------------------------------------ imports
+
+    @contextlib.contextmanager
+    def imports(self) -> Iterator[None]:
+        """``with image.imports(): import torch``: the imports the image provides.
+
+        Outside a container a missing package is fine (the code that needs it
+        runs remotely); inside one, an ImportError is a real error."""
+        try:
+            yield
+        except ImportError:
+            if not is_local():
+                raise
