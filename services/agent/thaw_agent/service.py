@@ -1,30 +1,30 @@
-"""The node agent's lifecycle: for now it reports the node's inventory.
+"""The node agent's lifecycle: inventory, heartbeats and the node's containers.
 
 Every ``HEARTBEAT_INTERVAL_S`` it publishes a ``NodeHeartbeat`` (cores, memory,
-GPUs via NVML when there are any) on ``thaw.event.node.<node_id>`` into the
-EVENTS stream. Agents never touch Postgres: they talk only over NATS (a later
-issue adds containers, runc and CRIU in other modules of this package).
+GPUs via NVML when there are any, the containers it runs and the capacity
+their reservations leave) on ``thaw.event.node.<node_id>`` into the EVENTS
+stream. Containers, commands and input dispatch live in ``node.ContainerNode``
+(see ``containers``, ``dispatch``, ``commands``). Agents never touch Postgres:
+they talk only over NATS, and fetch code bundles from the blob store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Awaitable, Callable, Sequence
 
 import psutil
+from thaw_core import hosttools
 from thaw_core.schema import GpuInfo, NodeHeartbeat
 from thaw_core.service import Service
 
+from thaw_agent.layout import node_token as node_subject_token
+from thaw_agent.node import ContainerNode
+
 HEARTBEAT_INTERVAL_S = 2.0
 
-_SUBJECT_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
-
-
-def node_subject_token(node_id: str) -> str:
-    """``node_id`` made safe as one NATS subject token (a hostname may hold dots)."""
-    return _SUBJECT_UNSAFE.sub("_", node_id) or "unknown"
+__all__ = ["HEARTBEAT_INTERVAL_S", "AgentService", "gpu_inventory", "node_subject_token"]
 
 
 def gpu_inventory() -> list[GpuInfo]:
@@ -63,6 +63,7 @@ def gpu_inventory() -> list[GpuInfo]:
 class AgentService(Service):
     name = "agent"
     uses_db = False  # agents talk only over NATS
+    uses_blob = True  # code bundles
 
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
 
@@ -76,21 +77,51 @@ class AgentService(Service):
             "node inventory",
             extra={"node_id": self.node_id, "cores": psutil.cpu_count(), "gpus": len(self.gpus)},
         )
+        assert self.blob is not None
+        self.node = ContainerNode(
+            node_id=self.node_id,
+            state_dir=self.settings.state_dir,
+            bus=self.bus,
+            blob=self.blob,
+            reject=self.reject,
+        )
+        await self.node.start()
+
+    async def teardown(self) -> None:
+        await self.node.close()
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self.heartbeat_loop]
+        return [self.heartbeat_loop, self.log_loop]
+
+    async def log_loop(self) -> None:
+        await self.node.ship_logs(self.stopping)
+
+    async def checks(self) -> dict[str, str]:
+        if not hosttools.rootfs_ready():
+            return {"containers": f"no container rootfs at {hosttools.default_rootfs()}"}
+        if not hosttools.runc_path().exists():
+            return {"containers": f"runc not found at {hosttools.runc_path()}"}
+        return {"containers": "ok"}
 
     def heartbeat(self) -> NodeHeartbeat:
         cores = psutil.cpu_count(logical=True) or 1
         vm = psutil.virtual_memory()
         busy = psutil.cpu_percent(interval=None) / 100.0
+        memory_mb = int(vm.total) // (1024 * 1024)
+        reserved_cores, reserved_mb = self.node.reserved()
+        # What is neither reserved by our containers nor used by anything else:
+        # an idle container still holds its reservation, and load that is not
+        # ours still takes room.
+        free_cores = min(cores * max(0.0, 1.0 - busy), cores - reserved_cores)
+        free_mb = min(int(vm.available) // (1024 * 1024), memory_mb - reserved_mb)
         return NodeHeartbeat(
             node_id=self.node_id,
             cores=cores,
-            memory_mb=int(vm.total) // (1024 * 1024),
+            memory_mb=memory_mb,
             gpus=list(self.gpus),
-            free_cores=round(cores * max(0.0, 1.0 - busy), 3),
-            free_memory_mb=int(vm.available) // (1024 * 1024),
+            free_cores=round(max(0.0, free_cores), 3),
+            free_memory_mb=max(0, free_mb),
+            containers=self.node.containers(),
         )
 
     async def heartbeat_loop(self) -> None:

@@ -1,0 +1,104 @@
+"""The agent's end of one container's unix socket (``container_protocol``).
+
+The agent listens on ``<container dir>/run/agent.sock`` before the container
+starts; the runtime inside connects to ``/run/thaw/agent.sock``. Exactly one
+connection is accepted: a second one is closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from thaw_core.container_protocol import Frame, FrameReader, ToAgent, pack
+
+SOCKET_NAME = "agent.sock"
+# sun_path holds 108 bytes; deep state dirs (pytest's tmp dirs) exceed it.
+_SUN_PATH_MAX = 107
+
+
+class ChannelClosed(ConnectionError):
+    pass
+
+
+def bind_unix(path: Path) -> socket.socket:
+    """A listening unix socket at ``path``, however long the path is: a long
+    one is bound through ``/proc/self/fd/<fd of its directory>/``."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if len(os.fsencode(path)) <= _SUN_PATH_MAX:
+            sock.bind(str(path))
+        else:
+            dfd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY)
+            try:
+                sock.bind(f"/proc/self/fd/{dfd}/{path.name}")
+            finally:
+                os.close(dfd)
+        os.chmod(path, 0o600)
+        sock.listen(4)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class RuntimeChannel:
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / SOCKET_NAME
+        self._server: asyncio.AbstractServer | None = None
+        self._connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._frames: FrameReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def listen(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(
+            self._on_connection, sock=bind_unix(self.path)
+        )
+
+    def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._connected.done():
+            writer.close()  # one runtime per container
+            return
+        self._frames = FrameReader(reader, ToAgent)
+        self._writer = writer
+        self._connected.set_result(None)
+
+    async def accept(self, timeout_s: float) -> None:
+        """Wait for the runtime to connect; then stop listening."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._connected), timeout_s)
+        finally:
+            if self._server is not None:
+                self._server.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._writer is not None and not self._writer.is_closing()
+
+    async def read(self) -> Any:
+        """The next frame from the runtime, or None when it closed the connection."""
+        if self._frames is None:
+            raise ChannelClosed("the runtime has not connected")
+        return await self._frames.read()
+
+    async def send(self, frame: Frame) -> None:
+        if self._writer is None or self._writer.is_closing():
+            raise ChannelClosed("the runtime's connection is closed")
+        self._writer.write(pack(frame))
+        await self._writer.drain()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if not self._connected.done():
+            self._connected.cancel()
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._writer.wait_closed(), 1.0)

@@ -1,0 +1,225 @@
+"""The OCI runtime config (``config.json``) of one thaw container.
+
+What the container sees:
+
+- ``/``: an overlay of the node's base rootfs (read-only lower) and a
+  per-container upper layer, mounted by the agent at ``root.path``;
+- ``/opt/thaw/bootstrap.py`` and ``/opt/thaw/path/N`` (read-only): the
+  runtime's entry script and the host directories that make ``thaw``,
+  ``thaw_core``, ``cloudpickle`` and ``msgspec`` importable, listed in
+  ``THAW_RUNTIME_PATHS``. The base rootfs's python3 must match the host
+  venv's minor version for msgspec's compiled module to load (both are
+  3.11 on Debian bookworm);
+- ``/thaw/bundle`` (read-only): the user's code;
+- ``/run/thaw`` (read-write): holds ``agent.sock``, its only way out;
+- its own pid, mount, ipc, uts and network namespaces (the network one has
+  only ``lo``: no network access for now), /proc, a minimal /dev, /tmp tmpfs.
+
+It runs as root with runc's default reduced capability set and
+``no_new_privileges``. Resource requests become cgroup *soft* settings
+(cpu shares, memory reservation): like Modal's, ``cpu=`` and ``memory=`` are
+reservations a container may exceed when the node has room, not hard limits.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import resource
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from thaw_core.schema import FunctionSpec
+
+BOOTSTRAP_IN_CONTAINER = "/opt/thaw/bootstrap.py"
+RUNTIME_PATH_PREFIX = "/opt/thaw/path"
+BUNDLE_IN_CONTAINER = "/thaw/bundle"
+RUN_DIR_IN_CONTAINER = "/run/thaw"
+PYTHON = "/usr/bin/python3"
+
+# The packages the runtime imports; the directories holding them are mounted.
+RUNTIME_PACKAGES = ("thaw", "thaw_core", "cloudpickle", "msgspec")
+_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+_BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
+
+
+@dataclass(frozen=True)
+class RuntimeFiles:
+    """Host paths of what the runtime needs inside a container."""
+
+    bootstrap: Path
+    paths: tuple[Path, ...]
+
+
+@cache
+def runtime_files() -> RuntimeFiles:
+    """Found from the packages' own locations: ``thaw`` and ``thaw_core`` are
+    editable installs living in the source tree (libs/...), the others in the
+    venv's site-packages. Found without importing them."""
+    paths: list[Path] = []
+    for name in RUNTIME_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"the container runtime needs the package {name!r}, not installed")
+        # .../<dir>/<name>/__init__.py -> <dir> is what goes on sys.path.
+        parent = Path(spec.origin).resolve().parent.parent
+        if parent not in paths:
+            paths.append(parent)
+    thaw_spec = importlib.util.find_spec("thaw")
+    assert thaw_spec is not None and thaw_spec.origin is not None
+    bootstrap = Path(thaw_spec.origin).resolve().parent / "runtime" / "bootstrap.py"
+    if not bootstrap.is_file():
+        raise RuntimeError(f"the container runtime's entry script is missing: {bootstrap}")
+    return RuntimeFiles(bootstrap=bootstrap, paths=tuple(paths))
+
+
+def _nofile() -> int:
+    # Raising the hard limit above the agent's own needs CAP_SYS_RESOURCE.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
+
+
+def _bind(source: Path, destination: str, *, readonly: bool) -> dict[str, Any]:
+    return {
+        "destination": destination,
+        "type": "bind",
+        "source": str(source),
+        "options": ["rbind", "ro" if readonly else "rw", "nosuid", "nodev"],
+    }
+
+
+def _resources(spec: FunctionSpec) -> dict[str, Any]:
+    return {
+        "devices": [{"allow": False, "access": "rwm"}],
+        # cgroup v1 shares: 1024 is one full core's weight; the kernel's minimum is 2.
+        "cpu": {"shares": max(2, round(spec.resources.cpu * 1024))},
+        "memory": {"reservation": spec.resources.memory_mb * 1024 * 1024},
+    }
+
+
+def container_env(
+    container_id: str, spec: FunctionSpec, runtime_paths: Sequence[str]
+) -> dict[str, str]:
+    # The user's env first: it must not override what the runtime relies on.
+    env = dict(_BASE_ENV)
+    env.update(spec.env)
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "THAW_CONTAINER_ID": container_id,
+            "THAW_FUNCTION_SPEC": msgspec.json.encode(spec).decode(),
+            "THAW_RUNTIME_PATHS": ":".join(runtime_paths),
+        }
+    )
+    return env
+
+
+def build_config(
+    *,
+    container_id: str,
+    spec: FunctionSpec,
+    rootfs: Path,
+    bundle_dir: Path,
+    run_dir: Path,
+    cgroups_path: str,
+    runtime: RuntimeFiles,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    in_container = [f"{RUNTIME_PATH_PREFIX}/{i}" for i in range(len(runtime.paths))]
+    env = container_env(container_id, spec, in_container)
+    if extra_env:
+        env.update(extra_env)
+    mounts: list[dict[str, Any]] = [
+        {"destination": "/proc", "type": "proc", "source": "proc"},
+        {
+            "destination": "/dev",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
+        },
+        {
+            "destination": "/dev/pts",
+            "type": "devpts",
+            "source": "devpts",
+            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
+        },
+        {
+            "destination": "/dev/shm",
+            "type": "tmpfs",
+            "source": "shm",
+            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        },
+        {
+            "destination": "/dev/mqueue",
+            "type": "mqueue",
+            "source": "mqueue",
+            "options": ["nosuid", "noexec", "nodev"],
+        },
+        {
+            "destination": "/sys",
+            "type": "sysfs",
+            "source": "sysfs",
+            "options": ["nosuid", "noexec", "nodev", "ro"],
+        },
+        {
+            "destination": "/tmp",
+            "type": "tmpfs",
+            "source": "tmpfs",
+            "options": ["nosuid", "nodev", "mode=1777"],
+        },
+        _bind(runtime.bootstrap, BOOTSTRAP_IN_CONTAINER, readonly=True),
+        *(
+            _bind(host, dest, readonly=True)
+            for host, dest in zip(runtime.paths, in_container, strict=True)
+        ),
+        _bind(bundle_dir, BUNDLE_IN_CONTAINER, readonly=True),
+        _bind(run_dir, RUN_DIR_IN_CONTAINER, readonly=False),
+    ]
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": False,
+            "user": {"uid": 0, "gid": 0},
+            "args": [PYTHON, BOOTSTRAP_IN_CONTAINER],
+            "env": [f"{k}={v}" for k, v in env.items()],
+            "cwd": "/",
+            "capabilities": {k: list(_CAPS) for k in ("bounding", "effective", "permitted")},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": _nofile(), "soft": _nofile()}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": container_id[:63],
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": cgroups_path,
+            "resources": _resources(spec),
+            # A network namespace without a path: runc gives it only `lo`.
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
+            "maskedPaths": [
+                "/proc/acpi",
+                "/proc/asound",
+                "/proc/kcore",
+                "/proc/keys",
+                "/proc/latency_stats",
+                "/proc/timer_list",
+                "/proc/timer_stats",
+                "/proc/sched_debug",
+                "/sys/firmware",
+                "/proc/scsi",
+            ],
+            "readonlyPaths": [
+                "/proc/bus",
+                "/proc/fs",
+                "/proc/irq",
+                "/proc/sys",
+                "/proc/sysrq-trigger",
+            ],
+        },
+    }

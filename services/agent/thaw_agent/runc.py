@@ -1,0 +1,129 @@
+"""runc, called as a subprocess, on this agent's own ``--root``.
+
+Each agent passes its own state dir as ``--root`` so that its containers are
+apart from other agents' on the same machine and from any other runc user.
+runc's own messages go to a per-container ``--log`` file (JSON): after a
+successful ``run --detach`` the container keeps runc's stdout/stderr (our
+pipes) open, so those can't be read to EOF for an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from thaw_core import hosttools
+
+log = logging.getLogger("thaw.agent.runc")
+
+COMMAND_TIMEOUT_S = 30.0
+
+
+class RuncError(Exception):
+    pass
+
+
+class Runc:
+    def __init__(self, root: Path, binary: Path | None = None) -> None:
+        self.root = root
+        self.binary = binary or hosttools.runc_path()
+
+    def _argv(self, *args: str, log_file: Path | None = None) -> list[str]:
+        argv = [str(self.binary), "--root", str(self.root)]
+        if log_file is not None:
+            argv += ["--log", str(log_file), "--log-format", "json"]
+        return [*argv, *args]
+
+    async def _call(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv(*args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+    async def run_detached(
+        self,
+        container_id: str,
+        *,
+        bundle: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdout_fd: int,
+        stderr_fd: int,
+        timeout_s: float = COMMAND_TIMEOUT_S,
+    ) -> int:
+        """Start the container; its stdout/stderr are the given pipe ends. Returns its pid."""
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv(
+                "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file),
+                container_id, log_file=log_file,
+            ),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=stdout_fd,
+            stderr=stderr_fd,
+        )  # fmt: skip
+        try:
+            rc = await asyncio.wait_for(proc.wait(), timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        if rc != 0:
+            raise RuncError(f"runc run failed ({rc}): {last_error(log_file) or 'no message'}")
+        try:
+            return int(pid_file.read_text().strip())
+        except (OSError, ValueError) as e:
+            raise RuncError(f"runc run left no usable pid file: {e}") from None
+
+    async def kill(self, container_id: str, signal: str = "TERM") -> bool:
+        """Signal the container's processes; False when it no longer runs."""
+        rc, _, err = await self._call("kill", "--all", container_id, signal)
+        if rc != 0:
+            log.debug("runc kill %s %s: %s", container_id, signal, err.strip())
+        return rc == 0
+
+    async def delete(self, container_id: str) -> None:
+        """Remove the container (killing what is left of it); fine when it is gone."""
+        rc, _, err = await self._call("delete", "--force", container_id)
+        if rc != 0 and "does not exist" not in err and "not exist" not in err:
+            raise RuncError(f"runc delete {container_id} failed: {err.strip()}")
+
+    async def list(self) -> list[dict[str, Any]]:
+        if not self.root.exists():
+            return []
+        rc, out, err = await self._call("list", "--format", "json")
+        if rc != 0:
+            raise RuncError(f"runc list failed: {err.strip()}")
+        return json.loads(out or "null") or []
+
+    async def state(self, container_id: str) -> dict[str, Any] | None:
+        rc, out, _ = await self._call("state", container_id)
+        return json.loads(out) if rc == 0 else None
+
+
+def last_error(log_file: Path) -> str:
+    """The last error-level message in a runc JSON log."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("level") in ("error", "fatal"):
+            return str(entry.get("msg", "")).strip()
+    return ""

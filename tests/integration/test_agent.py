@@ -1,0 +1,623 @@
+"""The node agent end to end, in-process, on real NATS, a real S3 server and
+real runc containers on the default rootfs.
+
+Each test runs ``AgentService`` objects in this process, uploads a code
+bundle (a module using ``import thaw``) to the blob store, starts containers
+with ``StartContainer`` requests over NATS, publishes ``Invoke`` messages on
+the function's subject and reads the ``Result`` from the RESULTS stream, as
+the gateway would. Apps are named per test: the NATS server is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+import zipfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import nats.js.errors
+import pytest
+from thaw_agent.containers import Container
+from thaw_agent.service import AgentService
+from thaw_core import hosttools
+from thaw_core.blob import BlobStore, open_blob_store
+from thaw_core.bus import Bus
+from thaw_core.config import Settings
+from thaw_core.schema import (
+    CancelCall,
+    CommandReply,
+    ErrorEvent,
+    FunctionSpec,
+    Invoke,
+    LogLine,
+    Result,
+    RetryPolicy,
+    StartContainer,
+    StopContainer,
+    consumer_name,
+    decoder,
+    encode,
+    invoke_subject,
+    result_subject,
+)
+
+
+def _why_no_containers() -> str | None:
+    if os.geteuid() != 0:
+        return "runc containers need root"
+    if not hosttools.runc_path().exists():
+        return f"runc not found at {hosttools.runc_path()} (make setup)"
+    if not hosttools.rootfs_ready():
+        return f"no finished rootfs at {hosttools.default_rootfs()} (make setup)"
+    return None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(_why_no_containers() is not None, reason=str(_why_no_containers())),
+]
+
+APP_SOURCE = """
+import os
+import time
+
+import thaw
+
+app = thaw.App("agent-test")
+_runs = 0
+
+
+@app.function()
+def add(a, b):
+    print(f"adding {a} and {b}", flush=True)
+    return a + b
+
+
+@app.function()
+def boom(x):
+    raise ValueError(f"boom: {x} is not acceptable")
+
+
+@app.function()
+def flaky(x):
+    global _runs
+    _runs += 1
+    print(f"flaky run {_runs}", flush=True)
+    raise RuntimeError(f"failure number {_runs}")
+
+
+@app.function()
+def sleepy(seconds):
+    print(f"sleeping {seconds}", flush=True)
+    time.sleep(seconds)
+    return os.getpid()
+
+
+@app.function()
+def marker(x):
+    print(f"marker ran with {x}", flush=True)
+    return x
+"""
+
+BROKEN_SOURCE = """
+import thaw
+app = thaw.App("broken")
+raise ImportError("the model weights are missing")
+"""
+
+_results = decoder(Result)
+_replies = decoder(CommandReply)
+_logs = decoder(LogLine)
+
+
+def spec(name: str, **kw: Any) -> FunctionSpec:
+    return FunctionSpec(name=name, module="app", qualname=name, **kw)
+
+
+def unique_app() -> str:
+    return f"agt-{uuid.uuid4().hex[:10]}"
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+async def blob(s3_url: str) -> AsyncIterator[BlobStore]:
+    store = open_blob_store(s3_url)
+    yield store
+    await store.close()
+
+
+async def put_bundle(blob: BlobStore, source: str) -> str:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("app.py", source)
+    data = buf.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    await blob.put(f"bundles/{sha}.zip", data, sha256=sha)
+    return sha
+
+
+class Agent:
+    """One in-process agent service and what the tests ask of it."""
+
+    def __init__(self, svc: AgentService, task: asyncio.Task[None]) -> None:
+        self.svc = svc
+        self.task = task
+
+    @property
+    def node_id(self) -> str:
+        return self.svc.settings.node_id
+
+    def container(self, cid: str) -> Container:
+        c = self.svc.node.manager.get(cid)
+        assert c is not None, f"no container {cid} on {self.node_id}"
+        return c
+
+    async def command(self, bus: Bus, cmd: StartContainer | StopContainer | bytes) -> CommandReply:
+        msg = await bus.request(f"thaw.agent.{self.node_id}", cmd, timeout_s=60)
+        return _replies.decode(msg.data)
+
+    async def start(self, bus: Bus, app: str, sha: str, fn: FunctionSpec, cid: str = "") -> str:
+        cid = cid or f"ct-{uuid.uuid4().hex[:12]}"
+        cmd = StartContainer(container_id=cid, app=app, version=1, bundle_sha256=sha, spec=fn)
+        reply = await self.command(bus, cmd)
+        assert reply.ok, reply.error
+        return cid
+
+    async def wait_state(self, cid: str, *states: str, timeout_s: float = 30) -> Container:
+        async def reached() -> Container | None:
+            c = self.svc.node.manager.get(cid)
+            return c if c is not None and c.state in states else None
+
+        return await eventually(reached, timeout_s, f"container {cid} in {states}")
+
+    def runc_ids(self) -> list[str]:
+        root = self.svc.node.layout.runc_root
+        if not root.exists():
+            return []
+        out = subprocess.run(
+            [str(hosttools.runc_path()), "--root", str(root), "list", "--format", "json"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return [c["id"] for c in json.loads(out or "null") or []]
+
+
+@pytest.fixture
+async def make_agent(
+    nats_url: str, s3_url: str, tmp_path: Path
+) -> AsyncIterator[Callable[..., Awaitable[Agent]]]:
+    agents: list[Agent] = []
+
+    async def make(node_id: str = "", state_dir: Path | None = None) -> Agent:
+        node_id = node_id or f"node-{uuid.uuid4().hex[:8]}"
+        settings = Settings.from_env(
+            {
+                "THAW_NATS_URL": nats_url,
+                "THAW_BLOB_URL": s3_url,
+                "THAW_STATE_DIR": str(state_dir or tmp_path / "state"),
+                "THAW_NODE_ID": node_id,
+            }
+        )
+        svc = AgentService(settings)
+        await svc.start()
+        agent = Agent(svc, asyncio.create_task(svc.run()))
+        agents.append(agent)
+        return agent
+
+    yield make
+    for a in agents:
+        await a.svc.shutdown(15)
+        await asyncio.wait_for(a.task, 20)
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = await check()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def call(bus: Bus, app: str, fn: str, *args: Any, **invoke: Any) -> str:
+    call_id = invoke.pop("call_id", None) or f"fc-{uuid.uuid4().hex}"
+    msg = Invoke(
+        call_id=call_id, app=app, function=fn, args=cloudpickle.dumps((args, {})), **invoke
+    )
+    await bus.publish(invoke_subject(app, fn), msg)
+    return call_id
+
+
+async def stored_result(bus: Bus, call_id: str) -> Result | None:
+    try:
+        m = await bus.js.get_last_msg("RESULTS", result_subject(call_id))
+    except nats.js.errors.NotFoundError:
+        return None
+    return _results.decode(m.data)
+
+
+async def result_of(bus: Bus, call_id: str, timeout_s: float = 30) -> Result:
+    return await eventually(lambda: stored_result(bus, call_id), timeout_s, f"result of {call_id}")
+
+
+async def queue_settled(bus: Bus, app: str, fn: str, timeout_s: float = 15) -> None:
+    """Wait until the function's inputs are all acked: none pending, none in flight."""
+
+    async def settled() -> bool:
+        info = await bus.js.consumer_info("INVOKE", consumer_name(app, fn))
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
+    await eventually(settled, timeout_s, f"the inputs of {app}.{fn} to be acked")
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie that its new parent has yet to reap
+    (a container's process is not our child once runc exits)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def value(result: Result) -> Any:
+    assert result.status == "success", f"{result.status}: {result.error}\n{result.traceback}"
+    return cloudpickle.loads(result.value)
+
+
+class LogTap:
+    """Log lines of one function, as `thaw logs` would read them."""
+
+    def __init__(self) -> None:
+        self.lines: list[LogLine] = []
+        self.sub: Any = None
+
+    @classmethod
+    async def open(cls, bus: Bus, app: str, fn: str) -> LogTap:
+        tap = cls()
+
+        async def on(msg: Any) -> None:
+            tap.lines.append(_logs.decode(msg.data))
+
+        tap.sub = await bus.nc.subscribe(f"thaw.logs.{app}.{fn}", cb=on)
+        return tap
+
+    def text(self, stream: str = "stdout") -> str:
+        return "\n".join(line.line for line in self.lines if line.stream == stream)
+
+    async def wait_for(self, needle: str, stream: str = "stdout", timeout_s: float = 10) -> None:
+        async def seen() -> bool:
+            return needle in self.text(stream)
+
+        await eventually(seen, timeout_s, f"{needle!r} in the {stream} logs")
+
+
+# ---------------------------------------------------------------- tests
+
+
+async def test_invoke_runs_in_a_container_and_stores_the_result(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    cid = await agent.start(bus, app, sha, spec("add"))
+    await agent.wait_state(cid, "ready")
+
+    ids = [await call(bus, app, "add", i, 10) for i in range(5)]
+    results = [await result_of(bus, i) for i in ids]
+
+    assert [value(r) for r in results] == [10, 11, 12, 13, 14]
+    assert {r.container_id for r in results} == {cid}
+    assert all(r.attempts == 1 and r.call_id == i for r, i in zip(results, ids, strict=True))
+    # Every input is acked (after its result was stored): the queue empties.
+    await queue_settled(bus, app, "add")
+
+
+async def test_a_raising_function_gives_a_failure_with_the_exception_text(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    await agent.wait_state(await agent.start(bus, app, sha, spec("boom")), "ready")
+
+    result = await result_of(bus, await call(bus, app, "boom", 42))
+
+    assert result.status == "failure"
+    assert "boom: 42 is not acceptable" in result.error
+    assert "ValueError" in result.error + result.traceback
+    assert result.attempts == 1
+
+
+async def test_retries_run_the_input_again_then_fail(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    retries = RetryPolicy(max_retries=2, initial_delay_s=0.2, backoff_coefficient=1.0)
+    logs = await LogTap.open(bus, app, "flaky")
+    await agent.wait_state(
+        await agent.start(bus, app, sha, spec("flaky", retries=retries)), "ready"
+    )
+
+    t0 = time.monotonic()
+    call_id = await call(bus, app, "flaky", 1)
+    result = await result_of(bus, call_id)
+
+    # One result only, for the third and last attempt; the first two were retried.
+    assert result.status == "failure"
+    assert result.attempts == 3
+    assert "failure number 3" in result.error
+    assert time.monotonic() - t0 >= 0.4  # two retry delays of 0.2 s
+    await logs.wait_for("flaky run 3")
+    assert "flaky run 4" not in logs.text()
+    await asyncio.sleep(0.5)
+    assert "flaky run 4" not in logs.text()
+
+
+async def test_timeout_kills_a_sleeping_input_and_replaces_its_container(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    cid = await agent.start(bus, app, sha, spec("sleepy", timeout_s=1.0))
+    first_pid = (await agent.wait_state(cid, "ready")).pid
+
+    t0 = time.monotonic()
+    result = await result_of(bus, await call(bus, app, "sleepy", 60))
+
+    assert result.status == "timeout"
+    assert "timed out after 1s" in result.error
+    assert time.monotonic() - t0 < 10
+    # The stuck process is gone; a fresh container under the same id takes inputs.
+    replacement = await agent.wait_state(cid, "ready")
+    assert replacement.pid != first_pid
+    assert process_gone(first_pid)
+    assert value(await result_of(bus, await call(bus, app, "sleepy", 0))) > 0
+
+
+async def test_kill_9_of_a_container_releases_its_input_for_redelivery(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "sleepy")
+    a = await agent.start(bus, app, sha, spec("sleepy"))
+    b = await agent.start(bus, app, sha, spec("sleepy"))
+    await agent.wait_state(a, "ready")
+    await agent.wait_state(b, "ready")
+
+    call_id = await call(bus, app, "sleepy", 1.5)
+    await logs.wait_for("sleeping 1.5")
+    (victim,) = [c for c in (agent.container(a), agent.container(b)) if c.inflight]
+    survivor = b if victim.id == a else a
+    os.kill(victim.pid, signal.SIGKILL)
+
+    result = await result_of(bus, call_id, timeout_s=15)
+    # Redelivered at once (nak, no delay), not after the 10 s ack wait.
+    assert value(result) > 0
+    assert result.container_id == survivor
+    failed = agent.container(victim.id)
+    assert failed.state == "failed"
+    assert "exited" in failed.error
+    info = {c.container_id: c for c in agent.svc.node.containers()}
+    assert info[victim.id].state == "failed" and info[survivor].state == "ready"
+
+
+async def test_a_redelivered_input_whose_result_exists_is_not_run_again(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    durable = consumer_name(app, "marker")
+    await bus.ensure_consumer(
+        "INVOKE", durable, filter_subject=invoke_subject(app, "marker"), ack_wait_s=10
+    )
+    # A first delivery that ran and stored its result, but whose ack was lost.
+    call_id = await call(bus, app, "marker", "first")
+    psub = await bus.js.pull_subscribe_bind(durable=durable, stream="INVOKE")
+    (first,) = await psub.fetch(1, timeout=5)
+    stored = Result(call_id=call_id, status="success", value=cloudpickle.dumps("stored"))
+    await bus.publish(result_subject(call_id), stored, msg_id=call_id)
+    await first.nak()
+    await psub.unsubscribe()
+
+    logs = await LogTap.open(bus, app, "marker")
+    await agent.wait_state(await agent.start(bus, app, sha, spec("marker")), "ready")
+
+    await queue_settled(bus, app, "marker")
+    # A fresh input runs, so the container was taking inputs all along.
+    assert value(await result_of(bus, await call(bus, app, "marker", "second"))) == "second"
+    assert "marker ran with second" in logs.text()
+    assert "marker ran with first" not in logs.text()
+    assert value(await result_of(bus, call_id)) == "stored"
+
+
+async def test_two_agents_on_one_machine_do_not_collide(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore, tmp_path: Path
+) -> None:
+    # Same state dir, same container id: only the node ids differ.
+    one = await make_agent("node-one", tmp_path / "shared")
+    two = await make_agent("node-two", tmp_path / "shared")
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    for agent in (one, two):
+        await agent.start(bus, app, sha, spec("add"), cid="ct-same")
+        await agent.wait_state("ct-same", "ready")
+    assert one.runc_ids() == ["ct-same"] == two.runc_ids()
+    assert one.svc.node.layout.root != two.svc.node.layout.root
+
+    reply = await one.command(bus, StopContainer(container_id="ct-same", grace_s=2))
+    assert reply.ok
+    assert one.runc_ids() == []
+    assert two.runc_ids() == ["ct-same"]
+    # node-two's container still serves the function.
+    assert value(await result_of(bus, await call(bus, app, "add", 20, 22))) == 42
+
+
+async def test_container_output_reaches_the_logs_subject(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "add")
+    cid = await agent.start(bus, app, sha, spec("add"))
+    await agent.wait_state(cid, "ready")
+
+    await result_of(bus, await call(bus, app, "add", 2, 3))
+
+    await logs.wait_for("adding 2 and 3")
+    line = next(line for line in logs.lines if "adding 2 and 3" in line.line)
+    assert (line.app, line.function, line.container_id, line.stream) == (app, "add", cid, "stdout")
+    # Stored in the LOGS stream too, for whoever reads them later.
+    stored = await bus.js.get_last_msg("LOGS", f"thaw.logs.{app}.add")
+    assert _logs.decode(stored.data).app == app
+
+
+async def test_an_init_failure_fails_calls_with_its_error_and_is_reported(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, BROKEN_SOURCE)
+    call_id = await call(bus, app, "add", 1, 2)
+    cid = await agent.start(bus, app, sha, spec("add"))
+
+    result = await result_of(bus, call_id)
+
+    assert result.status == "failure"
+    assert "the model weights are missing" in result.error
+    assert "ImportError" in result.traceback
+    info = next(c for c in agent.svc.node.containers() if c.container_id == cid)
+    assert info.state == "failed" and "the model weights are missing" in info.error
+
+
+async def test_malformed_messages_are_refused_with_a_reason(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    errors: list[ErrorEvent] = []
+    err_decoder = decoder(ErrorEvent)
+
+    async def on_error(msg: Any) -> None:
+        errors.append(err_decoder.decode(msg.data))
+
+    sub = await bus.nc.subscribe("thaw.event.error.agent", cb=on_error)
+    try:
+        reply = await agent.command(bus, b'{"type": "start_container", "container_id": 5}')
+        assert not reply.ok and "container_id" in reply.error
+        reply = await agent.command(
+            bus,
+            StartContainer(
+                container_id="ct-x", app=app, version=1, bundle_sha256="0" * 64, spec=spec("add")
+            ),
+        )
+        assert not reply.ok and "not found" in reply.error
+
+        await agent.wait_state(await agent.start(bus, app, sha, spec("add")), "ready")
+        # An input with a readable call id but a broken body: its caller is told why.
+        call_id = f"fc-{uuid.uuid4().hex}"
+        bad = json.dumps(
+            {"type": "invoke", "call_id": call_id, "app": app, "function": "add", "attempt": "x"}
+        )
+        await bus.publish(invoke_subject(app, "add"), bad.encode())
+        result = await result_of(bus, call_id)
+        assert (
+            result.status == "failure" and "refused" in result.error and "attempt" in result.error
+        )
+        await bus.publish(invoke_subject(app, "add"), b"not json at all")
+        # Neither blocks the queue: a good input still runs.
+        assert value(await result_of(bus, await call(bus, app, "add", 1, 1))) == 2
+
+        async def refused() -> bool:
+            return sum(1 for e in errors if e.subject == invoke_subject(app, "add")) >= 2
+
+        await eventually(refused, 5, "ErrorEvents for the two bad inputs")
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_a_cancelled_call_is_not_run(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "marker")
+    cid = await agent.start(bus, app, sha, spec("marker"))
+    await agent.wait_state(cid, "ready")
+    # Cancel before it is published: the agent remembers the id when it arrives.
+    call_id = f"fc-{uuid.uuid4().hex}"
+    await bus.publish_core(f"thaw.cancel.{call_id}", CancelCall(call_id=call_id))
+    await bus.nc.flush()
+    await asyncio.sleep(0.1)
+    await call(bus, app, "marker", "cancelled", call_id=call_id)
+    assert value(await result_of(bus, await call(bus, app, "marker", "after"))) == "after"
+
+    assert "marker ran with cancelled" not in logs.text()
+    assert await stored_result(bus, call_id) is None  # the gateway publishes "cancelled"
+    await queue_settled(bus, app, "marker")
+
+
+async def test_an_agent_removes_what_its_previous_life_left(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore, tmp_path: Path
+) -> None:
+    state = tmp_path / "reborn"
+    first = await make_agent("node-reborn", state)
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    cid = await first.start(bus, app, sha, spec("add"))
+    pid = (await first.wait_state(cid, "ready")).pid
+    # A crash: the agent goes without stopping its container.
+    first.svc.node.manager.containers.clear()
+    await first.svc.shutdown(5)
+    assert first.runc_ids() == [cid]
+
+    second = await make_agent("node-reborn", state)
+
+    assert second.runc_ids() == []
+    assert process_gone(pid)
+    assert not (second.svc.node.layout.containers / cid).exists()
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert str(second.svc.node.layout.root) not in mounts
+
+
+async def test_heartbeat_reports_containers_and_reservations(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    cid = await agent.start(bus, app, sha, spec("add"))
+    await agent.wait_state(cid, "ready")
+
+    beat = agent.svc.heartbeat()
+
+    (info,) = [c for c in beat.containers if c.container_id == cid]
+    assert (info.app, info.function, info.state, info.max_inputs) == (app, "add", "ready", 1)
+    assert info.idle_since > 0
+    assert beat.free_cores <= beat.cores - 0.125
+    assert beat.free_memory_mb <= beat.memory_mb - 128
+    payload = json.loads(encode(beat))
+    assert payload["containers"][0]["container_id"] == cid
