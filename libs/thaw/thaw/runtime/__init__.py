@@ -1,0 +1,12 @@
+"""The in-container runtime.
+
+The agent starts every container with ``python3 /opt/thaw/bootstrap.py``
+(:mod:`thaw.runtime.bootstrap`), which hands over to :func:`thaw.runtime.main.main`.
+The runtime talks only to its agent, over the socket of
+``thaw_core.container_protocol``: it loads the function the spec names from
+the code bundle, runs its enter hooks, runs inputs, and exits when told to or
+when the agent goes away.
+
+:func:`thaw.runtime.paths.mounts` lists what the agent mounts into the
+container for it.
+"""

@@ -1,0 +1,190 @@
+"""Runs user code and turns what it did into a ``Result``.
+
+Coroutine and async-generator functions run on the event loop; everything else
+runs on one pool of threads made at start, so that a blocking function never
+stalls the loop that reads the agent's frames. For a sync function the whole
+input (decode, call, encode, reply) runs in its thread: a large pickle never
+blocks the loop either, and the result goes out without waiting for the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import GeneratorType
+from typing import Any, NamedTuple
+
+from thaw_core.schema import CallStatus, Invoke, Result
+
+from thaw.runtime.codec import decode_args, encode_value
+from thaw.runtime.failure import describe
+from thaw.runtime.log import log
+
+# Called once per input with its result, from the loop or a worker thread.
+Reply = Callable[[Result], None]
+
+# A cancelled sync input keeps its thread until it returns (Python cannot stop
+# a thread): spare threads let new inputs run meanwhile.
+SPARE_THREADS = 8
+
+
+class Callee(NamedTuple):
+    """One callable an input can name, classified once at load."""
+
+    fn: Callable[..., Any]
+    # Coroutine and async-generator functions run on the event loop.
+    on_loop: bool
+    # "module.qualname", for the errors a caller reads.
+    name: str
+
+
+def callee(fn: Callable[..., Any], name: str) -> Callee:
+    return Callee(fn, inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn), name)
+
+
+class _Unsettled(NamedTuple):
+    """A sync function returned a coroutine or an async generator (a wrapped
+    async function): the loop finishes it."""
+
+    value: Any
+
+
+def _needs_loop(value: Any) -> bool:
+    return inspect.isawaitable(value) or inspect.isasyncgen(value)
+
+
+async def _settle(value: Any) -> Any:
+    if inspect.isasyncgen(value):
+        return [item async for item in value]
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def our_cancellation(e: BaseException) -> bool:
+    """A CancelledError meant for the runtime's task (cancel, shutdown), not
+    one the user's code raised or let escape from its own tasks."""
+    if not isinstance(e, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class Executor:
+    def __init__(self, container_id: str, max_inputs: int) -> None:
+        self.container_id = container_id
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_inputs + SPARE_THREADS, thread_name_prefix="thaw-input"
+        )
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a hook or constructor where it belongs; its exception propagates."""
+        if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
+            return await _settle(fn(*args))
+        value = await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await _settle(value)
+
+    async def run(
+        self, invoke: Invoke, target: Callee, instance: object | None, reply: Reply
+    ) -> None:
+        """Run one input and ``reply`` with its result, from the thread that
+        finished it. Raises nothing but the runtime's own cancellation."""
+        started_at = time.time()
+        if target.on_loop:
+            reply(await self._run_on_loop(invoke, target, instance, started_at))
+            return
+        unsettled = await asyncio.get_running_loop().run_in_executor(
+            self._pool, self._run_in_thread, invoke, target, instance, started_at, reply
+        )
+        if unsettled is not None:
+            reply(await self._finish_on_loop(invoke, target, unsettled.value, started_at))
+
+    def _run_in_thread(
+        self,
+        invoke: Invoke,
+        target: Callee,
+        instance: object | None,
+        started_at: float,
+        reply: Reply,
+    ) -> _Unsettled | None:
+        try:
+            args, kwargs = decode_args(invoke.codec, invoke.args)
+            if instance is None:
+                value = target.fn(*args, **kwargs)
+            else:
+                value = target.fn(instance, *args, **kwargs)
+            if isinstance(value, GeneratorType):
+                value = list(value)
+            elif _needs_loop(value):
+                return _Unsettled(value)
+            result = self.success(invoke, target, value, started_at)
+        except BaseException as e:  # noqa: BLE001 - SystemExit in user code fails the input, not the runtime
+            result = self.failure(invoke, e, started_at)
+        reply(result)
+        return None
+
+    async def _run_on_loop(
+        self, invoke: Invoke, target: Callee, instance: object | None, started_at: float
+    ) -> Result:
+        try:
+            args, kwargs = decode_args(invoke.codec, invoke.args)
+            if instance is None:
+                value = target.fn(*args, **kwargs)
+            else:
+                value = target.fn(instance, *args, **kwargs)
+            return self.success(invoke, target, await _settle(value), started_at)
+        except BaseException as e:
+            if our_cancellation(e):
+                raise
+            return self.failure(invoke, e, started_at)
+
+    async def _finish_on_loop(
+        self, invoke: Invoke, target: Callee, value: Any, started_at: float
+    ) -> Result:
+        try:
+            return self.success(invoke, target, await _settle(value), started_at)
+        except BaseException as e:
+            if our_cancellation(e):
+                raise
+            return self.failure(invoke, e, started_at)
+
+    # ------------------------------------------------------------ results
+
+    def result(
+        self, invoke: Invoke, status: CallStatus, started_at: float, **fields: Any
+    ) -> Result:
+        return Result(
+            call_id=invoke.call_id,
+            status=status,
+            codec=invoke.codec,
+            attempts=invoke.attempt,
+            map_id=invoke.map_id,
+            index=invoke.index,
+            container_id=self.container_id,
+            started_at=started_at,
+            **fields,
+        )
+
+    def success(self, invoke: Invoke, target: Callee, value: Any, started_at: float) -> Result:
+        encoded = encode_value(invoke.codec, value, target.name)
+        return self.result(invoke, "success", started_at, value=encoded)
+
+    def failure(self, invoke: Invoke, exc: BaseException, started_at: float) -> Result:
+        failure = describe(exc)
+        # The container's log shows it too, as a local run would print it.
+        log.error("call %s failed:\n%s", invoke.call_id, failure.traceback.rstrip())
+        return self.result(
+            invoke,
+            "failure",
+            started_at,
+            exc=failure.exc,
+            error=failure.error,
+            traceback=failure.traceback,
+        )
+
+    def close(self) -> None:
+        # Threads still running (cancelled inputs, hung hooks) end with the process.
+        self._pool.shutdown(wait=False, cancel_futures=True)
