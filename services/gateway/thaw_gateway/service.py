@@ -1,63 +1,69 @@
-"""The gateway's lifecycle: an aiohttp server on ``gateway_host:gateway_port``.
+"""The gateway's lifecycle: the HTTP API served by aiohttp on
+``gateway_host:gateway_port``.
 
-This module only starts and stops the HTTP server and mounts routes; the API
-itself (deploy, invoke, calls, tokens) lives in other modules of this package
-and is mounted in :meth:`GatewayService.mount`.
-
-- ``GET /healthz`` (no auth): the service's health, as the JSON ``HealthReply``;
-  200 when ok, 503 when degraded.
+This module only opens the gateway's state on the service's connections,
+starts and stops the HTTP server and runs the gateway's loops; the API itself
+(routes, auth, deploy, calls, tokens) lives in the other modules of this
+package (``server.open_gateway`` / ``server.build_app``). ``GET /healthz``
+needs no token: the service's health as a JSON ``HealthReply``, 200 when ok,
+503 when degraded.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+
 from aiohttp import web
-from thaw_core.schema import encode
 from thaw_core.service import Service
 
-SERVICE_KEY: web.AppKey[GatewayService] = web.AppKey("thaw_gateway.service")
+from thaw_gateway.server import OpenGateway, build_app, open_gateway
 
 
 class GatewayService(Service):
     name = "gateway"
     uses_blob = True  # code bundles
 
+    # The aiohttp application, once set up.
+    app: web.Application | None = None
     _runner: web.AppRunner | None = None
-
-    def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=256 * 1024 * 1024)
-        app[SERVICE_KEY] = self
-        self.mount(app)
-        return app
-
-    def mount(self, app: web.Application) -> None:
-        """Add the routes. Later issues add the API here (from their own modules)."""
-        app.router.add_get("/healthz", self.healthz)
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        reply = await self.health()
-        return web.Response(
-            body=encode(reply),
-            status=200 if reply.status == "ok" else 503,
-            content_type="application/json",
-        )
+    _open: OpenGateway | None = None
 
     async def setup(self) -> None:
+        assert self.db is not None and self.blob is not None
+        self._open = await open_gateway(
+            settings=self.settings,
+            bus=self.bus,
+            db=self.db,
+            blob=self.blob,
+            stopping=self.stopping,
+            reject=self.reject,
+            health=self.health,
+        )
         host, port = self.settings.gateway_host, self.settings.gateway_port
-        self._runner = web.AppRunner(self.build_app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        self.app = build_app(self._open.gateway)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
         try:
-            await site.start()
+            await web.TCPSite(runner, host, port, reuse_address=True).start()
         except BaseException:
-            await self._runner.cleanup()
-            self._runner = None
+            await runner.cleanup()
+            await self._open.close()
+            self._open = None
             raise
+        self._runner = runner
         self.log.info("gateway listening", extra={"url": f"http://{host}:{port}"})
+
+    def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        return self._open.loops() if self._open is not None else ()
 
     async def checks(self) -> dict[str, str]:
         return {"http": "ok" if self._runner is not None else "not listening"}
 
     async def teardown(self) -> None:
+        # Stop taking requests first (in-flight ones finish), then the state.
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._open is not None:
+            await self._open.close()
+            self._open = None
