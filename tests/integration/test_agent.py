@@ -40,13 +40,13 @@ from thaw_core.schema import (
     FunctionSpec,
     Invoke,
     LogLine,
+    NodeHeartbeat,
     Result,
     RetryPolicy,
     StartContainer,
     StopContainer,
     consumer_name,
     decoder,
-    encode,
     invoke_subject,
     result_subject,
 )
@@ -408,10 +408,13 @@ async def test_kill_9_of_a_container_releases_its_input_for_redelivery(
     await logs.wait_for("sleeping 1.5")
     (victim,) = [c for c in (agent.container(a), agent.container(b)) if c.inflight]
     survivor = b if victim.id == a else a
+    killed_at = time.monotonic()
     os.kill(victim.pid, signal.SIGKILL)
 
     result = await result_of(bus, call_id, timeout_s=15)
-    # Redelivered at once (nak, no delay), not after the 10 s ack wait.
+    # Redelivered at once (nak, no delay), not after the 10 s ack wait: the
+    # second run takes its 1.5 s and little more.
+    assert time.monotonic() - killed_at < 6
     assert value(result) > 0
     assert result.container_id == survivor
     failed = agent.container(victim.id)
@@ -603,7 +606,7 @@ async def test_an_agent_removes_what_its_previous_life_left(
     assert str(second.svc.node.layout.root) not in mounts
 
 
-async def test_heartbeat_reports_containers_and_reservations(
+async def test_heartbeats_report_containers_and_their_reservations(
     make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
 ) -> None:
     agent = await make_agent()
@@ -611,13 +614,113 @@ async def test_heartbeat_reports_containers_and_reservations(
     sha = await put_bundle(blob, APP_SOURCE)
     cid = await agent.start(bus, app, sha, spec("add"))
     await agent.wait_state(cid, "ready")
+    beats: list[NodeHeartbeat] = []
+    hb_decoder = decoder(NodeHeartbeat)
 
-    beat = agent.svc.heartbeat()
+    async def on_beat(msg: Any) -> None:
+        beats.append(hb_decoder.decode(msg.data))
 
-    (info,) = [c for c in beat.containers if c.container_id == cid]
-    assert (info.app, info.function, info.state, info.max_inputs) == (app, "add", "ready", 1)
-    assert info.idle_since > 0
+    sub = await bus.nc.subscribe(f"thaw.event.node.{agent.node_id}", cb=on_beat)
+    try:
+
+        async def reported() -> NodeHeartbeat | None:
+            return next(
+                (b for b in beats if any(c.container_id == cid for c in b.containers)), None
+            )
+
+        beat = await eventually(reported, 10, "a heartbeat listing the container")
+    finally:
+        await sub.unsubscribe()
+
+    (info,) = beat.containers
+    assert (info.container_id, info.app, info.function) == (cid, app, "add")
+    assert (info.state, info.inflight, info.max_inputs) == ("ready", 0, 1)
+    assert 0 < info.idle_since <= time.time()
+    # The container's reservation (0.125 cores, 128 MB by default) is not free.
     assert beat.free_cores <= beat.cores - 0.125
     assert beat.free_memory_mb <= beat.memory_mb - 128
-    payload = json.loads(encode(beat))
-    assert payload["containers"][0]["container_id"] == cid
+
+
+async def test_concurrent_inputs_run_side_by_side_in_one_container(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    cid = await agent.start(bus, app, sha, spec("sleepy", max_inputs=3))
+    assert (await agent.wait_state(cid, "ready")).max_inputs == 3
+
+    t0 = time.monotonic()
+    ids = [await call(bus, app, "sleepy", 1) for _ in range(3)]
+    results = [await result_of(bus, i) for i in ids]
+
+    assert time.monotonic() - t0 < 2.5  # three 1 s inputs at once, not one after another
+    assert [value(r) for r in results] == [1, 1, 1]
+    assert {r.container_id for r in results} == {cid}
+
+
+async def test_stopping_a_busy_container_hands_its_input_to_another(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "sleepy")
+    a = await agent.start(bus, app, sha, spec("sleepy"))
+    b = await agent.start(bus, app, sha, spec("sleepy"))
+    await agent.wait_state(a, "ready")
+    await agent.wait_state(b, "ready")
+
+    call_id = await call(bus, app, "sleepy", 2)
+    await logs.wait_for("sleeping 2")
+    (victim,) = [c for c in (agent.container(a), agent.container(b)) if c.inflight]
+    survivor = b if victim.id == a else a
+    reply = await agent.command(bus, StopContainer(container_id=victim.id, grace_s=0.5))
+
+    assert reply.ok
+    assert victim.id not in agent.runc_ids()
+    assert victim.id not in {c.container_id for c in agent.svc.node.containers()}
+    # The stopped container's input ran again, to completion, on the other one.
+    result = await result_of(bus, call_id)
+    assert value(result) > 0 and result.container_id == survivor
+
+
+async def test_cancelling_a_running_call_frees_its_slot(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "sleepy")
+    cid = await agent.start(bus, app, sha, spec("sleepy"))
+    pid = (await agent.wait_state(cid, "ready")).pid
+
+    call_id = await call(bus, app, "sleepy", 30)
+    await logs.wait_for("sleeping 30")
+    await bus.publish_core(f"thaw.cancel.{call_id}", CancelCall(call_id=call_id))
+
+    await queue_settled(bus, app, "sleepy", timeout_s=5)
+    assert await stored_result(bus, call_id) is None  # the gateway publishes "cancelled"
+    # The same process takes the next input: the cancelled one's slot is free.
+    after = await result_of(bus, await call(bus, app, "sleepy", 0))
+    assert value(after) == 1 and after.container_id == cid  # pid 1 in its own namespace
+    assert agent.container(cid).pid == pid
+
+    # terminate_containers: the container goes too, and a fresh one replaces it.
+    call_id = await call(bus, app, "sleepy", 30)
+    await logs.wait_for("sleeping 30", timeout_s=10)
+    await eventually(_has_inflight(agent, cid), 5, "the call to run")
+    await bus.publish_core(
+        f"thaw.cancel.{call_id}", CancelCall(call_id=call_id, terminate_containers=True)
+    )
+    await queue_settled(bus, app, "sleepy", timeout_s=5)
+    assert process_gone(pid)
+    assert (await agent.wait_state(cid, "ready")).pid != pid
+
+
+def _has_inflight(agent: Agent, cid: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        c = agent.svc.node.manager.get(cid)
+        return c is not None and bool(c.inflight)
+
+    return check

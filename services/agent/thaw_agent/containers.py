@@ -103,6 +103,8 @@ class Container:
         self._gone_reported = False
         self._teardown_task: asyncio.Task[None] | None = None
         self.ended_at = 0.0
+        # A StopContainer came: whatever else happens, no replacement.
+        self.stop_requested = False
 
     # ------------------------------------------------------------ views
 
@@ -340,6 +342,7 @@ class Container:
     async def stop(self, grace_s: float, reason: str = "") -> None:
         """Drain (no new inputs; wait for running ones), Shutdown, then kill.
         Everything within about ``grace_s`` plus the kill's own few seconds."""
+        self.stop_requested = True
         if self.state == "failed" or self._ending:
             await self._wait_teardown()
             return
@@ -492,6 +495,10 @@ class ContainerManager:
         check_name("container", cid)
         check_name("app", command.app)
         check_name("function", command.spec.name)
+        if not hosttools.rootfs_ready(self.base_rootfs):
+            raise ContainerStartError(
+                f"no container rootfs at {self.base_rootfs}: run `make setup` on this node"
+            )
         pending = self._starting.get(cid)
         if pending is not None:
             return await asyncio.shield(pending)
@@ -520,22 +527,25 @@ class ContainerManager:
 
     async def stop(self, container_id: str, grace_s: float, reason: str = "") -> bool:
         """Stop and forget a container; False when there was none."""
-        pending = self._starting.get(container_id)
-        if pending is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(pending)
-        c = self.containers.get(container_id)
-        if c is None:
-            return False
-        await c.stop(grace_s, reason)
-        if self.containers.get(container_id) is c:
-            del self.containers[container_id]
-        return True
+        found = False
+        # A loop: a replacement (after a timeout) may take the id while we stop.
+        while True:
+            pending = self._starting.get(container_id)
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
+            c = self.containers.get(container_id)
+            if c is None:
+                return found
+            found = True
+            await c.stop(grace_s, reason)
+            if self.containers.get(container_id) is c:
+                del self.containers[container_id]
 
     async def replace(self, c: Container, reason: str) -> Container | None:
         """Kill ``c`` and start a fresh container from the same command (same id)."""
         await c.kill(reason)
-        if self.containers.get(c.id) is not c:
+        if c.stop_requested or self.containers.get(c.id) is not c:
             return None  # stopped or replaced meanwhile
         del self.containers[c.id]
         try:
