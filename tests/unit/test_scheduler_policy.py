@@ -1,7 +1,6 @@
 """Autoscaling and placement decisions, as a user of min/max/buffer/scaledown sees them."""
 
 import pytest
-
 from thaw_core.schema import Autoscale, ContainerInfo, GpuInfo, NodeHeartbeat, Resources
 from thaw_scheduler.autoscale import Load, plan, target
 from thaw_scheduler.placement import NodeCapacity, choose, gpu_matches, parse_gpu

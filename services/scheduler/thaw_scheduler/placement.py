@@ -24,13 +24,13 @@ class NodeCapacity:
     free_gpus: tuple[str, ...]
 
     @classmethod
-    def from_heartbeat(cls, hb: NodeHeartbeat) -> "NodeCapacity":
+    def from_heartbeat(cls, hb: NodeHeartbeat) -> NodeCapacity:
         # The agent reports GPUs it has; those its containers hold are not
         # reported separately yet, so a GPU container is counted by the
         # scheduler's own reservations (see reserve()).
         return cls(hb.node_id, hb.free_cores, hb.free_memory_mb, tuple(g.name for g in hb.gpus))
 
-    def reserve(self, r: Resources) -> "NodeCapacity":
+    def reserve(self, r: Resources) -> NodeCapacity:
         """What is left after placing a container asking for ``r``."""
         model, count = parse_gpu(r.gpu)
         gpus = list(self.free_gpus)

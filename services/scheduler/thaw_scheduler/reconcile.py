@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
-
+import nats.errors
 from thaw_core import schema
-from thaw_core.bus import Bus
+from thaw_core.bus import Bus, BusRequestError
 from thaw_core.schema import ContainerInfo, FunctionSpec, NodeHeartbeat
 
 from thaw_scheduler.autoscale import Load, plan
@@ -68,6 +68,9 @@ class Reconciler:
     _failed_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def observe(self, hb: NodeHeartbeat) -> None:
+        known = self.nodes.get(hb.node_id)
+        if known is not None and known.at > hb.at:
+            return  # redelivered or late: the newer view stands
         self.nodes[hb.node_id] = hb
         for c in hb.containers:
             self._starts.pop(c.container_id, None)
@@ -99,7 +102,7 @@ class Reconciler:
     async def load(self, f: DeployedFunction) -> Load:
         try:
             info = await self.bus.js.consumer_info("INVOKE", schema.consumer_name(*f.key))
-        except Exception as e:  # not provisioned yet, or NATS away: act on nothing
+        except (nats.errors.Error, TimeoutError) as e:  # not provisioned yet, or NATS away
             log.debug("no consumer info for %s: %s", f.key, e)
             return Load(0, 0)
         return Load(pending=info.num_pending or 0, running=info.num_ack_pending or 0)
@@ -161,7 +164,7 @@ class Reconciler:
         try:
             msg = await self.bus.request(f"thaw.agent.{node_id}", cmd, timeout_s=30)
             reply = _reply.decode(msg.data)
-        except (TimeoutError, msgspec.DecodeError, Exception) as e:
+        except (nats.errors.Error, BusRequestError, TimeoutError, msgspec.DecodeError) as e:
             log.warning("agent %s did not take %s: %s", node_id, type(cmd).__name__, e)
             return False
         if not reply.ok:
