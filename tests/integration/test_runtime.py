@@ -149,6 +149,19 @@ BUNDLE = {
 
 
         @app.function()
+        def where():
+            import msgspec
+
+            return {
+                "python": list(sys.version_info[:3]),
+                "thaw": thaw.__file__,
+                "msgspec": msgspec.__file__,
+                "module": __file__,
+                "pid": os.getpid(),
+            }
+
+
+        @app.function()
         def env_of(name):
             return os.environ.get(name)
 
@@ -276,6 +289,7 @@ class AgentDouble:
         self.socket_path = tmp / "agent.sock"
         self.container_id = f"ctr-{uuid.uuid4().hex[:8]}"
         self.exit_file = tmp / "exit-hooks.txt"
+        self.exit_file_in_runtime = str(self.exit_file)  # where the runtime sees it
         self.proc: asyncio.subprocess.Process | None = None
         self.stdout: list[str] = []
         self.stderr: list[str] = []
@@ -305,27 +319,37 @@ class AgentDouble:
             kind=kind,  # type: ignore[arg-type]
             methods=methods or [],
             max_inputs=max_inputs,
-            env={"EXIT_FILE": str(self.exit_file), "GREETING_ENV": "from-spec"},
+            env={"EXIT_FILE": self.exit_file_in_runtime, "GREETING_ENV": "from-spec"},
         )
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "THAW_RUNTIME_PATHS": ":".join(runtime_paths()),
-            "THAW_BUNDLE_DIR": str(self.bundle),
-            "THAW_AGENT_SOCKET": str(self.socket_path),
-            "THAW_CONTAINER_ID": self.container_id,
-            "THAW_FUNCTION_SPEC": spec_json
-            if spec_json is not None
-            else msgspec.json.encode(spec).decode(),
-            **spec.env,
-        }
-        # -I -S: no site-packages, no PYTHON* variables: like the image's python3,
-        # the process sees the runtime's packages only through THAW_RUNTIME_PATHS.
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-S", bootstrap_file(),
-            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+        spec_text = spec_json if spec_json is not None else msgspec.json.encode(spec).decode()
+        self.proc = await self.spawn(
+            {"THAW_CONTAINER_ID": self.container_id, "THAW_FUNCTION_SPEC": spec_text, **spec.env}
+        )
         self._tasks.append(asyncio.create_task(self._pump(self.proc.stdout, self.stdout)))
         self._tasks.append(asyncio.create_task(self._pump(self.proc.stderr, self.stderr)))
+
+    async def spawn(self, env: dict[str, str]) -> asyncio.subprocess.Process:
+        """Start the runtime with the agent's variables ``env`` (a subclass runs it in runc)."""
+        # -I -S: no site-packages, no PYTHON* variables: like the image's python3,
+        # the process sees the runtime's packages only through THAW_RUNTIME_PATHS.
+        # Outside a container, the bundle and the socket are not at their
+        # in-container paths: the runtime's overrides point at them.
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-S", bootstrap_file(),
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "THAW_RUNTIME_PATHS": ":".join(runtime_paths()),
+                "THAW_BUNDLE_DIR": str(self.bundle),
+                "THAW_AGENT_SOCKET": str(self.socket_path),
+                **env,
+            },
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+
+    def runtime_pid(self) -> int:
+        """The pid the runtime sees for itself."""
+        assert self.proc is not None
+        return self.proc.pid
 
     async def _pump(self, stream: asyncio.StreamReader | None, lines: list[str]) -> None:
         assert stream is not None
@@ -360,7 +384,7 @@ class AgentDouble:
     async def ready(self, **start: Any) -> Ready:
         await self.start(**start)
         hello = await self.expect(Hello)
-        assert hello == Hello(container_id=self.container_id, pid=self.proc.pid)  # type: ignore[union-attr]
+        assert hello == Hello(container_id=self.container_id, pid=self.runtime_pid())
         return await self.expect(Ready)
 
     def send(self, frame: Any) -> None:
