@@ -378,7 +378,10 @@ def error_code(exc: msgspec.DecodeError) -> str:
 
 async def term(msg: Any) -> None:
     """Terminate a JetStream message (no redelivery); a no-op for core messages."""
-    if getattr(msg, "is_acked", False) or not getattr(msg, "reply", None):
+    reply = getattr(msg, "reply", None) or ""
+    # Only a JetStream delivery is terminated: the reply subject of a core
+    # request is the requester's inbox, which must not receive "+TERM".
+    if getattr(msg, "is_acked", False) or not reply.startswith("$JS.ACK."):
         return
     with contextlib.suppress(Exception):  # core NATS message, or already acked
         await msg.term()

@@ -51,7 +51,10 @@ def setup_telemetry(settings: Settings, service_name: str) -> TracerProvider:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint)))
+            # A short timeout: an unreachable collector must not stall a shutdown.
+            BatchSpanProcessor(
+                OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint), timeout=2)
+            )
         )
         log.info("tracing to OTLP endpoint", extra={"endpoint": settings.otlp_endpoint})
     elif settings.trace_console:
