@@ -504,7 +504,12 @@ class ContainerManager:
             return await asyncio.shield(pending)
         existing = self.containers.get(cid)
         if existing is not None and existing.state in ("ready", "starting", "draining"):
-            return existing
+            if existing.command != command:
+                raise ContainerStartError(
+                    f"container {cid} already runs {existing.app}.{existing.function}"
+                    f" (version {existing.command.version}); container ids must be unique"
+                )
+            return existing  # a repeated command (the scheduler retrying): already done
         fut = asyncio.ensure_future(self._start(command))
         self._starting[cid] = fut
         fut.add_done_callback(lambda _: self._starting.pop(cid, None))

@@ -337,9 +337,10 @@ class Dispatcher:
         container.assign(r.input_id)
         self._running[r.input_id] = r
         r.keepalive = asyncio.create_task(_keep_alive(msg))
-        r.timer = asyncio.get_running_loop().call_later(
-            container.spec.timeout_s, self._on_timeout, r.input_id
-        )
+        if container.spec.timeout_s > 0:  # 0: no limit
+            r.timer = asyncio.get_running_loop().call_later(
+                container.spec.timeout_s, self._on_timeout, r.input_id
+            )
         try:
             await container.send(RunInput(input_id=r.input_id, invoke=invoke))
         except Exception as e:  # noqa: BLE001 - any send failure means a broken connection
