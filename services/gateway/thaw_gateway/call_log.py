@@ -104,23 +104,28 @@ class CallLog:
     async def run(self, stopping: asyncio.Event) -> None:
         """Write batches until ``stopping``, then write what is left."""
         loop = asyncio.get_running_loop()
+        stopped = asyncio.ensure_future(stopping.wait())
         next_prune = loop.time()
-        while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            self._wake.clear()
-            try:
+        try:
+            while not stopping.is_set():
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({woken, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+                self._wake.clear()
+                try:
+                    await self.flush()
+                    if loop.time() >= next_prune:
+                        await self.prune()
+                        next_prune = loop.time() + PRUNE_EVERY_S
+                except Exception:  # Postgres away: keep the ids, retry
+                    log.warning("call log: could not write call ids; retrying", exc_info=True)
+                    await asyncio.wait({stopped}, timeout=1.0)
+                # Batch what arrives meanwhile into the next write.
+                await asyncio.wait({stopped}, timeout=self.flush_every_s)
+        finally:
+            stopped.cancel()
+            with contextlib.suppress(Exception):
                 await self.flush()
-                if loop.time() >= next_prune:
-                    await self.prune()
-                    next_prune = loop.time() + PRUNE_EVERY_S
-            except Exception:  # Postgres away: keep the ids, retry
-                log.warning("call log: could not write call ids; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
-            # Batch what arrives meanwhile into the next write.
-            await asyncio.sleep(self.flush_every_s)
-        with contextlib.suppress(Exception):
-            await self.flush()
 
     async def prune(self) -> None:
         await self.db.execute(

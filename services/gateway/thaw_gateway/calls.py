@@ -10,6 +10,7 @@ container as they are and come back as base64.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any
@@ -59,6 +60,8 @@ from thaw_gateway.errors import (
 )
 from thaw_gateway.results import MalformedResult, Outcome, to_call_result
 from thaw_gateway.state import Gateway, gateway
+
+log = logging.getLogger("thaw.gateway")
 
 # The longest a request holds on for a result; a client that wants longer polls again.
 MAX_WAIT_S = 300.0
@@ -350,9 +353,10 @@ async def stream_calls(request: web.Request) -> web.StreamResponse:
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as e:  # headers are sent: report in-band
-            request.app.logger.exception("calls:stream failed")
+            log.exception("calls:stream failed")
             await resp.write(error_line("internal", f"stream failed: {e!r}"))
-        await resp.write_eof()
+        if not client_gone(request):
+            await resp.write_eof()
         return resp
 
 

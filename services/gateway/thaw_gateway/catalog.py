@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
+from thaw_core.bus import Bus
 from thaw_core.db import Database
 from thaw_core.schema import AppEvent, FunctionSpec
 
@@ -147,6 +148,15 @@ class FunctionCatalog:
         return app, spec
 
     # ------------------------------------------------------------ keeping fresh
+
+    async def follow(self, bus: Bus) -> Any:
+        """Subscribe to AppEvents (plain NATS: JetStream delivers stored
+        events to core subscribers too); returns the subscription."""
+
+        async def on_message(msg: Any) -> None:
+            await self.on_event(msg.data)
+
+        return await bus.nc.subscribe(APP_EVENTS, cb=on_message)
 
     async def on_event(self, data: bytes) -> None:
         try:

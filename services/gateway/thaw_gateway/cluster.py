@@ -189,7 +189,8 @@ async def app_logs(request: web.Request) -> web.StreamResponse:
         await resp.write(error_line("internal", f"log stream failed: {e!r}"))
     finally:
         await asyncio.shield(_unsubscribe(sub))
-    await resp.write_eof()
+    if not client_gone(request):
+        await resp.write_eof()
     return resp
 
 

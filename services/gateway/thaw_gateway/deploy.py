@@ -10,6 +10,7 @@ the platform (scheduler, other gateway replicas).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
 from collections.abc import AsyncIterator
@@ -31,6 +32,8 @@ from thaw_gateway.bodies import path_name, read_body
 from thaw_gateway.catalog import DeployedApp
 from thaw_gateway.errors import bad_request, conflict, json_response, not_found, too_large
 from thaw_gateway.state import Gateway, gateway
+
+log = logging.getLogger("thaw.gateway")
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 INVOKE_STREAM = "INVOKE"
@@ -202,9 +205,7 @@ async def deploy_app(request: web.Request) -> web.Response:
     await gw.bus.publish(
         app_subject(app), AppEvent(app=app, version=deployed.version, state="deployed")
     )
-    request.app.logger.info(
-        "app deployed", extra={"app": app, "version": deployed.version}
-    )
+    log.info("app deployed", extra={"app": app, "version": deployed.version})
     return json_response(
         DeployResponse(app=app, version=deployed.version, functions=sorted(deployed.functions))
     )

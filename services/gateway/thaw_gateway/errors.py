@@ -122,6 +122,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         if e.status < 400:
             raise
         resp = _from_http_exception(request, e)
+    except ConnectionResetError:
+        raise  # the client left mid-stream: nobody to answer
     except Exception:
         log.exception(
             "unhandled error in %s %s",
