@@ -5,4 +5,5 @@ pytest_plugins = [
     "fixtures.nats",
     "fixtures.postgres",
     "fixtures.s3",
+    "fixtures.platform",
 ]

@@ -7,7 +7,7 @@ has.
 
 | variable                 | default                                  |
 |--------------------------|------------------------------------------|
-| THAW_STATE_DIR           | $XDG_STATE_HOME/thaw or ~/.local/state/thaw |
+| THAW_STATE_DIR           | /var/lib/thaw as root, else $XDG_STATE_HOME/thaw or ~/.local/state/thaw |
 | THAW_NATS_URL            | nats://127.0.0.1:24222                   |
 | THAW_NATS_PORT           | 24222 (embedded nats-server)             |
 | THAW_NATS_MONITOR_PORT   | 28222 (embedded nats-server HTTP monitor)|
@@ -35,6 +35,10 @@ import msgspec
 
 
 def _default_state_dir() -> Path:
+    # Root's home is closed to other users, and the embedded Postgres runs as
+    # an unprivileged user that must reach its data dir: use the FHS place.
+    if os.geteuid() == 0 and not os.environ.get("XDG_STATE_HOME"):
+        return Path("/var/lib/thaw")
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "thaw"
 

@@ -1,0 +1,162 @@
+"""Deploy decorated code and call it, as a user does: `thaw deploy`, `thaw run`,
+`Function.from_name(...).remote/map/spawn`, against gateway, scheduler and
+node agents running as real processes with real runc containers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import thaw as modal
+from fixtures.platform import Platform
+
+APPS = Path(__file__).parent / "apps"
+THAW = [sys.executable, "-m", "thaw.cli"]
+
+pytestmark = pytest.mark.usefixtures("use_platform")
+
+
+def thaw_cli(platform: Platform, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
+    return subprocess.run(
+        [*THAW, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+def api(platform: Platform, path: str) -> Any:
+    req = urllib.request.Request(
+        platform.gateway_url + path, headers={"Authorization": f"Bearer {platform.token}"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def deploy(platform: Platform, app_file: str) -> None:
+    out = thaw_cli(platform, "deploy", str(APPS / app_file))
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.fixture(scope="module")
+def behaviours(platform: Platform) -> None:
+    deploy(platform, "behaviours.py")
+
+
+def test_core_pattern_runs_with_thaw_run(platform: Platform) -> None:
+    out = thaw_cli(platform, "run", f"{APPS / 'core_pattern.py'}::main")
+    assert out.returncode == 0, out.stdout + out.stderr + platform.logs()
+    assert "Completed 100 tasks" in out.stdout
+    # `thaw run` apps are ephemeral: stopped once the entrypoint returns.
+    apps = {a["name"]: a for a in api(platform, "/v1/apps")}
+    assert apps["core-pattern"]["state"] == "stopped"
+
+
+def test_classes_example_enters_once_and_serves_methods(platform: Platform) -> None:
+    deploy(platform, "classes.py")
+    Inference = modal.Cls.from_name("classes", "Inference")
+    inference = Inference()
+    assert inference.predict.remote([1.0, 2.0, 3.0]) == [2.0, 4.0, 6.0]
+    stats = [inference.stats.remote() for _ in range(3)]
+    # One warm container: enter ran once, every call saw its model.
+    assert {s["loads"] for s in stats} == {1}
+
+
+def test_map_of_1000_returns_every_result_in_order(behaviours: None) -> None:
+    square = modal.Function.from_name("behaviours", "square")
+    assert list(square.map(range(1000))) == [i * i for i in range(1000)]
+
+
+def test_remote_exception_keeps_its_type_and_traceback(behaviours: None) -> None:
+    boom = modal.Function.from_name("behaviours", "boom")
+    with pytest.raises(Exception) as info:
+        boom.remote(7)
+    assert type(info.value).__name__ == "QuotaExceeded"
+    assert "quota exceeded after 7 requests" in str(info.value)
+    chain = f"{info.value.__cause__}"
+    assert "behaviours.py" in chain and "raise QuotaExceeded" in chain
+
+
+def test_timeout_stops_a_function_that_runs_too_long(behaviours: None) -> None:
+    sleepy = modal.Function.from_name("behaviours", "sleepy")
+    assert sleepy.remote(0.1) == "woke up"
+    started = time.monotonic()
+    with pytest.raises(modal.exception.FunctionTimeoutError):
+        sleepy.remote(60)
+    assert time.monotonic() - started < 30
+
+
+def test_retries_rerun_a_failing_input_then_fail_the_call(platform: Platform, behaviours: None) -> None:
+    always_fails = modal.Function.from_name("behaviours", "always_fails")
+    call = always_fails.spawn()
+    with pytest.raises(RuntimeError, match="still broken"):
+        call.get(timeout=60)
+    # The call's record shows the two retries: three attempts in all.
+    assert api(platform, f"/v1/calls/{call.object_id}")["attempts"] == 3
+
+
+def test_async_function_and_spawn(behaviours: None) -> None:
+    async_double = modal.Function.from_name("behaviours", "async_double")
+    assert async_double.remote(21) == 42
+    calls = [async_double.spawn(i) for i in range(5)]
+    assert [c.get(timeout=60) for c in calls] == [0, 2, 4, 6, 8]
+    again = modal.FunctionCall.from_id(calls[3].object_id)
+    assert again.get(timeout=10) == 6
+
+
+def test_scales_from_zero_and_back_to_zero(platform: Platform, behaviours: None) -> None:
+    def containers() -> list[dict[str, Any]]:
+        body = api(platform, "/v1/containers")
+        return [c for c in body["containers"] if c["app"] == "behaviours" and c["function"] == "briefly"]
+
+    assert containers() == []
+    briefly = modal.Function.from_name("behaviours", "briefly")
+    assert briefly.remote(1) == 2
+    assert len(containers()) == 1
+    deadline = time.monotonic() + 30
+    while containers() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert containers() == [], "still running after scaledown_window"
+
+
+async def test_killing_a_node_mid_map_loses_nothing(platform_factory, monkeypatch) -> None:
+    p: Platform = await platform_factory(agents=("node-a", "node-b"))
+    monkeypatch.setenv("THAW_GATEWAY_URL", p.gateway_url)
+    monkeypatch.setenv("THAW_TOKEN", p.token)
+    await asyncio.to_thread(deploy, p, "chaos.py")
+    work = modal.Function.from_name("chaos", "work")
+
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run_map() -> None:
+        try:
+            results.extend(work.map(range(200)))
+        except BaseException as e:  # surfaced by the assertions below
+            errors.append(e)
+
+    mapper = threading.Thread(target=run_map)
+    mapper.start()
+
+    def busy_on(node: str) -> bool:
+        body = api(p, "/v1/containers")
+        return any(c["node_id"] == node and c["inflight"] > 0 for c in body["containers"])
+
+    deadline = time.monotonic() + 60
+    while not busy_on("node-a") and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert busy_on("node-a"), "node-a never ran any input\n" + p.logs()
+    p.agent("node-a").kill()
+
+    await asyncio.to_thread(mapper.join, 180)
+    assert not mapper.is_alive(), "map did not finish after the node died\n" + p.logs()
+    assert errors == []
+    assert results == [i * i for i in range(200)]
