@@ -112,6 +112,20 @@ BUNDLE = {
 
 
         @app.function()
+        async def raises_cancelled():
+            raise asyncio.CancelledError("the user's own")
+
+
+        @app.function()
+        async def stubborn():
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                await asyncio.sleep(0.2)
+                return "swallowed"
+
+
+        @app.function()
         def returns_lock():
             return threading.Lock()
 
@@ -196,6 +210,17 @@ BUNDLE = {
             @thaw.method()
             def entered_at(self):
                 return [at for _, _, at in ENTERED]
+
+
+        @app.cls()
+        class SlowStart:
+            @thaw.enter()
+            def load(self):
+                time.sleep(30)
+
+            @thaw.method()
+            def run(self):
+                return 1
 
 
         @app.cls()
@@ -619,7 +644,9 @@ async def test_concurrent_async_inputs(agent: AgentDouble) -> None:
 
 
 async def test_class_parameters_and_hooks(agent: AgentDouble) -> None:
-    await agent.ready(qualname="Greeter", kind="class", methods=["greet", "entered", "entered_at"])
+    await agent.ready(
+        qualname="Greeter", kind="class", methods=["greet", "entered", "entered_at"], max_inputs=4
+    )
     ready_at = time.time()
 
     greet = make_invoke("Greeter", method="greet")
@@ -628,13 +655,10 @@ async def test_class_parameters_and_hooks(agent: AgentDouble) -> None:
     entered_at = value_of(await agent.call(make_invoke("Greeter", method="entered_at")))
     assert len(entered_at) == 2 and max(entered_at) <= ready_at
 
-    for _ in range(2):
-        assert (
-            value_of(
-                await agent.call(make_invoke("Greeter", method="greet", params={"name": "ada"}))
-            )
-            == "hello ada!"
-        )
+    # Three inputs at once with new parameters share one instance, entered once.
+    ada = [make_invoke("Greeter", method="greet", params={"name": "ada"}) for _ in range(3)]
+    results = await asyncio.gather(*(agent.call(invoke) for invoke in ada))
+    assert [value_of(r) for r in results] == ["hello ada!"] * 3
     json_params = make_invoke("Greeter", "bob", codec="json", method="greet", params={"name": "x"})
     assert value_of(await agent.call(json_params)) == "hello bob!"
     # Parameters that say nothing new are the default instance: no new enter.
@@ -746,6 +770,33 @@ async def test_cancel_async_input(agent: AgentDouble) -> None:
     assert value_of(await agent.call(make_invoke("async_sleeper", 0))) == 0
     agent.send(CancelInput(input_id="never-seen"))  # ignored
     assert value_of(await agent.call(make_invoke("async_sleeper", 0))) == 0
+
+
+async def test_cancel_async_input_that_swallows_it(agent: AgentDouble) -> None:
+    await agent.ready(qualname="stubborn")
+    input_id, future = agent.submit(make_invoke("stubborn"))
+    await asyncio.sleep(0.1)
+    agent.send(CancelInput(input_id=input_id))
+    assert (await asyncio.wait_for(future, 1)).status == "cancelled"
+    await asyncio.sleep(0.5)  # it returned meanwhile: that result is not sent
+    assert agent.unexpected_outputs == []
+
+
+async def test_cancelled_error_raised_by_user_code_is_a_failure(agent: AgentDouble) -> None:
+    await agent.ready(qualname="raises_cancelled")
+    result = await agent.call(make_invoke("raises_cancelled"))
+    assert result.status == "failure" and result.error == "CancelledError: the user's own"
+
+
+async def test_shutdown_while_enter_hooks_run(agent: AgentDouble) -> None:
+    await agent.start(qualname="SlowStart", kind="class", methods=["run"])
+    await agent.expect(Hello)
+    await asyncio.sleep(0.3)
+    began = time.monotonic()
+    agent.send(Shutdown(grace_s=5))
+    assert await agent.wait_exit(5) == 0  # no Ready, no waiting for the 30 s hook
+    assert time.monotonic() - began < 2
+    assert agent.control.empty() or await agent.control.get() is None
 
 
 async def test_shutdown_waits_for_running_inputs(agent: AgentDouble) -> None:
