@@ -730,6 +730,16 @@ async def test_failing_enter_hook(agent: AgentDouble) -> None:
         ("nothing_here", None, "has no 'nothing_here'"),
         ("ENTERED", None, "not a function or class"),
         ("Greeter", None, "is a class, but the spec deploys it as a function"),
+        (
+            "add",
+            '{"name": "add", "module": "fns", "qualname": "add", "kind": "class"}',
+            "is a function, but the spec deploys it as a class",
+        ),
+        (
+            "add",
+            '{"name": "add", "module": "fns", "qualname": "add", "max_inputs": 0}',
+            "max_inputs",
+        ),
         ("add", '{"name": "add"}', "THAW_FUNCTION_SPEC is not a FunctionSpec"),
     ],
 )

@@ -45,6 +45,23 @@ def callee(fn: Callable[..., Any], name: str) -> Callee:
     return Callee(fn, inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn), name)
 
 
+def result_for(
+    invoke: Invoke, container_id: str, status: CallStatus, started_at: float, **fields: Any
+) -> Result:
+    """The result of ``invoke``, with what every result copies from its input."""
+    return Result(
+        call_id=invoke.call_id,
+        status=status,
+        codec=invoke.codec,
+        attempts=invoke.attempt,
+        map_id=invoke.map_id,
+        index=invoke.index,
+        container_id=container_id,
+        started_at=started_at,
+        **fields,
+    )
+
+
 class _Unsettled(NamedTuple):
     """A sync function returned a coroutine or an async generator (a wrapped
     async function): the loop finishes it."""
@@ -153,38 +170,20 @@ class Executor:
 
     # ------------------------------------------------------------ results
 
-    def result(
-        self, invoke: Invoke, status: CallStatus, started_at: float, **fields: Any
-    ) -> Result:
-        return Result(
-            call_id=invoke.call_id,
-            status=status,
-            codec=invoke.codec,
-            attempts=invoke.attempt,
-            map_id=invoke.map_id,
-            index=invoke.index,
-            container_id=self.container_id,
-            started_at=started_at,
-            **fields,
-        )
-
     def success(self, invoke: Invoke, target: Callee, value: Any, started_at: float) -> Result:
         encoded = encode_value(invoke.codec, value, target.name)
-        return self.result(invoke, "success", started_at, value=encoded)
+        return result_for(invoke, self.container_id, "success", started_at, value=encoded)
 
     def failure(self, invoke: Invoke, exc: BaseException, started_at: float) -> Result:
         failure = describe(exc)
         # The container's log shows it too, as a local run would print it.
         log.error("call %s failed:\n%s", invoke.call_id, failure.traceback.rstrip())
-        return self.result(
+        return result_for(
             invoke,
+            self.container_id,
             "failure",
             started_at,
             exc=failure.exc,
             error=failure.error,
             traceback=failure.traceback,
         )
-
-    def close(self) -> None:
-        # Threads still running (cancelled inputs, hung hooks) end with the process.
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -30,7 +30,7 @@ from thaw_core.schema import CallStatus, Invoke, Result
 
 from thaw.runtime.channel import AgentChannel
 from thaw.runtime.env import RuntimeEnv
-from thaw.runtime.executor import Executor, Reply, our_cancellation
+from thaw.runtime.executor import Executor, Reply, our_cancellation, result_for
 from thaw.runtime.failure import describe
 from thaw.runtime.log import log
 from thaw.runtime.target import Target, load_target
@@ -203,17 +203,7 @@ class Runtime:
     def _answer(
         self, input_id: str, invoke: Invoke, status: CallStatus, error: str, started_at: float
     ) -> None:
-        result = Result(
-            call_id=invoke.call_id,
-            status=status,
-            codec=invoke.codec,
-            error=error,
-            attempts=invoke.attempt,
-            map_id=invoke.map_id,
-            index=invoke.index,
-            container_id=self._env.container_id,
-            started_at=started_at,
-        )
+        result = result_for(invoke, self._env.container_id, status, started_at, error=error)
         self._channel.send(Output(input_id=input_id, result=result))
 
     # ------------------------------------------------------------ inputs

@@ -11,6 +11,8 @@ from typing import Any, Protocol
 from thaw_core.schema import FunctionSpec, Invoke
 
 from thaw import _cls
+from thaw.cls import Cls
+from thaw.functions import Function
 from thaw.runtime.codec import decode_params
 from thaw.runtime.executor import Callee, Executor, callee
 from thaw.runtime.log import log
@@ -152,17 +154,12 @@ def load_target(spec: FunctionSpec, executor: Executor) -> Target:
     module = importlib.import_module(spec.module)
     found = _cls.resolve(module, spec.qualname)
     name = f"{spec.module}.{spec.qualname}"
-    match spec.kind:
-        case "class":
-            user_cls = getattr(found, "user_cls", None)
-            if user_cls is None:
-                raise TypeError(f"{name} is a function, but the spec deploys it as a class")
+    match spec.kind, found:
+        case "class", Cls(user_cls=type() as user_cls):
             target = ClassTarget(user_cls, name, executor)
             target.check_methods(spec.methods)
             return target
-        case "function":
-            raw_f = getattr(found, "raw_f", None)
-            if raw_f is None:
-                raise TypeError(f"{name} is a class, but the spec deploys it as a function")
+        case "function", Function(raw_f=raw_f) if callable(raw_f):
             return FunctionTarget(callee(raw_f, name))
-    raise ValueError(f"unknown function kind {spec.kind!r}")
+    found_kind = "class" if isinstance(found, Cls) else "function"
+    raise TypeError(f"{name} is a {found_kind}, but the spec deploys it as a {spec.kind}")
