@@ -12,6 +12,7 @@ import asyncio
 import pickle
 import random
 import re
+import sys
 import traceback
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -19,6 +20,10 @@ from typing import Any
 import cloudpickle
 import msgspec
 import pytest
+import thaw
+from thaw import _cls
+from thaw.client import use_transport
+from thaw.exception import InvalidError, NotFoundError, RemoteError, TimeoutError
 from thaw_core.api import (
     AppInfo,
     BatchAccepted,
@@ -31,12 +36,10 @@ from thaw_core.api import (
     ErrorBody,
     ErrorDetail,
     StreamRequest,
+    TokenRequest,
+    TokenResponse,
 )
-
-import thaw
-from thaw import _cls
-from thaw.client import use_transport
-from thaw.exception import InvalidError, NotFoundError, RemoteError, TimeoutError
+from thaw_core.schema import LogLine
 
 enc = msgspec.json.Encoder()
 
@@ -82,7 +85,9 @@ class FakeGateway:
         self._ids += 1
         return f"fc-{self._ids:06d}"
 
-    def _run(self, call_id: str, target: Any, method: str | None, params: bytes, payload: bytes) -> CallResult:
+    def _run(
+        self, call_id: str, target: Any, method: str | None, params: bytes, payload: bytes
+    ) -> CallResult:
         args, kwargs = pickle.loads(payload)
         try:
             if method is None:
@@ -92,16 +97,25 @@ class FakeGateway:
                 value = _cls.hooks(target.user_cls).methods[method](instance, *args, **kwargs)
             if hasattr(value, "__next__"):
                 value = list(value)
-            return CallResult(call_id=call_id, status="success", codec="pickle", value_b64=cloudpickle.dumps(value))
-        except Exception as e:
+            return CallResult(
+                call_id=call_id,
+                status="success",
+                codec="pickle",
+                value_b64=cloudpickle.dumps(value),
+            )
+        except Exception as e:  # noqa: BLE001 - like the runtime, every failure becomes a result
             try:
                 exc = cloudpickle.dumps(e)
                 pickle.loads(exc)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 exc = b""
             return CallResult(
-                call_id=call_id, status="failure", codec="pickle", exc_b64=exc,
-                error=f"{type(e).__name__}: {e}", traceback="".join(traceback.format_exception(e)),
+                call_id=call_id,
+                status="failure",
+                codec="pickle",
+                exc_b64=exc,
+                error=f"{type(e).__name__}: {e}",
+                traceback="".join(traceback.format_exception(e)),
             )
 
     def _target(self, app: str, function: str) -> Any:
@@ -115,7 +129,9 @@ class FakeGateway:
             self.results[call_id] = self.pending.pop(call_id)()
         return self.results[call_id]
 
-    async def request(self, method: str, path: str, body: bytes | None = None, content_type: str = "") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, body: bytes | None = None, content_type: str = ""
+    ) -> tuple[int, bytes]:
         self.requests.append((method, path))
         route, _, query = path.partition("?")
         if m := re.fullmatch(r"/v1/functions/([^/]+)/([^/]+)/calls", route):
@@ -126,7 +142,9 @@ class FakeGateway:
             except LookupError as e:
                 return error(404, "not_found", str(e))
             call_id = self._new_id()
-            self.pending[call_id] = lambda: self._run(call_id, target, req.method, req.params, req.payload)
+            self.pending[call_id] = lambda: self._run(
+                call_id, target, req.method, req.params, req.payload
+            )
             if query == "wait=0":
                 return 202, enc.encode(CallAccepted(call_id=call_id))
             return 200, enc.encode(self._finish(call_id))
@@ -138,8 +156,8 @@ class FakeGateway:
             for item in req.items:
                 call_id = self._new_id()
                 payload = msgspec.json.decode(enc.encode(item), type=bytes)
-                self.pending[call_id] = (
-                    lambda cid=call_id, p=payload: self._run(cid, target, req.method, req.params, p)
+                self.pending[call_id] = lambda cid=call_id, p=payload: self._run(
+                    cid, target, req.method, req.params, p
                 )
                 ids.append(call_id)
             return 200, enc.encode(BatchAccepted(map_id="fm-1", call_ids=ids))
@@ -151,7 +169,9 @@ class FakeGateway:
             return 200, enc.encode(self._finish(m[1]))
         if m := re.fullmatch(r"/v1/calls/([^/]+)/cancel", route):
             self.pending.pop(m[1], None)
-            self.results[m[1]] = CallResult(call_id=m[1], status="cancelled", codec="pickle", error="cancelled by the client")
+            self.results[m[1]] = CallResult(
+                call_id=m[1], status="cancelled", codec="pickle", error="cancelled by the client"
+            )
             return 202, enc.encode(CallAccepted(call_id=m[1], status="cancelling"))
         if m := re.fullmatch(r"/v1/bundles/([0-9a-f]{64})", route):
             if method == "HEAD":
@@ -163,13 +183,53 @@ class FakeGateway:
             if req.bundle_sha256 not in self.bundles:
                 return error(400, "bad_request", "bundle not uploaded")
             self.deploys.append((m[1], req))
-            return 200, enc.encode(DeployResponse(app=m[1], version=len(self.deploys), functions=[f.name for f in req.functions]))
+            # As the runtime does: import the spec's module and find the object it names.
+            self.serve(
+                m[1], *(_cls.resolve(sys.modules[f.module], f.qualname) for f in req.functions)
+            )
+            return 200, enc.encode(
+                DeployResponse(
+                    app=m[1], version=len(self.deploys), functions=[f.name for f in req.functions]
+                )
+            )
         if m := re.fullmatch(r"/v1/apps/([^/]+)/stop", route):
+            if m[1] not in self.apps:
+                return error(404, "not_found", f"no app named {m[1]!r} is deployed")
             self.stopped.append(m[1])
             return 200, enc.encode(AppInfo(name=m[1], state="stopped", version=1, functions=[]))
+        if route == "/v1/apps":
+            infos = [
+                AppInfo(
+                    name=name,
+                    state="stopped" if name in self.stopped else "deployed",
+                    version=1,
+                    functions=sorted(objs),
+                    containers=len(objs),
+                )
+                for name, objs in self.apps.items()
+            ]
+            return 200, enc.encode(infos)
+        if route == "/v1/tokens":
+            name = msgspec.json.decode(body or b"", type=TokenRequest).name
+            return 201, enc.encode(TokenResponse(name=name, token=f"thaw_secret_for_{name}"))
         return error(404, "not_found", f"no such endpoint: {method} {route}")
 
-    async def lines(self, method: str, path: str, body: bytes | None = None) -> AsyncIterator[bytes]:
+    async def lines(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> AsyncIterator[bytes]:
+        if path.startswith("/v1/apps/"):
+            app = path.split("/")[3]
+            for i in range(3):
+                yield enc.encode(
+                    LogLine(
+                        app=app,
+                        function="square",
+                        container_id="ct-abc",
+                        stream="stdout",
+                        line=f"line {i}",
+                    )
+                )
+            return
         assert path == "/v1/calls:stream", path
         req = msgspec.json.decode(body or b"", type=StreamRequest)
         ids = list(req.call_ids)
@@ -233,11 +293,16 @@ class Greeter:
 
 
 @pytest.fixture
-def gateway() -> Any:
+def fake_gateway() -> Any:
     fake = FakeGateway()
-    fake.serve("calls", square, add, fails, fails_oddly, count, Greeter)
     with use_transport(fake):
         yield fake
+
+
+@pytest.fixture
+def gateway(fake_gateway: FakeGateway) -> FakeGateway:
+    fake_gateway.serve("calls", square, add, fails, fails_oddly, count, Greeter)
+    return fake_gateway
 
 
 # ---------------------------------------------------------------- .remote()
@@ -259,7 +324,9 @@ def test_remote_reraises_the_original_exception_with_remote_traceback(gateway: F
     assert 'raise Boom(f"no multiples of three: {x}")' in str(cause)
 
 
-def test_exception_that_cannot_be_rebuilt_is_a_remote_error_with_the_text(gateway: FakeGateway) -> None:
+def test_exception_that_cannot_be_rebuilt_is_a_remote_error_with_the_text(
+    gateway: FakeGateway,
+) -> None:
     with pytest.raises(RemoteError) as info:
         fails_oddly.remote()
     assert "Unpicklable: 1+2" in str(info.value)
@@ -360,7 +427,7 @@ def test_map_raises_the_first_failure_in_order(gateway: FakeGateway) -> None:
     seen = []
     with pytest.raises(Boom, match="no multiples of three: 3"):
         for value in fails.map(range(1, 10)):
-            seen.append(value)
+            seen.append(value)  # noqa: PERF402 - the values before the failure
     assert seen == [1, 2]
 
 
@@ -430,8 +497,10 @@ def test_class_bad_parameters_and_methods_are_clear_errors() -> None:
         Greeter(colour="red")
     with pytest.raises(InvalidError, match="keyword arguments"):
         Greeter("hi")
-    with pytest.raises(AttributeError, match="no @thaw.method\\(\\) named 'shout'; its methods: greet"):
-        Greeter().shout
+    with pytest.raises(
+        AttributeError, match="no @thaw.method\\(\\) named 'shout'; its methods: greet"
+    ):
+        _ = Greeter().shout
 
 
 def test_cls_from_name(gateway: FakeGateway) -> None:
@@ -444,21 +513,26 @@ def test_cls_from_name(gateway: FakeGateway) -> None:
 def test_app_run_deploys_an_ephemeral_app_and_stops_it(gateway: FakeGateway) -> None:
     with app.run():
         name = app.running_name
-        gateway.serve(name, square)
         assert square.remote(3) == 9
-    assert re.fullmatch(r"calls-run-[0-9a-f]{6}", name)
+    assert name == "calls"
     deployed, request = gateway.deploys[-1]
     assert deployed == name and request.ephemeral
-    assert {f.name for f in request.functions} == {"square", "add", "fails", "fails_oddly", "count", "Greeter"}
+    assert {f.name for f in request.functions} == {
+        "square",
+        "add",
+        "fails",
+        "fails_oddly",
+        "count",
+        "Greeter",
+    }
     assert gateway.stopped == [name]
     assert app.running_name == "calls"
 
 
 def test_app_run_stops_the_app_when_the_block_raises(gateway: FakeGateway) -> None:
-    with pytest.raises(ZeroDivisionError):
-        with app.run():
-            name = app.running_name
-            1 / 0
+    with pytest.raises(ZeroDivisionError), app.run():
+        name = app.running_name
+        _ = 1 / 0
     assert gateway.stopped == [name]
 
 
@@ -475,7 +549,6 @@ def test_second_run_skips_the_bundle_upload(gateway: FakeGateway) -> None:
 def test_async_with_app_run(gateway: FakeGateway) -> None:
     async def main() -> int:
         async with app.run():
-            gateway.serve(app.running_name, square)
             return await square.remote.aio(5)
 
     assert asyncio.run(main()) == 25

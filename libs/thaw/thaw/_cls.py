@@ -56,6 +56,7 @@ def parameter(*, default: Any = MISSING, init: bool = True) -> Any:
 
 # ---------------------------------------------------------------- markers
 
+
 def _check_plain_function(decorator: str, f: Any) -> None:
     if not callable(f) or isinstance(f, type) or hasattr(f, "spec"):
         raise InvalidError(
@@ -106,6 +107,7 @@ def is_generator_function(f: Callable[..., Any]) -> bool:
 
 # ---------------------------------------------------------------- introspection
 
+
 def members(user_cls: type) -> dict[str, Any]:
     """Attributes in definition order, a subclass's overriding its bases'."""
     members: dict[str, Any] = {}
@@ -153,8 +155,14 @@ def check_params(user_cls: type, params: dict[str, Any]) -> dict[str, Any]:
     declared = parameters(user_cls)
     unknown = sorted(set(params) - set(declared))
     if unknown:
-        hint = f"its parameters are: {', '.join(declared)}" if declared else "it declares no thaw.parameter()"
-        raise TypeError(f"{user_cls.__name__}() got unexpected parameter(s) {', '.join(map(repr, unknown))}; {hint}")
+        hint = (
+            f"its parameters are: {', '.join(declared)}"
+            if declared
+            else "it declares no thaw.parameter()"
+        )
+        raise TypeError(
+            f"{user_cls.__name__}() got unexpected parameter(s) {', '.join(map(repr, unknown))}; {hint}"
+        )
     missing = [name for name, p in declared.items() if p.required and name not in params]
     if missing:
         raise TypeError(

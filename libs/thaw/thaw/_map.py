@@ -57,7 +57,9 @@ class _Map:
             for _ in payloads:
                 await self.pending.acquire()
             accepted = await self.client.submit_batch(self.route, payloads)
-            self.supervise(self.collect({cid: index + i for i, cid in enumerate(accepted.call_ids)}))
+            self.supervise(
+                self.collect({cid: index + i for i, cid in enumerate(accepted.call_ids)})
+            )
             index += len(payloads)
         self.events.put_nowait((_SUBMITTED, index))
 

@@ -25,13 +25,17 @@ def result_error(result: CallResult, label: str) -> BaseException | None:
         case "timeout":
             return FunctionTimeoutError(result.error or f"{label} ran past its timeout")
         case "cancelled":
-            return InputCancellation(result.error or f"call {result.call_id} to {label} was cancelled")
+            return InputCancellation(
+                result.error or f"call {result.call_id} to {label} was cancelled"
+            )
         case "terminated":
             return ExecutionError(
                 f"call {result.call_id} to {label} was terminated"
                 + (f": {result.error}" if result.error else " (its container stopped)")
             )
-    return ExecutionError(f"call {result.call_id} to {label} ended with unknown status {result.status!r}")
+    return ExecutionError(
+        f"call {result.call_id} to {label} ended with unknown status {result.status!r}"
+    )
 
 
 def result_value(result: CallResult, label: str) -> Any:

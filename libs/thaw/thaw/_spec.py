@@ -50,7 +50,9 @@ def gpu_request(gpu: str | Sequence[str]) -> str:
         gpu = gpu[0]
     m = _GPU_RE.match(gpu.strip())
     if not m:
-        raise InvalidError(f"invalid gpu {gpu!r}: use a type and an optional count, like 'A10G' or 'H100:2'")
+        raise InvalidError(
+            f"invalid gpu {gpu!r}: use a type and an optional count, like 'A10G' or 'H100:2'"
+        )
     model, count = m.groups()
     model = "any" if model.lower() == "any" else model.upper()
     return f"{model}:{count}" if count else model
@@ -59,15 +61,23 @@ def gpu_request(gpu: str | Sequence[str]) -> str:
 def _number(option: str, value: Any, *, minimum: float, integer: bool = False) -> Any:
     if isinstance(value, tuple):  # Modal's (request, limit): the request is what we schedule on
         value = value[0]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise InvalidError(f"{option} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (integer and not isinstance(value, int))
+    ):
+        raise InvalidError(
+            f"{option} must be {'an integer' if integer else 'a number'}, got {value!r}"
+        )
     if value < minimum:
         raise InvalidError(f"{option} must be at least {minimum:g}, got {value!r}")
     return value
 
 
 def _env(env: dict[str, str | None]) -> dict[str, str]:
-    bad = [k for k, v in env.items() if not isinstance(k, str) or not isinstance(v, (str, type(None)))]
+    bad = [
+        k for k, v in env.items() if not isinstance(k, str) or not isinstance(v, (str, type(None)))
+    ]
     if bad:
         raise InvalidError(f"env maps names to strings, bad entries: {bad!r}")
     return {k: v for k, v in env.items() if v is not None}
@@ -105,7 +115,9 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
             case "max_containers":
                 autoscale[option] = _number(option, value, minimum=1, integer=True)
             case "scaledown_window":
-                autoscale["scaledown_window_s"] = float(_number("scaledown_window", value, minimum=1))
+                autoscale["scaledown_window_s"] = float(
+                    _number("scaledown_window", value, minimum=1)
+                )
             case "max_inputs":
                 updates["max_inputs"] = _number("max_inputs", value, minimum=1, integer=True)
             case "env":
@@ -116,10 +128,15 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
                 if env:
                     updates["env"] = {**updates.get("env", spec.env), **env}
             case "volumes":
-                experimental["volumes"] = {**experimental.get("volumes", {}), **volume_mounts(value)}
+                experimental["volumes"] = {
+                    **experimental.get("volumes", {}),
+                    **volume_mounts(value),
+                }
             case "schedule":
                 if not isinstance(value, Schedule):
-                    raise InvalidError(f"schedule must be thaw.Period(...) or thaw.Cron(...), got {value!r}")
+                    raise InvalidError(
+                        f"schedule must be thaw.Period(...) or thaw.Cron(...), got {value!r}"
+                    )
                 updates["schedule"] = value.spec()
             case "enable_memory_snapshot":
                 updates["enable_memory_snapshot"] = bool(value)
@@ -157,7 +174,11 @@ def _secrets(secrets: Sequence[Secret]) -> tuple[list[str], dict[str, str]]:
 
 
 def merge_app_defaults(
-    options: dict[str, Any], *, image: Image | None, secrets: Sequence[Secret], volumes: dict[str, Volume]
+    options: dict[str, Any],
+    *,
+    image: Image | None,
+    secrets: Sequence[Secret],
+    volumes: dict[str, Volume],
 ) -> dict[str, Any]:
     """An App's image is the default; its secrets and volumes come before the function's own."""
     merged = dict(options)

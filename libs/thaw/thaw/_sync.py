@@ -50,7 +50,9 @@ class BackgroundLoop:
 
         if self.in_loop():
             coro.close()
-            raise RuntimeError("a blocking thaw call was made from thaw's own event loop; use .aio()")
+            raise RuntimeError(
+                "a blocking thaw call was made from thaw's own event loop; use .aio()"
+            )
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()
@@ -71,7 +73,9 @@ class BackgroundLoop:
         import asyncio
 
         if self.in_loop():
-            raise RuntimeError("a blocking thaw iterator was used from thaw's own event loop; use .aio()")
+            raise RuntimeError(
+                "a blocking thaw iterator was used from thaw's own event loop; use .aio()"
+            )
         items: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         credits = asyncio.Semaphore(ITER_WINDOW)
         future = asyncio.run_coroutine_threadsafe(_pump(agen, credits, items.put), self.loop)
@@ -164,6 +168,7 @@ os.register_at_fork(after_in_child=_forget_loop_after_fork)
 
 
 # ---------------------------------------------------------------- descriptors
+
 
 class _BoundAio(Generic[T]):
     __slots__ = ("_fn", "_obj")

@@ -212,7 +212,9 @@ class App:
         return decorate(_cls) if _cls is not None else decorate
 
     def _with_defaults(self, options: dict[str, Any]) -> dict[str, Any]:
-        return merge_app_defaults(options, image=self.image, secrets=self.secrets, volumes=self.volumes)
+        return merge_app_defaults(
+            options, image=self.image, secrets=self.secrets, volumes=self.volumes
+        )
 
     def local_entrypoint(self, _f: F | None = None, *, name: str | None = None) -> Any:
         """The function ``thaw run app.py`` calls on this machine, with command-line flags

@@ -53,7 +53,11 @@ def _package_sources(directory: Path, prefix: str) -> list[str]:
         for entry in entries:
             if entry.is_file() and entry.name.endswith(".py"):
                 found.append(prefix + entry.name)
-            elif entry.is_dir() and not _skipped(entry) and os.path.isfile(os.path.join(entry.path, "__init__.py")):
+            elif (
+                entry.is_dir()
+                and not _skipped(entry)
+                and os.path.isfile(os.path.join(entry.path, "__init__.py"))
+            ):
                 found.extend(_package_sources(Path(entry.path), f"{prefix}{entry.name}/"))
     return found
 

@@ -59,8 +59,15 @@ class ClientConfig(NamedTuple):
 
 
 _CONFIG_ENV = (
-    "THAW_GATEWAY_URL", "THAW_TOKEN", "THAW_GATEWAY_HOST", "THAW_GATEWAY_PORT", "THAW_STATE_DIR",
-    "THAW_PROFILE", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "HOME",
+    "THAW_GATEWAY_URL",
+    "THAW_TOKEN",
+    "THAW_GATEWAY_HOST",
+    "THAW_GATEWAY_PORT",
+    "THAW_STATE_DIR",
+    "THAW_PROFILE",
+    "XDG_STATE_HOME",
+    "XDG_CONFIG_HOME",
+    "HOME",
 )
 
 
@@ -88,6 +95,15 @@ def _profile(env: Mapping[str, str]) -> dict[str, Any]:
     return profile or {}
 
 
+def _admin_token(state_dir: Path) -> str | None:
+    # The file thaw.stack.state.StackPaths.admin_token_file names, read here
+    # without importing thaw.stack, whose package pulls in the whole supervisor.
+    try:
+        return (state_dir / "admin-token").read_text().strip() or None
+    except OSError:
+        return None
+
+
 def load_config(env: Mapping[str, str] | None = None) -> ClientConfig:
     from thaw_core.config import Settings
 
@@ -99,13 +115,12 @@ def load_config(env: Mapping[str, str] | None = None) -> ClientConfig:
         settings = Settings.from_env(dict(e))
         url = url or settings.gateway_url
         if not token:
-            from thaw.stack.state import StackPaths
-
-            token = StackPaths(settings.state_dir).admin_token(create=False)
+            token = _admin_token(settings.state_dir)
     return ClientConfig(gateway_url=url.rstrip("/"), token=token or None)
 
 
 # ---------------------------------------------------------------- transport
+
 
 class Transport(Protocol):
     """The HTTP layer: answers ``(status, body)``; streams NDJSON lines."""
@@ -169,7 +184,11 @@ class HttpTransport:
         import aiohttp
 
         session = self._session or self._open()
-        headers = self._headers if content_type == JSON else {**self._headers, "Content-Type": content_type}
+        headers = (
+            self._headers
+            if content_type == JSON
+            else {**self._headers, "Content-Type": content_type}
+        )
         try:
             async with session.request(
                 method, self.config.gateway_url + path, data=body, headers=headers
@@ -178,7 +197,9 @@ class HttpTransport:
         except aiohttp.ClientError as e:
             raise self._unreachable(e) from None
 
-    async def lines(self, method: str, path: str, body: bytes | None = None) -> AsyncIterator[bytes]:
+    async def lines(
+        self, method: str, path: str, body: bytes | None = None
+    ) -> AsyncIterator[bytes]:
         import aiohttp
 
         session = self._session or self._open()
@@ -209,6 +230,7 @@ class HttpTransport:
 
 
 # ---------------------------------------------------------------- the API
+
 
 class Route(NamedTuple):
     """Where an input goes: a function, or a method of a class with its parameters."""
@@ -249,7 +271,9 @@ class Client:
         self.transport = transport
         self._token = token
 
-    async def _json(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)) -> tuple[int, bytes]:
+    async def _json(
+        self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)
+    ) -> tuple[int, bytes]:
         data = None if body is None else _encoder.encode(body)
         status, answer = await self.transport.request(method, path, data)
         if status not in ok:
@@ -260,7 +284,9 @@ class Client:
         try:
             return decoder.decode(data)
         except msgspec.DecodeError as e:
-            raise exception.ServiceError(f"the gateway answered {what} that cannot be read: {e}") from None
+            raise exception.ServiceError(
+                f"the gateway answered {what} that cannot be read: {e}"
+            ) from None
 
     def _call_answer(self, status: int, data: bytes) -> CallResult | CallAccepted:
         if status == 200:
@@ -269,16 +295,26 @@ class Client:
 
     # ------------------------------------------------------------ calls
 
-    async def call(self, route: Route, payload: bytes, wait_s: float = LONG_POLL_S) -> CallResult | CallAccepted:
-        request = CallRequest(codec="pickle", payload=payload, method=route.method, params=route.params)
+    async def call(
+        self, route: Route, payload: bytes, wait_s: float = LONG_POLL_S
+    ) -> CallResult | CallAccepted:
+        request = CallRequest(
+            codec="pickle", payload=payload, method=route.method, params=route.params
+        )
         status, data = await self._json(
-            "POST", f"/v1/functions/{_p(route.app)}/{_p(route.function)}/calls?wait={_wait(wait_s)}",
-            request, ok=(200, 202),
+            "POST",
+            f"/v1/functions/{_p(route.app)}/{_p(route.function)}/calls?wait={_wait(wait_s)}",
+            request,
+            ok=(200, 202),
         )
         return self._call_answer(status, data)
 
-    async def call_status(self, call_id: str, wait_s: float = LONG_POLL_S) -> CallResult | CallAccepted:
-        status, data = await self._json("GET", f"/v1/calls/{_p(call_id)}?wait={_wait(wait_s)}", ok=(200, 202))
+    async def call_status(
+        self, call_id: str, wait_s: float = LONG_POLL_S
+    ) -> CallResult | CallAccepted:
+        status, data = await self._json(
+            "GET", f"/v1/calls/{_p(call_id)}?wait={_wait(wait_s)}", ok=(200, 202)
+        )
         return self._call_answer(status, data)
 
     async def cancel(self, call_id: str, *, terminate: bool = False) -> CallAccepted:
@@ -287,9 +323,14 @@ class Client:
         return self._decode(_call_accepted, data, "a cancellation")
 
     async def submit_batch(self, route: Route, payloads: list[bytes]) -> BatchAccepted:
-        request = BatchRequest(codec="pickle", items=payloads, method=route.method, params=route.params)
+        request = BatchRequest(
+            codec="pickle", items=payloads, method=route.method, params=route.params
+        )
         _, data = await self._json(
-            "POST", f"/v1/functions/{_p(route.app)}/{_p(route.function)}/calls:batch", request, ok=(200, 202)
+            "POST",
+            f"/v1/functions/{_p(route.app)}/{_p(route.function)}/calls:batch",
+            request,
+            ok=(200, 202),
         )
         accepted = self._decode(_batch_accepted, data, "a batch acceptance")
         if len(accepted.call_ids) != len(payloads):
@@ -298,7 +339,9 @@ class Client:
             )
         return accepted
 
-    async def stream_results(self, call_ids: list[str], timeout_s: float = 3600.0) -> AsyncIterator[CallResult]:
+    async def stream_results(
+        self, call_ids: list[str], timeout_s: float = 3600.0
+    ) -> AsyncIterator[CallResult]:
         body = _encoder.encode(StreamRequest(call_ids=call_ids, timeout_s=timeout_s))
         async for line in self.transport.lines("POST", "/v1/calls:stream", body):
             try:
@@ -353,7 +396,9 @@ class Client:
     # ------------------------------------------------------------ fleet
 
     async def containers(self, app: str | None = None) -> list[ContainerInfo]:
-        _, data = await self._json("GET", "/v1/containers" + (f"?{urlencode({'app': app})}" if app else ""))
+        _, data = await self._json(
+            "GET", "/v1/containers" + (f"?{urlencode({'app': app})}" if app else "")
+        )
         return self._decode(_containers, data, "a container list").containers
 
     async def stop_container(self, container_id: str) -> None:

@@ -29,15 +29,22 @@ class Cls:
     user's class, unchanged (the runtime instantiates it)."""
 
     def __init__(
-        self, spec: FunctionSpec, user_cls: type | None, app: App | None = None, *, app_name: str | None = None
+        self,
+        spec: FunctionSpec,
+        user_cls: type | None,
+        app: App | None = None,
+        *,
+        app_name: str | None = None,
     ) -> None:
         self.spec = spec
         self.user_cls = user_cls
         self.app = app
         self._app_name = app_name
-        self._generators = frozenset(
-            name for name, f in _cls.hooks(user_cls).methods.items() if _cls_generator(f)
-        ) if user_cls is not None else frozenset()
+        self._generators = (
+            frozenset(name for name, f in _cls.hooks(user_cls).methods.items() if _cls_generator(f))
+            if user_cls is not None
+            else frozenset()
+        )
         if user_cls is not None:
             self.__name__ = user_cls.__name__
             self.__qualname__ = user_cls.__qualname__
@@ -47,7 +54,9 @@ class Cls:
     @classmethod
     def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Cls:
         """A class of a deployed app, by name; its methods are not checked here."""
-        spec = FunctionSpec(name=checked_name("class", name), module="", qualname=name, kind="class")
+        spec = FunctionSpec(
+            name=checked_name("class", name), module="", qualname=name, kind="class"
+        )
         return cls(spec, None, app_name=checked_name("app", app_name))
 
     lookup = from_name
@@ -75,7 +84,9 @@ class Cls:
     ) -> Cls:
         """The same class with some options replaced, as a new handle."""
         options = {k: v for k, v in locals().items() if k != "self"}
-        variant = Cls(apply_options(self.spec, options), self.user_cls, self.app, app_name=self._app_name)
+        variant = Cls(
+            apply_options(self.spec, options), self.user_cls, self.app, app_name=self._app_name
+        )
         return variant
 
     def __call__(self, *args: Any, **params: Any) -> Obj:
@@ -91,7 +102,9 @@ class Cls:
         return Obj(self, params)
 
     def __repr__(self) -> str:
-        return f"<thaw.Cls {self.app_name if (self.app or self._app_name) else '?'}/{self.spec.name}>"
+        return (
+            f"<thaw.Cls {self.app_name if (self.app or self._app_name) else '?'}/{self.spec.name}>"
+        )
 
 
 class Obj:
@@ -120,7 +133,9 @@ class Obj:
         if self._local is None:
             user_cls = self._cls.user_cls
             if user_cls is None:
-                raise InvalidError(f"{self._cls.spec.name} was looked up by name: it has no local code to run")
+                raise InvalidError(
+                    f"{self._cls.spec.name} was looked up by name: it has no local code to run"
+                )
             instance = _cls.instantiate(user_cls, self._params)
             found = _cls.hooks(user_cls)
             for hook in (*found.enter_snap, *found.enter_nosnap):
@@ -129,7 +144,9 @@ class Obj:
         return self._local
 
     def __repr__(self) -> str:
-        return f"<{self._cls.spec.name}({', '.join(f'{k}={v!r}' for k, v in self._params.items())})>"
+        return (
+            f"<{self._cls.spec.name}({', '.join(f'{k}={v!r}' for k, v in self._params.items())})>"
+        )
 
 
 class BoundMethod(Invocable):

@@ -15,7 +15,9 @@ def concurrent(_obj: Any = None, *, max_inputs: int, target_inputs: int | None =
     if not isinstance(max_inputs, int) or isinstance(max_inputs, bool) or max_inputs < 1:
         raise InvalidError(f"max_inputs must be a positive integer, got {max_inputs!r}")
     if target_inputs is not None and not 1 <= target_inputs <= max_inputs:
-        raise InvalidError(f"target_inputs must be from 1 to max_inputs ({max_inputs}), got {target_inputs!r}")
+        raise InvalidError(
+            f"target_inputs must be from 1 to max_inputs ({max_inputs}), got {target_inputs!r}"
+        )
 
     def mark(obj: T) -> T:
         if hasattr(obj, "spec"):

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import importlib
 import re
-import secrets
 import sys
 import warnings
 from pathlib import Path
@@ -46,7 +45,9 @@ def import_source(ref: str) -> ModuleType:
         return importlib.import_module(name)
     except ModuleNotFoundError as e:
         if e.name == name.split(".")[0] or e.name == name:
-            raise InvalidError(f"cannot import {ref!r}: no module named {e.name!r} under {root}") from None
+            raise InvalidError(
+                f"cannot import {ref!r}: no module named {e.name!r} under {root}"
+            ) from None
         raise
 
 
@@ -94,7 +95,9 @@ def app_bundle(app: App) -> Bundle:
         roots.setdefault(import_root(_module_file(spec.module))[0], spec.module)
     if len(roots) > 1:
         where = ", ".join(f"{module} (under {root})" for root, module in roots.items())
-        raise InvalidError(f"the functions of one app must come from one source tree; found {where}")
+        raise InvalidError(
+            f"the functions of one app must come from one source tree; found {where}"
+        )
     return build_bundle(next(iter(roots)))
 
 
@@ -117,17 +120,12 @@ def deploy_app(app: App, *, name: str | None = None) -> DeployResponse:
 # ---------------------------------------------------------------- ephemeral runs
 
 
-def _default_name(app: App) -> str:
+def run_name(app: App) -> str:
+    """The name an ephemeral run deploys under: the App's, else its file's."""
     if app.name is not None:
         return app.name
     stem = app.specs()[0].module.rsplit(".", 1)[-1] if app.specs() else "app"
-    return re.sub(r"[^A-Za-z0-9_-]", "-", stem).lstrip("-_") or "app"
-
-
-def ephemeral_name(app: App) -> str:
-    """A name of its own, so that a run never replaces the deployed app of the same name."""
-    suffix = f"-run-{secrets.token_hex(3)}"
-    return _default_name(app)[: 63 - len(suffix)] + suffix
+    return (re.sub(r"[^A-Za-z0-9_-]", "-", stem).lstrip("-_") or "app")[:63]
 
 
 class AppRun:
@@ -146,7 +144,7 @@ class AppRun:
             return None  # an app module imported in a container must not deploy itself
         if self.app._running_as is not None:
             raise InvalidError(f"app {self.app.running_name} is already running")
-        return ephemeral_name(self.app), app_bundle(self.app)
+        return run_name(self.app), app_bundle(self.app)
 
     async def _start(self, name: str, bundle: Bundle) -> None:
         self.deployed = await deploy_bundle(name, self.app, bundle, ephemeral=True)
@@ -187,7 +185,10 @@ class AppRun:
         return self.app
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         await background_loop().run_async(self._stop())
 

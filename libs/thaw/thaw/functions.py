@@ -65,7 +65,9 @@ class Invocable:
 
     def _check_kind(self, generator: bool, use: str) -> None:
         if self._is_generator() is (not generator):
-            raise InvalidError(f"{self._label} {'is not' if generator else 'is'} a generator function: use {use}")
+            raise InvalidError(
+                f"{self._label} {'is not' if generator else 'is'} a generator function: use {use}"
+            )
 
     @aio_method
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
@@ -99,8 +101,12 @@ class Invocable:
         self._check_kind(False, "a loop over .remote_gen()")
         route = self._route()
         return map_calls(
-            route, str(route), inputs,
-            order_outputs=order_outputs, return_exceptions=return_exceptions, total=total,
+            route,
+            str(route),
+            inputs,
+            order_outputs=order_outputs,
+            return_exceptions=return_exceptions,
+            total=total,
         )
 
     @aio_iterator
@@ -135,7 +141,10 @@ class Invocable:
 
     @aio_method
     async def for_each(
-        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None, ignore_exceptions: bool = False
+        self,
+        *iterables: Iterable[Any],
+        kwargs: dict[str, Any] | None = None,
+        ignore_exceptions: bool = False,
     ) -> None:
         """Like ``map``, for the side effects: results are not kept."""
         extra = kwargs or {}
@@ -144,7 +153,9 @@ class Invocable:
             pass
 
     @aio_method
-    async def spawn_map(self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None) -> None:
+    async def spawn_map(
+        self, *iterables: Iterable[Any], kwargs: dict[str, Any] | None = None
+    ) -> None:
         """Submit one call per item and return without waiting for any."""
         from thaw._map import submit_calls
 
@@ -174,7 +185,9 @@ class Function(Invocable):
             functools.update_wrapper(self, raw_f)
 
     @classmethod
-    def from_name(cls, app_name: str, name: str, *, environment_name: str | None = None) -> Function:
+    def from_name(
+        cls, app_name: str, name: str, *, environment_name: str | None = None
+    ) -> Function:
         """A function of a deployed app, called by name (nothing is looked up until a call)."""
         spec = FunctionSpec(name=checked_name("function", name), module="", qualname=name)
         return cls(spec, None, app_name=checked_name("app", app_name))
@@ -242,12 +255,16 @@ class FunctionCall:
         client = current()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            left = LONG_POLL_S if deadline is None else min(LONG_POLL_S, deadline - time.monotonic())
+            left = (
+                LONG_POLL_S if deadline is None else min(LONG_POLL_S, deadline - time.monotonic())
+            )
             answer = await client.call_status(self.object_id, left)
             if isinstance(answer, CallResult):
                 return answer
             if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"{self._label} has not finished after {timeout:g}s ({answer.status})")
+                raise TimeoutError(
+                    f"{self._label} has not finished after {timeout:g}s ({answer.status})"
+                )
 
     @aio_method
     async def cancel(self, terminate_containers: bool = False) -> None:

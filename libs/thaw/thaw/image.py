@@ -9,6 +9,7 @@ Local paths are recorded absolute, as the deploying machine sees them.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -47,7 +48,7 @@ class Image:
         return Image((*self._steps, step))
 
     def spec(self) -> dict[str, Any]:
-        return {"steps": [dict(step) for step in self._steps]}
+        return {"steps": copy.deepcopy(list(self._steps))}
 
     def __repr__(self) -> str:
         return f"Image({[s['op'] for s in self._steps]})"
@@ -72,7 +73,9 @@ class Image:
         cls, path: str | os.PathLike[str], *, context_dir: str | os.PathLike[str] | None = None
     ) -> Image:
         context = _abs(context_dir) if context_dir is not None else None
-        return cls(({"op": "from_dockerfile", "path": _abs(path), **_options(context_dir=context)},))
+        return cls(
+            ({"op": "from_dockerfile", "path": _abs(path), **_options(context_dir=context)},)
+        )
 
     # ------------------------------------------------------------ packages
 
@@ -85,12 +88,19 @@ class Image:
         pre: bool = False,
         extra_options: str = "",
     ) -> Image:
-        return self._then({
-            "op": "pip_install",
-            "packages": _flatten("pip_install", packages),
-            **_options(index_url=index_url, extra_index_url=extra_index_url,
-                       find_links=find_links, pre=pre, extra_options=extra_options),
-        })
+        return self._then(
+            {
+                "op": "pip_install",
+                "packages": _flatten("pip_install", packages),
+                **_options(
+                    index_url=index_url,
+                    extra_index_url=extra_index_url,
+                    find_links=find_links,
+                    pre=pre,
+                    extra_options=extra_options,
+                ),
+            }
+        )
 
     def uv_pip_install(
         self,
@@ -101,12 +111,19 @@ class Image:
         pre: bool = False,
         extra_options: str = "",
     ) -> Image:
-        return self._then({
-            "op": "uv_pip_install",
-            "packages": _flatten("uv_pip_install", packages),
-            **_options(index_url=index_url, extra_index_url=extra_index_url,
-                       find_links=find_links, pre=pre, extra_options=extra_options),
-        })
+        return self._then(
+            {
+                "op": "uv_pip_install",
+                "packages": _flatten("uv_pip_install", packages),
+                **_options(
+                    index_url=index_url,
+                    extra_index_url=extra_index_url,
+                    find_links=find_links,
+                    pre=pre,
+                    extra_options=extra_options,
+                ),
+            }
+        )
 
     def pip_install_from_requirements(
         self,
@@ -117,12 +134,18 @@ class Image:
         find_links: str | None = None,
         pre: bool = False,
     ) -> Image:
-        return self._then({
-            "op": "pip_install_from_requirements",
-            "path": _abs(requirements_txt),
-            **_options(index_url=index_url, extra_index_url=extra_index_url,
-                       find_links=find_links, pre=pre),
-        })
+        return self._then(
+            {
+                "op": "pip_install_from_requirements",
+                "path": _abs(requirements_txt),
+                **_options(
+                    index_url=index_url,
+                    extra_index_url=extra_index_url,
+                    find_links=find_links,
+                    pre=pre,
+                ),
+            }
+        )
 
     def apt_install(self, *packages: str | Sequence[str]) -> Image:
         return self._then({"op": "apt_install", "packages": _flatten("apt_install", packages)})
@@ -153,29 +176,35 @@ class Image:
         copy: bool = False,
         ignore: Sequence[str] = (),
     ) -> Image:
-        return self._then({
-            "op": "add_local_dir",
-            "local_path": _abs(local_path),
-            "remote_path": remote_path,
-            **_options(copy=copy, ignore=list(ignore)),
-        })
+        return self._then(
+            {
+                "op": "add_local_dir",
+                "local_path": _abs(local_path),
+                "remote_path": remote_path,
+                **_options(copy=copy, ignore=list(ignore)),
+            }
+        )
 
     def add_local_file(
         self, local_path: str | os.PathLike[str], remote_path: str, *, copy: bool = False
     ) -> Image:
-        return self._then({
-            "op": "add_local_file",
-            "local_path": _abs(local_path),
-            "remote_path": remote_path,
-            **_options(copy=copy),
-        })
+        return self._then(
+            {
+                "op": "add_local_file",
+                "local_path": _abs(local_path),
+                "remote_path": remote_path,
+                **_options(copy=copy),
+            }
+        )
 
     def add_local_python_source(self, *modules: str, copy: bool = False) -> Image:
-        return self._then({
-            "op": "add_local_python_source",
-            "modules": _flatten("add_local_python_source", modules),
-            **_options(copy=copy),
-        })
+        return self._then(
+            {
+                "op": "add_local_python_source",
+                "modules": _flatten("add_local_python_source", modules),
+                **_options(copy=copy),
+            }
+        )
 
     # ------------------------------------------------------------ imports
 

@@ -22,7 +22,12 @@ class Period(Schedule):
     """Every so often, counted from the deploy."""
 
     def __init__(
-        self, *, weeks: float = 0, days: float = 0, hours: float = 0, minutes: float = 0,
+        self,
+        *,
+        weeks: float = 0,
+        days: float = 0,
+        hours: float = 0,
+        minutes: float = 0,
         seconds: float = 0,
     ) -> None:
         self.seconds = float(((weeks * 7 + days) * 24 + hours) * 3600 + minutes * 60 + seconds)
@@ -72,4 +77,6 @@ def _check_timezone(timezone: str) -> None:
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
-        raise InvalidError(f"unknown timezone {timezone!r} (use an IANA name like 'Europe/Paris')") from e
+        raise InvalidError(
+            f"unknown timezone {timezone!r} (use an IANA name like 'Europe/Paris')"
+        ) from e

@@ -31,7 +31,11 @@ class Secret:
 
     @classmethod
     def from_dict(cls, env: dict[str, str | None]) -> Secret:
-        bad = [k for k, v in env.items() if not isinstance(k, str) or not isinstance(v, (str, type(None)))]
+        bad = [
+            k
+            for k, v in env.items()
+            if not isinstance(k, str) or not isinstance(v, (str, type(None)))
+        ]
         if bad:
             raise InvalidError(f"Secret.from_dict takes str -> str, bad keys: {bad!r}")
         return cls(env={k: v for k, v in env.items() if v is not None})
@@ -44,4 +48,8 @@ class Secret:
         return cls(env={k: os.environ[k] for k in env_keys})
 
     def __repr__(self) -> str:
-        return f"Secret.from_name({self.name!r})" if self.name else f"Secret.from_dict({sorted(self.env)})"
+        return (
+            f"Secret.from_name({self.name!r})"
+            if self.name
+            else f"Secret.from_dict({sorted(self.env)})"
+        )

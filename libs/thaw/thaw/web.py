@@ -22,7 +22,9 @@ _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 def _marker(decorator: str, web: dict[str, Any]) -> Callable[[F], F]:
     def mark(f: F) -> F:
         if hasattr(f, "spec"):
-            raise InvalidError(f"@thaw.{decorator} goes below @app.function / @app.cls, next to the function")
+            raise InvalidError(
+                f"@thaw.{decorator} goes below @app.function / @app.cls, next to the function"
+            )
         if not callable(f):
             raise InvalidError(f"@thaw.{decorator} decorates a function, got {f!r}")
         f.__thaw_web__ = web  # type: ignore[attr-defined]
@@ -48,8 +50,11 @@ def fastapi_endpoint(
         raise InvalidError(f"method must be one of {', '.join(_METHODS)}, got {method!r}")
     mark = _marker(
         "fastapi_endpoint",
-        {"kind": "endpoint", "method": method.upper(),
-         **_options(label=label, docs=docs, requires_proxy_auth=requires_proxy_auth)},
+        {
+            "kind": "endpoint",
+            "method": method.upper(),
+            **_options(label=label, docs=docs, requires_proxy_auth=requires_proxy_auth),
+        },
     )
     return mark(_f) if _f is not None else mark
 
@@ -57,22 +62,40 @@ def fastapi_endpoint(
 web_endpoint = fastapi_endpoint
 
 
-def asgi_app(_f: F | None = None, *, label: str | None = None, requires_proxy_auth: bool = False) -> Any:
+def asgi_app(
+    _f: F | None = None, *, label: str | None = None, requires_proxy_auth: bool = False
+) -> Any:
     """The function returns an ASGI app (FastAPI, Starlette, ...) that serves every path."""
-    mark = _marker("asgi_app", {"kind": "asgi", **_options(label=label, requires_proxy_auth=requires_proxy_auth)})
+    mark = _marker(
+        "asgi_app",
+        {"kind": "asgi", **_options(label=label, requires_proxy_auth=requires_proxy_auth)},
+    )
     return mark(_f) if _f is not None else mark
 
 
-def wsgi_app(_f: F | None = None, *, label: str | None = None, requires_proxy_auth: bool = False) -> Any:
+def wsgi_app(
+    _f: F | None = None, *, label: str | None = None, requires_proxy_auth: bool = False
+) -> Any:
     """The function returns a WSGI app (Flask, Django, ...)."""
-    mark = _marker("wsgi_app", {"kind": "wsgi", **_options(label=label, requires_proxy_auth=requires_proxy_auth)})
+    mark = _marker(
+        "wsgi_app",
+        {"kind": "wsgi", **_options(label=label, requires_proxy_auth=requires_proxy_auth)},
+    )
     return mark(_f) if _f is not None else mark
 
 
-def web_server(port: int, *, startup_timeout: float = 5.0, label: str | None = None) -> Callable[[F], F]:
+def web_server(
+    port: int, *, startup_timeout: float = 5.0, label: str | None = None
+) -> Callable[[F], F]:
     """The function starts a server listening on ``port`` inside the container."""
     if not isinstance(port, int) or not 0 < port < 65536:
         raise InvalidError(f"web_server port must be 1-65535, got {port!r}")
     return _marker(
-        "web_server", {"kind": "server", "port": port, "startup_timeout": startup_timeout, **_options(label=label)}
+        "web_server",
+        {
+            "kind": "server",
+            "port": port,
+            "startup_timeout": startup_timeout,
+            **_options(label=label),
+        },
     )

@@ -31,11 +31,17 @@ def list_apps(show_all: bool) -> None:
         if a.ephemeral:
             state += " [yellow](ephemeral)[/yellow]"
         table.add_row(
-            escape(a.name), state, str(a.version), escape(", ".join(a.functions)), str(a.containers),
+            escape(a.name),
+            state,
+            str(a.version),
+            escape(", ".join(a.functions)),
+            str(a.containers),
             ago(a.updated_at or a.created_at),
         )
     if not shown:
-        console().print("[dim]no apps" + ("" if show_all else " deployed (--all shows stopped ones)") + "[/dim]")
+        console().print(
+            "[dim]no apps" + ("" if show_all else " deployed (--all shows stopped ones)") + "[/dim]"
+        )
     else:
         console().print(table)
 
@@ -63,7 +69,9 @@ def app_logs(name: str, follow: bool, function: str | None) -> None:
     from thaw._sync import background_loop
     from thaw.client import current
 
-    for line in background_loop().iterate(current().app_logs(name, follow=follow, function=function)):
+    for line in background_loop().iterate(
+        current().app_logs(name, follow=follow, function=function)
+    ):
         print_log_line(line)
 
 

@@ -7,7 +7,13 @@ from rich.table import Table
 
 from thaw.cli._common import ago, console, escape, expected_errors
 
-_STATE_STYLE = {"ready": "green", "starting": "cyan", "draining": "yellow", "failed": "red", "stopped": "dim"}
+_STATE_STYLE = {
+    "ready": "green",
+    "starting": "cyan",
+    "draining": "yellow",
+    "failed": "red",
+    "stopped": "dim",
+}
 
 
 @click.group("container")
@@ -36,9 +42,14 @@ def list_containers(app: str | None) -> None:
         if c.error:
             note = f"[red]{escape(c.error)}[/red]"
         table.add_row(
-            c.container_id, escape(c.app), escape(c.function), str(c.version),
+            c.container_id,
+            escape(c.app),
+            escape(c.function),
+            str(c.version),
             f"[{style}]{c.state}[/{style}]" if style else c.state,
-            f"{c.inflight}/{c.max_inputs}", ago(c.started_at), note,
+            f"{c.inflight}/{c.max_inputs}",
+            ago(c.started_at),
+            note,
         )
     console().print(table)
 

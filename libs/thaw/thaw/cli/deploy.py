@@ -35,13 +35,19 @@ def _extras(spec: FunctionSpec, url: str | None) -> str:
         notes.append("snapshot")
     if spec.schedule:
         s = spec.schedule
-        notes.append(f"cron {s['cron']} {s['timezone']}" if s.get("kind") == "cron" else f"every {s['seconds']:g}s")
+        notes.append(
+            f"cron {s['cron']} {s['timezone']}"
+            if s.get("kind") == "cron"
+            else f"every {s['seconds']:g}s"
+        )
     if url:
         notes.append(url)
     return "; ".join(notes)
 
 
-def print_deployed(response: DeployResponse, specs: list[FunctionSpec], *, files: int, sha256: str) -> None:
+def print_deployed(
+    response: DeployResponse, specs: list[FunctionSpec], *, files: int, sha256: str
+) -> None:
     out = console()
     out.print(
         f"[bold green]✓[/bold green] deployed [bold]{escape(response.app)}[/bold] "
@@ -52,7 +58,11 @@ def print_deployed(response: DeployResponse, specs: list[FunctionSpec], *, files
         table.add_column(column, style="dim" if column == "" else None)
     for spec in specs:
         table.add_row(
-            spec.name, spec.kind, _resources(spec), _scaling(spec), _extras(spec, response.web_urls.get(spec.name))
+            spec.name,
+            spec.kind,
+            _resources(spec),
+            _scaling(spec),
+            _extras(spec, response.web_urls.get(spec.name)),
         )
     out.print(table)
 
@@ -62,7 +72,9 @@ def print_deployed(response: DeployResponse, specs: list[FunctionSpec], *, files
 @click.option("--name", help="Deploy under this name instead of the App's own.")
 @expected_errors
 def deploy(app_ref: str, name: str | None) -> None:
-    """Deploy the thaw.App(s) of APP: a file (app.py, app.py::app_var) or a module (pkg.app)."""
+    """Deploy the apps APP defines.
+
+    APP is a file (app.py, or app.py::VAR for one of its apps) or a module (pkg.app)."""
     from thaw._sync import background_loop
     from thaw.deploy import app_bundle, deploy_bundle, find_apps, import_source
 

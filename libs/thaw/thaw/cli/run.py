@@ -36,30 +36,47 @@ def _options(fn: Callable[..., Any]) -> list[click.Option]:
     """One ``--name value`` flag per parameter (``--flag/--no-flag`` for a bool)."""
     try:
         hints = typing.get_type_hints(fn)
-    except (NameError, TypeError, AttributeError):  # an annotation that does not resolve: flags are strings
+    except (
+        NameError,
+        TypeError,
+        AttributeError,
+    ):  # an annotation that does not resolve: flags are strings
         hints = {}
     options = []
     for p in inspect.signature(fn).parameters.values():
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
-            raise InvalidError(f"{fn.__name__}: *args/**kwargs cannot be given from the command line")
+            raise InvalidError(
+                f"{fn.__name__}: *args/**kwargs cannot be given from the command line"
+            )
         required = p.default is p.empty
         kind = hints.get(p.name, type(p.default) if not required else str)
         flags = list(dict.fromkeys([f"--{p.name.replace('_', '-')}", f"--{p.name}"]))
         if kind is bool:
             negations = [f.replace("--", "--no-", 1) for f in flags]
             decls = [f"{f}/{n}" for f, n in zip(flags, negations)]
-            options.append(click.Option(decls + [p.name], default=False if required else p.default, show_default=True))
+            options.append(
+                click.Option(
+                    decls + [p.name], default=False if required else p.default, show_default=True
+                )
+            )
         else:
             options.append(
-                click.Option(flags + [p.name], type=_TYPES.get(kind, click.STRING), required=required,
-                             default=None if required else p.default, show_default=not required)
+                click.Option(
+                    flags + [p.name],
+                    type=_TYPES.get(kind, click.STRING),
+                    required=required,
+                    default=None if required else p.default,
+                    show_default=not required,
+                )
             )
     return options
 
 
 def parse_flags(target: Target, args: list[str]) -> dict[str, Any] | None:
     """The flags as keyword arguments; None when only --help was asked."""
-    command = click.Command(target.name, params=_options(target.signature_of), callback=lambda **kw: kw)
+    command = click.Command(
+        target.name, params=_options(target.signature_of), callback=lambda **kw: kw
+    )
     parsed = command.main(args, prog_name=f"thaw run ...::{target.name}", standalone_mode=False)
     return parsed if isinstance(parsed, dict) else None
 
@@ -89,7 +106,13 @@ def _method(cls: Cls, method: str) -> Target:
     def call(**kwargs: Any) -> None:
         _print_result(getattr(cls(), method).remote(**kwargs))
 
-    return Target(cls.app, f"{cls.spec.name}.{method}", call, _without_self(getattr(cls.user_cls, method)), True)
+    return Target(
+        cls.app,
+        f"{cls.spec.name}.{method}",
+        call,
+        _without_self(getattr(cls.user_cls, method)),
+        True,
+    )
 
 
 def _without_self(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -126,12 +149,20 @@ def find_target(apps: dict[str, App], name: str | None, source: str) -> Target:
         cls_name, _, method = name.partition(".")
         if method and cls_name in classes:
             return _method(classes[cls_name], method)
-        known = [*entrypoints, *functions, *(f"{c}.{m}" for c, cls in classes.items() for m in cls.spec.methods)]
-        raise InvalidError(f"{source} has no entrypoint or function {name!r}; it has: {', '.join(known) or 'none'}")
+        known = [
+            *entrypoints,
+            *functions,
+            *(f"{c}.{m}" for c, cls in classes.items() for m in cls.spec.methods),
+        ]
+        raise InvalidError(
+            f"{source} has no entrypoint or function {name!r}; it has: {', '.join(known) or 'none'}"
+        )
     if len(entrypoints) == 1:
         return entry(next(iter(entrypoints.values())))
     if len(entrypoints) > 1:
-        raise InvalidError(f"{source} has several local entrypoints; pick one: {source}::{' | '.join(entrypoints)}")
+        raise InvalidError(
+            f"{source} has several local entrypoints; pick one: {source}::{' | '.join(entrypoints)}"
+        )
     if len(functions) == 1 and not classes:
         return function(next(iter(functions.values())))
     known = [*functions, *classes]
@@ -148,8 +179,10 @@ def find_target(apps: dict[str, App], name: str | None, source: str) -> Target:
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the containers' logs.")
 @expected_errors
 def run(ref: str, args: tuple[str, ...], detach: bool, quiet: bool) -> None:
-    """Run APP's local entrypoint (or ENTRY: an entrypoint, a function, Class.method)
-    against the app deployed for this run only. Flags after APP are its arguments."""
+    """Run an app's entrypoint against a deploy of it made for this run.
+
+    ENTRY is a local entrypoint, a function or Class.method (default: the one
+    local entrypoint). Flags after APP are its arguments: --name value."""
     from thaw.deploy import find_apps, import_source
 
     source, _, name = ref.partition("::")
@@ -161,7 +194,9 @@ def run(ref: str, args: tuple[str, ...], detach: bool, quiet: bool) -> None:
     if kwargs is None:
         return
     with target.app.run(detach=detach, show_logs=not quiet):
-        console().print(f"[dim]running {target.name} in ephemeral app {target.app.running_name}[/dim]")
+        console().print(
+            f"[dim]running {target.name} in ephemeral app {target.app.running_name}[/dim]"
+        )
         target.call(**kwargs)
 
 
