@@ -279,6 +279,11 @@ def count(n: int):
     yield from range(n)
 
 
+@app.function()
+def describe(target: thaw.Function | thaw.Cls) -> str:
+    return f"{type(target).__name__} {target.app_name}/{target.spec.name}"
+
+
 @app.cls()
 class Greeter:
     greeting: str = thaw.parameter(default="hello")
@@ -301,7 +306,7 @@ def fake_gateway() -> Any:
 
 @pytest.fixture
 def gateway(fake_gateway: FakeGateway) -> FakeGateway:
-    fake_gateway.serve("calls", square, add, fails, fails_oddly, count, Greeter)
+    fake_gateway.serve("calls", square, add, fails, fails_oddly, count, describe, Greeter)
     return fake_gateway
 
 
@@ -360,6 +365,12 @@ def test_sync_remote_inside_a_running_loop_still_works(gateway: FakeGateway) -> 
 def test_local_runs_here_without_the_gateway(gateway: FakeGateway) -> None:
     assert square.local(5) == 25
     assert gateway.requests == []
+
+
+def test_functions_and_classes_travel_as_their_names(gateway: FakeGateway) -> None:
+    assert describe.remote(square) == "Function calls/square"
+    assert describe.remote(Greeter) == "Cls calls/Greeter"
+    assert len(gateway.calls[-1].payload) < 300  # the name, not the app and its code
 
 
 # ---------------------------------------------------------------- generators
@@ -523,6 +534,7 @@ def test_app_run_deploys_an_ephemeral_app_and_stops_it(gateway: FakeGateway) -> 
         "fails",
         "fails_oddly",
         "count",
+        "describe",
         "Greeter",
     }
     assert gateway.stopped == [name]

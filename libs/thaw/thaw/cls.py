@@ -89,6 +89,10 @@ class Cls:
         )
         return variant
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Passed as an argument, a class travels as its name, not its app and code.
+        return (_cls_by_name, (self.app_name, self.spec.name))
+
     def __call__(self, *args: Any, **params: Any) -> Obj:
         if args:
             raise InvalidError(
@@ -105,6 +109,11 @@ class Cls:
         return (
             f"<thaw.Cls {self.app_name if (self.app or self._app_name) else '?'}/{self.spec.name}>"
         )
+
+
+def _cls_by_name(app_name: str, name: str) -> Cls:
+    # Module-level: pickle refers to it by name (a classmethod would be pickled by value).
+    return Cls.from_name(app_name, name)
 
 
 class Obj:

@@ -225,10 +225,15 @@ class Function(Invocable):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Passed as an argument, a function travels as its name, not its app and code.
-        return (Function.from_name, (self.app_name, self.spec.name))
+        return (_function_by_name, (self.app_name, self.spec.name))
 
     def __repr__(self) -> str:
         return f"<thaw.Function {self._label}>"
+
+
+def _function_by_name(app_name: str, name: str) -> Function:
+    # Module-level: pickle refers to it by name (a classmethod would be pickled by value).
+    return Function.from_name(app_name, name)
 
 
 class FunctionCall:

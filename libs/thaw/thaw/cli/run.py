@@ -4,9 +4,12 @@ Ctrl-C and failures included."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import signal
+import threading
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -193,11 +196,28 @@ def run(ref: str, args: tuple[str, ...], detach: bool, quiet: bool) -> None:
     kwargs = parse_flags(target, list(args))
     if kwargs is None:
         return
-    with target.app.run(detach=detach, show_logs=not quiet):
+    with _sigterm_exits(), target.app.run(detach=detach, show_logs=not quiet):
         console().print(
             f"[dim]running {target.name} in ephemeral app {target.app.running_name}[/dim]"
         )
         target.call(**kwargs)
+
+
+@contextlib.contextmanager
+def _sigterm_exits() -> Iterator[None]:
+    """SIGTERM (a supervisor, `timeout`) unwinds like Ctrl-C does, so the app is still stopped."""
+
+    def exit_now(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 COMMANDS = [run]
