@@ -242,6 +242,8 @@ class ContainerInfo(Spec):
     idle_since: float = 0.0
     restored: bool = False
     error: str = ""
+    # Where it runs; filled in by whoever knows (the scheduler, the API).
+    node_id: str = ""
 
 
 class StartContainer(Message, tag="start_container"):

@@ -51,7 +51,7 @@ _log_decoder = msgspec.json.Decoder(LogLine)
 # ---------------------------------------------------------------- containers
 
 _CONTAINERS_SQL = """
-SELECT container_id, app, function, version, state, inflight, max_inputs, restored, error,
+SELECT container_id, app, function, version, node_id, state, inflight, max_inputs, restored, error,
        coalesce(extract(epoch FROM started_at), 0)::float8 AS started_at,
        coalesce(extract(epoch FROM idle_since), 0)::float8 AS idle_since
 FROM containers

@@ -19,7 +19,13 @@ class QuotaExceeded(Exception):
 
 @app.function()
 def boom(n: int) -> None:
-    raise QuotaExceeded(f"quota exceeded after {n} requests")
+    raise PermissionError(f"quota exceeded after {n} requests")
+
+
+@app.function()
+def custom_boom() -> None:
+    # A class the caller cannot import: it arrives as a RemoteError.
+    raise QuotaExceeded("over quota")
 
 
 @app.function(timeout=2)
