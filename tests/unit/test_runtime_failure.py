@@ -55,7 +55,7 @@ def test_the_traceback_starts_at_the_users_first_frame() -> None:
         # As in the container: the executor's frames, asyncio's and the thread
         # pool's come before the user's; the caller sees none of them.
         results: list[Result] = []
-        await Executor("ctr", 1).run(
+        await Executor("ctr", 1, asyncio.get_running_loop()).run(
             Invoke(call_id="c", app="a", function="f"), callee(fn, "m.f"), None, results.append
         )  # type: ignore[arg-type]
         return results[0]

@@ -1,84 +1,94 @@
-"""The runtime's end of the agent socket (``thaw_core.container_protocol``).
+"""The runtime's end of the agent socket (``thaw_core.container_protocol``),
+with blocking I/O from threads rather than asyncio streams.
 
-Frames are read on the event loop. They are written from any thread: a sync
-input's worker thread sends its own ``Output``, so that the result does not
-wait for the loop to wake up first (a thread hop is ~0.1 ms on these
-machines, a fair share of a warm call's budget). Writes go through their own
-descriptor (a dup of the socket), under a lock, whole frames at a time.
+Why threads: a sync function's input is read, run and answered by one thread
+(see ``runtime.py``), with no hand-off between the event loop and a pool
+thread. On these machines such a hand-off costs ~0.1 ms each way, several
+times what the socket round trip itself costs.
+
+- :meth:`read` is called by one thread at a time (the runtime's read lock).
+- :meth:`send` may be called from any thread; a lock keeps frames whole.
 """
 
 from __future__ import annotations
 
-import asyncio
-import select
 import socket
+import struct
 import threading
 import time
+from typing import Any
 
-from thaw_core.container_protocol import Frame, FrameReader, ToRuntime, pack
+import msgspec
+from thaw_core.container_protocol import MAX_FRAME, Frame, ToRuntime, pack
 
 # The agent listens before it starts the container; a short retry covers a
 # socket that is being bound as the process starts.
 CONNECT_TIMEOUT_S = 5.0
+_HEADER = struct.Struct(">I")  # the framing of container_protocol.pack
+
+
+class ChannelClosed(ConnectionError):
+    """The agent closed the connection or it broke; nothing more will come."""
 
 
 class AgentChannel:
-    def __init__(
-        self, sock: socket.socket, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        self._frames = FrameReader(reader, ToRuntime)
-        self._transport_writer = writer  # owns `sock`; only ever used to close it
-        # Its own descriptor, closed only by us under the lock: a thread
-        # sending while the transport closes `sock` cannot write into a
-        # descriptor number the process has reused meanwhile.
-        self._out = sock.dup()
-        self._lock = threading.Lock()
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._rfile = sock.makefile("rb")
+        self._decoder = msgspec.msgpack.Decoder(ToRuntime)
+        self._send_lock = threading.Lock()
         self._broken = False
-        self._writable = select.poll()
-        self._writable.register(self._out, select.POLLOUT)
 
     @classmethod
-    async def connect(cls, path: str, timeout_s: float = CONNECT_TIMEOUT_S) -> AgentChannel:
+    def connect(cls, path: str, timeout_s: float = CONNECT_TIMEOUT_S) -> AgentChannel:
         deadline = time.monotonic() + timeout_s
-        loop = asyncio.get_running_loop()
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.setblocking(False)
             try:
-                await loop.sock_connect(sock, path)
-                break
+                sock.connect(path)
+                return cls(sock)
             except (FileNotFoundError, ConnectionRefusedError) as e:
                 sock.close()
                 if time.monotonic() >= deadline:
                     raise ConnectionError(f"cannot reach the agent at {path}: {e}") from e
-                await asyncio.sleep(0.05)
-        reader, writer = await asyncio.open_unix_connection(sock=sock)
-        return cls(sock, reader, writer)
+                time.sleep(0.05)
 
-    async def read(self) -> ToRuntime | None:
-        """The next frame; None when the agent closed the connection."""
-        return await self._frames.read()
+    def read(self) -> Any:
+        """The next frame (blocking). ``msgspec.DecodeError`` for a frame that
+        does not decode (the stream stays in step); ``ChannelClosed`` at the end."""
+        try:
+            header = self._rfile.read(_HEADER.size)
+            if len(header) < _HEADER.size:
+                raise ChannelClosed("the agent closed the connection")
+            (size,) = _HEADER.unpack(header)
+            if size > MAX_FRAME:
+                raise ChannelClosed(f"frame of {size} bytes exceeds the {MAX_FRAME} limit")
+            body = self._rfile.read(size)
+        except (OSError, ValueError) as e:  # ValueError: read from a closed file
+            raise ChannelClosed(f"the agent connection broke: {e}") from e
+        if len(body) < size:
+            raise ChannelClosed("the agent closed the connection inside a frame")
+        return self._decoder.decode(body)
 
     def send(self, frame: Frame) -> None:
         """Send one frame, from any thread; blocks while the agent's end is full.
         A lost connection is not raised here: the reader sees it and ends the runtime."""
-        data = memoryview(pack(frame))
-        with self._lock:
-            while data and not self._broken:
-                try:
-                    data = data[self._out.send(data) :]
-                except BlockingIOError:
-                    # Non-blocking, as the loop needs `sock` (same open file) to be.
-                    self._writable.poll()
-                except OSError:
-                    self._broken = True
+        data = pack(frame)
+        with self._send_lock:
+            if self._broken:
+                return
+            try:
+                self._sock.sendall(data)
+            except OSError:
+                self._broken = True
 
-    async def close(self) -> None:
-        with self._lock:
+    def close(self) -> None:
+        """Everything sent so far still reaches the agent."""
+        with self._send_lock:
             self._broken = True
-            self._out.close()
-        self._transport_writer.close()
-        try:
-            await self._transport_writer.wait_closed()
-        except ConnectionError:
-            pass
+            try:
+                # Wakes any thread blocked in read(); close() alone would not.
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._sock.close()

@@ -1,10 +1,11 @@
 """Runs user code and turns what it did into a ``Result``.
 
-Coroutine and async-generator functions run on the event loop; everything else
-runs on one pool of threads made at start, so that a blocking function never
-stalls the loop that reads the agent's frames. For a sync function the whole
-input (decode, call, encode, reply) runs in its thread: a large pickle never
-blocks the loop either, and the result goes out without waiting for the loop.
+Coroutine and async-generator functions run on the event loop. Sync ones run
+in a thread, never on the loop: on the reader thread that received the input
+(:meth:`Executor.run_here`, the hot path), or on a pool of threads made at
+start (hooks, and inputs that had to wait for the loop first). Either way the
+whole input (decode, call, encode, reply) runs in that thread: a large pickle
+never blocks the loop, and the result goes out without waiting for it.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def our_cancellation(e: BaseException) -> bool:
 
 
 class Executor:
-    def __init__(self, container_id: str, max_inputs: int) -> None:
+    def __init__(self, container_id: str, max_inputs: int, loop: asyncio.AbstractEventLoop) -> None:
         self.container_id = container_id
+        self._loop = loop
         self._pool = ThreadPoolExecutor(
             max_workers=max_inputs + SPARE_THREADS, thread_name_prefix="thaw-input"
         )
@@ -101,7 +103,7 @@ class Executor:
         """Call a hook or constructor where it belongs; its exception propagates."""
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
             return await _settle(fn(*args))
-        value = await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        value = await self._loop.run_in_executor(self._pool, fn, *args)
         return await _settle(value)
 
     async def run(
@@ -113,11 +115,24 @@ class Executor:
         if target.on_loop:
             reply(await self._run_on_loop(invoke, target, instance, started_at))
             return
-        unsettled = await asyncio.get_running_loop().run_in_executor(
+        unsettled = await self._loop.run_in_executor(
             self._pool, self._run_in_thread, invoke, target, instance, started_at, reply
         )
         if unsettled is not None:
             reply(await self._finish_on_loop(invoke, target, unsettled.value, started_at))
+
+    def run_here(
+        self, invoke: Invoke, target: Callee, instance: object | None, reply: Reply
+    ) -> None:
+        """Run a sync input in the calling thread (not the loop's)."""
+        started_at = time.time()
+        unsettled = self._run_in_thread(invoke, target, instance, started_at, reply)
+        if unsettled is not None:
+
+            async def settle(value: Any) -> None:
+                reply(await self._finish_on_loop(invoke, target, value, started_at))
+
+            asyncio.run_coroutine_threadsafe(settle(unsettled.value), self._loop)
 
     def _run_in_thread(
         self,

@@ -19,9 +19,15 @@ from thaw.runtime.log import log
 
 
 class Target(Protocol):
+    # Whether any callable is sync, so that reader threads may run inputs.
+    runs_in_threads: bool
+
     async def enter(self, *, snap: bool) -> None:
         """Run the startup work of one phase: ``snap=True`` is captured by a
         memory snapshot, ``snap=False`` runs again after every restore."""
+
+    def bind_now(self, invoke: Invoke) -> tuple[Callee, object | None] | None:
+        """``bind`` when it needs nothing built (from any thread); None otherwise."""
 
     async def bind(self, invoke: Invoke) -> tuple[Callee, object | None]:
         """What ``invoke`` calls, and the instance it is called on (None for a function)."""
@@ -33,9 +39,13 @@ class Target(Protocol):
 class FunctionTarget:
     def __init__(self, function: Callee) -> None:
         self._function = function
+        self.runs_in_threads = not function.on_loop
 
     async def enter(self, *, snap: bool) -> None:
         pass
+
+    def bind_now(self, invoke: Invoke) -> tuple[Callee, object | None] | None:
+        return (self._function, None) if invoke.method is None else None
 
     async def bind(self, invoke: Invoke) -> tuple[Callee, object | None]:
         if invoke.method is not None:
@@ -58,6 +68,7 @@ class ClassTarget:
         self._executor = executor
         self._hooks = _cls.hooks(user_cls)
         self._methods = {m: callee(fn, f"{name}.{m}") for m, fn in self._hooks.methods.items()}
+        self.runs_in_threads = any(not m.on_loop for m in self._methods.values())
         # A class whose parameters all have defaults gets its default instance
         # at start, so its enter hooks run before the container says Ready.
         self._has_default = not any(p.required for p in _cls.parameters(user_cls).values())
@@ -85,7 +96,18 @@ class ClassTarget:
             await self._run_hooks(self._hooks.enter_nosnap, self._default)
             self._entered.append(self._default)
 
+    def bind_now(self, invoke: Invoke) -> tuple[Callee, object | None] | None:
+        method = self._methods.get(invoke.method) if invoke.method is not None else None
+        if method is None:
+            return None
+        if not invoke.params and self._default is not None:
+            return method, self._default
+        instance = self._ready.get((invoke.codec, invoke.params))  # atomic: dict.get
+        return None if instance is None else (method, instance)
+
     async def bind(self, invoke: Invoke) -> tuple[Callee, object | None]:
+        if (bound := self.bind_now(invoke)) is not None:
+            return bound
         method = self._methods.get(invoke.method) if invoke.method is not None else None
         if method is None:
             wanted = (
@@ -96,13 +118,7 @@ class ClassTarget:
             raise AttributeError(
                 f"{self._name}: {wanted}; its methods: {', '.join(self._methods) or 'none'}"
             )
-        if not invoke.params and self._default is not None:
-            return method, self._default
-        key = (invoke.codec, invoke.params)
-        instance = self._ready.get(key)
-        if instance is None:
-            instance = await self._instance(key)
-        return method, instance
+        return method, await self._instance((invoke.codec, invoke.params))
 
     async def _instance(self, key: tuple[str, bytes]) -> object:
         build = self._building.get(key)
