@@ -168,6 +168,8 @@ class FakeGateway:
                 return 202, enc.encode(CallAccepted(call_id=m[1]))
             return 200, enc.encode(self._finish(m[1]))
         if m := re.fullmatch(r"/v1/calls/([^/]+)/cancel", route):
+            if m[1] in self.results:
+                return error(409, "conflict", f"call {m[1]} already finished; too late to cancel")
             self.pending.pop(m[1], None)
             self.results[m[1]] = CallResult(
                 call_id=m[1], status="cancelled", codec="pickle", error="cancelled by the client"
@@ -409,6 +411,13 @@ def test_cancel_makes_get_raise_input_cancellation(gateway: FakeGateway) -> None
     call.cancel()
     with pytest.raises(thaw.exception.InputCancellation, match="cancelled by the client"):
         call.get()
+
+
+def test_cancelling_a_finished_call_keeps_its_result(gateway: FakeGateway) -> None:
+    call = square.spawn(3)
+    assert call.get() == 9
+    call.cancel()
+    assert call.get() == 9 and thaw.FunctionCall.from_id(call.object_id).get() == 9
 
 
 def test_gather(gateway: FakeGateway) -> None:

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import time
@@ -21,7 +22,7 @@ from thaw._serialization import serialize_args
 from thaw._spec import checked_name
 from thaw._sync import aio_function, aio_iterator, aio_method
 from thaw.client import LONG_POLL_S, Route, current
-from thaw.exception import InvalidError, TimeoutError
+from thaw.exception import AlreadyExistsError, InvalidError, TimeoutError
 
 if TYPE_CHECKING:
     from thaw_core.api import FunctionInfo
@@ -273,7 +274,9 @@ class FunctionCall:
 
     @aio_method
     async def cancel(self, terminate_containers: bool = False) -> None:
-        await current().cancel(self.object_id, terminate=terminate_containers)
+        """Stop the call if it has not finished; a finished call keeps its result."""
+        with contextlib.suppress(AlreadyExistsError):  # the gateway's 409: it finished first
+            await current().cancel(self.object_id, terminate=terminate_containers)
 
     @staticmethod
     @aio_function
