@@ -5,7 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 export UV_PYTHON_DOWNLOADS := never
-UV := $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv as a module of the machine's python3: no PATH assumptions on a fresh machine.
+UV := python3 -m uv
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
 
 .PHONY: help setup host-deps dev up test test-fast bench lint proto proto-check clean
@@ -21,7 +22,7 @@ setup: $(VENV)/.installed host-deps
 
 # Python: one venv, every workspace package editable.
 $(VENV)/.installed: $(PYPROJECTS) $(wildcard uv.lock)
-	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install -q --user uv
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install -q uv
 	$(UV) sync --python python3 --all-packages
 	@touch $@
 
@@ -33,7 +34,7 @@ dev: setup
 	$(VENV)/bin/thaw up --with-agent
 
 test: setup
-	$(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/bench $(PYTEST_ARGS)
 
 bench: setup
 	$(VENV)/bin/pytest -q -s tests/bench $(PYTEST_ARGS)

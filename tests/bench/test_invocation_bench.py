@@ -1,0 +1,102 @@
+"""Warm call latency and map throughput, through the SDK and over HTTP.
+
+Prints p50/p99 of a warm ``.remote()`` round trip and inputs/s of ``.map()``,
+and their ratios to Ray 2.60 measured on this same 2-core machine kind
+(DESIGN.md: no-op task round trip p50 2.5 ms, p99 6.2 ms; 20,000 tasks at
+1,330 tasks/s). Ray is not installed here, so those are recorded numbers, not
+measured in this run. Run with ``make bench``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+import thaw as modal
+from fixtures.platform import Platform
+
+RAY_P50_MS, RAY_P99_MS, RAY_TASKS_PER_S = 2.5, 6.2, 1330.0
+APP = Path(__file__).parent / "apps" / "bench_noop.py"
+ROUND_TRIPS = 500
+MAP_INPUTS = 5000
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+@pytest.fixture(scope="module")
+def deployed(platform: Platform) -> Platform:
+    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
+    out = subprocess.run([sys.executable, "-m", "thaw.cli", "deploy", str(APP)], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return platform
+
+
+def report(title: str, p50_ms: float, p99_ms: float, per_s: float) -> None:
+    print(
+        f"\n{title}: warm round trip p50 {p50_ms:.2f} ms (Ray/thaw {RAY_P50_MS / p50_ms:.2f}x), "
+        f"p99 {p99_ms:.2f} ms (Ray/thaw {RAY_P99_MS / p99_ms:.2f}x); "
+        f"map {per_s:.0f} inputs/s (thaw/Ray {per_s / RAY_TASKS_PER_S:.2f}x)"
+    )
+
+
+def test_sdk_latency_and_throughput(deployed: Platform, use_platform: Platform) -> None:
+    echo = modal.Function.from_name("bench-noop", "echo")
+    for i in range(20):  # warm: container up, connections open
+        assert echo.remote(i) == i
+    samples = []
+    for i in range(ROUND_TRIPS):
+        t = time.perf_counter()
+        echo.remote(i)
+        samples.append((time.perf_counter() - t) * 1000)
+
+    wide = modal.Function.from_name("bench-noop", "echo_wide")
+    list(wide.map(range(200)))  # warm
+    t = time.perf_counter()
+    assert list(wide.map(range(MAP_INPUTS))) == list(range(MAP_INPUTS))
+    per_s = MAP_INPUTS / (time.perf_counter() - t)
+    report("SDK", statistics.median(samples), pct(samples, 0.99), per_s)
+
+
+async def test_http_latency_and_throughput(deployed: Platform) -> None:
+    headers = {"Authorization": f"Bearer {deployed.token}"}
+    base = f"{deployed.gateway_url}/v1/functions/bench-noop"
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async def call(i: int) -> None:
+            async with http.post(f"{base}/echo/calls?wait=30", json={"args": [i]}) as r:
+                body = await r.json()
+                assert r.status == 200 and body["value"] == i, body
+
+        for i in range(20):
+            await call(i)
+        samples = []
+        for i in range(ROUND_TRIPS):
+            t = time.perf_counter()
+            await call(i)
+            samples.append((time.perf_counter() - t) * 1000)
+
+        t = time.perf_counter()
+        items = [{"args": [i]} for i in range(MAP_INPUTS)]
+        async with http.post(f"{base}/echo_wide/calls:batch", json={"items": items}) as r:
+            ids = (await r.json())["call_ids"]
+        got = 0
+        async with http.post(f"{deployed.gateway_url}/v1/calls:stream", json={"call_ids": ids}) as r:
+            async for line in r.content:
+                if line.strip():
+                    assert json.loads(line)["status"] == "success"
+                    got += 1
+        per_s = MAP_INPUTS / (time.perf_counter() - t)
+        assert got == MAP_INPUTS
+    report("HTTP", statistics.median(samples), pct(samples, 0.99), per_s)
