@@ -72,7 +72,6 @@ class AgentService(Service):
         self.subject = f"thaw.event.node.{node_subject_token(self.node_id)}"
         # The GPU set does not change while the agent runs; NVML init is slow-ish.
         self.gpus = await asyncio.to_thread(gpu_inventory)
-        psutil.cpu_percent(interval=None)  # prime the CPU-usage counter
         self.log.info(
             "node inventory",
             extra={"node_id": self.node_id, "cores": psutil.cpu_count(), "gpus": len(self.gpus)},
@@ -105,22 +104,19 @@ class AgentService(Service):
 
     def heartbeat(self) -> NodeHeartbeat:
         cores = psutil.cpu_count(logical=True) or 1
-        vm = psutil.virtual_memory()
-        busy = psutil.cpu_percent(interval=None) / 100.0
-        memory_mb = int(vm.total) // (1024 * 1024)
+        memory_mb = int(psutil.virtual_memory().total) // (1024 * 1024)
         reserved_cores, reserved_mb = self.node.reserved()
-        # What is neither reserved by our containers nor used by anything else:
-        # an idle container still holds its reservation, and load that is not
-        # ours still takes room.
-        free_cores = min(cores * max(0.0, 1.0 - busy), cores - reserved_cores)
-        free_mb = min(int(vm.available) // (1024 * 1024), memory_mb - reserved_mb)
+        # Free means not reserved by our containers, as with Kubernetes
+        # requests: the CPU load of the moment swings too fast to place on
+        # (a busy 2-core node would look full between two heartbeats), and
+        # an idle container keeps its reservation.
         return NodeHeartbeat(
             node_id=self.node_id,
             cores=cores,
             memory_mb=memory_mb,
             gpus=list(self.gpus),
-            free_cores=round(max(0.0, free_cores), 3),
-            free_memory_mb=max(0, free_mb),
+            free_cores=round(max(0.0, cores - reserved_cores), 3),
+            free_memory_mb=max(0, memory_mb - reserved_mb),
             containers=self.node.containers(),
         )
 
