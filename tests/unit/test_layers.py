@@ -18,13 +18,19 @@ from thaw_core.blob import BlobIntegrityError, LocalBlobStore
 from thaw_core.layers import LayerCache, LayerError
 
 is_root = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not is_root, reason="overlay whiteouts (mknod, trusted.* xattrs) need root")
+needs_root = pytest.mark.skipif(
+    not is_root, reason="overlay whiteouts (mknod, trusted.* xattrs) need root"
+)
 
 STEPS = [
     {"op": "pip_install", "packages": ["six"]},
     {"op": "run_commands", "commands": ["echo hi > /hello"]},
     {"op": "env", "vars": {"A": "1"}},
-    {"op": "add_local_file", "remote_path": "/app/x", "files": [{"dest": "/app/x", "sha256": "ab" * 32}]},
+    {
+        "op": "add_local_file",
+        "remote_path": "/app/x",
+        "files": [{"dest": "/app/x", "sha256": "ab" * 32}],
+    },
 ]
 
 
@@ -207,9 +213,20 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfi
         # A hard link to a file outside the layer.
         [(entry("hard", tarfile.LNKTYPE, "../outside/secret"), b"")],
         # A hard link to a symlink (it would link whatever the symlink names).
-        [(entry("s", tarfile.SYMTYPE, "/etc/passwd"), b""), (entry("h", tarfile.LNKTYPE, "s"), b"")],
+        [
+            (entry("s", tarfile.SYMTYPE, "/etc/passwd"), b""),
+            (entry("h", tarfile.LNKTYPE, "s"), b""),
+        ],
     ],
-    ids=["dotdot", "absolute", "normalised-dotdot", "abs-symlink", "rel-symlink", "hardlink-out", "hardlink-symlink"],
+    ids=[
+        "dotdot",
+        "absolute",
+        "normalised-dotdot",
+        "abs-symlink",
+        "rel-symlink",
+        "hardlink-out",
+        "hardlink-symlink",
+    ],
 )
 def test_unpack_refuses_members_that_escape_the_layer(tmp_path: Path, members: list) -> None:
     (tmp_path / "outside").mkdir()

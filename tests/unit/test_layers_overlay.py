@@ -30,7 +30,9 @@ def write(root: Path, rel: str, text: str) -> None:
     (root / rel).write_text(text)
 
 
-async def test_whiteouts_of_an_upper_layer_hide_lower_files(tmp_path: Path, mounts: list[Path]) -> None:
+async def test_whiteouts_of_an_upper_layer_hide_lower_files(
+    tmp_path: Path, mounts: list[Path]
+) -> None:
     base = tmp_path / "base"
     for rel in ("keep", "gone", "dir/x", "dir/y", "other/z"):
         write(base, rel, rel)

@@ -73,6 +73,7 @@ __all__ = [
     "layer_id",
     "local_base",
     "lowerdirs",
+    "mounts_under",
     "overlay_mount",
     "pack_layer",
     "rootfs_python_version",
@@ -132,7 +133,9 @@ def base_layer_id(rootfs: Path | None = None, python_version: str | None = None)
     and the rootfs's marker file (which records how and when it was built, so
     two independently built rootfs never share an id)."""
     version = python_version or rootfs_python_version(rootfs)
-    return hashlib.sha256(BASE_DEBIAN_SLIM.encode() + version.encode() + _marker(rootfs)).hexdigest()
+    return hashlib.sha256(
+        BASE_DEBIAN_SLIM.encode() + version.encode() + _marker(rootfs)
+    ).hexdigest()
 
 
 def _marker(rootfs: Path | None) -> bytes:
@@ -456,6 +459,19 @@ def unmount(target: Path) -> None:
             raise OSError(err, f"unmount {target}: {os.strerror(err)}")
 
 
+def mounts_under(directory: Path) -> list[Path]:
+    """Mount points at or below ``directory`` in this mount namespace, deepest
+    first (the order to unmount them in)."""
+    prefix = str(directory).rstrip("/") + "/"
+    found: set[Path] = set()
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            point = _unescape(line.split(" ", 5)[4])
+            if point == prefix[:-1] or point.startswith(prefix):
+                found.add(Path(point))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
+
+
 def _overlay_lowerdirs_in_use() -> set[str]:
     """Every lower dir of every overlay mounted in this mount namespace."""
     used: set[str] = set()
@@ -635,13 +651,13 @@ class LayerCache:
 
 
 async def lowerdirs(
-    manifest: ImageManifest, cache: LayerCache, blob: BlobStore, *, rootfs: Path | None = None
+    refs: Sequence[LayerRef], cache: LayerCache, blob: BlobStore, *, rootfs: Path | None = None
 ) -> list[Path]:
-    """The unpacked layers of ``manifest``, base first (``overlay_mount``'s
-    order): the local rootfs for a matching base, the cache for the rest,
-    pulling what is missing."""
+    """The unpacked layers ``refs`` (an ``ImageManifest.layers``), base first
+    (``overlay_mount``'s order): the local rootfs for a matching base, the
+    cache for the rest, pulling what is missing."""
     dirs: list[Path] = []
-    for ref in manifest.layers:
+    for ref in refs:
         if ref.digest == EMPTY_DIGEST:
             continue
         here = local_base(ref, rootfs)

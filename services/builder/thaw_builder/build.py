@@ -1,0 +1,328 @@
+"""One image build: plan it, reuse every layer the catalogue has, build the
+others once (a lock per layer id, shared by every builder), record the image.
+
+A step's layer is built by whoever first takes its lock; a build that needs
+the same layer meanwhile reports ``waiting``, then finds it in the catalogue
+(a cache hit). So two deploys of one new image build it once, and two images
+that share their first steps build those once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from thaw_core import hosttools, layers
+from thaw_core.blob import BlobStore
+from thaw_core.layers import ImageManifest, LayerCache, LayerError, LayerRef
+
+from thaw_builder.catalog import Catalog, StoredLayer
+from thaw_builder.config import BuilderConfig
+from thaw_builder.files import FilesError, add_files
+from thaw_builder.messages import (
+    AddLocalDir,
+    AddLocalFile,
+    AddLocalPythonSource,
+    BuildRequest,
+    BuildResult,
+    ImageLookup,
+    ImageLookupReply,
+    StepStatus,
+)
+from thaw_builder.pipconf import PipSettings
+from thaw_builder.plan import Plan, PlanError, PlannedStep, make_plan
+from thaw_builder.runner import StepContainer, Stream, run_quietly
+from thaw_builder.steps import command_for
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    """Where a build's progress and output go (the service: NATS)."""
+
+    async def progress(
+        self, step: PlannedStep, status: StepStatus, *, elapsed_s: float = 0.0
+    ) -> None: ...
+
+    def output(self, step: int, stream: Stream | str, line: str) -> None: ...
+
+
+class StepFailed(Exception):
+    def __init__(
+        self,
+        step: PlannedStep,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        tail: Sequence[str] = (),
+    ) -> None:
+        super().__init__(message)
+        self.step = step
+        self.exit_code = exit_code
+        self.tail = list(tail)
+
+
+class Builder:
+    def __init__(
+        self, *, catalog: Catalog, blob: BlobStore, config: BuilderConfig, pip: PipSettings
+    ) -> None:
+        self.catalog = catalog
+        self.blob = blob
+        self.config = config
+        self.pip = pip
+        self.cache = LayerCache(config.layers)
+
+    # ------------------------------------------------------------ entry points
+
+    async def build(self, request: BuildRequest, reporter: Reporter) -> BuildResult:
+        started = time.monotonic()
+        build_id = request.build_id
+
+        def failed(step: int, op: str, error: str, **kw: object) -> BuildResult:
+            return BuildResult(
+                build_id=build_id,
+                ok=False,
+                failed_step=step,
+                failed_op=op,
+                error=error,
+                elapsed_s=round(time.monotonic() - started, 3),
+                **kw,  # type: ignore[arg-type]
+            )
+
+        try:
+            plan = make_plan(request.image, self.config.rootfs)
+        except PlanError as e:
+            return failed(e.step, e.op, str(e))
+        except LayerError as e:
+            return failed(0, "debian_slim", str(e))
+
+        existing = await self.catalog.image(plan.image_id)
+        if existing is not None:
+            for ps in plan.steps:
+                await reporter.progress(ps, "applied" if ps.kind == "meta" else "cached")
+            return BuildResult(
+                build_id=build_id,
+                ok=True,
+                image_id=plan.image_id,
+                manifest=existing,
+                cached_steps=sum(ps.kind != "meta" for ps in plan.steps),
+                elapsed_s=round(time.monotonic() - started, 3),
+            )
+        if problem := host_problem(self.config):
+            return failed(-1, "", problem)
+
+        refs: list[LayerRef] = []
+        built = cached = 0
+        for ps in plan.steps:
+            if ps.kind == "meta":
+                await reporter.progress(ps, "applied")
+                continue
+            try:
+                stored, made = await self._layer(ps, refs, reporter)
+            except StepFailed as e:
+                await reporter.progress(ps, "failed")
+                return failed(ps.index, ps.op, str(e), exit_code=e.exit_code, log_tail=e.tail)
+            except Exception as e:  # a build failure, reported, never a crash
+                log.exception("build %s: step %d (%s) failed", build_id, ps.index, ps.op)
+                await reporter.progress(ps, "failed")
+                return failed(ps.index, ps.op, f"internal error: {type(e).__name__}: {e}")
+            built += made
+            cached += not made
+            refs.append(
+                LayerRef(
+                    layer_id=ps.layer_id,
+                    digest=stored.digest,
+                    size=stored.size,
+                    base=layers.BASE_DEBIAN_SLIM if ps.kind == "base" else "",
+                )
+            )
+        manifest = _manifest(plan, refs)
+        await self.catalog.add_image(manifest)
+        with contextlib.suppress(Exception):
+            await self.cache.evict(self.config.cache_bytes)
+        return BuildResult(
+            build_id=build_id,
+            ok=True,
+            image_id=plan.image_id,
+            manifest=manifest,
+            cached_steps=cached,
+            built_steps=built,
+            elapsed_s=round(time.monotonic() - started, 3),
+        )
+
+    async def lookup(self, query: ImageLookup) -> ImageLookupReply:
+        if query.image is not None:
+            try:
+                image_id = make_plan(query.image, self.config.rootfs).image_id
+            except (PlanError, LayerError) as e:
+                return ImageLookupReply(image_id="", built=False, error=str(e))
+        elif query.image_id:
+            image_id = query.image_id
+        else:
+            return ImageLookupReply(image_id="", built=False, error="give an image_id or an image")
+        manifest = await self.catalog.image(image_id)
+        return ImageLookupReply(image_id=image_id, built=manifest is not None, manifest=manifest)
+
+    async def recover(self) -> None:
+        """Clean up after a builder that died mid-build: its build containers,
+        overlay mounts and scratch dirs. One builder per THAW_BUILDER_DIR."""
+        runc_root = self.config.runc_root
+        if runc_root.is_dir():
+            for state in runc_root.iterdir():
+                await run_quietly(
+                    [
+                        str(hosttools.runc_path()),
+                        "--root",
+                        str(runc_root),
+                        "delete",
+                        "--force",
+                        state.name,
+                    ]
+                )
+        for point in layers.mounts_under(self.cache.tmp):
+            with contextlib.suppress(OSError):
+                layers.unmount(point)
+        await asyncio.to_thread(self.cache.sweep)
+
+    # ------------------------------------------------------------ layers
+
+    async def _layer(
+        self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter
+    ) -> tuple[StoredLayer, bool]:
+        """The step's layer from the catalogue, or built now; True when built here."""
+        stored = await self.catalog.layer(ps.layer_id)
+        if stored is None:
+            async with self.catalog.layer_lock(ps.layer_id, wait=False) as mine:
+                if mine:
+                    return await self._build_locked(ps, below, reporter)
+            await reporter.progress(ps, "waiting")
+            async with self.catalog.layer_lock(ps.layer_id):
+                return await self._build_locked(ps, below, reporter)
+        await reporter.progress(ps, "cached")
+        return stored, False
+
+    async def _build_locked(
+        self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter
+    ) -> tuple[StoredLayer, bool]:
+        # Whoever held the lock before us may have built it.
+        stored = await self.catalog.layer(ps.layer_id)
+        if stored is not None:
+            await reporter.progress(ps, "cached")
+            return stored, False
+        await reporter.progress(ps, "building")
+        t0 = time.monotonic()
+        scratch = self.cache.scratch("build-")
+        try:
+            match ps.kind:
+                case "base":
+                    stored = await self._store(ps, self.config.rootfs, scratch, adopt=False)
+                case "run":
+                    stored = await self._run_step(ps, below, reporter, scratch)
+                case "files":
+                    stored = await self._files_step(ps, below, reporter, scratch)
+                case _:
+                    raise AssertionError(f"step kind {ps.kind} has no layer")
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+        await reporter.progress(ps, "built", elapsed_s=round(time.monotonic() - t0, 3))
+        return stored, True
+
+    async def _run_step(
+        self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter, scratch: Path
+    ) -> StoredLayer:
+        lowers = await layers.lowerdirs(below, self.cache, self.blob, rootfs=self.config.rootfs)
+        cmd = command_for(
+            ps,
+            pip=self.pip,
+            pip_cache=self.config.pip_cache,
+            scratch=scratch,
+            timeout_s=self.config.step_timeout_s,
+        )
+        self.config.runc_root.mkdir(parents=True, exist_ok=True)
+        container = StepContainer(
+            scratch, runc_root=self.config.runc_root, container_id=f"build-{uuid.uuid4().hex[:12]}"
+        )
+        outcome = await container.run(
+            lowers, cmd, lambda stream, line: reporter.output(ps.index, stream, line)
+        )
+        if outcome.exit_code != 0:
+            why = (
+                "ran past its time limit"
+                if outcome.timed_out
+                else f"exited with code {outcome.exit_code}"
+            )
+            raise StepFailed(
+                ps,
+                f"step {ps.index} ({ps.op}) {why}",
+                exit_code=outcome.exit_code,
+                tail=outcome.tail,
+            )
+        return await self._store(ps, container.upper, scratch)
+
+    async def _files_step(
+        self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter, scratch: Path
+    ) -> StoredLayer:
+        assert isinstance(ps.step, AddLocalFile | AddLocalDir | AddLocalPythonSource)
+        lowers = await layers.lowerdirs(below, self.cache, self.blob, rootfs=self.config.rootfs)
+        upper, work, root = scratch / "upper", scratch / "ovl-work", scratch / "rootfs"
+        for d in (upper, work, root):
+            d.mkdir()
+        layers.overlay_mount(lowers, root, upper=upper, work=work)
+        try:
+            await add_files(root, ps.step.files, self.blob)
+        except FilesError as e:
+            raise StepFailed(ps, f"step {ps.index} ({ps.op}): {e}") from None
+        finally:
+            layers.unmount(root)
+        for f in ps.step.files:
+            reporter.output(ps.index, "system", f"added {f.dest}")
+        await asyncio.to_thread(shutil.rmtree, work, True)
+        return await self._store(ps, upper, scratch)
+
+    async def _store(
+        self, ps: PlannedStep, tree: Path, scratch: Path, *, adopt: bool = True
+    ) -> StoredLayer:
+        """Pack ``tree`` as the step's layer, upload it, catalogue it, and keep
+        it unpacked in the cache (``adopt``) for the steps built on it."""
+        packed = await asyncio.to_thread(
+            layers.pack_layer, tree, scratch / "layer.tar.zst", level=self.config.zstd_level
+        )
+        if packed.path is not None:
+            key = layers.blob_key(packed.digest)
+            if not await self.blob.exists(key):
+                await self.blob.put(key, packed.path, sha256=packed.digest)
+            packed.path.unlink()
+            if adopt:
+                await self.cache.adopt(packed.digest, tree)
+        stored = StoredLayer(ps.layer_id, packed.digest, packed.size)
+        await self.catalog.add_layer(stored)
+        return stored
+
+
+def _manifest(plan: Plan, refs: list[LayerRef]) -> ImageManifest:
+    return ImageManifest(
+        image_id=plan.image_id,
+        layers=[r for r in refs if r.digest != layers.EMPTY_DIGEST],
+        env=plan.env,
+        workdir=plan.workdir,
+        python_version=plan.python_version,
+    )
+
+
+def host_problem(config: BuilderConfig) -> str:
+    """Why this machine cannot build images, or "" when it can."""
+    if os.geteuid() != 0:
+        return "the builder must run as root (it mounts overlays and runs runc)"
+    if not hosttools.runc_path().exists():
+        return f"runc not found at {hosttools.runc_path()}: run `make setup`"
+    if not hosttools.rootfs_ready(config.rootfs):
+        return f"no finished base rootfs at {config.rootfs}: run `make setup`"
+    return ""

@@ -1,0 +1,406 @@
+"""The builder service end to end: build requests over NATS, layers in a real
+S3 server, the catalogue in Postgres, steps in runc containers; then a plain
+runc container on the built image, its layers pulled into a fresh cache as a
+node agent would.
+
+One builder for the module (its first build exports the base rootfs, a few
+seconds); each test uses images of its own, except where reuse is the point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+import zstandard
+from thaw_builder.messages import (
+    LOOKUP_SUBJECT,
+    REQUEST_SUBJECT,
+    BuildLog,
+    BuildOutput,
+    BuildProgress,
+    BuildResult,
+    ImageLookupReply,
+    log_subject,
+    result_subject,
+)
+from thaw_builder.service import BuilderService
+from thaw_core import hosttools, layers
+from thaw_core.blob import BlobStore, open_blob_store
+from thaw_core.bus import Bus
+from thaw_core.config import Settings
+from thaw_core.layers import ImageManifest, LayerCache
+from thaw_core.schema import ErrorEvent
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root: the builder mounts overlays and runs runc"
+    if not hosttools.runc_path().exists():
+        return f"runc not found at {hosttools.runc_path()}; run `make setup`"
+    if not hosttools.rootfs_ready():
+        return f"no finished rootfs at {hosttools.default_rootfs()}; run `make setup`"
+    return None
+
+
+pytestmark = [
+    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+    pytest.mark.slow,
+]
+
+_result = msgspec.json.Decoder(BuildResult)
+_log = msgspec.json.Decoder(BuildLog)
+_lookup = msgspec.json.Decoder(ImageLookupReply)
+_error = msgspec.json.Decoder(ErrorEvent)
+
+
+def image(*steps: dict[str, Any]) -> dict[str, Any]:
+    return {"steps": [{"op": "debian_slim"}, *steps]}
+
+
+SIX = {"op": "pip_install", "packages": ["six"]}
+HELLO = {"op": "run_commands", "commands": ["echo hi > /hello"]}
+ENV_A = {"op": "env", "vars": {"A": "1"}}
+IMAGE = image(SIX, HELLO, ENV_A)
+
+
+@dataclass
+class Build:
+    result: BuildResult
+    log: list[BuildProgress | BuildOutput] = field(default_factory=list)
+
+    def statuses(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for m in self.log:
+            if isinstance(m, BuildProgress):
+                out.setdefault(m.step, []).append(m.status)
+        return out
+
+    def final_status(self) -> dict[int, str]:
+        return {step: s[-1] for step, s in self.statuses().items()}
+
+    def output(self, step: int) -> list[str]:
+        return [
+            line
+            for m in self.log
+            if isinstance(m, BuildOutput) and m.step == step
+            for line in m.lines
+        ]
+
+
+@dataclass
+class BuilderEnv:
+    bus: Bus
+    blob: BlobStore
+    service: BuilderService
+    root: Path
+
+    async def build(
+        self, spec: dict[str, Any] | bytes, *, build_id: str | None = None, timeout_s: float = 120
+    ) -> Build:
+        build_id = build_id or uuid.uuid4().hex
+        results: asyncio.Queue[BuildResult] = asyncio.Queue()
+        log: list[BuildProgress | BuildOutput] = []
+
+        async def on_log(msg: Any) -> None:
+            log.append(_log.decode(msg.data))
+
+        async def on_result(msg: Any) -> None:
+            await results.put(_result.decode(msg.data))
+
+        subs = [
+            await self.bus.nc.subscribe(log_subject(build_id), cb=on_log),
+            await self.bus.nc.subscribe(result_subject(build_id), cb=on_result),
+        ]
+        try:
+            payload = (
+                spec
+                if isinstance(spec, bytes)
+                else msgspec.json.encode(
+                    {"type": "build_request", "build_id": build_id, "image": spec}
+                )
+            )
+            await self.bus.publish(REQUEST_SUBJECT, payload)
+            result = await asyncio.wait_for(results.get(), timeout_s)
+            await self.bus.nc.flush()
+        finally:
+            for s in subs:
+                await s.unsubscribe()
+        return Build(result, log)
+
+    async def lookup(self, query: dict[str, Any]) -> ImageLookupReply:
+        reply = await self.bus.request(
+            LOOKUP_SUBJECT, msgspec.json.encode({"type": "image_lookup", **query}), timeout_s=10
+        )
+        return _lookup.decode(reply.data)
+
+    async def layer_names(self, digest: str) -> list[str]:
+        """The member names of a stored layer tar, as a registry client would see them."""
+        data = await self.blob.get(layers.blob_key(digest), sha256=digest)
+        raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            return tar.getnames()
+
+    async def run_in_image(self, manifest: ImageManifest, argv: list[str]) -> str:
+        """Run ``argv`` in a plain runc container on the image, its layers pulled
+        into a fresh cache (as a node that never saw them), and return stdout."""
+        work = self.root / f"run-{uuid.uuid4().hex[:8]}"
+        cache = LayerCache(work / "cache")
+        lowers = await layers.lowerdirs(manifest.layers, cache, self.blob)
+        assert all(p.is_relative_to(work) or p == hosttools.default_rootfs() for p in lowers)
+        for d in ("upper", "ovl-work", "rootfs", "bundle"):
+            (work / d).mkdir()
+        layers.overlay_mount(lowers, work / "rootfs", upper=work / "upper", work=work / "ovl-work")
+        try:
+            runc = [str(hosttools.runc_path()), "--root", str(work / "runc")]
+            await asyncio.to_thread(
+                subprocess.run, [*runc, "spec", "--bundle", str(work / "bundle")], check=True
+            )
+            cfg = json.loads((work / "bundle/config.json").read_text())
+            cfg["root"] = {"path": str(work / "rootfs"), "readonly": False}
+            cfg["process"]["terminal"] = False
+            cfg["process"]["args"] = argv
+            cfg["process"]["cwd"] = manifest.workdir
+            cfg["process"]["env"] += [f"{k}={v}" for k, v in manifest.env.items()]
+            (work / "bundle/config.json").write_text(json.dumps(cfg))
+            cid = f"t-{uuid.uuid4().hex[:10]}"
+            proc = await asyncio.create_subprocess_exec(
+                *runc,
+                "run",
+                "--bundle",
+                str(work / "bundle"),
+                cid,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            await asyncio.to_thread(
+                subprocess.run, [*runc, "delete", "--force", cid], check=False, capture_output=True
+            )
+            assert proc.returncode == 0, err.decode()
+            return out.decode()
+        finally:
+            layers.unmount(work / "rootfs")
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+async def env(nats_url: str, postgres: Any, s3_url: str) -> AsyncIterator[BuilderEnv]:
+    name = f"builder_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres.dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    # Not under pytest's tmp dirs: other sessions on this machine prune those,
+    # and this one holds overlay mounts.
+    root = Path(tempfile.mkdtemp(prefix="thaw-test-builder-", dir="/var/tmp"))
+    settings = Settings.from_env(
+        {
+            "THAW_NATS_URL": nats_url,
+            "THAW_DATABASE_URL": postgres.dsn_for(name),
+            "THAW_BLOB_URL": s3_url,
+            "THAW_STATE_DIR": str(root / "state"),
+        }
+    )
+    service = BuilderService(settings)
+    bus = await Bus.connect(nats_url, name="test-builder-client")
+    blob = open_blob_store(s3_url)
+    async with service:
+        runner = asyncio.create_task(service.run())
+        try:
+            yield BuilderEnv(bus, blob, service, root)
+        finally:
+            await service.shutdown()
+            await runner
+            await bus.close()
+            await blob.close()
+            for point in layers.mounts_under(root):
+                layers.unmount(point)
+            shutil.rmtree(root, ignore_errors=True)
+
+
+async def test_an_image_builds_runs_and_rebuilds_from_cache(env: BuilderEnv) -> None:
+    first = await env.build(IMAGE)
+    assert first.result.ok, "\n".join([first.result.error, *first.result.log_tail])
+    manifest = first.result.manifest
+    assert manifest is not None and manifest.image_id == first.result.image_id
+    assert manifest.env == {"A": "1"}
+    # base, pip_install, run_commands: three stored layers; env is metadata.
+    assert len(manifest.layers) == 3 and manifest.layers[0].base == "debian_slim"
+    assert first.final_status() == {0: "cached", 1: "built", 2: "built", 3: "applied"} or (
+        first.final_status() == {0: "built", 1: "built", 2: "built", 3: "applied"}
+    )
+    assert any("six" in line for line in first.output(1)), first.output(1)
+    # A layer is exactly what its step changed: no build mounts, caches or /tmp.
+    assert await env.layer_names(manifest.layers[2].digest) == ["hello"]
+    pip_layer = await env.layer_names(manifest.layers[1].digest)
+    assert any(n.endswith(("site-packages/six.py", "dist-packages/six.py")) for n in pip_layer)
+    assert not [n for n in pip_layer if n.startswith((".thaw-build", "tmp/", "root/.cache"))]
+
+    again = await env.build(IMAGE)
+    assert again.result.ok and again.result.image_id == first.result.image_id
+    assert again.result.built_steps == 0 and again.result.cached_steps == 3
+    assert again.final_status() == {0: "cached", 1: "cached", 2: "cached", 3: "applied"}
+    assert "building" not in {s for st in again.statuses().values() for s in st}
+    assert again.result.manifest == manifest
+
+    out = await env.run_in_image(
+        manifest,
+        [
+            "/usr/bin/python3",
+            "-c",
+            "import os, six; print(six.__name__, open('/hello').read().strip(), os.environ['A'])",
+        ],
+    )
+    assert out.split() == ["six", "hi", "1"]
+
+
+async def test_changing_one_step_rebuilds_it_and_the_steps_after(env: BuilderEnv) -> None:
+    token = uuid.uuid4().hex[:8]
+    copy = {"op": "run_commands", "commands": ["cat /hello > /copy"]}
+    before = image(SIX, {"op": "run_commands", "commands": [f"echo {token} > /hello"]}, copy, ENV_A)
+    after = image(
+        SIX, {"op": "run_commands", "commands": [f"echo {token}-new > /hello"]}, copy, ENV_A
+    )
+    a = await env.build(before)
+    assert a.result.ok, a.result
+    b = await env.build(after)
+    assert b.result.ok, b.result
+    assert b.final_status() == {0: "cached", 1: "cached", 2: "built", 3: "built", 4: "applied"}
+    assert b.result.built_steps == 2 and b.result.cached_steps == 2
+    assert a.result.manifest is not None and b.result.manifest is not None
+    ids_a = [ref.layer_id for ref in a.result.manifest.layers]
+    ids_b = [ref.layer_id for ref in b.result.manifest.layers]
+    assert ids_a[:2] == ids_b[:2] and ids_a[2] != ids_b[2] and ids_a[3] != ids_b[3]
+    out = await env.run_in_image(b.result.manifest, ["/bin/cat", "/copy"])
+    assert out.strip() == f"{token}-new"
+
+
+async def test_a_failing_step_names_the_step_and_its_exit_code(env: BuilderEnv) -> None:
+    token = uuid.uuid4().hex[:8]
+    spec = image(
+        {"op": "run_commands", "commands": [f"echo about to fail {token}", "exit 3", "echo never"]},
+        ENV_A,
+    )
+    failed = await env.build(spec)
+    r = failed.result
+    assert not r.ok
+    assert (r.failed_step, r.failed_op, r.exit_code) == (1, "run_commands", 3)
+    assert "exited with code 3" in r.error
+    assert any(f"about to fail {token}" in line for line in r.log_tail), r.log_tail
+    assert not any(line.strip() == "never" for line in r.log_tail)
+    assert failed.final_status()[1] == "failed"
+    # Nothing was catalogued: the image is not built, and a retry fails alike.
+    assert not (await env.lookup({"image": spec})).built
+    again = await env.build(spec)
+    assert not again.result.ok and again.result.exit_code == 3
+
+
+async def test_concurrent_builds_of_one_image_build_it_once(env: BuilderEnv) -> None:
+    token = uuid.uuid4().hex
+    spec = image({"op": "run_commands", "commands": [f"sleep 1; echo {token} > /token"]})
+    one, two = await asyncio.gather(env.build(spec), env.build(spec))
+    assert one.result.ok and two.result.ok, (one.result, two.result)
+    assert one.result.image_id == two.result.image_id
+    statuses = one.statuses()[1] + two.statuses()[1]
+    assert statuses.count("built") == 1, statuses
+    assert statuses.count("cached") == 1, statuses
+
+
+async def test_lookup_tells_built_from_unbuilt(env: BuilderEnv) -> None:
+    built = await env.build(IMAGE)
+    assert built.result.ok
+    by_spec = await env.lookup({"image": IMAGE})
+    assert by_spec.built and by_spec.image_id == built.result.image_id
+    assert by_spec.manifest == built.result.manifest
+    by_id = await env.lookup({"image_id": built.result.image_id})
+    assert by_id.built and by_id.manifest == built.result.manifest
+    new = await env.lookup({"image": image({"op": "run_commands", "commands": [uuid.uuid4().hex]})})
+    assert not new.built and len(new.image_id) == 64 and new.manifest is None
+    assert "give an image_id" in (await env.lookup({})).error
+    bad = await env.lookup({"image": {"steps": [{"op": "pip_install", "packages": ["six"]}]}})
+    assert not bad.built and "debian_slim" in bad.error
+
+
+async def test_bad_requests_get_clear_errors_and_lose_nothing(env: BuilderEnv) -> None:
+    errors: asyncio.Queue[ErrorEvent] = asyncio.Queue()
+
+    async def on_error(msg: Any) -> None:
+        await errors.put(_error.decode(msg.data))
+
+    sub = await env.bus.nc.subscribe("thaw.event.error.builder", cb=on_error)
+    try:
+        # Not JSON at all: refused; there is nobody to send a result to.
+        await env.bus.publish(REQUEST_SUBJECT, b"{not json")
+        event = await asyncio.wait_for(errors.get(), 10)
+        assert event.code == "malformed" and "not json" in event.payload_preview
+
+        # A step the schema does not know: refused, and the requester is told why.
+        bad = await env.build(image({"op": "pip_install", "packages": "six"}))
+        assert not bad.result.ok and "$.image.steps[1].packages" in bad.result.error
+        assert (await asyncio.wait_for(errors.get(), 10)).code == "malformed"
+
+        # Valid, but not buildable here: a failed result naming the step.
+        registry = await env.build({"steps": [{"op": "from_registry", "tag": "python:3.11"}]})
+        assert not registry.result.ok and registry.result.failed_step == 0
+        assert "not supported" in registry.result.error
+        first_not_base = await env.build({"steps": [SIX]})
+        assert "debian_slim" in first_not_base.result.error
+        no_files = await env.build(
+            image({"op": "add_local_file", "local_path": "/x", "remote_path": "/x"})
+        )
+        assert no_files.result.failed_step == 1 and "files/<sha256>" in no_files.result.error
+    finally:
+        await sub.unsubscribe()
+    # The builder is still up and building.
+    assert (await env.build(IMAGE)).result.ok
+
+
+async def test_local_files_are_added_from_uploaded_blobs(env: BuilderEnv) -> None:
+    content = f"print('hello from {uuid.uuid4().hex}')\n".encode()
+    sha = hashlib.sha256(content).hexdigest()
+    await env.blob.put(f"files/{sha}", content, sha256=sha)
+    step = {
+        "op": "add_local_file",
+        "local_path": "/home/me/app.py",
+        "remote_path": "/root/app/app.py",
+        "files": [{"dest": "/root/app/app.py", "sha256": sha, "mode": 0o755}],
+    }
+    built = await env.build(image(step))
+    assert built.result.ok, built.result
+    assert built.result.manifest is not None
+    out = await env.run_in_image(
+        built.result.manifest,
+        ["/bin/sh", "-c", "stat -c '%a %U' /root /root/app/app.py; python3 /root/app/app.py"],
+    )
+    lines = out.splitlines()
+    # /root keeps the base image's own mode; the file has the one sent.
+    assert lines[0] == "700 root" and lines[1] == "755 root"
+    assert lines[2] == content.decode().split("'")[1]
+
+    # The same file from another directory of the deploying machine: same layer.
+    moved = await env.build(image({**step, "local_path": "/elsewhere/app.py"}))
+    assert moved.result.image_id == built.result.image_id and moved.result.built_steps == 0
+
+    missing = "f" * 64
+    gone = await env.build(
+        image({**step, "files": [{"dest": "/root/app/app.py", "sha256": missing}]})
+    )
+    assert not gone.result.ok and f"files/{missing}" in gone.result.error
