@@ -15,8 +15,8 @@ import functools
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
@@ -170,61 +170,48 @@ os.register_at_fork(after_in_child=_forget_loop_after_fork)
 # ---------------------------------------------------------------- descriptors
 
 
-class _BoundAio(Generic[T]):
-    __slots__ = ("_fn", "_obj")
+class _Dual:
+    """One operation in its two forms: blocking (``x(...)``) and for event loops
+    (``x.aio(...)``). ``make`` builds the coroutine (or, with ``iterator``, the
+    async iterator) that runs on the background loop."""
 
-    def __init__(self, fn: Callable[..., Coroutine[Any, Any, T]], obj: Any) -> None:
-        self._fn = fn
-        self._obj = obj
+    __slots__ = ("_iterator", "_make")
 
-    def __call__(self, *args: Any, **kwargs: Any) -> T:
-        return background_loop().run(self._fn(self._obj, *args, **kwargs))
+    def __init__(self, make: Callable[..., Any], iterator: bool) -> None:
+        self._make = make
+        self._iterator = iterator
 
-    def aio(self, *args: Any, **kwargs: Any) -> Awaitable[T]:
-        return background_loop().run_async(self._fn(self._obj, *args, **kwargs))
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        loop = background_loop()
+        made = self._make(*args, **kwargs)
+        return loop.iterate(made) if self._iterator else loop.run(made)
 
-
-class aio_method(Generic[T]):
-    def __init__(self, fn: Callable[..., Coroutine[Any, Any, T]]) -> None:
-        self._fn = fn
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
-
-    def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        return self if obj is None else _BoundAio(self._fn, obj)
-
-
-class _BoundIterator(Generic[T]):
-    __slots__ = ("_fn", "_obj")
-
-    def __init__(self, fn: Callable[..., AsyncIterator[T]], obj: Any) -> None:
-        self._fn = fn
-        self._obj = obj
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Iterator[T]:
-        return background_loop().iterate(self._fn(self._obj, *args, **kwargs))
-
-    def aio(self, *args: Any, **kwargs: Any) -> AsyncIterator[T]:
-        return background_loop().aiterate(self._fn(self._obj, *args, **kwargs))
+    def aio(self, *args: Any, **kwargs: Any) -> Any:
+        loop = background_loop()
+        made = self._make(*args, **kwargs)
+        return loop.aiterate(made) if self._iterator else loop.run_async(made)
 
 
-class aio_iterator(Generic[T]):
-    def __init__(self, fn: Callable[..., AsyncIterator[T]]) -> None:
+class aio_method:
+    """An ``async def`` method, used as ``obj.m(...)`` or ``await obj.m.aio(...)``."""
+
+    _iterator = False
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
         self._fn = fn
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        return self if obj is None else _BoundIterator(self._fn, obj)
+        return self if obj is None else _Dual(functools.partial(self._fn, obj), self._iterator)
 
 
-class aio_function(Generic[T]):
-    """A module-level ``async def`` callable as ``f(...)`` (blocking) and ``await f.aio(...)``."""
+class aio_iterator(aio_method):
+    """A method returning an async iterator, used as ``for x in obj.m(...)`` or
+    ``async for x in obj.m.aio(...)``."""
 
-    def __init__(self, fn: Callable[..., Coroutine[Any, Any, T]]) -> None:
-        self._fn = fn
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+    _iterator = True
 
-    def __call__(self, *args: Any, **kwargs: Any) -> T:
-        return background_loop().run(self._fn(*args, **kwargs))
 
-    def aio(self, *args: Any, **kwargs: Any) -> Awaitable[T]:
-        return background_loop().run_async(self._fn(*args, **kwargs))
+def aio_function(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Any:
+    """A module-level ``async def``, used as ``f(...)`` or ``await f.aio(...)``."""
+    return _Dual(fn, iterator=False)
