@@ -133,3 +133,26 @@ def test_an_app_without_functions_cannot_be_bundled() -> None:
 
     with pytest.raises(InvalidError, match="no functions or classes"):
         app_bundle(thaw.App("empty"))
+
+
+def test_deploy_sends_the_requirements_files_text(tmp_path: Path) -> None:
+    import thaw
+    from thaw.deploy import with_local_content
+
+    requirements = write(tmp_path / "requirements.txt", "numpy==2.0\nrich\n")
+    image = thaw.Image.debian_slim().pip_install_from_requirements(requirements)
+    app = thaw.App("reqs", image=image)
+
+    @app.function()
+    def f() -> None: ...
+
+    steps = with_local_content(f.spec).image["steps"]  # type: ignore[index]
+    assert steps[1] == {
+        "op": "pip_install_from_requirements",
+        "path": str(requirements),
+        "requirements": "numpy==2.0\nrich\n",
+    }
+    assert "requirements" not in f.spec.image["steps"][1]  # type: ignore[index]
+    requirements.unlink()
+    with pytest.raises(InvalidError, match="cannot read requirements file"):
+        with_local_content(f.spec)

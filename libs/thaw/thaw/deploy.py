@@ -17,7 +17,9 @@ import warnings
 from pathlib import Path
 from types import ModuleType, TracebackType
 
+import msgspec
 from thaw_core.api import DeployRequest, DeployResponse
+from thaw_core.schema import FunctionSpec
 
 from thaw._env import is_local
 from thaw._output import output_enabled
@@ -101,11 +103,31 @@ def app_bundle(app: App) -> Bundle:
     return build_bundle(next(iter(roots)))
 
 
+def with_local_content(spec: FunctionSpec) -> FunctionSpec:
+    """The spec with what its image reads from this machine filled in: the
+    builder cannot read the deploying machine's files. Done at deploy, not at
+    decoration, because containers import the same code without those files."""
+    if spec.image is None:
+        return spec
+    steps = []
+    for step in spec.image["steps"]:
+        if step["op"] == "pip_install_from_requirements":
+            try:
+                step = {**step, "requirements": Path(step["path"]).read_text()}
+            except OSError as e:
+                raise InvalidError(
+                    f"{spec.name}: cannot read requirements file {step['path']}: {e.strerror}"
+                ) from None
+        steps.append(step)
+    return msgspec.structs.replace(spec, image={**spec.image, "steps": steps})
+
+
 async def deploy_bundle(name: str, app: App, bundle: Bundle, *, ephemeral: bool) -> DeployResponse:
+    specs = [with_local_content(spec) for spec in app.specs()]
     client = current()
     if not await client.has_bundle(bundle.sha256):
         await client.put_bundle(bundle.sha256, bundle.data)
-    request = DeployRequest(bundle_sha256=bundle.sha256, functions=app.specs(), ephemeral=ephemeral)
+    request = DeployRequest(bundle_sha256=bundle.sha256, functions=specs, ephemeral=ephemeral)
     return await client.deploy(name, request)
 
 
