@@ -69,6 +69,9 @@ CANCELLED_TTL_S = 3600.0
 # being redelivered again: it is most likely what kills them.
 MAX_CRASH_DELIVERIES = 5
 RETRY_ON_ERROR_S = 1.0
+# How long a container that failed to initialise waits for inputs to fail
+# (a long poll: it returns as soon as there is one).
+INIT_FAILED_FETCH_S = 5.0
 
 # A call id becomes a subject token (thaw.result.<call_id>).
 _CALL_ID = re.compile(r"^[^\s.*>]{1,256}$")
@@ -463,9 +466,9 @@ class Dispatcher:
         psub: Any = None
         try:
             psub = await self._subscribe(key)
-            msgs = await psub.fetch(max(1, container.spec.max_inputs), timeout=1.0)
+            msgs = await psub.fetch(max(1, container.spec.max_inputs), timeout=INIT_FAILED_FETCH_S)
         except (TimeoutError, nats.errors.TimeoutError):
-            return
+            return  # nobody is waiting: the failure shows in heartbeats only
         except Exception:
             log.exception("could not fetch inputs to fail", extra={"container_id": container.id})
             return
