@@ -19,6 +19,7 @@ import subprocess
 import tarfile
 import tempfile
 import uuid
+import zipfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -404,3 +405,46 @@ async def test_local_files_are_added_from_uploaded_blobs(env: BuilderEnv) -> Non
         image({**step, "files": [{"dest": "/root/app/app.py", "sha256": missing}]})
     )
     assert not gone.result.ok and f"files/{missing}" in gone.result.error
+
+
+def private_wheel(directory: Path, name: str) -> None:
+    """A pure-Python wheel that exists nowhere but in ``directory``."""
+    dist = f"{name}-1.0.dist-info"
+    files = {
+        f"{name}.py": "VALUE = 'private'\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: thaw-test\nRoot-Is-Purelib: true\n"
+        "Tag: py3-none-any\n",
+    }
+    record = [f"{path},," for path in files] + [f"{dist}/RECORD,,"]
+    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    directory.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(directory / f"{name}-1.0-py3-none-any.whl", "w") as whl:
+        for path, text in files.items():
+            whl.writestr(path, text)
+
+
+async def test_pip_uses_a_private_wheel_dir_and_steps_run_in_the_workdir(env: BuilderEnv) -> None:
+    name = f"thawprivate{uuid.uuid4().hex[:8]}"
+    wheels = env.root / "private-wheels"
+    private_wheel(wheels, name)
+    built = await env.build(
+        image(
+            {"op": "workdir", "path": "/srv/app"},
+            {
+                "op": "pip_install",
+                "packages": [name],
+                "find_links": str(wheels),
+                "extra_options": "--no-index",
+            },
+            {"op": "run_commands", "commands": ["pwd > where"]},
+        )
+    )
+    assert built.result.ok, "\n".join([built.result.error, *built.result.log_tail])
+    manifest = built.result.manifest
+    assert manifest is not None and manifest.workdir == "/srv/app"
+    out = await env.run_in_image(
+        manifest,
+        ["/usr/bin/python3", "-c", f"import {name}; print({name}.VALUE, open('where').read())"],
+    )
+    assert out.split() == ["private", "/srv/app"]

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 from thaw_core import layers
@@ -105,16 +105,20 @@ def make_plan(spec: ImageSpec, rootfs: Path) -> Plan:
     return Plan(planned, python_version, env, workdir)
 
 
-def identity(step: ImageStep) -> ImageStep:
+def identity(step: ImageStep) -> ImageStep | dict[str, Any]:
     """The step as its layer id sees it: without the deploying machine's paths
-    (the content sha256s of its files stand for them), files in a stable order."""
+    (the content sha256s of its files stand for them), files in a stable order
+    and each with its mode spelled out (msgspec omits a default int only when
+    it is the very same object, so 0o644 sent explicitly would not be)."""
     match step:
-        case AddLocalFile() | AddLocalDir():
-            return msgspec.structs.replace(
-                step, local_path="", files=sorted(step.files, key=lambda f: f.dest)
-            )
-        case AddLocalPythonSource():
-            return msgspec.structs.replace(step, files=sorted(step.files, key=lambda f: f.dest))
+        case AddLocalFile() | AddLocalDir() | AddLocalPythonSource():
+            out = msgspec.to_builtins(step)
+            out.pop("local_path", None)
+            out["files"] = [
+                {"dest": f.dest, "sha256": f.sha256, "mode": f.mode}
+                for f in sorted(step.files, key=lambda f: f.dest)
+            ]
+            return out
         case PipInstallFromRequirements():
             return msgspec.structs.replace(step, path="")
     return step

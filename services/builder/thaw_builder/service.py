@@ -116,8 +116,21 @@ class BuilderService(Service):
             "build started",
             extra={"build_id": request.build_id, "requested_by": request.requested_by},
         )
-        async with reporter.running():
-            result = await self.builder.build(request, reporter)
+        try:
+            async with reporter.running():
+                result = await self.builder.build(request, reporter)
+        except Exception as e:
+            # The catalogue or blob store failing under us: retried (nak) while
+            # deliveries remain, then the requester is told rather than left waiting.
+            delivered = _num_delivered(msg)
+            if delivered < MAX_DELIVER:
+                raise
+            log.exception("build %s failed %d times; giving up", request.build_id, delivered)
+            result = BuildResult(
+                build_id=request.build_id,
+                ok=False,
+                error=f"internal error after {delivered} attempts: {type(e).__name__}: {e}",
+            )
         log.info(
             "build finished",
             extra={
@@ -271,3 +284,10 @@ class BusReporter:
             await self.bus.publish(self.subject, encode(msg))
         except Exception as e:  # noqa: BLE001 - see the class docstring
             log.warning("could not publish build log for %s: %r", self.build_id, e)
+
+
+def _num_delivered(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # noqa: BLE001 - not a JetStream message: a single delivery
+        return MAX_DELIVER
