@@ -326,6 +326,15 @@ async def test_invoke_runs_in_a_container_and_stores_the_result(
     # Every input is acked (after its result was stored): the queue empties.
     await queue_settled(bus, app, "add")
 
+    # Other languages publish JSON arguments and read a JSON value.
+    call_id = f"fc-{uuid.uuid4().hex}"
+    plain = Invoke(
+        call_id=call_id, app=app, function="add", codec="json", args=b'{"args": [40, 2]}'
+    )
+    await bus.publish(invoke_subject(app, "add"), plain)
+    result = await result_of(bus, call_id)
+    assert (result.status, result.codec, json.loads(result.value)) == ("success", "json", 42)
+
 
 async def test_a_raising_function_gives_a_failure_with_the_exception_text(
     make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore

@@ -391,6 +391,7 @@ class Dispatcher:
             result = msgspec.structs.replace(
                 result,
                 call_id=invoke.call_id,
+                codec=invoke.codec,
                 attempts=invoke.attempt,
                 map_id=invoke.map_id,
                 index=invoke.index,
