@@ -70,6 +70,13 @@ class _Unsettled(NamedTuple):
     value: Any
 
 
+def _call(invoke: Invoke, target: Callee, instance: object | None) -> Any:
+    args, kwargs = decode_args(invoke.codec, invoke.args)
+    if instance is None:
+        return target.fn(*args, **kwargs)
+    return target.fn(instance, *args, **kwargs)
+
+
 def _needs_loop(value: Any) -> bool:
     return inspect.isawaitable(value) or inspect.isasyncgen(value)
 
@@ -143,11 +150,7 @@ class Executor:
         reply: Reply,
     ) -> _Unsettled | None:
         try:
-            args, kwargs = decode_args(invoke.codec, invoke.args)
-            if instance is None:
-                value = target.fn(*args, **kwargs)
-            else:
-                value = target.fn(instance, *args, **kwargs)
+            value = _call(invoke, target, instance)
             if isinstance(value, GeneratorType):
                 value = list(value)
             elif _needs_loop(value):
@@ -162,16 +165,10 @@ class Executor:
         self, invoke: Invoke, target: Callee, instance: object | None, started_at: float
     ) -> Result:
         try:
-            args, kwargs = decode_args(invoke.codec, invoke.args)
-            if instance is None:
-                value = target.fn(*args, **kwargs)
-            else:
-                value = target.fn(instance, *args, **kwargs)
-            return self.success(invoke, target, await _settle(value), started_at)
-        except BaseException as e:
-            if our_cancellation(e):
-                raise
+            value = _call(invoke, target, instance)  # a coroutine or an async generator
+        except BaseException as e:  # noqa: BLE001 - bad arguments, as in _run_in_thread
             return self.failure(invoke, e, started_at)
+        return await self._finish_on_loop(invoke, target, value, started_at)
 
     async def _finish_on_loop(
         self, invoke: Invoke, target: Callee, value: Any, started_at: float
