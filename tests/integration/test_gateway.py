@@ -57,14 +57,37 @@ class Gateway:
             return resp.status, json.loads(data) if data else None
 
 
+@asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[GatewayService]:
+    """The gateway service, in this process, until it answers /healthz."""
+    service = GatewayService(settings)
+    run = asyncio.create_task(service.run())
+    url = settings.gateway_url
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                if run.done():
+                    run.result()  # start-up failed: show why
+                try:
+                    async with http.get(url + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("gateway did not become healthy")
+        yield service
+    finally:
+        await service.shutdown()
+        await run
+
+
 @pytest.fixture
-async def gateway(
-    nats_url: str, db: Database, s3_url: str, tmp_path: Path
-) -> AsyncIterator[Gateway]:
-    token = secrets.token_urlsafe(24)
-    (tmp_path / "admin-token").write_text(token + "\n")
+def settings(nats_url: str, db: Database, s3_url: str, tmp_path: Path) -> Settings:
+    (tmp_path / "admin-token").write_text(secrets.token_urlsafe(24) + "\n")
     port = free_port()
-    settings = Settings.from_env(
+    return Settings.from_env(
         {
             "THAW_STATE_DIR": str(tmp_path),
             "THAW_NATS_URL": nats_url,
@@ -73,27 +96,13 @@ async def gateway(
             "THAW_GATEWAY_PORT": str(port),
         }
     )
-    service = GatewayService(settings)
-    run = asyncio.create_task(service.run())
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            if run.done():
-                run.result()  # start-up failed: show why
-            try:
-                async with http.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-        else:
-            pytest.fail("gateway did not become healthy")
-        try:
-            yield Gateway(url=url, token=token, service=service, db=db, http=http)
-        finally:
-            await service.shutdown()
-            await run
+
+
+@pytest.fixture
+async def gateway(settings: Settings, db: Database) -> AsyncIterator[Gateway]:
+    token = (settings.state_dir / "admin-token").read_text().strip()
+    async with running(settings) as service, aiohttp.ClientSession() as http:
+        yield Gateway(settings.gateway_url, token, service, db, http)
 
 
 # ---------------------------------------------------------------- helpers
@@ -424,6 +433,7 @@ async def test_a_malformed_stored_result_is_a_clear_500(gateway: Gateway, bus: B
 async def test_deploy_then_call_with_wait(gateway: Gateway, bus: Bus) -> None:
     app = unique("calc")
     events = await bus.nc.subscribe(f"thaw.event.app.{app}")
+    await bus.nc.flush()
     sha = await upload_bundle(gateway, b"PK-bundle-" + secrets.token_bytes(16))
     async with gateway.http.head(gateway.url + f"/v1/bundles/{sha}", headers=gateway.headers()) as r:
         assert r.status == 200
@@ -539,6 +549,31 @@ async def test_async_call_then_get(gateway: Gateway, bus: Bus) -> None:
         pytest.fail("call id never reached the calls table")
 
 
+async def test_calls_survive_a_gateway_restart(
+    gateway: Gateway, bus: Bus, settings: Settings
+) -> None:
+    app = unique("restart")
+    await deploy(gateway, app, spec("add"), spec("never"))
+    async with responder(bus, app, "add", add):
+        status, done = await gateway.call("POST", f"/v1/functions/{app}/add/calls?wait=10")
+    assert status == 200
+    _, pending = await gateway.call("POST", f"/v1/functions/{app}/never/calls")
+    status, created = await gateway.call("POST", "/v1/tokens", json={"name": "survivor"})
+
+    await gateway.service.shutdown()
+    async with running(settings):
+        status, body = await gateway.call("GET", f"/v1/calls/{done['call_id']}")
+        assert (status, body) == (200, done)  # read back from RESULTS
+        status, body = await gateway.call("GET", f"/v1/calls/{pending['call_id']}?wait=0.1")
+        assert status == 202  # known from the calls table, not unknown
+        status, _ = await gateway.call("GET", "/v1/calls/fc-" + "2" * 32)
+        assert status == 404
+        status, _ = await gateway.call("GET", "/v1/apps", token=created["token"])
+        assert status == 200
+        status, body = await gateway.call("GET", f"/v1/functions/{app}/never")
+        assert status == 200  # the catalog is loaded from Postgres at start
+
+
 async def test_failure_result_is_reported(gateway: Gateway, bus: Bus) -> None:
     app = unique("fail")
     await deploy(gateway, app, spec("boom"))
@@ -630,6 +665,7 @@ async def test_cancel(gateway: Gateway, bus: Bus) -> None:
     status, body = await gateway.call("POST", f"/v1/functions/{app}/slow/calls")
     call_id = body["call_id"]
     cancels = await bus.nc.subscribe(f"thaw.cancel.{call_id}")
+    await bus.nc.flush()  # the server has the subscription before the gateway publishes
 
     status, body = await gateway.call("POST", f"/v1/calls/{call_id}/cancel")
     assert (status, body) == (202, {"call_id": call_id, "status": "cancelling"})
@@ -659,6 +695,7 @@ async def test_stop_app(gateway: Gateway, bus: Bus) -> None:
     app = unique("stop")
     await deploy(gateway, app, spec("add"))
     events = await bus.nc.subscribe(f"thaw.event.app.{app}")
+    await bus.nc.flush()
     status, body = await gateway.call("POST", f"/v1/apps/{app}/stop")
     assert status == 200, body
     assert (body["name"], body["state"], body["version"]) == (app, "stopped", 1)
@@ -744,6 +781,7 @@ async def test_containers_nodes_and_stopping_a_container(gateway: Gateway, bus: 
         await msg.respond(schema.encode(schema.CommandReply(ok=True)))
 
     sub = await bus.serve(f"thaw.agent.{node}", agent)
+    await bus.nc.flush()
     try:
         status, body = await gateway.call("POST", f"/v1/containers/{cid}/stop")
     finally:

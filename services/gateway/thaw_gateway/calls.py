@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -58,7 +59,7 @@ from thaw_gateway.errors import (
     not_found,
     too_large,
 )
-from thaw_gateway.results import MalformedResult, Outcome, to_call_result
+from thaw_gateway.results import GatewayStopping, MalformedResult, Outcome, to_call_result
 from thaw_gateway.state import Gateway, gateway
 
 log = logging.getLogger("thaw.gateway")
@@ -173,13 +174,21 @@ async def publish_inputs(bus: Bus, subject: str, inputs: list[tuple[str, bytes]]
         ) from e
 
 
-async def wait_result(fut: asyncio.Future[Result], timeout_s: float) -> Result | None:
+async def wait_result(
+    gw: Gateway, call_id: str, fut: asyncio.Future[Result], timeout_s: float
+) -> Result | None:
+    """The result within ``timeout_s``, else None (the caller answers 202)."""
     try:
         return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
-    except TimeoutError:
+    except GatewayStopping:
         return None
     except MalformedResult as e:
         raise ApiError(500, "internal", str(e)) from None
+    except TimeoutError:
+        pass
+    # Missed by the subscription (NATS reconnected meanwhile)? Look once.
+    stored = await gw.results.stored(call_id, trust_memory=False)
+    return outcome_result(stored) if stored is not None else None
 
 
 def client_gone(request: web.Request) -> bool:
@@ -213,6 +222,7 @@ async def create_call(request: web.Request) -> web.Response:
     )
     data = encode(invoke)
     check_size(gw.bus, data)
+    gw.results.issued([invoke.call_id])
     if wait_s <= 0:
         await publish_input(gw.bus, invoke, data)
         gw.calls.record([issued(invoke)])
@@ -220,7 +230,7 @@ async def create_call(request: web.Request) -> web.Response:
     with gw.results.expect(invoke.call_id) as fut:
         await publish_input(gw.bus, invoke, data)
         gw.calls.record([issued(invoke)])
-        result = await wait_result(fut, wait_s)
+        result = await wait_result(gw, invoke.call_id, fut, wait_s)
     if result is None:
         return json_response(CallAccepted(call_id=invoke.call_id), 202)
     return json_response(to_call_result(result))
@@ -259,6 +269,7 @@ async def create_batch(request: web.Request) -> web.Response:
             check_size(gw.bus, data)
         except ApiError as e:
             raise too_large(f"items[{i}]: {e.message}") from None
+    gw.results.issued(call_id for call_id, _ in inputs)
     await publish_inputs(gw.bus, invoke_subject(app_name, function), inputs)
     gw.calls.record(issued(inv) for inv in invokes)
     return json_response(BatchAccepted(map_id=map_id, call_ids=[inv.call_id for inv in invokes]))
@@ -269,12 +280,14 @@ async def get_call(request: web.Request) -> web.Response:
     call_id = path_id(request, "call_id")
     wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
     with gw.results.expect(call_id) as fut:
-        stored = await gw.results.stored(call_id)
+        # Memory says "not finished" only to a waiter: a result already stored
+        # but not yet delivered reaches it. A plain poll asks the stream.
+        stored = await gw.results.stored(call_id, trust_memory=wait_s > 0)
         if stored is not None:
             return json_response(to_call_result(outcome_result(stored)))
         if await gw.calls.get(call_id) is None:
             raise not_found(f"no call {call_id!r} was made (or it is older than its retention)")
-        result = await wait_result(fut, wait_s) if wait_s > 0 else None
+        result = await wait_result(gw, call_id, fut, wait_s) if wait_s > 0 else None
     if result is None:
         return json_response(CallAccepted(call_id=call_id), 202)
     return json_response(to_call_result(result))
@@ -360,22 +373,28 @@ async def stream_calls(request: web.Request) -> web.StreamResponse:
         return resp
 
 
+# A stream that got nothing for this long looks its missing results up in
+# RESULTS (in case the subscription missed them), then twice as long, ...
+_RECHECK_FIRST_S = 5.0
+_RECHECK_MAX_S = 60.0
+
+
 async def _stream_results(
     gw: Gateway,
     request: web.Request,
     resp: web.StreamResponse,
     wanted: set[str],
     stored: dict[str, Outcome],
-    arrivals: asyncio.Queue[Outcome],
+    arrivals: asyncio.Queue[Outcome | GatewayStopping],
     deadline: float,
 ) -> None:
     done: set[str] = set()
     loop = asyncio.get_running_loop()
 
-    def lines(outcomes: list[Outcome]) -> bytes:
+    def lines(outcomes: Iterable[Outcome | GatewayStopping]) -> bytes:
         out = bytearray()
         for outcome in outcomes:
-            if outcome.call_id in done:
+            if isinstance(outcome, GatewayStopping) or outcome.call_id in done:
                 continue  # stored and also delivered live
             done.add(outcome.call_id)
             if isinstance(outcome, MalformedResult):
@@ -384,17 +403,27 @@ async def _stream_results(
                 out += _args_encoder.encode(to_call_result(outcome)) + b"\n"
         return bytes(out)
 
-    first = lines(list(stored.values()))
+    first = lines(stored.values())
     if first:
         await resp.write(first)
+    recheck_every = _RECHECK_FIRST_S
+    recheck_at = loop.time() + recheck_every
     while len(done) < len(wanted) and not gw.stopping.is_set():
         if client_gone(request):
             return
-        remaining = deadline - loop.time()
-        if remaining <= 0:
+        now = loop.time()
+        if now >= deadline:
             return
+        if now >= recheck_at:
+            missing = [cid for cid in wanted if cid not in done]
+            chunk = lines((await gw.results.stored_many(missing, trust_memory=False)).values())
+            if chunk:
+                await resp.write(chunk)
+            recheck_every = min(recheck_every * 2, _RECHECK_MAX_S)
+            recheck_at = loop.time() + recheck_every
+            continue
         try:
-            batch = [await asyncio.wait_for(arrivals.get(), min(remaining, 1.0))]
+            batch = [await asyncio.wait_for(arrivals.get(), min(deadline, recheck_at, now + 1) - now)]
         except TimeoutError:
             continue
         while not arrivals.empty():
@@ -402,3 +431,5 @@ async def _stream_results(
         chunk = lines(batch)
         if chunk:
             await resp.write(chunk)
+            recheck_every = _RECHECK_FIRST_S
+            recheck_at = loop.time() + recheck_every

@@ -45,6 +45,11 @@ class OpenGateway:
 
         return [write_call_log, refresh_catalog]
 
+    def release(self) -> None:
+        """Answer the requests waiting for results now (202: poll again), so
+        that the HTTP server can stop without waiting out their long polls."""
+        self.gateway.results.release_waiters()
+
     async def close(self) -> None:
         await self.gateway.results.stop()
         for sub in self.subscriptions:
@@ -67,11 +72,13 @@ async def open_gateway(
     tokens = TokenStore(db)
     await tokens.bootstrap_admin(settings.state_dir)
     catalog = FunctionCatalog(db)
-    # Subscribe before loading, so a deploy between the two is not missed.
-    app_events = await catalog.follow(bus)
-    await catalog.load_all()
     results = ResultHub(bus, reject)
     await results.start()
+    # Subscribe before loading, so a deploy between the two is not missed; the
+    # flush makes sure the server has both subscriptions before we go on.
+    app_events = await catalog.follow(bus)
+    await bus.nc.flush()
+    await catalog.load_all()
     gw = Gateway(
         settings=settings,
         bus=bus,

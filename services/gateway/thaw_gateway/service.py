@@ -60,7 +60,10 @@ class GatewayService(Service):
         return {"http": "ok" if self._runner is not None else "not listening"}
 
     async def teardown(self) -> None:
-        # Stop taking requests first (in-flight ones finish), then the state.
+        # Stop taking requests first (in-flight ones finish, long polls at
+        # once), then the state.
+        if self._open is not None:
+            self._open.release()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
