@@ -4,8 +4,14 @@ The container's root is an overlay: the parent layers (read-only lowers) and
 a fresh upper dir, which afterwards holds exactly the step's changes, in
 overlay's format (whiteouts for deletions) — the layer. Unlike a function's
 container it keeps the host's network namespace (no ``network`` entry in
-config.json) so that pip and apt reach their registries, and it has Docker's
-default capability set so that apt can drop privileges and dpkg can chown.
+config.json) so that pip and apt reach their registries, and it has most of
+Docker's default capability set so that apt can drop privileges and dpkg can
+chown.
+
+The host's network namespace means a build step can reach whatever listens
+on the builder machine, the platform's own NATS and Postgres included: run
+builders on machines whose local services need credentials, or accept that
+image definitions are trusted code (as deploying them already is).
 
 Build-only mounts (pip's settings and cache, a requirements file) live under
 ``/.thaw-build``; the mount points runc creates for them are removed from
@@ -42,8 +48,10 @@ BASE_ENV = {
     "DEBIAN_FRONTEND": "noninteractive",
     "PYTHONUNBUFFERED": "1",
 }
-# Docker's default set: enough for apt (setuid to _apt), dpkg (chown, mknod),
-# pip and most build scripts; no CAP_SYS_ADMIN.
+# Docker's default set, enough for apt (setuid to _apt), dpkg (chown, mknod),
+# pip and most build scripts, less the two network ones: in the host's network
+# namespace, CAP_NET_RAW would let a step sniff the host's traffic and
+# CAP_NET_BIND_SERVICE bind its privileged ports.
 _CAPS = [
     "CAP_AUDIT_WRITE",
     "CAP_CHOWN",
@@ -52,8 +60,6 @@ _CAPS = [
     "CAP_FSETID",
     "CAP_KILL",
     "CAP_MKNOD",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_RAW",
     "CAP_SETFCAP",
     "CAP_SETGID",
     "CAP_SETPCAP",

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import msgspec
 from thaw_core.bus import Bus, Msg
@@ -217,7 +217,7 @@ class BusReporter:
         self._wake = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def running(self):  # type: ignore[no-untyped-def]
+    async def running(self) -> AsyncIterator[BusReporter]:
         flusher = asyncio.create_task(self._flush_loop())
         try:
             yield self
