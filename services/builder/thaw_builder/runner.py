@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thaw_core import hosttools, layers
+from thaw_core.oci import standard_mounts
 
 from thaw_builder.pipconf import Mount
 
@@ -214,43 +215,7 @@ def _config(rootfs: Path, container_id: str, cmd: Command) -> dict[str, Any]:
         if not m.destination.startswith(BUILD_DIR_IN_CONTAINER + "/"):
             raise ValueError(f"build mounts live under {BUILD_DIR_IN_CONTAINER}: {m.destination}")
     mounts: list[dict[str, Any]] = [
-        {"destination": "/proc", "type": "proc", "source": "proc"},
-        {
-            "destination": "/dev",
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["nosuid", "strictatime", "mode=755", "size=65536k"],
-        },
-        {
-            "destination": "/dev/pts",
-            "type": "devpts",
-            "source": "devpts",
-            "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"],
-        },
-        {
-            "destination": "/dev/shm",
-            "type": "tmpfs",
-            "source": "shm",
-            "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
-        },
-        {
-            "destination": "/dev/mqueue",
-            "type": "mqueue",
-            "source": "mqueue",
-            "options": ["nosuid", "noexec", "nodev"],
-        },
-        {
-            "destination": "/sys",
-            "type": "sysfs",
-            "source": "sysfs",
-            "options": ["nosuid", "noexec", "nodev", "ro"],
-        },
-        {
-            "destination": "/tmp",
-            "type": "tmpfs",
-            "source": "tmpfs",
-            "options": ["nosuid", "nodev", "mode=1777"],
-        },
+        *standard_mounts(),
     ]
     # The host's network namespace: its resolvers, not the ones of the day the
     # rootfs was made. Read-only, so a step cannot write the host's file.
