@@ -427,6 +427,22 @@ async def test_a_malformed_stored_result_is_a_clear_500(gateway: Gateway, bus: B
     assert "malformed" in body["error"]["message"]
 
 
+async def test_an_unexpected_error_is_a_500_with_a_request_id_and_no_traceback(
+    gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken() -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(gateway.service.gateway.catalog, "load_all", broken)
+    async with gateway.http.get(gateway.url + "/v1/apps", headers=gateway.headers()) as r:
+        assert r.status == 500
+        body = await r.json()
+        request_id = r.headers["X-Request-Id"]
+    assert body["error"]["code"] == "internal"
+    assert request_id in body["error"]["message"]
+    assert "secret internals" not in json.dumps(body) and "Traceback" not in json.dumps(body)
+
+
 # ---------------------------------------------------------------- deploy and call
 
 
@@ -768,6 +784,7 @@ async def test_containers_nodes_and_stopping_a_container(gateway: Gateway, bus: 
     status, body = await gateway.call("GET", "/v1/containers")
     c = next(c for c in body["containers"] if c["container_id"] == cid)
     assert (c["app"], c["version"], c["state"], c["inflight"]) == ("some-app", 3, "ready", 2)
+    assert c["node_id"] == node
     assert c["started_at"] > 0
 
     # No agent on that node: a clear timeout, not a hang.

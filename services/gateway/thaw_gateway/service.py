@@ -17,6 +17,7 @@ from aiohttp import web
 from thaw_core.service import Service
 
 from thaw_gateway.server import OpenGateway, build_app, open_gateway
+from thaw_gateway.state import Gateway
 
 
 class GatewayService(Service):
@@ -52,6 +53,13 @@ class GatewayService(Service):
             raise
         self._runner = runner
         self.log.info("gateway listening", extra={"url": f"http://{host}:{port}"})
+
+    @property
+    def gateway(self) -> Gateway:
+        """The API's state (catalog, results, tokens), once set up."""
+        if self._open is None:
+            raise RuntimeError("the gateway is not set up")
+        return self._open.gateway
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
         return self._open.loops() if self._open is not None else ()
