@@ -23,10 +23,9 @@ from typing import Any
 from aiohttp import web
 from thaw_core.api import TokenRequest, TokenResponse
 from thaw_core.db import Database
-from thaw_core.schema import check_name
 
-from thaw_gateway.bodies import read_body
-from thaw_gateway.errors import ApiError, bad_request, json_response
+from thaw_gateway.bodies import checked_name, read_body
+from thaw_gateway.errors import ApiError, json_response
 from thaw_gateway.state import gateway
 
 log = logging.getLogger("thaw.gateway")
@@ -161,10 +160,7 @@ def auth_middleware(tokens: TokenStore) -> Any:
 async def create_token(request: web.Request) -> web.Response:
     tokens = gateway(request).tokens
     body = await read_body(request, TokenRequest)
-    try:
-        check_name("token", body.name)
-    except ValueError as e:
-        raise bad_request(str(e)) from None
+    checked_name("token", body.name)
     token = await tokens.create(body.name)
     log.info(
         "token created", extra={"token_name": body.name, "by": request.get(TOKEN_NAME, "")}

@@ -49,13 +49,22 @@ async def read_body(request: web.Request, kind: type[T], *, empty_ok: bool = Fal
         raise bad_request(f"request body is not valid JSON: {e}") from None
 
 
-def path_name(request: web.Request, kind: str, key: str | None = None) -> str:
-    """A name (app, function) from the path, checked like every name."""
-    value = request.match_info[key or kind]
+def checked_name(kind: str, value: str) -> str:
     try:
         return check_name(kind, value)
     except ValueError as e:
         raise bad_request(str(e)) from None
+
+
+def path_name(request: web.Request, kind: str) -> str:
+    """A name (app, function) from the path, checked like every name."""
+    return checked_name(kind, request.match_info[kind])
+
+
+def query_name(request: web.Request, kind: str) -> str | None:
+    """An optional name filter from the query string (``?app=``, ``?function=``)."""
+    value = request.query.get(kind)
+    return None if value is None else checked_name(kind, value)
 
 
 def path_id(request: web.Request, key: str, pattern: re.Pattern[str] = CALL_ID_RE) -> str:

@@ -188,8 +188,12 @@ async def wait_result(
         raise ApiError(500, "internal", str(e)) from None
     except TimeoutError:
         pass
-    # Missed by the subscription (NATS reconnected meanwhile)? Look once.
-    stored = await gw.results.stored(call_id, trust_memory=False)
+    # Missed by the subscription (NATS reconnected meanwhile)? Look once; if
+    # that fails too, "not finished yet" is still a true answer.
+    try:
+        stored = await gw.results.stored(call_id, trust_memory=False)
+    except (nats.errors.Error, TimeoutError):
+        return None
     return outcome_result(stored) if stored is not None else None
 
 

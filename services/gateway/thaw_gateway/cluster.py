@@ -21,14 +21,12 @@ from thaw_core.schema import (
     GpuInfo,
     LogLine,
     StopContainer,
-    check_name,
 )
 
-from thaw_gateway.bodies import CONTAINER_ID_RE, path_id, path_name, query_flag
+from thaw_gateway.bodies import CONTAINER_ID_RE, path_id, path_name, query_flag, query_name
 from thaw_gateway.calls import NDJSON, client_gone
 from thaw_gateway.errors import (
     ApiError,
-    bad_request,
     conflict,
     error_line,
     gateway_timeout,
@@ -61,12 +59,7 @@ ORDER BY app, function, container_id
 
 
 async def list_containers(request: web.Request) -> web.Response:
-    app = request.query.get("app")
-    if app is not None:
-        try:
-            check_name("app", app)
-        except ValueError as e:
-            raise bad_request(str(e)) from None
+    app = query_name(request, "app")
     rows = await gateway(request).db.fetch(_CONTAINERS_SQL, app)
     # Built without validation on purpose: a state this gateway does not know
     # yet (a newer scheduler) is shown as it is rather than failing the list.
@@ -144,12 +137,7 @@ async def app_logs(request: web.Request) -> web.StreamResponse:
     gw = gateway(request)
     app = (await gw.catalog.get_app(path_name(request, "app"))).name
     follow = query_flag(request, "follow")
-    function = request.query.get("function")
-    if function is not None:
-        try:
-            check_name("function", function)
-        except ValueError as e:
-            raise bad_request(str(e)) from None
+    function = query_name(request, "function")
     subject = f"thaw.logs.{app}.{function or '>'}"
     stored = await _stored_count(request, subject)
 
