@@ -414,6 +414,20 @@ async def test_bad_input_gets_the_right_4xx_and_code(gateway: Gateway, bus: Bus)
     await expect(400, "bad_request", "PUT", "/v1/bundles/NOT-A-SHA", data=b"x")
 
 
+async def test_two_functions_never_share_an_input_queue(gateway: Gateway) -> None:
+    # schema.consumer_name joins app and function with "_", which names may
+    # contain: app "<u>_x" function "y" and app "<u>" function "x_y" collide.
+    base = unique("q").replace("-", "")
+    await deploy(gateway, f"{base}_x", spec("y"))
+    sha = await upload_bundle(gateway)
+    status, body = await gateway.call(
+        "POST", f"/v1/apps/{base}/deploy", json={"bundle_sha256": sha, "functions": [spec("x_y")]}
+    )
+    assert status == 409 and "rename" in body["error"]["message"]
+    status, _ = await gateway.call("GET", f"/v1/functions/{base}/x_y")
+    assert status == 404  # nothing of the refused deploy was recorded
+
+
 async def test_a_malformed_stored_result_is_a_clear_500(gateway: Gateway, bus: Bus) -> None:
     app = unique("broken")
     await deploy(gateway, app, spec("f"))
