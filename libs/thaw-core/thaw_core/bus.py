@@ -398,7 +398,12 @@ class Bus:
             finally:
                 otel_context.detach(token)
 
-        return await self.nc.subscribe(subject, queue=queue, cb=run)
+        sub = await self.nc.subscribe(subject, queue=queue, cb=run)
+        # Round-trip to the server so the subscription is live when serve()
+        # returns: a request from another connection right after would
+        # otherwise find no responder.
+        await self.nc.flush()
+        return sub
 
     async def consume(
         self,
