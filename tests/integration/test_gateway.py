@@ -108,6 +108,15 @@ async def gateway(settings: Settings, db: Database) -> AsyncIterator[Gateway]:
 # ---------------------------------------------------------------- helpers
 
 
+async def server_has_subscriptions(bus: Bus) -> None:
+    """Until the server knows this connection's subscriptions. One flush is
+    not enough: nats-py writes its PING straight to the socket while a SUB may
+    still wait in its buffer, so the PONG can come back first. By the second
+    PING the buffer has been written."""
+    await bus.nc.flush()
+    await bus.nc.flush()
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
@@ -463,7 +472,7 @@ async def test_an_unexpected_error_is_a_500_with_a_request_id_and_no_traceback(
 async def test_deploy_then_call_with_wait(gateway: Gateway, bus: Bus) -> None:
     app = unique("calc")
     events = await bus.nc.subscribe(f"thaw.event.app.{app}")
-    await bus.nc.flush()
+    await server_has_subscriptions(bus)
     sha = await upload_bundle(gateway, b"PK-bundle-" + secrets.token_bytes(16))
     async with gateway.http.head(gateway.url + f"/v1/bundles/{sha}", headers=gateway.headers()) as r:
         assert r.status == 200
@@ -695,7 +704,7 @@ async def test_cancel(gateway: Gateway, bus: Bus) -> None:
     status, body = await gateway.call("POST", f"/v1/functions/{app}/slow/calls")
     call_id = body["call_id"]
     cancels = await bus.nc.subscribe(f"thaw.cancel.{call_id}")
-    await bus.nc.flush()  # the server has the subscription before the gateway publishes
+    await server_has_subscriptions(bus)
 
     status, body = await gateway.call("POST", f"/v1/calls/{call_id}/cancel")
     assert (status, body) == (202, {"call_id": call_id, "status": "cancelling"})
@@ -725,7 +734,7 @@ async def test_stop_app(gateway: Gateway, bus: Bus) -> None:
     app = unique("stop")
     await deploy(gateway, app, spec("add"))
     events = await bus.nc.subscribe(f"thaw.event.app.{app}")
-    await bus.nc.flush()
+    await server_has_subscriptions(bus)
     status, body = await gateway.call("POST", f"/v1/apps/{app}/stop")
     assert status == 200, body
     assert (body["name"], body["state"], body["version"]) == (app, "stopped", 1)
@@ -812,7 +821,7 @@ async def test_containers_nodes_and_stopping_a_container(gateway: Gateway, bus: 
         await msg.respond(schema.encode(schema.CommandReply(ok=True)))
 
     sub = await bus.serve(f"thaw.agent.{node}", agent)
-    await bus.nc.flush()
+    await server_has_subscriptions(bus)
     try:
         status, body = await gateway.call("POST", f"/v1/containers/{cid}/stop")
     finally:
