@@ -161,8 +161,10 @@ class ResultHub:
         self._seen[call_id] = (outcome, size)
         self._seen_bytes += size
         while len(self._seen) > _SEEN_MAX or self._seen_bytes > _SEEN_MAX_BYTES:
-            _, (_, old_size) = self._seen.popitem(last=False)
+            old_id, (_, old_size) = self._seen.popitem(last=False)
             self._seen_bytes -= old_size
+            # Forgotten result: it must be looked up, not taken for unfinished.
+            self._issued.pop(old_id, None)
 
     # ------------------------------------------------------------ calls issued here
 
