@@ -401,7 +401,9 @@ class Bus:
         sub = await self.nc.subscribe(subject, queue=queue, cb=run)
         # Round-trip to the server so the subscription is live when serve()
         # returns: a request from another connection right after would
-        # otherwise find no responder.
+        # otherwise find no responder. Twice, because nats-py can write the
+        # first flush's PING ahead of a SUB still in its pending buffer.
+        await self.nc.flush()
         await self.nc.flush()
         return sub
 
