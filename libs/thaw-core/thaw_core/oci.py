@@ -52,3 +52,25 @@ _STANDARD_MOUNTS: list[dict[str, Any]] = [
 def standard_mounts() -> list[dict[str, Any]]:
     """A fresh copy: callers extend it and runc's config is written per container."""
     return copy.deepcopy(_STANDARD_MOUNTS)
+
+
+# /proc and /sys entries a container must not read or write (runc spec's list).
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+)
+READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+)

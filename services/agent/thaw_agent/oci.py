@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from thaw_core.oci import standard_mounts
+from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 from thaw_core.schema import FunctionSpec
 
 BOOTSTRAP_IN_CONTAINER = "/opt/thaw/bootstrap.py"
@@ -167,24 +167,7 @@ def build_config(
             "resources": _resources(spec),
             # A network namespace without a path: runc gives it only `lo`.
             "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
-            "maskedPaths": [
-                "/proc/acpi",
-                "/proc/asound",
-                "/proc/kcore",
-                "/proc/keys",
-                "/proc/latency_stats",
-                "/proc/timer_list",
-                "/proc/timer_stats",
-                "/proc/sched_debug",
-                "/sys/firmware",
-                "/proc/scsi",
-            ],
-            "readonlyPaths": [
-                "/proc/bus",
-                "/proc/fs",
-                "/proc/irq",
-                "/proc/sys",
-                "/proc/sysrq-trigger",
-            ],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
         },
     }

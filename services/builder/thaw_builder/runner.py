@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thaw_core import hosttools, layers
-from thaw_core.oci import standard_mounts
+from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 
 from thaw_builder.pipconf import Mount
 
@@ -245,22 +245,7 @@ def _config(rootfs: Path, container_id: str, cmd: Command) -> dict[str, Any]:
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
             # No "network": the container shares the host's network namespace.
             "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
-            "maskedPaths": [
-                "/proc/acpi",
-                "/proc/kcore",
-                "/proc/keys",
-                "/proc/latency_stats",
-                "/proc/timer_list",
-                "/proc/sched_debug",
-                "/sys/firmware",
-                "/proc/scsi",
-            ],
-            "readonlyPaths": [
-                "/proc/bus",
-                "/proc/fs",
-                "/proc/irq",
-                "/proc/sys",
-                "/proc/sysrq-trigger",
-            ],
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
         },
     }
