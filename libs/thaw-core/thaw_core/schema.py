@@ -17,6 +17,8 @@ Subjects (``SUBJECTS`` below is the machine-readable list used for proto/):
 - ``thaw.cancel.<call_id>``        core NATS: ``CancelCall``
 - ``thaw.agent.<node_id>``         request/reply, scheduler -> agent: ``AgentCommand`` -> ``CommandReply``
 - ``thaw.logs.<app>.<function>``   container stdout/stderr (JetStream LOGS): ``LogLine``
+- ``thaw.snapshots.lookup``        request/reply, agent -> snapshots service: ``SnapshotLookup`` -> ``SnapshotLookupReply``
+- ``thaw.event.snapshot.<app>``    snapshot lifecycle (EVENTS): ``SnapshotEvent``
 
 Names (apps, functions, nodes) are subject tokens, so they are checked
 against ``NAME_RE`` wherever they enter the system.
@@ -98,6 +100,32 @@ class GpuInfo(Spec):
     uuid: str = ""
 
 
+class CpuFingerprint(Spec):
+    arch: str
+    vendor: str = ""
+    model: str = ""
+    flags: list[str] = []
+
+
+class GpuFingerprint(Spec):
+    name: str
+    compute_capability: str = ""
+
+
+class Fingerprint(Spec):
+    """What a memory snapshot needs from a node (DESIGN.md, "fingerprint").
+    Compatibility is ``thaw_core.fingerprint.compatible``; its id names the
+    fingerprint class snapshots are kept per."""
+
+    cpu: CpuFingerprint
+    gpus: list[GpuFingerprint] = []
+    driver: str = ""
+    cuda: str = ""
+    criu: str = ""
+    runc: str = ""
+    kernel: str = ""
+
+
 class NodeHeartbeat(Message, tag="node_heartbeat"):
     node_id: str
     cores: int
@@ -107,8 +135,10 @@ class NodeHeartbeat(Message, tag="node_heartbeat"):
     free_cores: float = 0.0
     free_memory_mb: int = 0
     containers: list["ContainerInfo"] = []
-    # The node's CPU/GPU fingerprint id (snapshot issue); "" until known.
-    fingerprint: str = ""
+    # The node's CPU/GPU fingerprint; None until the agent has read it.
+    fingerprint: Fingerprint | None = None
+    # Snapshot ids in the node's local cache: the scheduler prefers such nodes.
+    cached_snapshots: list[str] = []
     at: float = msgspec.field(default_factory=now)
 
 
@@ -268,6 +298,67 @@ class CommandReply(Message, tag="command_reply"):
     error: str = ""
 
 
+# ---------------------------------------------------------------- snapshots
+
+SnapshotState = Literal["creating", "ready", "suspect", "obsolete"]
+
+
+class SnapshotInfo(Spec):
+    snapshot_id: str
+    app: str
+    function: str
+    version: int
+    fingerprint: Fingerprint
+    fingerprint_id: str
+    blob_key: str = ""
+    size: int = 0
+    sha256: str = ""
+    created_at: float = 0.0
+    restores: int = 0
+    failures: int = 0
+    state: SnapshotState = "creating"
+
+
+class SnapshotLookup(Message, tag="snapshot_lookup"):
+    """An agent about to start a snapshot-enabled container asks which
+    snapshot to restore, or whether it should make one."""
+
+    app: str
+    function: str
+    version: int
+    node_id: str
+    fingerprint: Fingerprint
+
+
+class SnapshotLookupReply(Message, tag="snapshot_lookup_reply"):
+    # A ready snapshot compatible with the asking node, if any.
+    snapshot: SnapshotInfo | None = None
+    # True: none exists for this fingerprint class and nobody is making one;
+    # the asker makes it (its claim is ``snapshot``'s id in state "creating").
+    claim: SnapshotInfo | None = None
+
+
+class SnapshotCreated(Message, tag="snapshot_created"):
+    snapshot: SnapshotInfo
+
+
+class SnapshotCreateFailed(Message, tag="snapshot_create_failed"):
+    snapshot_id: str
+    error: str
+
+
+class SnapshotRestored(Message, tag="snapshot_restored"):
+    snapshot_id: str
+    node_id: str
+    ok: bool
+    error: str = ""
+    # From "container requested" to "ready for inputs".
+    seconds: float = 0.0
+
+
+SnapshotEvent = SnapshotCreated | SnapshotCreateFailed | SnapshotRestored
+
+
 class LogLine(Message, tag="log"):
     app: str
     function: str
@@ -291,6 +382,11 @@ WIRE_TYPES: tuple[type[Message], ...] = (
     StopContainer,
     CommandReply,
     LogLine,
+    SnapshotLookup,
+    SnapshotLookupReply,
+    SnapshotCreated,
+    SnapshotCreateFailed,
+    SnapshotRestored,
 )
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
@@ -307,6 +403,14 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
         (StartContainer, StopContainer, CommandReply),
     ),
     "thaw.logs.{app}.{function}": ("Container output (JetStream LOGS).", (LogLine,)),
+    "thaw.snapshots.lookup": (
+        "Which snapshot an agent restores, or whether it makes one (request/reply).",
+        (SnapshotLookup, SnapshotLookupReply),
+    ),
+    "thaw.event.snapshot.{app}": (
+        "Snapshot lifecycle: created, creation failed, restored (or not).",
+        (SnapshotCreated, SnapshotCreateFailed, SnapshotRestored),
+    ),
 }
 
 
