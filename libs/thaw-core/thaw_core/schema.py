@@ -134,7 +134,7 @@ class NodeHeartbeat(Message, tag="node_heartbeat"):
     # Free capacity after the containers the node runs now.
     free_cores: float = 0.0
     free_memory_mb: int = 0
-    containers: list["ContainerInfo"] = []
+    containers: list[ContainerInfo] = []
     # The node's CPU/GPU fingerprint; None until the agent has read it.
     fingerprint: Fingerprint | None = None
     # Snapshot ids in the node's local cache: the scheduler prefers such nodes.
