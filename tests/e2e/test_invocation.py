@@ -167,3 +167,11 @@ async def test_killing_a_node_mid_map_loses_nothing(platform_factory, monkeypatc
     assert not mapper.is_alive(), "map did not finish after the node died\n" + p.logs()
     assert errors == []
     assert results == [i * i for i in range(200)]
+
+
+def test_readme_example_runs(platform: Platform) -> None:
+    example = Path(__file__).parents[2] / "examples" / "hello.py"
+    out = thaw_cli(platform, "run", f"{example}::main", "--n", "4")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "squares: [0, 1, 4, 9]" in out.stdout
+    assert "hello, thaw!" in out.stdout
