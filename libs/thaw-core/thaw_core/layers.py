@@ -58,6 +58,7 @@ import zstandard
 
 from thaw_core import hosttools
 from thaw_core.blob import BlobStore
+from thaw_core.schema import ImageManifest, LayerRef
 
 __all__ = [
     "BASE_DEBIAN_SLIM",
@@ -153,26 +154,8 @@ def blob_key(digest: str) -> str:
 # ---------------------------------------------------------------- manifests
 
 
-class LayerRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    layer_id: str
-    # sha256 of the compressed tar, stored at blob_key(digest).
-    digest: str
-    # Size of the compressed tar in bytes.
-    size: int
-    # "debian_slim" for the base layer: a node whose default rootfs has this
-    # layer id uses its rootfs in place of pulling the tar.
-    base: str = ""
-
-
-class ImageManifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """What a node needs to run a container on an image (stored as JSON by the builder)."""
-
-    image_id: str
-    # Base first, top layer last; steps that changed no file are not listed.
-    layers: list[LayerRef]
-    env: dict[str, str] = {}
-    workdir: str = "/"
-    python_version: str = ""
+# LayerRef and ImageManifest are wire types (BuildResult carries them): they
+# live in thaw_core.schema and are re-exported here.
 
 
 # ---------------------------------------------------------------- packing
