@@ -171,4 +171,5 @@ def test_arm64_cpuinfo_is_parsed() -> None:
     )
     cpu = read_cpu(cpuinfo)
     assert cpu.vendor == "ARM" and cpu.model == "part 0xd40"
-    assert cpu.flags == sorted("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics sve".split())
+    features = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics sve"
+    assert cpu.flags == sorted(features.split())

@@ -39,6 +39,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -187,10 +188,8 @@ def _read_gpus() -> tuple[list[GpuFingerprint], str, str]:
         log.warning("reading GPUs through NVML failed: %s", e)
         return [], "", ""
     finally:
-        try:
+        with contextlib.suppress(Exception):
             pynvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
 
 
 def _text(value: Any) -> str:
