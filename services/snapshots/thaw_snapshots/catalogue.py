@@ -1,0 +1,298 @@
+"""The snapshot catalogue in Postgres (migration 0004_snapshots): which
+snapshot a node restores, who makes a missing one, and the state changes that
+the agents' lifecycle events and the gateway's app events cause.
+
+Every write is one idempotent-enough statement: events arrive at least once,
+and ``Database`` may retry a statement whose connection died. Counters
+(restores, failures) are the exception: a redelivered ``SnapshotRestored``
+counts twice, which only makes a snapshot suspect a little early.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from thaw_core.blob import check_key
+from thaw_core.db import Database
+from thaw_core.fingerprint import compatible, fingerprint_id
+from thaw_core.schema import (
+    AppEvent,
+    Fingerprint,
+    SnapshotInfo,
+    SnapshotLookup,
+    SnapshotLookupReply,
+    check_name,
+)
+
+log = logging.getLogger("thaw.snapshots")
+
+SNAPSHOT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Policy:
+    # A "creating" claim older than this is presumed dead (its node crashed
+    # or gave up without saying so): the next lookup may claim anew.
+    claim_lease_s: float = 600.0
+    # Failed restores in a row that make a ready snapshot suspect.
+    suspect_after: int = 2
+    # How long a suspect snapshot's row is kept for `thaw snapshot list`.
+    keep_suspect_s: float = 24 * 3600.0
+
+
+# Columns of a SnapshotInfo, in the shape msgspec.convert takes.
+_INFO_COLUMNS = """snapshot_id, app, function, version, fingerprint, fingerprint_id, blob_key,
+    size, sha256, extract(epoch FROM created_at)::float8 AS created_at, restores, failures, state"""
+
+_READY = f"""
+SELECT {_INFO_COLUMNS} FROM snapshots
+WHERE app = $1 AND function = $2 AND version = $3 AND state = 'ready'
+ORDER BY created_at DESC
+"""
+
+_EXPIRE_CLAIM = """
+UPDATE snapshots SET state = 'obsolete', updated_at = now()
+WHERE app = $1 AND function = $2 AND version = $3 AND fingerprint_id = $4
+  AND state = 'creating' AND claimed_at < now() - make_interval(secs => $5)
+"""
+
+_CLAIM = f"""
+INSERT INTO snapshots (snapshot_id, app, function, version, fingerprint, fingerprint_id,
+                       blob_key, state, claimed_by, claimed_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, 'creating', $8, now())
+ON CONFLICT (app, function, version, fingerprint_id) WHERE state = 'creating' DO NOTHING
+RETURNING {_INFO_COLUMNS}
+"""
+
+# Ready with its blob; an obsolete claim (redeployed meanwhile) only records
+# the blob, so that GC deletes it.
+_CREATED = """
+UPDATE snapshots SET
+    blob_key = $2, size = $3, sha256 = $4,
+    created_at = CASE WHEN state = 'creating' THEN now() ELSE created_at END,
+    state = CASE WHEN state = 'creating' THEN 'ready' ELSE state END,
+    updated_at = now()
+WHERE snapshot_id = $1
+RETURNING state
+"""
+
+# A Created whose claim row is gone (GC took it, or it never had one): kept
+# as ready; GC's sweep obsoletes it if its version is no longer deployed.
+_CREATED_UNCLAIMED = """
+INSERT INTO snapshots (snapshot_id, app, function, version, fingerprint, fingerprint_id,
+                       blob_key, size, sha256, state)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready')
+ON CONFLICT (snapshot_id) DO NOTHING
+"""
+
+_DROP_CLAIM = """
+UPDATE snapshots SET state = 'obsolete', updated_at = now()
+WHERE snapshot_id = $1 AND state = 'creating'
+RETURNING snapshot_id
+"""
+
+_RESTORED_OK = """
+UPDATE snapshots SET restores = restores + 1, failure_streak = 0
+WHERE snapshot_id = $1
+RETURNING state
+"""
+
+# SET expressions all see the row as it was, so failure_streak + 1 is the new streak.
+_RESTORE_FAILED = """
+UPDATE snapshots SET
+    failures = failures + 1,
+    failure_streak = failure_streak + 1,
+    state = CASE WHEN state = 'ready' AND failure_streak + 1 >= $2 THEN 'suspect' ELSE state END,
+    updated_at = CASE WHEN state = 'ready' AND failure_streak + 1 >= $2 THEN now()
+                      ELSE updated_at END
+WHERE snapshot_id = $1
+RETURNING state
+"""
+
+_OBSOLETE_OLDER = """
+UPDATE snapshots SET state = 'obsolete', updated_at = now()
+WHERE app = $1 AND version < $2 AND state <> 'obsolete'
+"""
+
+_OBSOLETE_APP = """
+UPDATE snapshots SET state = 'obsolete', updated_at = now()
+WHERE app = $1 AND state <> 'obsolete'
+"""
+
+# GC's sweeps: what the events said, re-derived from the gateway's apps table
+# (an AppEvent older than the EVENTS stream's hour is gone for a service that
+# was down), plus dead claims and suspects kept long enough.
+_SWEEP_UNDEPLOYED = """
+UPDATE snapshots s SET state = 'obsolete', updated_at = now()
+FROM apps a
+WHERE a.name = s.app AND s.state <> 'obsolete' AND (a.state = 'stopped' OR s.version < a.version)
+"""
+
+_SWEEP_DEAD_CLAIMS = """
+UPDATE snapshots SET state = 'obsolete', updated_at = now()
+WHERE state = 'creating' AND claimed_at < now() - make_interval(secs => $1)
+"""
+
+_SWEEP_OLD_SUSPECTS = """
+UPDATE snapshots SET state = 'obsolete', updated_at = now()
+WHERE state = 'suspect' AND updated_at < now() - make_interval(secs => $1)
+"""
+
+_OBSOLETE_ROWS = """
+SELECT snapshot_id, blob_key FROM snapshots WHERE state = 'obsolete'
+ORDER BY updated_at LIMIT $1
+"""
+
+# Only if nothing changed since it was read: a late Created may have recorded
+# a blob meanwhile, which the next round deletes.
+_DELETE_ROW = """
+DELETE FROM snapshots WHERE snapshot_id = $1 AND state = 'obsolete' AND blob_key = $2
+"""
+
+
+def snapshot_info(row: Any) -> SnapshotInfo:
+    return msgspec.convert(dict(row), SnapshotInfo)
+
+
+def blob_key_for(app: str, function: str, version: int, snapshot_id: str) -> str:
+    """Where a claim's maker should store the snapshot (it reports the key it used)."""
+    return f"snapshots/{app}/{function}/v{version}/{snapshot_id}"
+
+
+def new_snapshot_id() -> str:
+    return f"sn-{uuid.uuid4().hex}"
+
+
+def lookup_problem(req: SnapshotLookup) -> str | None:
+    """What is wrong with a lookup beyond its schema; None when nothing is."""
+    try:
+        check_name("app", req.app)
+        check_name("function", req.function)
+    except ValueError as e:
+        return str(e)
+    if req.version < 0:
+        return f"version {req.version} is negative"
+    return None
+
+
+def created_problem(info: SnapshotInfo) -> str | None:
+    """What is wrong with a SnapshotCreated's snapshot; None when nothing is."""
+    try:
+        check_name("app", info.app)
+        check_name("function", info.function)
+        check_key(info.blob_key)
+    except ValueError as e:
+        return str(e)
+    if not SNAPSHOT_ID_RE.match(info.snapshot_id):
+        return f"invalid snapshot_id {info.snapshot_id!r}"
+    if not _SHA256_RE.match(info.sha256):
+        return f"sha256 {info.sha256!r} is not 64 lowercase hex digits"
+    if info.size <= 0:
+        return f"size {info.size} is not positive"
+    return None
+
+
+def best_for(candidates: list[SnapshotInfo], node: Fingerprint, node_class: str) -> SnapshotInfo | None:
+    """The snapshot a node restores: its own class first, then the newest compatible one."""
+    ordered = sorted(candidates, key=lambda s: (s.fingerprint_id != node_class, -s.created_at))
+    return next((s for s in ordered if compatible(s.fingerprint, node)), None)
+
+
+class Catalogue:
+    def __init__(self, db: Database, policy: Policy) -> None:
+        self.db = db
+        self.policy = policy
+
+    # ------------------------------------------------------------ lookups
+
+    async def lookup(self, req: SnapshotLookup) -> SnapshotLookupReply:
+        node_class = fingerprint_id(req.fingerprint)
+        rows = await self.db.fetch(_READY, req.app, req.function, req.version)
+        best = best_for([snapshot_info(r) for r in rows], req.fingerprint, node_class)
+        if best is not None:
+            return SnapshotLookupReply(snapshot=best)
+        return SnapshotLookupReply(claim=await self.claim(req, node_class))
+
+    async def claim(self, req: SnapshotLookup, node_class: str) -> SnapshotInfo | None:
+        """A new "creating" row for the node's class, unless a live one exists.
+        The unique partial index decides between concurrent claimers."""
+        await self.db.execute(
+            _EXPIRE_CLAIM, req.app, req.function, req.version, node_class, self.policy.claim_lease_s
+        )
+        sid = new_snapshot_id()
+        row = await self.db.fetchrow(
+            _CLAIM, sid, req.app, req.function, req.version, req.fingerprint, node_class,
+            blob_key_for(req.app, req.function, req.version, sid), req.node_id,
+        )  # fmt: skip
+        if row is None:
+            return None
+        log.info(
+            "snapshot claimed",
+            extra={"snapshot_id": sid, "app": req.app, "function": req.function,
+                   "version": req.version, "node_id": req.node_id, "fingerprint_id": node_class},
+        )  # fmt: skip
+        return snapshot_info(row)
+
+    # ------------------------------------------------------------ lifecycle events
+
+    async def created(self, info: SnapshotInfo) -> str:
+        """Record a made snapshot; returns its state now."""
+        state = await self.db.fetchval(
+            _CREATED, info.snapshot_id, info.blob_key, info.size, info.sha256
+        )
+        if state is None:
+            await self.db.execute(
+                _CREATED_UNCLAIMED, info.snapshot_id, info.app, info.function, info.version,
+                info.fingerprint, fingerprint_id(info.fingerprint), info.blob_key, info.size,
+                info.sha256,
+            )  # fmt: skip
+            state = "ready"
+        log.info("snapshot created", extra={"snapshot_id": info.snapshot_id, "state": state,
+                                            "size": info.size})  # fmt: skip
+        return state
+
+    async def drop_claim(self, snapshot_id: str, error: str) -> bool:
+        dropped = await self.db.fetchval(_DROP_CLAIM, snapshot_id) is not None
+        log.warning("snapshot creation failed", extra={"snapshot_id": snapshot_id, "error": error})
+        return dropped
+
+    async def restored(self, snapshot_id: str, ok: bool, node_id: str, error: str) -> str | None:
+        """Count a restore; returns the snapshot's state now (None: unknown id)."""
+        if ok:
+            return await self.db.fetchval(_RESTORED_OK, snapshot_id)
+        state = await self.db.fetchval(_RESTORE_FAILED, snapshot_id, self.policy.suspect_after)
+        log.warning(
+            "snapshot restore failed",
+            extra={"snapshot_id": snapshot_id, "node_id": node_id, "error": error, "state": state},
+        )
+        return state
+
+    async def app_changed(self, event: AppEvent) -> None:
+        match event.state:
+            case "deployed":
+                done = await self.db.execute(_OBSOLETE_OLDER, event.app, event.version)
+            case "stopped":
+                done = await self.db.execute(_OBSOLETE_APP, event.app)
+        log.info("app %s: %s snapshots made obsolete", event.state, done.split()[-1],
+                 extra={"app": event.app, "version": event.version})  # fmt: skip
+
+    # ------------------------------------------------------------ GC
+
+    async def sweep(self) -> None:
+        """Obsolete what no longer restores anywhere (see the SQL above)."""
+        await self.db.execute(_SWEEP_UNDEPLOYED)
+        await self.db.execute(_SWEEP_DEAD_CLAIMS, self.policy.claim_lease_s)
+        await self.db.execute(_SWEEP_OLD_SUSPECTS, self.policy.keep_suspect_s)
+
+    async def obsolete_rows(self, limit: int) -> list[tuple[str, str]]:
+        rows = await self.db.fetch(_OBSOLETE_ROWS, limit)
+        return [(r["snapshot_id"], r["blob_key"]) for r in rows]
+
+    async def forget(self, snapshot_id: str, blob_key: str) -> bool:
+        return await self.db.execute(_DELETE_ROW, snapshot_id, blob_key) == "DELETE 1"
