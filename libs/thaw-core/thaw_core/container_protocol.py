@@ -14,6 +14,18 @@ A container's life, as the runtime sees it::
     loop: RunInput -> Output      (up to max_inputs at once)
           CancelInput             (best effort)
           Shutdown                (exit hooks, then exit 0)
+
+Memory snapshots (``THAW_SNAPSHOT=1`` in a cold container's env): after the
+``enter(snap=True)`` hooks the runtime says ``SnapshotReady`` and closes its
+connection (CRIU cannot dump a connected external unix socket), then waits
+for the socket to reappear. The agent checkpoints it; whenever a process
+comes back (restored from that image, or left running because the
+checkpoint failed) the agent listens again and its first frame is
+``RestoreState``; the runtime answers ``Hello`` with the new id, runs the
+``enter(snap=False)`` hooks and says ``Ready`` as usual::
+
+    ... SnapshotReady, close | checkpoint | restore, connect
+        <- RestoreState -> Hello -> (enter snap=False) -> Ready | InitFailed
 """
 
 from __future__ import annotations
@@ -54,6 +66,11 @@ class InitFailed(Frame, tag="init_failed"):
     exc: bytes = b""
 
 
+class SnapshotReady(Frame, tag="snapshot_ready"):
+    """``enter(snap=True)`` hooks ran; the runtime closes its connection and
+    waits to be checkpointed."""
+
+
 class Output(Frame, tag="output"):
     input_id: str
     result: Result
@@ -73,8 +90,17 @@ class Shutdown(Frame, tag="shutdown"):
     grace_s: float = 10.0
 
 
-ToAgent = Hello | Ready | InitFailed | Output
-ToRuntime = RunInput | CancelInput | Shutdown
+class RestoreState(Frame, tag="restore_state"):
+    """First frame on a snapshotted runtime's new connection: who it is now.
+    ``env`` is the container's current environment (fresh secrets included);
+    the runtime applies it over the one captured in the snapshot."""
+
+    container_id: str
+    env: dict[str, str] = {}
+
+
+ToAgent = Hello | Ready | InitFailed | Output | SnapshotReady
+ToRuntime = RunInput | CancelInput | Shutdown | RestoreState
 
 _HEADER = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()

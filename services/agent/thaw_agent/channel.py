@@ -70,12 +70,15 @@ class RuntimeChannel:
         self._connected.set_result(None)
 
     async def accept(self, timeout_s: float) -> None:
-        """Wait for the runtime to connect; then stop listening."""
+        """Wait for the runtime to connect; then stop listening and remove the
+        socket file: a runtime paused for a memory snapshot waits for it to
+        reappear (``listen`` on a new channel) before it reconnects."""
         try:
             await asyncio.wait_for(asyncio.shield(self._connected), timeout_s)
         finally:
             if self._server is not None:
                 self._server.close()
+            self.path.unlink(missing_ok=True)
 
     @property
     def connected(self) -> bool:

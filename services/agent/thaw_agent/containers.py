@@ -35,8 +35,24 @@ from typing import Any, Protocol
 
 from thaw_core import hosttools
 from thaw_core.blob import BlobStore
-from thaw_core.container_protocol import Frame, Hello, InitFailed, Output, Ready, Shutdown
-from thaw_core.schema import ContainerInfo, ContainerState, StartContainer, check_name
+from thaw_core.container_protocol import (
+    Frame,
+    Hello,
+    InitFailed,
+    Output,
+    Ready,
+    RestoreState,
+    Shutdown,
+    SnapshotReady,
+)
+from thaw_core.schema import (
+    ContainerInfo,
+    ContainerState,
+    SnapshotCreateFailed,
+    SnapshotRestored,
+    StartContainer,
+    check_name,
+)
 
 from thaw_agent import mounts, oci
 from thaw_agent.bundles import BundleCache
@@ -44,6 +60,7 @@ from thaw_agent.channel import RuntimeChannel
 from thaw_agent.layout import ContainerPaths, NodeLayout
 from thaw_agent.logship import LogShipper, LogSource, Stream, pump
 from thaw_agent.runc import Runc
+from thaw_agent.snapshots import Checkpoint, Plan, Restore, SnapshotCorrupted, Snapshots, copy_tree
 
 log = logging.getLogger("thaw.agent.containers")
 
@@ -54,6 +71,9 @@ TERM_GRACE_S = 2.0
 EXIT_WAIT_S = 5.0
 FAILED_TTL_S = 60.0
 STDERR_TAIL_LINES = 20
+# A restored container that is not Ready by then is given up for a cold one
+# (the scheduler's StartContainer request waits 30 s for the whole start).
+RESTORE_READY_TIMEOUT_S = 20.0
 
 
 class ContainerStartError(Exception):
@@ -105,6 +125,13 @@ class Container:
         self.ended_at = 0.0
         # A StopContainer came: whatever else happens, no replacement.
         self.stop_requested = False
+        # Memory snapshots: what this start does (restore / checkpoint / cold).
+        self.plan: Plan = None
+        self.restored = False
+        # A restore attempt: its failures fall back to a cold start, so they
+        # must not fail the function's inputs as an InitFailed would.
+        self.fallback_on_failure = False
+        self._settled = asyncio.Event()  # Ready, or failed
 
     # ------------------------------------------------------------ views
 
@@ -132,6 +159,7 @@ class Container:
             started_at=self.started_at,
             idle_since=self.idle_since if not self.inflight else 0.0,
             error=self.error,
+            restored=self.restored,
         )
 
     def system_log(self, text: str) -> None:
@@ -161,12 +189,20 @@ class Container:
 
     # ------------------------------------------------------------ start
 
-    async def start(self, bundle_dir: Path) -> None:
-        """Run the container; returns once runc started it (not once Ready)."""
+    async def start(
+        self, bundle_dir: Path, plan: Plan = None, snapshot_dir: Path | None = None
+    ) -> None:
+        """Run the container (or restore it from the unpacked snapshot at
+        ``snapshot_dir``); returns once runc started it (not once Ready)."""
         p = self.paths
         m = self._m
+        self.plan = plan
         try:
             await asyncio.to_thread(p.make)
+            if isinstance(plan, Restore):
+                assert snapshot_dir is not None
+                # The snapshot's file-system changes become this container's own.
+                await asyncio.to_thread(copy_tree, snapshot_dir / "upper", p.upper)
             await asyncio.to_thread(mounts.mount_overlay, m.base_rootfs, p.upper, p.work, p.rootfs)
             self._channel = RuntimeChannel(p.run)
             await self._channel.listen()
@@ -178,25 +214,11 @@ class Container:
                 run_dir=p.run,
                 cgroups_path=m.layout.cgroup(self.id),
                 runtime=oci.runtime_files(),
+                extra_env=_SNAPSHOT_ENV if isinstance(plan, Checkpoint) else None,
             )
             (p.oci / "config.json").write_text(json.dumps(config))
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            try:
-                self._spawn(self._pump(out_r, "stdout"), "stdout")
-                self._spawn(self._pump(err_r, "stderr"), "stderr")
-                self.pid = await m.runc.run_detached(
-                    self.id,
-                    bundle=p.oci,
-                    pid_file=p.pid_file,
-                    log_file=p.runc_log,
-                    stdout_fd=out_w,
-                    stderr_fd=err_w,
-                )
-            finally:
-                # The container holds its own copies now; ours would keep the pipes open.
-                os.close(out_w)
-                os.close(err_w)
+            images = snapshot_dir / "images" if snapshot_dir is not None else None
+            self.pid = await self._launch(images)
         except BaseException as e:
             self._ending = True
             self.state, self.error = "failed", f"start failed: {e}"
@@ -205,9 +227,10 @@ class Container:
             if isinstance(e, Exception):
                 raise ContainerStartError(str(e)) from e
             raise
-        self._watch_exit()
+        self._watch_exit(self.pid)
         self._spawn(self._converse(), "protocol")
-        self.system_log(f"container {self.id} started (pid {self.pid})")
+        how = "restored from a memory snapshot" if images is not None else "started"
+        self.system_log(f"container {self.id} {how} (pid {self.pid})")
         log.info(
             "container started",
             extra={
@@ -217,6 +240,41 @@ class Container:
                 "pid": self.pid,
             },
         )
+
+    async def _launch(self, images: Path | None) -> int:
+        """``runc run``, or ``runc restore`` from ``images``, with fresh pipes
+        as stdio (a restored process is rewired to restore's own fds 0/1/2)."""
+        p = self.paths
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._spawn(self._pump(out_r, "stdout"), "stdout")
+            self._spawn(self._pump(err_r, "stderr"), "stderr")
+            if images is None:
+                return await self._m.runc.run_detached(
+                    self.id,
+                    bundle=p.oci,
+                    pid_file=p.pid_file,
+                    log_file=p.runc_log,
+                    stdout_fd=out_w,
+                    stderr_fd=err_w,
+                )
+            work = p.dir / f"criu-restore-{time.monotonic_ns()}"
+            work.mkdir()
+            return await self._m.runc.restore_detached(
+                self.id,
+                bundle=p.oci,
+                image_path=images,
+                work_path=work,
+                pid_file=p.pid_file,
+                log_file=p.runc_log,
+                stdout_fd=out_w,
+                stderr_fd=err_w,
+            )
+        finally:
+            # The container holds its own copies now; ours would keep the pipes open.
+            os.close(out_w)
+            os.close(err_w)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         t = asyncio.create_task(coro, name=f"container:{self.id}:{name}")
@@ -241,20 +299,24 @@ class Container:
         finally:
             transport.close()
 
-    def _watch_exit(self) -> None:
+    def _watch_exit(self, pid: int) -> None:
         """Set ``_exited`` when the container's init process ends (pidfd: it is
-        not our child, so there is no SIGCHLD or waitpid for it)."""
+        not our child, so there is no SIGCHLD or waitpid for it). Only the
+        current process counts: a checkpointed one's end is expected."""
         loop = asyncio.get_running_loop()
+        self._exited.clear()
         try:
-            pidfd = os.pidfd_open(self.pid)
+            pidfd = os.pidfd_open(pid)
         except ProcessLookupError:
-            self._on_exit()
+            if pid == self.pid:
+                self._on_exit()
             return
 
         def readable() -> None:
             loop.remove_reader(pidfd)
             os.close(pidfd)
-            self._on_exit()
+            if pid == self.pid:
+                self._on_exit()
 
         loop.add_reader(pidfd, readable)
 
@@ -272,10 +334,15 @@ class Container:
         assert channel is not None
         try:
             await channel.accept(CONNECT_TIMEOUT_S)
+            if isinstance(self.plan, Restore):
+                await channel.send(self._restore_state())
             hello = await channel.read()
             if not isinstance(hello, Hello) or hello.container_id != self.id:
                 raise ValueError(f"expected Hello from container {self.id}, got {hello!r}")
             first = await channel.read()
+            if isinstance(first, SnapshotReady) and isinstance(self.plan, Checkpoint):
+                channel = await self._snapshot(self.plan)
+                first = await channel.read()
             match first:
                 case Ready(max_inputs=n):
                     if self.state != "starting":
@@ -283,6 +350,7 @@ class Container:
                     self.max_inputs = max(1, n)
                     self.state = "ready"
                     self.idle_since = time.time()
+                    self._settled.set()
                     log.info("container ready", extra={"container_id": self.id, "max_inputs": n})
                     self._m.events.container_ready(self)
                 case InitFailed():
@@ -316,6 +384,101 @@ class Container:
                     await asyncio.wait_for(self._exited.wait(), 0.5)
                 self.fail(f"runtime protocol error: {type(e).__name__}: {e}")
 
+    # ------------------------------------------------------------ snapshots
+
+    def _restore_state(self) -> RestoreState:
+        """Who a restored runtime is now: this container's id and the env its
+        config.json gives it (secrets as they are now), less the snapshot flag."""
+        config = json.loads((self.paths.oci / "config.json").read_text())
+        pairs = (entry.partition("=") for entry in config["process"]["env"])
+        env = {k: v for k, _, v in pairs if k not in _SNAPSHOT_ENV}
+        return RestoreState(container_id=self.id, env=env)
+
+    async def _snapshot(self, claim: Checkpoint) -> RuntimeChannel:
+        """The runtime paused for its snapshot: checkpoint it, bring it back
+        (restored in place from the images just written: that proves the
+        snapshot restores) and store the snapshot in the background.
+        Whatever fails, the container goes on cold. Returns the runtime's
+        new channel, RestoreState sent and Hello read."""
+        p, m = self.paths, self._m
+        snapshots = m.snapshots
+        assert snapshots is not None
+        snapshot_id = claim.claim.snapshot_id
+        # Outside the container's dir: the container may stop while it is packed.
+        staging = snapshots.cache.staging(snapshot_id)
+        old_pid = self.pid
+        if self._channel is not None:
+            await self._channel.close()
+        try:
+            self.pid = 0  # its end is expected now
+            (staging / "images").mkdir(parents=True)
+            work = p.dir / "criu-dump"
+            work.mkdir()
+            started = time.monotonic()
+            await m.runc.checkpoint(
+                self.id, image_path=staging / "images", work_path=work, log_file=p.runc_log
+            )
+            dumped = time.monotonic()
+            # Copied before the restored process writes to it again.
+            await asyncio.to_thread(copy_tree, p.upper, staging / "upper")
+            channel = await self._listen_again()
+            self.pid = await self._launch(staging / "images")
+            self._watch_exit(self.pid)
+            self.restored = True
+            self.system_log(
+                f"memory snapshot {snapshot_id} taken in {dumped - started:.2f}s;"
+                f" container restored from it (pid {self.pid})"
+            )
+        except Exception as e:  # noqa: BLE001 - the container goes on without a snapshot
+            log.warning(
+                "memory snapshot failed",
+                extra={"container_id": self.id, "snapshot_id": snapshot_id, "error": str(e)},
+            )
+            self.system_log(f"memory snapshot failed, going on without it: {e}")
+            await snapshots.publish(
+                self.app, SnapshotCreateFailed(snapshot_id=snapshot_id, error=str(e))
+            )
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+            channel = await self._resume_cold(old_pid)
+        else:
+            snapshots.store_later(claim.claim, staging, self.app)
+        await channel.accept(CONNECT_TIMEOUT_S)
+        await channel.send(self._restore_state())
+        hello = await channel.read()
+        if not isinstance(hello, Hello) or hello.container_id != self.id:
+            raise ValueError(f"expected Hello from container {self.id}, got {hello!r}")
+        return channel
+
+    async def _listen_again(self) -> RuntimeChannel:
+        channel = RuntimeChannel(self.paths.run)
+        await channel.listen()
+        self._channel = channel
+        return channel
+
+    async def _resume_cold(self, old_pid: int) -> RuntimeChannel:
+        """After a failed checkpoint: the process takes up where it paused
+        when CRIU left it running; otherwise a fresh cold one starts."""
+        self.restored = False
+        channel = await self._listen_again()
+        if _process_alive(old_pid):
+            self.pid = old_pid
+            self._watch_exit(old_pid)
+            return channel
+        with contextlib.suppress(Exception):
+            await self._m.runc.delete(self.id)
+        config_path = self.paths.oci / "config.json"
+        config = json.loads(config_path.read_text())
+        env = config["process"]["env"]
+        config["process"]["env"] = [e for e in env if e.partition("=")[0] not in _SNAPSHOT_ENV]
+        config_path.write_text(json.dumps(config))
+        self.pid = await self._launch(None)
+        self._watch_exit(self.pid)
+        return channel
+
+    async def settled(self, timeout_s: float) -> None:
+        """Until the container is Ready or failed (TimeoutError after ``timeout_s``)."""
+        await asyncio.wait_for(self._settled.wait(), timeout_s)
+
     # ------------------------------------------------------------ ending
 
     def fail(self, error: str) -> None:
@@ -325,9 +488,10 @@ class Container:
         self._ending = True
         self.state, self.error = "failed", error
         self.ended_at = time.time()
+        self._settled.set()
         log.warning("container failed", extra={"container_id": self.id, "error": error})
         self.system_log(f"container {self.id} failed: {error}")
-        if self.init_failure is not None:
+        if self.init_failure is not None and not self.fallback_on_failure:
             self._m.events.container_init_failed(self, self.init_failure)
         self._report_gone()
         self._teardown_task = asyncio.create_task(
@@ -411,6 +575,18 @@ class Container:
             log.exception("could not clean the container's dir", extra={"container_id": self.id})
 
 
+_SNAPSHOT_ENV = {"THAW_SNAPSHOT": "1"}
+
+
+def _process_alive(pid: int) -> bool:
+    """Running (a zombie whose parent has yet to reap it is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
 def _remove_container_dir(path: Path) -> None:
     for point in mounts.mounts_under(path):
         mounts.unmount(point)
@@ -427,11 +603,14 @@ class ContainerManager:
         shipper: LogShipper,
         *,
         base_rootfs: Path | None = None,
+        snapshots: Snapshots | None = None,
     ) -> None:
         self.layout = layout
         self.shipper = shipper
         self.base_rootfs = base_rootfs or hosttools.default_rootfs()
         self.runc = Runc(layout.runc_root)
+        # None: this node never snapshots (every start is cold).
+        self.snapshots = snapshots
         self.bundles = BundleCache(blob, layout.bundles)
         self.containers: dict[str, Container] = {}
         self._starting: dict[str, asyncio.Future[Container]] = {}
@@ -522,13 +701,71 @@ class ContainerManager:
             await old.stop(0)  # a failed or stopped one: make sure it is gone
         c = Container(command, self.layout.container(cid), self)
         self.containers[cid] = c
+        requested = time.monotonic()
         try:
             bundle_dir = await self.bundles.ensure(command.bundle_sha256)
         except Exception as e:
             c.state, c.error, c.ended_at = "failed", str(e), time.time()
             raise ContainerStartError(str(e)) from e
-        await c.start(bundle_dir)
+        plan = await self.snapshots.plan(command) if self.snapshots is not None else None
+        if isinstance(plan, Restore):
+            if await self._restore(c, bundle_dir, plan, requested):
+                return c
+            if c.stop_requested or self.containers.get(cid) is not c:
+                return c  # stopped meanwhile: no cold start either
+            c = Container(command, self.layout.container(cid), self)
+            self.containers[cid] = c
+            plan = None
+        await c.start(bundle_dir, plan)
         return c
+
+    async def _restore(
+        self, c: Container, bundle_dir: Path, plan: Restore, requested: float
+    ) -> bool:
+        """Restore ``c`` from the planned snapshot and wait until it is Ready;
+        on any failure, remove what was restored and say why (False)."""
+        snapshots = self.snapshots
+        assert snapshots is not None
+        snapshot_id = plan.snapshot.snapshot_id
+        c.fallback_on_failure = True
+        try:
+            unpacked = await snapshots.cache.ensure(plan.snapshot)
+            await c.start(bundle_dir, plan, unpacked)
+            await c.settled(RESTORE_READY_TIMEOUT_S)
+            if c.state != "ready":
+                raise ContainerStartError(c.error or f"the restored container is {c.state}")
+        except Exception as e:  # noqa: BLE001 - whatever it was, a cold start follows
+            if isinstance(e, SnapshotCorrupted):
+                await asyncio.to_thread(snapshots.cache.drop, snapshot_id)
+                error = f"snapshot corrupted: {e}"
+            elif isinstance(e, TimeoutError):
+                error = f"not ready {RESTORE_READY_TIMEOUT_S:g}s after restore"
+            else:
+                error = f"{type(e).__name__}: {e}"
+            log.warning(
+                "restore failed: starting cold",
+                extra={"container_id": c.id, "snapshot_id": snapshot_id, "error": error},
+            )
+            c.system_log(
+                f"restore from memory snapshot {snapshot_id} failed ({error}); starting cold"
+            )
+            await c.kill(f"restore failed: {error}")
+            await snapshots.publish(
+                c.app,
+                SnapshotRestored(
+                    snapshot_id=snapshot_id, node_id=self.layout.node_id, ok=False, error=error
+                ),
+            )
+            return False
+        c.restored = True
+        seconds = time.monotonic() - requested
+        await snapshots.publish(
+            c.app,
+            SnapshotRestored(
+                snapshot_id=snapshot_id, node_id=self.layout.node_id, ok=True, seconds=seconds
+            ),
+        )
+        return True
 
     async def stop(self, container_id: str, grace_s: float, reason: str = "") -> bool:
         """Stop and forget a container; False when there was none."""

@@ -7,6 +7,7 @@ other's files, runc containers or cgroups::
     <node dir>/
       runc/                     runc --root: this agent's containers only
       bundles/<sha256>/         extracted code bundles, shared by containers
+      snapshots/<id>/           memory snapshots, unpacked (images/, upper/, info.json)
       containers/<id>/
         oci/config.json         the OCI bundle runc runs
         rootfs/                 overlay mount point (lower: the base rootfs)
@@ -55,6 +56,10 @@ class NodeLayout:
     @property
     def containers(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
 
     def container(self, container_id: str) -> ContainerPaths:
         return ContainerPaths(self.containers / container_id)

@@ -23,6 +23,7 @@ from thaw_agent.containers import ContainerManager
 from thaw_agent.dispatch import Dispatcher, Reject
 from thaw_agent.layout import NodeLayout
 from thaw_agent.logship import LogShipper
+from thaw_agent.snapshots import Snapshots
 
 log = logging.getLogger("thaw.agent.node")
 
@@ -47,7 +48,10 @@ class ContainerNode:
         self.layout = NodeLayout(state_dir, node_id)
         self.bus = bus
         self.shipper = LogShipper(bus)
-        self.manager = ContainerManager(self.layout, blob, self.shipper, base_rootfs=base_rootfs)
+        self.snapshots = Snapshots(bus, blob, self.layout.snapshots, node_id)
+        self.manager = ContainerManager(
+            self.layout, blob, self.shipper, base_rootfs=base_rootfs, snapshots=self.snapshots
+        )
         self.dispatcher = Dispatcher(bus, self.manager, reject)
         self.commands = CommandHandler(self.manager, reject)
         self._subs: list[Any] = []
@@ -65,6 +69,7 @@ class ContainerNode:
     async def start(self) -> None:
         """Clean up after a previous life of this node, then take commands."""
         await self.manager.recover()
+        await asyncio.to_thread(self.snapshots.cache.sweep)
         self._subs.append(await self.bus.serve(CANCEL_SUBJECT, self.dispatcher.on_cancel))
         for subject in self.command_subjects:
             self._subs.append(await self.bus.serve(subject, self.commands.on_command))
@@ -82,6 +87,9 @@ class ContainerNode:
     def reserved(self) -> tuple[float, int]:
         return self.manager.reserved()
 
+    def cached_snapshots(self) -> list[str]:
+        return self.snapshots.cache.ids()
+
     async def close(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """Stop taking work, let running inputs finish for ``grace_s``, stop every
         container (what is still running is released for redelivery)."""
@@ -92,5 +100,6 @@ class ContainerNode:
         await self.dispatcher.close()
         await self.commands.close(timeout_s=grace_s)
         await self.manager.stop_all(grace_s)
+        await self.snapshots.close(timeout_s=30.0)
         await self.dispatcher.drain(timeout_s=5.0)
         await self.shipper.flush()

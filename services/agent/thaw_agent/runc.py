@@ -87,6 +87,72 @@ class Runc:
         except (OSError, ValueError) as e:
             raise RuncError(f"runc run left no usable pid file: {e}") from None
 
+    async def checkpoint(
+        self, container_id: str, *, image_path: Path, work_path: Path, log_file: Path,
+        timeout_s: float = COMMAND_TIMEOUT_S,
+    ) -> None:  # fmt: skip
+        """CRIU-dump the container into ``image_path``; it is gone afterwards."""
+        argv = hosttools.runc_checkpoint_cmd(
+            container_id, image_path, work_path, state_root=self.root
+        )
+        argv[1:1] = ["--log", str(log_file), "--log-format", "json"]
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            why = last_error(log_file) or err.decode(errors="replace").strip() or "no message"
+            raise RuncError(
+                f"runc checkpoint failed ({proc.returncode}): {why}{criu_tail(work_path, 'dump.log')}"
+            )
+
+    async def restore_detached(
+        self,
+        container_id: str,
+        *,
+        bundle: Path,
+        image_path: Path,
+        work_path: Path,
+        pid_file: Path,
+        log_file: Path,
+        stdout_fd: int,
+        stderr_fd: int,
+        timeout_s: float = COMMAND_TIMEOUT_S,
+    ) -> int:
+        """``runc restore --detach`` from ``image_path``; the restored process's
+        stdout/stderr become the given pipe ends. Returns its host pid."""
+        argv = hosttools.runc_restore_cmd(
+            container_id, bundle, image_path, work_path, state_root=self.root
+        )
+        argv[1:1] = ["--log", str(log_file), "--log-format", "json"]
+        argv[-1:-1] = ["--pid-file", str(pid_file)]
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=stdout_fd, stderr=stderr_fd
+        )
+        try:
+            rc = await asyncio.wait_for(proc.wait(), timeout_s)
+        except (TimeoutError, asyncio.CancelledError):
+            proc.kill()
+            await proc.wait()
+            raise
+        if rc != 0:
+            why = last_error(log_file) or "no message"
+            raise RuncError(
+                f"runc restore failed ({rc}): {why}{criu_tail(work_path, 'restore.log')}"
+            )
+        try:
+            return int(pid_file.read_text().strip())
+        except (OSError, ValueError) as e:
+            raise RuncError(f"runc restore left no usable pid file: {e}") from None
+
     async def kill(self, container_id: str, signal: str = "TERM") -> bool:
         """Signal the container's processes; False when it no longer runs."""
         rc, _, err = await self._call("kill", "--all", container_id, signal)
@@ -127,3 +193,14 @@ def last_error(log_file: Path) -> str:
         if entry.get("level") in ("error", "fatal"):
             return str(entry.get("msg", "")).strip()
     return ""
+
+
+def criu_tail(work_path: Path, name: str, lines: int = 5) -> str:
+    """CRIU's last error lines from its log in the work dir, for an error message."""
+    try:
+        text = (work_path / name).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    # "rlimit: Can't setup RLIMIT_NOFILE" is logged as an error on every run: noise.
+    errors = [ln for ln in text if "Error" in ln and "RLIMIT_NOFILE" not in ln]
+    return ("; criu: " + " | ".join(errors[-lines:])) if errors else ""

@@ -85,6 +85,8 @@ class AgentService(Service):
             reject=self.reject,
         )
         await self.node.start()
+        # Read once (CPU flags, tool versions; NVML): it does not change while we run.
+        self.fingerprint = await self.node.snapshots.fingerprint()
 
     async def teardown(self) -> None:
         await self.node.close()
@@ -118,6 +120,8 @@ class AgentService(Service):
             free_cores=round(max(0.0, cores - reserved_cores), 3),
             free_memory_mb=max(0, memory_mb - reserved_mb),
             containers=self.node.containers(),
+            fingerprint=self.fingerprint,
+            cached_snapshots=self.node.cached_snapshots(),
         )
 
     async def heartbeat_loop(self) -> None:

@@ -12,6 +12,7 @@ times what the socket round trip itself costs.
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -24,6 +25,9 @@ from thaw_core.container_protocol import MAX_FRAME, Frame, ToRuntime, pack
 # The agent listens before it starts the container; a short retry covers a
 # socket that is being bound as the process starts.
 CONNECT_TIMEOUT_S = 5.0
+# While waiting to be checkpointed: how often to look for the agent's socket.
+# It is the restored process's first act, so it bounds restore latency.
+REAPPEAR_POLL_S = 0.002
 _HEADER = struct.Struct(">I")  # the framing of container_protocol.pack
 
 
@@ -52,6 +56,28 @@ class AgentChannel:
                 if time.monotonic() >= deadline:
                     raise ConnectionError(f"cannot reach the agent at {path}: {e}") from e
                 time.sleep(0.05)
+
+    @classmethod
+    def await_agent(cls, path: str) -> AgentChannel:
+        """Wait, however long it takes, for the agent to listen at ``path``
+        again (after a checkpoint), then connect.
+
+        Only ``stat`` while waiting, no socket: whatever CRIU freezes must
+        hold no half-made connection. The agent unlinks the socket once it
+        accepted our first connection, so its reappearance means a new
+        listener (a restore, or the agent taking us back after a failed
+        checkpoint).
+        """
+        while True:
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                time.sleep(REAPPEAR_POLL_S)
+                continue
+            try:
+                return cls.connect(path)
+            except ConnectionError:
+                time.sleep(REAPPEAR_POLL_S)
 
     def read(self) -> Any:
         """The next frame (blocking). ``msgspec.DecodeError`` for a frame that

@@ -18,6 +18,8 @@ class RuntimeEnv(NamedTuple):
     spec_json: str
     # Overridable so that the runtime runs outside a container (tests, debugging).
     socket_path: str = SOCKET_IN_CONTAINER
+    # THAW_SNAPSHOT=1: pause for a memory snapshot after the snap=True hooks.
+    snapshot: bool = False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> RuntimeEnv:
@@ -25,6 +27,7 @@ class RuntimeEnv(NamedTuple):
             container_id=environ.get("THAW_CONTAINER_ID", ""),
             spec_json=environ.get("THAW_FUNCTION_SPEC", ""),
             socket_path=environ.get("THAW_AGENT_SOCKET", SOCKET_IN_CONTAINER),
+            snapshot=environ.get("THAW_SNAPSHOT", "") == "1",
         )
 
     def spec(self) -> FunctionSpec:

@@ -37,8 +37,10 @@ from thaw_core.container_protocol import (
     InitFailed,
     Output,
     Ready,
+    RestoreState,
     RunInput,
     Shutdown,
+    SnapshotReady,
 )
 from thaw_core.schema import CallStatus, Invoke, Result
 
@@ -47,6 +49,7 @@ from thaw.runtime.env import RuntimeEnv
 from thaw.runtime.executor import Callee, Executor, Reply, our_cancellation, result_for
 from thaw.runtime.failure import describe
 from thaw.runtime.log import log
+from thaw.runtime.reseed import reseed_generators
 from thaw.runtime.slots import Slots
 from thaw.runtime.target import Target, load_target
 
@@ -89,6 +92,9 @@ class Runtime:
         self._readers: list[threading.Thread] = []
         self._on_readers = False  # set once Ready: readers may run sync inputs
         self._agent_gone = False
+        # Set while we close the connection ourselves for a memory snapshot:
+        # the readers end quietly then, the runtime does not.
+        self._pausing = False
         self._gone = asyncio.Event()
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -156,8 +162,10 @@ class Runtime:
             self._executor = Executor(self._env.container_id, spec.max_inputs, self._loop)
             self._target = load_target(spec, self._executor)
             await self._target.enter(snap=True)
-            # The memory snapshot goes here (snapshot issue): what ran above is
-            # captured in it; what runs below runs again after every restore.
+            if self._env.snapshot:
+                # What ran above is captured in the snapshot; what runs below
+                # runs again after every restore.
+                await self._pause_for_snapshot()
             await self._target.enter(snap=False)
             return True
         except BaseException as e:  # SystemExit at import fails the start, with its reason
@@ -169,6 +177,31 @@ class Runtime:
                 InitFailed(error=failure.error, traceback=failure.traceback, exc=failure.exc)
             )
             return False
+
+    async def _pause_for_snapshot(self) -> None:
+        """Say SnapshotReady, let go of the agent, wait to be checkpointed and
+        brought back (restored, or resumed when the checkpoint failed), then
+        take on the identity the agent hands over."""
+        self._pausing = True
+        self._channel.send(SnapshotReady())
+        self._channel.close()
+        for reader in self._readers:
+            await asyncio.to_thread(reader.join)
+        self._readers.clear()
+        log.info("ready for a memory snapshot")
+        channel = await asyncio.to_thread(AgentChannel.await_agent, self._env.socket_path)
+        first = await asyncio.to_thread(channel.read)
+        if not isinstance(first, RestoreState):
+            raise TypeError(f"expected RestoreState after a snapshot, got {first!r}")
+        os.environ.update(first.env)
+        self._env = self._env._replace(container_id=first.container_id)
+        self._executor.container_id = first.container_id
+        reseeded = reseed_generators()
+        self._channel = channel
+        self._pausing = False
+        channel.send(Hello(container_id=first.container_id, pid=os.getpid()))
+        self._add_readers(1)
+        log.info("restored as %s; reseeded %s", first.container_id, ", ".join(reseeded))
 
     async def _drain(self) -> None:
         deadline = self._loop.time() + self._grace_s
@@ -204,6 +237,8 @@ class Runtime:
                     log.error("ignored a frame from the agent that does not decode: %s", e)
                     continue
                 except ChannelClosed as e:
+                    if self._pausing:
+                        return  # we closed it for a snapshot; a new one comes
                     if not self._agent_gone:
                         self._agent_gone = True
                         log.error("%s", e)

@@ -1,0 +1,336 @@
+"""Memory snapshots on a real agent: checkpoint, restore, corruption, fingerprints.
+
+Real NATS, a real S3 server, real runc + CRIU. The test plays the snapshots
+service: it answers ``thaw.snapshots.lookup`` itself (a claim, then the
+snapshot the agent reported), so that what is tested is the agent and the
+runtime, whatever the catalogue decides. Everything else is what a user
+would see: results of calls, the container list, the snapshot events, the
+blob in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import msgspec
+import pytest
+from thaw_core import hosttools
+from thaw_core.blob import BlobStore
+from thaw_core.bus import Bus
+from thaw_core.fingerprint import fingerprint_id, local_fingerprint
+from thaw_core.schema import (
+    CpuFingerprint,
+    Fingerprint,
+    FunctionSpec,
+    Invoke,
+    SnapshotCreated,
+    SnapshotCreateFailed,
+    SnapshotEvent,
+    SnapshotInfo,
+    SnapshotLookup,
+    SnapshotLookupReply,
+    SnapshotRestored,
+    decoder,
+    encode,
+    invoke_subject,
+)
+
+from test_agent import (  # noqa: F401 - fixtures
+    Agent,
+    blob,
+    eventually,
+    make_agent,
+    put_bundle,
+    result_of,
+    value,
+)
+
+def _why_no_criu() -> str | None:
+    if os.geteuid() != 0:
+        return "runc containers and CRIU need root"
+    if not hosttools.runc_path().exists():
+        return f"runc not found at {hosttools.runc_path()} (make setup)"
+    if not hosttools.criu_path().exists():
+        return f"criu not found at {hosttools.criu_path()} (make setup)"
+    if not hosttools.rootfs_ready():
+        return f"no finished rootfs at {hosttools.default_rootfs()} (make setup)"
+    return None
+
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(_why_no_criu() is not None, reason=str(_why_no_criu())),
+]
+
+APP_SOURCE = """
+import os
+import random
+
+import thaw
+
+app = thaw.App("snap-test")
+
+
+@app.cls(enable_memory_snapshot=True)
+class Snappy:
+    @thaw.enter(snap=True)
+    def load(self):
+        # Expensive state, built once and captured in the snapshot.
+        self.table = {i: i * i for i in range(300_000)}
+        self.snap_pid = os.getpid()
+        self.snap_draw = random.random()
+        self.restores = 0
+        with open("/var/tmp/made-at-snap", "w") as f:
+            f.write("from the snapshot")
+
+    @thaw.enter(snap=False)
+    def setup(self):
+        self.restores += 1
+
+    @thaw.method()
+    def state(self):
+        with open("/var/tmp/made-at-snap") as f:
+            written = f.read()
+        return {
+            "table": len(self.table),
+            "snap_pid": self.snap_pid,
+            "snap_draw": self.snap_draw,
+            "restores": self.restores,
+            "draw": random.random(),
+            "file": written,
+            "container": os.environ.get("THAW_CONTAINER_ID"),
+        }
+"""
+
+_lookups = decoder(SnapshotLookup)
+_events = decoder(SnapshotEvent)
+
+
+def snappy_spec() -> FunctionSpec:
+    return FunctionSpec(
+        name="Snappy",
+        module="app",
+        qualname="Snappy",
+        kind="class",
+        methods=["state"],
+        enable_memory_snapshot=True,
+    )
+
+
+class Catalogue:
+    """Plays the snapshots service for one app: claims once, then offers the
+    snapshot the agent reported. Records the events the agents publish."""
+
+    def __init__(self, bus: Bus, app: str) -> None:
+        self.bus = bus
+        self.app = app
+        self.claimed: SnapshotInfo | None = None
+        self.ready: SnapshotInfo | None = None
+        self.events: list[Any] = []
+        self.lookups: list[SnapshotLookup] = []
+        self._subs: list[Any] = []
+
+    async def open(self) -> Catalogue:
+        self._subs.append(await self.bus.nc.subscribe("thaw.snapshots.lookup", cb=self._lookup))
+        self._subs.append(
+            await self.bus.nc.subscribe(f"thaw.event.snapshot.{self.app}", cb=self._event)
+        )
+        await self.bus.nc.flush()
+        return self
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            await sub.unsubscribe()
+
+    async def _lookup(self, msg: Any) -> None:
+        ask = _lookups.decode(msg.data)
+        if ask.app != self.app:
+            return
+        self.lookups.append(ask)
+        if self.ready is not None:
+            reply = SnapshotLookupReply(snapshot=self.ready)
+        elif self.claimed is None:
+            self.claimed = SnapshotInfo(
+                snapshot_id=f"snap-{uuid.uuid4().hex[:12]}",
+                app=ask.app,
+                function=ask.function,
+                version=ask.version,
+                fingerprint=ask.fingerprint,
+                fingerprint_id=fingerprint_id(ask.fingerprint),
+            )
+            reply = SnapshotLookupReply(claim=self.claimed)
+        else:
+            reply = SnapshotLookupReply()  # being made: start cold
+        await msg.respond(encode(reply))
+
+    async def _event(self, msg: Any) -> None:
+        event = _events.decode(msg.data)
+        self.events.append(event)
+        if isinstance(event, SnapshotCreated):
+            self.ready = event.snapshot
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture
+async def catalogue(bus: Bus) -> AsyncIterator[Callable[[str], Awaitable[Catalogue]]]:
+    opened: list[Catalogue] = []
+
+    async def make(app: str) -> Catalogue:
+        c = await Catalogue(bus, app).open()
+        opened.append(c)
+        return c
+
+    yield make
+    for c in opened:
+        await c.close()
+
+
+async def call_state(bus: Bus, app: str) -> tuple[dict[str, Any], str]:
+    call_id = f"fc-{uuid.uuid4().hex}"
+    msg = Invoke(
+        call_id=call_id,
+        app=app,
+        function="Snappy",
+        method="state",
+        args=cloudpickle.dumps(((), {})),
+    )
+    await bus.publish(invoke_subject(app, "Snappy"), msg)
+    result = await result_of(bus, call_id, timeout_s=60)
+    return value(result), result.container_id
+
+
+async def snapshot_made(agent: Agent, bus: Bus, blob: BlobStore, cat: Catalogue, sha: str) -> str:
+    """The first container claims, snapshots, serves; returns its id."""
+    cid = await agent.start(bus, cat.app, sha, snappy_spec())
+    await agent.wait_state(cid, "ready", timeout_s=60)
+
+    async def created() -> bool:
+        return bool(cat.of(SnapshotCreated) or cat.of(SnapshotCreateFailed))
+
+    await eventually(created, 60, "the snapshot's creation event")
+    assert not cat.of(SnapshotCreateFailed), cat.of(SnapshotCreateFailed)
+    return cid
+
+
+async def test_snapshot_made_then_restored_with_state_and_fresh_randomness(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    catalogue: Callable[[str], Awaitable[Catalogue]],
+) -> None:
+    app = f"snp-{uuid.uuid4().hex[:10]}"
+    cat = await catalogue(app)
+    agent = await make_agent()
+    sha = await put_bundle(blob, APP_SOURCE)
+
+    first = await snapshot_made(agent, bus, blob, cat, sha)
+    info = cat.of(SnapshotCreated)[0].snapshot
+    # The snapshot is in the blob store, with the size and hash it was reported with.
+    stored = await blob.stat(info.blob_key)
+    assert stored is not None and stored.size == info.size > 0
+    assert stored.sha256 == info.sha256
+    assert info.state == "ready" and info.fingerprint == local_fingerprint()
+    # The claiming container was itself restored from what it wrote, and serves.
+    assert agent.container(first).info().restored
+    state, served_by = await call_state(bus, app)
+    assert served_by == first
+    assert state["table"] == 300_000 and state["restores"] == 1
+    assert state["file"] == "from the snapshot"
+    # The heartbeat tells the scheduler this node holds the snapshot.
+    assert info.snapshot_id in agent.svc.heartbeat().cached_snapshots
+
+    # Two more containers: both restored from the snapshot.
+    started = time.monotonic()
+    second = await agent.start(bus, app, sha, snappy_spec())
+    third = await agent.start(bus, app, sha, snappy_spec())
+    for cid in (second, third):
+        c = await agent.wait_state(cid, "ready", timeout_s=30)
+        assert c.info().restored
+    restored = [e for e in cat.of(SnapshotRestored) if e.ok]
+    assert len(restored) == 2, cat.events
+    assert all(e.snapshot_id == info.snapshot_id and 0 < e.seconds < 30 for e in restored)
+    print(f"two restores took {time.monotonic() - started:.2f}s")
+
+    await agent.svc.node.manager.stop(first, 5)
+    await agent.svc.node.manager.stop(third, 5)
+    state2, by2 = await call_state(bus, app)
+    assert by2 == second and state2["container"] == second
+    # snap=True state came from the snapshot: same process image, same draw.
+    assert state2["snap_pid"] == state["snap_pid"]
+    assert state2["snap_draw"] == state["snap_draw"]
+    assert state2["table"] == 300_000 and state2["file"] == "from the snapshot"
+    # snap=False ran once after this restore.
+    assert state2["restores"] == 1
+    # Reseeded after restore: no two containers draw the same numbers.
+    assert state2["draw"] != state["draw"]
+
+
+async def test_corrupted_snapshot_is_detected_and_the_container_starts_cold(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    catalogue: Callable[[str], Awaitable[Catalogue]],
+) -> None:
+    app = f"snc-{uuid.uuid4().hex[:10]}"
+    cat = await catalogue(app)
+    maker = await make_agent()
+    sha = await put_bundle(blob, APP_SOURCE)
+    first = await snapshot_made(maker, bus, blob, cat, sha)
+    info = cat.of(SnapshotCreated)[0].snapshot
+    await maker.svc.node.manager.stop(first, 5)
+    # Someone overwrites the blob: its bytes no longer match the catalogue.
+    await blob.put(info.blob_key, b"not a snapshot at all")
+
+    other = await make_agent()  # a node without a local copy: it must fetch
+    cid = await other.start(bus, app, sha, snappy_spec())
+    c = await other.wait_state(cid, "ready", timeout_s=60)
+    assert not c.info().restored
+    failed = [e for e in cat.of(SnapshotRestored) if not e.ok]
+    assert len(failed) == 1 and "corrupt" in failed[0].error, cat.events
+    assert info.snapshot_id not in other.svc.heartbeat().cached_snapshots
+    state, by = await call_state(bus, app)
+    assert by == cid and state["table"] == 300_000 and state["restores"] == 1
+
+
+async def test_incompatible_node_does_not_restore(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    catalogue: Callable[[str], Awaitable[Catalogue]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = f"sni-{uuid.uuid4().hex[:10]}"
+    cat = await catalogue(app)
+    maker = await make_agent()
+    sha = await put_bundle(blob, APP_SOURCE)
+    first = await snapshot_made(maker, bus, blob, cat, sha)
+    await maker.svc.node.manager.stop(first, 5)
+
+    # Another machine: another CPU. Even offered the snapshot, it starts cold.
+    other_fp = Fingerprint(
+        cpu=CpuFingerprint(arch="aarch64", vendor="ARM", model="Neoverse-V2"),
+        criu=local_fingerprint().criu,
+        kernel=local_fingerprint().kernel,
+    )
+    recorded = tmp_path / "fingerprint.json"
+    recorded.write_bytes(msgspec.json.encode(other_fp))
+    monkeypatch.setenv("THAW_TEST_FINGERPRINT_FILE", str(recorded))
+    other = await make_agent()
+    assert other.svc.heartbeat().fingerprint == other_fp
+    cid = await other.start(bus, app, sha, snappy_spec())
+    c = await other.wait_state(cid, "ready", timeout_s=60)
+    assert not c.info().restored
+    assert not cat.of(SnapshotRestored)
+    state, by = await call_state(bus, app)
+    assert by == cid and state["restores"] == 1
+    await asyncio.sleep(0)
