@@ -8,7 +8,9 @@ Routes (all need ``Authorization: Bearer <token>`` except ``/healthz``):
 
 - ``HEAD /v1/bundles/{sha256}``             200 if stored, else 404
 - ``PUT  /v1/bundles/{sha256}``             body: the zip; sha256 verified
-- ``POST /v1/apps/{app}/deploy``            ``DeployRequest`` -> ``DeployResponse``
+- ``POST /v1/apps/{app}/deploy``            ``DeployRequest`` -> ``DeployResponse``;
+  with ``?progress=1``, NDJSON of ``DeployEvent`` (image builds as they run)
+- ``HEAD/PUT /v1/files/{sha256}``           files an image adds (``Image.add_local_*``)
 - ``GET  /v1/apps``                         -> ``list[AppInfo]``
 - ``POST /v1/apps/{app}/stop``              -> ``AppInfo``
 - ``GET  /v1/apps/{app}/logs?follow=1``     -> NDJSON of ``schema.LogLine``
@@ -30,7 +32,16 @@ from typing import Any, Literal
 
 import msgspec
 
-from thaw_core.schema import CallStatus, Codec, ContainerInfo, FunctionSpec, GpuInfo
+from thaw_core.schema import (
+    BuildOutput,
+    BuildProgress,
+    BuildResult,
+    CallStatus,
+    Codec,
+    ContainerInfo,
+    FunctionSpec,
+    GpuInfo,
+)
 
 ERROR_CODES = (
     "bad_request",
@@ -73,6 +84,34 @@ class DeployResponse(Body):
     functions: list[str]
     # Function name -> HTTP URL, for web endpoints.
     web_urls: dict[str, str] = {}
+
+
+class ImageBuildStarted(Body, tag="image_build", tag_field="type"):
+    """A deploy needs an image that is not built yet: this build makes it."""
+
+    build_id: str
+    functions: list[str]
+    # One label per step, in order ("pip_install six"): what progress refers to by index.
+    steps: list[str]
+
+
+class DeployFinished(Body, tag="deployed", tag_field="type"):
+    response: DeployResponse
+
+
+class DeployFailed(Body, tag="deploy_failed", tag_field="type"):
+    code: str
+    message: str
+    # When an image build failed: its result (failed step, exit code, log tail).
+    build: BuildResult | None = None
+
+
+# The lines of ``POST /v1/apps/{app}/deploy?progress=1``: builds as they run
+# (``BuildProgress``/``BuildOutput`` are the builder's own messages, passed
+# through), ending with ``DeployFinished`` or ``DeployFailed``.
+DeployEvent = (
+    ImageBuildStarted | BuildProgress | BuildOutput | BuildResult | DeployFinished | DeployFailed
+)
 
 
 class AppInfo(Body):

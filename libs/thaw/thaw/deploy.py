@@ -10,24 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib
 import re
 import sys
 import warnings
 from pathlib import Path
 from types import ModuleType, TracebackType
+from typing import Any
+from urllib.parse import quote
 
 import msgspec
-from thaw_core.api import DeployRequest, DeployResponse
+from thaw_core.api import (
+    DeployEvent,
+    DeployFailed,
+    DeployFinished,
+    DeployRequest,
+    DeployResponse,
+)
 from thaw_core.schema import FunctionSpec
 
 from thaw._env import is_local
 from thaw._output import output_enabled
 from thaw._sync import background_loop
 from thaw.app import App
+from thaw.build_progress import BuildDisplay
 from thaw.bundle import Bundle, build_bundle, import_root
-from thaw.client import current
-from thaw.exception import Error, InvalidError
+from thaw.client import current, gateway_error
+from thaw.exception import Error, InvalidError, from_gateway
+from thaw.image import local_files
 
 # ---------------------------------------------------------------- importing
 
@@ -103,10 +114,14 @@ def app_bundle(app: App) -> Bundle:
     return build_bundle(next(iter(roots)))
 
 
-def with_local_content(spec: FunctionSpec) -> FunctionSpec:
+def with_local_content(spec: FunctionSpec, uploads: dict[str, Path] | None = None) -> FunctionSpec:
     """The spec with what its image reads from this machine filled in: the
     builder cannot read the deploying machine's files. Done at deploy, not at
-    decoration, because containers import the same code without those files."""
+    decoration, because containers import the same code without those files.
+
+    ``add_local_*`` steps get ``files`` (destination, sha256, mode of each
+    file; ``uploads`` collects sha256 -> local path for the upload), and
+    ``pip_install_from_requirements`` the file's text."""
     if spec.image is None:
         return spec
     steps = []
@@ -118,16 +133,91 @@ def with_local_content(spec: FunctionSpec) -> FunctionSpec:
                 raise InvalidError(
                     f"{spec.name}: cannot read requirements file {step['path']}: {e.strerror}"
                 ) from None
+        elif found := local_files(step):
+            step = {**step, "files": [_file_entry(dest, path, uploads) for dest, path in found]}
         steps.append(step)
     return msgspec.structs.replace(spec, image={**spec.image, "steps": steps})
 
 
+def _file_entry(dest: str, path: Path, uploads: dict[str, Path] | None) -> dict[str, Any]:
+    try:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        mode = path.stat().st_mode & 0o7777
+    except OSError as e:
+        raise InvalidError(f"cannot read {path} to add it to the image: {e.strerror}") from None
+    sha = digest.hexdigest()
+    if uploads is not None:
+        uploads[sha] = path
+    return {"dest": dest, "sha256": sha, "mode": mode}
+
+
+async def _upload_files(uploads: dict[str, Path]) -> None:
+    """Upload what the gateway does not have yet, as ``files/<sha256>``."""
+    client = current()
+    limit = asyncio.Semaphore(8)
+
+    async def one(sha: str, path: Path) -> None:
+        async with limit:
+            status, answer = await client.transport.request("HEAD", f"/v1/files/{sha}")
+            if status == 200:
+                return
+            if status != 404:
+                raise gateway_error(status, answer)
+            data = await asyncio.to_thread(path.read_bytes)
+            status, answer = await client.transport.request(
+                "PUT", f"/v1/files/{sha}", data, content_type="application/octet-stream"
+            )
+            if status not in (200, 201):
+                raise gateway_error(status, answer)
+
+    await asyncio.gather(*(one(sha, path) for sha, path in uploads.items()))
+
+
+def _builds_images(specs: list[FunctionSpec]) -> bool:
+    """Whether the deploy may build: an image with steps beyond its base."""
+    return any(spec.image is not None and len(spec.image["steps"]) > 1 for spec in specs)
+
+
+_deploy_event = msgspec.json.Decoder(DeployEvent)
+
+
+async def _deploy_with_progress(name: str, request: DeployRequest, *, show: bool) -> DeployResponse:
+    """The deploy, following its image builds line by line (NDJSON)."""
+    client = current()
+    body = msgspec.json.encode(request)
+    with BuildDisplay(live=None if show else False) as display:
+        async for line in client.transport.lines(
+            "POST", f"/v1/apps/{quote(name, safe='')}/deploy?progress=1", body
+        ):
+            try:
+                event = _deploy_event.decode(line)
+            except msgspec.DecodeError as e:
+                raise Error(f"the gateway sent a deploy progress line that cannot be read: {e}")
+            match event:
+                case DeployFinished(response=response):
+                    return response
+                case DeployFailed(code=code, message=message):
+                    raise from_gateway(400, code, message)
+                case _ if show:
+                    display.show(event)
+    raise Error("the deploy stream ended before the deploy finished; see the gateway's log")
+
+
 async def deploy_bundle(name: str, app: App, bundle: Bundle, *, ephemeral: bool) -> DeployResponse:
-    specs = [with_local_content(spec) for spec in app.specs()]
+    uploads: dict[str, Path] = {}
+    specs = [with_local_content(spec, uploads) for spec in app.specs()]
     client = current()
     if not await client.has_bundle(bundle.sha256):
         await client.put_bundle(bundle.sha256, bundle.data)
+    await _upload_files(uploads)
     request = DeployRequest(bundle_sha256=bundle.sha256, functions=specs, ephemeral=ephemeral)
+    if _builds_images(specs):
+        # A deploy is shown; an ephemeral run only when its output is on.
+        show = not ephemeral or output_enabled()
+        return await _deploy_with_progress(name, request, show=show)
     return await client.deploy(name, request)
 
 

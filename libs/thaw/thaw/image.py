@@ -3,15 +3,21 @@
 Every method returns a new Image (images are values: ``base.pip_install(...)``
 leaves ``base`` as it was). ``image.spec()`` is what goes into
 ``FunctionSpec.image`` for the builder: ``{"steps": [{"op": ..., ...}, ...]}``.
-Local paths are recorded absolute, as the deploying machine sees them.
+Local paths are recorded absolute, as the deploying machine sees them; at
+deploy, ``local_files(step)`` lists what each ``add_local_*`` step puts where
+(the client uploads those files and lists their sha256s in the step).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import fnmatch
+import importlib.util
 import os
+import posixpath
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from thaw._env import is_local
@@ -219,3 +225,77 @@ class Image:
         except ImportError:
             if not is_local():
                 raise
+
+
+# ---------------------------------------------------------------- local files at deploy
+
+# Where add_local_python_source puts modules in the image.
+PYTHON_SOURCE_ROOT = "/root"
+_SKIP_DIRS = frozenset({"__pycache__", ".git", ".venv", "venv", "node_modules"})
+
+
+def _in_image(path: str) -> str:
+    """An image path made absolute and normalised (relative ones are under /)."""
+    return posixpath.normpath(posixpath.join("/", path))
+
+
+def _ignored(rel: str, patterns: Sequence[str]) -> bool:
+    parts = rel.split("/")
+    return any(
+        fnmatch.fnmatch(rel, p) or any(fnmatch.fnmatch(part, p) for part in parts) for p in patterns
+    )
+
+
+def _tree(root: Path, dest: str, ignore: Sequence[str] = ()) -> list[tuple[str, Path]]:
+    found: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in _SKIP_DIRS and not _ignored(os.path.normpath(f"{rel_dir}/{d}"), ignore)
+        )
+        for name in sorted(filenames):
+            rel = os.path.normpath(f"{rel_dir}/{name}")
+            path = Path(dirpath) / name
+            if _ignored(rel, ignore) or not path.is_file():
+                continue
+            found.append((_in_image(posixpath.join(dest, rel.replace(os.sep, "/"))), path))
+    return found
+
+
+def local_files(step: Step) -> list[tuple[str, Path]]:
+    """``(path in the image, local path)`` of every file an ``add_local_*``
+    step adds; [] for other steps. Raises InvalidError for what is missing."""
+    match step["op"]:
+        case "add_local_file":
+            local = Path(step["local_path"])
+            if not local.is_file():
+                raise InvalidError(f"add_local_file: no such file {local}")
+            remote: str = step["remote_path"]
+            dest = remote + local.name if remote.endswith("/") else remote
+            return [(_in_image(dest), local)]
+        case "add_local_dir":
+            local = Path(step["local_path"])
+            if not local.is_dir():
+                raise InvalidError(f"add_local_dir: no such directory {local}")
+            return _tree(local, step["remote_path"], step.get("ignore", ()))
+        case "add_local_python_source":
+            files: list[tuple[str, Path]] = []
+            for module in step["modules"]:
+                files.extend(_module_files(module))
+            return files
+    return []
+
+
+def _module_files(module: str) -> list[tuple[str, Path]]:
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or spec.origin in (None, "built-in", "frozen"):
+        raise InvalidError(f"add_local_python_source: cannot find the source of module {module!r}")
+    dest = posixpath.join(PYTHON_SOURCE_ROOT, *module.split("."))
+    if spec.submodule_search_locations:  # a package: its whole directory
+        return _tree(Path(next(iter(spec.submodule_search_locations))), dest, ("*.pyc",))
+    return [(_in_image(dest + ".py"), Path(spec.origin))]  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from typing import Any, Protocol
 
 from thaw_core import hosttools
 from thaw_core.blob import BlobStore
+from thaw_core.bus import Bus
 from thaw_core.container_protocol import (
     Frame,
     Hello,
@@ -57,6 +58,7 @@ from thaw_core.schema import (
 from thaw_agent import mounts, oci
 from thaw_agent.bundles import BundleCache
 from thaw_agent.channel import RuntimeChannel
+from thaw_agent.images import NodeImages
 from thaw_agent.layout import ContainerPaths, NodeLayout
 from thaw_agent.logship import LogShipper, LogSource, Stream, pump
 from thaw_agent.runc import Runc
@@ -203,18 +205,21 @@ class Container:
                 assert snapshot_dir is not None
                 # The snapshot's file-system changes become this container's own.
                 await asyncio.to_thread(copy_tree, snapshot_dir / "upper", p.upper)
-            await asyncio.to_thread(mounts.mount_overlay, m.base_rootfs, p.upper, p.work, p.rootfs)
+            root = await m.images.root(self.spec)  # the default rootfs, or the image's layers
+            await asyncio.to_thread(root.mount, p)
             self._channel = RuntimeChannel(p.run)
             await self._channel.listen()
-            config = oci.build_config(
-                container_id=self.id,
-                spec=self.spec,
-                rootfs=p.rootfs,
-                bundle_dir=bundle_dir,
-                run_dir=p.run,
-                cgroups_path=m.layout.cgroup(self.id),
-                runtime=oci.runtime_files(),
-                extra_env=_SNAPSHOT_ENV if isinstance(plan, Checkpoint) else None,
+            config = root.apply(
+                oci.build_config(
+                    container_id=self.id,
+                    spec=root.spec_for(self.spec),
+                    rootfs=p.rootfs,
+                    bundle_dir=bundle_dir,
+                    run_dir=p.run,
+                    cgroups_path=m.layout.cgroup(self.id),
+                    runtime=oci.runtime_files(),
+                    extra_env=_SNAPSHOT_ENV if isinstance(plan, Checkpoint) else None,
+                )
             )
             (p.oci / "config.json").write_text(json.dumps(config))
             images = snapshot_dir / "images" if snapshot_dir is not None else None
@@ -604,10 +609,12 @@ class ContainerManager:
         *,
         base_rootfs: Path | None = None,
         snapshots: Snapshots | None = None,
+        bus: Bus | None = None,
     ) -> None:
         self.layout = layout
         self.shipper = shipper
         self.base_rootfs = base_rootfs or hosttools.default_rootfs()
+        self.images = NodeImages(bus, blob, layout.root / "layers", self.base_rootfs)
         self.runc = Runc(layout.runc_root)
         # None: this node never snapshots (every start is cold).
         self.snapshots = snapshots

@@ -50,7 +50,12 @@ class ContainerNode:
         self.shipper = LogShipper(bus)
         self.snapshots = Snapshots(bus, blob, self.layout.snapshots, node_id)
         self.manager = ContainerManager(
-            self.layout, blob, self.shipper, base_rootfs=base_rootfs, snapshots=self.snapshots
+            self.layout,
+            blob,
+            self.shipper,
+            base_rootfs=base_rootfs,
+            bus=bus,
+            snapshots=self.snapshots,
         )
         self.dispatcher = Dispatcher(bus, self.manager, reject)
         self.commands = CommandHandler(self.manager, reject)

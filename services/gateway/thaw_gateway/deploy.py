@@ -1,4 +1,4 @@
-"""Code bundles, deploys and stops.
+"""Code bundles, image files, deploys and stops.
 
 A deploy is one SQL statement (new app version, its functions, the app's
 current version), made only after the bundle is known to be stored and each
@@ -9,6 +9,7 @@ the platform (scheduler, other gateway replicas).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -21,16 +22,26 @@ from aiohttp import web
 from thaw_core.api import (
     MAX_PAYLOAD_BYTES,
     AppInfo,
+    DeployFailed,
+    DeployFinished,
     DeployRequest,
     DeployResponse,
     FunctionInfo,
 )
 from thaw_core.blob import BlobIntegrityError
-from thaw_core.schema import AppEvent, check_name, consumer_name, invoke_subject
+from thaw_core.schema import AppEvent, FunctionSpec, check_name, consumer_name, invoke_subject
 
-from thaw_gateway.bodies import path_name, read_body
+from thaw_gateway.bodies import path_name, query_flag, read_body
 from thaw_gateway.catalog import DeployedApp
-from thaw_gateway.errors import bad_request, conflict, json_response, not_found, too_large
+from thaw_gateway.errors import (
+    ApiError,
+    bad_request,
+    conflict,
+    json_response,
+    not_found,
+    too_large,
+)
+from thaw_gateway.images import BuildFailed, resolve_images
 from thaw_gateway.state import Gateway, gateway
 
 log = logging.getLogger("thaw.gateway")
@@ -40,6 +51,7 @@ INVOKE_STREAM = "INVOKE"
 # An input not acked this long after delivery is handed to another agent.
 INVOKE_ACK_WAIT_S = 10.0
 _UPLOAD_CHUNK = 1 << 20
+_encoder = msgspec.json.Encoder()
 
 
 class BundleStored(msgspec.Struct, kw_only=True):
@@ -76,8 +88,12 @@ async def put_bundle(request: web.Request) -> web.Response:
     """Store the body as ``bundles/<sha256>.zip``, streamed (never whole in
     memory) and refused unless it hashes to the sha256 in the path."""
     sha = _sha256_param(request)
+    return json_response(await _store_upload(request, bundle_key(sha), sha, "bundle"), 201)
+
+
+async def _store_upload(request: web.Request, key: str, sha: str, what: str) -> BundleStored:
     if request.content_length is not None and request.content_length > MAX_PAYLOAD_BYTES:
-        raise too_large(f"bundle of {request.content_length} bytes is over {MAX_PAYLOAD_BYTES}")
+        raise too_large(f"{what} of {request.content_length} bytes is over {MAX_PAYLOAD_BYTES}")
     blob = gateway(request).blob
     digest = hashlib.sha256()
     size = 0
@@ -87,18 +103,39 @@ async def put_bundle(request: web.Request) -> web.Response:
         async for chunk in request.content.iter_chunked(_UPLOAD_CHUNK):
             size += len(chunk)
             if size > MAX_PAYLOAD_BYTES:
-                raise too_large(f"bundle is over {MAX_PAYLOAD_BYTES} bytes")
+                raise too_large(f"{what} is over {MAX_PAYLOAD_BYTES} bytes")
             digest.update(chunk)
             yield chunk
 
     try:
-        info = await blob.put(bundle_key(sha), body(), sha256=sha)
+        info = await blob.put(key, body(), sha256=sha)
     except BlobIntegrityError:
         raise bad_request(
             f"the body's sha256 is {digest.hexdigest()}, not {sha} as the path says;"
             " nothing was stored"
         ) from None
-    return json_response(BundleStored(sha256=sha, size=info.size), 201)
+    return BundleStored(sha256=sha, size=info.size)
+
+
+# ---------------------------------------------------------------- image files
+
+
+def file_key(sha256: str) -> str:
+    """Where a file an image adds is kept (the builder reads it from there)."""
+    return f"files/{sha256}"
+
+
+async def head_file(request: web.Request) -> web.Response:
+    sha = _sha256_param(request)
+    if not await gateway(request).blob.exists(file_key(sha)):
+        raise not_found(f"no file {sha}")
+    return web.Response(status=200)
+
+
+async def put_file(request: web.Request) -> web.Response:
+    """Store a file for ``Image.add_local_*`` as ``files/<sha256>``, verified."""
+    sha = _sha256_param(request)
+    return json_response(await _store_upload(request, file_key(sha), sha, "file"), 201)
 
 
 # ---------------------------------------------------------------- deploy
@@ -170,7 +207,11 @@ async def _ensure_consumer(gw: Gateway, app: str, function: str) -> None:
     )
 
 
-async def deploy_app(request: web.Request) -> web.Response:
+async def deploy_app(request: web.Request) -> web.StreamResponse:
+    """Build what images need building, then record the deploy. With
+    ``?progress=1`` the answer is NDJSON (``thaw_core.api.DeployEvent``): the
+    builds' progress as it happens, then ``DeployFinished`` or ``DeployFailed``.
+    Mistakes in the request itself are answered 4xx before anything streams."""
     gw = gateway(request)
     app = path_name(request, "app")
     body = await read_body(request, DeployRequest)
@@ -180,7 +221,43 @@ async def deploy_app(request: web.Request) -> web.Response:
             f"bundle {body.bundle_sha256} is not uploaded; PUT /v1/bundles/{body.bundle_sha256}"
             " first"
         )
-    for spec in body.functions:
+    if not query_flag(request, "progress"):
+        functions = await resolve_images(gw, app, body.functions, _nowhere)
+        return json_response(await _record_deploy(gw, app, body, functions))
+
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+
+    async def emit(event: msgspec.Struct) -> None:
+        # A client that went away does not stop the deploy it asked for.
+        with contextlib.suppress(ConnectionError):
+            await resp.write(_encoder.encode(event) + b"\n")
+
+    final: msgspec.Struct
+    try:
+        functions = await resolve_images(gw, app, body.functions, emit)
+        final = DeployFinished(response=await _record_deploy(gw, app, body, functions))
+    except BuildFailed as e:
+        final = DeployFailed(code=e.code, message=e.message, build=e.result)
+    except ApiError as e:
+        final = DeployFailed(code=e.code, message=e.message)
+    except Exception as e:  # headers are sent: report in-band
+        log.exception("deploy of %s failed", app)
+        final = DeployFailed(code="internal", message=f"deploy failed: {type(e).__name__}: {e}")
+    await emit(final)
+    with contextlib.suppress(ConnectionError):
+        await resp.write_eof()
+    return resp
+
+
+async def _nowhere(event: msgspec.Struct) -> None:
+    pass
+
+
+async def _record_deploy(
+    gw: Gateway, app: str, body: DeployRequest, functions: list[FunctionSpec]
+) -> DeployResponse:
+    for spec in functions:
         await _ensure_consumer(gw, app, spec.name)
     row = await gw.db.fetchrow(
         _DEPLOY_SQL,
@@ -188,14 +265,14 @@ async def deploy_app(request: web.Request) -> web.Response:
         app,
         body.bundle_sha256,
         body.ephemeral,
-        body.functions,
+        functions,
     )
     assert row is not None
     deployed = DeployedApp(
         name=app,
         version=row["version"],
         state="deployed",
-        functions={spec.name: spec for spec in body.functions},
+        functions={spec.name: spec for spec in functions},
         bundle_sha256=body.bundle_sha256,
         ephemeral=body.ephemeral,
         created_at=row["created_at"],
@@ -206,9 +283,7 @@ async def deploy_app(request: web.Request) -> web.Response:
         app_subject(app), AppEvent(app=app, version=deployed.version, state="deployed")
     )
     log.info("app deployed", extra={"app": app, "version": deployed.version})
-    return json_response(
-        DeployResponse(app=app, version=deployed.version, functions=sorted(deployed.functions))
-    )
+    return DeployResponse(app=app, version=deployed.version, functions=sorted(deployed.functions))
 
 
 async def stop_app(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from thaw_core.schema import ContainerInfo, FunctionSpec, NodeHeartbeat
 
 from thaw_scheduler.autoscale import Load, plan
 from thaw_scheduler.placement import NodeCapacity, choose
+from thaw_scheduler.snapshot_affinity import ReadySnapshot, preference
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ class Reconciler:
     bus: Bus
     clock: Callable[[], float] = time.time
     nodes: dict[str, NodeHeartbeat] = field(default_factory=dict)
+    # Ready snapshots per (app, function, version), refreshed with the catalogue.
+    snapshots: dict[tuple[str, str, int], list[ReadySnapshot]] = field(default_factory=dict)
     _starts: dict[str, _Start] = field(default_factory=dict)
     _failed_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
@@ -135,8 +138,12 @@ class Reconciler:
                 await self._stop(where[cid], cid, "scaled down")
             if p.start and now - self._failed_at.get(key, 0.0) < FAILURE_BACKOFF_S:
                 p = type(p)(start=min(p.start, 1) if not current else 0)
+            prefer = None
+            if f.spec.enable_memory_snapshot:
+                snaps = self.snapshots.get((f.app, f.spec.name, f.version), [])
+                prefer = preference(snaps, self.nodes)
             for _ in range(p.start):
-                node = choose(list(capacity.values()), f.spec.resources)
+                node = choose(list(capacity.values()), f.spec.resources, prefer)
                 if node is None:
                     log.warning("no node has room for %s/%s (%s)", f.app, f.spec.name, f.spec.resources)
                     break

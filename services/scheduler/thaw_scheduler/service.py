@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 from thaw_core.bus import Msg
-from thaw_core.schema import AppEvent, FunctionSpec, NodeHeartbeat, decoder
+from thaw_core.schema import AppEvent, Fingerprint, FunctionSpec, NodeHeartbeat, decoder
 from thaw_core.service import Service, term
 
 from thaw_scheduler.reconcile import DeployedFunction, Reconciler
+from thaw_scheduler.snapshot_affinity import ReadySnapshot
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,12 @@ FORGET_CONTAINERS = "DELETE FROM containers WHERE node_id = $1 AND NOT (containe
 MARK_DEAD = "UPDATE nodes SET state = 'dead' WHERE id = ANY($1::text[]) AND state IS DISTINCT FROM 'dead'"
 MARK_UP = "UPDATE nodes SET state = 'ready' WHERE id = $1 AND state IS DISTINCT FROM 'ready'"
 DEPLOYED = "SELECT app, function, version, bundle_sha256, spec::text FROM deployed_functions"
+READY_SNAPSHOTS = """
+SELECT s.snapshot_id, s.app, s.function, s.version, s.fingerprint::text
+FROM snapshots s
+JOIN deployed_functions d ON d.app = s.app AND d.function = s.function AND d.version = s.version
+WHERE s.state = 'ready'
+"""
 
 # How often the reconcile loop runs; an AppEvent wakes it early.
 TICK_S = 0.25
@@ -73,6 +80,7 @@ class SchedulerService(Service):
     async def setup(self) -> None:
         self._node_decoder = decoder(NodeEvent)
         self._spec_decoder = msgspec.json.Decoder(FunctionSpec)
+        self._fingerprint_decoder = msgspec.json.Decoder(Fingerprint)
         self._app_decoder = decoder(AppEvent)
         self.reconciler = Reconciler(self.bus)
         self._wake = asyncio.Event()
@@ -125,6 +133,7 @@ class SchedulerService(Service):
                 DeployedFunction(r["app"], r["version"], r["bundle_sha256"], self._spec_decoder.decode(r["spec"]))
                 for r in rows
             ]
+            self.reconciler.snapshots = await self.ready_snapshots()
             self._catalog_at = time.monotonic()
         dead = self.reconciler.dead_nodes()
         if dead:
@@ -149,6 +158,16 @@ class SchedulerService(Service):
                     msg.subject, msg.data, "unknown", f"unhandled {type(event).__name__}"
                 )
                 await term(msg)
+
+    async def ready_snapshots(self) -> dict[tuple[str, str, int], list[ReadySnapshot]]:
+        assert self.db is not None
+        out: dict[tuple[str, str, int], list[ReadySnapshot]] = {}
+        for r in await self.db.fetch(READY_SNAPSHOTS):
+            fp = self._fingerprint_decoder.decode(r["fingerprint"])
+            out.setdefault((r["app"], r["function"], r["version"]), []).append(
+                ReadySnapshot(r["snapshot_id"], fp)
+            )
+        return out
 
     async def upsert_node(self, hb: NodeHeartbeat) -> None:
         assert self.db is not None

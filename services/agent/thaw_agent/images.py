@@ -1,0 +1,143 @@
+"""A container's root file system: the node's default rootfs, or the layers
+of the image its function was built on.
+
+The gateway stores a built image's id in the function's spec
+(``spec.image["image_id"]``). For such a function the agent asks the builder
+for the image's manifest (``thaw.builder.lookup``; kept in memory, a
+manifest never changes), pulls its layers into this node's ``LayerCache``
+(digest-verified, shared by every container), and mounts them under the
+container's own upper dir. The manifest's env and workdir apply, the
+function's own ``env`` winning over the image's.
+
+A function without an image id runs on the default rootfs exactly as before
+images existed (one lower dir, no lookup): the fast path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats.errors
+from thaw_core import layers
+from thaw_core.blob import BlobStore
+from thaw_core.bus import Bus
+from thaw_core.layers import ImageManifest, LayerCache
+from thaw_core.schema import (
+    IMAGE_LOOKUP_SUBJECT,
+    FunctionSpec,
+    ImageLookup,
+    ImageLookupReply,
+)
+
+from thaw_agent import mounts
+from thaw_agent.layout import ContainerPaths
+
+LOOKUP_TIMEOUT_S = 10.0
+IMAGE_ID_KEY = "image_id"
+
+_reply = msgspec.json.Decoder(ImageLookupReply)
+
+
+class ImageError(Exception):
+    """The function's image cannot be had on this node; the message says why."""
+
+
+def image_id_of(spec: FunctionSpec) -> str:
+    return str((spec.image or {}).get(IMAGE_ID_KEY) or "")
+
+
+@dataclass(frozen=True)
+class ContainerRoot:
+    """What a container's ``/`` is made of: lower dirs (base first), and the
+    env and working directory its image sets."""
+
+    lowerdirs: list[Path]
+    env: dict[str, str] = field(default_factory=dict)
+    workdir: str = "/"
+    image_id: str = ""
+
+    def mount(self, paths: ContainerPaths) -> None:
+        """Mount the overlay at ``paths.rootfs``, changes going to ``paths.upper``."""
+        if not self.image_id:
+            mounts.mount_overlay(self.lowerdirs[0], paths.upper, paths.work, paths.rootfs)
+            return
+        layers.overlay_mount(self.lowerdirs, paths.rootfs, upper=paths.upper, work=paths.work)
+
+    def spec_for(self, spec: FunctionSpec) -> FunctionSpec:
+        """``spec`` with the image's env under the function's own."""
+        if not self.env:
+            return spec
+        return msgspec.structs.replace(spec, env={**self.env, **spec.env})
+
+    def apply(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The OCI config with the image's working directory."""
+        config["process"]["cwd"] = self.workdir
+        return config
+
+
+class NodeImages:
+    """This node's image manifests and layer cache."""
+
+    def __init__(
+        self, bus: Bus | None, blob: BlobStore, cache_dir: Path, base_rootfs: Path
+    ) -> None:
+        self.bus = bus
+        self.blob = blob
+        self.cache_dir = cache_dir
+        self.base_rootfs = base_rootfs
+        self._cache: LayerCache | None = None
+        self._manifests: dict[str, ImageManifest] = {}
+
+    @property
+    def cache(self) -> LayerCache:
+        # Made on first use: a node that runs no image never creates the dir.
+        if self._cache is None:
+            self._cache = LayerCache(self.cache_dir)
+        return self._cache
+
+    async def root(self, spec: FunctionSpec) -> ContainerRoot:
+        image_id = image_id_of(spec)
+        if not image_id:
+            return ContainerRoot(lowerdirs=[self.base_rootfs])
+        manifest = await self.manifest(image_id)
+        try:
+            lowers = await layers.lowerdirs(
+                manifest.layers, self.cache, self.blob, rootfs=self.base_rootfs
+            )
+        except Exception as e:
+            raise ImageError(f"cannot fetch the layers of image {image_id[:12]}: {e}") from e
+        if not lowers:
+            raise ImageError(f"image {image_id[:12]} has no layers")
+        return ContainerRoot(
+            lowerdirs=lowers, env=dict(manifest.env), workdir=manifest.workdir, image_id=image_id
+        )
+
+    async def manifest(self, image_id: str) -> ImageManifest:
+        known = self._manifests.get(image_id)
+        if known is not None:
+            return known
+        if self.bus is None:
+            raise ImageError(f"image {image_id[:12]}: this node cannot look images up (no bus)")
+        try:
+            msg = await self.bus.request(
+                IMAGE_LOOKUP_SUBJECT, ImageLookup(image_id=image_id), timeout_s=LOOKUP_TIMEOUT_S
+            )
+        except nats.errors.NoRespondersError:
+            raise ImageError(
+                f"image {image_id[:12]}: no image builder is running to say what it holds"
+            ) from None
+        except (TimeoutError, nats.errors.TimeoutError):
+            raise ImageError(
+                f"image {image_id[:12]}: the image builder did not answer within "
+                f"{LOOKUP_TIMEOUT_S:g}s"
+            ) from None
+        reply = _reply.decode(msg.data)
+        if reply.error or not reply.built or reply.manifest is None:
+            raise ImageError(
+                f"image {image_id[:12]} is not built" + (f": {reply.error}" if reply.error else "")
+            )
+        self._manifests[image_id] = reply.manifest
+        return reply.manifest

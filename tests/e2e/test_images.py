@@ -1,0 +1,119 @@
+"""Images end to end: `thaw deploy` builds a function's image with the real
+builder (runc build steps, layers in S3, catalogue in Postgres), shows each
+step, and the node agent runs the function on the image's layers.
+
+The runtime's own packages (six among them, from the test venv) are on every
+container's sys.path *after* the image's, so "the image has six" is checked
+by where six is imported from, not by whether it imports.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import thaw as modal
+from fixtures.platform import Platform
+from test_invocation import APPS, api, thaw_cli
+
+pytestmark = [pytest.mark.usefixtures("use_platform"), pytest.mark.slow]
+
+BUILD_TIMEOUT_S = 400
+IMAGE_SITE = "/usr/local/lib/python3"
+
+
+def deploy_out(platform: Platform, app_file: str, *args: str) -> str:
+    out = thaw_cli(platform, "deploy", str(APPS / app_file), *args, timeout=BUILD_TIMEOUT_S)
+    assert out.returncode == 0, out.stdout + out.stderr + platform.logs()
+    return out.stdout
+
+
+def step_statuses(output: str) -> dict[str, str]:
+    """``[i/n] label: status`` lines of `thaw deploy` (plain output: not a tty)."""
+    return {
+        m.group(1): m.group(2)
+        for m in re.finditer(
+            r"^\s*\[(\d+)/\d+\] .*?: (cached|built|applied|failed)", output, re.MULTILINE
+        )
+    }
+
+
+@pytest.fixture(scope="module")
+def basic(platform: Platform) -> str:
+    return deploy_out(platform, "img_basic.py")
+
+
+def test_a_function_runs_on_its_built_image(platform: Platform, basic: str) -> None:
+    # Every step was shown, and the ones that make files were built.
+    assert step_statuses(basic) == {
+        "1": "built",
+        "2": "built",
+        "3": "built",
+        "4": "applied",
+        "5": "built",
+    }, basic
+    got = modal.Function.from_name("img-basic", "inspect").remote()
+    assert got["six"].startswith(IMAGE_SITE), got
+    assert got["hello"] == "hi\n"
+    assert got["data"] == "hello from the deploying machine\n"
+    assert got["A"] == "1"
+
+
+def test_deploying_again_builds_nothing_and_one_change_rebuilds_from_there(
+    platform: Platform, basic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    again = deploy_out(platform, "img_basic.py")
+    assert "already built, 5 steps cached" in again, again
+    assert "built in" not in again
+
+    monkeypatch.setenv("IMG_HELLO", "echo bye > /hello")  # the CLI inherits it
+    changed = deploy_out(platform, "img_basic.py", "--name", "img-basic-2")
+    # Base and pip layers reused; the changed command and every step after it redone.
+    assert step_statuses(changed) == {
+        "1": "cached",
+        "2": "cached",
+        "3": "built",
+        "4": "applied",
+        "5": "built",
+    }, changed
+    got = modal.Function.from_name("img-basic-2", "inspect").remote()
+    assert got["hello"] == "bye\n" and got["A"] == "1"
+    # The first app still runs on its own image.
+    assert modal.Function.from_name("img-basic", "inspect").remote()["hello"] == "hi\n"
+
+
+def test_a_failing_step_fails_the_deploy_with_its_step_and_exit_code(platform: Platform) -> None:
+    out = thaw_cli(platform, "deploy", str(APPS / "img_fail.py"), timeout=BUILD_TIMEOUT_S)
+    assert out.returncode == 1, out.stdout + out.stderr
+    said = out.stdout + out.stderr
+    assert "step 1 (run_commands) exited with code 3" in said, said
+    assert "about to fail" in said  # the step's log tail
+    assert "img-fail" not in {a["name"] for a in api(platform, "/v1/apps")}
+
+
+def test_two_images_run_side_by_side_on_one_node(platform: Platform) -> None:
+    deploy_out(platform, "img_pair.py")
+    on_six = modal.Function.from_name("img-pair", "on_six")
+    on_marker = modal.Function.from_name("img-pair", "on_marker")
+    with ThreadPoolExecutor(2) as pool:
+        six_f, marker_f = pool.submit(on_six.remote), pool.submit(on_marker.remote)
+        six, marker = six_f.result(120), marker_f.result(120)
+
+    assert six["six"].startswith(IMAGE_SITE) and six["marker"] == "" and six["WHICH"] == "six"
+    assert six["cwd"] == "/"
+    assert not marker["six"].startswith(IMAGE_SITE), "six leaked into the other image"
+    assert marker["marker"] == "marker\n" and marker["WHICH"] == "" and marker["cwd"] == "/srv"
+
+    def running() -> list[dict[str, Any]]:
+        body = api(platform, "/v1/containers?app=img-pair")
+        return [c for c in body["containers"] if c["state"] == "ready"]
+
+    deadline = time.monotonic() + 10
+    while len(running()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    live = running()
+    assert {c["function"] for c in live} == {"on_six", "on_marker"}
+    assert {c["node_id"] for c in live} == {"agent-a"}
