@@ -241,6 +241,7 @@ def fill(path: str) -> str:
         "{sha256}": "0" * 64,
         "{call_id}": "fc-" + "0" * 32,
         "{container_id}": "ct-1",
+        "{snapshot_id}": "sn-1",
     }
     for key, value in values.items():
         path = path.replace(key, value)

@@ -26,9 +26,9 @@ from thaw_core.api import (
     TokenRequest,
     TokenResponse,
 )
-from thaw_core.schema import CommandReply, HealthReply, LogLine, encode
+from thaw_core.schema import CommandReply, HealthReply, LogLine, SnapshotInfo, encode
 
-from thaw_gateway import auth, calls, cluster, deploy
+from thaw_gateway import auth, calls, cluster, deploy, snapshots
 from thaw_gateway.errors import json_response
 from thaw_gateway.state import gateway
 
@@ -146,6 +146,13 @@ ROUTES: tuple[Route, ...] = (
           (Answer(200, "the agent's reply", CommandReply),), errors=(404, 409, 504)),
     Route("GET", "/v1/nodes", cluster.list_nodes, "Nodes and their capacity",
           (Answer(200, "the nodes", list[NodeInfo]),)),
+    Route("GET", "/v1/snapshots", snapshots.list_snapshots,
+          "Memory snapshots: per function version and fingerprint class, with their use",
+          (Answer(200, "the snapshots", list[SnapshotInfo]),),
+          query=(("app", "string", "only this app's snapshots"),)),
+    Route("DELETE", "/v1/snapshots/{snapshot_id}", snapshots.delete_snapshot,
+          "Retire a snapshot: it is no longer restored, and its blob is deleted soon",
+          (Answer(200, "retired (state obsolete)", SnapshotInfo),), errors=(404,)),
     Route("POST", "/v1/tokens", auth.create_token,
           "Create an API token (shown once; only its hash is kept)",
           (Answer(201, "created", TokenResponse),), body=TokenRequest),

@@ -10,7 +10,7 @@
 - ``thaw.event.app.*`` (EVENTS, durable ``snapshots-apps``): the gateway's
   ``AppEvent``; a deploy obsoletes the app's older versions' snapshots, a stop
   all of them.
-- GC: every ``gc_interval_s``, obsolete what no longer restores anywhere,
+- GC: every ``gc_interval_s`` (``THAW_SNAPSHOTS_GC_INTERVAL_S``, 30 s), obsolete what no longer restores anywhere,
   then delete obsolete snapshots' blobs and rows.
 
 Malformed messages are refused with ``Service.reject`` (an ``ErrorEvent``)
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -47,6 +48,20 @@ LIFECYCLE_SUBJECT = "thaw.event.snapshot.*"
 APPS_SUBJECT = "thaw.event.app.*"
 # How many obsolete snapshots one GC round deletes at most.
 GC_BATCH = 200
+GC_INTERVAL_ENV = "THAW_SNAPSHOTS_GC_INTERVAL_S"
+DEFAULT_GC_INTERVAL_S = 30.0
+
+
+def gc_interval_from_env() -> float:
+    """Seconds between GC rounds: ``THAW_SNAPSHOTS_GC_INTERVAL_S``, else 30."""
+    raw = os.environ.get(GC_INTERVAL_ENV, "")
+    try:
+        value = float(raw) if raw else DEFAULT_GC_INTERVAL_S
+    except ValueError:
+        raise ValueError(f"{GC_INTERVAL_ENV}={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{GC_INTERVAL_ENV}={raw!r} must be above 0")
+    return value
 
 
 class SnapshotsService(Service):
@@ -61,11 +76,11 @@ class SnapshotsService(Service):
         settings: Settings | None = None,
         *,
         policy: Policy | None = None,
-        gc_interval_s: float = 30.0,
+        gc_interval_s: float | None = None,
     ) -> None:
         super().__init__(settings)
         self.policy = policy or Policy()
-        self.gc_interval_s = gc_interval_s
+        self.gc_interval_s = gc_interval_s if gc_interval_s is not None else gc_interval_from_env()
         self._catalogue: Catalogue | None = None
         self._lookup_sub: Any = None
         self._lookup_decoder = decoder(SnapshotLookup)

@@ -1,0 +1,187 @@
+"""`thaw snapshot list | rm` through a real gateway, with the snapshots service
+running as a real process beside it. The catalogue is filled the way agents
+fill it: a lookup that claims, a blob in the platform's S3 store, then
+SnapshotCreated and SnapshotRestored events on the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats.errors
+import pytest
+from fixtures.platform import Platform
+from thaw_core.blob import BlobStore, open_blob_store
+from thaw_core.bus import Bus
+from thaw_core.fingerprint import fingerprint_id, load_fingerprint
+from thaw_core.schema import (
+    Fingerprint,
+    HealthReply,
+    SnapshotCreated,
+    SnapshotInfo,
+    SnapshotLookup,
+    SnapshotLookupReply,
+    SnapshotRestored,
+    decoder,
+)
+
+THAW = [sys.executable, "-m", "thaw.cli"]
+FINGERPRINTS = Path(__file__).parent.parent / "data" / "fingerprints"
+HERE = load_fingerprint(FINGERPRINTS / "this-machine-amd-epyc-vm.json")
+ARM = load_fingerprint(FINGERPRINTS / "arm64-graviton3.json")
+
+_reply = decoder(SnapshotLookupReply)
+_health = decoder(HealthReply)
+
+
+def thaw_cli(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token,
+           "COLUMNS": "200"}  # fmt: skip
+    return subprocess.run(
+        [*THAW, *args], check=False, env=env, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def api(platform: Platform, method: str, path: str) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        platform.gateway_url + path,
+        method=method,
+        headers={"Authorization": f"Bearer {platform.token}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+async def snapshots_bus(platform: Platform) -> AsyncIterator[Bus]:
+    """The snapshots service running beside the platform (GC every 0.3 s), and
+    a bus connection of the agents' side."""
+    if "snapshots" not in platform.procs:
+        platform._spawn("snapshots", THAW_SNAPSHOTS_GC_INTERVAL_S="0.3")
+    bus = await Bus.connect(platform.base_env["THAW_NATS_URL"], name="snapshot-cli-test")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            reply = _health.decode((await bus.request("thaw.health.snapshots", b"", timeout_s=2)).data)
+            if reply.status == "ok":
+                break
+        except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError("the snapshots service did not start:\n" + platform.logs())
+        await asyncio.sleep(0.2)
+    try:
+        yield bus
+    finally:
+        await bus.close(grace_s=1)
+
+
+@pytest.fixture(scope="module")
+async def blobs(platform: Platform) -> AsyncIterator[BlobStore]:
+    store = open_blob_store(platform.base_env["THAW_BLOB_URL"])
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def make_snapshot(
+    bus: Bus, blobs: BlobStore, app: str, function: str, fp: Fingerprint, node: str
+) -> SnapshotInfo:
+    """An agent's part: claim, store the image, say it is made."""
+    lookup = SnapshotLookup(app=app, function=function, version=1, node_id=node, fingerprint=fp)
+    claim = _reply.decode((await bus.request("thaw.snapshots.lookup", lookup, timeout_s=5)).data).claim
+    assert claim is not None
+    data = os.urandom(4096)
+    sha = hashlib.sha256(data).hexdigest()
+    await blobs.put(claim.blob_key, data, sha256=sha)
+    made = msgspec.structs.replace(claim, size=len(data), sha256=sha, state="ready")
+    await bus.publish(f"thaw.event.snapshot.{app}", SnapshotCreated(snapshot=made))
+    return made
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s}s: {check}")
+        await asyncio.sleep(0.2)
+
+
+async def test_snapshot_list_and_rm(platform: Platform, snapshots_bus: Bus, blobs: BlobStore) -> None:
+    app = f"snapcli-{uuid.uuid4().hex[:8]}"
+    embedder = await make_snapshot(snapshots_bus, blobs, app, "Embedder", HERE, "node-x86")
+    ranker = await make_snapshot(snapshots_bus, blobs, app, "rank", ARM, "node-arm")
+    for _ in range(3):
+        await snapshots_bus.publish(
+            f"thaw.event.snapshot.{app}",
+            SnapshotRestored(snapshot_id=embedder.snapshot_id, node_id="node-x86", ok=True),
+        )
+
+    def listed() -> str | None:
+        out = thaw_cli(platform, "snapshot", "list", "--app", app)
+        assert out.returncode == 0, out.stdout + out.stderr
+        lines = [line.split() for line in out.stdout.splitlines()]
+        rows = {line[0]: line for line in lines if line and line[0].startswith("sn-")}
+        emb = rows.get(embedder.snapshot_id)
+        if emb is None or ranker.snapshot_id not in rows or emb[-1] != "ready" or emb[-2] != "3":
+            return None
+        return out.stdout
+
+    table = await eventually(listed)
+    assert fingerprint_id(HERE)[:12] in table and fingerprint_id(ARM)[:12] in table
+    assert "Embedder" in table and "rank" in table and "4.0 KiB" in table
+    # Another app's filter does not show them; the API lists them with full ids.
+    assert embedder.snapshot_id not in thaw_cli(platform, "snapshot", "list", "--app", "nope").stdout
+    status, body = api(platform, "GET", f"/v1/snapshots?app={app}")
+    assert status == 200
+    by_id = {s["snapshot_id"]: s for s in body}
+    assert by_id[embedder.snapshot_id]["fingerprint_id"] == fingerprint_id(HERE)
+    assert by_id[embedder.snapshot_id]["restores"] == 3
+
+    out = thaw_cli(platform, "snapshot", "rm", embedder.snapshot_id)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "retired" in out.stdout
+
+    def removed() -> bool:
+        status, body = api(platform, "GET", f"/v1/snapshots?app={app}")
+        ids = {s["snapshot_id"] for s in body}
+        return status == 200 and embedder.snapshot_id not in ids and ranker.snapshot_id in ids
+
+    await eventually(removed)  # GC deleted the row...
+    assert not await blobs.exists(embedder.blob_key)  # ...after its blob
+    assert await blobs.exists(ranker.blob_key)
+
+    # A retired snapshot is no longer restored: the next x86 lookup claims anew.
+    lookup = SnapshotLookup(app=app, function="Embedder", version=1, node_id="n", fingerprint=HERE)
+    reply = _reply.decode((await snapshots_bus.request("thaw.snapshots.lookup", lookup)).data)
+    assert reply.snapshot is None and reply.claim is not None
+
+
+def test_snapshot_rm_of_an_unknown_id_and_bad_filters_fail_clearly(platform: Platform) -> None:
+    out = thaw_cli(platform, "snapshot", "rm", "sn-doesnotexist")
+    assert out.returncode == 1
+    assert "no snapshot 'sn-doesnotexist'" in out.stderr
+    status, body = api(platform, "GET", "/v1/snapshots?app=bad.name")
+    assert status == 400 and body["error"]["code"] == "bad_request"
+    status, body = api(platform, "DELETE", "/v1/snapshots/bad%20id")
+    assert status == 400
