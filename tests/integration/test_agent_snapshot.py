@@ -21,6 +21,12 @@ from typing import Any
 import cloudpickle
 import msgspec
 import pytest
+import test_agent
+from test_agent import Agent, eventually, put_bundle, result_of, value
+
+# test_agent's fixtures: real agents in this process, the S3 blob store.
+make_agent = test_agent.make_agent
+blob = test_agent.blob
 from thaw_core import hosttools
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
@@ -42,15 +48,6 @@ from thaw_core.schema import (
     invoke_subject,
 )
 
-from test_agent import (  # noqa: F401 - fixtures
-    Agent,
-    blob,
-    eventually,
-    make_agent,
-    put_bundle,
-    result_of,
-    value,
-)
 
 def _why_no_criu() -> str | None:
     if os.geteuid() != 0:
