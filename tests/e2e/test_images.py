@@ -117,3 +117,11 @@ def test_two_images_run_side_by_side_on_one_node(platform: Platform) -> None:
     live = running()
     assert {c["function"] for c in live} == {"on_six", "on_marker"}
     assert {c["node_id"] for c in live} == {"agent-a"}
+
+
+def test_local_dirs_and_python_sources_land_in_the_image(platform: Platform) -> None:
+    deploy_out(platform, "img_dir.py")
+    got = modal.Function.from_name("img-dir", "listing").remote()
+    assert got["files"] == ["a.txt", "sub/b.sh"]  # skip.log ignored
+    assert got["script_mode"] == 0o755
+    assert "from the helper" in got["helper"]
