@@ -6,7 +6,8 @@ The gateway stores a built image's id in the function's spec
 for the image's manifest (``thaw.builder.lookup``; kept in memory, a
 manifest never changes), pulls its layers into this node's ``LayerCache``
 (digest-verified, shared by every container), and mounts them under the
-container's own upper dir. The manifest's env and workdir apply, the
+container's own upper dir. The cache is kept under ``THAW_AGENT_LAYER_CACHE_GB``
+(default 20). The manifest's env and workdir apply, the
 function's own ``env`` winning over the image's.
 
 A function without an image id runs on the default rootfs exactly as before
@@ -15,6 +16,8 @@ images existed (one lower dir, no lookup): the fast path.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,9 @@ from thaw_agent.layout import ContainerPaths
 
 LOOKUP_TIMEOUT_S = 10.0
 IMAGE_ID_KEY = "image_id"
+# Unpacked layers kept on a node (least recently used go first; mounted ones stay).
+CACHE_GB_ENV = "THAW_AGENT_LAYER_CACHE_GB"
+DEFAULT_CACHE_GB = 20.0
 
 _reply = msgspec.json.Decoder(ImageLookupReply)
 
@@ -88,6 +94,7 @@ class NodeImages:
         self.blob = blob
         self.cache_dir = cache_dir
         self.base_rootfs = base_rootfs
+        self.cache_bytes = int(float(os.environ.get(CACHE_GB_ENV) or DEFAULT_CACHE_GB) * (1 << 30))
         self._cache: LayerCache | None = None
         self._manifests: dict[str, ImageManifest] = {}
 
@@ -103,6 +110,10 @@ class NodeImages:
         if not image_id:
             return ContainerRoot(lowerdirs=[self.base_rootfs])
         manifest = await self.manifest(image_id)
+        # Trimmed before this image's layers are pulled, never after: they
+        # are not mounted yet, so nothing would protect them from eviction.
+        with contextlib.suppress(Exception):
+            await self.cache.evict(self.cache_bytes)
         try:
             lowers = await layers.lowerdirs(
                 manifest.layers, self.cache, self.blob, rootfs=self.base_rootfs
