@@ -9,8 +9,12 @@ by where six is imported from, not by whether it imports.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -125,3 +129,53 @@ def test_local_dirs_and_python_sources_land_in_the_image(platform: Platform) -> 
     assert got["files"] == ["a.txt", "sub/b.sh"]  # skip.log ignored
     assert got["script_mode"] == 0o755
     assert "from the helper" in got["helper"]
+
+
+def _http(platform: Platform, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
+    req = urllib.request.Request(
+        platform.gateway_url + path,
+        data=body,
+        method=method,
+        headers={"Authorization": f"Bearer {platform.token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            data = r.read()
+            return r.status, json.loads(data) if data.strip() else None
+    except urllib.error.HTTPError as e:
+        data = e.read()
+        return e.code, json.loads(data) if data.strip() else None
+
+
+def test_file_uploads_are_verified_and_bad_image_specs_refused(platform: Platform) -> None:
+    content = b"content an image adds\n"
+    sha = hashlib.sha256(content).hexdigest()
+    assert _http(platform, "HEAD", f"/v1/files/{sha}")[0] == 404
+    status, body = _http(platform, "PUT", f"/v1/files/{sha}", b"something else")
+    assert status == 400 and "nothing was stored" in body["error"]["message"]
+    assert _http(platform, "PUT", f"/v1/files/{sha}", content) == (
+        201,
+        {"sha256": sha, "size": len(content)},
+    )
+    assert _http(platform, "HEAD", f"/v1/files/{sha}")[0] == 200
+
+    bundle = b"not really a zip: the deploy is refused before it is opened"
+    bundle_sha = hashlib.sha256(bundle).hexdigest()
+    assert _http(platform, "PUT", f"/v1/bundles/{bundle_sha}", bundle)[0] == 201
+    bad = {
+        "bundle_sha256": bundle_sha,
+        "functions": [
+            {
+                "name": "f",
+                "module": "m",
+                "qualname": "f",
+                "image": {
+                    "steps": [{"op": "debian_slim"}, {"op": "pip_install", "packages": "six"}]
+                },
+            }
+        ],
+    }
+    status, body = _http(platform, "POST", "/v1/apps/img-bad/deploy", json.dumps(bad).encode())
+    assert status == 400, body
+    assert "functions[0].image" in body["error"]["message"]
+    assert "$.steps[1].packages" in body["error"]["message"]
