@@ -22,7 +22,8 @@ import cloudpickle
 import msgspec
 import pytest
 import test_agent
-from test_agent import Agent, eventually, put_bundle, result_of, value
+from test_agent import Agent, LogTap, eventually, put_bundle, result_of, value
+from thaw_agent import gpu_snapshot
 
 # test_agent's fixtures: real agents in this process, the S3 blob store.
 make_agent = test_agent.make_agent
@@ -331,3 +332,49 @@ async def test_incompatible_node_does_not_restore(
     state, by = await call_state(bus, app)
     assert by == cid and state["restores"] == 1
     await asyncio.sleep(0)
+
+
+async def test_gpu_snapshot_falls_back_to_cpu_where_the_node_cannot(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    catalogue: Callable[[str], Awaitable[Catalogue]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if gpu_snapshot.unavailable(local_fingerprint().driver) is None:
+        pytest.skip("this node takes GPU snapshots: the fallback is not exercised")
+    app = f"sng-{uuid.uuid4().hex[:10]}"
+    cat = await catalogue(app)
+    agent = await make_agent()
+    tap = await LogTap.open(bus, app, "Snappy")
+    sha = await put_bundle(blob, APP_SOURCE)
+    spec = msgspec.structs.replace(
+        snappy_spec(), experimental_options={"enable_gpu_snapshot": True}
+    )
+    cid = await agent.start(bus, app, sha, spec)
+    await agent.wait_state(cid, "ready", timeout_s=60)
+    await tap.wait_for("GPU snapshot not available on this node", stream="system")
+    # A CPU snapshot all the same, and the container serves from it.
+    await eventually(lambda: _true(cat.of(SnapshotCreated)), 60, "the CPU snapshot")
+    assert agent.container(cid).info().restored
+    state, by = await call_state(bus, app)
+    assert by == cid and state["table"] == 300_000
+
+
+async def _true(value: object) -> bool:
+    return bool(value)
+
+
+@pytest.mark.gpu
+async def test_gpu_snapshot_keeps_cuda_memory(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    catalogue: Callable[[str], Awaitable[Catalogue]],
+) -> None:
+    why = gpu_snapshot.unavailable(local_fingerprint().driver)
+    if why is not None:
+        pytest.skip(f"GPU snapshots not available here: {why}")
+    # Containers get no GPU devices yet (the agent's OCI config has none), so
+    # there is nothing a container could hold on a GPU to snapshot.
+    pytest.skip("containers are not given GPU devices yet")

@@ -55,7 +55,7 @@ from thaw_core.schema import (
     check_name,
 )
 
-from thaw_agent import mounts, oci
+from thaw_agent import gpu_snapshot, mounts, oci
 from thaw_agent.bundles import BundleCache
 from thaw_agent.channel import RuntimeChannel
 from thaw_agent.images import NodeImages
@@ -266,7 +266,7 @@ class Container:
                 )
             work = p.dir / f"criu-restore-{time.monotonic_ns()}"
             work.mkdir()
-            return await self._m.runc.restore_detached(
+            pid = await self._m.runc.restore_detached(
                 self.id,
                 bundle=p.oci,
                 image_path=images,
@@ -276,6 +276,10 @@ class Container:
                 stdout_fd=out_w,
                 stderr_fd=err_w,
             )
+            if (images / _CUDA_SUSPENDED).exists():
+                # A GPU snapshot: put the CUDA state back on the GPU.
+                await gpu_snapshot.toggle(pid)
+            return pid
         finally:
             # The container holds its own copies now; ours would keep the pipes open.
             os.close(out_w)
@@ -420,6 +424,11 @@ class Container:
             work = p.dir / "criu-dump"
             work.mkdir()
             started = time.monotonic()
+            if await self._gpu_snapshot(snapshots):
+                # CUDA state into host memory, where CRIU dumps it; the marker
+                # tells every restore to toggle it back.
+                await gpu_snapshot.toggle(old_pid)
+                (staging / "images" / _CUDA_SUSPENDED).touch()
             await m.runc.checkpoint(
                 self.id, image_path=staging / "images", work_path=work, log_file=p.runc_log
             )
@@ -443,6 +452,9 @@ class Container:
             await snapshots.publish(
                 self.app, SnapshotCreateFailed(snapshot_id=snapshot_id, error=str(e))
             )
+            if (staging / "images" / _CUDA_SUSPENDED).exists() and _process_alive(old_pid):
+                with contextlib.suppress(Exception):  # its CUDA state back where it was
+                    await gpu_snapshot.toggle(old_pid)
             await asyncio.to_thread(shutil.rmtree, staging, True)
             channel = await self._resume_cold(old_pid)
         else:
@@ -453,6 +465,19 @@ class Container:
         if not isinstance(hello, Hello) or hello.container_id != self.id:
             raise ValueError(f"expected Hello from container {self.id}, got {hello!r}")
         return channel
+
+    async def _gpu_snapshot(self, snapshots: Snapshots) -> bool:
+        """Whether this snapshot takes the GPU's state too; says why not when
+        the function asks for it and the node can't."""
+        if not gpu_snapshot.wanted(self.spec):
+            return False
+        why = gpu_snapshot.unavailable((await snapshots.fingerprint()).driver)
+        if why is None:
+            return True
+        text = f"GPU snapshot not available on this node: {why}; taking a CPU snapshot"
+        log.warning(text, extra={"container_id": self.id})
+        self.system_log(text)
+        return False
 
     async def _listen_again(self) -> RuntimeChannel:
         channel = RuntimeChannel(self.paths.run)
@@ -581,6 +606,8 @@ class Container:
 
 
 _SNAPSHOT_ENV = {"THAW_SNAPSHOT": "1"}
+# In a snapshot's images dir: its process's CUDA state was suspended (GPU snapshot).
+_CUDA_SUSPENDED = "thaw-cuda-suspended"
 
 
 def _process_alive(pid: int) -> bool:
