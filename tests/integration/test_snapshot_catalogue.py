@@ -209,6 +209,29 @@ async def test_a_nodes_own_class_is_preferred_then_the_newest(
     assert (await lookup(agent, BARE_METAL)).snapshot is not None
 
 
+async def test_a_snapshot_ready_between_look_and_claim_is_restored_not_remade(
+    svc: SnapshotsService, agent: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race: a lookup finds nothing ready, then the claim it would have hit
+    turns ready before its insert. It must hand out that snapshot and leave
+    no orphan claim that would block the class later."""
+    made = await ready_snapshot(svc, agent)
+    real_best = svc.catalogue.best
+    looks = 0
+
+    async def first_look_misses(*args: Any) -> SnapshotInfo | None:
+        nonlocal looks
+        looks += 1
+        return None if looks == 1 else await real_best(*args)
+
+    monkeypatch.setattr(svc.catalogue, "best", first_look_misses)
+    reply = await lookup(agent, HERE)
+    assert reply.claim is None and reply.snapshot is not None
+    assert reply.snapshot.snapshot_id == made.snapshot_id
+    assert svc.db is not None
+    assert await svc.db.fetchval("SELECT count(*) FROM snapshots WHERE state = 'creating'") == 0
+
+
 async def test_restores_are_counted_and_two_failures_in_a_row_make_it_suspect(
     svc: SnapshotsService, agent: Bus
 ) -> None:

@@ -70,6 +70,8 @@ ON CONFLICT (app, function, version, fingerprint_id) WHERE state = 'creating' DO
 RETURNING {_INFO_COLUMNS}
 """
 
+_WITHDRAW_CLAIM = "DELETE FROM snapshots WHERE snapshot_id = $1 AND state = 'creating'"
+
 # Ready with its blob; an obsolete claim (redeployed meanwhile) only records
 # the blob, so that GC deletes it.
 _CREATED = """
@@ -213,11 +215,23 @@ class Catalogue:
 
     async def lookup(self, req: SnapshotLookup) -> SnapshotLookupReply:
         node_class = fingerprint_id(req.fingerprint)
-        rows = await self.db.fetch(_READY, req.app, req.function, req.version)
-        best = best_for([snapshot_info(r) for r in rows], req.fingerprint, node_class)
+        best = await self.best(req, node_class)
         if best is not None:
             return SnapshotLookupReply(snapshot=best)
-        return SnapshotLookupReply(claim=await self.claim(req, node_class))
+        claim = await self.claim(req, node_class)
+        if claim is not None:
+            # The claim we raced may have become ready between our first look
+            # and our insert (its row left the unique index): then restore it
+            # rather than make a second one.
+            best = await self.best(req, node_class)
+            if best is not None:
+                await self.db.execute(_WITHDRAW_CLAIM, claim.snapshot_id)
+                return SnapshotLookupReply(snapshot=best)
+        return SnapshotLookupReply(claim=claim)
+
+    async def best(self, req: SnapshotLookup, node_class: str) -> SnapshotInfo | None:
+        rows = await self.db.fetch(_READY, req.app, req.function, req.version)
+        return best_for([snapshot_info(r) for r in rows], req.fingerprint, node_class)
 
     async def claim(self, req: SnapshotLookup, node_class: str) -> SnapshotInfo | None:
         """A new "creating" row for the node's class, unless a live one exists.

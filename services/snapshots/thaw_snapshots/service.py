@@ -86,8 +86,9 @@ class SnapshotsService(Service):
         self._lookup_decoder = decoder(SnapshotLookup)
         self._event_decoder = decoder(SnapshotEvent)
         self._app_decoder = decoder(AppEvent)
-        # Set after each GC round: tests (and `health`) can wait for one.
         self.gc_rounds = 0
+        # The last GC round's failure ("" after a good round), for health probes.
+        self.gc_error = ""
 
     @property
     def catalogue(self) -> Catalogue:
@@ -115,6 +116,9 @@ class SnapshotsService(Service):
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
         return [self.consume_lifecycle, self.consume_apps, self.collect_garbage]
+
+    async def checks(self) -> dict[str, str]:
+        return {"gc": self.gc_error or "ok"}
 
     # ------------------------------------------------------------ lookups
 
@@ -180,8 +184,10 @@ class SnapshotsService(Service):
         while not self.stopping.is_set():
             try:
                 await self.gc_once()
-            except Exception:  # Postgres or the blob store away: next round
+                self.gc_error = ""
+            except Exception as e:  # Postgres or the blob store away: next round
                 self.log.exception("snapshot GC round failed")
+                self.gc_error = f"last GC round failed: {type(e).__name__}: {e}"
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stopping.wait(), self.gc_interval_s)
 
