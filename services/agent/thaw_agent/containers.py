@@ -435,6 +435,7 @@ class Container:
             dumped = time.monotonic()
             # Copied before the restored process writes to it again.
             await asyncio.to_thread(copy_tree, p.upper, staging / "upper")
+            self._check_not_ending()
             channel = await self._listen_again()
             self.pid = await self._launch(staging / "images")
             self._watch_exit(self.pid)
@@ -466,6 +467,11 @@ class Container:
             raise ValueError(f"expected Hello from container {self.id}, got {hello!r}")
         return channel
 
+    def _check_not_ending(self) -> None:
+        """Stopped while it was being snapshotted: bring nothing back."""
+        if self._ending:
+            raise ContainerStartError(f"container {self.id} stopped during its snapshot")
+
     async def _gpu_snapshot(self, snapshots: Snapshots) -> bool:
         """Whether this snapshot takes the GPU's state too; says why not when
         the function asks for it and the node can't."""
@@ -489,6 +495,7 @@ class Container:
         """After a failed checkpoint: the process takes up where it paused
         when CRIU left it running; otherwise a fresh cold one starts."""
         self.restored = False
+        self._check_not_ending()
         channel = await self._listen_again()
         if _process_alive(old_pid):
             self.pid = old_pid

@@ -194,6 +194,7 @@ class Runtime:
         if not isinstance(first, RestoreState):
             raise TypeError(f"expected RestoreState after a snapshot, got {first!r}")
         os.environ.update(first.env)
+        os.environ["THAW_CONTAINER_ID"] = first.container_id  # what user code may read
         self._env = self._env._replace(container_id=first.container_id)
         self._executor.container_id = first.container_id
         reseeded = reseed_generators()
