@@ -295,10 +295,14 @@ async def test_a_claim_past_its_lease_is_claimed_anew(
             first = (await lookup(bus, HERE)).claim
             assert first is not None
             assert (await lookup(bus, HERE)).claim is None  # live
+            # Its maker uploaded, then died before saying SnapshotCreated.
+            assert svc.blob is not None
+            await svc.blob.put(first.blob_key, b"half a snapshot")
             await asyncio.sleep(0.7)
             second = (await lookup(bus, HERE)).claim
             assert second is not None and second.snapshot_id != first.snapshot_id
             await eventually(lambda: _gone(svc, first.snapshot_id))
+            assert not await svc.blob.exists(first.blob_key)  # no orphan blob
         finally:
             await bus.close(grace_s=1)
 

@@ -162,9 +162,11 @@ def snapshot_info(row: Any) -> SnapshotInfo:
     return msgspec.convert(dict(row), SnapshotInfo)
 
 
-def blob_key_for(app: str, function: str, version: int, snapshot_id: str) -> str:
-    """Where a claim's maker should store the snapshot (it reports the key it used)."""
-    return f"snapshots/{app}/{function}/v{version}/{snapshot_id}"
+def blob_key_for(snapshot_id: str) -> str:
+    """Where a claim's maker stores the snapshot (a zstd tar; it reports the
+    key it used). Set on the claim row too, so that GC of a claim whose maker
+    uploaded and then died deletes the orphan blob."""
+    return f"snapshots/{snapshot_id}.tar.zst"
 
 
 def new_snapshot_id() -> str:
@@ -242,7 +244,7 @@ class Catalogue:
         sid = new_snapshot_id()
         row = await self.db.fetchrow(
             _CLAIM, sid, req.app, req.function, req.version, req.fingerprint, node_class,
-            blob_key_for(req.app, req.function, req.version, sid), req.node_id,
+            blob_key_for(sid), req.node_id,
         )  # fmt: skip
         if row is None:
             return None
