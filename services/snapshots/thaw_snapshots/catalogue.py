@@ -5,7 +5,9 @@ the agents' lifecycle events and the gateway's app events cause.
 Every write is one idempotent-enough statement: events arrive at least once,
 and ``Database`` may retry a statement whose connection died. Counters
 (restores, failures) are the exception: a redelivered ``SnapshotRestored``
-counts twice, which only makes a snapshot suspect a little early.
+counts twice, which only makes a snapshot suspect a little early. A claim
+insert retried after a lost connection may have committed the first time:
+the asker then gets neither, and the orphan claim ends with its lease.
 """
 
 from __future__ import annotations

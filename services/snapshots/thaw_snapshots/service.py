@@ -10,8 +10,9 @@
 - ``thaw.event.app.*`` (EVENTS, durable ``snapshots-apps``): the gateway's
   ``AppEvent``; a deploy obsoletes the app's older versions' snapshots, a stop
   all of them.
-- GC: every ``gc_interval_s`` (``THAW_SNAPSHOTS_GC_INTERVAL_S``, 30 s), obsolete what no longer restores anywhere,
-  then delete obsolete snapshots' blobs and rows.
+- GC: every ``gc_interval_s`` (``THAW_SNAPSHOTS_GC_INTERVAL_S``, 30 s),
+  obsolete what no longer restores anywhere, then delete obsolete snapshots'
+  blobs and rows.
 
 Malformed messages are refused with ``Service.reject`` (an ``ErrorEvent``)
 and the service carries on; a lookup that cannot be read is answered with an
