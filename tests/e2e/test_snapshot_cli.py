@@ -167,7 +167,8 @@ async def test_snapshot_list_and_rm(platform: Platform, snapshots_bus: Bus, blob
         ids = {s["snapshot_id"] for s in body}
         return status == 200 and embedder.snapshot_id not in ids and ranker.snapshot_id in ids
 
-    await eventually(removed)  # GC deleted the row...
+    # GC deleted the row (within one GC interval: 0.3 s here, 30 s by default)...
+    await eventually(removed, timeout_s=45)
     assert not await blobs.exists(embedder.blob_key)  # ...after its blob
     assert await blobs.exists(ranker.blob_key)
 
