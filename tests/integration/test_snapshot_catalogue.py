@@ -279,7 +279,47 @@ async def test_a_failed_creation_drops_the_claim(svc: SnapshotsService, agent: B
 
     again = await eventually(claims_anew)
     assert again.claim.snapshot_id != claim.snapshot_id
-    await eventually(lambda: _gone(svc, claim.snapshot_id))  # GC took the dropped claim
+    # The failed one is kept a while (obsolete, one failure): it counts
+    # towards the class's creation backoff.
+    dropped = await row(svc, claim.snapshot_id) or {}
+    assert (dropped["state"], dropped["failures"], dropped["size"]) == ("obsolete", 1, 0)
+
+
+async def test_a_class_whose_snapshots_keep_failing_to_be_made_backs_off(
+    make_settings: Callable[[], Awaitable[Settings]],
+) -> None:
+    policy = Policy(max_failed_creations=2, creation_backoff_s=2.0)
+    async with running(await make_settings(), policy=policy) as svc:
+        bus = await Bus.connect(svc.settings.nats_url, name="backoff-test")
+        try:
+            failed: list[str] = []
+            for _ in range(2):
+                claim = await eventually(lambda: _claim(bus, HERE))
+                await bus.publish(
+                    "thaw.event.snapshot.embedder",
+                    SnapshotCreateFailed(snapshot_id=claim.snapshot_id, error="dump: tcp socket"),
+                )
+                failed.append(claim.snapshot_id)
+                await eventually(lambda sid=claim.snapshot_id: _state_is(svc, sid, "obsolete"))
+            # Two failures: no more claims for this class for a while...
+            reply = await lookup(bus, HERE)
+            assert reply.claim is None and reply.snapshot is None
+            # ...while another class still gets one.
+            assert (await lookup(bus, ARM, node="node-arm")).claim is not None
+            # After the window the class tries again, and GC takes the failures.
+            await eventually(lambda: _claim(bus, HERE), timeout_s=5)
+            for sid in failed:
+                await eventually(lambda sid=sid: _gone(svc, sid))
+        finally:
+            await bus.close(grace_s=1)
+
+
+async def _claim(bus: Bus, fp: Fingerprint) -> SnapshotInfo | None:
+    return (await lookup(bus, fp)).claim
+
+
+async def _state_is(svc: SnapshotsService, sid: str, state: str) -> bool:
+    return ((await row(svc, sid)) or {}).get("state") == state
 
 
 async def _gone(svc: SnapshotsService, sid: str) -> bool:

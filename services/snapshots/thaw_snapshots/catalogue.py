@@ -46,6 +46,12 @@ class Policy:
     suspect_after: int = 2
     # How long a suspect snapshot's row is kept for `thaw snapshot list`.
     keep_suspect_s: float = 24 * 3600.0
+    # A class whose snapshot failed to be made this often within
+    # creation_backoff_s gets no claim until the window has passed: a function
+    # that cannot be checkpointed (it holds a TCP connection, say) must not
+    # pay for a checkpoint attempt on every cold start.
+    max_failed_creations: int = 3
+    creation_backoff_s: float = 600.0
 
 
 # Columns of a SnapshotInfo, in the shape msgspec.convert takes.
@@ -95,10 +101,19 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready')
 ON CONFLICT (snapshot_id) DO NOTHING
 """
 
+# A failed creation is kept (obsolete, size 0, failures 1) for the backoff
+# window: the rows within it are the class's recent failed creations.
 _DROP_CLAIM = """
-UPDATE snapshots SET state = 'obsolete', updated_at = now()
+UPDATE snapshots SET state = 'obsolete', failures = failures + 1, updated_at = now()
 WHERE snapshot_id = $1 AND state = 'creating'
 RETURNING snapshot_id
+"""
+
+_FAILED_CREATIONS = """
+SELECT count(*) FROM snapshots
+WHERE app = $1 AND function = $2 AND version = $3 AND fingerprint_id = $4
+  AND state = 'obsolete' AND size = 0 AND failures > 0
+  AND updated_at > now() - make_interval(secs => $5)
 """
 
 _RESTORED_OK = """
@@ -149,7 +164,9 @@ WHERE state = 'suspect' AND updated_at < now() - make_interval(secs => $1)
 """
 
 _OBSOLETE_ROWS = """
-SELECT snapshot_id, blob_key FROM snapshots WHERE state = 'obsolete'
+SELECT snapshot_id, blob_key FROM snapshots
+WHERE state = 'obsolete'
+  AND NOT (size = 0 AND failures > 0 AND updated_at > now() - make_interval(secs => $2))
 ORDER BY updated_at LIMIT $1
 """
 
@@ -238,11 +255,17 @@ class Catalogue:
         return best_for([snapshot_info(r) for r in rows], req.fingerprint, node_class)
 
     async def claim(self, req: SnapshotLookup, node_class: str) -> SnapshotInfo | None:
-        """A new "creating" row for the node's class, unless a live one exists.
-        The unique partial index decides between concurrent claimers."""
-        await self.db.execute(
-            _EXPIRE_CLAIM, req.app, req.function, req.version, node_class, self.policy.claim_lease_s
-        )
+        """A new "creating" row for the node's class, unless a live one exists
+        or its creation keeps failing. The unique partial index decides
+        between concurrent claimers."""
+        key = (req.app, req.function, req.version, node_class)
+        failed = await self.db.fetchval(_FAILED_CREATIONS, *key, self.policy.creation_backoff_s)
+        if failed >= self.policy.max_failed_creations:
+            log.info("no claim: snapshot creation keeps failing for this class",
+                     extra={"app": req.app, "function": req.function, "version": req.version,
+                            "fingerprint_id": node_class, "failed": failed})  # fmt: skip
+            return None
+        await self.db.execute(_EXPIRE_CLAIM, *key, self.policy.claim_lease_s)
         sid = new_snapshot_id()
         row = await self.db.fetchrow(
             _CLAIM, sid, req.app, req.function, req.version, req.fingerprint, node_class,
@@ -309,7 +332,7 @@ class Catalogue:
         await self.db.execute(_SWEEP_OLD_SUSPECTS, self.policy.keep_suspect_s)
 
     async def obsolete_rows(self, limit: int) -> list[tuple[str, str]]:
-        rows = await self.db.fetch(_OBSOLETE_ROWS, limit)
+        rows = await self.db.fetch(_OBSOLETE_ROWS, limit, self.policy.creation_backoff_s)
         return [(r["snapshot_id"], r["blob_key"]) for r in rows]
 
     async def forget(self, snapshot_id: str, blob_key: str) -> bool:
