@@ -150,10 +150,19 @@ def test_second_container_is_restored_with_snapshot_state(
     )
     assert len(made) == 1 and made[0]["fingerprint_id"] == fingerprint_id(local_fingerprint())
 
-    stop_container(p, first["container"])
+    # Stop it, and any container the scheduler added while it was being
+    # snapshotted (those started cold: the snapshot was not ready yet).
+    listed(p, first["container"])
+    for c in containers(p):
+        stop_container(p, c["container_id"])
     second = snapped.state.remote()
     assert second["container"] != first["container"]
-    running = listed(p, second["container"])
+    running = wait_for(
+        lambda: (c := listed(p, second["container"]))["state"] == "ready" and c,
+        30,
+        "the restored container listed as ready",
+        p,
+    )
     assert running["node_id"] == "snap-a" and running["restored"]
     # What snap=True built is there, from the very process the snapshot caught.
     assert second["table"] == 300_000
@@ -218,7 +227,12 @@ def test_corrupted_snapshot_starts_cold(snap_platform: Platform, snapped: Any) -
 
     state = snapped.state.remote()
     assert state["table"] == 300_000 and state["restores"] == 1
-    running = listed(p, state["container"])
+    running = wait_for(
+        lambda: (c := listed(p, state["container"]))["state"] == "ready" and c,
+        30,
+        "the cold container listed as ready",
+        p,
+    )
     assert running["node_id"] == "snap-fresh" and not running["restored"]
     assert wait_for(
         lambda: [

@@ -772,6 +772,7 @@ class ContainerManager:
         try:
             unpacked = await snapshots.cache.ensure(plan.snapshot)
             await c.start(bundle_dir, plan, unpacked)
+            c.restored = True  # from now on its heartbeats say so (a failure replaces it)
             await c.settled(RESTORE_READY_TIMEOUT_S)
             if c.state != "ready":
                 raise ContainerStartError(c.error or f"the restored container is {c.state}")
@@ -798,7 +799,6 @@ class ContainerManager:
                 ),
             )
             return False
-        c.restored = True
         seconds = time.monotonic() - requested
         await snapshots.publish(
             c.app,
