@@ -378,3 +378,38 @@ async def test_gpu_snapshot_keeps_cuda_memory(
     # Containers get no GPU devices yet (the agent's OCI config has none), so
     # there is nothing a container could hold on a GPU to snapshot.
     pytest.skip("containers are not given GPU devices yet")
+
+
+async def test_failed_checkpoint_reported_and_the_container_serves_cold(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    catalogue: Callable[[str], Awaitable[Catalogue]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = f"snf-{uuid.uuid4().hex[:10]}"
+    cat = await catalogue(app)
+    broken = tmp_path / "criu"
+    broken.write_text("#!/bin/sh\necho 'criu is broken on this node' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("THAW_CRIU", str(broken))
+    agent = await make_agent()
+    tap = await LogTap.open(bus, app, "Snappy")
+    sha = await put_bundle(blob, APP_SOURCE)
+    cid = await agent.start(bus, app, sha, snappy_spec())
+    c = await agent.wait_state(cid, "ready", timeout_s=60)
+    await tap.wait_for("memory snapshot failed, going on without it", stream="system")
+    assert "runc checkpoint failed" in tap.text("system")
+
+    async def failed() -> bool:
+        return bool(cat.of(SnapshotCreateFailed))
+
+    await eventually(failed, 30, "SnapshotCreateFailed")
+    assert cat.of(SnapshotCreateFailed)[0].snapshot_id == cat.claimed.snapshot_id  # type: ignore[union-attr]
+    assert not cat.of(SnapshotCreated) and not c.info().restored
+    # It serves all the same (CRIU left the paused process running: it takes
+    # up where it was), and snap=False ran once.
+    state, by = await call_state(bus, app)
+    assert by == cid and state["table"] == 300_000 and state["restores"] == 1
+    assert state["container"] == cid
