@@ -13,6 +13,13 @@ through a pidfd (it is not our child once runc exits). Whatever ends a
 container, ``ContainerEvents.container_gone`` is called exactly once, so the
 dispatcher releases the inputs it had handed it.
 
+Memory snapshots (``snapshots``): a start may instead ``runc restore`` a
+snapshot (``Restore``: waited for until Ready; any failure removes it and a
+cold container starts), or start cold and, once the runtime says
+``SnapshotReady``, checkpoint it, restore it in place from the fresh images
+and store them in the background (``Checkpoint``). The runtime reconnects
+after either, and gets ``RestoreState`` first.
+
 Stopping: ``Shutdown`` frame, wait the grace period, ``runc kill`` TERM then
 KILL, ``runc delete --force``, unmount, remove the container's dir. A failed
 container is torn down the same way but stays listed (state ``failed`` and

@@ -19,6 +19,14 @@ shutdown or the agent's going away is seen at once, whatever runs.
 
 The agent's going away ends ``run()`` at once, whatever the life is doing:
 nothing may run unsupervised.
+
+Memory snapshots (``THAW_SNAPSHOT=1``): between the ``enter(snap=True)`` and
+``enter(snap=False)`` hooks the runtime says ``SnapshotReady``, closes its
+connection on purpose (its readers end quietly), waits for the agent's
+socket to reappear, then takes the container id and env of the agent's
+``RestoreState``, reseeds the random generators and says ``Hello`` again.
+Whatever CRIU restores from that point on, in however many containers,
+starts there.
 """
 
 from __future__ import annotations
