@@ -329,7 +329,7 @@ class Snapshots:
         started = time.monotonic()
         try:
             await asyncio.to_thread(pack, unpacked, archive)
-            key = snapshot_key(claim.snapshot_id)
+            key = claim.blob_key or snapshot_key(claim.snapshot_id)  # where the claim says
             stored = await self.blob.put(key, archive)
             info = msgspec.structs.replace(
                 claim,
