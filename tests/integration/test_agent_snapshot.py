@@ -24,6 +24,7 @@ import pytest
 import test_agent
 from test_agent import Agent, LogTap, eventually, put_bundle, result_of, value
 from thaw_agent import gpu_snapshot
+from thaw_agent.snapshots import SnapshotCache
 
 # test_agent's fixtures: real agents in this process, the S3 blob store.
 make_agent = test_agent.make_agent
@@ -413,3 +414,28 @@ async def test_failed_checkpoint_reported_and_the_container_serves_cold(
     state, by = await call_state(bus, app)
     assert by == cid and state["table"] == 300_000 and state["restores"] == 1
     assert state["container"] == cid
+
+
+async def test_local_cache_keeps_the_most_recently_used_within_its_limit(
+    tmp_path: Path, blob: BlobStore
+) -> None:
+    cache = SnapshotCache(blob, tmp_path / "cache", limit_bytes=25_000)
+    fp = local_fingerprint()
+    infos = []
+    for n in range(3):
+        made = cache.staging(f"snap-{n}")
+        (made / "images").mkdir(parents=True)
+        (made / "upper").mkdir()
+        (made / "images" / "pages-1.img").write_bytes(b"x" * 10_000)
+        info = SnapshotInfo(
+            snapshot_id=f"snap-{n}", app="a", function="f", version=1,
+            fingerprint=fp, fingerprint_id=fingerprint_id(fp), state="ready",
+        )  # fmt: skip
+        infos.append(info)
+        await cache.add(made, info)
+        await asyncio.sleep(0.01)  # distinct modification times
+        if n == 1:
+            await cache.ensure(infos[0])  # used again: now the most recent
+            await asyncio.sleep(0.01)
+    # Three of 10 kB do not fit in 25 kB: the least recently used goes.
+    assert cache.ids() == ["snap-0", "snap-2"]

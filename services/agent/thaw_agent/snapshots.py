@@ -201,7 +201,9 @@ class SnapshotCache:
                 staging.mkdir()
                 try:
                     await self.blob.get_to_file(
-                        info.blob_key or snapshot_key(info.snapshot_id), archive, sha256=info.sha256
+                        info.blob_key or snapshot_key(info.snapshot_id),
+                        archive,
+                        sha256=info.sha256 or None,  # none catalogued: the store's own
                     )
                 except BlobIntegrityError as e:
                     raise SnapshotCorrupted(str(e)) from e
