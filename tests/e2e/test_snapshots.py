@@ -244,3 +244,59 @@ def test_corrupted_snapshot_starts_cold(snap_platform: Platform, snapped: Any) -
         "the failed restore counted",
         p,
     )
+
+
+def test_redeploying_changed_code_obsoletes_the_snapshot_and_makes_a_new_one(
+    snap_platform: Platform, snapped: Any, tmp_path: Path
+) -> None:
+    """Last in this module: it replaces the deployed version."""
+    p = snap_platform
+
+    def by_version() -> dict[int, list[str]]:
+        async def rows() -> dict[int, list[str]]:
+            conn = await asyncpg.connect(p.base_env["THAW_DATABASE_URL"])
+            try:
+                found = await conn.fetch("SELECT version, state FROM snapshots WHERE app = $1", APP)
+            finally:
+                await conn.close()
+            out: dict[int, list[str]] = {}
+            for r in found:
+                out.setdefault(r["version"], []).append(r["state"])
+            return out
+
+        return asyncio.run(rows())
+
+    snapped.state.remote()
+    old = wait_for(
+        lambda: {v for v, states in by_version().items() if "ready" in states},
+        60,
+        "a ready snapshot of the deployed version",
+        p,
+    )
+    changed = tmp_path / "snap_counter.py"
+    changed.write_text(
+        (APPS / "snap_counter.py").read_text()
+        + '\n    @modal.method()\n    def edition(self):\n        return "second"\n'
+    )
+    env = {**os.environ, "THAW_GATEWAY_URL": p.gateway_url, "THAW_TOKEN": p.token}
+    out = subprocess.run(
+        [sys.executable, "-m", "thaw.cli", "deploy", str(changed)],
+        env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    assert modal.Cls.from_name(APP, "Snapped")().edition.remote() == "second"
+    # The old version's snapshots go (obsolete, then deleted by GC) and the
+    # new version gets one of its own.
+    wait_for(
+        lambda: all(set(by_version().get(v, [])) <= {"obsolete"} for v in old),
+        60,
+        "the old version's snapshots to become obsolete",
+        p,
+    )
+    wait_for(
+        lambda: any(v > max(old) and "ready" in s for v, s in by_version().items()),
+        90,
+        "a ready snapshot of the new version",
+        p,
+    )
