@@ -853,3 +853,25 @@ async def test_app_logs(gateway: Gateway, bus: Bus) -> None:
         await bus.publish(f"thaw.logs.{app}.f", line("live"))
         got.append(json.loads(await asyncio.wait_for(r.content.readline(), 10))["line"])
     assert got == ["hello 0", "hello 1", "hello 2", "live"]
+
+
+async def test_an_ephemeral_run_never_replaces_a_deployed_app(gateway: Gateway) -> None:
+    app = unique("prod")
+    await deploy(gateway, app, spec("f"))
+    sha = await upload_bundle(gateway)
+    status, body = await gateway.call(
+        "POST", f"/v1/apps/{app}/deploy",
+        json={"bundle_sha256": sha, "functions": [spec("f")], "ephemeral": True},
+    )  # fmt: skip
+    assert status == 409, body
+    assert body["error"]["code"] == "conflict" and "thaw app stop" in body["error"]["message"]
+    status, apps = await gateway.call("GET", "/v1/apps")
+    assert [a for a in apps if a["name"] == app][0]["version"] == 1
+    # Once stopped, the name is free for a run.
+    status, _ = await gateway.call("POST", f"/v1/apps/{app}/stop")
+    assert status == 200
+    status, body = await gateway.call(
+        "POST", f"/v1/apps/{app}/deploy",
+        json={"bundle_sha256": sha, "functions": [spec("f")], "ephemeral": True},
+    )  # fmt: skip
+    assert status == 200, body

@@ -221,6 +221,8 @@ async def deploy_app(request: web.Request) -> web.StreamResponse:
             f"bundle {body.bundle_sha256} is not uploaded; PUT /v1/bundles/{body.bundle_sha256}"
             " first"
         )
+    if body.ephemeral:
+        await _refuse_replacing_a_deployed_app(gw, app)
     if not query_flag(request, "progress"):
         functions = await resolve_images(gw, app, body.functions, _nowhere)
         return json_response(await _record_deploy(gw, app, body, functions))
@@ -252,6 +254,18 @@ async def deploy_app(request: web.Request) -> web.StreamResponse:
 
 async def _nowhere(event: msgspec.Struct) -> None:
     pass
+
+
+async def _refuse_replacing_a_deployed_app(gw: Gateway, app: str) -> None:
+    """`thaw run` deploys an ephemeral app under the App's name and stops it
+    afterwards; over a deployed app of that name it would take production down."""
+    row = await gw.db.fetchrow("SELECT state, ephemeral FROM apps WHERE name = $1", app)
+    if row is not None and row["state"] == "deployed" and not row["ephemeral"]:
+        raise conflict(
+            f"app {app!r} is deployed; an ephemeral run under the same name would replace"
+            f" and then stop it. Give the App another name for the run, or stop it first"
+            f" (thaw app stop {app})."
+        )
 
 
 async def _record_deploy(
