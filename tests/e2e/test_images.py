@@ -129,6 +129,7 @@ def test_local_dirs_and_python_sources_land_in_the_image(platform: Platform) -> 
     assert got["files"] == ["a.txt", "sub/b.sh"]  # skip.log ignored
     assert got["script_mode"] == 0o755
     assert "from the helper" in got["helper"]
+    assert got["root_importable"] is True
 
 
 def _http(platform: Platform, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:

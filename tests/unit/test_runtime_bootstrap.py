@@ -30,12 +30,18 @@ def test_bundle_then_runtime_paths_are_appended(tmp_path: Path) -> None:
         f"m = runpy.run_path({bootstrap_file()!r}, run_name='bootstrap');"
         "m['_extend_sys_path'](); print(json.dumps([before, sys.path]))"
     )
-    env = {"THAW_BUNDLE_DIR": str(bundle), "THAW_RUNTIME_PATHS": f"{first}:{second}:"}
+    sources = tmp_path / "root"
+    env = {
+        "THAW_BUNDLE_DIR": str(bundle),
+        "THAW_LOCAL_SOURCE_DIR": str(sources),
+        "THAW_RUNTIME_PATHS": f"{first}:{second}:",
+    }
     out = run_bare(code, env)
     assert out.returncode == 0, out.stderr
     before, after = json.loads(out.stdout)
-    # The image's own paths keep their places, ahead of everything thaw adds.
-    assert after == before + [str(bundle), str(first), str(second)]
+    # The image's own paths keep their places, ahead of everything thaw adds;
+    # add_local_python_source's modules come right after the bundle.
+    assert after == before + [str(bundle), str(sources), str(first), str(second)]
 
 
 def test_runtime_paths_cover_the_runtime_packages() -> None:

@@ -4,7 +4,8 @@ Standard library only: it runs under the image's own python3 before anything
 of thaw is importable. It makes the code bundle and the runtime's packages
 importable, then hands over to ``thaw.runtime.main``.
 
-Both are *appended* to ``sys.path``: the packages the user's image installs
+Both, and /root where ``add_local_python_source`` puts modules, are
+*appended* to ``sys.path``: the packages the user's image installs
 must win over the copies the agent mounts for the runtime, and the bundle
 comes before those copies so that a user module is never shadowed by ours.
 """
@@ -13,6 +14,9 @@ import os
 import sys
 
 BUNDLE_DIR = "/thaw/bundle"
+# Where ``Image.add_local_python_source`` puts modules, as on the hosted
+# platform: importable right after the bundle.
+LOCAL_SOURCE_DIR = "/root"
 
 
 def _line_buffered() -> None:
@@ -32,7 +36,8 @@ def _extend_sys_path() -> None:
         del sys.path[0]
     bundle = os.environ.get("THAW_BUNDLE_DIR", BUNDLE_DIR)
     runtime_paths = [p for p in os.environ.get("THAW_RUNTIME_PATHS", "").split(":") if p]
-    for entry in [bundle, *runtime_paths]:
+    local_sources = os.environ.get("THAW_LOCAL_SOURCE_DIR", LOCAL_SOURCE_DIR)
+    for entry in [bundle, local_sources, *runtime_paths]:
         if entry not in sys.path:
             sys.path.append(entry)
 
