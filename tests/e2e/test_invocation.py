@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import thaw as modal
 from fixtures.platform import Platform
 
@@ -29,7 +28,8 @@ pytestmark = pytest.mark.usefixtures("use_platform")
 def thaw_cli(platform: Platform, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
     return subprocess.run(
-        [*THAW, *args], env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        [*THAW, *args], check=False, env=env, capture_output=True, text=True,
+        timeout=timeout, stdin=subprocess.DEVNULL,
     )
 
 
@@ -147,7 +147,7 @@ async def test_killing_a_node_mid_map_loses_nothing(platform_factory, monkeypatc
     def run_map() -> None:
         try:
             results.extend(work.map(range(200)))
-        except BaseException as e:  # surfaced by the assertions below
+        except BaseException as e:  # noqa: BLE001 - surfaced by the assertions below
             errors.append(e)
 
     mapper = threading.Thread(target=run_map)
@@ -169,9 +169,18 @@ async def test_killing_a_node_mid_map_loses_nothing(platform_factory, monkeypatc
     assert results == [i * i for i in range(200)]
 
 
-def test_readme_example_runs(platform: Platform) -> None:
+def test_readme_example_runs_beside_its_deployment(platform: Platform) -> None:
+    """The README's flow: deploy, then `thaw run` the same file. The run gets
+    an app of its own and the deployment is left as it was."""
     example = Path(__file__).parents[2] / "examples" / "hello.py"
+    deployed = thaw_cli(platform, "deploy", str(example))
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     out = thaw_cli(platform, "run", f"{example}::main", "--n", "4")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "squares: [0, 1, 4, 9]" in out.stdout
     assert "hello, thaw!" in out.stdout
+    apps = api(platform, "/v1/apps")
+    hello = [a for a in apps if a["name"] == "hello"]
+    assert [(a["state"], a["version"], a["ephemeral"]) for a in hello] == [("deployed", 1, False)]
+    runs = [a for a in apps if a["name"].startswith("hello-run-")]
+    assert [(a["state"], a["ephemeral"]) for a in runs] == [("stopped", True)]

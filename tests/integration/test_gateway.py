@@ -866,7 +866,7 @@ async def test_an_ephemeral_run_never_replaces_a_deployed_app(gateway: Gateway) 
     assert status == 409, body
     assert body["error"]["code"] == "conflict" and "thaw app stop" in body["error"]["message"]
     status, apps = await gateway.call("GET", "/v1/apps")
-    assert [a for a in apps if a["name"] == app][0]["version"] == 1
+    assert next(a for a in apps if a["name"] == app)["version"] == 1
     # Once stopped, the name is free for a run.
     status, _ = await gateway.call("POST", f"/v1/apps/{app}/stop")
     assert status == 200

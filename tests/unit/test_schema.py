@@ -2,7 +2,6 @@
 
 import msgspec
 import pytest
-
 from thaw_core import schema
 
 NodeOrError = schema.decoder(schema.NodeHeartbeat | schema.ErrorEvent)

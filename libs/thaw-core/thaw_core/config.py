@@ -61,7 +61,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     node_id: str
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
         state_dir = Path(e.get("THAW_STATE_DIR") or _default_state_dir()).expanduser()
         nats_port = int(e.get("THAW_NATS_PORT", "24222"))

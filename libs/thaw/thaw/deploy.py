@@ -13,6 +13,7 @@ import contextlib
 import hashlib
 import importlib
 import re
+import secrets
 import sys
 import warnings
 from pathlib import Path
@@ -37,7 +38,7 @@ from thaw.app import App
 from thaw.build_progress import BuildDisplay
 from thaw.bundle import Bundle, build_bundle, import_root
 from thaw.client import current, gateway_error
-from thaw.exception import Error, InvalidError, from_gateway
+from thaw.exception import AlreadyExistsError, Error, InvalidError, from_gateway
 from thaw.image import local_files
 
 # ---------------------------------------------------------------- importing
@@ -259,7 +260,13 @@ class AppRun:
         return run_name(self.app), app_bundle(self.app)
 
     async def _start(self, name: str, bundle: Bundle) -> None:
-        self.deployed = await deploy_bundle(name, self.app, bundle, ephemeral=True)
+        try:
+            self.deployed = await deploy_bundle(name, self.app, bundle, ephemeral=True)
+        except AlreadyExistsError:
+            # A deployed app holds the name (the gateway refuses to replace it):
+            # the run gets a name of its own and leaves the deployment alone.
+            name = f"{name[:50]}-run-{secrets.token_hex(3)}"
+            self.deployed = await deploy_bundle(name, self.app, bundle, ephemeral=True)
         self.app._running_as = name
         self._active = True
         if self.show_logs:
