@@ -184,3 +184,49 @@ def test_readme_example_runs_beside_its_deployment(platform: Platform) -> None:
     assert [(a["state"], a["version"], a["ephemeral"]) for a in hello] == [("deployed", 1, False)]
     runs = [a for a in apps if a["name"].startswith("hello-run-")]
     assert [(a["state"], a["ephemeral"]) for a in runs] == [("stopped", True)]
+
+
+async def test_another_language_invokes_over_nats(platform: Platform, behaviours: None) -> None:
+    """What a Go or Node.js service does: publish an Invoke as plain JSON (bytes
+    fields base64, as proto/ says) and read the Result on thaw.result.<id>."""
+    import base64
+    import uuid
+
+    import nats
+
+    nc = await nats.connect(platform.base_env["THAW_NATS_URL"])
+    try:
+        js = nc.jetstream()
+
+        async def invoke(args: str, **extra: Any) -> dict[str, Any]:
+            call_id = f"fc-{uuid.uuid4().hex}"
+            sub = await nc.subscribe(f"thaw.result.{call_id}")
+            event = {
+                "type": "invoke", "call_id": call_id, "app": "behaviours",
+                "function": "square", "codec": "json", "args": args, **extra,
+            }  # fmt: skip
+            await js.publish(
+                "thaw.invoke.behaviours.square", json.dumps(event).encode(),
+                headers={"Nats-Msg-Id": call_id},
+            )  # fmt: skip
+            msg = await sub.next_msg(timeout=60)
+            await sub.unsubscribe()
+            return json.loads(msg.data)
+
+        good = base64.b64encode(json.dumps({"args": [7], "kwargs": {}}).encode()).decode()
+        result = await invoke(good)
+        assert result["status"] == "success", result
+        assert json.loads(base64.b64decode(result["value"])) == 49
+
+        # Arguments that are not what the function takes: a failure result
+        # that says so, not a lost input.
+        bad = base64.b64encode(json.dumps({"args": ["x", "y"], "kwargs": {}}).encode()).decode()
+        result = await invoke(bad)
+        assert result["status"] == "failure" and "TypeError" in result["error"], result
+
+        # A malformed event (a field the contract does not have) is refused
+        # with an error result naming the problem; the caller is not left waiting.
+        result = await invoke(good, priority="high")
+        assert result["status"] == "failure" and "priority" in result["error"], result
+    finally:
+        await nc.close()
