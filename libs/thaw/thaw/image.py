@@ -94,18 +94,8 @@ class Image:
         pre: bool = False,
         extra_options: str = "",
     ) -> Image:
-        return self._then(
-            {
-                "op": "pip_install",
-                "packages": _flatten("pip_install", packages),
-                **_options(
-                    index_url=index_url,
-                    extra_index_url=extra_index_url,
-                    find_links=find_links,
-                    pre=pre,
-                    extra_options=extra_options,
-                ),
-            }
+        return self._pip_step(
+            "pip_install", packages, index_url, extra_index_url, find_links, pre, extra_options
         )
 
     def uv_pip_install(
@@ -117,10 +107,25 @@ class Image:
         pre: bool = False,
         extra_options: str = "",
     ) -> Image:
+        return self._pip_step(
+            "uv_pip_install", packages, index_url, extra_index_url, find_links, pre, extra_options
+        )
+
+    def _pip_step(
+        self,
+        op: str,
+        packages: tuple[str | Sequence[str], ...],
+        index_url: str | None,
+        extra_index_url: str | None,
+        find_links: str | None,
+        pre: bool,
+        extra_options: str,
+    ) -> Image:
+        # pip and uv take the same options; the builder runs both with pip.
         return self._then(
             {
-                "op": "uv_pip_install",
-                "packages": _flatten("uv_pip_install", packages),
+                "op": op,
+                "packages": _flatten(op, packages),
                 **_options(
                     index_url=index_url,
                     extra_index_url=extra_index_url,
