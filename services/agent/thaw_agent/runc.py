@@ -38,20 +38,7 @@ class Runc:
         return [*argv, *args]
 
     async def _call(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv(*args),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-        except (TimeoutError, asyncio.CancelledError):
-            proc.kill()
-            await proc.wait()
-            raise
-        assert proc.returncode is not None
-        return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+        return await _exec(self._argv(*args), timeout_s=timeout_s)
 
     async def run_detached(
         self,
@@ -65,21 +52,11 @@ class Runc:
         timeout_s: float = COMMAND_TIMEOUT_S,
     ) -> int:
         """Start the container; its stdout/stderr are the given pipe ends. Returns its pid."""
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv(
-                "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file),
-                container_id, log_file=log_file,
-            ),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=stdout_fd,
-            stderr=stderr_fd,
+        argv = self._argv(
+            "run", "--detach", "--bundle", str(bundle), "--pid-file", str(pid_file),
+            container_id, log_file=log_file,
         )  # fmt: skip
-        try:
-            rc = await asyncio.wait_for(proc.wait(), timeout_s)
-        except (TimeoutError, asyncio.CancelledError):
-            proc.kill()
-            await proc.wait()
-            raise
+        rc, _, _ = await _exec(argv, stdout=stdout_fd, stderr=stderr_fd, timeout_s=timeout_s)
         if rc != 0:
             raise RuncError(f"runc run failed ({rc}): {last_error(log_file) or 'no message'}")
         try:
@@ -96,22 +73,11 @@ class Runc:
             container_id, image_path, work_path, state_root=self.root
         )
         argv[1:1] = ["--log", str(log_file), "--log-format", "json"]
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-        except (TimeoutError, asyncio.CancelledError):
-            proc.kill()
-            await proc.wait()
-            raise
-        if proc.returncode != 0:
-            why = last_error(log_file) or err.decode(errors="replace").strip() or "no message"
+        rc, _, err = await _exec(argv, timeout_s=timeout_s)
+        if rc != 0:
+            why = last_error(log_file) or err.strip() or "no message"
             raise RuncError(
-                f"runc checkpoint failed ({proc.returncode}): {why}{criu_tail(work_path, 'dump.log')}"
+                f"runc checkpoint failed ({rc}): {why}{criu_tail(work_path, 'dump.log')}"
             )
 
     async def restore_detached(
@@ -134,15 +100,7 @@ class Runc:
         )
         argv[1:1] = ["--log", str(log_file), "--log-format", "json"]
         argv[-1:-1] = ["--pid-file", str(pid_file)]
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=stdout_fd, stderr=stderr_fd
-        )
-        try:
-            rc = await asyncio.wait_for(proc.wait(), timeout_s)
-        except (TimeoutError, asyncio.CancelledError):
-            proc.kill()
-            await proc.wait()
-            raise
+        rc, _, _ = await _exec(argv, stdout=stdout_fd, stderr=stderr_fd, timeout_s=timeout_s)
         if rc != 0:
             why = last_error(log_file) or "no message"
             raise RuncError(
@@ -204,3 +162,33 @@ def criu_tail(work_path: Path, name: str, lines: int = 5) -> str:
     # "rlimit: Can't setup RLIMIT_NOFILE" is logged as an error on every run: noise.
     errors = [ln for ln in text if "Error" in ln and "RLIMIT_NOFILE" not in ln]
     return ("; criu: " + " | ".join(errors[-lines:])) if errors else ""
+
+
+async def _exec(
+    argv: list[str],
+    *,
+    stdout: int = asyncio.subprocess.PIPE,
+    stderr: int = asyncio.subprocess.PIPE,
+    timeout_s: float,
+) -> tuple[int, str, str]:
+    """Run one runc command to its end; killed if it outlives ``timeout_s`` or
+    the caller is cancelled, so no runc is ever left behind. When stdout/stderr
+    are a container's pipe ends (run, restore), only the exit code is waited
+    for: the container keeps those pipes open, and reading them to the end
+    would block until it exits."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=stdout, stderr=stderr
+    )
+    piped = stdout == asyncio.subprocess.PIPE and stderr == asyncio.subprocess.PIPE
+    try:
+        if piped:
+            out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+        else:
+            await asyncio.wait_for(proc.wait(), timeout_s)
+            out = err = b""
+    except (TimeoutError, asyncio.CancelledError):
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
