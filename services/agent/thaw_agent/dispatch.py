@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import time
@@ -98,7 +99,7 @@ class Running:
     invoke: Invoke
     container: Container
     started_at: float = field(default_factory=time.time)
-    keepalive: asyncio.Task[None] | None = None
+    keepalive: asyncio.TimerHandle | None = None
     timer: asyncio.TimerHandle | None = None
 
     def stop_timers(self) -> None:
@@ -125,6 +126,9 @@ class Dispatcher:
         self._cancelled: OrderedDict[str, float] = OrderedDict()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._stopping = False
+        # Input ids name an input to its container: unique per agent run is enough.
+        self._id_prefix = uuid.uuid4().hex[:12] + "-"
+        self._input_seq = itertools.count(1)
         manager.events = self
 
     # ------------------------------------------------------------ views
@@ -341,14 +345,13 @@ class Dispatcher:
     # ------------------------------------------------------------ running
 
     async def _run(self, container: Container, invoke: Invoke, msg: Msg) -> None:
-        r = Running(uuid.uuid4().hex, msg, invoke, container)
+        r = Running(f"{self._id_prefix}{next(self._input_seq)}", msg, invoke, container)
         container.assign(r.input_id)
         self._running[r.input_id] = r
-        r.keepalive = asyncio.create_task(_keep_alive(msg))
+        loop = asyncio.get_running_loop()
+        r.keepalive = loop.call_later(IN_PROGRESS_EVERY_S, self._keep_alive, r)
         if container.spec.timeout_s > 0:  # 0: no limit
-            r.timer = asyncio.get_running_loop().call_later(
-                container.spec.timeout_s, self._on_timeout, r.input_id
-            )
+            r.timer = loop.call_later(container.spec.timeout_s, self._on_timeout, r.input_id)
         try:
             await container.send(RunInput(input_id=r.input_id, invoke=invoke))
         except Exception as e:  # noqa: BLE001 - any send failure means a broken connection
@@ -358,6 +361,16 @@ class Dispatcher:
                 r.stop_timers()
                 container.release(r.input_id)
                 await _settle(msg.nak)
+
+    def _keep_alive(self, r: Running) -> None:
+        """Tell JetStream the input is still being worked on, every few seconds
+        while it runs (a timer, not a task per input: most inputs end first)."""
+        if self._running.get(r.input_id) is not r:
+            return
+        self._spawn(_settle(r.msg.in_progress), f"in-progress:{r.invoke.call_id}")
+        r.keepalive = asyncio.get_running_loop().call_later(
+            IN_PROGRESS_EVERY_S, self._keep_alive, r
+        )
 
     def _on_timeout(self, input_id: str) -> None:
         r = self._running.pop(input_id, None)
@@ -545,13 +558,6 @@ class Dispatcher:
         """Wait for result publishing and releases already under way."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout_s)
-
-
-async def _keep_alive(msg: Msg) -> None:
-    while True:
-        await asyncio.sleep(IN_PROGRESS_EVERY_S)
-        with contextlib.suppress(Exception):
-            await msg.in_progress()
 
 
 async def _settle(op: Callable[..., Awaitable[None]], **kw: float) -> None:
