@@ -27,6 +27,7 @@ from typing import Any
 import cloudpickle
 import nats.js.errors
 import pytest
+from thaw_agent import dispatch
 from thaw_agent.containers import Container
 from thaw_agent.service import AgentService
 from thaw_core import hosttools
@@ -106,6 +107,13 @@ def sleepy(seconds):
 @app.function()
 def marker(x):
     print(f"marker ran with {x}", flush=True)
+    return x
+
+
+@app.function()
+def slow_marker(x, seconds):
+    print(f"slow_marker ran with {x}", flush=True)
+    time.sleep(seconds)
     return x
 """
 
@@ -461,6 +469,29 @@ async def test_a_redelivered_input_whose_result_exists_is_not_run_again(
     assert "marker ran with second" in logs.text()
     assert "marker ran with first" not in logs.text()
     assert value(await result_of(bus, call_id)) == "stored"
+
+
+async def test_an_input_running_past_the_ack_wait_is_kept_alive_not_redelivered(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A short ack wait stands in for an input that runs longer than 10 s.
+    monkeypatch.setattr(dispatch, "ACK_WAIT_S", 1.5)
+    monkeypatch.setattr(dispatch, "IN_PROGRESS_EVERY_S", 0.4)
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "slow_marker")
+    # A second free slot: a redelivered copy would be taken and run at once.
+    await agent.wait_state(
+        await agent.start(bus, app, sha, spec("slow_marker", max_inputs=2)), "ready"
+    )
+    call_id = await call(bus, app, "slow_marker", "once", 4.0)
+    assert value(await result_of(bus, call_id)) == "once"
+    await asyncio.sleep(2)  # what a lapsed ack wait would have redelivered has run by now
+    assert logs.text().count("slow_marker ran with once") == 1, logs.text()
 
 
 async def test_two_agents_on_one_machine_do_not_collide(
