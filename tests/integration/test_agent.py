@@ -271,6 +271,24 @@ async def queue_settled(bus: Bus, app: str, fn: str, timeout_s: float = 15) -> N
     await eventually(settled, timeout_s, f"the inputs of {app}.{fn} to be acked")
 
 
+async def one_of_two_busy(
+    agent: Agent, bus: Bus, blob: BlobStore, seconds: float
+) -> tuple[str, Container, str]:
+    """Two ready `sleepy` containers, one of them running a call that sleeps
+    ``seconds``: (that call's id, the busy container, the idle one's id)."""
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "sleepy")
+    a = await agent.start(bus, app, sha, spec("sleepy"))
+    b = await agent.start(bus, app, sha, spec("sleepy"))
+    await agent.wait_state(a, "ready")
+    await agent.wait_state(b, "ready")
+    call_id = await call(bus, app, "sleepy", seconds)
+    await logs.wait_for(f"sleeping {seconds}")
+    (victim,) = [c for c in (agent.container(a), agent.container(b)) if c.inflight]
+    return call_id, victim, b if victim.id == a else a
+
+
 def process_gone(pid: int) -> bool:
     """Exited: no such process, or a zombie that its new parent has yet to reap
     (a container's process is not our child once runc exits)."""
@@ -413,18 +431,7 @@ async def test_kill_9_of_a_container_releases_its_input_for_redelivery(
     make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
 ) -> None:
     agent = await make_agent()
-    app = unique_app()
-    sha = await put_bundle(blob, APP_SOURCE)
-    logs = await LogTap.open(bus, app, "sleepy")
-    a = await agent.start(bus, app, sha, spec("sleepy"))
-    b = await agent.start(bus, app, sha, spec("sleepy"))
-    await agent.wait_state(a, "ready")
-    await agent.wait_state(b, "ready")
-
-    call_id = await call(bus, app, "sleepy", 1.5)
-    await logs.wait_for("sleeping 1.5")
-    (victim,) = [c for c in (agent.container(a), agent.container(b)) if c.inflight]
-    survivor = b if victim.id == a else a
+    call_id, victim, survivor = await one_of_two_busy(agent, bus, blob, 1.5)
     killed_at = time.monotonic()
     os.kill(victim.pid, signal.SIGKILL)
 
@@ -703,18 +710,7 @@ async def test_stopping_a_busy_container_hands_its_input_to_another(
     make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
 ) -> None:
     agent = await make_agent()
-    app = unique_app()
-    sha = await put_bundle(blob, APP_SOURCE)
-    logs = await LogTap.open(bus, app, "sleepy")
-    a = await agent.start(bus, app, sha, spec("sleepy"))
-    b = await agent.start(bus, app, sha, spec("sleepy"))
-    await agent.wait_state(a, "ready")
-    await agent.wait_state(b, "ready")
-
-    call_id = await call(bus, app, "sleepy", 2)
-    await logs.wait_for("sleeping 2")
-    (victim,) = [c for c in (agent.container(a), agent.container(b)) if c.inflight]
-    survivor = b if victim.id == a else a
+    call_id, victim, survivor = await one_of_two_busy(agent, bus, blob, 2)
     reply = await agent.command(bus, StopContainer(container_id=victim.id, grace_s=0.5))
 
     assert reply.ok
