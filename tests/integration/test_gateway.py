@@ -109,12 +109,8 @@ async def gateway(settings: Settings, db: Database) -> AsyncIterator[Gateway]:
 
 
 async def server_has_subscriptions(bus: Bus) -> None:
-    """Until the server knows this connection's subscriptions. One flush is
-    not enough: nats-py writes its PING straight to the socket while a SUB may
-    still wait in its buffer, so the PONG can come back first. By the second
-    PING the buffer has been written."""
-    await bus.nc.flush()
-    await bus.nc.flush()
+    """Until the server knows this connection's subscriptions."""
+    await bus.subscriptions_live()
 
 
 def unique(prefix: str) -> str:

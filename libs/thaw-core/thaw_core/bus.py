@@ -399,13 +399,17 @@ class Bus:
                 otel_context.detach(token)
 
         sub = await self.nc.subscribe(subject, queue=queue, cb=run)
-        # Round-trip to the server so the subscription is live when serve()
-        # returns: a request from another connection right after would
-        # otherwise find no responder. Twice, because nats-py can write the
-        # first flush's PING ahead of a SUB still in its pending buffer.
-        await self.nc.flush()
-        await self.nc.flush()
+        # Live when serve() returns: a request from another connection right
+        # after would otherwise find no responder.
+        await self.subscriptions_live()
         return sub
+
+    async def subscriptions_live(self) -> None:
+        """Return once the server knows every subscription made so far on this
+        connection. Twice, because nats-py can write the first flush's PING
+        ahead of a SUB still in its pending buffer."""
+        await self.nc.flush()
+        await self.nc.flush()
 
     async def consume(
         self,

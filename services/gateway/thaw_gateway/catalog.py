@@ -151,12 +151,13 @@ class FunctionCatalog:
 
     async def follow(self, bus: Bus) -> Any:
         """Subscribe to AppEvents (plain NATS: JetStream delivers stored
-        events to core subscribers too); returns the subscription."""
+        events to core subscribers too); returns the subscription, live on
+        the server by then."""
 
         async def on_message(msg: Any) -> None:
             await self.on_event(msg.data)
 
-        return await bus.nc.subscribe(APP_EVENTS, cb=on_message)
+        return await bus.serve(APP_EVENTS, on_message)
 
     async def on_event(self, data: bytes) -> None:
         try:

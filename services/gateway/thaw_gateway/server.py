@@ -74,12 +74,9 @@ async def open_gateway(
     catalog = FunctionCatalog(db)
     results = ResultHub(bus, reject)
     await results.start()
-    # Subscribe before loading, so a deploy between the two is not missed.
-    # Two flushes: nats-py sends a flush's PING ahead of SUBs still in its
-    # buffer, so only the second PONG proves the server has them.
+    # Subscribe (live on the server once follow() returns) before loading,
+    # so a deploy between the two is not missed.
     app_events = await catalog.follow(bus)
-    await bus.nc.flush()
-    await bus.nc.flush()
     await catalog.load_all()
     gw = Gateway(
         settings=settings,
