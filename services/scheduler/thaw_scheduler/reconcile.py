@@ -136,13 +136,15 @@ class Reconciler:
             where = {c.container_id: n for n, c in current}
             for cid in p.stop:
                 await self._stop(where[cid], cid, "scaled down")
-            if p.start and now - self._failed_at.get(key, 0.0) < FAILURE_BACKOFF_S:
-                p = type(p)(start=min(p.start, 1) if not current else 0)
+            starts = p.start
+            if starts and now - self._failed_at.get(key, 0.0) < FAILURE_BACKOFF_S:
+                # Backing off: one probe container at most, none beside live ones.
+                starts = 0 if current else 1
             prefer = None
             if f.spec.enable_memory_snapshot:
                 snaps = self.snapshots.get((f.app, f.spec.name, f.version), [])
                 prefer = preference(snaps, self.nodes)
-            for _ in range(p.start):
+            for _ in range(starts):
                 node = choose(list(capacity.values()), f.spec.resources, prefer)
                 if node is None:
                     log.warning("no node has room for %s/%s (%s)", f.app, f.spec.name, f.spec.resources)
