@@ -750,7 +750,12 @@ async def test_cancelling_a_running_call_frees_its_slot(
         f"thaw.cancel.{call_id}", CancelCall(call_id=call_id, terminate_containers=True)
     )
     await queue_settled(bus, app, "sleepy", timeout_s=5)
-    assert process_gone(pid)
+
+    # The input is acked at once; the kill runs beside it.
+    async def killed() -> bool:
+        return process_gone(pid)
+
+    await eventually(killed, 10, f"container process {pid} to be killed")
     assert (await agent.wait_state(cid, "ready")).pid != pid
 
 
