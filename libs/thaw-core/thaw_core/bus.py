@@ -48,8 +48,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from typing import Literal
 
 import nats.js.errors
 from nats.aio.client import Client
@@ -69,6 +67,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from thaw_core import schema
+from thaw_core.contract import STREAMS, StreamSpec
 
 __all__ = [
     "STREAMS",
@@ -100,39 +99,19 @@ _BACKOFF_MAX_S = 2.0
 _NAK_DELAY_S = 1.0
 
 
-@dataclass(frozen=True)
-class StreamSpec:
-    name: str
-    subjects: list[str]
-    retention: Literal["limits", "workqueue", "interest"] = "limits"
-    max_age_s: float | None = None
-    duplicate_window_s: float = 120
-    max_msg_size: int | None = None
-
-    def to_config(self) -> StreamConfig:
-        return StreamConfig(
-            name=self.name,
-            subjects=list(self.subjects),
-            retention=RetentionPolicy(self.retention),
-            # File storage: inputs and results must survive a nats-server restart.
-            storage=StorageType.FILE,
-            num_replicas=1,
-            # 0 means "no limit" to the server.
-            max_age=self.max_age_s or 0,
-            duplicate_window=self.duplicate_window_s,
-            max_msg_size=self.max_msg_size if self.max_msg_size is not None else -1,
-        )
-
-
-_HOUR = 3600.0
-
-STREAMS: tuple[StreamSpec, ...] = (
-    StreamSpec("INVOKE", ["thaw.invoke.>"], retention="workqueue"),
-    StreamSpec("RESULTS", ["thaw.result.>"], max_age_s=24 * _HOUR),
-    StreamSpec("EVENTS", ["thaw.event.>"], max_age_s=1 * _HOUR),
-    StreamSpec("LOGS", ["thaw.logs.>"], max_age_s=24 * _HOUR),
-    StreamSpec("BUILD", ["thaw.build.>"], max_age_s=24 * _HOUR),
-)
+def _stream_config(spec: StreamSpec) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy(spec.retention),
+        # File storage: inputs and results must survive a nats-server restart.
+        storage=StorageType.FILE,
+        num_replicas=1,
+        # 0 means "no limit" to the server.
+        max_age=spec.max_age_s or 0,
+        duplicate_window=spec.duplicate_window_s,
+        max_msg_size=spec.max_msg_size if spec.max_msg_size is not None else -1,
+    )
 
 
 class BusRequestError(Exception):
@@ -289,7 +268,7 @@ class Bus:
             await self._provision_one(spec)
 
     async def _provision_one(self, spec: StreamSpec) -> None:
-        config = spec.to_config()
+        config = _stream_config(spec)
         try:
             # CREATE with an identical config succeeds, so the common case is one call.
             await self.js.add_stream(config)

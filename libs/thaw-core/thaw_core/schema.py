@@ -36,6 +36,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from thaw_core import contract
+
 # App, function and class names: they become NATS subject tokens and durable
 # consumer names, where '.', '*', '>' and whitespace have meaning.
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
@@ -387,16 +389,16 @@ class LogLine(Message, tag="log"):
 # a captured subject with its own PubAck, which would reach the requester
 # before the builder's reply.
 
-BUILD_REQUEST_SUBJECT = "thaw.build.request"
-IMAGE_LOOKUP_SUBJECT = "thaw.builder.lookup"
+BUILD_REQUEST_SUBJECT = contract.BUILD_REQUEST
+IMAGE_LOOKUP_SUBJECT = contract.IMAGE_LOOKUP
 
 
 def build_log_subject(build_id: str) -> str:
-    return f"thaw.build.log.{build_id}"
+    return contract.build_log_subject(build_id)
 
 
 def build_result_subject(build_id: str) -> str:
-    return f"thaw.build.result.{build_id}"
+    return contract.build_result_subject(build_id)
 
 
 class LayerRef(Spec):
@@ -642,32 +644,32 @@ WIRE_TYPES: tuple[type[Message], ...] = (
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
 SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
-    "thaw.health.{service}": ("Request/reply health probe of one service.", (HealthReply,)),
-    "thaw.event.node.{node_id}": ("Node heartbeats from agents.", (NodeHeartbeat,)),
-    "thaw.event.error.{service}": ("Messages a service refused, and why.", (ErrorEvent,)),
-    "thaw.event.app.{app}": ("Deploys and stops of an app.", (AppEvent,)),
-    "thaw.invoke.{app}.{function}": ("Inputs of a function (JetStream INVOKE).", (Invoke,)),
-    "thaw.result.{call_id}": ("The result of one call (JetStream RESULTS).", (Result,)),
-    "thaw.cancel.{call_id}": ("Cancel a call.", (CancelCall,)),
-    "thaw.agent.{node_id}": (
+    contract.HEALTH: ("Request/reply health probe of one service.", (HealthReply,)),
+    contract.EVENT_NODE: ("Node heartbeats from agents.", (NodeHeartbeat,)),
+    contract.EVENT_ERROR: ("Messages a service refused, and why.", (ErrorEvent,)),
+    contract.EVENT_APP: ("Deploys and stops of an app.", (AppEvent,)),
+    contract.INVOKE: ("Inputs of a function (JetStream INVOKE).", (Invoke,)),
+    contract.RESULT: ("The result of one call (JetStream RESULTS).", (Result,)),
+    contract.CANCEL: ("Cancel a call.", (CancelCall,)),
+    contract.AGENT_COMMAND: (
         "Commands to one node agent (request/reply).",
         (StartContainer, StopContainer, CommandReply),
     ),
-    "thaw.logs.{app}.{function}": ("Container output (JetStream LOGS).", (LogLine,)),
-    "thaw.snapshots.lookup": (
+    contract.LOGS: ("Container output (JetStream LOGS).", (LogLine,)),
+    contract.SNAPSHOT_LOOKUP: (
         "Which snapshot an agent restores, or whether it makes one (request/reply).",
         (SnapshotLookup, SnapshotLookupReply),
     ),
-    "thaw.event.snapshot.{app}": (
+    contract.EVENT_SNAPSHOT: (
         "Snapshot lifecycle: created, creation failed, restored (or not).",
         (SnapshotCreated, SnapshotCreateFailed, SnapshotRestored),
     ),
     BUILD_REQUEST_SUBJECT: ("Image build requests (JetStream BUILD).", (BuildRequest,)),
-    "thaw.build.log.{build_id}": (
+    contract.BUILD_LOG: (
         "A build's step progress and output (JetStream BUILD).",
         (BuildProgress, BuildOutput),
     ),
-    "thaw.build.result.{build_id}": (
+    contract.BUILD_RESULT: (
         "A build's outcome (JetStream BUILD, msg-id build-result-<build_id>).",
         (BuildResult,),
     ),
@@ -678,17 +680,10 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
 }
 
 
-def invoke_subject(app: str, function: str) -> str:
-    return f"thaw.invoke.{app}.{function}"
-
-
-def result_subject(call_id: str) -> str:
-    return f"thaw.result.{call_id}"
-
-
-def consumer_name(app: str, function: str) -> str:
-    """The durable pull consumer every agent shares for one function's inputs."""
-    return f"fn_{app}_{function}"
+# Kept while callers move to thaw_core.contract, which owns these names.
+invoke_subject = contract.invoke_subject
+result_subject = contract.result_subject
+consumer_name = contract.invoke_consumer_name
 
 
 def encode(msg: Message) -> bytes:

@@ -1,0 +1,242 @@
+"""The wire contract's names: every NATS subject, JetStream stream and consumer
+configuration, blob key prefix and container environment variable.
+
+This is the one module that spells them. Services, the SDK and the in-container
+runtime import from here; a test (``tests/unit/test_contract_names.py``) fails
+when a literal subject, stream name, blob prefix or container env name appears
+anywhere else. Other languages find the same names in ``proto/asyncapi.json``,
+which is generated from ``thaw_core.schema.SUBJECTS`` using the patterns below.
+
+A subject is defined once, as a pattern with ``{placeholders}``; the functions
+fill it in, and ``wildcard`` turns it into the subscription that matches every
+instance (``thaw.event.app.{app}`` -> ``thaw.event.app.*``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+# ------------------------------------------------------------------ subjects
+
+PREFIX = "thaw"
+
+INVOKE = "thaw.invoke.{app}.{function}"
+RESULT = "thaw.result.{call_id}"
+CANCEL = "thaw.cancel.{call_id}"
+HEALTH = "thaw.health.{service}"
+AGENT_COMMAND = "thaw.agent.{node_id}"
+LOGS = "thaw.logs.{app}.{function}"
+
+EVENT_NODE = "thaw.event.node.{node_id}"
+EVENT_ERROR = "thaw.event.error.{service}"
+EVENT_APP = "thaw.event.app.{app}"
+EVENT_SNAPSHOT = "thaw.event.snapshot.{app}"
+
+SNAPSHOT_LOOKUP = "thaw.snapshots.lookup"
+BUILD_REQUEST = "thaw.build.request"
+BUILD_LOG = "thaw.build.log.{build_id}"
+BUILD_RESULT = "thaw.build.result.{build_id}"
+# Not under thaw.build.>: a request there would be captured by the BUILD stream
+# and answered by JetStream's PubAck instead of the builder.
+IMAGE_LOOKUP = "thaw.builder.lookup"
+
+_PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
+
+
+def wildcard(pattern: str) -> str:
+    """The subscription subject matching every instance of ``pattern``: each
+    placeholder becomes ``*`` (``thaw.event.app.{app}`` -> ``thaw.event.app.*``)."""
+    return _PLACEHOLDER.sub("*", pattern)
+
+
+def all_of(pattern: str) -> str:
+    """``pattern`` cut at its first placeholder, ending in ``>``: every subject
+    under it, whatever the number of tokens (``thaw.logs.{app}.{function}`` ->
+    ``thaw.logs.>``)."""
+    head = pattern.split("{", 1)[0]
+    return head + ">" if head.endswith(".") else head + ".>"
+
+
+def invoke_subject(app: str, function: str) -> str:
+    return INVOKE.format(app=app, function=function)
+
+
+def result_subject(call_id: str) -> str:
+    return RESULT.format(call_id=call_id)
+
+
+RESULT_SUBJECT_PREFIX = RESULT.split("{", 1)[0]
+
+
+def call_id_of_result_subject(subject: str) -> str:
+    """The call id a ``thaw.result.<call_id>`` subject names ('' for another subject)."""
+    return subject[len(RESULT_SUBJECT_PREFIX) :] if subject.startswith(RESULT_SUBJECT_PREFIX) else ""
+
+
+def cancel_subject(call_id: str) -> str:
+    return CANCEL.format(call_id=call_id)
+
+
+def health_subject(service: str) -> str:
+    return HEALTH.format(service=service)
+
+
+def agent_command_subject(node_id: str) -> str:
+    """Commands to one agent; ``node_id`` must already be a subject token
+    (``thaw_core.schema.node_subject_token``)."""
+    return AGENT_COMMAND.format(node_id=node_id)
+
+
+def logs_subject(app: str, function: str | None = None) -> str:
+    """One function's container output, or every function of ``app`` when
+    ``function`` is None."""
+    return LOGS.format(app=app, function=function if function is not None else ">")
+
+
+def node_event_subject(node_id: str) -> str:
+    return EVENT_NODE.format(node_id=node_id)
+
+
+def error_event_subject(service: str) -> str:
+    return EVENT_ERROR.format(service=service)
+
+
+def app_event_subject(app: str) -> str:
+    return EVENT_APP.format(app=app)
+
+
+def snapshot_event_subject(app: str) -> str:
+    return EVENT_SNAPSHOT.format(app=app)
+
+
+def build_log_subject(build_id: str) -> str:
+    return BUILD_LOG.format(build_id=build_id)
+
+
+def build_result_subject(build_id: str) -> str:
+    return BUILD_RESULT.format(build_id=build_id)
+
+
+def build_result_msg_id(build_id: str) -> str:
+    """The JetStream msg-id of a build's result: a build reports its outcome once."""
+    return f"build-result-{build_id}"
+
+
+# ------------------------------------------------------------------ streams
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One JetStream stream as every service provisions it."""
+
+    name: str
+    subjects: tuple[str, ...]
+    retention: Literal["limits", "workqueue", "interest"] = "limits"
+    max_age_s: float | None = None
+    duplicate_window_s: float = 120
+    max_msg_size: int | None = None
+
+
+_HOUR = 3600.0
+
+INVOKE_STREAM = StreamSpec("INVOKE", (all_of(INVOKE),), retention="workqueue")
+RESULTS_STREAM = StreamSpec("RESULTS", (all_of(RESULT),), max_age_s=24 * _HOUR)
+EVENTS_STREAM = StreamSpec("EVENTS", ("thaw.event.>",), max_age_s=1 * _HOUR)
+LOGS_STREAM = StreamSpec("LOGS", (all_of(LOGS),), max_age_s=24 * _HOUR)
+BUILD_STREAM = StreamSpec("BUILD", ("thaw.build.>",), max_age_s=24 * _HOUR)
+
+STREAMS: tuple[StreamSpec, ...] = (
+    INVOKE_STREAM,
+    RESULTS_STREAM,
+    EVENTS_STREAM,
+    LOGS_STREAM,
+    BUILD_STREAM,
+)
+
+
+# ---------------------------------------------------------------- consumers
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """One durable pull consumer: which stream, which subjects, how long an
+    unacked message stays with its consumer before it is redelivered."""
+
+    stream: str
+    durable: str
+    filter_subject: str | None = None
+    ack_wait_s: float = 30.0
+    max_deliver: int = -1
+
+
+# Agents keep a running input alive well inside this (see the agent's dispatch);
+# an agent that dies hands its inputs to another after at most this long.
+INVOKE_ACK_WAIT_S = 10.0
+
+
+def invoke_consumer_name(app: str, function: str) -> str:
+    """The durable pull consumer every agent shares for one function's inputs."""
+    return f"fn_{app}_{function}"
+
+
+def invoke_consumer(app: str, function: str) -> ConsumerSpec:
+    """The one INVOKE consumer of a function: created by the gateway at deploy,
+    bound to by agents, inspected by the scheduler."""
+    return ConsumerSpec(
+        stream=INVOKE_STREAM.name,
+        durable=invoke_consumer_name(app, function),
+        filter_subject=invoke_subject(app, function),
+        ack_wait_s=INVOKE_ACK_WAIT_S,
+    )
+
+
+# ------------------------------------------------------------- blob keys
+
+BUNDLES_PREFIX = "bundles/"
+FILES_PREFIX = "files/"
+SNAPSHOTS_PREFIX = "snapshots/"
+LAYERS_PREFIX = "layers/"
+
+
+def bundle_key(sha256: str) -> str:
+    """A code bundle (zip of the user's sources), by content hash."""
+    return f"{BUNDLES_PREFIX}{sha256}.zip"
+
+
+def file_key(sha256: str) -> str:
+    """A local file uploaded for an image step (``add_local_file``), by content hash."""
+    return f"{FILES_PREFIX}{sha256}"
+
+
+def snapshot_key(snapshot_id: str) -> str:
+    """A packed memory snapshot (CRIU images and filesystem changes)."""
+    return f"{SNAPSHOTS_PREFIX}{snapshot_id}.tar.zst"
+
+
+def layer_key(digest: str) -> str:
+    """An image layer (zstd tar), by digest."""
+    return f"{LAYERS_PREFIX}{digest}"
+
+
+# ------------------------------------------------- container environment
+
+# Set by the agent in every container it starts; read by the runtime.
+ENV_CONTAINER_ID = "THAW_CONTAINER_ID"
+ENV_FUNCTION_SPEC = "THAW_FUNCTION_SPEC"
+ENV_AGENT_SOCKET = "THAW_AGENT_SOCKET"
+ENV_SNAPSHOT = "THAW_SNAPSHOT"
+ENV_RUNTIME_PATHS = "THAW_RUNTIME_PATHS"
+ENV_BUNDLE_DIR = "THAW_BUNDLE_DIR"
+ENV_LOCAL_SOURCE_DIR = "THAW_LOCAL_SOURCE_DIR"
+
+CONTAINER_ENV_NAMES: tuple[str, ...] = (
+    ENV_CONTAINER_ID,
+    ENV_FUNCTION_SPEC,
+    ENV_AGENT_SOCKET,
+    ENV_SNAPSHOT,
+    ENV_RUNTIME_PATHS,
+    ENV_BUNDLE_DIR,
+    ENV_LOCAL_SOURCE_DIR,
+)
