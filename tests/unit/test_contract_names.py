@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from thaw_core import contract
 
 ROOT = Path(__file__).resolve().parents[2]
