@@ -1,0 +1,204 @@
+"""The wire contract: one frozen msgspec Struct per event and command.
+
+One module per domain (``calls``, ``nodes``, ``functions``, ``images``,
+``snapshots``, ``reports``), on the bases in ``base``; ``registry`` lists every
+wire type and subject, and ``proto/`` is generated from it by ``make proto``:
+add every new wire type to ``WIRE_TYPES``. Everything is re-exported here, so
+callers import from ``thaw_core.schema``.
+
+Subjects (``SUBJECTS`` below is the machine-readable list used for proto/):
+
+- ``thaw.health.<service>``        request/reply: ``HealthReply``
+- ``thaw.event.node.<node_id>``    node heartbeats: ``NodeHeartbeat``
+- ``thaw.event.error.<service>``   structured errors a service reports: ``ErrorEvent``
+- ``thaw.event.app.<app>``         deploys and stops: ``AppEvent``
+- ``thaw.invoke.<app>.<function>`` inputs (JetStream INVOKE, one durable per function): ``Invoke``
+- ``thaw.result.<call_id>``        results (JetStream RESULTS, msg-id = call id): ``Result``
+- ``thaw.cancel.<call_id>``        core NATS: ``CancelCall``
+- ``thaw.agent.<node_id>``         request/reply, scheduler -> agent: ``AgentCommand`` -> ``CommandReply``
+- ``thaw.logs.<app>.<function>``   container stdout/stderr (JetStream LOGS): ``LogLine``
+- ``thaw.snapshots.lookup``        request/reply, agent -> snapshots service: ``SnapshotLookup`` -> ``SnapshotLookupReply``
+- ``thaw.event.snapshot.<app>``    snapshot lifecycle (EVENTS): ``SnapshotEvent``
+- ``thaw.build.request``           image builds (JetStream BUILD): ``BuildRequest``
+- ``thaw.build.log.<build_id>``    build progress and output (BUILD): ``BuildLog``
+- ``thaw.build.result.<build_id>`` build outcome (BUILD): ``BuildResult``
+- ``thaw.builder.lookup``          request/reply: ``ImageLookup`` -> ``ImageLookupReply``
+
+Names (apps, functions, nodes) are subject tokens, so they are checked
+against ``NAME_RE`` wherever they enter the system.
+"""
+
+from __future__ import annotations
+
+from thaw_core import contract
+from thaw_core.schema.base import (
+    NAME_RE,
+    Message,
+    Spec,
+    check_name,
+    now,
+)
+from thaw_core.schema.calls import (
+    CallStatus,
+    CancelCall,
+    Codec,
+    Invoke,
+    Result,
+)
+from thaw_core.schema.functions import (
+    AppEvent,
+    Autoscale,
+    FunctionSpec,
+    Resources,
+    RetryPolicy,
+)
+from thaw_core.schema.images import (
+    AddLocalDir,
+    AddLocalFile,
+    AddLocalPythonSource,
+    AptInstall,
+    BuildLog,
+    BuildOutput,
+    BuildProgress,
+    BuildRequest,
+    BuildResult,
+    DebianSlim,
+    Env,
+    FileEntry,
+    FromDockerfile,
+    FromRegistry,
+    ImageLookup,
+    ImageLookupReply,
+    ImageManifest,
+    ImageSpec,
+    ImageStep,
+    LayerRef,
+    PipInstall,
+    PipInstallFromRequirements,
+    RunCommands,
+    Step,
+    StepStatus,
+    UvPipInstall,
+    Workdir,
+)
+from thaw_core.schema.nodes import (
+    AgentCommand,
+    CommandReply,
+    ContainerInfo,
+    ContainerState,
+    CpuFingerprint,
+    Fingerprint,
+    GpuFingerprint,
+    GpuInfo,
+    NodeHeartbeat,
+    StartContainer,
+    StopContainer,
+)
+from thaw_core.schema.registry import (
+    SUBJECTS,
+    WIRE_TYPES,
+    decoder,
+    encode,
+)
+from thaw_core.schema.reports import (
+    ErrorEvent,
+    HealthReply,
+    LogLine,
+)
+from thaw_core.schema.snapshots import (
+    SnapshotCreated,
+    SnapshotCreateFailed,
+    SnapshotEvent,
+    SnapshotInfo,
+    SnapshotLookup,
+    SnapshotLookupReply,
+    SnapshotRestored,
+    SnapshotState,
+)
+
+# Kept while callers move to thaw_core.contract, which owns these names.
+invoke_subject = contract.invoke_subject
+result_subject = contract.result_subject
+consumer_name = contract.invoke_consumer_name
+build_log_subject = contract.build_log_subject
+build_result_subject = contract.build_result_subject
+BUILD_REQUEST_SUBJECT = contract.BUILD_REQUEST
+IMAGE_LOOKUP_SUBJECT = contract.IMAGE_LOOKUP
+
+__all__ = [
+    "BUILD_REQUEST_SUBJECT",
+    "IMAGE_LOOKUP_SUBJECT",
+    "NAME_RE",
+    "SUBJECTS",
+    "WIRE_TYPES",
+    "AddLocalDir",
+    "AddLocalFile",
+    "AddLocalPythonSource",
+    "AgentCommand",
+    "AppEvent",
+    "AptInstall",
+    "Autoscale",
+    "BuildLog",
+    "BuildOutput",
+    "BuildProgress",
+    "BuildRequest",
+    "BuildResult",
+    "CallStatus",
+    "CancelCall",
+    "Codec",
+    "CommandReply",
+    "ContainerInfo",
+    "ContainerState",
+    "CpuFingerprint",
+    "DebianSlim",
+    "Env",
+    "ErrorEvent",
+    "FileEntry",
+    "Fingerprint",
+    "FromDockerfile",
+    "FromRegistry",
+    "FunctionSpec",
+    "GpuFingerprint",
+    "GpuInfo",
+    "HealthReply",
+    "ImageLookup",
+    "ImageLookupReply",
+    "ImageManifest",
+    "ImageSpec",
+    "ImageStep",
+    "Invoke",
+    "LayerRef",
+    "LogLine",
+    "Message",
+    "NodeHeartbeat",
+    "PipInstall",
+    "PipInstallFromRequirements",
+    "Resources",
+    "Result",
+    "RetryPolicy",
+    "RunCommands",
+    "SnapshotCreateFailed",
+    "SnapshotCreated",
+    "SnapshotEvent",
+    "SnapshotInfo",
+    "SnapshotLookup",
+    "SnapshotLookupReply",
+    "SnapshotRestored",
+    "SnapshotState",
+    "Spec",
+    "StartContainer",
+    "Step",
+    "StepStatus",
+    "StopContainer",
+    "UvPipInstall",
+    "Workdir",
+    "build_log_subject",
+    "build_result_subject",
+    "check_name",
+    "consumer_name",
+    "decoder",
+    "encode",
+    "invoke_subject",
+    "now",
+    "result_subject",
+]

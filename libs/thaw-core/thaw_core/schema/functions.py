@@ -1,0 +1,69 @@
+"""Deployed functions as the SDK describes them, and the app lifecycle events."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+from thaw_core.schema.base import Message, Spec, now
+
+
+class Resources(Spec):
+    cpu: float = 0.125
+    memory_mb: int = 128
+    # "A10G", "H100:2", "any", ... ; None: no GPU.
+    gpu: str | None = None
+
+
+class RetryPolicy(Spec):
+    """``retries=N`` on a function is ``RetryPolicy(max_retries=N)``."""
+
+    max_retries: int = 0
+    backoff_coefficient: float = 2.0
+    initial_delay_s: float = 1.0
+    max_delay_s: float = 60.0
+
+    def delay_s(self, attempt: int) -> float:
+        """Delay before attempt ``attempt + 1`` (attempts count from 1)."""
+        return min(self.max_delay_s, self.initial_delay_s * self.backoff_coefficient ** (attempt - 1))
+
+
+class Autoscale(Spec):
+    min_containers: int = 0
+    max_containers: int | None = None
+    buffer_containers: int = 0
+    scaledown_window_s: float = 60.0
+
+
+class FunctionSpec(Spec):
+    """One deployed function or class, as the SDK describes it at deploy."""
+
+    name: str
+    # Where the runtime finds it inside the code bundle.
+    module: str
+    qualname: str
+    kind: Literal["function", "class"] = "function"
+    methods: list[str] = []
+    is_async: bool = False
+    is_generator: bool = False
+    resources: Resources = Resources()
+    retries: RetryPolicy = RetryPolicy()
+    autoscale: Autoscale = Autoscale()
+    timeout_s: float = 300.0
+    # @thaw.concurrent(max_inputs=...): inputs one container runs at once.
+    max_inputs: int = 1
+    env: dict[str, str] = {}
+    enable_memory_snapshot: bool = False
+    experimental_options: dict[str, Any] = {}
+    # Image (builder issue) and schedule (cron issue) descriptions; opaque here.
+    image: dict[str, Any] | None = None
+    schedule: dict[str, Any] | None = None
+    secrets: list[str] = []
+
+
+class AppEvent(Message, tag="app_event"):
+    app: str
+    version: int
+    state: Literal["deployed", "stopped"]
+    at: float = msgspec.field(default_factory=now)

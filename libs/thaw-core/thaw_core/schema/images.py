@@ -1,0 +1,232 @@
+"""Image builds (services/builder): steps, manifests, build requests, progress and results.
+
+An image is the list of steps ``thaw.Image`` records
+(``image.spec()["steps"]``), decoded into one Struct per ``op`` so
+that a malformed step is refused with its path (``$.image.steps[2].packages``).
+Steps that add local files carry what the client uploaded: ``files``, each
+file's destination, sha256 (the blob ``files/<sha256>``) and mode;
+``pip_install_from_requirements`` carries the file's text in ``requirements``.
+The deploying machine's own paths (``local_path``, ``path``) are kept for
+messages but are not part of the layer id: the content is.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from thaw_core.schema.base import Message, Spec, now
+
+
+class LayerRef(Spec):
+    layer_id: str
+    # sha256 of the compressed tar, stored at thaw_core.layers.blob_key(digest).
+    digest: str
+    # Size of the compressed tar in bytes.
+    size: int
+    # "debian_slim" for the base layer: a node whose default rootfs has this
+    # layer id uses its rootfs in place of pulling the tar.
+    base: str = ""
+
+
+class ImageManifest(Spec):
+    """What a node needs to run a container on an image (stored as JSON by the builder)."""
+
+    image_id: str
+    # Base first, top layer last; steps that changed no file are not listed.
+    layers: list[LayerRef]
+    env: dict[str, str] = {}
+    workdir: str = "/"
+    python_version: str = ""
+
+
+class Step(
+    msgspec.Struct,
+    frozen=True,
+    forbid_unknown_fields=True,
+    kw_only=True,
+    tag_field="op",
+    omit_defaults=True,
+):
+    """One image build step; ``op`` is its tag. Defaults are omitted when
+    encoded, as the SDK omits options the user did not set, so a step's
+    canonical JSON (and its layer id) is the same on both sides."""
+
+
+class FileEntry(Spec, omit_defaults=True, kw_only=True):
+    """One local file a step adds, uploaded by the client as blob ``files/<sha256>``."""
+
+    dest: str  # absolute path in the image
+    sha256: str
+    mode: int = 0o644
+
+
+class DebianSlim(Step, tag="debian_slim", kw_only=True):
+    python_version: str | None = None
+
+
+class FromRegistry(Step, tag="from_registry", kw_only=True):
+    tag: str
+    add_python: str | None = None
+
+
+class FromDockerfile(Step, tag="from_dockerfile", kw_only=True):
+    path: str
+    context_dir: str | None = None
+
+
+class _PipOptions(Step, kw_only=True):
+    index_url: str | None = None
+    extra_index_url: str | None = None
+    find_links: str | None = None
+    pre: bool = False
+
+
+class PipInstall(_PipOptions, tag="pip_install", kw_only=True):
+    packages: list[str]
+    extra_options: str = ""
+
+
+class UvPipInstall(_PipOptions, tag="uv_pip_install", kw_only=True):
+    packages: list[str]
+    extra_options: str = ""
+
+
+class PipInstallFromRequirements(_PipOptions, tag="pip_install_from_requirements", kw_only=True):
+    path: str = ""
+    # The requirements file's text, sent by the client (the builder cannot read
+    # the deploying machine's files).
+    requirements: str | None = None
+
+
+class AptInstall(Step, tag="apt_install", kw_only=True):
+    packages: list[str]
+
+
+class RunCommands(Step, tag="run_commands", kw_only=True):
+    commands: list[str]
+
+
+class Env(Step, tag="env", kw_only=True):
+    vars: dict[str, str]
+
+
+class Workdir(Step, tag="workdir", kw_only=True):
+    path: str
+
+
+class AddLocalFile(Step, tag="add_local_file", kw_only=True):
+    local_path: str = ""
+    remote_path: str
+    copy: bool = False
+    files: list[FileEntry] = []
+
+
+class AddLocalDir(Step, tag="add_local_dir", kw_only=True):
+    local_path: str = ""
+    remote_path: str
+    copy: bool = False
+    ignore: list[str] = []
+    files: list[FileEntry] = []
+
+
+class AddLocalPythonSource(Step, tag="add_local_python_source", kw_only=True):
+    modules: list[str]
+    copy: bool = False
+    files: list[FileEntry] = []
+
+
+ImageStep = (
+    DebianSlim
+    | FromRegistry
+    | FromDockerfile
+    | PipInstall
+    | UvPipInstall
+    | PipInstallFromRequirements
+    | AptInstall
+    | RunCommands
+    | Env
+    | Workdir
+    | AddLocalFile
+    | AddLocalDir
+    | AddLocalPythonSource
+)
+
+
+class ImageSpec(Spec):
+    """``thaw.Image(...).spec()``'s steps (``FunctionSpec.image`` also carries
+    ``image_id`` once the gateway had it built)."""
+
+    steps: list[ImageStep]
+
+
+class BuildRequest(Message, tag="build_request"):
+    # A subject token (NAME_RE): the log and result subjects end with it.
+    build_id: str
+    image: ImageSpec
+    # Who asked, for the logs: "app/function" or a user name.
+    requested_by: str = ""
+
+
+StepStatus = Literal["cached", "waiting", "building", "built", "applied", "failed"]
+
+
+class BuildProgress(Message, tag="build_progress"):
+    """One step changed state: ``cached`` (its layer exists), ``waiting``
+    (another build is making the same layer), ``building``, ``built``,
+    ``applied`` (env/workdir: metadata only), ``failed``."""
+
+    build_id: str
+    step: int  # index into image.steps
+    op: str
+    status: StepStatus
+    layer_id: str = ""
+    elapsed_s: float = 0.0
+    at: float = msgspec.field(default_factory=now)
+
+
+class BuildOutput(Message, tag="build_output"):
+    """Output lines of a step's build container, in order, batched."""
+
+    build_id: str
+    step: int
+    stream: Literal["stdout", "stderr", "system"]
+    lines: list[str]
+    at: float = msgspec.field(default_factory=now)
+
+
+BuildLog = BuildProgress | BuildOutput
+
+
+class BuildResult(Message, tag="build_result"):
+    build_id: str
+    ok: bool
+    image_id: str = ""
+    manifest: ImageManifest | None = None
+    # On failure: the step that failed (-1: the request itself), its op, the
+    # exit code of its command when one ran, what went wrong, and its last lines.
+    failed_step: int = -1
+    failed_op: str = ""
+    exit_code: int | None = None
+    error: str = ""
+    log_tail: list[str] = []
+    cached_steps: int = 0
+    built_steps: int = 0
+    elapsed_s: float = 0.0
+    at: float = msgspec.field(default_factory=now)
+
+
+class ImageLookup(Message, tag="image_lookup"):
+    """Is this image built? By id, or by spec (the builder computes the id)."""
+
+    image_id: str = ""
+    image: ImageSpec | None = None
+
+
+class ImageLookupReply(Message, tag="image_lookup_reply"):
+    image_id: str
+    built: bool
+    manifest: ImageManifest | None = None
+    # Set when the lookup itself was wrong (no id and no spec, an invalid spec).
+    error: str = ""

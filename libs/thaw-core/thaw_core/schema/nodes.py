@@ -1,0 +1,101 @@
+"""Node agents: their heartbeats and fingerprints, the containers they run, and the scheduler's commands to them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from thaw_core.schema.base import Message, Spec, now
+from thaw_core.schema.functions import FunctionSpec
+
+
+class GpuInfo(Spec):
+    index: int
+    name: str
+    memory_mb: int
+    uuid: str = ""
+
+
+class CpuFingerprint(Spec):
+    arch: str
+    vendor: str = ""
+    model: str = ""
+    flags: list[str] = []
+
+
+class GpuFingerprint(Spec):
+    name: str
+    compute_capability: str = ""
+
+
+class Fingerprint(Spec):
+    """What a memory snapshot needs from a node (DESIGN.md, "fingerprint").
+    Compatibility is ``thaw_core.fingerprint.compatible``; its id names the
+    fingerprint class snapshots are kept per."""
+
+    cpu: CpuFingerprint
+    gpus: list[GpuFingerprint] = []
+    driver: str = ""
+    cuda: str = ""
+    criu: str = ""
+    runc: str = ""
+    kernel: str = ""
+
+
+class NodeHeartbeat(Message, tag="node_heartbeat"):
+    node_id: str
+    cores: int
+    memory_mb: int
+    gpus: list[GpuInfo] = []
+    # Free capacity after the containers the node runs now.
+    free_cores: float = 0.0
+    free_memory_mb: int = 0
+    containers: list[ContainerInfo] = []
+    # The node's CPU/GPU fingerprint; None until the agent has read it.
+    fingerprint: Fingerprint | None = None
+    # Snapshot ids in the node's local cache: the scheduler prefers such nodes.
+    cached_snapshots: list[str] = []
+    at: float = msgspec.field(default_factory=now)
+
+
+ContainerState = Literal["starting", "ready", "draining", "stopped", "failed"]
+
+
+class ContainerInfo(Spec):
+    container_id: str
+    app: str
+    function: str
+    version: int
+    state: ContainerState
+    inflight: int = 0
+    max_inputs: int = 1
+    started_at: float = 0.0
+    # Since when it has run no input; the scheduler scales down from this.
+    idle_since: float = 0.0
+    restored: bool = False
+    error: str = ""
+    # Where it runs; filled in by whoever knows (the scheduler, the API).
+    node_id: str = ""
+
+
+class StartContainer(Message, tag="start_container"):
+    container_id: str
+    app: str
+    version: int
+    bundle_sha256: str
+    spec: FunctionSpec
+
+
+class StopContainer(Message, tag="stop_container"):
+    container_id: str
+    reason: str = ""
+    grace_s: float = 10.0
+
+
+AgentCommand = StartContainer | StopContainer
+
+
+class CommandReply(Message, tag="command_reply"):
+    ok: bool
+    error: str = ""

@@ -1,0 +1,104 @@
+"""The wire-type registry: every type and every subject, which proto/ is generated from, and the codec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from thaw_core import contract
+from thaw_core.schema.base import Message
+from thaw_core.schema.calls import CancelCall, Invoke, Result
+from thaw_core.schema.functions import AppEvent
+from thaw_core.schema.images import (
+    BuildOutput,
+    BuildProgress,
+    BuildRequest,
+    BuildResult,
+    ImageLookup,
+    ImageLookupReply,
+)
+from thaw_core.schema.nodes import CommandReply, NodeHeartbeat, StartContainer, StopContainer
+from thaw_core.schema.reports import ErrorEvent, HealthReply, LogLine
+from thaw_core.schema.snapshots import (
+    SnapshotCreated,
+    SnapshotCreateFailed,
+    SnapshotLookup,
+    SnapshotLookupReply,
+    SnapshotRestored,
+)
+
+# Every wire type, for proto/ generation and for tests that round-trip each.
+WIRE_TYPES: tuple[type[Message], ...] = (
+    HealthReply,
+    ErrorEvent,
+    NodeHeartbeat,
+    AppEvent,
+    Invoke,
+    Result,
+    CancelCall,
+    StartContainer,
+    StopContainer,
+    CommandReply,
+    LogLine,
+    SnapshotLookup,
+    SnapshotLookupReply,
+    SnapshotCreated,
+    SnapshotCreateFailed,
+    SnapshotRestored,
+    BuildRequest,
+    BuildProgress,
+    BuildOutput,
+    BuildResult,
+    ImageLookup,
+    ImageLookupReply,
+)
+
+# subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
+SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
+    contract.HEALTH: ("Request/reply health probe of one service.", (HealthReply,)),
+    contract.EVENT_NODE: ("Node heartbeats from agents.", (NodeHeartbeat,)),
+    contract.EVENT_ERROR: ("Messages a service refused, and why.", (ErrorEvent,)),
+    contract.EVENT_APP: ("Deploys and stops of an app.", (AppEvent,)),
+    contract.INVOKE: ("Inputs of a function (JetStream INVOKE).", (Invoke,)),
+    contract.RESULT: ("The result of one call (JetStream RESULTS).", (Result,)),
+    contract.CANCEL: ("Cancel a call.", (CancelCall,)),
+    contract.AGENT_COMMAND: (
+        "Commands to one node agent (request/reply).",
+        (StartContainer, StopContainer, CommandReply),
+    ),
+    contract.LOGS: ("Container output (JetStream LOGS).", (LogLine,)),
+    contract.SNAPSHOT_LOOKUP: (
+        "Which snapshot an agent restores, or whether it makes one (request/reply).",
+        (SnapshotLookup, SnapshotLookupReply),
+    ),
+    contract.EVENT_SNAPSHOT: (
+        "Snapshot lifecycle: created, creation failed, restored (or not).",
+        (SnapshotCreated, SnapshotCreateFailed, SnapshotRestored),
+    ),
+    contract.BUILD_REQUEST: ("Image build requests (JetStream BUILD).", (BuildRequest,)),
+    contract.BUILD_LOG: (
+        "A build's step progress and output (JetStream BUILD).",
+        (BuildProgress, BuildOutput),
+    ),
+    contract.BUILD_RESULT: (
+        "A build's outcome (JetStream BUILD, msg-id build-result-<build_id>).",
+        (BuildResult,),
+    ),
+    contract.IMAGE_LOOKUP: (
+        "Is an image built, and its manifest (request/reply, to the builder).",
+        (ImageLookup, ImageLookupReply),
+    ),
+}
+
+
+def encode(msg: Message) -> bytes:
+    return _encoder.encode(msg)
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def decoder(kind: Any) -> msgspec.json.Decoder[Any]:
+    """A decoder for one type or a union; build it once per consumer."""
+    return msgspec.json.Decoder(kind)
