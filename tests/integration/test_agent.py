@@ -28,7 +28,7 @@ import cloudpickle
 import nats.js.errors
 import pytest
 from thaw_agent import dispatch
-from thaw_agent.containers import Container
+from thaw_agent.container import Container
 from thaw_agent.service import AgentService
 from thaw_core import hosttools
 from thaw_core.blob import BlobStore, open_blob_store

@@ -24,8 +24,8 @@ from thaw_core.schema import (
     encode,
 )
 
-from thaw_agent.containers import ContainerManager
 from thaw_agent.dispatch import Reject
+from thaw_agent.manager import ContainerManager
 
 log = logging.getLogger("thaw.agent.commands")
 

@@ -54,7 +54,8 @@ from thaw_core.schema import (
     result_subject,
 )
 
-from thaw_agent.containers import Container, ContainerManager
+from thaw_agent.container import Container
+from thaw_agent.manager import ContainerManager
 
 log = logging.getLogger("thaw.agent.dispatch")
 
@@ -110,7 +111,7 @@ class Running:
 
 
 class Dispatcher:
-    """Feeds the node's containers; implements ``containers.ContainerEvents``."""
+    """Feeds the node's containers; implements ``container.ContainerEvents``."""
 
     def __init__(self, bus: Bus, manager: ContainerManager, reject: Reject) -> None:
         self._bus = bus

@@ -19,10 +19,10 @@ from thaw_core.bus import Bus
 from thaw_core.schema import ContainerInfo
 
 from thaw_agent.commands import CommandHandler, command_subject
-from thaw_agent.containers import ContainerManager
 from thaw_agent.dispatch import Dispatcher, Reject
 from thaw_agent.layout import NodeLayout
 from thaw_agent.logship import LogShipper
+from thaw_agent.manager import ContainerManager
 from thaw_agent.snapshots import Snapshots
 
 log = logging.getLogger("thaw.agent.node")

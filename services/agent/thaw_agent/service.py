@@ -4,7 +4,7 @@ Every ``HEARTBEAT_INTERVAL_S`` it publishes a ``NodeHeartbeat`` (cores, memory,
 GPUs via NVML when there are any, the containers it runs and the capacity
 their reservations leave) on ``thaw.event.node.<node_id>`` into the EVENTS
 stream. Containers, commands and input dispatch live in ``node.ContainerNode``
-(see ``containers``, ``dispatch``, ``commands``). Agents never touch Postgres:
+(see ``manager``, ``dispatch``, ``commands``). Agents never touch Postgres:
 they talk only over NATS, and fetch code bundles from the blob store.
 """
 

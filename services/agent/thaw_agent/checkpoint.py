@@ -1,0 +1,153 @@
+"""A container's memory snapshot: checkpoint, restore in place, or resume cold.
+
+Once a runtime started for a snapshot says ``SnapshotReady``, the agent
+checkpoints the container (``runc checkpoint``; a GPU snapshot first moves
+the CUDA state to host memory with ``gpu_snapshot.toggle``), restores it in
+place from the fresh images (proving that the snapshot restores) and stores
+them in the background. Whatever fails, the container goes on cold: the
+paused process resumes where CRIU left it running, or a fresh one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from thaw_core.container_protocol import RestoreState
+from thaw_core.schema import SnapshotCreateFailed
+
+from thaw_agent import gpu_snapshot
+from thaw_agent.channel import RuntimeChannel
+from thaw_agent.snapshots import Checkpoint, Snapshots, copy_tree
+
+if TYPE_CHECKING:
+    from thaw_agent.container import Container
+
+log = logging.getLogger("thaw.agent.containers")
+
+SNAPSHOT_ENV = {"THAW_SNAPSHOT": "1"}
+# In a snapshot's images dir: its process's CUDA state was suspended (GPU snapshot).
+CUDA_SUSPENDED = "thaw-cuda-suspended"
+
+
+def process_alive(pid: int) -> bool:
+    """Running (a zombie whose parent has yet to reap it is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+async def resume_cuda(images: Path, pid: int) -> None:
+    """After a restore from ``images``: a GPU snapshot's CUDA state goes back on the GPU."""
+    if (images / CUDA_SUSPENDED).exists():
+        await gpu_snapshot.toggle(pid)
+
+
+def restore_state(c: Container) -> RestoreState:
+    """Who a restored runtime is now: this container's id and the env its
+    config.json gives it (secrets as they are now), less the snapshot flag."""
+    config = json.loads((c.paths.oci / "config.json").read_text())
+    pairs = (entry.partition("=") for entry in config["process"]["env"])
+    env = {k: v for k, _, v in pairs if k not in SNAPSHOT_ENV}
+    return RestoreState(container_id=c.id, env=env)
+
+
+async def snapshot(c: Container, claim: Checkpoint) -> RuntimeChannel:
+    """The runtime paused for its snapshot: checkpoint it, bring it back
+    (restored in place from the images just written: that proves the
+    snapshot restores) and store the snapshot in the background.
+    Whatever fails, the container goes on cold. Returns the channel the
+    runtime reconnects to."""
+    p = c.paths
+    snapshots = c.snapshots
+    assert snapshots is not None
+    snapshot_id = claim.claim.snapshot_id
+    # Outside the container's dir: the container may stop while it is packed.
+    staging = snapshots.cache.staging(snapshot_id)
+    old_pid = c.pid
+    await c.close_channel()
+    try:
+        c.pid = 0  # its end is expected now
+        (staging / "images").mkdir(parents=True)
+        work = p.dir / "criu-dump"
+        work.mkdir()
+        started = time.monotonic()
+        if await _gpu_snapshot(c, snapshots):
+            # CUDA state into host memory, where CRIU dumps it; the marker
+            # tells every restore to toggle it back.
+            await gpu_snapshot.toggle(old_pid)
+            (staging / "images" / CUDA_SUSPENDED).touch()
+        await c.runc.checkpoint(
+            c.id, image_path=staging / "images", work_path=work, log_file=p.runc_log
+        )
+        dumped = time.monotonic()
+        # Copied before the restored process writes to it again.
+        await asyncio.to_thread(copy_tree, p.upper, staging / "upper")
+        c.check_not_ending()
+        channel = await c.listen()
+        c.pid = await c.launch(staging / "images")
+        c.watch_exit(c.pid)
+        c.restored = True
+        c.system_log(
+            f"memory snapshot {snapshot_id} taken in {dumped - started:.2f}s;"
+            f" container restored from it (pid {c.pid})"
+        )
+    except Exception as e:  # noqa: BLE001 - the container goes on without a snapshot
+        log.warning(
+            "memory snapshot failed",
+            extra={"container_id": c.id, "snapshot_id": snapshot_id, "error": str(e)},
+        )
+        c.system_log(f"memory snapshot failed, going on without it: {e}")
+        await snapshots.publish(c.app, SnapshotCreateFailed(snapshot_id=snapshot_id, error=str(e)))
+        if (staging / "images" / CUDA_SUSPENDED).exists() and process_alive(old_pid):
+            with contextlib.suppress(Exception):  # its CUDA state back where it was
+                await gpu_snapshot.toggle(old_pid)
+        await asyncio.to_thread(shutil.rmtree, staging, True)
+        channel = await _resume_cold(c, old_pid)
+    else:
+        snapshots.store_later(claim.claim, staging, c.app)
+    return channel
+
+
+async def _gpu_snapshot(c: Container, snapshots: Snapshots) -> bool:
+    """Whether this snapshot takes the GPU's state too; says why not when
+    the function asks for it and the node can't."""
+    if not gpu_snapshot.wanted(c.spec):
+        return False
+    why = gpu_snapshot.unavailable((await snapshots.fingerprint()).driver)
+    if why is None:
+        return True
+    text = f"GPU snapshot not available on this node: {why}; taking a CPU snapshot"
+    log.warning(text, extra={"container_id": c.id})
+    c.system_log(text)
+    return False
+
+
+async def _resume_cold(c: Container, old_pid: int) -> RuntimeChannel:
+    """After a failed checkpoint: the process takes up where it paused
+    when CRIU left it running; otherwise a fresh cold one starts."""
+    c.restored = False
+    c.check_not_ending()
+    channel = await c.listen()
+    if process_alive(old_pid):
+        c.pid = old_pid
+        c.watch_exit(old_pid)
+        return channel
+    with contextlib.suppress(Exception):
+        await c.runc.delete(c.id)
+    config_path = c.paths.oci / "config.json"
+    config = json.loads(config_path.read_text())
+    env = config["process"]["env"]
+    config["process"]["env"] = [e for e in env if e.partition("=")[0] not in SNAPSHOT_ENV]
+    config_path.write_text(json.dumps(config))
+    c.pid = await c.launch(None)
+    c.watch_exit(c.pid)
+    return channel

@@ -1,0 +1,464 @@
+"""One runc container: launch, stdio pumps, exit watch, teardown.
+
+A container's life::
+
+    starting --Ready--> ready --StopContainer--> draining --> stopped
+        |                 |
+        +--InitFailed / process died / connection lost--> failed
+
+Starting: mount the overlay root, listen on the socket, write config.json,
+``runc run --detach`` (or ``runc restore``) with pipes as stdio (CRIU cannot
+dump a process whose output is a regular file), then watch the process
+through a pidfd (it is not our child once runc exits). What is said over the
+socket is ``conversation``'s; snapshots are ``checkpoint``'s. Whatever ends a
+container, ``ContainerEvents.container_gone`` is called exactly once, so the
+dispatcher releases the inputs it had handed it.
+
+Stopping: ``Shutdown`` frame, wait the grace period, ``runc kill`` TERM then
+KILL, ``runc delete --force``, unmount, remove the container's dir. A failed
+container is torn down the same way but stays listed (state ``failed`` and
+its error) so that the scheduler's heartbeats show why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from thaw_core.container_protocol import Frame, InitFailed, Output, Shutdown
+from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
+
+from thaw_agent import checkpoint, mounts, oci
+from thaw_agent.channel import RuntimeChannel
+from thaw_agent.conversation import converse
+from thaw_agent.layout import ContainerPaths
+from thaw_agent.logship import LogSource, Stream, pump
+from thaw_agent.snapshots import Checkpoint, Plan, Restore, copy_tree
+
+if TYPE_CHECKING:
+    from thaw_agent.manager import ContainerManager
+    from thaw_agent.runc import Runc
+    from thaw_agent.snapshots import Snapshots
+
+log = logging.getLogger("thaw.agent.containers")
+
+# After SIGTERM, before SIGKILL.
+TERM_GRACE_S = 2.0
+EXIT_WAIT_S = 5.0
+STDERR_TAIL_LINES = 20
+
+
+class ContainerStartError(Exception):
+    pass
+
+
+class ContainerEvents(Protocol):
+    """What the dispatcher hears from containers (called on the event loop)."""
+
+    def container_ready(self, container: Container) -> None: ...
+    def container_init_failed(self, container: Container, failure: InitFailed) -> None: ...
+    def container_output(self, container: Container, output: Output) -> None: ...
+    def container_gone(self, container: Container) -> None: ...
+
+
+class Container:
+    def __init__(
+        self,
+        command: StartContainer,
+        paths: ContainerPaths,
+        manager: ContainerManager,
+    ) -> None:
+        self.command = command
+        self.id = command.container_id
+        self.spec = command.spec
+        self.app = command.app
+        self.function = command.spec.name
+        self.paths = paths
+        self.state: ContainerState = "starting"
+        self.error = ""
+        self.init_failure: InitFailed | None = None
+        self.max_inputs = max(1, command.spec.max_inputs)
+        self.inflight: set[str] = set()
+        self.started_at = time.time()
+        self.idle_since = 0.0
+        self.pid = 0
+        self._m = manager
+        self._source = LogSource(self.app, self.function, self.id)
+        self.channel: RuntimeChannel | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._exited = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        # Set when we end the container ourselves: its death is then no failure.
+        self._ending = False
+        self._gone_reported = False
+        self._teardown_task: asyncio.Task[None] | None = None
+        self.ended_at = 0.0
+        # A StopContainer came: whatever else happens, no replacement.
+        self.stop_requested = False
+        # Memory snapshots: what this start does (restore / checkpoint / cold).
+        self.plan: Plan = None
+        self.restored = False
+        # A restore attempt: its failures fall back to a cold start, so they
+        # must not fail the function's inputs as an InitFailed would.
+        self.fallback_on_failure = False
+        self._settled = asyncio.Event()  # Ready, or failed
+
+    # ------------------------------------------------------------ views
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.app, self.function)
+
+    @property
+    def free_slots(self) -> int:
+        return self.max_inputs - len(self.inflight) if self.state == "ready" else 0
+
+    @property
+    def alive(self) -> bool:
+        return self.pid > 0 and not self._exited.is_set()
+
+    @property
+    def ending(self) -> bool:
+        """We are ending it (stop, kill, failure): its death is expected."""
+        return self._ending
+
+    @property
+    def events(self) -> ContainerEvents:
+        return self._m.events
+
+    @property
+    def runc(self) -> Runc:
+        return self._m.runc
+
+    @property
+    def snapshots(self) -> Snapshots | None:
+        return self._m.snapshots
+
+    def info(self) -> ContainerInfo:
+        return ContainerInfo(
+            container_id=self.id,
+            app=self.app,
+            function=self.function,
+            version=self.command.version,
+            state=self.state,
+            inflight=len(self.inflight),
+            max_inputs=self.max_inputs,
+            started_at=self.started_at,
+            idle_since=self.idle_since if not self.inflight else 0.0,
+            error=self.error,
+            restored=self.restored,
+        )
+
+    def system_log(self, text: str) -> None:
+        self._m.shipper.emit(self._source, "system", text)
+
+    # ------------------------------------------------------------ inputs
+
+    def assign(self, input_id: str) -> None:
+        self.inflight.add(input_id)
+        self._idle.clear()
+
+    def release(self, input_id: str) -> None:
+        self.inflight.discard(input_id)
+        if not self.inflight:
+            self.idle_since = time.time()
+            self._idle.set()
+
+    def retire(self) -> None:
+        """Take no new input: the container is about to be killed."""
+        if self.state in ("starting", "ready"):
+            self.state = "draining"
+
+    async def send(self, frame: Frame) -> None:
+        if self.channel is None:
+            raise ConnectionError(f"container {self.id} has no runtime connection")
+        await self.channel.send(frame)
+
+    # ------------------------------------------------------------ start
+
+    async def start(
+        self, bundle_dir: Path, plan: Plan = None, snapshot_dir: Path | None = None
+    ) -> None:
+        """Run the container (or restore it from the unpacked snapshot at
+        ``snapshot_dir``); returns once runc started it (not once Ready)."""
+        p = self.paths
+        m = self._m
+        self.plan = plan
+        try:
+            await asyncio.to_thread(p.make)
+            if isinstance(plan, Restore):
+                assert snapshot_dir is not None
+                # The snapshot's file-system changes become this container's own.
+                await asyncio.to_thread(copy_tree, snapshot_dir / "upper", p.upper)
+            root = await m.images.root(self.spec)  # the default rootfs, or the image's layers
+            await asyncio.to_thread(root.mount, p)
+            await self.listen()
+            config = root.apply(
+                oci.build_config(
+                    container_id=self.id,
+                    spec=root.spec_for(self.spec),
+                    rootfs=p.rootfs,
+                    bundle_dir=bundle_dir,
+                    run_dir=p.run,
+                    cgroups_path=m.layout.cgroup(self.id),
+                    runtime=oci.runtime_files(),
+                    extra_env=checkpoint.SNAPSHOT_ENV if isinstance(plan, Checkpoint) else None,
+                )
+            )
+            (p.oci / "config.json").write_text(json.dumps(config))
+            images = snapshot_dir / "images" if snapshot_dir is not None else None
+            self.pid = await self.launch(images)
+        except BaseException as e:
+            self._ending = True
+            self.state, self.error = "failed", f"start failed: {e}"
+            self.ended_at = time.time()
+            await self._teardown()
+            if isinstance(e, Exception):
+                raise ContainerStartError(str(e)) from e
+            raise
+        self.watch_exit(self.pid)
+        self._spawn(converse(self), "protocol")
+        how = "restored from a memory snapshot" if images is not None else "started"
+        self.system_log(f"container {self.id} {how} (pid {self.pid})")
+        log.info(
+            "container started",
+            extra={
+                "container_id": self.id,
+                "app": self.app,
+                "function": self.function,
+                "pid": self.pid,
+            },
+        )
+
+    async def listen(self) -> RuntimeChannel:
+        """A fresh socket for the runtime to connect to (again, after a checkpoint)."""
+        channel = RuntimeChannel(self.paths.run)
+        await channel.listen()
+        self.channel = channel
+        return channel
+
+    async def close_channel(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+
+    async def launch(self, images: Path | None) -> int:
+        """``runc run``, or ``runc restore`` from ``images``, with fresh pipes
+        as stdio (a restored process is rewired to restore's own fds 0/1/2)."""
+        p = self.paths
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        try:
+            self._spawn(self._pump(out_r, "stdout"), "stdout")
+            self._spawn(self._pump(err_r, "stderr"), "stderr")
+            if images is None:
+                return await self.runc.run_detached(
+                    self.id,
+                    bundle=p.oci,
+                    pid_file=p.pid_file,
+                    log_file=p.runc_log,
+                    stdout_fd=out_w,
+                    stderr_fd=err_w,
+                )
+            work = p.dir / f"criu-restore-{time.monotonic_ns()}"
+            work.mkdir()
+            pid = await self.runc.restore_detached(
+                self.id,
+                bundle=p.oci,
+                image_path=images,
+                work_path=work,
+                pid_file=p.pid_file,
+                log_file=p.runc_log,
+                stdout_fd=out_w,
+                stderr_fd=err_w,
+            )
+            await checkpoint.resume_cuda(images, pid)
+            return pid
+        finally:
+            # The container holds its own copies now; ours would keep the pipes open.
+            os.close(out_w)
+            os.close(err_w)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        t = asyncio.create_task(coro, name=f"container:{self.id}:{name}")
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, fd: int, stream: Stream) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=1 << 20)
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
+        )
+        shipper = self._m.shipper
+
+        def on_line(line: str) -> None:
+            if stream == "stderr":
+                self._stderr_tail.append(line)
+            shipper.emit(self._source, stream, line)
+
+        try:
+            await pump(reader, on_line)
+        finally:
+            transport.close()
+
+    def watch_exit(self, pid: int) -> None:
+        """Set ``_exited`` when the container's init process ends (pidfd: it is
+        not our child, so there is no SIGCHLD or waitpid for it). Only the
+        current process counts: a checkpointed one's end is expected."""
+        loop = asyncio.get_running_loop()
+        self._exited.clear()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            if pid == self.pid:
+                self._on_exit()
+            return
+
+        def readable() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            if pid == self.pid:
+                self._on_exit()
+
+        loop.add_reader(pidfd, readable)
+
+    def _on_exit(self) -> None:
+        self._exited.set()
+        if not self._ending:
+            tail = "\n".join(self._stderr_tail)
+            self.fail(
+                "the container's process exited" + (f"; its last stderr:\n{tail}" if tail else "")
+            )
+
+    async def wait_exited(self, timeout_s: float) -> None:
+        """Until the process ends, or ``timeout_s`` passed (no error either way)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._exited.wait(), timeout_s)
+
+    def mark_ready(self, max_inputs: int) -> None:
+        """The runtime said Ready: take inputs (unless it is ending meanwhile)."""
+        if self.state != "starting":
+            return
+        self.max_inputs = max(1, max_inputs)
+        self.state = "ready"
+        self.idle_since = time.time()
+        self._settled.set()
+        log.info("container ready", extra={"container_id": self.id, "max_inputs": max_inputs})
+        self._m.events.container_ready(self)
+
+    def check_not_ending(self) -> None:
+        """Stopped while it was being snapshotted: bring nothing back."""
+        if self._ending:
+            raise ContainerStartError(f"container {self.id} stopped during its snapshot")
+
+    async def settled(self, timeout_s: float) -> None:
+        """Until the container is Ready or failed (TimeoutError after ``timeout_s``)."""
+        await asyncio.wait_for(self._settled.wait(), timeout_s)
+
+    # ------------------------------------------------------------ ending
+
+    def fail(self, error: str) -> None:
+        """Mark the container failed, release its inputs and tear it down."""
+        if self._ending or self.state in ("failed", "stopped"):
+            return
+        self._ending = True
+        self.state, self.error = "failed", error
+        self.ended_at = time.time()
+        self._settled.set()
+        log.warning("container failed", extra={"container_id": self.id, "error": error})
+        self.system_log(f"container {self.id} failed: {error}")
+        if self.init_failure is not None and not self.fallback_on_failure:
+            self._m.events.container_init_failed(self, self.init_failure)
+        self._report_gone()
+        self._teardown_task = asyncio.create_task(
+            self._teardown(), name=f"container:{self.id}:teardown"
+        )
+
+    def _report_gone(self) -> None:
+        if not self._gone_reported:
+            self._gone_reported = True
+            self._m.events.container_gone(self)
+
+    async def stop(self, grace_s: float, reason: str = "") -> None:
+        """Drain (no new inputs; wait for running ones), Shutdown, then kill.
+        Everything within about ``grace_s`` plus the kill's own few seconds."""
+        self.stop_requested = True
+        if self.state == "failed" or self._ending:
+            await self._wait_teardown()
+            return
+        self._ending = True
+        self.state = "draining"
+        self.system_log(f"container {self.id} stopping" + (f": {reason}" if reason else ""))
+        deadline = time.monotonic() + max(0.0, grace_s)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - time.monotonic()))
+        if self.alive and self.channel is not None and self.channel.connected:
+            remaining = max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(Exception):
+                await self.send(Shutdown(grace_s=remaining))
+            await self.wait_exited(max(0.5, remaining))
+        await self._finish("stopped")
+
+    async def kill(self, reason: str) -> None:
+        """End it now (a stuck input, a terminated call): no Shutdown, no grace."""
+        if self.state == "failed" or self._ending:
+            await self._wait_teardown()
+            return
+        self._ending = True
+        self.retire()
+        self.system_log(f"container {self.id} killed: {reason}")
+        await self._finish("stopped", term_grace_s=0.0)
+
+    async def _finish(self, state: ContainerState, term_grace_s: float = TERM_GRACE_S) -> None:
+        self._teardown_task = asyncio.create_task(self._teardown(term_grace_s))
+        await self._wait_teardown()
+        self.state = state
+        self.ended_at = time.time()
+        self._report_gone()
+
+    async def _wait_teardown(self) -> None:
+        if self._teardown_task is not None:
+            await asyncio.shield(self._teardown_task)
+
+    async def _teardown(self, term_grace_s: float = TERM_GRACE_S) -> None:
+        """Kill what is left, delete the runc container, unmount, remove the dir."""
+        runc = self.runc
+        try:
+            if self.alive:
+                if term_grace_s > 0:
+                    await runc.kill(self.id, "TERM")
+                    await self.wait_exited(term_grace_s)
+                if self.alive:
+                    await runc.kill(self.id, "KILL")
+                    await self.wait_exited(EXIT_WAIT_S)
+            await runc.delete(self.id)
+        except Exception:
+            log.exception("could not remove runc container", extra={"container_id": self.id})
+        # Output pumps end at EOF once the process is gone; give them a moment to flush.
+        pumps = [t for t in self._tasks if t is not asyncio.current_task()]
+        if pumps:
+            _, pending = await asyncio.wait(pumps, timeout=1.0)
+            for t in pending:
+                t.cancel()
+        await self.close_channel()
+        try:
+            await asyncio.to_thread(remove_container_dir, self.paths.dir)
+        except Exception:
+            log.exception("could not clean the container's dir", extra={"container_id": self.id})
+
+
+def remove_container_dir(path: Path) -> None:
+    for point in mounts.mounts_under(path):
+        mounts.unmount(point)
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,84 @@
+"""What a container's runtime and the agent say over its socket.
+
+Hello, then Ready or InitFailed, then Outputs until the connection ends. A
+runtime starting for a snapshot says ``SnapshotReady`` before Ready: the
+container is checkpointed then (``checkpoint.snapshot``) and the talk goes
+on over the new connection. A restored runtime is sent ``RestoreState``
+before its Hello.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from thaw_core.container_protocol import Hello, InitFailed, Output, Ready, SnapshotReady
+
+from thaw_agent import checkpoint
+from thaw_agent.channel import RuntimeChannel
+from thaw_agent.snapshots import Checkpoint, Restore
+
+if TYPE_CHECKING:
+    from thaw_agent.container import Container
+
+# The runtime connects within seconds; this only catches one that never will.
+CONNECT_TIMEOUT_S = 120.0
+
+
+async def _connect(c: Container, channel: RuntimeChannel, restored: bool) -> None:
+    """Accept the runtime's connection; a restored one is told who it is now
+    before it says Hello."""
+    await channel.accept(CONNECT_TIMEOUT_S)
+    if restored:
+        await channel.send(checkpoint.restore_state(c))
+    hello = await channel.read()
+    if not isinstance(hello, Hello) or hello.container_id != c.id:
+        raise ValueError(f"expected Hello from container {c.id}, got {hello!r}")
+
+
+async def converse(c: Container) -> None:
+    """The runtime's side of the socket: Hello, Ready | InitFailed, then Outputs."""
+    channel = c.channel
+    assert channel is not None
+    try:
+        await _connect(c, channel, restored=isinstance(c.plan, Restore))
+        first = await channel.read()
+        if isinstance(first, SnapshotReady) and isinstance(c.plan, Checkpoint):
+            channel = await checkpoint.snapshot(c, c.plan)
+            # Restored in place, or resumed cold: a RestoreState either way.
+            await _connect(c, channel, restored=True)
+            first = await channel.read()
+        match first:
+            case Ready(max_inputs=n):
+                if c.state != "starting":
+                    return
+                c.mark_ready(n)
+            case InitFailed():
+                c.init_failure = first
+                c.system_log(f"initialisation failed: {first.error}\n{first.traceback}")
+                c.fail(f"initialisation failed: {first.error}")
+                return
+            case None:
+                raise ConnectionError("the runtime closed its connection before it was ready")
+            case _:
+                raise ValueError(f"expected Ready or InitFailed, got {type(first).__name__}")
+        while True:
+            frame = await channel.read()
+            match frame:
+                case Output():
+                    c.events.container_output(c, frame)
+                case None:
+                    if not c.ending:
+                        raise ConnectionError("the runtime closed its connection")
+                    return
+                case _:
+                    raise ValueError(f"unexpected {type(frame).__name__} from the runtime")
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        c.fail(f"the runtime did not connect within {CONNECT_TIMEOUT_S:g}s")
+    except Exception as e:  # noqa: BLE001 - whatever broke, the container is done for
+        if not c.ending:
+            # The process may be dying right now; its exit says more than a broken socket.
+            await c.wait_exited(0.5)
+            c.fail(f"runtime protocol error: {type(e).__name__}: {e}")

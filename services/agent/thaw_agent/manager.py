@@ -1,0 +1,258 @@
+"""This node's containers: the registry, start planning, restore with fallback.
+
+A start asks the snapshots service what to do (``Snapshots.plan``): restore a
+snapshot (``Restore``: waited for until Ready; any failure removes it and a
+cold container starts), or start cold and checkpoint once the runtime says
+``SnapshotReady`` (``Checkpoint``), or plainly start cold. Failed containers
+stay listed for ``FAILED_TTL_S`` so that the scheduler's heartbeats show why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from thaw_core import hosttools
+from thaw_core.blob import BlobStore
+from thaw_core.bus import Bus
+from thaw_core.schema import (
+    ContainerInfo,
+    SnapshotRestored,
+    StartContainer,
+    check_name,
+)
+
+from thaw_agent.bundles import BundleCache
+from thaw_agent.container import (
+    Container,
+    ContainerEvents,
+    ContainerStartError,
+    remove_container_dir,
+)
+from thaw_agent.images import NodeImages
+from thaw_agent.layout import NodeLayout
+from thaw_agent.logship import LogShipper
+from thaw_agent.runc import Runc
+from thaw_agent.snapshots import Restore, SnapshotCorrupted, Snapshots
+
+log = logging.getLogger("thaw.agent.containers")
+
+FAILED_TTL_S = 60.0
+# A restored container that is not Ready by then is given up for a cold one
+# (the scheduler's StartContainer request waits 30 s for the whole start).
+RESTORE_READY_TIMEOUT_S = 20.0
+
+
+class ContainerManager:
+    """This node's containers, by id."""
+
+    def __init__(
+        self,
+        layout: NodeLayout,
+        blob: BlobStore,
+        shipper: LogShipper,
+        *,
+        base_rootfs: Path | None = None,
+        snapshots: Snapshots | None = None,
+        bus: Bus | None = None,
+    ) -> None:
+        self.layout = layout
+        self.shipper = shipper
+        self.base_rootfs = base_rootfs or hosttools.default_rootfs()
+        self.images = NodeImages(bus, blob, layout.root / "layers", self.base_rootfs)
+        self.runc = Runc(layout.runc_root)
+        # None: this node never snapshots (every start is cold).
+        self.snapshots = snapshots
+        self.bundles = BundleCache(blob, layout.bundles)
+        self.containers: dict[str, Container] = {}
+        self._starting: dict[str, asyncio.Future[Container]] = {}
+        self._events: ContainerEvents | None = None
+
+    @property
+    def events(self) -> ContainerEvents:
+        if self._events is None:
+            raise RuntimeError("ContainerManager.events is not set")
+        return self._events
+
+    @events.setter
+    def events(self, events: ContainerEvents) -> None:
+        self._events = events
+
+    # ------------------------------------------------------------ views
+
+    def get(self, container_id: str) -> Container | None:
+        return self.containers.get(container_id)
+
+    def ready(self, key: tuple[str, str]) -> list[Container]:
+        return [c for c in self.containers.values() if c.state == "ready" and c.key == key]
+
+    def infos(self) -> list[ContainerInfo]:
+        self._prune()
+        return [c.info() for c in self.containers.values()]
+
+    def reserved(self) -> tuple[float, int]:
+        """(cores, MB) that the node's live containers asked for."""
+        live = [c for c in self.containers.values() if c.state in ("starting", "ready", "draining")]
+        return (
+            sum(c.spec.resources.cpu for c in live),
+            sum(c.spec.resources.memory_mb for c in live),
+        )
+
+    def _prune(self) -> None:
+        now = time.time()
+        for cid, c in list(self.containers.items()):
+            if c.state == "failed" and now - c.ended_at > FAILED_TTL_S:
+                del self.containers[cid]
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def recover(self) -> None:
+        """Remove what a previous life of this node's agent left: runc
+        containers under our --root, overlay mounts, container dirs."""
+        self.layout.root.mkdir(parents=True, exist_ok=True)
+        for entry in await self.runc.list():
+            cid = entry.get("id", "")
+            log.warning("removing a stale container", extra={"container_id": cid})
+            with contextlib.suppress(Exception):
+                await self.runc.kill(cid, "KILL")
+            await self.runc.delete(cid)
+        if self.layout.containers.exists():
+            await asyncio.to_thread(remove_container_dir, self.layout.containers)
+        await asyncio.to_thread(self.bundles.sweep)
+
+    async def start(self, command: StartContainer) -> Container:
+        """Start a container; idempotent for a container id that runs or starts."""
+        cid = command.container_id
+        check_name("container", cid)
+        check_name("app", command.app)
+        check_name("function", command.spec.name)
+        if not hosttools.rootfs_ready(self.base_rootfs):
+            raise ContainerStartError(
+                f"no container rootfs at {self.base_rootfs}: run `make setup` on this node"
+            )
+        pending = self._starting.get(cid)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        existing = self.containers.get(cid)
+        if existing is not None and existing.state in ("ready", "starting", "draining"):
+            if existing.command != command:
+                raise ContainerStartError(
+                    f"container {cid} already runs {existing.app}.{existing.function}"
+                    f" (version {existing.command.version}); container ids must be unique"
+                )
+            return existing  # a repeated command (the scheduler retrying): already done
+        fut = asyncio.ensure_future(self._start(command))
+        self._starting[cid] = fut
+        fut.add_done_callback(lambda _: self._starting.pop(cid, None))
+        return await asyncio.shield(fut)
+
+    async def _start(self, command: StartContainer) -> Container:
+        cid = command.container_id
+        old = self.containers.get(cid)
+        if old is not None:
+            await old.stop(0)  # a failed or stopped one: make sure it is gone
+        c = Container(command, self.layout.container(cid), self)
+        self.containers[cid] = c
+        requested = time.monotonic()
+        try:
+            bundle_dir = await self.bundles.ensure(command.bundle_sha256)
+        except Exception as e:
+            c.state, c.error, c.ended_at = "failed", str(e), time.time()
+            raise ContainerStartError(str(e)) from e
+        plan = await self.snapshots.plan(command) if self.snapshots is not None else None
+        if isinstance(plan, Restore):
+            if await self._restore(c, bundle_dir, plan, requested):
+                return c
+            if c.stop_requested or self.containers.get(cid) is not c:
+                return c  # stopped meanwhile: no cold start either
+            c = Container(command, self.layout.container(cid), self)
+            self.containers[cid] = c
+            plan = None
+        await c.start(bundle_dir, plan)
+        return c
+
+    async def _restore(
+        self, c: Container, bundle_dir: Path, plan: Restore, requested: float
+    ) -> bool:
+        """Restore ``c`` from the planned snapshot and wait until it is Ready;
+        on any failure, remove what was restored and say why (False)."""
+        snapshots = self.snapshots
+        assert snapshots is not None
+        snapshot_id = plan.snapshot.snapshot_id
+        c.fallback_on_failure = True
+        try:
+            unpacked = await snapshots.cache.ensure(plan.snapshot)
+            await c.start(bundle_dir, plan, unpacked)
+            c.restored = True  # from now on its heartbeats say so (a failure replaces it)
+            await c.settled(RESTORE_READY_TIMEOUT_S)
+            if c.state != "ready":
+                raise ContainerStartError(c.error or f"the restored container is {c.state}")
+        except Exception as e:  # noqa: BLE001 - whatever it was, a cold start follows
+            if isinstance(e, SnapshotCorrupted):
+                await asyncio.to_thread(snapshots.cache.drop, snapshot_id)
+                error = f"snapshot corrupted: {e}"
+            elif isinstance(e, TimeoutError):
+                error = f"not ready {RESTORE_READY_TIMEOUT_S:g}s after restore"
+            else:
+                error = f"{type(e).__name__}: {e}"
+            log.warning(
+                "restore failed: starting cold",
+                extra={"container_id": c.id, "snapshot_id": snapshot_id, "error": error},
+            )
+            c.system_log(
+                f"restore from memory snapshot {snapshot_id} failed ({error}); starting cold"
+            )
+            await c.kill(f"restore failed: {error}")
+            await snapshots.publish(
+                c.app,
+                SnapshotRestored(
+                    snapshot_id=snapshot_id, node_id=self.layout.node_id, ok=False, error=error
+                ),
+            )
+            return False
+        seconds = time.monotonic() - requested
+        await snapshots.publish(
+            c.app,
+            SnapshotRestored(
+                snapshot_id=snapshot_id, node_id=self.layout.node_id, ok=True, seconds=seconds
+            ),
+        )
+        return True
+
+    async def stop(self, container_id: str, grace_s: float, reason: str = "") -> bool:
+        """Stop and forget a container; False when there was none."""
+        found = False
+        # A loop: a replacement (after a timeout) may take the id while we stop.
+        while True:
+            pending = self._starting.get(container_id)
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(pending)
+            c = self.containers.get(container_id)
+            if c is None:
+                return found
+            found = True
+            await c.stop(grace_s, reason)
+            if self.containers.get(container_id) is c:
+                del self.containers[container_id]
+
+    async def replace(self, c: Container, reason: str) -> Container | None:
+        """Kill ``c`` and start a fresh container from the same command (same id)."""
+        await c.kill(reason)
+        if c.stop_requested or self.containers.get(c.id) is not c:
+            return None  # stopped or replaced meanwhile
+        del self.containers[c.id]
+        try:
+            return await self.start(c.command)
+        except Exception:
+            log.exception("could not replace container", extra={"container_id": c.id})
+            return None
+
+    async def stop_all(self, grace_s: float) -> None:
+        await asyncio.gather(
+            *(self.stop(cid, grace_s, "agent stopping") for cid in list(self.containers)),
+            return_exceptions=True,
+        )
