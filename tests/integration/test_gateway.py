@@ -238,6 +238,7 @@ def fill(path: str) -> str:
         "{call_id}": "fc-" + "0" * 32,
         "{container_id}": "ct-1",
         "{snapshot_id}": "sn-1",
+        "{secret}": "some-secret",
     }
     for key, value in values.items():
         path = path.replace(key, value)

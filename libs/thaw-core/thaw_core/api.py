@@ -23,6 +23,9 @@ Routes (all need ``Authorization: Bearer <token>`` except ``/healthz``):
 - ``POST /v1/calls:stream``                 ``StreamRequest`` -> NDJSON of ``CallResult`` as they finish
 - ``GET  /v1/containers``, ``POST /v1/containers/{id}/stop``, ``GET /v1/nodes``
 - ``POST /v1/tokens``                       ``TokenRequest`` -> ``TokenResponse``
+- ``POST /v1/secrets``                      ``SecretCreate`` -> ``SecretInfo``;
+  ``GET /v1/secrets`` -> ``list[SecretInfo]``; ``DELETE /v1/secrets/{name}``
+- ``PUT  /v1/apps/{app}/secrets/{name}``    ``SecretValues`` -> ``SecretInfo`` (a deploy's own values)
 - ``GET  /v1/openapi.json``
 """
 
@@ -205,3 +208,29 @@ class TokenRequest(Body):
 class TokenResponse(Body):
     name: str
     token: str
+
+
+class SecretCreate(Body):
+    """``POST /v1/secrets``: a named secret's keys and values. ``force``
+    replaces one that exists (its new values reach containers as they start
+    or are restored)."""
+
+    name: str
+    env: dict[str, str]
+    force: bool = False
+
+
+class SecretValues(Body):
+    """``PUT /v1/apps/{app}/secrets/{name}``: values a deploy stores for its
+    own functions (``Secret.from_dict`` and the like), replaced at each deploy."""
+
+    env: dict[str, str]
+
+
+class SecretInfo(Body):
+    """A secret as listed: never its values."""
+
+    name: str
+    keys: list[str]
+    created_at: float = 0.0
+    updated_at: float = 0.0

@@ -23,6 +23,13 @@ has.
 | THAW_TRACE_CONSOLE       | 0                                        |
 | THAW_LOG_LEVEL           | INFO                                     |
 | THAW_NODE_ID             | the machine's hostname                   |
+| THAW_SECRETS_KEY         | (gateway only) base64 AES-256 keys, comma-separated, first encrypts |
+| THAW_SECRETS_KEY_FILE    | $THAW_STATE_DIR/secrets.key (0600, made on first use when unset) |
+
+The secrets key is read by the gateway alone (``thaw_gateway.secretbox``) and
+is not part of ``Settings``, so ``to_env`` never hands it to other processes.
+At scale, give it as ``THAW_SECRETS_KEY`` or mount
+it as a file named by ``THAW_SECRETS_KEY_FILE``, kept apart from Postgres.
 """
 
 from __future__ import annotations

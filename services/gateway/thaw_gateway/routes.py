@@ -22,13 +22,16 @@ from thaw_core.api import (
     DeployResponse,
     FunctionInfo,
     NodeInfo,
+    SecretCreate,
+    SecretInfo,
+    SecretValues,
     StreamRequest,
     TokenRequest,
     TokenResponse,
 )
 from thaw_core.schema import CommandReply, HealthReply, LogLine, SnapshotInfo, encode
 
-from thaw_gateway import auth, calls, cluster, deploy, snapshots
+from thaw_gateway import auth, calls, cluster, deploy, secrets, snapshots
 from thaw_gateway.errors import json_response
 from thaw_gateway.state import gateway
 
@@ -156,6 +159,16 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/tokens", auth.create_token,
           "Create an API token (shown once; only its hash is kept)",
           (Answer(201, "created", TokenResponse),), body=TokenRequest),
+    Route("POST", "/v1/secrets", secrets.create_secret,
+          "Create a named secret (force: replace one that exists); answers its keys, never values",
+          (Answer(201, "stored", SecretInfo),), body=SecretCreate, errors=(409,)),
+    Route("GET", "/v1/secrets", secrets.list_secrets, "Named secrets: names, keys, dates",
+          (Answer(200, "the secrets", list[SecretInfo]),)),
+    Route("DELETE", "/v1/secrets/{secret}", secrets.delete_secret, "Delete a named secret",
+          (Answer(200, "deleted", SecretInfo),), errors=(404,)),
+    Route("PUT", "/v1/apps/{app}/secrets/{secret}", secrets.put_app_secret,
+          "Store values a deploy gives its own functions (Secret.from_dict and the like)",
+          (Answer(200, "stored", SecretInfo),), body=SecretValues),
     Route("GET", "/v1/openapi.json", openapi_json, "This document",
           (Answer(200, "the OpenAPI 3.1 document", dict[str, Any]),)),
 )  # fmt: skip

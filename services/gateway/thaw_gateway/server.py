@@ -24,6 +24,7 @@ from thaw_gateway.catalog import FunctionCatalog
 from thaw_gateway.errors import error_middleware
 from thaw_gateway.results import Reject, ResultHub
 from thaw_gateway.routes import mount
+from thaw_gateway.secret_store import open_secrets
 from thaw_gateway.state import GATEWAY, Gateway
 
 
@@ -87,6 +88,7 @@ async def open_gateway(
         catalog=catalog,
         results=results,
         calls=CallLog(db),
+        secrets=await open_secrets(db, settings.state_dir),
         stopping=stopping,
         reject=reject,
         health=health,

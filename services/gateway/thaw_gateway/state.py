@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from thaw_gateway.call_log import CallLog
     from thaw_gateway.catalog import FunctionCatalog
     from thaw_gateway.results import Reject, ResultHub
+    from thaw_gateway.secret_store import SecretStore
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Gateway:
     catalog: FunctionCatalog
     results: ResultHub
     calls: CallLog
+    secrets: SecretStore
     # Set when the service shuts down: streams that would run forever end.
     stopping: asyncio.Event
     reject: Reject

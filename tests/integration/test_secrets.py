@@ -1,0 +1,130 @@
+"""Secrets: the gateway's API (create, list, delete; values never answered),
+sealed at rest in Postgres, resolved for a function, and a key rotation that
+re-encrypts every secret."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass, field
+
+import pytest
+from test_gateway import Gateway, gateway, settings  # noqa: F401 - fixtures
+from thaw_core.db import Database
+from thaw_gateway.secret_store import NAMED, SecretProblem, SecretStore
+from thaw_gateway.secretbox import SecretBox, key_id, new_key
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@dataclass(frozen=True)
+class Ref:
+    name: str
+    required_keys: list[str] = field(default_factory=list)
+    app_scoped: bool = False
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def key() -> bytes:
+    return base64.b64decode(new_key())
+
+
+async def test_create_list_delete_through_the_api(gateway: Gateway) -> None:  # noqa: F811
+    name = unique("api-key")
+    planted = "sk-" + uuid.uuid4().hex
+    status, body = await gateway.call(
+        "POST", "/v1/secrets", json={"name": name, "env": {"API_KEY": planted, "ORG": "o"}}
+    )
+    assert status == 201, body
+    assert body["name"] == name and body["keys"] == ["API_KEY", "ORG"]
+    assert planted not in str(body)
+
+    status, body = await gateway.call(
+        "POST", "/v1/secrets", json={"name": name, "env": {"API_KEY": "other"}}
+    )
+    assert status == 409 and "--force" in body["error"]["message"]
+    status, body = await gateway.call(
+        "POST", "/v1/secrets", json={"name": name, "env": {"API_KEY": "new"}, "force": True}
+    )
+    assert status == 201 and body["keys"] == ["API_KEY"]
+
+    status, listed = await gateway.call("GET", "/v1/secrets")
+    assert status == 200
+    mine = [s for s in listed if s["name"] == name]
+    assert mine and set(mine[0]) == {"name", "keys", "created_at", "updated_at"}
+
+    row = await gateway.db.fetchrow("SELECT * FROM secrets WHERE name = $1", name)
+    assert row is not None and b"new" not in bytes(row["value"])
+    assert row["key_id"] == gateway.service.gateway.secrets.box.current
+
+    status, body = await gateway.call("DELETE", f"/v1/secrets/{name}")
+    assert status == 200 and body["name"] == name
+    status, body = await gateway.call("DELETE", f"/v1/secrets/{name}")
+    assert status == 404
+
+
+async def test_bad_secrets_are_refused_without_echoing_values(gateway: Gateway) -> None:  # noqa: F811
+    for env, says in (
+        ({}, "at least one"),
+        ({"1BAD": "x"}, "invalid key"),
+        ({"K": "a\u0000b"}, "NUL"),
+    ):
+        status, body = await gateway.call(
+            "POST", "/v1/secrets", json={"name": unique("bad"), "env": env}
+        )
+        assert status == 400 and says in body["error"]["message"], body
+        assert "a\u0000b" not in body["error"]["message"]
+    status, body = await gateway.call("POST", "/v1/secrets", json={"name": "a.b", "env": {"K": "v"}})
+    assert status == 400 and "invalid secret name" in body["error"]["message"]
+
+
+async def test_app_values_are_kept_apart_from_named_secrets(gateway: Gateway) -> None:  # noqa: F811
+    app, name = unique("app"), unique("local")
+    status, body = await gateway.call(
+        "PUT", f"/v1/apps/{app}/secrets/{name}", json={"env": {"TOKEN": "t1"}}
+    )
+    assert status == 200 and body["keys"] == ["TOKEN"]
+    _, listed = await gateway.call("GET", "/v1/secrets")
+    assert name not in [s["name"] for s in listed]
+    store = gateway.service.gateway.secrets
+    assert await store.environment(app, [Ref(name, app_scoped=True)]) == {"TOKEN": "t1"}
+
+
+async def test_resolving_merges_in_order_and_names_what_is_missing(db: Database) -> None:
+    store = SecretStore(db, SecretBox([key()]))
+    a, b = unique("a"), unique("b")
+    await store.put(NAMED, a, {"X": "1", "Y": "1"}, replace=False)
+    await store.put(NAMED, b, {"Y": "2"}, replace=False)
+    assert await store.environment("app", [Ref(a), Ref(b)]) == {"X": "1", "Y": "2"}
+    assert await store.environment("app", [Ref(b), Ref(a)]) == {"X": "1", "Y": "1"}
+
+    missing = unique("missing")
+    problems = await store.problems("app", [Ref(missing), Ref(a, ["X", "Z"])])
+    assert len(problems) == 2
+    assert missing in problems[0] and "does not exist" in problems[0]
+    assert a in problems[1] and "Z" in problems[1] and "lacks" in problems[1]
+    with pytest.raises(SecretProblem, match=missing):
+        await store.environment("app", [Ref(missing)])
+
+
+async def test_rotation_reencrypts_every_secret_under_the_new_key(db: Database) -> None:
+    old, new = key(), key()
+    before = SecretStore(db, SecretBox([old]))
+    names = [unique("rot") for _ in range(3)]
+    for i, name in enumerate(names):
+        await before.put(NAMED, name, {"V": str(i)}, replace=False)
+    await before.put("some-app", names[0], {"V": "app"}, replace=False)
+
+    during = SecretStore(db, SecretBox([new, old]))
+    assert await during.reencrypt() >= 4
+    assert await during.reencrypt() == 0
+    rows = await db.fetch("SELECT key_id FROM secrets WHERE name = ANY($1)", names)
+    assert {r["key_id"] for r in rows} == {key_id(new)}
+
+    after = SecretStore(db, SecretBox([new]))  # the old key is gone for good
+    for i, name in enumerate(names):
+        assert await after.environment("x", [Ref(name)]) == {"V": str(i)}
+    assert await after.environment("some-app", [Ref(names[0], app_scoped=True)]) == {"V": "app"}
