@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 from thaw.bundle import build_bundle, import_root, source_files
 from thaw.deploy import app_bundle, find_apps, import_source
@@ -146,13 +147,13 @@ def test_deploy_sends_the_requirements_files_text(tmp_path: Path) -> None:
     @app.function()
     def f() -> None: ...
 
-    steps = with_local_content(f.spec).image["steps"]  # type: ignore[index]
+    steps = msgspec.to_builtins(with_local_content(f.spec).image)["steps"]
     assert steps[1] == {
         "op": "pip_install_from_requirements",
         "path": str(requirements),
         "requirements": "numpy==2.0\nrich\n",
     }
-    assert "requirements" not in f.spec.image["steps"][1]  # type: ignore[index]
+    assert "requirements" not in msgspec.to_builtins(f.spec.image)["steps"][1]
     requirements.unlink()
     with pytest.raises(InvalidError, match="cannot read requirements file"):
         with_local_content(f.spec)

@@ -10,6 +10,7 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
+import msgspec
 import pytest
 from thaw import _cls
 
@@ -203,7 +204,7 @@ def test_memory_snapshot_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     m = load(tmp_path, "guide_snapshots", SNAPSHOTS, monkeypatch)
     embedder = m.Embedder.spec
     assert embedder.enable_memory_snapshot and embedder.resources.gpu == "A10G"
-    assert embedder.image == {
+    assert msgspec.to_builtins(embedder.image) == {
         "steps": [
             {"op": "debian_slim"},
             {"op": "pip_install", "packages": ["sentence-transformers"]},

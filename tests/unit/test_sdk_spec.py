@@ -3,6 +3,7 @@ clear errors a user gets for options or names it cannot take."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import thaw as modal
 from thaw.exception import InvalidError
@@ -58,7 +59,7 @@ def test_every_option_lands_in_the_spec() -> None:
         return {"seed": seed}
 
     spec = spec_of(gpu_task)
-    assert spec.image == {
+    assert msgspec.to_builtins(spec.image) == {
         "steps": [
             {"op": "debian_slim", "python_version": "3.11"},
             {"op": "pip_install", "packages": ["numpy"]},
@@ -147,9 +148,9 @@ def test_app_defaults_apply_to_every_function() -> None:
     )
     def overrides() -> None: ...
 
-    assert spec_of(uses_defaults).image == base.spec()
+    assert msgspec.to_builtins(spec_of(uses_defaults).image) == base.spec()
     assert spec_of(uses_defaults).secrets == ["shared"]
-    assert spec_of(overrides).image == own.spec()
+    assert msgspec.to_builtins(spec_of(overrides).image) == own.spec()
     assert spec_of(overrides).secrets == ["shared", "own"]
     assert spec_of(overrides).experimental_options["volumes"] == {"/models": "models", "/data": "d"}
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from thaw_core.schema import FunctionSpec, check_name
+from thaw_core.schema import FunctionSpec, ImageRef, check_name
 
 from thaw.exception import InvalidError
 from thaw.image import Image
@@ -97,7 +97,7 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
             case "image":
                 if not isinstance(value, Image):
                     raise InvalidError(f"image must be a thaw.Image, got {value!r}")
-                updates["image"] = value.spec()
+                updates["image"] = msgspec.convert(value.spec(), ImageRef)
             case "gpu":
                 resources["gpu"] = gpu_request(value)
             case "cpu":

@@ -18,7 +18,6 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType, TracebackType
-from typing import Any
 from urllib.parse import quote
 
 import msgspec
@@ -29,7 +28,7 @@ from thaw_core.api import (
     DeployRequest,
     DeployResponse,
 )
-from thaw_core.schema import FunctionSpec
+from thaw_core.schema import FileEntry, FunctionSpec, ImageStep, PipInstallFromRequirements
 
 from thaw._env import is_local
 from thaw._output import output_enabled
@@ -125,22 +124,24 @@ def with_local_content(spec: FunctionSpec, uploads: dict[str, Path] | None = Non
     ``pip_install_from_requirements`` the file's text."""
     if spec.image is None:
         return spec
-    steps = []
-    for step in spec.image["steps"]:
-        if step["op"] == "pip_install_from_requirements":
+    steps: list[ImageStep] = []
+    for step in spec.image.steps:
+        if isinstance(step, PipInstallFromRequirements):
             try:
-                step = {**step, "requirements": Path(step["path"]).read_text()}
+                step = msgspec.structs.replace(step, requirements=Path(step.path).read_text())
             except OSError as e:
                 raise InvalidError(
-                    f"{spec.name}: cannot read requirements file {step['path']}: {e.strerror}"
+                    f"{spec.name}: cannot read requirements file {step.path}: {e.strerror}"
                 ) from None
-        elif found := local_files(step):
-            step = {**step, "files": [_file_entry(dest, path, uploads) for dest, path in found]}
+        elif found := local_files(msgspec.to_builtins(step)):
+            step = msgspec.structs.replace(
+                step, files=[_file_entry(dest, path, uploads) for dest, path in found]
+            )
         steps.append(step)
-    return msgspec.structs.replace(spec, image={**spec.image, "steps": steps})
+    return msgspec.structs.replace(spec, image=msgspec.structs.replace(spec.image, steps=steps))
 
 
-def _file_entry(dest: str, path: Path, uploads: dict[str, Path] | None) -> dict[str, Any]:
+def _file_entry(dest: str, path: Path, uploads: dict[str, Path] | None) -> FileEntry:
     try:
         digest = hashlib.sha256()
         with open(path, "rb") as f:
@@ -152,7 +153,7 @@ def _file_entry(dest: str, path: Path, uploads: dict[str, Path] | None) -> dict[
     sha = digest.hexdigest()
     if uploads is not None:
         uploads[sha] = path
-    return {"dest": dest, "sha256": sha, "mode": mode}
+    return FileEntry(dest=dest, sha256=sha, mode=mode)
 
 
 async def _upload_files(uploads: dict[str, Path]) -> None:
@@ -179,7 +180,7 @@ async def _upload_files(uploads: dict[str, Path]) -> None:
 
 def _builds_images(specs: list[FunctionSpec]) -> bool:
     """Whether the deploy may build: an image with steps beyond its base."""
-    return any(spec.image is not None and len(spec.image["steps"]) > 1 for spec in specs)
+    return any(spec.image is not None and len(spec.image.steps) > 1 for spec in specs)
 
 
 _deploy_event = msgspec.json.Decoder(DeployEvent)

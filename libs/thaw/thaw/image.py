@@ -1,8 +1,9 @@
 """``thaw.Image``: a container image described as a list of build steps.
 
 Every method returns a new Image (images are values: ``base.pip_install(...)``
-leaves ``base`` as it was). ``image.spec()`` is what goes into
-``FunctionSpec.image`` for the builder: ``{"steps": [{"op": ..., ...}, ...]}``.
+leaves ``base`` as it was). ``image.spec()`` is the steps the function's
+spec carries (``FunctionSpec.image``) for the builder:
+``{"steps": [{"op": ..., ...}, ...]}``.
 Local paths are recorded absolute, as the deploying machine sees them; at
 deploy, ``local_files(step)`` lists what each ``add_local_*`` step puts where
 (the client uploads those files and lists their sha256s in the step).

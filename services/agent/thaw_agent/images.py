@@ -2,7 +2,7 @@
 of the image its function was built on.
 
 The gateway stores a built image's id in the function's spec
-(``spec.image["image_id"]``). For such a function the agent asks the builder
+(``spec.image.image_id``). For such a function the agent asks the builder
 for the image's manifest (``thaw.builder.lookup``; kept in memory, a
 manifest never changes), pulls its layers into this node's ``LayerCache``
 (digest-verified, shared by every container), and mounts them under the
@@ -39,7 +39,6 @@ from thaw_agent import mounts
 from thaw_agent.layout import ContainerPaths
 
 LOOKUP_TIMEOUT_S = 10.0
-IMAGE_ID_KEY = "image_id"
 # Unpacked layers kept on a node (least recently used go first; mounted ones stay).
 CACHE_GB_ENV = "THAW_AGENT_LAYER_CACHE_GB"
 DEFAULT_CACHE_GB = 20.0
@@ -49,10 +48,6 @@ _reply = msgspec.json.Decoder(ImageLookupReply)
 
 class ImageError(Exception):
     """The function's image cannot be had on this node; the message says why."""
-
-
-def image_id_of(spec: FunctionSpec) -> str:
-    return str((spec.image or {}).get(IMAGE_ID_KEY) or "")
 
 
 @dataclass(frozen=True)
@@ -106,7 +101,7 @@ class NodeImages:
         return self._cache
 
     async def root(self, spec: FunctionSpec) -> ContainerRoot:
-        image_id = image_id_of(spec)
+        image_id = spec.image.image_id if spec.image is not None else ""
         if not image_id:
             return ContainerRoot(lowerdirs=[self.base_rootfs])
         manifest = await self.manifest(image_id)

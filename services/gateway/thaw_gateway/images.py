@@ -1,6 +1,6 @@
 """Images at deploy: every function's image is built (or found built) before
 the deploy is recorded, and its id stored in the function's spec
-(``spec.image["image_id"]``), so that ``StartContainer.spec`` tells the agent
+(``spec.image.image_id``), so that ``StartContainer.spec`` tells the agent
 which image to mount.
 
 Per distinct image of a deploy: ``ImageLookup`` on ``thaw.builder.lookup``
@@ -33,15 +33,16 @@ from thaw_core.schema import (
     BuildProgress,
     BuildRequest,
     BuildResult,
+    DebianSlim,
     FunctionSpec,
     ImageLookup,
     ImageLookupReply,
+    ImageRef,
     ImageSpec,
     build_log_subject,
     build_result_subject,
 )
 
-from thaw_gateway.bodies import convert
 from thaw_gateway.errors import ApiError, bad_request, gateway_timeout
 from thaw_gateway.state import Gateway
 
@@ -50,8 +51,7 @@ log = logging.getLogger("thaw.gateway")
 LOOKUP_TIMEOUT_S = 10.0
 # A build (pip installing torch, say) may take long; a deploy waits that long.
 BUILD_TIMEOUT_S = 3600.0
-IMAGE_ID_KEY = "image_id"
-_BARE_BASE = [{"op": "debian_slim"}]
+_BARE_BASE = [DebianSlim()]
 _LOG_TAIL_LINES = 20
 
 Emit = Callable[[msgspec.Struct], Awaitable[None]]
@@ -68,8 +68,8 @@ class BuildFailed(ApiError):
         self.result = result
 
 
-def needs_build(image: dict[str, Any] | None) -> bool:
-    return image is not None and image.get("steps") not in (None, [], _BARE_BASE)
+def needs_build(image: ImageRef | None) -> bool:
+    return image is not None and image.steps not in ([], _BARE_BASE)
 
 
 def step_label(step: dict[str, Any]) -> str:
@@ -111,7 +111,6 @@ def failure_message(functions: list[str], result: BuildResult) -> str:
 class _Image:
     """One distinct image of a deploy and the functions that run on it."""
 
-    steps: list[dict[str, Any]]
     spec: ImageSpec
     functions: list[str] = field(default_factory=list)
     image_id: str = ""
@@ -123,15 +122,14 @@ async def resolve_images(
     """``functions`` with each image's id filled in, building what is not built.
     Raises ``BuildFailed`` (or another ``ApiError``) when an image cannot be had."""
     images: dict[bytes, _Image] = {}
-    for i, spec in enumerate(functions):
+    for spec in functions:
         if not needs_build(spec.image):
             continue
         assert spec.image is not None
-        steps = spec.image.get("steps")
-        key = msgspec.json.encode(steps, order="sorted")
+        build = spec.image.build_spec()
+        key = msgspec.json.encode(build, order="sorted")
         if key not in images:
-            parsed = convert({"steps": steps}, ImageSpec, f"functions[{i}].image")
-            images[key] = _Image(steps=steps, spec=parsed)  # type: ignore[arg-type]
+            images[key] = _Image(spec=build)
         images[key].functions.append(spec.name)
     if not images:
         return functions
@@ -144,7 +142,9 @@ async def resolve_images(
             raise outcome
     by_name = {fn: image.image_id for image in images.values() for fn in image.functions}
     return [
-        msgspec.structs.replace(spec, image={**spec.image, IMAGE_ID_KEY: by_name[spec.name]})
+        msgspec.structs.replace(
+            spec, image=msgspec.structs.replace(spec.image, image_id=by_name[spec.name])
+        )
         if spec.name in by_name and spec.image is not None
         else spec
         for spec in functions
@@ -152,7 +152,7 @@ async def resolve_images(
 
 
 async def _resolve_one(gw: Gateway, app: str, image: _Image, emit: Emit) -> None:
-    labels = [step_label(s) for s in image.steps]
+    labels = [step_label(msgspec.to_builtins(s)) for s in image.spec.steps]
     reply = await _lookup(gw, image)
     if reply.built:
         image.image_id = reply.image_id
@@ -160,7 +160,7 @@ async def _resolve_one(gw: Gateway, app: str, image: _Image, emit: Emit) -> None
         await emit(ImageBuildStarted(build_id="", functions=image.functions, steps=labels))
         await emit(
             BuildResult(
-                build_id="", ok=True, image_id=reply.image_id, cached_steps=len(image.steps)
+                build_id="", ok=True, image_id=reply.image_id, cached_steps=len(image.spec.steps)
             )
         )
         return

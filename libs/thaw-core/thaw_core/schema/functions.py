@@ -7,6 +7,7 @@ from typing import Any, Literal
 import msgspec
 
 from thaw_core.schema.base import Message, Spec, now
+from thaw_core.schema.images import ImageRef
 
 
 class Resources(Spec):
@@ -56,8 +57,10 @@ class FunctionSpec(Spec):
     env: dict[str, str] = {}
     enable_memory_snapshot: bool = False
     experimental_options: dict[str, Any] = {}
-    # Image (builder issue) and schedule (cron issue) descriptions; opaque here.
-    image: dict[str, Any] | None = None
+    # None, or a bare debian_slim: the node's default rootfs.
+    image: ImageRef | None = None
+    # ``thaw.Period(...)`` / ``thaw.Cron(...)``'s ``spec()``: {"kind": "period", "seconds": ...}
+    # or {"kind": "cron", "cron": ..., "timezone": ...}.
     schedule: dict[str, Any] | None = None
     secrets: list[str] = []
 

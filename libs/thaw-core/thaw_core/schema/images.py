@@ -155,10 +155,21 @@ ImageStep = (
 
 
 class ImageSpec(Spec):
-    """``thaw.Image(...).spec()``'s steps (``FunctionSpec.image`` also carries
-    ``image_id`` once the gateway had it built)."""
+    """``thaw.Image(...).spec()``'s steps: what the builder builds."""
 
     steps: list[ImageStep]
+
+
+class ImageRef(Spec, omit_defaults=True):
+    """A function's image (``FunctionSpec.image``): the steps the SDK recorded,
+    and the id of the built image, which the gateway fills in at deploy once
+    the builder has it and the agent mounts."""
+
+    steps: list[ImageStep]
+    image_id: str = ""
+
+    def build_spec(self) -> ImageSpec:
+        return ImageSpec(steps=self.steps)
 
 
 class BuildRequest(Message, tag="build_request"):
