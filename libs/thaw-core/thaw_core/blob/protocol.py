@@ -1,0 +1,47 @@
+"""What every blob store offers (``BlobStore``), what it answers, and what a key may be."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+CHUNK = 1 << 20
+BlobData = bytes | bytearray | memoryview | AsyncIterable[bytes] | Path
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    key: str
+    size: int
+    sha256: str  # lowercase hex; "" for an object that some other writer stored without one
+
+
+class BlobNotFound(KeyError):
+    pass
+
+
+class BlobIntegrityError(Exception):
+    pass
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    async def put(self, key: str, data: BlobData, *, sha256: str | None = None) -> BlobInfo: ...
+    async def get(self, key: str, *, sha256: str | None = None) -> bytes: ...
+    def stream(self, key: str, *, chunk_size: int = CHUNK) -> AsyncIterator[bytes]: ...
+    async def get_to_file(self, key: str, path: Path, *, sha256: str | None = None) -> BlobInfo: ...
+    async def stat(self, key: str) -> BlobInfo | None: ...
+    async def exists(self, key: str) -> bool: ...
+    async def list(self, prefix: str = "") -> list[str]: ...
+    async def delete(self, key: str) -> None: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+def check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or "\0" in key or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"invalid blob key {key!r}")
+    return key
