@@ -13,8 +13,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 from fixtures.postgres import ClusterFactory
+from thaw.stack.pgcluster import PgCluster
 from thaw_core.db import Database, MigrationError, load_migrations
-from thaw_core.pgcluster import PgCluster
 
 MakeDb = Callable[..., Awaitable[Database]]
 CORE_TABLES = ("nodes", "tokens", "apps", "secrets")

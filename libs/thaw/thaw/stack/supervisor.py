@@ -217,7 +217,7 @@ class Stack:
         self._spawn(self.parts["nats"])
 
         # Postgres: initdb on the first run only (the data dir is reused after).
-        from thaw_core.pgcluster import PgCluster
+        from thaw.stack.pgcluster import PgCluster
 
         pg = PgCluster(
             self.paths.postgres_dir, s.postgres_port, log_file=self.paths.log("postgres")

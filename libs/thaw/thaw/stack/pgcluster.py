@@ -2,7 +2,8 @@
 127.0.0.1 only.
 
 Used by the embedded stack (`thaw up`) and by the test fixtures, so that both
-run Postgres the same way. Two ways to run it:
+run Postgres the same way. ``pghost`` finds the binaries and the user to run
+them as, and reads the processes a killed cluster leaves. Two ways to run it:
 
 - ``start()`` / ``stop()``: through ``pg_ctl``, the postmaster detached from us.
 - ``popen_args()`` + ``popen_kwargs()``: the postmaster in the foreground, for a
@@ -17,6 +18,10 @@ runs as ``run_as`` (the ``postgres`` user if the machine has one, else
 the data directory: a data directory under a 0700 home (``/root/...``) is
 refused with a clear error rather than loosening the home's permissions
 behind the user's back.
+
+One job, a cluster's life (initdb, settings, start, stop, kill, its
+database); it passes 400 lines because each step carries its own Postgres
+quirk, explained where it is handled.
 """
 
 from __future__ import annotations
@@ -26,14 +31,22 @@ import logging
 import math
 import os
 import pwd
-import re
-import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+from thaw.stack.pghost import (
+    PgClusterError,
+    alive,
+    children,
+    default_run_as,
+    find_bindir,
+    is_postgres,
+    posix_shm_segments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,58 +57,6 @@ _CONF_NAME = "thaw.conf"
 _INCLUDE_LINE = f"include_if_exists = '{_CONF_NAME}'"
 # sun_path is 108 bytes with its NUL; Postgres appends "/.s.PGSQL.NNNNN".
 _MAX_SOCKET_DIR_LEN = 107 - len("/.s.PGSQL.65535")
-
-
-class PgClusterError(RuntimeError):
-    pass
-
-
-def find_bindir() -> Path:
-    """The directory holding initdb, pg_ctl and postgres.
-
-    ``THAW_PG_BINDIR`` wins; then ``pg_config --bindir`` (when it points at a
-    server install: on Debian pg_config may come from libpq-dev alone); then
-    the highest ``/usr/lib/postgresql/*/bin``; then PATH.
-    """
-    candidates: list[Path] = []
-    if env := os.environ.get("THAW_PG_BINDIR"):
-        candidates.append(Path(env))
-    if pg_config := shutil.which("pg_config"):
-        try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, timeout=10, check=True
-            ).stdout.strip()
-            candidates.append(Path(out))
-        except (OSError, subprocess.SubprocessError):
-            pass
-
-    def version(p: Path) -> tuple[int, ...]:
-        return tuple(int(x) for x in re.findall(r"\d+", p.parent.name)) or (0,)
-
-    candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=version, reverse=True)
-    if initdb := shutil.which("initdb"):
-        candidates.append(Path(initdb).parent)
-    for c in candidates:
-        if all((c / b).is_file() for b in ("initdb", "pg_ctl", "postgres")):
-            return c
-    raise PgClusterError(
-        "no Postgres server binaries found (looked at $THAW_PG_BINDIR, pg_config --bindir, "
-        "/usr/lib/postgresql/*/bin, PATH); install Debian's postgresql package"
-    )
-
-
-def _default_run_as() -> str | None:
-    if os.geteuid() != 0:
-        return None
-    for name in (os.environ.get("THAW_PG_USER"), "postgres", "nobody"):
-        if not name:
-            continue
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    raise PgClusterError("running as root and found no unprivileged user to run Postgres as")
 
 
 def _quote_ident(name: str) -> str:
@@ -135,7 +96,7 @@ class PgCluster:
         self.bindir = find_bindir()
         # Which user the server-side commands (and a supervisor's foreground
         # postmaster) run as: None when we are not root.
-        self.run_as: str | None = _default_run_as()
+        self.run_as: str | None = default_run_as()
         self.socket_dir = self._socket_dir()
 
     # ------------------------------------------------------------ addresses
@@ -247,7 +208,7 @@ class PgCluster:
         """SIGKILL the postmaster and every child of it, as a power cut would,
         and wait until they are gone. The next start() runs crash recovery."""
         pid = self._postmaster_pid()
-        if pid is None or not _alive(pid):
+        if pid is None or not alive(pid):
             return
         # Freeze the postmaster first so that it forks no backend we would miss:
         # once it is dead its children are reparented and no longer findable.
@@ -255,15 +216,15 @@ class PgCluster:
         # shared memory attached, and a new postmaster refuses to start then.
         lock_files = self._lock_files()
         os.kill(pid, signal.SIGSTOP)
-        victims = [pid, *_children(pid)]
-        segments = _posix_shm_segments(victims)
+        victims = [pid, *children(pid)]
+        segments = posix_shm_segments(victims)
         for p in victims:
             try:
                 os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + 10
-        while any(_alive(p) for p in victims):
+        while any(alive(p) for p in victims):
             if time.monotonic() > deadline:
                 raise PgClusterError(f"postgres processes {victims} survived SIGKILL")
             time.sleep(0.01)
@@ -280,7 +241,7 @@ class PgCluster:
         """Whether the postmaster of this data directory is alive (not
         whether it accepts connections yet)."""
         pid = self._postmaster_pid()
-        return pid is not None and _alive(pid) and _is_postgres(pid)
+        return pid is not None and alive(pid) and is_postgres(pid)
 
     def ensure_database(self) -> None:
         """Create ``self.database`` on the running server if it is missing."""
@@ -504,55 +465,3 @@ class PgCluster:
                 f"{(res.stderr or res.stdout).strip()}"
             )
         return res
-
-
-def _proc_stat(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # comm may hold spaces and parentheses: split after the last ')'.
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def _alive(pid: int) -> bool:
-    # A zombie is dead for our purposes: it is only waiting for its parent
-    # (a supervisor, say) to reap it.
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def _is_postgres(pid: int) -> bool:
-    # postmaster.pid may be stale after a crash, and its pid reused by an
-    # unrelated process.
-    try:
-        exe = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
-    except OSError:
-        return False
-    return exe.endswith((b"postgres", b"postmaster"))
-
-
-def _posix_shm_segments(pids: list[int]) -> list[Path]:
-    """The /dev/shm files (Postgres' dynamic shared memory) mapped by pids."""
-    found: set[Path] = set()
-    for pid in pids:
-        try:
-            maps = Path(f"/proc/{pid}/maps").read_text()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
-            path = fields[5] if len(fields) == 6 else ""
-            if path.startswith("/dev/shm/PostgreSQL."):
-                found.add(Path(path.removesuffix(" (deleted)")))
-    return sorted(found)
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = _proc_stat(int(entry.name))
-            if fields is not None and fields[1] == str(pid):
-                out.append(int(entry.name))
-    return out
