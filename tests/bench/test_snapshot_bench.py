@@ -106,7 +106,7 @@ async def first_result(agent: Agent, bus: Bus, app: str, sha: str, snapshot: boo
     await bus.publish(invoke_subject(app, "Model"), invoke)
     value(await result_of(bus, call_id, timeout_s=300))
     took = time.perf_counter() - started
-    await agent.svc.node.manager.stop(cid, 5)
+    await agent.svc.manager.stop(cid, 5)
     return took
 
 
@@ -130,7 +130,7 @@ async def run_case(
     await eventually(created, 300, "the snapshot")
     info = cat.of(SnapshotCreated)[0].snapshot
     restored = [await first_result(agent, bus, app, sha, snapshot=True) for _ in range(ROUNDS)]
-    agent.svc.node.snapshots.cache.drop(info.snapshot_id)
+    agent.svc.snapshots.cache.drop(info.snapshot_id)
     fetched = await first_result(agent, bus, app, sha, snapshot=True)
     c, r = statistics.median(cold), statistics.median(restored)
     # The agent's own measure: StartContainer received to Ready (the rest is

@@ -168,7 +168,7 @@ class Agent:
         return self.svc.settings.node_id
 
     def container(self, cid: str) -> Container:
-        c = self.svc.node.manager.get(cid)
+        c = self.svc.manager.get(cid)
         assert c is not None, f"no container {cid} on {self.node_id}"
         return c
 
@@ -185,13 +185,13 @@ class Agent:
 
     async def wait_state(self, cid: str, *states: str, timeout_s: float = 30) -> Container:
         async def reached() -> Container | None:
-            c = self.svc.node.manager.get(cid)
+            c = self.svc.manager.get(cid)
             return c if c is not None and c.state in states else None
 
         return await eventually(reached, timeout_s, f"container {cid} in {states}")
 
     def runc_ids(self) -> list[str]:
-        root = self.svc.node.layout.runc_root
+        root = self.svc.layout.runc_root
         if not root.exists():
             return []
         out = subprocess.run(
@@ -444,7 +444,7 @@ async def test_kill_9_of_a_container_releases_its_input_for_redelivery(
     failed = agent.container(victim.id)
     assert failed.state == "failed"
     assert "exited" in failed.error
-    info = {c.container_id: c for c in agent.svc.node.containers()}
+    info = {c.container_id: c for c in agent.svc.manager.infos()}
     assert info[victim.id].state == "failed" and info[survivor].state == "ready"
 
 
@@ -513,7 +513,7 @@ async def test_two_agents_on_one_machine_do_not_collide(
         await agent.start(bus, app, sha, spec("add"), cid="ct-same")
         await agent.wait_state("ct-same", "ready")
     assert one.runc_ids() == ["ct-same"] == two.runc_ids()
-    assert one.svc.node.layout.root != two.svc.node.layout.root
+    assert one.svc.layout.root != two.svc.layout.root
 
     reply = await one.command(bus, StopContainer(container_id="ct-same", grace_s=2))
     assert reply.ok
@@ -557,7 +557,7 @@ async def test_an_init_failure_fails_calls_with_its_error_and_is_reported(
     assert result.status == "failure"
     assert "the model weights are missing" in result.error
     assert "ImportError" in result.traceback
-    info = next(c for c in agent.svc.node.containers() if c.container_id == cid)
+    info = next(c for c in agent.svc.manager.infos() if c.container_id == cid)
     assert info.state == "failed" and "the model weights are missing" in info.error
 
 
@@ -640,7 +640,7 @@ async def test_an_agent_removes_what_its_previous_life_left(
     cid = await first.start(bus, app, sha, spec("add"))
     pid = (await first.wait_state(cid, "ready")).pid
     # A crash: the agent goes without stopping its container.
-    first.svc.node.manager.containers.clear()
+    first.svc.manager.containers.clear()
     await first.svc.shutdown(5)
     assert first.runc_ids() == [cid]
 
@@ -648,9 +648,9 @@ async def test_an_agent_removes_what_its_previous_life_left(
 
     assert second.runc_ids() == []
     assert process_gone(pid)
-    assert not (second.svc.node.layout.containers / cid).exists()
+    assert not (second.svc.layout.containers / cid).exists()
     mounts = Path("/proc/self/mountinfo").read_text()
-    assert str(second.svc.node.layout.root) not in mounts
+    assert str(second.svc.layout.root) not in mounts
 
 
 async def test_heartbeats_report_containers_and_their_reservations(
@@ -715,7 +715,7 @@ async def test_stopping_a_busy_container_hands_its_input_to_another(
 
     assert reply.ok
     assert victim.id not in agent.runc_ids()
-    assert victim.id not in {c.container_id for c in agent.svc.node.containers()}
+    assert victim.id not in {c.container_id for c in agent.svc.manager.infos()}
     # The stopped container's input ran again, to completion, on the other one.
     result = await result_of(bus, call_id)
     assert value(result) > 0 and result.container_id == survivor
@@ -761,7 +761,7 @@ async def test_cancelling_a_running_call_frees_its_slot(
 
 def _has_inflight(agent: Agent, cid: str) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
-        c = agent.svc.node.manager.get(cid)
+        c = agent.svc.manager.get(cid)
         return c is not None and bool(c.inflight)
 
     return check

@@ -12,8 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from thaw_agent.bundles import BundleCache, BundleError, bundle_key
+from thaw_agent.bundles import BundleCache, BundleError
 from thaw_core.blob import BlobStore, open_blob_store
+from thaw_core.contract import bundle_key
 
 
 @pytest.fixture

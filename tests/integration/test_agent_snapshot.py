@@ -259,8 +259,8 @@ async def test_snapshot_made_then_restored_with_state_and_fresh_randomness(
     assert all(e.snapshot_id == info.snapshot_id and 0 < e.seconds < 30 for e in restored)
     print(f"two restores took {time.monotonic() - started:.2f}s")
 
-    await agent.svc.node.manager.stop(first, 5)
-    await agent.svc.node.manager.stop(third, 5)
+    await agent.svc.manager.stop(first, 5)
+    await agent.svc.manager.stop(third, 5)
     state2, by2 = await call_state(bus, app)
     assert by2 == second and state2["container"] == second
     # snap=True state came from the snapshot: same process image, same draw.
@@ -285,7 +285,7 @@ async def test_corrupted_snapshot_is_detected_and_the_container_starts_cold(
     sha = await put_bundle(blob, APP_SOURCE)
     first = await snapshot_made(maker, bus, blob, cat, sha)
     info = cat.of(SnapshotCreated)[0].snapshot
-    await maker.svc.node.manager.stop(first, 5)
+    await maker.svc.manager.stop(first, 5)
     # Someone overwrites the blob: its bytes no longer match the catalogue.
     await blob.put(info.blob_key, b"not a snapshot at all")
 
@@ -313,7 +313,7 @@ async def test_incompatible_node_does_not_restore(
     maker = await make_agent()
     sha = await put_bundle(blob, APP_SOURCE)
     first = await snapshot_made(maker, bus, blob, cat, sha)
-    await maker.svc.node.manager.stop(first, 5)
+    await maker.svc.manager.stop(first, 5)
 
     # Another machine: another CPU. Even offered the snapshot, it starts cold.
     other_fp = Fingerprint(

@@ -1,7 +1,7 @@
 """Node fingerprints: what a memory snapshot needs from the node that restores it.
 
 - ``local_fingerprint()`` reads this node's (CPU from ``platform.machine()`` and
-  /proc/cpuinfo, GPUs through pynvml when it is importable and finds any,
+  /proc/cpuinfo, GPUs through ``gpu_inventory.read_nvml``,
   CRIU/runc/kernel from ``hosttools.versions()``), once per process. The
   test-only variable ``THAW_TEST_FINGERPRINT_FILE`` names a JSON file with a
   recorded ``Fingerprint`` to report instead, so that tests can play a node of
@@ -39,19 +39,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import logging
 import os
 import platform
 import re
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from thaw_core import hosttools
+from thaw_core.gpu_inventory import read_nvml
 from thaw_core.schema import CpuFingerprint, Fingerprint, GpuFingerprint
 
 __all__ = [
@@ -64,7 +62,6 @@ __all__ = [
     "read_cpu",
 ]
 
-log = logging.getLogger(__name__)
 
 TEST_FINGERPRINT_ENV = "THAW_TEST_FINGERPRINT_FILE"
 """Test-only: a JSON file with a recorded Fingerprint that this process reports as its own."""
@@ -108,12 +105,14 @@ def load_fingerprint(path: Path) -> Fingerprint:
 @functools.cache
 def _read_local() -> Fingerprint:
     tools = hosttools.versions()
-    gpus, driver, cuda = _read_gpus()
+    nvml = read_nvml()
     return Fingerprint(
         cpu=read_cpu(),
-        gpus=gpus,
-        driver=driver,
-        cuda=cuda,
+        gpus=[
+            GpuFingerprint(name=g.name, compute_capability=g.compute_capability) for g in nvml.gpus
+        ],
+        driver=nvml.driver,
+        cuda=nvml.cuda,
         criu=tools.get("criu", ""),
         runc=tools.get("runc", ""),
         kernel=tools.get("kernel", "") or platform.release(),
@@ -160,42 +159,6 @@ def _normal_arch(machine: str) -> str:
     return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine.lower(), machine.lower())
 
 
-def _read_gpus() -> tuple[list[GpuFingerprint], str, str]:
-    """(GPUs, driver version, CUDA version) through NVML; nothing without it."""
-    try:
-        import pynvml  # type: ignore[import-untyped]
-    except ImportError:
-        return [], "", ""
-    try:
-        pynvml.nvmlInit()
-    except Exception as e:  # noqa: BLE001 - no driver, no GPU: a CPU node
-        log.debug("no NVIDIA GPUs: %s", e)
-        return [], "", ""
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
-            gpus.append(
-                GpuFingerprint(name=_text(pynvml.nvmlDeviceGetName(handle)),
-                               compute_capability=f"{major}.{minor}")
-            )
-        driver = _text(pynvml.nvmlSystemGetDriverVersion())
-        cuda_int = int(pynvml.nvmlSystemGetCudaDriverVersion_v2())
-        cuda = f"{cuda_int // 1000}.{cuda_int % 1000 // 10}"
-        return gpus, driver, cuda
-    except Exception as e:  # noqa: BLE001 - a half-working NVML: report no GPUs, loudly
-        log.warning("reading GPUs through NVML failed: %s", e)
-        return [], "", ""
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 # ---------------------------------------------------------------- classes
 
 
@@ -233,8 +196,7 @@ def incompatibility(snapshot_fp: Fingerprint, node_fp: Fingerprint) -> str | Non
         if _gpu_set(snap) != _gpu_set(node):
             return f"GPUs {_gpu_set(node)} are not {_gpu_set(snap)}"
         if (snap.driver, snap.cuda) != (node.driver, node.cuda):
-            return (f"driver/CUDA {node.driver}/{node.cuda} "
-                    f"is not {snap.driver}/{snap.cuda}")
+            return f"driver/CUDA {node.driver}/{node.cuda} is not {snap.driver}/{snap.cuda}"
     if _major_minor(snap.criu) != _major_minor(node.criu):
         return f"CRIU {node.criu or '(none)'} is not {snap.criu or '(none)'} at major.minor"
     snap_kernel, node_kernel = _kernel(snap.kernel), _kernel(node.kernel)

@@ -17,6 +17,7 @@ import uuid
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from thaw_core import contract
 from thaw_core.blob import BlobIntegrityError, BlobNotFound, BlobStore
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -27,10 +28,6 @@ MAX_MEMBERS = 100_000
 
 class BundleError(Exception):
     """The bundle cannot be had: missing, corrupt or unsafe. The message says which."""
-
-
-def bundle_key(sha256: str) -> str:
-    return f"bundles/{sha256}.zip"
 
 
 class BundleCache:
@@ -64,13 +61,13 @@ class BundleCache:
         tmp_dir = self._root / f".{sha256}.{tag}.d"
         try:
             try:
-                await self._blob.get_to_file(bundle_key(sha256), zip_path, sha256=sha256)
+                await self._blob.get_to_file(contract.bundle_key(sha256), zip_path, sha256=sha256)
             except BlobNotFound:
                 raise BundleError(
-                    f"bundle {bundle_key(sha256)} not found in the blob store"
+                    f"bundle {contract.bundle_key(sha256)} not found in the blob store"
                 ) from None
             except BlobIntegrityError as e:
-                raise BundleError(f"bundle {bundle_key(sha256)} is corrupt: {e}") from None
+                raise BundleError(f"bundle {contract.bundle_key(sha256)} is corrupt: {e}") from None
             await asyncio.to_thread(extract, zip_path, tmp_dir)
             try:
                 tmp_dir.rename(final)

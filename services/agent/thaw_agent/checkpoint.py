@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from thaw_core import contract
 from thaw_core.container_protocol import RestoreState
 from thaw_core.schema import SnapshotCreateFailed
 
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("thaw.agent.containers")
 
-SNAPSHOT_ENV = {"THAW_SNAPSHOT": "1"}
+SNAPSHOT_ENV = {contract.ENV_SNAPSHOT: "1"}
 # In a snapshot's images dir: its process's CUDA state was suspended (GPU snapshot).
 CUDA_SUSPENDED = "thaw-cuda-suspended"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 import msgspec
 from thaw_core.bus import Msg
@@ -23,6 +22,7 @@ from thaw_core.schema import (
     decoder,
     encode,
 )
+from thaw_core.tasks import Background
 
 from thaw_agent.dispatch import Reject
 from thaw_agent.manager import ContainerManager
@@ -32,16 +32,12 @@ log = logging.getLogger("thaw.agent.commands")
 MAX_COMMAND_BYTES = 1024 * 1024
 
 
-def command_subject(node_token: str) -> str:
-    return f"thaw.agent.{node_token}"
-
-
 class CommandHandler:
     def __init__(self, manager: ContainerManager, reject: Reject) -> None:
         self._m = manager
         self._reject = reject
         self._decoder = decoder(AgentCommand)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._running = Background(log)
 
     async def on_command(self, msg: Msg) -> None:
         data = msg.data
@@ -55,11 +51,7 @@ class CommandHandler:
             code = "unknown" if "`$.type`" in text and "Invalid value" in text else "malformed"
             await self._refuse(msg, code, f"invalid agent command: {text}")
             return
-        t = asyncio.create_task(
-            self._execute(command, msg), name=f"command:{type(command).__name__}"
-        )
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        self._running.spawn(self._execute(command, msg), f"command:{type(command).__name__}")
 
     async def _refuse(self, msg: Msg, code: str, error: str) -> None:
         await self._reject(msg.subject, msg.data, code, error)
@@ -86,13 +78,9 @@ class CommandHandler:
         await _reply(msg, reply)
 
     async def close(self, timeout_s: float) -> None:
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(list(self._tasks), timeout=timeout_s)
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=1)
+        """Let running commands finish for ``timeout_s``; the rest are cancelled
+        (and reply that the agent is stopping)."""
+        await self._running.close(timeout_s, cancel_wait_s=1.0)
 
 
 async def _reply(msg: Msg, reply: CommandReply) -> None:

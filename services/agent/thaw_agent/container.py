@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from thaw_core.container_protocol import Frame, InitFailed, Output, Shutdown
 from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
+from thaw_core.tasks import Background
 
 from thaw_agent import checkpoint, mounts, oci
 from thaw_agent.channel import RuntimeChannel
@@ -94,7 +95,8 @@ class Container:
         self._m = manager
         self._source = LogSource(self.app, self.function, self.id)
         self.channel: RuntimeChannel | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        # Its stdio pumps and its conversation: they end with the process.
+        self._tasks = Background(log)
         self._exited = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -290,9 +292,7 @@ class Container:
             os.close(err_w)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        t = asyncio.create_task(coro, name=f"container:{self.id}:{name}")
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(coro, f"container:{self.id}:{name}")
 
     async def _pump(self, fd: int, stream: Stream) -> None:
         loop = asyncio.get_running_loop()
@@ -446,11 +446,7 @@ class Container:
         except Exception:
             log.exception("could not remove runc container", extra={"container_id": self.id})
         # Output pumps end at EOF once the process is gone; give them a moment to flush.
-        pumps = [t for t in self._tasks if t is not asyncio.current_task()]
-        if pumps:
-            _, pending = await asyncio.wait(pumps, timeout=1.0)
-            for t in pending:
-                t.cancel()
+        await self._tasks.close(1.0)
         await self.close_channel()
         try:
             await asyncio.to_thread(remove_container_dir, self.paths.dir)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from thaw_core import contract
 from thaw_core.bus import Bus
 from thaw_core.schema import LogLine
 
@@ -46,7 +47,7 @@ class LogSource:
 
     @property
     def subject(self) -> str:
-        return f"thaw.logs.{self.app}.{self.function}"
+        return contract.logs_subject(self.app, self.function)
 
 
 class LogShipper:
@@ -128,7 +129,7 @@ class LogShipper:
 
     async def _publish(self, line: LogLine) -> None:
         await asyncio.wait_for(
-            self._bus.publish(f"thaw.logs.{line.app}.{line.function}", line),
+            self._bus.publish(contract.logs_subject(line.app, line.function), line),
             PUBLISH_TIMEOUT_S,
         )
 

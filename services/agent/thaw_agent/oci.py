@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from thaw_core import contract
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 from thaw_core.schema import FunctionSpec
 
@@ -114,9 +115,9 @@ def container_env(
     env.update(
         {
             "PYTHONUNBUFFERED": "1",
-            "THAW_CONTAINER_ID": container_id,
-            "THAW_FUNCTION_SPEC": msgspec.json.encode(spec).decode(),
-            "THAW_RUNTIME_PATHS": ":".join(runtime_paths),
+            contract.ENV_CONTAINER_ID: container_id,
+            contract.ENV_FUNCTION_SPEC: msgspec.json.encode(spec).decode(),
+            contract.ENV_RUNTIME_PATHS: ":".join(runtime_paths),
         }
     )
     return env

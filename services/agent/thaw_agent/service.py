@@ -1,63 +1,43 @@
 """The node agent's lifecycle: inventory, heartbeats and the node's containers.
 
-Every ``HEARTBEAT_INTERVAL_S`` it publishes a ``NodeHeartbeat`` (cores, memory,
-GPUs via NVML when there are any, the containers it runs and the capacity
-their reservations leave) on ``thaw.event.node.<node_id>`` into the EVENTS
-stream. Containers, commands and input dispatch live in ``node.ContainerNode``
-(see ``manager``, ``dispatch``, ``commands``). Agents never touch Postgres:
-they talk only over NATS, and fetch code bundles from the blob store.
+``AgentService`` owns the node's state dir layout, the log shipper, the
+container manager (``manager``), the input dispatcher (``dispatch``), the
+command handler (``commands``) and the NATS subscriptions that feed them
+(``thaw.agent.<node>`` and ``thaw.cancel.*``). Every ``HEARTBEAT_INTERVAL_S``
+it publishes a ``NodeHeartbeat`` (cores, memory, GPUs via NVML when there are
+any, the containers it runs and the capacity their reservations leave) on
+``thaw.event.node.<node>`` into the EVENTS stream. Agents never touch
+Postgres: they talk only over NATS, and fetch code bundles from the blob store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import psutil
-from thaw_core import hosttools
-from thaw_core.schema import GpuInfo, NodeHeartbeat
+from thaw_core import contract, hosttools
+from thaw_core.gpu_inventory import gpu_inventory
+from thaw_core.schema import NodeHeartbeat
 from thaw_core.service import Service
 
-from thaw_agent.layout import node_token as node_subject_token
-from thaw_agent.node import ContainerNode
+from thaw_agent.commands import CommandHandler
+from thaw_agent.dispatch import Dispatcher
+from thaw_agent.layout import NodeLayout
+from thaw_agent.logship import LogShipper
+from thaw_agent.manager import ContainerManager
+from thaw_agent.snapshots import Snapshots
 
 HEARTBEAT_INTERVAL_S = 2.0
-
-__all__ = ["HEARTBEAT_INTERVAL_S", "AgentService", "gpu_inventory", "node_subject_token"]
-
-
-def gpu_inventory() -> list[GpuInfo]:
-    """The node's NVIDIA GPUs through NVML; [] without the library, driver or a GPU."""
-    try:
-        import pynvml
-    except ImportError:
-        return []
-    try:
-        pynvml.nvmlInit()
-    except Exception:  # noqa: BLE001 - no driver / no GPU
-        return []
-    try:
-        gpus = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            h = pynvml.nvmlDeviceGetHandleByIndex(i)
-            name = pynvml.nvmlDeviceGetName(h)
-            uuid = pynvml.nvmlDeviceGetUUID(h)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(h)
-            gpus.append(
-                GpuInfo(
-                    index=i,
-                    name=name.decode() if isinstance(name, bytes) else str(name),
-                    memory_mb=int(mem.total) // (1024 * 1024),
-                    uuid=uuid.decode() if isinstance(uuid, bytes) else str(uuid),
-                )
-            )
-        return gpus
-    except Exception:  # noqa: BLE001 - a broken NVML reports no GPU rather than crash
-        return []
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
+# On agent shutdown: how long running inputs get to finish before their
+# containers are stopped and the inputs released for redelivery.
+SHUTDOWN_GRACE_S = 3.0
+# Snapshots being stored when the agent stops: how long they may still take.
+SNAPSHOT_STORE_GRACE_S = 30.0
+_SUBJECT_SAFE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
 class AgentService(Service):
@@ -66,10 +46,12 @@ class AgentService(Service):
     uses_blob = True  # code bundles
 
     heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
+    shutdown_grace_s: float = SHUTDOWN_GRACE_S
 
     async def setup(self) -> None:
         self.node_id = self.settings.node_id
-        self.subject = f"thaw.event.node.{node_subject_token(self.node_id)}"
+        self.layout = NodeLayout(self.settings.state_dir, self.node_id)
+        self.subject = contract.node_event_subject(self.layout.token)
         # The GPU set does not change while the agent runs; NVML init is slow-ish.
         self.gpus = await asyncio.to_thread(gpu_inventory)
         self.log.info(
@@ -77,25 +59,59 @@ class AgentService(Service):
             extra={"node_id": self.node_id, "cores": psutil.cpu_count(), "gpus": len(self.gpus)},
         )
         assert self.blob is not None
-        self.node = ContainerNode(
-            node_id=self.node_id,
-            state_dir=self.settings.state_dir,
-            bus=self.bus,
-            blob=self.blob,
-            reject=self.reject,
+        self.shipper = LogShipper(self.bus)
+        self.snapshots = Snapshots(self.bus, self.blob, self.layout.snapshots, self.node_id)
+        self.manager = ContainerManager(
+            self.layout, self.blob, self.shipper, bus=self.bus, snapshots=self.snapshots
         )
-        await self.node.start()
+        self.dispatcher = Dispatcher(self.bus, self.manager, self.reject)
+        self.commands = CommandHandler(self.manager, self.reject)
+        self._subs: list[Any] = []
+        # Clean up after a previous life of this node, then take commands.
+        await self.manager.recover()
+        await asyncio.to_thread(self.snapshots.cache.sweep)
+        self._subs.append(
+            await self.bus.serve(contract.wildcard(contract.CANCEL), self.dispatcher.on_cancel)
+        )
+        for subject in self.command_subjects:
+            self._subs.append(await self.bus.serve(subject, self.commands.on_command))
+        self.log.info(
+            "containers ready to start",
+            extra={"node_dir": str(self.layout.root), "subjects": self.command_subjects},
+        )
         # Read once (CPU flags, tool versions; NVML): it does not change while we run.
-        self.fingerprint = await self.node.snapshots.fingerprint()
+        self.fingerprint = await self.snapshots.fingerprint()
+
+    @property
+    def command_subjects(self) -> list[str]:
+        """Where commands are served: the node's subject token, and the raw node
+        id too when it differs but is a valid subject (a dotted hostname)."""
+        subjects = [contract.agent_command_subject(self.layout.token)]
+        raw = contract.agent_command_subject(self.node_id)
+        if raw not in subjects and _SUBJECT_SAFE.match(self.node_id):
+            subjects.append(raw)
+        return subjects
 
     async def teardown(self) -> None:
-        await self.node.close()
+        """Stop taking work, let running inputs finish for ``shutdown_grace_s``,
+        stop every container (what is still running is released for redelivery)."""
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subs.clear()
+        grace_s = self.shutdown_grace_s
+        await self.dispatcher.close()
+        await self.commands.close(timeout_s=grace_s)
+        await self.manager.stop_all(grace_s)
+        await self.snapshots.close(timeout_s=SNAPSHOT_STORE_GRACE_S)
+        await self.dispatcher.drain(timeout_s=5.0)
+        await self.shipper.flush()
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
         return [self.heartbeat_loop, self.log_loop]
 
     async def log_loop(self) -> None:
-        await self.node.ship_logs(self.stopping)
+        await self.shipper.run(self.stopping)
 
     async def checks(self) -> dict[str, str]:
         if not hosttools.rootfs_ready():
@@ -107,7 +123,7 @@ class AgentService(Service):
     def heartbeat(self) -> NodeHeartbeat:
         cores = psutil.cpu_count(logical=True) or 1
         memory_mb = int(psutil.virtual_memory().total) // (1024 * 1024)
-        reserved_cores, reserved_mb = self.node.reserved()
+        reserved_cores, reserved_mb = self.manager.reserved()
         # Free means not reserved by our containers, as with Kubernetes
         # requests: the CPU load of the moment swings too fast to place on
         # (a busy 2-core node would look full between two heartbeats), and
@@ -119,9 +135,9 @@ class AgentService(Service):
             gpus=list(self.gpus),
             free_cores=round(max(0.0, cores - reserved_cores), 3),
             free_memory_mb=max(0, memory_mb - reserved_mb),
-            containers=self.node.containers(),
+            containers=self.manager.infos(),
             fingerprint=self.fingerprint,
-            cached_snapshots=self.node.cached_snapshots(),
+            cached_snapshots=self.snapshots.cache.ids(),
         )
 
     async def heartbeat_loop(self) -> None:

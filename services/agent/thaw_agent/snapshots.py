@@ -1,7 +1,7 @@
 """Memory snapshots, the node's side: ask, cache, pack, report.
 
 For a ``StartContainer`` whose function has ``enable_memory_snapshot``, the
-agent asks the snapshots service (``thaw.snapshots.lookup``) what to do:
+agent asks the snapshots service (``contract.SNAPSHOT_LOOKUP``) what to do:
 
 - a ``snapshot`` compatible with this node: restore it (``Restore``);
 - a ``claim``: start cold, let the runtime pause after its ``snap=True``
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+from thaw_core import contract
 from thaw_core.blob import BlobIntegrityError, BlobStore
 from thaw_core.bus import Bus
 from thaw_core.fingerprint import incompatibility, local_fingerprint
@@ -49,10 +50,10 @@ from thaw_core.schema import (
     StartContainer,
     decoder,
 )
+from thaw_core.tasks import Background
 
 log = logging.getLogger("thaw.agent.snapshots")
 
-LOOKUP_SUBJECT = "thaw.snapshots.lookup"
 # The start waits for this answer: short, and no answer means a cold start.
 LOOKUP_TIMEOUT_S = 2.0
 DEFAULT_CACHE_LIMIT_BYTES = 20 * 1024**3
@@ -79,14 +80,6 @@ class Checkpoint:
 
 
 Plan = Restore | Checkpoint | None
-
-
-def snapshot_key(snapshot_id: str) -> str:
-    return f"snapshots/{snapshot_id}.tar.zst"
-
-
-def event_subject(app: str) -> str:
-    return f"thaw.event.snapshot.{app}"
 
 
 def _tar_flags() -> list[str]:
@@ -201,7 +194,7 @@ class SnapshotCache:
                 staging.mkdir()
                 try:
                     await self.blob.get_to_file(
-                        info.blob_key or snapshot_key(info.snapshot_id),
+                        info.blob_key or contract.snapshot_key(info.snapshot_id),
                         archive,
                         sha256=info.sha256 or None,  # none catalogued: the store's own
                     )
@@ -260,7 +253,7 @@ class Snapshots:
         self.cache = SnapshotCache(blob, cache_root)
         self._fingerprint: Fingerprint | None = None
         # Snapshots being packed and uploaded: they outlive their container.
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._storing = Background(log)
 
     async def fingerprint(self) -> Fingerprint:
         if self._fingerprint is None:
@@ -280,7 +273,7 @@ class Snapshots:
                 node_id=self.node_id,
                 fingerprint=fp,
             )
-            msg = await self.bus.request(LOOKUP_SUBJECT, ask, timeout_s=LOOKUP_TIMEOUT_S)
+            msg = await self.bus.request(contract.SNAPSHOT_LOOKUP, ask, timeout_s=LOOKUP_TIMEOUT_S)
             reply = _reply_decoder.decode(msg.data)
         except Exception as e:  # noqa: BLE001 - no snapshots service, a bad reply: start cold
             log.warning(
@@ -304,25 +297,17 @@ class Snapshots:
     async def publish(self, app: str, event: SnapshotEvent) -> None:
         """Best effort: a lost event must not cost the container."""
         try:
-            await self.bus.publish(event_subject(app), event)
+            await self.bus.publish(contract.snapshot_event_subject(app), event)
         except Exception as e:  # noqa: BLE001
             log.warning("snapshot event not published", extra={"error": repr(e)})
 
     def store_later(self, claim: SnapshotInfo, unpacked: Path, app: str) -> None:
         """``store`` in the background: the container serves meanwhile."""
-        t = asyncio.create_task(
-            self.store(claim, unpacked, app), name=f"snapshot:{claim.snapshot_id}"
-        )
-        self._tasks.add(t)
-        t.add_done_callback(self._tasks.discard)
+        self._storing.spawn(self.store(claim, unpacked, app), f"snapshot:{claim.snapshot_id}")
 
     async def close(self, timeout_s: float) -> None:
         """Let snapshots being stored finish (up to ``timeout_s``), then drop them."""
-        if not self._tasks:
-            return
-        _, pending = await asyncio.wait(list(self._tasks), timeout=timeout_s)
-        for t in pending:
-            t.cancel()
+        await self._storing.close(timeout_s)
 
     async def store(self, claim: SnapshotInfo, unpacked: Path, app: str) -> None:
         """Pack ``unpacked`` (images + upper), upload it, say SnapshotCreated and
@@ -331,7 +316,7 @@ class Snapshots:
         started = time.monotonic()
         try:
             await asyncio.to_thread(pack, unpacked, archive)
-            key = claim.blob_key or snapshot_key(claim.snapshot_id)  # where the claim says
+            key = claim.blob_key or contract.snapshot_key(claim.snapshot_id)  # where the claim says
             stored = await self.blob.put(key, archive)
             info = msgspec.structs.replace(
                 claim,
