@@ -124,6 +124,14 @@ def build_result_msg_id(build_id: str) -> str:
     return f"build-result-{build_id}"
 
 
+def schedule_fire_msg_id(app: str, function: str, version: int, fire_ms: int) -> str:
+    """The JetStream msg-id of a scheduled fire's input: a cron replica that
+    publishes a fire another (or its own previous process) already published
+    within INVOKE's duplicate window is dropped, so the fire runs once.
+    ``:`` cannot occur in a name, so no two schedules share an id."""
+    return f"schedule:{app}:{function}:{version}:{fire_ms}"
+
+
 # ------------------------------------------------------------------ streams
 
 

@@ -1,21 +1,37 @@
 """``thaw.Period`` and ``thaw.Cron``: when a deployed function runs by itself.
 
-Each records into ``FunctionSpec.schedule`` as a dict the cron service reads:
+Each records into ``FunctionSpec.schedule`` as the dict form of
+``thaw_core.schedules.PeriodSchedule`` / ``CronSchedule``:
 ``{"kind": "period", "seconds": 3600.0}`` or
 ``{"kind": "cron", "cron": "0 9 * * *", "timezone": "Europe/Paris"}``.
+The checks are thaw_core's, the same the gateway makes at deploy.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+from thaw_core.schedules import (
+    CronSchedule,
+    PeriodSchedule,
+    ScheduleError,
+    ScheduleSpec,
+    check_cron,
+    check_period,
+    check_timezone,
+)
+
 from thaw._env import is_local
 from thaw.exception import InvalidError
 
 
 class Schedule:
-    def spec(self) -> dict[str, Any]:
+    def _schedule(self) -> ScheduleSpec:
         raise NotImplementedError
+
+    def spec(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self._schedule())  # type: ignore[no-any-return]
 
 
 class Period(Schedule):
@@ -31,11 +47,10 @@ class Period(Schedule):
         seconds: float = 0,
     ) -> None:
         self.seconds = float(((weeks * 7 + days) * 24 + hours) * 3600 + minutes * 60 + seconds)
-        if self.seconds < 1:
-            raise InvalidError(f"a Period must be at least one second, got {self.seconds}s")
+        _checked(check_period, self.seconds)
 
-    def spec(self) -> dict[str, Any]:
-        return {"kind": "period", "seconds": self.seconds}
+    def _schedule(self) -> ScheduleSpec:
+        return PeriodSchedule(seconds=self.seconds)
 
     def __repr__(self) -> str:
         return f"Period(seconds={self.seconds:g})"
@@ -45,38 +60,24 @@ class Cron(Schedule):
     """A cron expression (five fields), in ``timezone`` (an IANA name, UTC by default)."""
 
     def __init__(self, cron_string: str, timezone: str = "UTC") -> None:
-        if len(cron_string.split()) != 5:
-            raise InvalidError(
-                f"invalid cron expression {cron_string!r}: expected five fields "
-                "(minute hour day-of-month month day-of-week), e.g. '0 9 * * *'"
-            )
+        if len(cron_string.split()) != 5 or is_local():
+            # Fully checked where the user can fix it, not in every container
+            # that imports the app.
+            _checked(check_cron, cron_string)
         if is_local():
-            # Checked where the user can fix it, not in every container that imports the app.
-            _check_cron(cron_string)
-            _check_timezone(timezone)
+            _checked(check_timezone, timezone)
         self.cron_string = cron_string
         self.timezone = timezone
 
-    def spec(self) -> dict[str, Any]:
-        return {"kind": "cron", "cron": self.cron_string, "timezone": self.timezone}
+    def _schedule(self) -> ScheduleSpec:
+        return CronSchedule(cron=self.cron_string, timezone=self.timezone)
 
     def __repr__(self) -> str:
         return f"Cron({self.cron_string!r}, timezone={self.timezone!r})"
 
 
-def _check_cron(cron_string: str) -> None:
-    from croniter import croniter
-
-    if not croniter.is_valid(cron_string):
-        raise InvalidError(f"invalid cron expression {cron_string!r}")
-
-
-def _check_timezone(timezone: str) -> None:
-    import zoneinfo
-
+def _checked(check: Any, value: Any) -> None:
     try:
-        zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as e:
-        raise InvalidError(
-            f"unknown timezone {timezone!r} (use an IANA name like 'Europe/Paris')"
-        ) from e
+        check(value)
+    except ScheduleError as e:
+        raise InvalidError(str(e)) from None
