@@ -175,8 +175,8 @@ def test_guide_core_pattern_describes_every_function(
     assert specs["gpu_task"].experimental_options["volumes"] == {"/data": "my-data"}
     assert specs["Inference"].methods == ["predict"]
     assert specs["predict"].experimental_options["web"]["method"] == "POST"
-    assert specs["hourly_sync"].schedule == {"kind": "period", "seconds": 3600.0}
-    assert specs["daily_report"].schedule == {
+    assert msgspec.to_builtins(specs["hourly_sync"].schedule) == {"kind": "period", "seconds": 3600.0}
+    assert msgspec.to_builtins(specs["daily_report"].schedule) == {
         "kind": "cron",
         "cron": "0 9 * * *",
         "timezone": "UTC",

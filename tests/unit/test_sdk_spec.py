@@ -81,7 +81,7 @@ def test_every_option_lands_in_the_spec() -> None:
         "enable_gpu_snapshot": True,
         "volumes": {"/data": "my-data"},
     }
-    assert spec.schedule == {"kind": "period", "seconds": 3600.0}
+    assert msgspec.to_builtins(spec.schedule) == {"kind": "period", "seconds": 3600.0}
     assert spec.enable_memory_snapshot is True
     assert spec.max_inputs == 8
 
@@ -121,7 +121,7 @@ def test_cron_schedule_with_timezone() -> None:
     @app.function(schedule=modal.Cron("0 9 * * *", timezone="Europe/Paris"))
     def daily_report() -> None: ...
 
-    assert spec_of(daily_report).schedule == {
+    assert msgspec.to_builtins(spec_of(daily_report).schedule) == {
         "kind": "cron",
         "cron": "0 9 * * *",
         "timezone": "Europe/Paris",

@@ -35,13 +35,20 @@ class ScheduleError(ValueError):
     """A schedule that cannot fire; the message names what is wrong."""
 
 
-class PeriodSchedule(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
-                     tag_field="kind", tag="period"):  # fmt: skip
+class _Schedule(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True,
+                tag_field="kind"):  # fmt: skip
+    pass
+
+
+class PeriodSchedule(_Schedule, tag="period"):
+    """Every ``seconds``, counted from the deploy of the function's version."""
+
     seconds: float
 
 
-class CronSchedule(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
-                   tag_field="kind", tag="cron"):  # fmt: skip
+class CronSchedule(_Schedule, tag="cron"):
+    """A five-field cron expression in an IANA timezone."""
+
     cron: str
     timezone: str = "UTC"
 
@@ -76,8 +83,8 @@ def check_timezone(name: str) -> zoneinfo.ZoneInfo:
 def parse_schedule(raw: dict[str, Any] | ScheduleSpec) -> ScheduleSpec:
     """The checked schedule of a ``FunctionSpec.schedule``; raises ``ScheduleError``."""
     try:
-        spec = raw if isinstance(raw, PeriodSchedule | CronSchedule) else (
-            msgspec.convert(raw, ScheduleSpec)  # type: ignore[arg-type]
+        spec: ScheduleSpec = (
+            raw if isinstance(raw, _Schedule) else msgspec.convert(raw, ScheduleSpec)  # type: ignore[arg-type]
         )
     except msgspec.ValidationError as e:
         raise ScheduleError(

@@ -1,9 +1,9 @@
 """``thaw.Period`` and ``thaw.Cron``: when a deployed function runs by itself.
 
-Each records into ``FunctionSpec.schedule`` as the dict form of
-``thaw_core.schedules.PeriodSchedule`` / ``CronSchedule``:
+Each records into ``FunctionSpec.schedule`` as a
+``thaw_core.schedules.PeriodSchedule`` or ``CronSchedule`` (on the wire
 ``{"kind": "period", "seconds": 3600.0}`` or
-``{"kind": "cron", "cron": "0 9 * * *", "timezone": "Europe/Paris"}``.
+``{"kind": "cron", "cron": "0 9 * * *", "timezone": "Europe/Paris"}``).
 The checks are thaw_core's, the same the gateway makes at deploy.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from thaw_core.schedules import (
     CronSchedule,
     PeriodSchedule,
@@ -27,11 +26,8 @@ from thaw.exception import InvalidError
 
 
 class Schedule:
-    def _schedule(self) -> ScheduleSpec:
+    def spec(self) -> ScheduleSpec:
         raise NotImplementedError
-
-    def spec(self) -> dict[str, Any]:
-        return msgspec.to_builtins(self._schedule())  # type: ignore[no-any-return]
 
 
 class Period(Schedule):
@@ -49,7 +45,7 @@ class Period(Schedule):
         self.seconds = float(((weeks * 7 + days) * 24 + hours) * 3600 + minutes * 60 + seconds)
         _checked(check_period, self.seconds)
 
-    def _schedule(self) -> ScheduleSpec:
+    def spec(self) -> ScheduleSpec:
         return PeriodSchedule(seconds=self.seconds)
 
     def __repr__(self) -> str:
@@ -69,7 +65,7 @@ class Cron(Schedule):
         self.cron_string = cron_string
         self.timezone = timezone
 
-    def _schedule(self) -> ScheduleSpec:
+    def spec(self) -> ScheduleSpec:
         return CronSchedule(cron=self.cron_string, timezone=self.timezone)
 
     def __repr__(self) -> str:

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from thaw_core.schedules import ScheduleSpec
 from thaw_core.schema.base import Message, Spec, now
 from thaw_core.schema.images import ImageRef
 
@@ -59,9 +60,8 @@ class FunctionSpec(Spec):
     experimental_options: dict[str, Any] = {}
     # None, or a bare debian_slim: the node's default rootfs.
     image: ImageRef | None = None
-    # ``thaw.Period(...)`` / ``thaw.Cron(...)``'s ``spec()``: {"kind": "period", "seconds": ...}
-    # or {"kind": "cron", "cron": ..., "timezone": ...}.
-    schedule: dict[str, Any] | None = None
+    # When the cron service runs it by itself (thaw.Period / thaw.Cron).
+    schedule: ScheduleSpec | None = None
     secrets: list[str] = []
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 from thaw_core.api import DeployResponse
+from thaw_core.schedules import describe
 from thaw_core.schema import FunctionSpec
 
 from thaw.cli._common import console, escape, expected_errors, fail
@@ -34,12 +35,7 @@ def _extras(spec: FunctionSpec, url: str | None) -> str:
     if spec.enable_memory_snapshot:
         notes.append("snapshot")
     if spec.schedule:
-        s = spec.schedule
-        notes.append(
-            f"cron {s['cron']} {s['timezone']}"
-            if s.get("kind") == "cron"
-            else f"every {s['seconds']:g}s"
-        )
+        notes.append(describe(spec.schedule))
     if url:
         notes.append(url)
     return "; ".join(notes)
