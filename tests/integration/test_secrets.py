@@ -9,12 +9,17 @@ import uuid
 from dataclasses import dataclass, field
 
 import pytest
-from test_gateway import Gateway, gateway, settings  # noqa: F401 - fixtures
+from test_gateway import Gateway, gateway, settings, upload_bundle  # noqa: F401 - fixtures
+from thaw_core import contract
+from thaw_core.bus import Bus
 from thaw_core.db import Database
+from thaw_core.schema import SecretRef, SecretsReply, SecretsRequest, decoder
 from thaw_gateway.secret_store import NAMED, SecretProblem, SecretStore
 from thaw_gateway.secretbox import SecretBox, key_id, new_key
 
 pytestmark = pytest.mark.timeout(120)
+
+_reply = decoder(SecretsReply)
 
 
 @dataclass(frozen=True)
@@ -128,3 +133,51 @@ async def test_rotation_reencrypts_every_secret_under_the_new_key(db: Database) 
     for i, name in enumerate(names):
         assert await after.environment("x", [Ref(name)]) == {"V": str(i)}
     assert await after.environment("some-app", [Ref(names[0], app_scoped=True)]) == {"V": "app"}
+
+
+async def test_a_deploy_naming_a_missing_secret_or_key_fails_naming_it(gateway: Gateway) -> None:  # noqa: F811
+    app, name = unique("app"), unique("creds")
+    sha = await upload_bundle(gateway)
+
+    async def deploy(*refs: dict[str, object]) -> tuple[int, dict[str, object]]:
+        fn = {"name": "f", "module": "app", "qualname": "f", "secrets": list(refs)}
+        return await gateway.call(
+            "POST", f"/v1/apps/{app}/deploy", json={"bundle_sha256": sha, "functions": [fn]}
+        )
+
+    status, body = await deploy({"name": name})
+    assert status == 400 and name in body["error"]["message"]
+    assert "does not exist" in body["error"]["message"]
+    await gateway.call("POST", "/v1/secrets", json={"name": name, "env": {"USER": "u"}})
+    status, body = await deploy({"name": name, "required_keys": ["USER", "PASSWORD"]})
+    assert status == 400 and "PASSWORD" in body["error"]["message"]
+    status, body = await deploy({"name": name, "required_keys": ["USER"]})
+    assert status == 200, body
+
+
+async def test_agents_fetch_the_values_over_the_bus(gateway: Gateway, bus: Bus) -> None:  # noqa: F811
+    app, name = unique("app"), unique("creds")
+    await gateway.call("POST", "/v1/secrets", json={"name": name, "env": {"A": "1", "B": "1"}})
+    await gateway.call("PUT", f"/v1/apps/{app}/secrets/f-0", json={"env": {"B": "2"}})
+    reply = _reply.decode(
+        (
+            await bus.request(
+                contract.SECRETS_FETCH,
+                SecretsRequest(
+                    app=app,
+                    function="f",
+                    secrets=[SecretRef(name=name), SecretRef(name="f-0", app_scoped=True)],
+                ),
+            )
+        ).data
+    )
+    assert reply == SecretsReply(env={"A": "1", "B": "2"})
+    reply = _reply.decode(
+        (
+            await bus.request(
+                contract.SECRETS_FETCH,
+                SecretsRequest(app=app, function="f", secrets=[SecretRef(name=name + "-gone")]),
+            )
+        ).data
+    )
+    assert reply.env == {} and name + "-gone" in reply.error

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "libs/thaw-core/thaw_core/contract.py"
 BUS = ROOT / "libs/thaw-core/thaw_core/bus.py"
 
-_SUBJECT_ROOTS = "invoke|result|cancel|health|agent|logs|event|snapshots|build|builder"
+_SUBJECT_ROOTS = "invoke|result|cancel|health|agent|logs|event|snapshots|build|builder|secrets"
 _STREAM_NAMES = {s.name for s in contract.STREAMS}
 _BLOB_PREFIXES = (
     contract.BUNDLES_PREFIX,

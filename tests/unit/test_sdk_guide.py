@@ -181,7 +181,7 @@ def test_guide_core_pattern_describes_every_function(
         "cron": "0 9 * * *",
         "timezone": "UTC",
     }
-    assert specs["call_api"].secrets == ["my-api-key"]
+    assert [s.name for s in specs["call_api"].secrets] == ["my-api-key"]
     assert (specs["Trainer"].resources.memory_mb, specs["Trainer"].autoscale.min_containers) == (
         32768,
         9,

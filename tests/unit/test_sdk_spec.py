@@ -75,8 +75,10 @@ def test_every_option_lands_in_the_spec() -> None:
         2,
         120.0,
     )
-    assert spec.env == {"MODE": "fast", "TOKEN": "t"}
-    assert spec.secrets == ["my-api-key"]
+    assert spec.env == {"MODE": "fast"}
+    named, local = spec.secrets
+    assert (named.name, named.app_scoped) == ("my-api-key", False)
+    assert local.app_scoped and b'"t"' not in msgspec.json.encode(spec)
     assert spec.experimental_options == {
         "enable_gpu_snapshot": True,
         "volumes": {"/data": "my-data"},
@@ -149,9 +151,9 @@ def test_app_defaults_apply_to_every_function() -> None:
     def overrides() -> None: ...
 
     assert msgspec.to_builtins(spec_of(uses_defaults).image) == base.spec()
-    assert spec_of(uses_defaults).secrets == ["shared"]
+    assert [s.name for s in spec_of(uses_defaults).secrets] == ["shared"]
     assert msgspec.to_builtins(spec_of(overrides).image) == own.spec()
-    assert spec_of(overrides).secrets == ["shared", "own"]
+    assert [s.name for s in spec_of(overrides).secrets] == ["shared", "own"]
     assert spec_of(overrides).experimental_options["volumes"] == {"/models": "models", "/data": "d"}
 
 

@@ -41,6 +41,8 @@ BUILD_RESULT = "thaw.build.result.{build_id}"
 # Not under thaw.build.>: a request there would be captured by the BUILD stream
 # and answered by JetStream's PubAck instead of the builder.
 IMAGE_LOOKUP = "thaw.builder.lookup"
+# Request/reply, agent -> gateway: the values of a container's secrets.
+SECRETS_FETCH = "thaw.secrets.fetch"
 
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 

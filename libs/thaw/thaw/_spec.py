@@ -21,6 +21,7 @@ from thaw.image import Image
 from thaw.retries import Retries, retry_policy
 from thaw.schedule import Schedule
 from thaw.secret import Secret
+from thaw.secret import refs as secret_refs
 from thaw.volume import Volume, volume_mounts
 
 # "A10G", "a10g", "H100:2", "A100-80GB", "any": a model (or "any") and a count.
@@ -123,10 +124,7 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
             case "env":
                 updates["env"] = {**spec.env, **_env(value)}
             case "secrets":
-                names, env = _secrets(value)
-                updates["secrets"] = list(dict.fromkeys([*spec.secrets, *names]))
-                if env:
-                    updates["env"] = {**updates.get("env", spec.env), **env}
+                updates["secrets"] = [*spec.secrets, *secret_refs(value)]
             case "volumes":
                 experimental["volumes"] = {
                     **experimental.get("volumes", {}),
@@ -161,16 +159,6 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
             f"max_containers ({scale.max_containers}) is below min_containers ({scale.min_containers})"
         )
     return spec
-
-
-def _secrets(secrets: Sequence[Secret]) -> tuple[list[str], dict[str, str]]:
-    if isinstance(secrets, Secret) or not all(isinstance(s, Secret) for s in secrets):
-        raise InvalidError(f"secrets takes a list of thaw.Secret, got {secrets!r}")
-    names = [s.name for s in secrets if s.name]
-    env: dict[str, str] = {}
-    for s in secrets:
-        env.update(s.env)
-    return names, env
 
 
 def merge_app_defaults(

@@ -39,6 +39,7 @@ from thaw.bundle import Bundle, build_bundle, import_root
 from thaw.client import current, gateway_error
 from thaw.exception import AlreadyExistsError, Error, InvalidError, from_gateway
 from thaw.image import local_files
+from thaw.secret import store_local_values
 
 # ---------------------------------------------------------------- importing
 
@@ -215,6 +216,7 @@ async def deploy_bundle(name: str, app: App, bundle: Bundle, *, ephemeral: bool)
     if not await client.has_bundle(bundle.sha256):
         await client.put_bundle(bundle.sha256, bundle.data)
     await _upload_files(uploads)
+    specs = await store_local_values(name, specs)
     request = DeployRequest(bundle_sha256=bundle.sha256, functions=specs, ephemeral=ephemeral)
     if _builds_images(specs):
         # A deploy is shown; an ephemeral run only when its output is on.

@@ -42,6 +42,7 @@ from thaw_gateway.errors import (
     too_large,
 )
 from thaw_gateway.images import BuildFailed, resolve_images
+from thaw_gateway.secrets import check_deploy_secrets
 from thaw_gateway.state import Gateway, gateway
 
 log = logging.getLogger("thaw.gateway")
@@ -216,6 +217,7 @@ async def deploy_app(request: web.Request) -> web.StreamResponse:
     app = path_name(request, "app")
     body = await read_body(request, DeployRequest)
     _check_deploy(body)
+    await check_deploy_secrets(gw, app, body.functions)
     if not await gw.blob.exists(bundle_key(body.bundle_sha256)):
         raise bad_request(
             f"bundle {body.bundle_sha256} is not uploaded; PUT /v1/bundles/{body.bundle_sha256}"

@@ -25,6 +25,7 @@ from thaw_gateway.errors import error_middleware
 from thaw_gateway.results import Reject, ResultHub
 from thaw_gateway.routes import mount
 from thaw_gateway.secret_store import open_secrets
+from thaw_gateway.secrets import serve_secrets
 from thaw_gateway.state import GATEWAY, Gateway
 
 
@@ -79,6 +80,8 @@ async def open_gateway(
     # so a deploy between the two is not missed.
     app_events = await catalog.follow(bus)
     await catalog.load_all()
+    secrets = await open_secrets(db, settings.state_dir)
+    secret_fetches = await serve_secrets(bus, secrets)
     gw = Gateway(
         settings=settings,
         bus=bus,
@@ -88,12 +91,12 @@ async def open_gateway(
         catalog=catalog,
         results=results,
         calls=CallLog(db),
-        secrets=await open_secrets(db, settings.state_dir),
+        secrets=secrets,
         stopping=stopping,
         reject=reject,
         health=health,
     )
-    return OpenGateway(gateway=gw, subscriptions=[app_events])
+    return OpenGateway(gateway=gw, subscriptions=[app_events, secret_fetches])
 
 
 def build_app(gw: Gateway) -> web.Application:

@@ -23,6 +23,7 @@ Subjects (``SUBJECTS`` below is the machine-readable list used for proto/):
 - ``thaw.build.log.<build_id>``    build progress and output (BUILD): ``BuildLog``
 - ``thaw.build.result.<build_id>`` build outcome (BUILD): ``BuildResult``
 - ``thaw.builder.lookup``          request/reply: ``ImageLookup`` -> ``ImageLookupReply``
+- ``thaw.secrets.fetch``           request/reply, agent -> gateway: ``SecretsRequest`` -> ``SecretsReply``
 
 Names (apps, functions, nodes) are subject tokens, so they are checked
 against ``NAME_RE`` wherever they enter the system.
@@ -51,6 +52,7 @@ from thaw_core.schema.functions import (
     FunctionSpec,
     Resources,
     RetryPolicy,
+    SecretRef,
 )
 from thaw_core.schema.images import (
     AddLocalDir,
@@ -106,6 +108,7 @@ from thaw_core.schema.reports import (
     HealthReply,
     LogLine,
 )
+from thaw_core.schema.secrets import SecretsReply, SecretsRequest
 from thaw_core.schema.snapshots import (
     SnapshotCreated,
     SnapshotCreateFailed,
@@ -179,6 +182,9 @@ __all__ = [
     "Result",
     "RetryPolicy",
     "RunCommands",
+    "SecretRef",
+    "SecretsReply",
+    "SecretsRequest",
     "SnapshotCreateFailed",
     "SnapshotCreated",
     "SnapshotEvent",

@@ -38,6 +38,19 @@ class Autoscale(Spec):
     scaledown_window_s: float = 60.0
 
 
+class SecretRef(Spec):
+    """One of a function's secrets, by name: never its values. The agent asks
+    the gateway for the values of a container's secrets as it starts or
+    restores it."""
+
+    name: str
+    # A deploy fails unless the secret has each of these keys.
+    required_keys: list[str] = []
+    # Values the app's own deploy stored (Secret.from_dict, from_dotenv,
+    # from_local_environ), under the app's scope; else a named secret.
+    app_scoped: bool = False
+
+
 class FunctionSpec(Spec):
     """One deployed function or class, as the SDK describes it at deploy."""
 
@@ -62,7 +75,8 @@ class FunctionSpec(Spec):
     image: ImageRef | None = None
     # When the cron service runs it by itself (thaw.Period / thaw.Cron).
     schedule: ScheduleSpec | None = None
-    secrets: list[str] = []
+    # Later secrets override earlier ones' keys.
+    secrets: list[SecretRef] = []
 
 
 class AppEvent(Message, tag="app_event"):

@@ -20,6 +20,7 @@ from thaw_core.schema.images import (
 )
 from thaw_core.schema.nodes import CommandReply, NodeHeartbeat, StartContainer, StopContainer
 from thaw_core.schema.reports import ErrorEvent, HealthReply, LogLine
+from thaw_core.schema.secrets import SecretsReply, SecretsRequest
 from thaw_core.schema.snapshots import (
     SnapshotCreated,
     SnapshotCreateFailed,
@@ -52,6 +53,8 @@ WIRE_TYPES: tuple[type[Message], ...] = (
     BuildResult,
     ImageLookup,
     ImageLookupReply,
+    SecretsRequest,
+    SecretsReply,
 )
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
@@ -88,6 +91,10 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
     contract.IMAGE_LOOKUP: (
         "Is an image built, and its manifest (request/reply, to the builder).",
         (ImageLookup, ImageLookupReply),
+    ),
+    contract.SECRETS_FETCH: (
+        "The values of a container's secrets (request/reply, agent -> gateway).",
+        (SecretsRequest, SecretsReply),
     ),
 }
 
