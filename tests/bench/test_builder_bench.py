@@ -3,7 +3,7 @@
 Prints the time of:
 
 - a cold build of the base image (``Image.debian_slim()`` with an empty
-  catalogue: the default rootfs packed, compressed and stored as a layer);
+  catalog: the default rootfs packed, compressed and stored as a layer);
 - a cold build of a small image on that base (pip_install("six"),
   run_commands, env);
 - a fully cached rebuild of that image (median of several), and its ratio
@@ -33,13 +33,13 @@ import pytest
 from thaw_builder.build import Builder
 from thaw_builder.catalog import Catalog
 from thaw_builder.config import BuilderConfig
-from thaw_builder.messages import BuildRequest, ImageSpec
 from thaw_builder.pipconf import PipSettings
 from thaw_core import hosttools, layers
 from thaw_core.blob import LocalBlobStore
 from thaw_core.config import Settings
 from thaw_core.db import Database
 from thaw_core.layers import LayerCache
+from thaw_core.schema import BuildRequest, ImageSpec
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not hosttools.rootfs_ready() or not hosttools.runc_path().exists(),

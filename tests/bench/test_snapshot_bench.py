@@ -7,7 +7,7 @@ the node's local snapshot cache, the restore from the blob store (cache
 dropped first) and the ratio cold / restored, measured in this run.
 
 A real agent in this process on real NATS, S3 (moto) and runc + CRIU, as in
-tests/integration/test_agent_snapshot.py, whose stand-in catalogue it uses.
+tests/integration/test_agent_snapshot.py, whose stand-in catalog it uses.
 torch and the model are not in the container's rootfs: they are installed
 once with ``pip install --target`` into ``THAW_BENCH_SITE``
 (/var/tmp/thaw-bench/site) and mounted into the containers next to the
@@ -44,11 +44,11 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
 import test_agent
 import test_agent_snapshot
 from test_agent import Agent, eventually, put_bundle, result_of, value
-from test_agent_snapshot import Catalogue
+from test_agent_snapshot import Catalog
 
 make_agent = test_agent.make_agent
 blob = test_agent.blob
-catalogue = test_agent_snapshot.catalogue
+catalog = test_agent_snapshot.catalog
 
 pytestmark = pytest.mark.skipif(
     test_agent_snapshot._why_no_criu() is not None, reason=str(test_agent_snapshot._why_no_criu())
@@ -116,7 +116,7 @@ async def run_case(
     agent: Agent,
     bus: Bus,
     blob: BlobStore,
-    cat_for: Callable[[str], Awaitable[Catalogue]],
+    cat_for: Callable[[str], Awaitable[Catalog]],
 ) -> None:
     app = f"bench-{name}-{uuid.uuid4().hex[:6]}"
     cat = await cat_for(app)
@@ -151,20 +151,20 @@ async def test_trivial(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
     blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
 ) -> None:
-    await run_case("trivial", "snap_trivial.py", await make_agent(), bus, blob, catalogue)
+    await run_case("trivial", "snap_trivial.py", await make_agent(), bus, blob, catalog)
 
 
 async def test_torch_100mb_model(
     with_site: None, make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
 ) -> None:  # fmt: skip
-    await run_case("torch-100MB", "snap_torch.py", await make_agent(), bus, blob, catalogue)
+    await run_case("torch-100MB", "snap_torch.py", await make_agent(), bus, blob, catalog)
 
 
 async def test_minilm_embedding_model(
     with_site: None, make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
 ) -> None:  # fmt: skip
-    await run_case("all-MiniLM-L6-v2", "snap_embed.py", await make_agent(), bus, blob, catalogue)
+    await run_case("all-MiniLM-L6-v2", "snap_embed.py", await make_agent(), bus, blob, catalog)

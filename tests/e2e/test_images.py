@@ -1,5 +1,5 @@
 """Images end to end: `thaw deploy` builds a function's image with the real
-builder (runc build steps, layers in S3, catalogue in Postgres), shows each
+builder (runc build steps, layers in S3, catalog in Postgres), shows each
 step, and the node agent runs the function on the image's layers.
 
 The runtime's own packages (six among them, from the test venv) are on every

@@ -1,5 +1,5 @@
 """`thaw snapshot list | rm` through a real gateway, with the snapshots service
-running as a real process beside it. The catalogue is filled the way agents
+running as a real process beside it. The catalog is filled the way agents
 fill it: a lookup that claims, a blob in the platform's S3 store, then
 SnapshotCreated and SnapshotRestored events on the bus."""
 

@@ -1,6 +1,6 @@
 """Memory snapshots end to end, as a user sees them: `thaw deploy` a class
 with ``enable_memory_snapshot=True``, call it, and watch later containers
-start from the snapshot (the container list says ``restored``, the catalogue
+start from the snapshot (the container list says ``restored``, the catalog
 counts restores), keep what ``enter(snap=True)`` built, run
 ``enter(snap=False)`` again and draw fresh random numbers. A corrupted
 snapshot and a node of another kind both start cold, and calls still succeed.

@@ -3,7 +3,7 @@
 Real NATS, a real S3 server, real runc + CRIU. The test plays the snapshots
 service: it answers ``thaw.snapshots.lookup`` itself (a claim, then the
 snapshot the agent reported), so that what is tested is the agent and the
-runtime, whatever the catalogue decides. Everything else is what a user
+runtime, whatever the catalog decides. Everything else is what a user
 would see: results of calls, the container list, the snapshot events, the
 blob in the store.
 """
@@ -123,7 +123,7 @@ def snappy_spec() -> FunctionSpec:
     )
 
 
-class Catalogue:
+class Catalog:
     """Plays the snapshots service for one app: claims once, then offers the
     snapshot the agent reported. Records the events the agents publish."""
 
@@ -136,7 +136,7 @@ class Catalogue:
         self.lookups: list[SnapshotLookup] = []
         self._subs: list[Any] = []
 
-    async def open(self) -> Catalogue:
+    async def open(self) -> Catalog:
         self._subs.append(await self.bus.nc.subscribe("thaw.snapshots.lookup", cb=self._lookup))
         self._subs.append(
             await self.bus.nc.subscribe(f"thaw.event.snapshot.{self.app}", cb=self._event)
@@ -180,11 +180,11 @@ class Catalogue:
 
 
 @pytest.fixture
-async def catalogue(bus: Bus) -> AsyncIterator[Callable[[str], Awaitable[Catalogue]]]:
-    opened: list[Catalogue] = []
+async def catalog(bus: Bus) -> AsyncIterator[Callable[[str], Awaitable[Catalog]]]:
+    opened: list[Catalog] = []
 
-    async def make(app: str) -> Catalogue:
-        c = await Catalogue(bus, app).open()
+    async def make(app: str) -> Catalog:
+        c = await Catalog(bus, app).open()
         opened.append(c)
         return c
 
@@ -207,7 +207,7 @@ async def call_state(bus: Bus, app: str) -> tuple[dict[str, Any], str]:
     return value(result), result.container_id
 
 
-async def snapshot_made(agent: Agent, bus: Bus, blob: BlobStore, cat: Catalogue, sha: str) -> str:
+async def snapshot_made(agent: Agent, bus: Bus, blob: BlobStore, cat: Catalog, sha: str) -> str:
     """The first container claims, snapshots, serves; returns its id."""
     cid = await agent.start(bus, cat.app, sha, snappy_spec())
     await agent.wait_state(cid, "ready", timeout_s=60)
@@ -224,10 +224,10 @@ async def test_snapshot_made_then_restored_with_state_and_fresh_randomness(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
     blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
 ) -> None:
     app = f"snp-{uuid.uuid4().hex[:10]}"
-    cat = await catalogue(app)
+    cat = await catalog(app)
     agent = await make_agent()
     sha = await put_bundle(blob, APP_SOURCE)
 
@@ -277,16 +277,16 @@ async def test_corrupted_snapshot_is_detected_and_the_container_starts_cold(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
     blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
 ) -> None:
     app = f"snc-{uuid.uuid4().hex[:10]}"
-    cat = await catalogue(app)
+    cat = await catalog(app)
     maker = await make_agent()
     sha = await put_bundle(blob, APP_SOURCE)
     first = await snapshot_made(maker, bus, blob, cat, sha)
     info = cat.of(SnapshotCreated)[0].snapshot
     await maker.svc.manager.stop(first, 5)
-    # Someone overwrites the blob: its bytes no longer match the catalogue.
+    # Someone overwrites the blob: its bytes no longer match the catalog.
     await blob.put(info.blob_key, b"not a snapshot at all")
 
     other = await make_agent()  # a node without a local copy: it must fetch
@@ -304,12 +304,12 @@ async def test_incompatible_node_does_not_restore(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
     blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = f"sni-{uuid.uuid4().hex[:10]}"
-    cat = await catalogue(app)
+    cat = await catalog(app)
     maker = await make_agent()
     sha = await put_bundle(blob, APP_SOURCE)
     first = await snapshot_made(maker, bus, blob, cat, sha)
@@ -339,13 +339,13 @@ async def test_gpu_snapshot_falls_back_to_cpu_where_the_node_cannot(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
     blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if gpu_snapshot.unavailable(local_fingerprint().driver) is None:
         pytest.skip("this node takes GPU snapshots: the fallback is not exercised")
     app = f"sng-{uuid.uuid4().hex[:10]}"
-    cat = await catalogue(app)
+    cat = await catalog(app)
     agent = await make_agent()
     tap = await LogTap.open(bus, app, "Snappy")
     sha = await put_bundle(blob, APP_SOURCE)
@@ -371,7 +371,7 @@ async def test_gpu_snapshot_keeps_cuda_memory(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
     blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
 ) -> None:
     why = gpu_snapshot.unavailable(local_fingerprint().driver)
     if why is not None:
@@ -385,12 +385,12 @@ async def test_failed_checkpoint_reported_and_the_container_serves_cold(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
     blob: BlobStore,
-    catalogue: Callable[[str], Awaitable[Catalogue]],
+    catalog: Callable[[str], Awaitable[Catalog]],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     app = f"snf-{uuid.uuid4().hex[:10]}"
-    cat = await catalogue(app)
+    cat = await catalog(app)
     broken = tmp_path / "criu"
     broken.write_text("#!/bin/sh\necho 'criu is broken on this node' >&2\nexit 1\n")
     broken.chmod(0o755)

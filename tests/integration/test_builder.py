@@ -1,5 +1,5 @@
 """The builder service end to end: build requests over NATS, layers in a real
-S3 server, the catalogue in Postgres, steps in runc containers; then a plain
+S3 server, the catalog in Postgres, steps in runc containers; then a plain
 runc container on the built image, its layers pulled into a fresh cache as a
 node agent would.
 
@@ -29,24 +29,20 @@ import asyncpg
 import msgspec
 import pytest
 import zstandard
-from thaw_builder.messages import (
-    LOOKUP_SUBJECT,
-    REQUEST_SUBJECT,
-    BuildLog,
-    BuildOutput,
-    BuildProgress,
-    BuildResult,
-    ImageLookupReply,
-    log_subject,
-    result_subject,
-)
 from thaw_builder.service import BuilderService
-from thaw_core import hosttools, layers
+from thaw_core import contract, hosttools, layers
 from thaw_core.blob import BlobStore, open_blob_store
 from thaw_core.bus import Bus
 from thaw_core.config import Settings
 from thaw_core.layers import ImageManifest, LayerCache
-from thaw_core.schema import ErrorEvent
+from thaw_core.schema import (
+    BuildLog,
+    BuildOutput,
+    BuildProgress,
+    BuildResult,
+    ErrorEvent,
+    ImageLookupReply,
+)
 
 
 def _skip_reason() -> str | None:
@@ -125,8 +121,8 @@ class BuilderEnv:
             await results.put(_result.decode(msg.data))
 
         subs = [
-            await self.bus.nc.subscribe(log_subject(build_id), cb=on_log),
-            await self.bus.nc.subscribe(result_subject(build_id), cb=on_result),
+            await self.bus.nc.subscribe(contract.build_log_subject(build_id), cb=on_log),
+            await self.bus.nc.subscribe(contract.build_result_subject(build_id), cb=on_result),
         ]
         try:
             payload = (
@@ -136,7 +132,7 @@ class BuilderEnv:
                     {"type": "build_request", "build_id": build_id, "image": spec}
                 )
             )
-            await self.bus.publish(REQUEST_SUBJECT, payload)
+            await self.bus.publish(contract.BUILD_REQUEST, payload)
             result = await asyncio.wait_for(results.get(), timeout_s)
             await self.bus.nc.flush()
         finally:
@@ -146,7 +142,9 @@ class BuilderEnv:
 
     async def lookup(self, query: dict[str, Any]) -> ImageLookupReply:
         reply = await self.bus.request(
-            LOOKUP_SUBJECT, msgspec.json.encode({"type": "image_lookup", **query}), timeout_s=10
+            contract.IMAGE_LOOKUP,
+            msgspec.json.encode({"type": "image_lookup", **query}),
+            timeout_s=10,
         )
         return _lookup.decode(reply.data)
 
@@ -308,7 +306,7 @@ async def test_a_failing_step_names_the_step_and_its_exit_code(env: BuilderEnv) 
     assert any(f"about to fail {token}" in line for line in r.log_tail), r.log_tail
     assert not any(line.strip() == "never" for line in r.log_tail)
     assert failed.final_status()[1] == "failed"
-    # Nothing was catalogued: the image is not built, and a retry fails alike.
+    # Nothing was cataloged: the image is not built, and a retry fails alike.
     assert not (await env.lookup({"image": spec})).built
     again = await env.build(spec)
     assert not again.result.ok and again.result.exit_code == 3
@@ -349,7 +347,7 @@ async def test_bad_requests_get_clear_errors_and_lose_nothing(env: BuilderEnv) -
     sub = await env.bus.nc.subscribe("thaw.event.error.builder", cb=on_error)
     try:
         # Not JSON at all: refused; there is nobody to send a result to.
-        await env.bus.publish(REQUEST_SUBJECT, b"{not json")
+        await env.bus.publish(contract.BUILD_REQUEST, b"{not json")
         event = await asyncio.wait_for(errors.get(), 10)
         assert event.code == "malformed" and "not json" in event.payload_preview
 

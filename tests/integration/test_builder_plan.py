@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 import pytest
 import thaw
-from thaw_builder.messages import ImageSpec
 from thaw_builder.pipconf import IN_CONTAINER, PipSettings
 from thaw_builder.plan import PlanError, make_plan
 from thaw_core import layers
+from thaw_core.schema import ImageSpec
 
 SHA = "ab" * 32
 

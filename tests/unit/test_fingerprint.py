@@ -45,7 +45,7 @@ def test_every_recorded_fingerprint_restores_its_own_snapshots() -> None:
 def test_ids_are_pinned_across_runs_and_processes() -> None:
     here = fp("this-machine-amd-epyc-vm")
     # Pinned: a change to the canonical encoding would silently orphan every
-    # snapshot in every catalogue, so it must show up here first.
+    # snapshot in every catalog, so it must show up here first.
     assert fingerprint_id(here) == (
         "09c47a6354d1bcacc436dc6dd4baf26aab16cbdda3e1ba96e18a3bdb749a5539"
     )

@@ -66,7 +66,7 @@ _info_decoder = msgspec.json.Decoder(SnapshotInfo)
 
 
 class SnapshotCorrupted(Exception):
-    """The snapshot's bytes are not those catalogued: never restore them."""
+    """The snapshot's bytes are not those cataloged: never restore them."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ class SnapshotCache:
 
     async def ensure(self, info: SnapshotInfo) -> Path:
         """The unpacked snapshot, fetched and verified first when not here.
-        ``SnapshotCorrupted`` when its bytes are not the catalogued ones."""
+        ``SnapshotCorrupted`` when its bytes are not the cataloged ones."""
         lock = self._locks.setdefault(info.snapshot_id, asyncio.Lock())
         async with lock:
             final = self.path(info.snapshot_id)
@@ -196,7 +196,7 @@ class SnapshotCache:
                     await self.blob.get_to_file(
                         info.blob_key or contract.snapshot_key(info.snapshot_id),
                         archive,
-                        sha256=info.sha256 or None,  # none catalogued: the store's own
+                        sha256=info.sha256 or None,  # none cataloged: the store's own
                     )
                 except BlobIntegrityError as e:
                     raise SnapshotCorrupted(str(e)) from e

@@ -1,8 +1,8 @@
-"""One image build: plan it, reuse every layer the catalogue has, build the
+"""One image build: plan it, reuse every layer the catalog has, build the
 others once (a lock per layer id, shared by every builder), record the image.
 
 A step's layer is built by whoever first takes its lock; a build that needs
-the same layer meanwhile reports ``waiting``, then finds it in the catalogue
+the same layer meanwhile reports ``waiting``, then finds it in the catalog
 (a cache hit). So two deploys of one new image build it once, and two images
 that share their first steps build those once.
 """
@@ -23,11 +23,7 @@ from typing import Protocol
 from thaw_core import hosttools, layers
 from thaw_core.blob import BlobStore
 from thaw_core.layers import ImageManifest, LayerCache, LayerError, LayerRef
-
-from thaw_builder.catalog import Catalog, StoredLayer
-from thaw_builder.config import BuilderConfig
-from thaw_builder.files import FilesError, add_files
-from thaw_builder.messages import (
+from thaw_core.schema import (
     AddLocalDir,
     AddLocalFile,
     AddLocalPythonSource,
@@ -37,6 +33,10 @@ from thaw_builder.messages import (
     ImageLookupReply,
     StepStatus,
 )
+
+from thaw_builder.catalog import Catalog, StoredLayer
+from thaw_builder.config import BuilderConfig
+from thaw_builder.files import FilesError, add_files
 from thaw_builder.pipconf import PipSettings
 from thaw_builder.plan import Plan, PlanError, PlannedStep, make_plan
 from thaw_builder.runner import StepContainer, Stream, run_quietly
@@ -197,7 +197,7 @@ class Builder:
     async def _layer(
         self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter
     ) -> tuple[StoredLayer, bool]:
-        """The step's layer from the catalogue, or built now; True when built here."""
+        """The step's layer from the catalog, or built now; True when built here."""
         stored = await self.catalog.layer(ps.layer_id)
         if stored is None:
             async with self.catalog.layer_lock(ps.layer_id, wait=False) as mine:
@@ -290,7 +290,7 @@ class Builder:
     async def _store(
         self, ps: PlannedStep, tree: Path, scratch: Path, *, adopt: bool = True
     ) -> StoredLayer:
-        """Pack ``tree`` as the step's layer, upload it, catalogue it, and keep
+        """Pack ``tree`` as the step's layer, upload it, catalog it, and keep
         it unpacked in the cache (``adopt``) for the steps built on it."""
         packed = await asyncio.to_thread(
             layers.pack_layer, tree, scratch / "layer.tar.zst", level=self.config.zstd_level

@@ -1,4 +1,4 @@
-"""The image catalogue in Postgres (migration 0003): which layers exist,
+"""The image catalog in Postgres (migration 0003): which layers exist,
 which images are built, and a lock per layer so that a layer is built once
 even when several builds (on any builder replica) need it at the same time.
 """

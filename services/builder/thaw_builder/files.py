@@ -16,8 +16,7 @@ import stat
 from pathlib import Path
 
 from thaw_core.blob import BlobNotFound, BlobStore
-
-from thaw_builder.messages import FileEntry
+from thaw_core.schema import FileEntry
 
 _MAX_SYMLINKS = 40
 

@@ -2,7 +2,7 @@
 building it means, checked before anything runs.
 
 The plan is pure: it reads only the base rootfs's marker (for the base
-layer's id). Whether a layer already exists is the catalogue's business.
+layer's id). Whether a layer already exists is the catalog's business.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from typing import Any, Literal
 
 import msgspec
 from thaw_core import layers
-
-from thaw_builder.messages import (
+from thaw_core.schema import (
     AddLocalDir,
     AddLocalFile,
     AddLocalPythonSource,

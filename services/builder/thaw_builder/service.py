@@ -25,16 +25,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import msgspec
+from thaw_core import contract
 from thaw_core.bus import Bus, Msg
-from thaw_core.schema import NAME_RE
-from thaw_core.service import MAX_PAYLOAD_BYTES, Service, error_code, term
-
-from thaw_builder.build import Builder
-from thaw_builder.catalog import Catalog
-from thaw_builder.config import BuilderConfig
-from thaw_builder.messages import (
-    LOOKUP_SUBJECT,
-    REQUEST_SUBJECT,
+from thaw_core.schema import (
+    NAME_RE,
     BuildOutput,
     BuildProgress,
     BuildRequest,
@@ -43,11 +37,13 @@ from thaw_builder.messages import (
     ImageLookupReply,
     StepStatus,
     encode,
-    log_subject,
-    result_msg_id,
-    result_subject,
-    salvage_build_id,
 )
+from thaw_core.service import MAX_PAYLOAD_BYTES, Service, error_code, term
+
+from thaw_builder.build import Builder
+from thaw_builder.catalog import Catalog
+from thaw_builder.config import BuilderConfig
+from thaw_builder.messages import salvage_build_id
 from thaw_builder.pipconf import PipSettings
 from thaw_builder.plan import PlannedStep
 
@@ -86,7 +82,7 @@ class BuilderService(Service):
         await self.bus.ensure_consumer(
             STREAM,
             DURABLE,
-            filter_subject=REQUEST_SUBJECT,
+            filter_subject=contract.BUILD_REQUEST,
             ack_wait_s=ACK_WAIT_S,
             max_deliver=MAX_DELIVER,
         )
@@ -120,7 +116,7 @@ class BuilderService(Service):
             async with reporter.running():
                 result = await self.builder.build(request, reporter)
         except Exception as e:
-            # The catalogue or blob store failing under us: retried (nak) while
+            # The catalog or blob store failing under us: retried (nak) while
             # deliveries remain, then the requester is told rather than left waiting.
             delivered = _num_delivered(msg)
             if delivered < MAX_DELIVER:
@@ -172,13 +168,17 @@ class BuilderService(Service):
         # msg-id: a request redelivered after its result was stored (the
         # builder died before acking) does not store a second one.
         await self.bus.publish(
-            result_subject(result.build_id), encode(result), msg_id=result_msg_id(result.build_id)
+            contract.build_result_subject(result.build_id),
+            encode(result),
+            msg_id=contract.build_result_msg_id(result.build_id),
         )
 
     # ------------------------------------------------------------ lookups
 
     async def serve_lookups(self) -> None:
-        sub = await self.bus.serve(LOOKUP_SUBJECT, self.on_lookup, queue=LOOKUP_SUBJECT)
+        sub = await self.bus.serve(
+            contract.IMAGE_LOOKUP, self.on_lookup, queue=contract.IMAGE_LOOKUP
+        )
         try:
             await self.stopping.wait()
         finally:
@@ -211,7 +211,7 @@ class BusReporter:
     def __init__(self, bus: Bus, build_id: str) -> None:
         self.bus = bus
         self.build_id = build_id
-        self.subject = log_subject(build_id)
+        self.subject = contract.build_log_subject(build_id)
         self._pending: list[tuple[int, str, str]] = []
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from thaw_builder.messages import (
+from thaw_core.schema import (
     AptInstall,
     PipInstall,
     PipInstallFromRequirements,
     RunCommands,
     UvPipInstall,
 )
+
 from thaw_builder.pipconf import Mount, PipSettings
 from thaw_builder.plan import PlannedStep
 from thaw_builder.runner import BASE_ENV, BUILD_DIR_IN_CONTAINER, Command

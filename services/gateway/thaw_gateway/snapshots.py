@@ -1,4 +1,4 @@
-"""Memory snapshots as the snapshot service catalogued them (the
+"""Memory snapshots as the snapshot service cataloged them (the
 ``snapshots`` table, migration 0004): listing them, and retiring one, which
 the snapshot service's GC then deletes with its blob."""
 

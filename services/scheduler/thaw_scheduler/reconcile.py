@@ -65,7 +65,7 @@ class Reconciler:
     bus: Bus
     clock: Callable[[], float] = time.time
     nodes: dict[str, NodeHeartbeat] = field(default_factory=dict)
-    # Ready snapshots per (app, function, version), refreshed with the catalogue.
+    # Ready snapshots per (app, function, version), refreshed with the catalog.
     snapshots: dict[tuple[str, str, int], list[ReadySnapshot]] = field(default_factory=dict)
     _starts: dict[str, _Start] = field(default_factory=dict)
     _failed_at: dict[tuple[str, str], float] = field(default_factory=dict)

@@ -99,7 +99,7 @@ class SchedulerService(Service):
         return [self.node_events, self.app_events, self.reconcile]
 
     async def app_events(self) -> None:
-        """A deploy or stop re-reads the catalogue at once, so the first call
+        """A deploy or stop re-reads the catalog at once, so the first call
         to a new function does not wait for the periodic refresh."""
 
         async def on_app_event(msg: Msg) -> None:

@@ -1,5 +1,5 @@
-"""The snapshots service's lifecycle: the memory snapshot catalogue
-(``catalogue.py``), served to agents and fed by events.
+"""The snapshots service's lifecycle: the memory snapshot catalog
+(``catalog.py``), served to agents and fed by events.
 
 - ``thaw.snapshots.lookup`` (request/reply, queue group: replicas answer
   once): ``SnapshotLookup`` -> ``SnapshotLookupReply`` with the best ready
@@ -41,7 +41,7 @@ from thaw_core.schema import (
 )
 from thaw_core.service import Service, term
 
-from thaw_snapshots.catalogue import Catalogue, Policy, created_problem, lookup_problem
+from thaw_snapshots.catalog import Catalog, Policy, created_problem, lookup_problem
 
 EVENTS_STREAM = "EVENTS"
 LOOKUP_SUBJECT = "thaw.snapshots.lookup"
@@ -82,7 +82,7 @@ class SnapshotsService(Service):
         super().__init__(settings)
         self.policy = policy or Policy()
         self.gc_interval_s = gc_interval_s if gc_interval_s is not None else gc_interval_from_env()
-        self._catalogue: Catalogue | None = None
+        self._catalog: Catalog | None = None
         self._lookup_sub: Any = None
         self._lookup_decoder = decoder(SnapshotLookup)
         self._event_decoder = decoder(SnapshotEvent)
@@ -92,14 +92,14 @@ class SnapshotsService(Service):
         self.gc_error = ""
 
     @property
-    def catalogue(self) -> Catalogue:
-        if self._catalogue is None:
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
             raise RuntimeError("the snapshots service is not started")
-        return self._catalogue
+        return self._catalog
 
     async def setup(self) -> None:
         assert self.db is not None
-        self._catalogue = Catalogue(self.db, self.policy)
+        self._catalog = Catalog(self.db, self.policy)
         for durable, subject in (
             (self.lifecycle_durable, LIFECYCLE_SUBJECT),
             (self.apps_durable, APPS_SUBJECT),
@@ -133,7 +133,7 @@ class SnapshotsService(Service):
             await self.reject(msg.subject, msg.data, "malformed", problem)
             await self._refuse(msg, "400", problem)
             return
-        reply = await self.catalogue.lookup(req)
+        reply = await self.catalog.lookup(req)
         if msg.reply:
             await msg.respond(encode(reply))
 
@@ -162,11 +162,11 @@ class SnapshotsService(Service):
                     await self.reject(msg.subject, msg.data, "malformed", problem)
                     await term(msg)
                     return
-                await self.catalogue.created(info)
+                await self.catalog.created(info)
             case SnapshotCreateFailed(snapshot_id=sid, error=error):
-                await self.catalogue.drop_claim(sid, error)
+                await self.catalog.drop_claim(sid, error)
             case SnapshotRestored(snapshot_id=sid, ok=ok, node_id=node_id, error=error):
-                if await self.catalogue.restored(sid, ok, node_id, error) is None:
+                if await self.catalog.restored(sid, ok, node_id, error) is None:
                     self.log.info("restore of an unknown snapshot", extra={"snapshot_id": sid})
 
     async def consume_apps(self) -> None:
@@ -177,7 +177,7 @@ class SnapshotsService(Service):
     async def on_app_event(self, msg: Msg) -> None:
         event = await self.decode(msg, self._app_decoder)
         if event is not None:
-            await self.catalogue.app_changed(event)
+            await self.catalog.app_changed(event)
 
     # ------------------------------------------------------------ GC
 
@@ -195,9 +195,9 @@ class SnapshotsService(Service):
     async def gc_once(self) -> int:
         """One round; returns how many snapshots it deleted."""
         assert self.blob is not None
-        await self.catalogue.sweep()
+        await self.catalog.sweep()
         deleted = 0
-        for snapshot_id, blob_key in await self.catalogue.obsolete_rows(GC_BATCH):
+        for snapshot_id, blob_key in await self.catalog.obsolete_rows(GC_BATCH):
             if blob_key:
                 try:
                     await self.blob.delete(blob_key)
@@ -207,7 +207,7 @@ class SnapshotsService(Service):
                         extra={"snapshot_id": snapshot_id, "blob_key": blob_key, "error": repr(e)},
                     )
                     continue
-            if await self.catalogue.forget(snapshot_id, blob_key):
+            if await self.catalog.forget(snapshot_id, blob_key):
                 deleted += 1
         if deleted:
             self.log.info("snapshot GC", extra={"deleted": deleted})

@@ -1,4 +1,4 @@
--- The memory snapshot catalogue (services/snapshots): one row per snapshot
+-- The memory snapshot catalog (services/snapshots): one row per snapshot
 -- of a function version, per fingerprint class (thaw_core.fingerprint).
 --
 -- state: creating -> ready -> suspect (restores kept failing) -> obsolete

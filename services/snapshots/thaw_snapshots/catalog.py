@@ -1,4 +1,4 @@
-"""The snapshot catalogue in Postgres (migration 0004_snapshots): which
+"""The snapshot catalog in Postgres (migration 0004_snapshots): which
 snapshot a node restores, who makes a missing one, and the state changes that
 the agents' lifecycle events and the gateway's app events cause.
 
@@ -227,7 +227,7 @@ def best_for(candidates: list[SnapshotInfo], node: Fingerprint, node_class: str)
     return next((s for s in ordered if compatible(s.fingerprint, node)), None)
 
 
-class Catalogue:
+class Catalog:
     def __init__(self, db: Database, policy: Policy) -> None:
         self.db = db
         self.policy = policy

@@ -35,7 +35,7 @@ from thaw_core.schema import (
     decoder,
     encode,
 )
-from thaw_snapshots.catalogue import Policy
+from thaw_snapshots.catalog import Policy
 from thaw_snapshots.service import LOOKUP_SUBJECT, SnapshotsService
 
 FINGERPRINTS = Path(__file__).parent.parent / "data" / "fingerprints"
@@ -216,7 +216,7 @@ async def test_a_snapshot_ready_between_look_and_claim_is_restored_not_remade(
     turns ready before its insert. It must hand out that snapshot and leave
     no orphan claim that would block the class later."""
     made = await ready_snapshot(svc, agent)
-    real_best = svc.catalogue.best
+    real_best = svc.catalog.best
     looks = 0
 
     async def first_look_misses(*args: Any) -> SnapshotInfo | None:
@@ -224,7 +224,7 @@ async def test_a_snapshot_ready_between_look_and_claim_is_restored_not_remade(
         looks += 1
         return None if looks == 1 else await real_best(*args)
 
-    monkeypatch.setattr(svc.catalogue, "best", first_look_misses)
+    monkeypatch.setattr(svc.catalog, "best", first_look_misses)
     reply = await lookup(agent, HERE)
     assert reply.claim is None and reply.snapshot is not None
     assert reply.snapshot.snapshot_id == made.snapshot_id
