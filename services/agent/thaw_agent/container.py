@@ -27,18 +27,18 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from thaw_core import layers
 from thaw_core.container_protocol import Frame, InitFailed, Output, Shutdown
 from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
 from thaw_core.tasks import Background
 
-from thaw_agent import checkpoint, mounts, oci
+from thaw_agent import checkpoint, oci
 from thaw_agent.channel import RuntimeChannel
 from thaw_agent.conversation import converse
 from thaw_agent.layout import ContainerPaths
@@ -449,12 +449,6 @@ class Container:
         await self._tasks.close(1.0)
         await self.close_channel()
         try:
-            await asyncio.to_thread(remove_container_dir, self.paths.dir)
+            await asyncio.to_thread(layers.remove_tree, self.paths.dir)
         except Exception:
             log.exception("could not clean the container's dir", extra={"container_id": self.id})
-
-
-def remove_container_dir(path: Path) -> None:
-    for point in mounts.mounts_under(path):
-        mounts.unmount(point)
-    shutil.rmtree(path, ignore_errors=True)

@@ -35,7 +35,6 @@ from thaw_core.schema import (
     ImageLookupReply,
 )
 
-from thaw_agent import mounts
 from thaw_agent.layout import ContainerPaths
 
 LOOKUP_TIMEOUT_S = 10.0
@@ -62,9 +61,6 @@ class ContainerRoot:
 
     def mount(self, paths: ContainerPaths) -> None:
         """Mount the overlay at ``paths.rootfs``, changes going to ``paths.upper``."""
-        if not self.image_id:
-            mounts.mount_overlay(self.lowerdirs[0], paths.upper, paths.work, paths.rootfs)
-            return
         layers.overlay_mount(self.lowerdirs, paths.rootfs, upper=paths.upper, work=paths.work)
 
     def spec_for(self, spec: FunctionSpec) -> FunctionSpec:

@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from thaw_core import hosttools
+from thaw_core import hosttools, layers
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.schema import (
@@ -30,7 +30,6 @@ from thaw_agent.container import (
     Container,
     ContainerEvents,
     ContainerStartError,
-    remove_container_dir,
 )
 from thaw_agent.images import NodeImages
 from thaw_agent.layout import NodeLayout
@@ -120,7 +119,7 @@ class ContainerManager:
                 await self.runc.kill(cid, "KILL")
             await self.runc.delete(cid)
         if self.layout.containers.exists():
-            await asyncio.to_thread(remove_container_dir, self.layout.containers)
+            await asyncio.to_thread(layers.remove_tree, self.layout.containers)
         await asyncio.to_thread(self.bundles.sweep)
 
     async def start(self, command: StartContainer) -> Container:
