@@ -24,12 +24,11 @@ from typing import Any
 
 import msgspec
 import nats.errors
-from thaw_core import layers
+from thaw_core import contract, layers
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.layers import ImageManifest, LayerCache
 from thaw_core.schema import (
-    IMAGE_LOOKUP_SUBJECT,
     FunctionSpec,
     ImageLookup,
     ImageLookupReply,
@@ -125,7 +124,7 @@ class NodeImages:
             raise ImageError(f"image {image_id[:12]}: this node cannot look images up (no bus)")
         try:
             msg = await self.bus.request(
-                IMAGE_LOOKUP_SUBJECT, ImageLookup(image_id=image_id), timeout_s=LOOKUP_TIMEOUT_S
+                contract.IMAGE_LOOKUP, ImageLookup(image_id=image_id), timeout_s=LOOKUP_TIMEOUT_S
             )
         except nats.errors.NoRespondersError:
             raise ImageError(

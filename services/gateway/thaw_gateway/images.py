@@ -25,10 +25,9 @@ from typing import Any
 
 import msgspec
 import nats.errors
+from thaw_core import contract
 from thaw_core.api import ImageBuildStarted
 from thaw_core.schema import (
-    BUILD_REQUEST_SUBJECT,
-    IMAGE_LOOKUP_SUBJECT,
     BuildOutput,
     BuildProgress,
     BuildRequest,
@@ -39,8 +38,6 @@ from thaw_core.schema import (
     ImageLookupReply,
     ImageRef,
     ImageSpec,
-    build_log_subject,
-    build_result_subject,
 )
 
 from thaw_gateway.errors import ApiError, bad_request, gateway_timeout
@@ -178,7 +175,7 @@ async def _lookup(gw: Gateway, image: _Image) -> ImageLookupReply:
     while True:
         try:
             msg = await gw.bus.request(
-                IMAGE_LOOKUP_SUBJECT, ImageLookup(image=image.spec), timeout_s=LOOKUP_TIMEOUT_S
+                contract.IMAGE_LOOKUP, ImageLookup(image=image.spec), timeout_s=LOOKUP_TIMEOUT_S
             )
             break
         except nats.errors.NoRespondersError:
@@ -215,12 +212,12 @@ async def _build(gw: Gateway, app: str, image: _Image, build_id: str, emit: Emit
         queue.put_nowait(msg.data)
 
     subs = [
-        await gw.bus.nc.subscribe(build_log_subject(build_id), cb=on_message),
-        await gw.bus.nc.subscribe(build_result_subject(build_id), cb=on_message),
+        await gw.bus.nc.subscribe(contract.build_log_subject(build_id), cb=on_message),
+        await gw.bus.nc.subscribe(contract.build_result_subject(build_id), cb=on_message),
     ]
     try:
         await gw.bus.publish(
-            BUILD_REQUEST_SUBJECT,
+            contract.BUILD_REQUEST,
             BuildRequest(
                 build_id=build_id,
                 image=image.spec,

@@ -124,14 +124,8 @@ from thaw_core.schema.snapshots import (
 invoke_subject = contract.invoke_subject
 result_subject = contract.result_subject
 consumer_name = contract.invoke_consumer_name
-build_log_subject = contract.build_log_subject
-build_result_subject = contract.build_result_subject
-BUILD_REQUEST_SUBJECT = contract.BUILD_REQUEST
-IMAGE_LOOKUP_SUBJECT = contract.IMAGE_LOOKUP
 
 __all__ = [
-    "BUILD_REQUEST_SUBJECT",
-    "IMAGE_LOOKUP_SUBJECT",
     "NAME_RE",
     "SUBJECTS",
     "WIRE_TYPES",
@@ -200,8 +194,6 @@ __all__ = [
     "StopContainer",
     "UvPipInstall",
     "Workdir",
-    "build_log_subject",
-    "build_result_subject",
     "check_name",
     "consumer_name",
     "decoder",
