@@ -6,7 +6,7 @@ wire type and subject, and ``proto/`` is generated from it by ``make proto``:
 add every new wire type to ``WIRE_TYPES``. Everything is re-exported here, so
 callers import from ``thaw_core.schema``.
 
-Subjects (``SUBJECTS`` below is the machine-readable list used for proto/):
+Subjects (``registry.SUBJECTS`` is the machine-readable list used for proto/):
 
 - ``thaw.health.<service>``        request/reply: ``HealthReply``
 - ``thaw.event.node.<node_id>``    node heartbeats: ``NodeHeartbeat``
