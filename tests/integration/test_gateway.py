@@ -11,6 +11,7 @@ import hashlib
 import json
 import pickle
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -872,3 +873,61 @@ async def test_an_ephemeral_run_never_replaces_a_deployed_app(gateway: Gateway) 
         json={"bundle_sha256": sha, "functions": [spec("f")], "ephemeral": True},
     )  # fmt: skip
     assert status == 200, body
+
+
+# ---------------------------------------------------------------- schedules
+
+
+async def test_a_schedule_that_cannot_fire_fails_the_deploy_naming_it(gateway: Gateway) -> None:
+    app = unique("sched")
+    sha = await upload_bundle(gateway)
+    for schedule, named in [
+        ({"kind": "cron", "cron": "61 * * * *"}, "invalid cron expression '61 * * * *'"),
+        ({"kind": "cron", "cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "'Mars/Olympus'"),
+        ({"kind": "period", "seconds": 0.5}, "at least one second"),
+        ({"kind": "hourly"}, "hourly"),
+    ]:
+        status, body = await gateway.call(
+            "POST", f"/v1/apps/{app}/deploy",
+            json={"bundle_sha256": sha, "functions": [spec("tick", schedule=schedule)]},
+        )  # fmt: skip
+        assert status == 400, body
+        assert named in body["error"]["message"]
+    status, body = await gateway.call(
+        "POST", f"/v1/apps/{app}/deploy",
+        json={"bundle_sha256": sha, "functions": [
+            spec("C", kind="class", methods=["m"], schedule={"kind": "period", "seconds": 60})
+        ]},
+    )  # fmt: skip
+    assert status == 400 and "class" in body["error"]["message"], body
+    assert (await gateway.call("GET", f"/v1/apps/{app}"))[0] == 404  # nothing recorded
+
+
+async def test_app_show_lists_schedules_with_next_and_last_fire(gateway: Gateway) -> None:
+    app = unique("sched")
+    cron = {"kind": "cron", "cron": "0 9 * * *", "timezone": "Europe/Paris"}
+    await deploy(
+        gateway, app, spec("tick", schedule={"kind": "period", "seconds": 3600}),
+        spec("daily", schedule=cron), spec("plain"),
+    )  # fmt: skip
+    status, body = await gateway.call("GET", f"/v1/apps/{app}")
+    assert status == 200, body
+    assert body["app"]["name"] == app and body["app"]["state"] == "deployed"
+    shown = {s["function"]: s for s in body["schedules"]}
+    assert set(shown) == {"tick", "daily"}
+    assert shown["tick"]["schedule"] == "every 3600s"
+    assert shown["daily"]["schedule"] == "cron 0 9 * * * (Europe/Paris)"
+    assert 3500 < shown["tick"]["next_fire_at"] - time.time() <= 3600
+    assert shown["tick"]["last_fire_at"] is None and shown["tick"]["last_status"] == ""
+    # A fire the cron service claimed and published, whose run has no result yet.
+    await gateway.db.execute(
+        "INSERT INTO schedule_fires (app, function, version, fire_ms, call_id, claimed_by,"
+        " published_at) VALUES ($1, 'tick', 1, 1000, 'fs-x', 'test', now())", app,
+    )  # fmt: skip
+    shown_again = (await gateway.call("GET", f"/v1/apps/{app}"))[1]["schedules"]
+    shown = {s["function"]: s for s in shown_again}
+    assert (shown["tick"]["last_fire_at"], shown["tick"]["last_call_id"]) == (1.0, "fs-x")
+    assert shown["tick"]["last_status"] == "pending"
+    await gateway.call("POST", f"/v1/apps/{app}/stop")
+    stopped = (await gateway.call("GET", f"/v1/apps/{app}"))[1]
+    assert [s["next_fire_at"] for s in stopped["schedules"]] == [None, None]

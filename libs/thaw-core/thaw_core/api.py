@@ -234,3 +234,26 @@ class SecretInfo(Body):
     keys: list[str]
     created_at: float = 0.0
     updated_at: float = 0.0
+
+
+class ScheduleInfo(Body):
+    """One scheduled function of an app, as ``thaw app show`` lists it."""
+
+    function: str
+    # "every 5s" / "cron 0 9 * * * (Europe/Paris)"
+    schedule: str
+    # When it fires next (None: the app is stopped or ephemeral, so never).
+    next_fire_at: float | None = None
+    # The latest fire and its call (in the call history); "" when none yet.
+    last_fire_at: float | None = None
+    last_call_id: str = ""
+    # The last run's outcome ("success", "failure", ...), "pending" while it
+    # has none yet, "" when it never fired.
+    last_status: str = ""
+
+
+class AppDetail(Body):
+    """``GET /v1/apps/{app}``: the app and its schedules."""
+
+    app: AppInfo
+    schedules: list[ScheduleInfo] = []

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlencode
 
 import msgspec
 from thaw_core.api import (
+    AppDetail,
     AppInfo,
     BatchAccepted,
     BatchRequest,
@@ -259,6 +260,7 @@ _batch_accepted = msgspec.json.Decoder(BatchAccepted)
 _deploy_response = msgspec.json.Decoder(DeployResponse)
 _app_info = msgspec.json.Decoder(AppInfo)
 _app_infos = msgspec.json.Decoder(list[AppInfo])
+_app_detail = msgspec.json.Decoder(AppDetail)
 _function_info = msgspec.json.Decoder(FunctionInfo)
 _containers = msgspec.json.Decoder(ContainersResponse)
 _nodes = msgspec.json.Decoder(list[NodeInfo])
@@ -374,6 +376,11 @@ class Client:
     async def apps(self) -> list[AppInfo]:
         _, data = await self._json("GET", "/v1/apps")
         return self._decode(_app_infos, data, "an app list")
+
+    async def app(self, app: str) -> AppDetail:
+        """One app with its schedules (``thaw app show``)."""
+        _, data = await self._json("GET", f"/v1/apps/{_p(app)}")
+        return self._decode(_app_detail, data, "an app")
 
     async def stop_app(self, app: str) -> AppInfo:
         _, data = await self._json("POST", f"/v1/apps/{_p(app)}/stop")

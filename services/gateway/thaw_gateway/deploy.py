@@ -42,6 +42,7 @@ from thaw_gateway.errors import (
     too_large,
 )
 from thaw_gateway.images import BuildFailed, resolve_images
+from thaw_gateway.schedules import check_schedules
 from thaw_gateway.secrets import check_deploy_secrets
 from thaw_gateway.state import Gateway, gateway
 
@@ -183,6 +184,7 @@ def _check_deploy(body: DeployRequest) -> None:
         if spec.name in seen:
             raise bad_request(f"functions[{i}]: function {spec.name!r} appears twice")
         seen.add(spec.name)
+    check_schedules(body.functions)
 
 
 async def _ensure_consumer(gw: Gateway, app: str, function: str) -> None:

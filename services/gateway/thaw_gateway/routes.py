@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 from thaw_core.api import (
+    AppDetail,
     AppInfo,
     BatchAccepted,
     BatchRequest,
@@ -31,7 +32,7 @@ from thaw_core.api import (
 )
 from thaw_core.schema import CommandReply, HealthReply, LogLine, SnapshotInfo, encode
 
-from thaw_gateway import auth, calls, cluster, deploy, secrets, snapshots
+from thaw_gateway import app_show, auth, calls, cluster, deploy, secrets, snapshots
 from thaw_gateway.errors import json_response
 from thaw_gateway.state import gateway
 
@@ -110,6 +111,9 @@ ROUTES: tuple[Route, ...] = (
           errors=(409, 413, 504)),
     Route("GET", "/v1/apps", deploy.list_apps, "List apps",
           (Answer(200, "the apps", list[AppInfo]),)),
+    Route("GET", "/v1/apps/{app}", app_show.show_app,
+          "An app and its schedules: each scheduled function's next and last fire and last run",
+          (Answer(200, "the app", AppDetail),), errors=(404,)),
     Route("POST", "/v1/apps/{app}/stop", deploy.stop_app,
           "Stop an app: its functions take no more calls",
           (Answer(200, "stopped", AppInfo),), errors=(404,)),

@@ -1,6 +1,8 @@
-"""`thaw app list | stop | logs`."""
+"""`thaw app list | show | stop | logs`."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import click
 from rich.table import Table
@@ -44,6 +46,47 @@ def list_apps(show_all: bool) -> None:
         )
     else:
         console().print(table)
+
+
+@app_group.command("show")
+@click.argument("name")
+@expected_errors
+def show_app(name: str) -> None:
+    """Show an app and its schedules: next and last fire, last run's status."""
+    from thaw._sync import background_loop
+    from thaw.client import current
+
+    detail = background_loop().run(current().app(name))
+    a = detail.app
+    state = "[green]deployed[/green]" if a.state == "deployed" else "[dim]stopped[/dim]"
+    if a.ephemeral:
+        state += " [yellow](ephemeral)[/yellow]"
+    console().print(
+        f"[bold]{escape(a.name)}[/bold] {state}, version {a.version}, "
+        f"{a.containers} container(s); functions: {escape(', '.join(a.functions))}"
+    )
+    if not detail.schedules:
+        console().print("[dim]no scheduled functions[/dim]")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("function", "schedule", "next fire", "last fire", "last run", "last call"):
+        table.add_column(column)
+    for s in detail.schedules:
+        table.add_row(
+            escape(s.function),
+            escape(s.schedule),
+            _at(s.next_fire_at),
+            _at(s.last_fire_at),
+            escape(s.last_status or "-"),
+            escape(s.last_call_id or "-"),
+        )
+    console().print(table)
+
+
+def _at(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 @app_group.command("stop")
