@@ -25,6 +25,8 @@ from thaw_core.schema import SnapshotCreateFailed
 
 from thaw_agent import gpu_snapshot
 from thaw_agent.channel import RuntimeChannel
+from thaw_agent.layout import ContainerPaths
+from thaw_agent.process import process_alive
 from thaw_agent.snapshots import Checkpoint, Snapshots, copy_tree
 
 if TYPE_CHECKING:
@@ -37,19 +39,30 @@ SNAPSHOT_ENV = {contract.ENV_SNAPSHOT: "1"}
 CUDA_SUSPENDED = "thaw-cuda-suspended"
 
 
-def process_alive(pid: int) -> bool:
-    """Running (a zombie whose parent has yet to reap it is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+async def adopt_changes(snapshot_dir: Path, paths: ContainerPaths) -> None:
+    """The snapshot's file-system changes become the container's own."""
+    await asyncio.to_thread(copy_tree, snapshot_dir / "upper", paths.upper)
 
 
-async def resume_cuda(images: Path, pid: int) -> None:
-    """After a restore from ``images``: a GPU snapshot's CUDA state goes back on the GPU."""
+async def restore(c: Container, images: Path, *, stdout_fd: int, stderr_fd: int) -> int:
+    """``runc restore`` the container from ``images`` with the given stdio;
+    a GPU snapshot's CUDA state goes back on the GPU. Returns the pid."""
+    p = c.paths
+    work = p.dir / f"criu-restore-{time.monotonic_ns()}"
+    work.mkdir()
+    pid = await c.host.runc.restore_detached(
+        c.id,
+        bundle=p.oci,
+        image_path=images,
+        work_path=work,
+        pid_file=p.pid_file,
+        log_file=p.runc_log,
+        stdout_fd=stdout_fd,
+        stderr_fd=stderr_fd,
+    )
     if (images / CUDA_SUSPENDED).exists():
         await gpu_snapshot.toggle(pid)
+    return pid
 
 
 def restore_state(c: Container) -> RestoreState:
@@ -68,7 +81,7 @@ async def snapshot(c: Container, claim: Checkpoint) -> RuntimeChannel:
     Whatever fails, the container goes on cold. Returns the channel the
     runtime reconnects to."""
     p = c.paths
-    snapshots = c.snapshots
+    snapshots = c.host.snapshots
     assert snapshots is not None
     snapshot_id = claim.claim.snapshot_id
     # Outside the container's dir: the container may stop while it is packed.
@@ -86,7 +99,7 @@ async def snapshot(c: Container, claim: Checkpoint) -> RuntimeChannel:
             # tells every restore to toggle it back.
             await gpu_snapshot.toggle(old_pid)
             (staging / "images" / CUDA_SUSPENDED).touch()
-        await c.runc.checkpoint(
+        await c.host.runc.checkpoint(
             c.id, image_path=staging / "images", work_path=work, log_file=p.runc_log
         )
         dumped = time.monotonic()
@@ -143,7 +156,7 @@ async def _resume_cold(c: Container, old_pid: int) -> RuntimeChannel:
         c.watch_exit(old_pid)
         return channel
     with contextlib.suppress(Exception):
-        await c.runc.delete(c.id)
+        await c.host.runc.delete(c.id)
     config_path = c.paths.oci / "config.json"
     config = json.loads(config_path.read_text())
     env = config["process"]["env"]

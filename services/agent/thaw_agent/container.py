@@ -29,26 +29,23 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from thaw_core import layers
 from thaw_core.container_protocol import Frame, InitFailed, Output, Shutdown
 from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
 from thaw_core.tasks import Background
 
-from thaw_agent import checkpoint, oci
+from thaw_agent import checkpoint, oci, process
 from thaw_agent.channel import RuntimeChannel
 from thaw_agent.conversation import converse
 from thaw_agent.layout import ContainerPaths
-from thaw_agent.logship import LogSource, Stream, pump
-from thaw_agent.snapshots import Checkpoint, Plan, Restore, copy_tree
+from thaw_agent.logship import LogSource, Stream, pump_fd
+from thaw_agent.snapshots import Checkpoint, Plan, Restore
 
 if TYPE_CHECKING:
     from thaw_agent.manager import ContainerManager
-    from thaw_agent.runc import Runc
-    from thaw_agent.snapshots import Snapshots
 
 log = logging.getLogger("thaw.agent.containers")
 
@@ -92,7 +89,8 @@ class Container:
         self.started_at = time.time()
         self.idle_since = 0.0
         self.pid = 0
-        self._m = manager
+        # What the container runs on: runc, images, snapshots, logs, events.
+        self.host = manager
         self._source = LogSource(self.app, self.function, self.id)
         self.channel: RuntimeChannel | None = None
         # Its stdio pumps and its conversation: they end with the process.
@@ -135,18 +133,6 @@ class Container:
         """We are ending it (stop, kill, failure): its death is expected."""
         return self._ending
 
-    @property
-    def events(self) -> ContainerEvents:
-        return self._m.events
-
-    @property
-    def runc(self) -> Runc:
-        return self._m.runc
-
-    @property
-    def snapshots(self) -> Snapshots | None:
-        return self._m.snapshots
-
     def info(self) -> ContainerInfo:
         return ContainerInfo(
             container_id=self.id,
@@ -163,7 +149,7 @@ class Container:
         )
 
     def system_log(self, text: str) -> None:
-        self._m.shipper.emit(self._source, "system", text)
+        self.host.shipper.emit(self._source, "system", text)
 
     # ------------------------------------------------------------ inputs
 
@@ -195,14 +181,13 @@ class Container:
         """Run the container (or restore it from the unpacked snapshot at
         ``snapshot_dir``); returns once runc started it (not once Ready)."""
         p = self.paths
-        m = self._m
+        m = self.host
         self.plan = plan
         try:
             await asyncio.to_thread(p.make)
             if isinstance(plan, Restore):
                 assert snapshot_dir is not None
-                # The snapshot's file-system changes become this container's own.
-                await asyncio.to_thread(copy_tree, snapshot_dir / "upper", p.upper)
+                await checkpoint.adopt_changes(snapshot_dir, p)
             root = await m.images.root(self.spec)  # the default rootfs, or the image's layers
             await asyncio.to_thread(root.mount, p)
             await self.listen()
@@ -230,18 +215,11 @@ class Container:
                 raise ContainerStartError(str(e)) from e
             raise
         self.watch_exit(self.pid)
-        self._spawn(converse(self), "protocol")
+        self._tasks.spawn(converse(self), f"container:{self.id}:protocol")
         how = "restored from a memory snapshot" if images is not None else "started"
         self.system_log(f"container {self.id} {how} (pid {self.pid})")
-        log.info(
-            "container started",
-            extra={
-                "container_id": self.id,
-                "app": self.app,
-                "function": self.function,
-                "pid": self.pid,
-            },
-        )
+        where = {"container_id": self.id, "app": self.app, "function": self.function}
+        log.info("container started", extra={**where, "pid": self.pid})
 
     async def listen(self) -> RuntimeChannel:
         """A fresh socket for the runtime to connect to (again, after a checkpoint)."""
@@ -261,10 +239,10 @@ class Container:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         try:
-            self._spawn(self._pump(out_r, "stdout"), "stdout")
-            self._spawn(self._pump(err_r, "stderr"), "stderr")
+            self._tasks.spawn(self._pump(out_r, "stdout"), f"container:{self.id}:stdout")
+            self._tasks.spawn(self._pump(err_r, "stderr"), f"container:{self.id}:stderr")
             if images is None:
-                return await self.runc.run_detached(
+                return await self.host.runc.run_detached(
                     self.id,
                     bundle=p.oci,
                     pid_file=p.pid_file,
@@ -272,66 +250,32 @@ class Container:
                     stdout_fd=out_w,
                     stderr_fd=err_w,
                 )
-            work = p.dir / f"criu-restore-{time.monotonic_ns()}"
-            work.mkdir()
-            pid = await self.runc.restore_detached(
-                self.id,
-                bundle=p.oci,
-                image_path=images,
-                work_path=work,
-                pid_file=p.pid_file,
-                log_file=p.runc_log,
-                stdout_fd=out_w,
-                stderr_fd=err_w,
-            )
-            await checkpoint.resume_cuda(images, pid)
-            return pid
+            return await checkpoint.restore(self, images, stdout_fd=out_w, stderr_fd=err_w)
         finally:
             # The container holds its own copies now; ours would keep the pipes open.
             os.close(out_w)
             os.close(err_w)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        self._tasks.spawn(coro, f"container:{self.id}:{name}")
-
     async def _pump(self, fd: int, stream: Stream) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 20)
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
-        )
-        shipper = self._m.shipper
+        shipper = self.host.shipper
 
         def on_line(line: str) -> None:
             if stream == "stderr":
                 self._stderr_tail.append(line)
             shipper.emit(self._source, stream, line)
 
-        try:
-            await pump(reader, on_line)
-        finally:
-            transport.close()
+        await pump_fd(fd, on_line)
 
     def watch_exit(self, pid: int) -> None:
-        """Set ``_exited`` when the container's init process ends (pidfd: it is
-        not our child, so there is no SIGCHLD or waitpid for it). Only the
+        """Set ``_exited`` when the container's init process ends. Only the
         current process counts: a checkpointed one's end is expected."""
-        loop = asyncio.get_running_loop()
         self._exited.clear()
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            if pid == self.pid:
-                self._on_exit()
-            return
 
-        def readable() -> None:
-            loop.remove_reader(pidfd)
-            os.close(pidfd)
+        def ended() -> None:
             if pid == self.pid:
                 self._on_exit()
 
-        loop.add_reader(pidfd, readable)
+        process.on_exit(pid, ended)
 
     def _on_exit(self) -> None:
         self._exited.set()
@@ -355,7 +299,7 @@ class Container:
         self.idle_since = time.time()
         self._settled.set()
         log.info("container ready", extra={"container_id": self.id, "max_inputs": max_inputs})
-        self._m.events.container_ready(self)
+        self.host.events.container_ready(self)
 
     def check_not_ending(self) -> None:
         """Stopped while it was being snapshotted: bring nothing back."""
@@ -379,7 +323,7 @@ class Container:
         log.warning("container failed", extra={"container_id": self.id, "error": error})
         self.system_log(f"container {self.id} failed: {error}")
         if self.init_failure is not None and not self.fallback_on_failure:
-            self._m.events.container_init_failed(self, self.init_failure)
+            self.host.events.container_init_failed(self, self.init_failure)
         self._report_gone()
         self._teardown_task = asyncio.create_task(
             self._teardown(), name=f"container:{self.id}:teardown"
@@ -388,7 +332,7 @@ class Container:
     def _report_gone(self) -> None:
         if not self._gone_reported:
             self._gone_reported = True
-            self._m.events.container_gone(self)
+            self.host.events.container_gone(self)
 
     async def stop(self, grace_s: float, reason: str = "") -> None:
         """Drain (no new inputs; wait for running ones), Shutdown, then kill.
@@ -433,7 +377,7 @@ class Container:
 
     async def _teardown(self, term_grace_s: float = TERM_GRACE_S) -> None:
         """Kill what is left, delete the runc container, unmount, remove the dir."""
-        runc = self.runc
+        runc = self.host.runc
         try:
             if self.alive:
                 if term_grace_s > 0:

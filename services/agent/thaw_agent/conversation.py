@@ -66,7 +66,7 @@ async def converse(c: Container) -> None:
             frame = await channel.read()
             match frame:
                 case Output():
-                    c.events.container_output(c, frame)
+                    c.host.events.container_output(c, frame)
                 case None:
                     if not c.ending:
                         raise ConnectionError("the runtime closed its connection")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -132,6 +133,19 @@ class LogShipper:
             self._bus.publish(contract.logs_subject(line.app, line.function), line),
             PUBLISH_TIMEOUT_S,
         )
+
+
+async def pump_fd(fd: int, on_line: Callable[[str], None]) -> None:
+    """``pump`` the pipe read end ``fd`` (closed when it ends)."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
+    )
+    try:
+        await pump(reader, on_line)
+    finally:
+        transport.close()
 
 
 async def pump(

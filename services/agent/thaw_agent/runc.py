@@ -59,10 +59,7 @@ class Runc:
         rc, _, _ = await _exec(argv, stdout=stdout_fd, stderr=stderr_fd, timeout_s=timeout_s)
         if rc != 0:
             raise RuncError(f"runc run failed ({rc}): {last_error(log_file) or 'no message'}")
-        try:
-            return int(pid_file.read_text().strip())
-        except (OSError, ValueError) as e:
-            raise RuncError(f"runc run left no usable pid file: {e}") from None
+        return _read_pid(pid_file, "run")
 
     async def checkpoint(
         self, container_id: str, *, image_path: Path, work_path: Path, log_file: Path,
@@ -106,10 +103,7 @@ class Runc:
             raise RuncError(
                 f"runc restore failed ({rc}): {why}{criu_tail(work_path, 'restore.log')}"
             )
-        try:
-            return int(pid_file.read_text().strip())
-        except (OSError, ValueError) as e:
-            raise RuncError(f"runc restore left no usable pid file: {e}") from None
+        return _read_pid(pid_file, "restore")
 
     async def kill(self, container_id: str, signal: str = "TERM") -> bool:
         """Signal the container's processes; False when it no longer runs."""
@@ -192,3 +186,10 @@ async def _exec(
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def _read_pid(pid_file: Path, command: str) -> int:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError) as e:
+        raise RuncError(f"runc {command} left no usable pid file: {e}") from None
