@@ -446,3 +446,28 @@ async def test_pip_uses_a_private_wheel_dir_and_steps_run_in_the_workdir(env: Bu
         ["/usr/bin/python3", "-c", f"import {name}; print({name}.VALUE, open('where').read())"],
     )
     assert out.split() == ["private", "/srv/app"]
+
+
+async def test_run_commands_pip_uses_the_machines_settings_and_leaves_them_out(
+    env: BuilderEnv,
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    built = await env.build(
+        image({"op": "run_commands", "commands": [f"pip install six # {token}"]})
+    )
+    assert built.result.ok, "\n".join([built.result.error, *built.result.log_tail])
+    manifest = built.result.manifest
+    assert manifest is not None
+    names = await env.layer_names(manifest.layers[-1].digest)
+    assert any(n.endswith(("site-packages/six.py", "dist-packages/six.py")) for n in names), names
+    leaked = [
+        n
+        for n in names
+        if n.startswith((".thaw-build", "root/.cache", "root/.config", "etc/pip.conf", "tmp/"))
+        or n.endswith((".crt", ".pem", "pip.conf"))
+    ]
+    assert not leaked, leaked
+    out = await env.run_in_image(
+        manifest, ["/usr/bin/python3", "-c", "import six; print(six.__file__)"]
+    )
+    assert out.startswith("/usr/local/lib/python3"), out

@@ -180,9 +180,22 @@ def test_local_pip_sources_are_mounted_into_the_container(tmp_path: Path) -> Non
     assert env["PIP_CERT"] == where[tmp_path / "ca.pem"]
     assert env["PIP_TIMEOUT"] == "30" and env["PIP_PRE"] == "1"
     assert all(m.destination.startswith(IN_CONTAINER + "/") for m in mounts)
+    # uv gets the same settings under its own names.
+    assert env["UV_EXTRA_INDEX_URL"] == env["PIP_EXTRA_INDEX_URL"]
+    assert env["UV_FIND_LINKS"] == env["PIP_FIND_LINKS"]
+    # The CA bundle reaches every tool, not only pip.
+    assert env["SSL_CERT_FILE"] == env["REQUESTS_CA_BUNDLE"] == env["PIP_CERT"]
     assert PipSettings().with_step(index_url="https://own.example/simple").container()[0] == {
-        "PIP_INDEX_URL": "https://own.example/simple"
+        "PIP_INDEX_URL": "https://own.example/simple",
+        "UV_INDEX_URL": "https://own.example/simple",
     }
+
+
+def test_the_machines_ca_bundle_is_mounted_when_pip_names_none(tmp_path: Path) -> None:
+    (tmp_path / "ca.pem").write_text("cert")
+    env, mounts = PipSettings(ca_bundle=str(tmp_path / "ca.pem")).container()
+    assert [m.source for m in mounts] == [tmp_path / "ca.pem"]
+    assert env["SSL_CERT_FILE"] == env["PIP_CERT"] == mounts[0].destination
 
 
 def test_the_machines_pip_environment_is_picked_up() -> None:

@@ -15,6 +15,7 @@ import posixpath
 import stat
 from pathlib import Path
 
+from thaw_core import contract
 from thaw_core.blob import BlobNotFound, BlobStore
 from thaw_core.schema import FileEntry
 
@@ -23,10 +24,6 @@ _MAX_SYMLINKS = 40
 
 class FilesError(Exception):
     pass
-
-
-def files_blob_key(sha256: str) -> str:
-    return f"files/{sha256}"
 
 
 async def add_files(root: Path, files: list[FileEntry], blob: BlobStore) -> None:
@@ -40,10 +37,10 @@ async def add_files(root: Path, files: list[FileEntry], blob: BlobStore) -> None
         elif target.is_dir():
             raise FilesError(f"{f.dest} is a directory in the image")
         try:
-            await blob.get_to_file(files_blob_key(f.sha256), target, sha256=f.sha256)
+            await blob.get_to_file(contract.file_key(f.sha256), target, sha256=f.sha256)
         except BlobNotFound:
             raise FilesError(
-                f"{f.dest}: its content (blob {files_blob_key(f.sha256)}) was not uploaded"
+                f"{f.dest}: its content (blob {contract.file_key(f.sha256)}) was not uploaded"
             ) from None
         os.chown(target, 0, 0, follow_symlinks=False)
         os.chmod(target, f.mode)

@@ -5,7 +5,14 @@ A team with a private mirror configures pip once on its builder machines
 mirror too. ``PipSettings.from_host()`` reads what ``pip config list`` reports
 (config files and ``PIP_*`` variables, environment first), keeps the options
 that decide where packages come from, and ``container()`` turns them into
-``PIP_*`` variables for the build container. Local paths (``find-links``
+``PIP_*`` variables (and uv's ``UV_*`` twins) for the build container: every
+step that may run pip or uv gets them, ``run_commands`` as much as
+``pip_install``. The machine's CA bundle (pip's ``cert``, else
+``SSL_CERT_FILE`` and its kin) is handed to the container the same way, as
+``PIP_CERT``, ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE`` and
+``CURL_CA_BUNDLE``, so a mirror or proxy with a private CA works for any
+tool. Nothing of this is written into the image: it is variables and
+read-only bind mounts, gone when the step ends. Local paths (``find-links``
 dirs, ``file://`` indexes, the ``cert`` bundle) do not exist inside the
 container, so they are bind-mounted read-only under ``/.thaw-build/pip`` and
 the variables point there. A local index is mounted with its parent dir,
@@ -54,6 +61,16 @@ _SCALAR_OPTIONS = (
 )
 # Later sections win, as in pip for `pip install`.
 _SECTIONS = ("global", "install", ":env:")
+# Where the machine's CA bundle may be named when pip's config does not name one.
+_CA_VARIABLES = ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+# uv reads the same settings under its own names.
+_UV_TWINS = {
+    "PIP_INDEX_URL": "UV_INDEX_URL",
+    "PIP_EXTRA_INDEX_URL": "UV_EXTRA_INDEX_URL",
+    "PIP_FIND_LINKS": "UV_FIND_LINKS",
+    "PIP_TRUSTED_HOST": "UV_INSECURE_HOST",
+    "PIP_PRE": "UV_PRERELEASE",
+}
 _LINE = re.compile(r"^(?P<section>[^.]+)\.(?P<key>[a-z0-9-]+)=(?P<value>.*)$")
 
 
@@ -71,13 +88,17 @@ class PipSettings:
     trusted_hosts: tuple[str, ...] = ()
     # Other options, pip's names ("default-timeout": "180").
     options: Mapping[str, str] = field(default_factory=dict)
+    # The machine's CA bundle when pip's own ``cert`` option names none.
+    ca_bundle: str | None = None
 
     @classmethod
     def from_host(cls, env: Mapping[str, str] | None = None) -> PipSettings:
         """What ``pip config list`` says on this machine (an empty setting when
         no pip can be run: the build containers then use pip's defaults)."""
-        output = _pip_config_list(dict(os.environ if env is None else env))
-        return cls.parse(output)
+        environ = dict(os.environ if env is None else env)
+        settings = cls.parse(_pip_config_list(environ))
+        bundle = next((environ[v] for v in _CA_VARIABLES if environ.get(v)), None)
+        return replace(settings, ca_bundle=bundle)
 
     @classmethod
     def parse(cls, config_list: str) -> PipSettings:
@@ -124,7 +145,7 @@ class PipSettings:
         )
 
     def container(self) -> tuple[dict[str, str], list[Mount]]:
-        """``PIP_*`` variables and the read-only bind mounts they need."""
+        """``PIP_*``/``UV_*``/CA variables and the read-only bind mounts they need."""
         mounts: list[Mount] = []
 
         def local(path: Path) -> str | None:
@@ -172,6 +193,13 @@ class PipSettings:
                     continue
                 value = dest
             env["PIP_" + key.upper().replace("-", "_")] = value
+        if "PIP_CERT" not in env and self.ca_bundle and (dest := local(Path(self.ca_bundle))):
+            env["PIP_CERT"] = dest
+        if "PIP_CERT" in env:
+            env.update(dict.fromkeys(_CA_VARIABLES, env["PIP_CERT"]))
+        for pip_name, uv_name in _UV_TWINS.items():
+            if pip_name in env:
+                env[uv_name] = "allow" if uv_name == "UV_PRERELEASE" else env[pip_name]
         return env, mounts
 
 
