@@ -24,7 +24,7 @@ import pytest
 import test_agent
 from test_agent import Agent, LogTap, eventually, put_bundle, result_of, value
 from thaw_agent import gpu_snapshot
-from thaw_agent.snapshots import SnapshotCache
+from thaw_agent.snapshots import INFO_FILE, SnapshotCache
 
 # test_agent's fixtures: real agents in this process, the S3 blob store.
 make_agent = test_agent.make_agent
@@ -366,21 +366,6 @@ async def _true(value: object) -> bool:
     return bool(value)
 
 
-@pytest.mark.gpu
-async def test_gpu_snapshot_keeps_cuda_memory(
-    make_agent: Callable[..., Awaitable[Agent]],
-    bus: Bus,
-    blob: BlobStore,
-    catalog: Callable[[str], Awaitable[Catalog]],
-) -> None:
-    why = gpu_snapshot.unavailable(local_fingerprint().driver)
-    if why is not None:
-        pytest.skip(f"GPU snapshots not available here: {why}")
-    # Containers get no GPU devices yet (the agent's OCI config has none), so
-    # there is nothing a container could hold on a GPU to snapshot.
-    pytest.skip("containers are not given GPU devices yet")
-
-
 async def test_failed_checkpoint_reported_and_the_container_serves_cold(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
@@ -422,6 +407,8 @@ async def test_local_cache_keeps_the_most_recently_used_within_its_limit(
     cache = SnapshotCache(blob, tmp_path / "cache", limit_bytes=25_000)
     fp = local_fingerprint()
     infos = []
+    # Last uses in the past, one second apart: a use now is the most recent.
+    past = time.time() - 100
     for n in range(3):
         made = cache.staging(f"snap-{n}")
         (made / "images").mkdir(parents=True)
@@ -433,9 +420,9 @@ async def test_local_cache_keeps_the_most_recently_used_within_its_limit(
         )  # fmt: skip
         infos.append(info)
         await cache.add(made, info)
-        await asyncio.sleep(0.01)  # distinct modification times
+        if n < 2:
+            os.utime(cache.path(info.snapshot_id) / INFO_FILE, (past + n, past + n))
         if n == 1:
             await cache.ensure(infos[0])  # used again: now the most recent
-            await asyncio.sleep(0.01)
     # Three of 10 kB do not fit in 25 kB: the least recently used goes.
     assert cache.ids() == ["snap-0", "snap-2"]
