@@ -36,9 +36,12 @@ Lifecycle:
   ``teardown()`` and closes the connections. It is idempotent and safe to call
   from a signal handler, from ``__aexit__`` and concurrently.
 
+A loop that only answers requests is ``serve_until_stopping(subject, handler)``.
+
 Refusing a message: :meth:`Service.reject` is the one way (structured log line +
 ``ErrorEvent`` on ``thaw.event.error.<service>``); :meth:`Service.decode` decodes
-a bus message and rejects-and-terminates it when it is malformed.
+a bus message and rejects-and-terminates it when it is malformed (both in
+``thaw_core.refusal``). Health replies are assembled by ``thaw_core.health``.
 """
 
 from __future__ import annotations
@@ -56,23 +59,29 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
 
+from thaw_core import refusal
 from thaw_core.blob import BlobStore, open_blob_store
-from thaw_core.bus import Bus
+from thaw_core.bus import Bus, Handler
 from thaw_core.config import Settings
+from thaw_core.contract import health_subject
 from thaw_core.db import Database
+from thaw_core.health import assess
 from thaw_core.logs import setup_logging
-from thaw_core.schema import ErrorEvent, HealthReply, encode
+from thaw_core.refusal import MAX_PAYLOAD_BYTES, error_code, term
+from thaw_core.schema import HealthReply, encode
 from thaw_core.telemetry import setup_telemetry, shutdown_telemetry
 
-T = TypeVar("T")
+# Services import these from here; their home is ``thaw_core.refusal``.
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "Service",
+    "ServiceCrashed",
+    "error_code",
+    "main",
+    "term",
+]
 
-_ERROR_CODES = ("malformed", "unknown", "too_large", "internal")
-# Payloads above this are refused by ``decode`` without being parsed.
-MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
-# How long one dependency check of a health probe may take.
-HEALTH_CHECK_TIMEOUT_S = 1.5
-# How long ``reject`` waits for JetStream to store an ErrorEvent.
-REJECT_PUBLISH_TIMEOUT_S = 3.0
+T = TypeVar("T")
 
 
 class ServiceCrashed(RuntimeError):
@@ -159,7 +168,7 @@ class Service:
             if self.uses_blob:
                 self.blob = open_blob_store(s.blob_url)
             await self.setup()
-            subject = f"thaw.health.{self.name}"
+            subject = health_subject(self.name)
             self._health_sub = await self._bus.serve(subject, self._on_health, queue=subject)
         except BaseException:
             await self._close_connections()
@@ -266,41 +275,35 @@ class Service:
         self.db = None
         # The bus object is kept (closed) so that late callers get an error, not None.
 
+    async def serve_until_stopping(
+        self, subject: str, handler: Handler, *, queue: str = ""
+    ) -> None:
+        """A loop: answer ``subject`` with ``handler`` until the service stops."""
+        sub = await self.bus.serve(subject, handler, queue=queue)
+        try:
+            await self.stopping.wait()
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
     # ------------------------------------------------------------ health
 
     async def health(self) -> HealthReply:
         """This process's health: one check per dependency, run concurrently."""
-        checks: dict[str, str] = {}
-        bus = self._bus
-        checks["nats"] = "ok" if bus is not None and bus.connected else "not connected"
-        names: list[str] = []
-        probes: list[Awaitable[str]] = []
+        probes: dict[str, Awaitable[Any] | None] = {}
         if self.uses_db:
-            names.append("postgres")
-            probes.append(_check(self.db.ping() if self.db else None))
+            probes["postgres"] = self.db.ping() if self.db else None
         if self.uses_blob:
-            names.append("blob")
-            probes.append(_check(self.blob.ping() if self.blob else None))
-        extra, *results = await asyncio.gather(self._extra_checks(), *probes)
-        checks.update(zip(names, results, strict=True))
-        checks.update(extra)
-        status = "ok" if all(v == "ok" for v in checks.values()) else "degraded"
-        if self.stopping.is_set():
-            status, checks["service"] = "degraded", "stopping"
-        return HealthReply(
+            probes["blob"] = self.blob.ping() if self.blob else None
+        return await assess(
             service=self.name,
-            status=status,
-            checks=checks,
-            pid=os.getpid(),
-            started_at=self.started_at,
             instance=self.instance,
+            started_at=self.started_at,
+            nats_connected=self._bus is not None and self._bus.connected,
+            probes=probes,
+            extra=self.checks,
+            stopping=self.stopping.is_set(),
         )
-
-    async def _extra_checks(self) -> dict[str, str]:
-        try:
-            return await asyncio.wait_for(self.checks(), HEALTH_CHECK_TIMEOUT_S)
-        except Exception as exc:  # noqa: BLE001 - a failing check is reported, not raised
-            return {"service": _err_text(exc)}
 
     async def _on_health(self, msg: Any) -> None:
         reply = await self.health()
@@ -310,106 +313,20 @@ class Service:
     # ------------------------------------------------------------ refusing messages
 
     async def reject(self, subject: str, payload: bytes, code: str, error: str) -> None:
-        """Refuse a malformed or unknown message: log it and publish an ErrorEvent.
-
-        Never raises: a refusal must not take the service down.
-        """
-        try:
-            if code not in _ERROR_CODES:
-                error, code = f"[{code}] {error}", "internal"
-            preview = bytes(payload[:256]).decode("utf-8", "replace")
-            self.log.warning(
-                "rejected message",
-                extra={
-                    "subject": subject,
-                    "code": code,
-                    "error": error,
-                    "payload_preview": preview,
-                },
-            )
-            event = ErrorEvent(
-                service=self.name,
-                subject=subject,
-                code=code,  # type: ignore[arg-type]
-                error=error[:2000],
-                payload_preview=preview,
-            )
-            await asyncio.wait_for(
-                self.bus.publish(f"thaw.event.error.{self.name}", event),
-                timeout=REJECT_PUBLISH_TIMEOUT_S,
-            )
-        except BaseException as exc:
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            with contextlib.suppress(Exception):
-                self.log.error(
-                    "could not publish ErrorEvent",
-                    extra={"subject": subject, "error": _err_text(exc)},
-                )
+        """Refuse a malformed or unknown message: log it and publish an ErrorEvent
+        (``thaw_core.refusal.reject``). Never raises."""
+        await refusal.reject(self.bus, self.name, self.log, subject, payload, code, error)
 
     async def decode(self, msg: Any, decoder: msgspec.json.Decoder[T]) -> T | None:
         """Decode a bus message; on failure ``reject()`` it, terminate it (a JetStream
         message is never redelivered) and return None."""
-        data: bytes = msg.data
-        if len(data) > MAX_PAYLOAD_BYTES:
-            await self.reject(msg.subject, data, "too_large", f"{len(data)} bytes")
-            await term(msg)
-            return None
-        try:
-            return decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            what = (
-                "does not match the schema"
-                if isinstance(exc, msgspec.ValidationError)
-                else ("is not valid JSON")
-            )
-            await self.reject(msg.subject, data, error_code(exc), f"message {what}: {exc}")
-            await term(msg)
-            return None
-
-
-def error_code(exc: msgspec.DecodeError) -> str:
-    """Return "unknown" for a type tag nobody knows, "malformed" for anything else."""
-    text = str(exc)
-    if isinstance(exc, msgspec.ValidationError) and "Invalid value" in text and "`$.type`" in text:
-        return "unknown"
-    return "malformed"
-
-
-async def term(msg: Any) -> None:
-    """Terminate a JetStream message (no redelivery); a no-op for core messages."""
-    reply = getattr(msg, "reply", None) or ""
-    # Only a JetStream delivery is terminated: the reply subject of a core
-    # request is the requester's inbox, which must not receive "+TERM".
-    if getattr(msg, "is_acked", False) or not reply.startswith("$JS.ACK."):
-        return
-    with contextlib.suppress(Exception):  # core NATS message, or already acked
-        await msg.term()
-
-
-async def _check(aw: Awaitable[Any] | None) -> str:
-    if aw is None:
-        return "not connected"
-    try:
-        result = await asyncio.wait_for(aw, HEALTH_CHECK_TIMEOUT_S)
-    except TimeoutError:
-        return f"timed out after {HEALTH_CHECK_TIMEOUT_S:g}s"
-    except Exception as exc:  # noqa: BLE001 - a failing check is reported, not raised
-        return _err_text(exc)
-    if result is False:
-        return "ping failed"
-    return "ok"
+        return await refusal.decode(msg, decoder, self.reject)
 
 
 async def _maybe_await(x: Any) -> Any:
     if asyncio.iscoroutine(x) or isinstance(x, asyncio.Future):
         return await x
     return x
-
-
-def _err_text(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _fn_name(fn: Callable[..., Any]) -> str:

@@ -10,6 +10,8 @@ Loops:
   redelivered (and the rebuild reuses every layer already made).
 - ``serve_lookups``: ``ImageLookup`` -> ``ImageLookupReply`` on
   ``thaw.builder.lookup`` (is this image built, and its manifest).
+- ``flush_build_logs``: publishes the running builds' buffered output
+  (``reporter.py``).
 
 A request that does not decode is refused (``reject``: an ErrorEvent); when
 its build id can still be read, a failed ``BuildResult`` tells the requester
@@ -19,23 +21,18 @@ why, so nobody waits for a result that will never come.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 from thaw_core import contract
-from thaw_core.bus import Bus, Msg
+from thaw_core.bus import Msg
 from thaw_core.schema import (
     NAME_RE,
-    BuildOutput,
-    BuildProgress,
     BuildRequest,
     BuildResult,
     ImageLookup,
     ImageLookupReply,
-    StepStatus,
     encode,
 )
 from thaw_core.service import MAX_PAYLOAD_BYTES, Service, error_code, term
@@ -45,18 +42,15 @@ from thaw_builder.catalog import Catalog
 from thaw_builder.config import BuilderConfig
 from thaw_builder.messages import salvage_build_id
 from thaw_builder.pipconf import PipSettings
-from thaw_builder.plan import PlannedStep
+from thaw_builder.reporter import BuildLogs
 
-STREAM = "BUILD"
+STREAM = contract.BUILD_STREAM.name
 DURABLE = "builder"
 # A build may take long: tell JetStream it is alive well within ack_wait.
 ACK_WAIT_S = 60.0
 IN_PROGRESS_EVERY_S = 15.0
 # A request whose handling kills the builder process this often is given up.
 MAX_DELIVER = 5
-# Output is published in batches: at most this often, or this many lines.
-OUTPUT_FLUSH_S = 0.25
-OUTPUT_BATCH_LINES = 200
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +73,7 @@ class BuilderService(Service):
         await self.builder.recover()
         self._requests = msgspec.json.Decoder(BuildRequest)
         self._lookups = msgspec.json.Decoder(ImageLookup)
+        self.logs = BuildLogs(self.bus)
         await self.bus.ensure_consumer(
             STREAM,
             DURABLE,
@@ -88,7 +83,7 @@ class BuilderService(Service):
         )
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self.consume_requests, self.serve_lookups]
+        return [self.consume_requests, self.serve_lookups, self.flush_build_logs]
 
     # ------------------------------------------------------------ builds
 
@@ -107,13 +102,12 @@ class BuilderService(Service):
         request = await self._decode_request(msg)
         if request is None:
             return
-        reporter = BusReporter(self.bus, request.build_id)
         log.info(
             "build started",
             extra={"build_id": request.build_id, "requested_by": request.requested_by},
         )
         try:
-            async with reporter.running():
+            async with self.logs.reporting(request.build_id) as reporter:
                 result = await self.builder.build(request, reporter)
         except Exception as e:
             # The catalog or blob store failing under us: retried (nak) while
@@ -173,17 +167,15 @@ class BuilderService(Service):
             msg_id=contract.build_result_msg_id(result.build_id),
         )
 
+    async def flush_build_logs(self) -> None:
+        await self.logs.run(self.stopping)
+
     # ------------------------------------------------------------ lookups
 
     async def serve_lookups(self) -> None:
-        sub = await self.bus.serve(
+        await self.serve_until_stopping(
             contract.IMAGE_LOOKUP, self.on_lookup, queue=contract.IMAGE_LOOKUP
         )
-        try:
-            await self.stopping.wait()
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
 
     async def on_lookup(self, msg: Msg) -> None:
         query = await self.decode(msg, self._lookups)
@@ -197,93 +189,6 @@ class BuilderService(Service):
             reply = await self.builder.lookup(query)
         if msg.reply:
             await msg.respond(encode(reply))
-
-
-class BusReporter:
-    """A build's progress and output on ``thaw.build.log.<build_id>``.
-
-    Output lines are buffered and published in batches (``BuildOutput``),
-    always before the next progress message, so a reader sees them in order.
-    Publishing failures are logged, never raised: a lost log line must not
-    fail a build.
-    """
-
-    def __init__(self, bus: Bus, build_id: str) -> None:
-        self.bus = bus
-        self.build_id = build_id
-        self.subject = contract.build_log_subject(build_id)
-        self._pending: list[tuple[int, str, str]] = []
-        self._lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[BusReporter]:
-        flusher = asyncio.create_task(self._flush_loop())
-        try:
-            yield self
-        finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            await self.flush()
-
-    async def progress(
-        self, step: PlannedStep, status: StepStatus, *, elapsed_s: float = 0.0
-    ) -> None:
-        msg = BuildProgress(
-            build_id=self.build_id,
-            step=step.index,
-            op=step.op,
-            status=status,
-            layer_id=step.layer_id,
-            elapsed_s=elapsed_s,
-        )
-        async with self._lock:
-            await self._flush_locked()
-            await self._publish(msg)
-
-    def output(self, step: int, stream: str, line: str) -> None:
-        self._pending.append((step, stream, line))
-        if len(self._pending) >= OUTPUT_BATCH_LINES:
-            self._wake.set()
-
-    async def flush(self) -> None:
-        async with self._lock:
-            await self._flush_locked()
-
-    async def _flush_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), OUTPUT_FLUSH_S)
-            self._wake.clear()
-            await self.flush()
-
-    async def _flush_locked(self) -> None:
-        pending, self._pending = self._pending, []
-        batch: list[str] = []
-        key: tuple[int, str] | None = None
-        for step, stream, line in pending:
-            if key is not None and (step, stream) != key:
-                await self._publish_lines(key, batch)
-                batch = []
-            key = (step, stream)
-            batch.append(line)
-        if key is not None and batch:
-            await self._publish_lines(key, batch)
-
-    async def _publish_lines(self, key: tuple[int, str], lines: list[str]) -> None:
-        step, stream = key
-        await self._publish(
-            BuildOutput(
-                build_id=self.build_id, step=step, stream=stream, lines=lines, at=time.time()
-            )  # type: ignore[arg-type]
-        )
-
-    async def _publish(self, msg: BuildProgress | BuildOutput) -> None:
-        try:
-            await self.bus.publish(self.subject, encode(msg))
-        except Exception as e:  # noqa: BLE001 - see the class docstring
-            log.warning("could not publish build log for %s: %r", self.build_id, e)
 
 
 def _num_delivered(msg: Msg) -> int:

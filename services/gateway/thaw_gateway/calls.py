@@ -2,6 +2,8 @@
 encoded as an ``Invoke``, published to its function's INVOKE subject with the
 call id as JetStream msg-id, and (with ``?wait=S``) answered by the result the
 one ``thaw.result.>`` subscription delivers. No database query on the way.
+Polling, cancelling and batches are here too; ``calls:stream`` is in
+``call_stream.py``.
 
 The gateway never unpickles: with the pickle codec the SDK's bytes go to the
 container as they are and come back as base64.
@@ -13,7 +15,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -25,9 +26,9 @@ from thaw_core.api import (
     BatchRequest,
     CallAccepted,
     CallRequest,
-    StreamRequest,
 )
 from thaw_core.bus import Bus
+from thaw_core.contract import cancel_subject
 from thaw_core.schema import (
     CancelCall,
     Codec,
@@ -40,7 +41,6 @@ from thaw_core.schema import (
 )
 
 from thaw_gateway.bodies import (
-    CALL_ID_RE,
     convert,
     path_id,
     path_name,
@@ -53,7 +53,6 @@ from thaw_gateway.errors import (
     ApiError,
     bad_request,
     conflict,
-    error_line,
     gateway_timeout,
     json_response,
     not_found,
@@ -67,8 +66,6 @@ log = logging.getLogger("thaw.gateway")
 # The longest a request holds on for a result; a client that wants longer polls again.
 MAX_WAIT_S = 300.0
 MAX_BATCH_ITEMS = 10_000
-MAX_STREAM_CALLS = 100_000
-MAX_STREAM_TIMEOUT_S = 24 * 3600.0
 PUBLISH_TIMEOUT_S = 10.0
 
 _args_encoder = msgspec.json.Encoder()
@@ -210,22 +207,46 @@ def outcome_result(outcome: Outcome) -> Result:
 # ---------------------------------------------------------------- handlers
 
 
-async def create_call(request: web.Request) -> web.Response:
+async def _callee(request: web.Request) -> tuple[Gateway, str, str, FunctionSpec]:
+    """The gateway, and the live function the path names (404/409 otherwise)."""
     gw = gateway(request)
     app_name, function = path_name(request, "app"), path_name(request, "function")
     _, spec = await gw.catalog.resolve(app_name, function)
-    wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
-    body = await read_body(request, CallRequest, empty_ok=True)
-    check_method(spec, body.method)
-    invoke = Invoke(
+    return gw, app_name, function, spec
+
+
+def _invoke(
+    app: str,
+    function: str,
+    body: CallRequest | BatchRequest,
+    args: bytes,
+    *,
+    map_id: str = "",
+    index: int = 0,
+    created_at: float,
+) -> Invoke:
+    """A new call's input, with its own call id."""
+    return Invoke(
         call_id=new_call_id(),
-        app=app_name,
+        app=app,
         function=function,
         method=body.method,
         params=body.params,
         codec=body.codec,
-        args=encode_args(body.codec, body.args, body.kwargs, body.payload),
+        args=args,
+        map_id=map_id,
+        index=index,
+        created_at=created_at,
     )
+
+
+async def create_call(request: web.Request) -> web.Response:
+    gw, app_name, function, spec = await _callee(request)
+    wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
+    body = await read_body(request, CallRequest, empty_ok=True)
+    check_method(spec, body.method)
+    args = encode_args(body.codec, body.args, body.kwargs, body.payload)
+    invoke = _invoke(app_name, function, body, args, created_at=time.time())
     data = encode(invoke)
     check_size(gw.bus, data)
     gw.results.issued([invoke.call_id])
@@ -243,9 +264,7 @@ async def create_call(request: web.Request) -> web.Response:
 
 
 async def create_batch(request: web.Request) -> web.Response:
-    gw = gateway(request)
-    app_name, function = path_name(request, "app"), path_name(request, "function")
-    _, spec = await gw.catalog.resolve(app_name, function)
+    gw, app_name, function, spec = await _callee(request)
     body = await read_body(request, BatchRequest)
     if len(body.items) > MAX_BATCH_ITEMS:
         raise too_large(
@@ -255,14 +274,11 @@ async def create_batch(request: web.Request) -> web.Response:
     map_id = new_map_id()
     now = time.time()
     invokes = [
-        Invoke(
-            call_id=new_call_id(),
-            app=app_name,
-            function=function,
-            method=body.method,
-            params=body.params,
-            codec=body.codec,
-            args=batch_item_args(body.codec, item, i),
+        _invoke(
+            app_name,
+            function,
+            body,
+            batch_item_args(body.codec, item, i),
             map_id=map_id,
             index=i,
             created_at=now,
@@ -322,7 +338,7 @@ async def cancel_call(request: web.Request) -> web.Response:
     if call is None:
         raise not_found(f"no call {call_id!r} was made (or it is older than its retention)")
     await gw.bus.publish_core(
-        f"thaw.cancel.{call_id}", CancelCall(call_id=call_id, terminate_containers=terminate)
+        cancel_subject(call_id), CancelCall(call_id=call_id, terminate_containers=terminate)
     )
     cancelled = Result(
         call_id=call_id,
@@ -339,103 +355,3 @@ async def cancel_call(request: web.Request) -> web.Response:
         if stored is not None:
             return await too_late_or_done(stored)
     return json_response(CallAccepted(call_id=call_id, status="cancelling"), 202)
-
-
-async def stream_calls(request: web.Request) -> web.StreamResponse:
-    """NDJSON, one ``CallResult`` per line as each call finishes: the stored
-    ones first, then the rest as they arrive, until all are in or the timeout."""
-    gw = gateway(request)
-    body = await read_body(request, StreamRequest)
-    call_ids = list(dict.fromkeys(body.call_ids))
-    if len(call_ids) > MAX_STREAM_CALLS:
-        raise too_large(f"{len(call_ids)} call ids; a stream takes at most {MAX_STREAM_CALLS}")
-    for i, cid in enumerate(call_ids):
-        if not CALL_ID_RE.match(cid):
-            raise bad_request(f"call_ids[{i}]: {cid!r} is not a call id")
-    if not 0 < body.timeout_s <= MAX_STREAM_TIMEOUT_S:
-        raise bad_request(f"timeout_s must be > 0 and <= {MAX_STREAM_TIMEOUT_S:g}")
-    deadline = asyncio.get_running_loop().time() + body.timeout_s
-
-    with gw.results.expect_many(call_ids) as arrivals:
-        stored = await gw.results.stored_many(call_ids)
-        missing = [cid for cid in call_ids if cid not in stored]
-        if missing:
-            known = await gw.calls.lookup(missing)
-            unknown = [cid for cid in missing if cid not in known]
-            if unknown:
-                shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-                raise not_found(f"{len(unknown)} of the call ids were never made: {shown}")
-        resp = web.StreamResponse(headers={"Content-Type": NDJSON})
-        await resp.prepare(request)
-        try:
-            await _stream_results(gw, request, resp, set(call_ids), stored, arrivals, deadline)
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
-        except Exception as e:  # headers are sent: report in-band
-            log.exception("calls:stream failed")
-            await resp.write(error_line("internal", f"stream failed: {e!r}"))
-        if not client_gone(request):
-            await resp.write_eof()
-        return resp
-
-
-# A stream that got nothing for this long looks its missing results up in
-# RESULTS (in case the subscription missed them), then twice as long, ...
-_RECHECK_FIRST_S = 5.0
-_RECHECK_MAX_S = 60.0
-
-
-async def _stream_results(
-    gw: Gateway,
-    request: web.Request,
-    resp: web.StreamResponse,
-    wanted: set[str],
-    stored: dict[str, Outcome],
-    arrivals: asyncio.Queue[Outcome | GatewayStopping],
-    deadline: float,
-) -> None:
-    done: set[str] = set()
-    loop = asyncio.get_running_loop()
-
-    def lines(outcomes: Iterable[Outcome | GatewayStopping]) -> bytes:
-        out = bytearray()
-        for outcome in outcomes:
-            if isinstance(outcome, GatewayStopping) or outcome.call_id in done:
-                continue  # stored and also delivered live
-            done.add(outcome.call_id)
-            if isinstance(outcome, MalformedResult):
-                out += error_line("internal", str(outcome))
-            else:
-                out += _args_encoder.encode(to_call_result(outcome)) + b"\n"
-        return bytes(out)
-
-    first = lines(stored.values())
-    if first:
-        await resp.write(first)
-    recheck_every = _RECHECK_FIRST_S
-    recheck_at = loop.time() + recheck_every
-    while len(done) < len(wanted) and not gw.stopping.is_set():
-        if client_gone(request):
-            return
-        now = loop.time()
-        if now >= deadline:
-            return
-        if now >= recheck_at:
-            missing = [cid for cid in wanted if cid not in done]
-            chunk = lines((await gw.results.stored_many(missing, trust_memory=False)).values())
-            if chunk:
-                await resp.write(chunk)
-            recheck_every = min(recheck_every * 2, _RECHECK_MAX_S)
-            recheck_at = loop.time() + recheck_every
-            continue
-        try:
-            batch = [await asyncio.wait_for(arrivals.get(), min(deadline, recheck_at, now + 1) - now)]
-        except TimeoutError:
-            continue
-        while not arrivals.empty():
-            batch.append(arrivals.get_nowait())
-        chunk = lines(batch)
-        if chunk:
-            await resp.write(chunk)
-            recheck_every = _RECHECK_FIRST_S
-            recheck_at = loop.time() + recheck_every

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgspec
+from thaw_core import contract
 from thaw_core.bus import Bus
 from thaw_core.db import Database
 from thaw_core.schema import AppEvent, FunctionSpec
@@ -26,7 +27,7 @@ from thaw_gateway.errors import conflict, not_found
 log = logging.getLogger("thaw.gateway")
 
 REFRESH_EVERY_S = 30.0
-APP_EVENTS = "thaw.event.app.*"
+APP_EVENTS = contract.wildcard(contract.EVENT_APP)
 
 # One row per app: its current version, bundle and functions.
 _APPS_SQL = """

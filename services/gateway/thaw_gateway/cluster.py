@@ -13,6 +13,7 @@ import msgspec
 import nats.errors
 from aiohttp import web
 from nats.js.api import DeliverPolicy
+from thaw_core import contract
 from thaw_core.api import ContainersResponse, NodeInfo
 from thaw_core.bus import BusRequestError
 from thaw_core.schema import (
@@ -37,7 +38,7 @@ from thaw_gateway.state import gateway
 
 log = logging.getLogger("thaw.gateway")
 
-LOGS_STREAM = "LOGS"
+LOGS_STREAM = contract.LOGS_STREAM.name
 AGENT_TIMEOUT_S = 15.0
 # How often an idle log follower checks that its client is still there.
 _FOLLOW_POLL_S = 1.0
@@ -75,7 +76,7 @@ async def stop_container(request: web.Request) -> web.Response:
         raise not_found(f"no container {cid!r}")
     command = StopContainer(container_id=cid, reason="stopped through the API")
     try:
-        msg = await gw.bus.request(f"thaw.agent.{node_id}", command, timeout_s=AGENT_TIMEOUT_S)
+        msg = await gw.bus.request(contract.agent_command_subject(node_id), command, timeout_s=AGENT_TIMEOUT_S)
     except nats.errors.NoRespondersError:
         raise gateway_timeout(f"the agent of node {node_id!r} is not connected") from None
     except (nats.errors.TimeoutError, TimeoutError):
@@ -138,7 +139,7 @@ async def app_logs(request: web.Request) -> web.StreamResponse:
     app = (await gw.catalog.get_app(path_name(request, "app"))).name
     follow = query_flag(request, "follow")
     function = query_name(request, "function")
-    subject = f"thaw.logs.{app}.{function or '>'}"
+    subject = contract.logs_subject(app, function or None)
     stored = await _stored_count(request, subject)
 
     resp = web.StreamResponse(headers={"Content-Type": NDJSON})

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import nats.js.errors
@@ -29,7 +29,8 @@ from thaw_core.api import (
     FunctionInfo,
 )
 from thaw_core.blob import BlobIntegrityError
-from thaw_core.schema import AppEvent, FunctionSpec, check_name, consumer_name, invoke_subject
+from thaw_core.contract import app_event_subject, bundle_key, file_key, invoke_consumer
+from thaw_core.schema import AppEvent, FunctionSpec, check_name
 
 from thaw_gateway.bodies import path_name, query_flag, read_body
 from thaw_gateway.catalog import DeployedApp
@@ -49,9 +50,6 @@ from thaw_gateway.state import Gateway, gateway
 log = logging.getLogger("thaw.gateway")
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-INVOKE_STREAM = "INVOKE"
-# An input not acked this long after delivery is handed to another agent.
-INVOKE_ACK_WAIT_S = 10.0
 _UPLOAD_CHUNK = 1 << 20
 _encoder = msgspec.json.Encoder()
 
@@ -61,14 +59,6 @@ class BundleStored(msgspec.Struct, kw_only=True):
     size: int
 
 
-def bundle_key(sha256: str) -> str:
-    return f"bundles/{sha256}.zip"
-
-
-def app_subject(app: str) -> str:
-    return f"thaw.event.app.{app}"
-
-
 def _sha256_param(request: web.Request) -> str:
     sha = request.match_info["sha256"]
     if not SHA256_RE.match(sha):
@@ -76,21 +66,39 @@ def _sha256_param(request: web.Request) -> str:
     return sha
 
 
-# ---------------------------------------------------------------- bundles
+# ------------------------------------------------- bundles and image files
+# A code bundle is kept as ``bundles/<sha256>.zip``, a file an image adds
+# (``Image.add_local_*``; the builder reads it from there) as ``files/<sha256>``.
 
 
 async def head_bundle(request: web.Request) -> web.Response:
-    sha = _sha256_param(request)
-    if not await gateway(request).blob.exists(bundle_key(sha)):
-        raise not_found(f"no bundle {sha}")
-    return web.Response(status=200)
+    return await _head_upload(request, bundle_key, "bundle")
 
 
 async def put_bundle(request: web.Request) -> web.Response:
-    """Store the body as ``bundles/<sha256>.zip``, streamed (never whole in
-    memory) and refused unless it hashes to the sha256 in the path."""
+    return await _put_upload(request, bundle_key, "bundle")
+
+
+async def head_file(request: web.Request) -> web.Response:
+    return await _head_upload(request, file_key, "file")
+
+
+async def put_file(request: web.Request) -> web.Response:
+    return await _put_upload(request, file_key, "file")
+
+
+async def _head_upload(request: web.Request, key: Callable[[str], str], what: str) -> web.Response:
     sha = _sha256_param(request)
-    return json_response(await _store_upload(request, bundle_key(sha), sha, "bundle"), 201)
+    if not await gateway(request).blob.exists(key(sha)):
+        raise not_found(f"no {what} {sha}")
+    return web.Response(status=200)
+
+
+async def _put_upload(request: web.Request, key: Callable[[str], str], what: str) -> web.Response:
+    """Store the body under ``key(sha256)``, streamed (never whole in memory)
+    and refused unless it hashes to the sha256 in the path."""
+    sha = _sha256_param(request)
+    return json_response(await _store_upload(request, key(sha), sha, what), 201)
 
 
 async def _store_upload(request: web.Request, key: str, sha: str, what: str) -> BundleStored:
@@ -117,27 +125,6 @@ async def _store_upload(request: web.Request, key: str, sha: str, what: str) -> 
             " nothing was stored"
         ) from None
     return BundleStored(sha256=sha, size=info.size)
-
-
-# ---------------------------------------------------------------- image files
-
-
-def file_key(sha256: str) -> str:
-    """Where a file an image adds is kept (the builder reads it from there)."""
-    return f"files/{sha256}"
-
-
-async def head_file(request: web.Request) -> web.Response:
-    sha = _sha256_param(request)
-    if not await gateway(request).blob.exists(file_key(sha)):
-        raise not_found(f"no file {sha}")
-    return web.Response(status=200)
-
-
-async def put_file(request: web.Request) -> web.Response:
-    """Store a file for ``Image.add_local_*`` as ``files/<sha256>``, verified."""
-    sha = _sha256_param(request)
-    return json_response(await _store_upload(request, file_key(sha), sha, "file"), 201)
 
 
 # ---------------------------------------------------------------- deploy
@@ -188,12 +175,13 @@ def _check_deploy(body: DeployRequest) -> None:
 
 
 async def _ensure_consumer(gw: Gateway, app: str, function: str) -> None:
-    durable = consumer_name(app, function)
-    subject = invoke_subject(app, function)
-    # consumer_name joins names with "_", which names may contain: app "a_b" with
+    spec = invoke_consumer(app, function)
+    durable = spec.durable
+    subject = spec.filter_subject
+    # The durable joins names with "_", which names may contain: app "a_b" with
     # function "c" and app "a" with function "b_c" would share one consumer.
     try:
-        info = await gw.bus.js.consumer_info(INVOKE_STREAM, durable)
+        info = await gw.bus.js.consumer_info(spec.stream, durable)
     except nats.js.errors.NotFoundError:
         info = None
     if info is not None and info.config.filter_subject not in (None, subject):
@@ -201,12 +189,13 @@ async def _ensure_consumer(gw: Gateway, app: str, function: str) -> None:
             f"function {function!r} of app {app!r} would share the input queue {durable!r}"
             f" with {info.config.filter_subject!r}; rename the app or the function"
         )
+    assert subject is not None
     await gw.bus.ensure_consumer(
-        INVOKE_STREAM,
+        spec.stream,
         durable,
         filter_subject=subject,
-        ack_wait_s=INVOKE_ACK_WAIT_S,
-        max_deliver=-1,
+        ack_wait_s=spec.ack_wait_s,
+        max_deliver=spec.max_deliver,
     )
 
 
@@ -298,7 +287,7 @@ async def _record_deploy(
     )
     gw.catalog.put(deployed)
     await gw.bus.publish(
-        app_subject(app), AppEvent(app=app, version=deployed.version, state="deployed")
+        app_event_subject(app), AppEvent(app=app, version=deployed.version, state="deployed")
     )
     log.info("app deployed", extra={"app": app, "version": deployed.version})
     return DeployResponse(app=app, version=deployed.version, functions=sorted(deployed.functions))
@@ -315,7 +304,7 @@ async def stop_app(request: web.Request) -> web.Response:
     stopped = await gw.catalog.reload(app)
     assert stopped is not None
     await gw.bus.publish(
-        app_subject(app), AppEvent(app=app, version=stopped.version, state="stopped")
+        app_event_subject(app), AppEvent(app=app, version=stopped.version, state="stopped")
     )
     counts = await _container_counts(gw, app)
     return json_response(_app_info(stopped, counts))

@@ -21,19 +21,21 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
 import nats.js.errors
+from thaw_core import contract
 from thaw_core.api import CallResult
 from thaw_core.bus import Bus
+from thaw_core.refusal import Reject
 from thaw_core.schema import Result, result_subject
 
 log = logging.getLogger("thaw.gateway")
 
-RESULTS_STREAM = "RESULTS"
-_PREFIX = "thaw.result."
+RESULTS_STREAM = contract.RESULTS_STREAM.name
+_PREFIX = contract.RESULT_SUBJECT_PREFIX
 # How many stored results one request looks up at once.
 _LOOKUP_CONCURRENCY = 64
 # Calls issued here that are tracked, and results of theirs kept in memory.
@@ -59,8 +61,6 @@ class GatewayStopping(Exception):
 
 Outcome = Result | MalformedResult
 Watcher = Callable[[Outcome | Exception], None]
-# service.reject(subject, payload, code, error)
-Reject = Callable[[str, bytes, str, str], Awaitable[None]]
 
 
 def decode_result(call_id: str, data: bytes) -> Outcome:
@@ -143,7 +143,7 @@ class ResultHub:
         return int(self.bus.nc.stats["reconnects"])
 
     async def _on_message(self, msg: Any) -> None:
-        call_id = msg.subject[len(_PREFIX) :]
+        call_id = contract.call_id_of_result_subject(msg.subject)
         watchers = self._watchers.get(call_id)
         if not watchers and call_id not in self._issued:
             return

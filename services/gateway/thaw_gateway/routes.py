@@ -32,7 +32,7 @@ from thaw_core.api import (
 )
 from thaw_core.schema import CommandReply, HealthReply, LogLine, SnapshotInfo, encode
 
-from thaw_gateway import app_show, auth, calls, cluster, deploy, secrets, snapshots
+from thaw_gateway import app_show, auth, call_stream, calls, cluster, deploy, secrets, snapshots
 from thaw_gateway.errors import json_response
 from thaw_gateway.state import gateway
 
@@ -141,7 +141,7 @@ ROUTES: tuple[Route, ...] = (
           (Answer(202, "cancelled", CallAccepted),),
           query=(("terminate", "boolean", "also stop the container running it"),),
           errors=(404, 409)),
-    Route("POST", "/v1/calls:stream", calls.stream_calls,
+    Route("POST", "/v1/calls:stream", call_stream.stream_calls,
           "Results of many calls as NDJSON lines, as each finishes",
           (Answer(200, "one CallResult per line", CallResult, NDJSON),), body=StreamRequest,
           errors=(404, 413)),

@@ -1,23 +1,37 @@
 """The gateway's lifecycle: the HTTP API served by aiohttp on
 ``gateway_host:gateway_port``.
 
-This module only opens the gateway's state on the service's connections,
-starts and stops the HTTP server and runs the gateway's loops; the API itself
-(routes, auth, deploy, calls, tokens) lives in the other modules of this
-package (``server.open_gateway`` / ``server.build_app``). ``GET /healthz``
-needs no token: the service's health as a JSON ``HealthReply``, 200 when ok,
-503 when degraded.
+Set-up opens the gateway's state on the service's connections (tokens, the
+catalog of what is deployed, the one subscription that delivers results,
+secrets and the agents' fetches of them),
+then starts the HTTP server; the API itself (routes, auth, deploy, calls,
+tokens) lives in the other modules of this package. Loops: ``write_call_log``
+(the calls issued here, in batches) and ``refresh_catalog``. Shutdown stops
+taking requests first (in-flight ones finish, long polls answer at once),
+then closes the state. ``GET /healthz`` needs no token: the service's health
+as a JSON ``HealthReply``, 200 when ok, 503 when degraded.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
+from thaw_core.api import MAX_PAYLOAD_BYTES
+from thaw_core.config import Settings
 from thaw_core.service import Service
 
-from thaw_gateway.server import OpenGateway, build_app, open_gateway
-from thaw_gateway.state import Gateway
+from thaw_gateway.auth import TokenStore, auth_middleware
+from thaw_gateway.call_log import CallLog
+from thaw_gateway.catalog import FunctionCatalog
+from thaw_gateway.errors import error_middleware
+from thaw_gateway.results import ResultHub
+from thaw_gateway.routes import mount
+from thaw_gateway.secret_store import open_secrets
+from thaw_gateway.secrets import serve_secrets
+from thaw_gateway.state import GATEWAY, Gateway
 
 
 class GatewayService(Service):
@@ -27,54 +41,110 @@ class GatewayService(Service):
     # The aiohttp application, once set up.
     app: web.Application | None = None
     _runner: web.AppRunner | None = None
-    _open: OpenGateway | None = None
+    _gateway: Gateway | None = None
+    _results: ResultHub | None = None
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        super().__init__(settings)
+        # Closed with the state: app events, agents' secret fetches.
+        self._subscriptions: list[Any] = []
 
     async def setup(self) -> None:
-        assert self.db is not None and self.blob is not None
-        self._open = await open_gateway(
-            settings=self.settings,
-            bus=self.bus,
-            db=self.db,
-            blob=self.blob,
-            stopping=self.stopping,
-            reject=self.reject,
-            health=self.health,
-        )
-        host, port = self.settings.gateway_host, self.settings.gateway_port
-        self.app = build_app(self._open.gateway)
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await runner.setup()
         try:
-            await web.TCPSite(runner, host, port, reuse_address=True).start()
+            self._gateway = await self._open_state()
+            self.app = build_app(self._gateway)
+            runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+            await runner.setup()
+            host, port = self.settings.gateway_host, self.settings.gateway_port
+            try:
+                await web.TCPSite(runner, host, port, reuse_address=True).start()
+            except BaseException:
+                await runner.cleanup()
+                raise
         except BaseException:
-            await runner.cleanup()
-            await self._open.close()
-            self._open = None
+            await self._close_state()
             raise
         self._runner = runner
         self.log.info("gateway listening", extra={"url": f"http://{host}:{port}"})
 
+    async def _open_state(self) -> Gateway:
+        assert self.db is not None and self.blob is not None
+        tokens = TokenStore(self.db)
+        await tokens.bootstrap_admin(self.settings.state_dir)
+        catalog = FunctionCatalog(self.db)
+        self._results = ResultHub(self.bus, self.reject)
+        await self._results.start()
+        # Subscribe (live on the server once follow() returns) before loading,
+        # so a deploy between the two is not missed.
+        self._subscriptions.append(await catalog.follow(self.bus))
+        await catalog.load_all()
+        secrets = await open_secrets(self.db, self.settings.state_dir)
+        self._subscriptions.append(await serve_secrets(self.bus, secrets))
+        return Gateway(
+            settings=self.settings,
+            bus=self.bus,
+            db=self.db,
+            blob=self.blob,
+            tokens=tokens,
+            secrets=secrets,
+            catalog=catalog,
+            results=self._results,
+            calls=CallLog(self.db),
+            stopping=self.stopping,
+            reject=self.reject,
+            health=self.health,
+        )
+
     @property
     def gateway(self) -> Gateway:
         """The API's state (catalog, results, tokens), once set up."""
-        if self._open is None:
+        if self._gateway is None:
             raise RuntimeError("the gateway is not set up")
-        return self._open.gateway
+        return self._gateway
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return self._open.loops() if self._open is not None else ()
+        return [self.write_call_log, self.refresh_catalog]
+
+    async def write_call_log(self) -> None:
+        await self.gateway.calls.run(self.stopping)
+
+    async def refresh_catalog(self) -> None:
+        await self.gateway.catalog.refresh_forever(self.stopping)
 
     async def checks(self) -> dict[str, str]:
         return {"http": "ok" if self._runner is not None else "not listening"}
 
     async def teardown(self) -> None:
-        # Stop taking requests first (in-flight ones finish, long polls at
-        # once), then the state.
-        if self._open is not None:
-            self._open.release()
+        # Requests waiting for results answer now (202: poll again), so that
+        # the HTTP server stops without waiting out their long polls.
+        if self._results is not None:
+            self._results.release_waiters()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._open is not None:
-            await self._open.close()
-            self._open = None
+        await self._close_state()
+
+    async def _close_state(self) -> None:
+        if self._results is not None:
+            await self._results.stop()
+            self._results = None
+        for sub in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subscriptions = []
+        if self._gateway is not None:
+            with contextlib.suppress(Exception):
+                await self._gateway.calls.flush()
+            self._gateway = None
+
+
+def build_app(gw: Gateway) -> web.Application:
+    """The aiohttp application: middlewares, then the routes of ``routes.ROUTES``."""
+    app = web.Application(
+        client_max_size=MAX_PAYLOAD_BYTES,
+        # Errors outermost, so that a refused token is an ErrorBody too.
+        middlewares=[error_middleware, auth_middleware(gw.tokens)],
+    )
+    app[GATEWAY] = gw
+    mount(app)
+    return app

@@ -13,13 +13,14 @@ from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.config import Settings
 from thaw_core.db import Database
+from thaw_core.refusal import Reject
 from thaw_core.schema import HealthReply
 
 if TYPE_CHECKING:
     from thaw_gateway.auth import TokenStore
     from thaw_gateway.call_log import CallLog
     from thaw_gateway.catalog import FunctionCatalog
-    from thaw_gateway.results import Reject, ResultHub
+    from thaw_gateway.results import ResultHub
     from thaw_gateway.secret_store import SecretStore
 
 

@@ -1,8 +1,9 @@
 """Which node a new container goes to.
 
 A node qualifies when its free CPU, memory and GPUs cover the function's
-request. Among those, a caller-supplied preference ranks first (the snapshot
-issue prefers nodes holding a compatible snapshot), then the node with the
+request. Among those, a caller-supplied preference ranks first (the
+reconciler prefers nodes holding a compatible memory snapshot,
+``snapshot_affinity.py``), then the node with the
 most free cores, which spreads a function's containers so that losing one
 machine loses few of them.
 """

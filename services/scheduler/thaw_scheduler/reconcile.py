@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import nats.errors
-from thaw_core import schema
+from thaw_core import contract, schema
 from thaw_core.bus import Bus, BusRequestError
 from thaw_core.schema import ContainerInfo, FunctionSpec, NodeHeartbeat
 
@@ -103,8 +103,9 @@ class Reconciler:
         return out
 
     async def load(self, f: DeployedFunction) -> Load:
+        consumer = contract.invoke_consumer(*f.key)
         try:
-            info = await self.bus.js.consumer_info("INVOKE", schema.consumer_name(*f.key))
+            info = await self.bus.js.consumer_info(consumer.stream, consumer.durable)
         except (nats.errors.Error, TimeoutError) as e:  # not provisioned yet, or NATS away
             log.debug("no consumer info for %s: %s", f.key, e)
             return Load(0, 0)
@@ -171,7 +172,7 @@ class Reconciler:
 
     async def _command(self, node_id: str, cmd: schema.Message) -> bool:
         try:
-            msg = await self.bus.request(f"thaw.agent.{node_id}", cmd, timeout_s=30)
+            msg = await self.bus.request(contract.agent_command_subject(node_id), cmd, timeout_s=30)
             reply = _reply.decode(msg.data)
         except (nats.errors.Error, BusRequestError, TimeoutError, msgspec.DecodeError) as e:
             log.warning("agent %s did not take %s: %s", node_id, type(cmd).__name__, e)

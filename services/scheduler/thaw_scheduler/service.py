@@ -8,7 +8,8 @@ start-up, dispatches on the decoded type with ``match``, and upserts
 heartbeats into ``nodes``. A malformed message is refused through
 ``Service.reject`` (ErrorEvent on ``thaw.event.error.scheduler``) and
 terminated, never redelivered; the loop carries on with the next one.
-Placement and autoscaling policy live in ``placement.py`` and ``autoscale.py``.
+Placement and autoscaling policy live in ``placement.py`` and ``autoscale.py``,
+the SQL in ``store.py``.
 """
 
 from __future__ import annotations
@@ -18,55 +19,22 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import msgspec
+from thaw_core import contract
 from thaw_core.bus import Msg
-from thaw_core.schema import AppEvent, Fingerprint, FunctionSpec, NodeHeartbeat, decoder
+from thaw_core.schema import AppEvent, NodeHeartbeat, decoder
 from thaw_core.service import Service, term
 
+from thaw_scheduler import store
 from thaw_scheduler.reconcile import DeployedFunction, Reconciler
-from thaw_scheduler.snapshot_affinity import ReadySnapshot
 
 log = logging.getLogger(__name__)
 
-NODES_STREAM = "EVENTS"
+NODES_STREAM = contract.EVENTS_STREAM.name
 NODES_DURABLE = "scheduler-nodes"
-NODES_SUBJECT = "thaw.event.node.*"
+NODES_SUBJECT = contract.wildcard(contract.EVENT_NODE)
 
 # Every message type the node subjects carry; a union once there are several.
 NodeEvent = NodeHeartbeat
-
-# ``inventory`` is the latest heartbeat as JSON; an older heartbeat delivered
-# late (redelivery) never overwrites a newer one.
-UPSERT_NODE = """
-INSERT INTO nodes (id, inventory, last_seen)
-VALUES ($1, $2, to_timestamp($3))
-ON CONFLICT (id) DO UPDATE SET
-    inventory = EXCLUDED.inventory,
-    last_seen = EXCLUDED.last_seen
-WHERE nodes.last_seen <= EXCLUDED.last_seen
-"""
-
-# A node's containers as its latest heartbeat lists them; rows of containers
-# the node no longer reports are removed in the same transaction.
-UPSERT_CONTAINER = """
-INSERT INTO containers (container_id, app, function, version, node_id, state, inflight,
-                        max_inputs, restored, started_at, idle_since, updated_at, error)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_timestamp($10),
-        CASE WHEN $11 > 0 THEN to_timestamp($11) END, now(), $12)
-ON CONFLICT (container_id) DO UPDATE SET
-    state = EXCLUDED.state, inflight = EXCLUDED.inflight, idle_since = EXCLUDED.idle_since,
-    restored = EXCLUDED.restored, updated_at = now(), error = EXCLUDED.error, node_id = EXCLUDED.node_id
-"""
-FORGET_CONTAINERS = "DELETE FROM containers WHERE node_id = $1 AND NOT (container_id = ANY($2::text[]))"
-MARK_DEAD = "UPDATE nodes SET state = 'dead' WHERE id = ANY($1::text[]) AND state IS DISTINCT FROM 'dead'"
-MARK_UP = "UPDATE nodes SET state = 'ready' WHERE id = $1 AND state IS DISTINCT FROM 'ready'"
-DEPLOYED = "SELECT app, function, version, bundle_sha256, spec::text FROM deployed_functions"
-READY_SNAPSHOTS = """
-SELECT s.snapshot_id, s.app, s.function, s.version, s.fingerprint::text
-FROM snapshots s
-JOIN deployed_functions d ON d.app = s.app AND d.function = s.function AND d.version = s.version
-WHERE s.state = 'ready'
-"""
 
 # How often the reconcile loop runs; an AppEvent wakes it early.
 TICK_S = 0.25
@@ -79,8 +47,6 @@ class SchedulerService(Service):
 
     async def setup(self) -> None:
         self._node_decoder = decoder(NodeEvent)
-        self._spec_decoder = msgspec.json.Decoder(FunctionSpec)
-        self._fingerprint_decoder = msgspec.json.Decoder(Fingerprint)
         self._app_decoder = decoder(AppEvent)
         self.reconciler = Reconciler(self.bus)
         self._wake = asyncio.Event()
@@ -107,11 +73,7 @@ class SchedulerService(Service):
                 self._catalog_at = 0.0
                 self._wake.set()
 
-        sub = await self.bus.serve("thaw.event.app.*", on_app_event)
-        try:
-            await self.stopping.wait()
-        finally:
-            await sub.unsubscribe()
+        await self.serve_until_stopping(contract.wildcard(contract.EVENT_APP), on_app_event)
 
     async def reconcile(self) -> None:
         while not self.stopping.is_set():
@@ -128,17 +90,12 @@ class SchedulerService(Service):
     async def reconcile_once(self) -> None:
         assert self.db is not None
         if time.monotonic() - self._catalog_at > CATALOG_REFRESH_S:
-            rows = await self.db.fetch(DEPLOYED)
-            self._catalog = [
-                DeployedFunction(r["app"], r["version"], r["bundle_sha256"], self._spec_decoder.decode(r["spec"]))
-                for r in rows
-            ]
-            self.reconciler.snapshots = await self.ready_snapshots()
+            self._catalog = await store.deployed_functions(self.db)
+            self.reconciler.snapshots = await store.ready_snapshots(self.db)
             self._catalog_at = time.monotonic()
         dead = self.reconciler.dead_nodes()
         if dead:
-            await self.db.execute(MARK_DEAD, dead)
-            await self.db.execute("DELETE FROM containers WHERE node_id = ANY($1::text[])", dead)
+            await store.mark_dead(self.db, dead)
         await self.reconciler.tick(self._catalog)
 
     async def node_events(self) -> None:
@@ -159,27 +116,9 @@ class SchedulerService(Service):
                 )
                 await term(msg)
 
-    async def ready_snapshots(self) -> dict[tuple[str, str, int], list[ReadySnapshot]]:
-        assert self.db is not None
-        out: dict[tuple[str, str, int], list[ReadySnapshot]] = {}
-        for r in await self.db.fetch(READY_SNAPSHOTS):
-            fp = self._fingerprint_decoder.decode(r["fingerprint"])
-            out.setdefault((r["app"], r["function"], r["version"]), []).append(
-                ReadySnapshot(r["snapshot_id"], fp)
-            )
-        return out
-
     async def upsert_node(self, hb: NodeHeartbeat) -> None:
         assert self.db is not None
         self.reconciler.observe(hb)
         if self.reconciler.nodes.get(hb.node_id) is not hb:
             return  # an older heartbeat delivered late
-        await self.db.execute(UPSERT_NODE, hb.node_id, hb, hb.at)
-        await self.db.execute(MARK_UP, hb.node_id)
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            for c in hb.containers:
-                await conn.execute(
-                    UPSERT_CONTAINER, c.container_id, c.app, c.function, c.version, hb.node_id,
-                    c.state, c.inflight, c.max_inputs, c.restored, c.started_at, c.idle_since, c.error,
-                )
-            await conn.execute(FORGET_CONTAINERS, hb.node_id, [c.container_id for c in hb.containers])
+        await store.record_heartbeat(self.db, hb)

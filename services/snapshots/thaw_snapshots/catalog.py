@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 from thaw_core.blob import check_key
+from thaw_core.contract import snapshot_key
 from thaw_core.db import Database
 from thaw_core.fingerprint import compatible, fingerprint_id
 from thaw_core.schema import (
@@ -185,7 +186,7 @@ def blob_key_for(snapshot_id: str) -> str:
     """Where a claim's maker stores the snapshot (a zstd tar; it reports the
     key it used). Set on the claim row too, so that GC of a claim whose maker
     uploaded and then died deletes the orphan blob."""
-    return f"snapshots/{snapshot_id}.tar.zst"
+    return snapshot_key(snapshot_id)
 
 
 def new_snapshot_id() -> str:

@@ -27,6 +27,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from thaw_core import contract
 from thaw_core.bus import ERROR_CODE_HEADER, ERROR_HEADER, Msg
 from thaw_core.config import Settings
 from thaw_core.schema import (
@@ -43,10 +44,10 @@ from thaw_core.service import Service, term
 
 from thaw_snapshots.catalog import Catalog, Policy, created_problem, lookup_problem
 
-EVENTS_STREAM = "EVENTS"
-LOOKUP_SUBJECT = "thaw.snapshots.lookup"
-LIFECYCLE_SUBJECT = "thaw.event.snapshot.*"
-APPS_SUBJECT = "thaw.event.app.*"
+EVENTS_STREAM = contract.EVENTS_STREAM.name
+LOOKUP_SUBJECT = contract.SNAPSHOT_LOOKUP
+LIFECYCLE_SUBJECT = contract.wildcard(contract.EVENT_SNAPSHOT)
+APPS_SUBJECT = contract.wildcard(contract.EVENT_APP)
 # How many obsolete snapshots one GC round deletes at most.
 GC_BATCH = 200
 GC_INTERVAL_ENV = "THAW_SNAPSHOTS_GC_INTERVAL_S"

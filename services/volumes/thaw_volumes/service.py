@@ -1,8 +1,8 @@
-"""The volumes service's lifecycle. Volume versions, commit and reload.
+"""The volumes service's lifecycle.
 
-A skeleton for now: it connects, answers health probes on ``thaw.health.volumes``
-and stops cleanly; later issues add its loops (``loops()``) and domain code
-in other modules of this package.
+The process connects to NATS, Postgres and the blob store, answers health
+probes on ``thaw.health.volumes`` and stops cleanly; it runs no loops and
+handles no messages.
 """
 
 from __future__ import annotations

@@ -1,0 +1,131 @@
+"""``POST /v1/calls:stream``: many calls' results as NDJSON, each line as its
+call finishes. The results already stored go first, then the rest as the
+one result subscription delivers them; a stream that hears nothing for a
+while looks its missing results up in RESULTS, in case the subscription
+missed them (a NATS reconnect), backing off up to once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+import msgspec
+from aiohttp import web
+from thaw_core.api import StreamRequest
+
+from thaw_gateway.bodies import CALL_ID_RE, read_body
+from thaw_gateway.calls import NDJSON, client_gone
+from thaw_gateway.errors import bad_request, error_line, not_found, too_large
+from thaw_gateway.results import GatewayStopping, MalformedResult, Outcome, to_call_result
+from thaw_gateway.state import Gateway, gateway
+
+log = logging.getLogger("thaw.gateway")
+
+MAX_STREAM_CALLS = 100_000
+MAX_STREAM_TIMEOUT_S = 24 * 3600.0
+
+_line_encoder = msgspec.json.Encoder()
+
+
+async def stream_calls(request: web.Request) -> web.StreamResponse:
+    """NDJSON, one ``CallResult`` per line as each call finishes: the stored
+    ones first, then the rest as they arrive, until all are in or the timeout."""
+    gw = gateway(request)
+    body = await read_body(request, StreamRequest)
+    call_ids = list(dict.fromkeys(body.call_ids))
+    if len(call_ids) > MAX_STREAM_CALLS:
+        raise too_large(f"{len(call_ids)} call ids; a stream takes at most {MAX_STREAM_CALLS}")
+    for i, cid in enumerate(call_ids):
+        if not CALL_ID_RE.match(cid):
+            raise bad_request(f"call_ids[{i}]: {cid!r} is not a call id")
+    if not 0 < body.timeout_s <= MAX_STREAM_TIMEOUT_S:
+        raise bad_request(f"timeout_s must be > 0 and <= {MAX_STREAM_TIMEOUT_S:g}")
+    deadline = asyncio.get_running_loop().time() + body.timeout_s
+
+    with gw.results.expect_many(call_ids) as arrivals:
+        stored = await gw.results.stored_many(call_ids)
+        missing = [cid for cid in call_ids if cid not in stored]
+        if missing:
+            known = await gw.calls.lookup(missing)
+            unknown = [cid for cid in missing if cid not in known]
+            if unknown:
+                shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+                raise not_found(f"{len(unknown)} of the call ids were never made: {shown}")
+        resp = web.StreamResponse(headers={"Content-Type": NDJSON})
+        await resp.prepare(request)
+        try:
+            await _stream_results(gw, request, resp, set(call_ids), stored, arrivals, deadline)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception as e:  # headers are sent: report in-band
+            log.exception("calls:stream failed")
+            await resp.write(error_line("internal", f"stream failed: {e!r}"))
+        if not client_gone(request):
+            await resp.write_eof()
+        return resp
+
+
+# A stream that got nothing for this long looks its missing results up in
+# RESULTS (in case the subscription missed them), then twice as long, ...
+_RECHECK_FIRST_S = 5.0
+_RECHECK_MAX_S = 60.0
+
+
+async def _stream_results(
+    gw: Gateway,
+    request: web.Request,
+    resp: web.StreamResponse,
+    wanted: set[str],
+    stored: dict[str, Outcome],
+    arrivals: asyncio.Queue[Outcome | GatewayStopping],
+    deadline: float,
+) -> None:
+    done: set[str] = set()
+    loop = asyncio.get_running_loop()
+
+    def lines(outcomes: Iterable[Outcome | GatewayStopping]) -> bytes:
+        out = bytearray()
+        for outcome in outcomes:
+            if isinstance(outcome, GatewayStopping) or outcome.call_id in done:
+                continue  # stored and also delivered live
+            done.add(outcome.call_id)
+            if isinstance(outcome, MalformedResult):
+                out += error_line("internal", str(outcome))
+            else:
+                out += _line_encoder.encode(to_call_result(outcome)) + b"\n"
+        return bytes(out)
+
+    first = lines(stored.values())
+    if first:
+        await resp.write(first)
+    recheck_every = _RECHECK_FIRST_S
+    recheck_at = loop.time() + recheck_every
+    while len(done) < len(wanted) and not gw.stopping.is_set():
+        if client_gone(request):
+            return
+        now = loop.time()
+        if now >= deadline:
+            return
+        if now >= recheck_at:
+            missing = [cid for cid in wanted if cid not in done]
+            chunk = lines((await gw.results.stored_many(missing, trust_memory=False)).values())
+            if chunk:
+                await resp.write(chunk)
+            recheck_every = min(recheck_every * 2, _RECHECK_MAX_S)
+            recheck_at = loop.time() + recheck_every
+            continue
+        try:
+            batch = [
+                await asyncio.wait_for(arrivals.get(), min(deadline, recheck_at, now + 1) - now)
+            ]
+        except TimeoutError:
+            continue
+        while not arrivals.empty():
+            batch.append(arrivals.get_nowait())
+        chunk = lines(batch)
+        if chunk:
+            await resp.write(chunk)
+            recheck_every = _RECHECK_FIRST_S
+            recheck_at = loop.time() + recheck_every
