@@ -19,13 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "libs/thaw-core/thaw_core/contract.py"
 BUS = ROOT / "libs/thaw-core/thaw_core/bus.py"
 
-_SUBJECT_ROOTS = "invoke|result|cancel|health|agent|logs|event|snapshots|build|builder|secrets"
+_SUBJECT_ROOTS = "invoke|result|cancel|health|agent|logs|event|snapshots|build|builder|secrets|volumes"
 _STREAM_NAMES = {s.name for s in contract.STREAMS}
 _BLOB_PREFIXES = (
     contract.BUNDLES_PREFIX,
     contract.FILES_PREFIX,
     contract.SNAPSHOTS_PREFIX,
     contract.LAYERS_PREFIX,
+    contract.VOLUMES_PREFIX,
 )
 _SUBJECT = re.compile(rf"^thaw\.({_SUBJECT_ROOTS})(\.|$)")
 

@@ -23,6 +23,7 @@ has.
 | THAW_TRACE_CONSOLE       | 0                                        |
 | THAW_LOG_LEVEL           | INFO                                     |
 | THAW_NODE_ID             | the machine's hostname                   |
+| THAW_VOLUME_MAX_BYTES    | 107374182400 (100 GiB): a volume's size limit unless made with another |
 | THAW_SECRETS_KEY         | (gateway only) base64 AES-256 keys, comma-separated, first encrypts |
 | THAW_SECRETS_KEY_FILE    | $THAW_STATE_DIR/secrets.key (0600, made on first use when unset) |
 
@@ -66,6 +67,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trace_console: bool
     log_level: str
     node_id: str
+    volume_max_bytes: int = 100 << 30
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -91,6 +93,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             trace_console=e.get("THAW_TRACE_CONSOLE", "0") not in ("", "0", "false"),
             log_level=e.get("THAW_LOG_LEVEL", "INFO").upper(),
             node_id=e.get("THAW_NODE_ID") or socket.gethostname(),
+            volume_max_bytes=int(e.get("THAW_VOLUME_MAX_BYTES") or 100 << 30),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -109,6 +112,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "THAW_TRACE_CONSOLE": "1" if self.trace_console else "0",
             "THAW_LOG_LEVEL": self.log_level,
             "THAW_NODE_ID": self.node_id,
+            "THAW_VOLUME_MAX_BYTES": str(self.volume_max_bytes),
         }
         if self.token:
             env["THAW_TOKEN"] = self.token

@@ -43,6 +43,13 @@ BUILD_RESULT = "thaw.build.result.{build_id}"
 IMAGE_LOOKUP = "thaw.builder.lookup"
 # Request/reply, agent -> gateway: the values of a container's secrets.
 SECRETS_FETCH = "thaw.secrets.fetch"
+# Request/reply, to the volumes service (queue group): look up or create,
+# delete, list volumes; read a version's entries; apply a commit.
+VOLUMES_ENSURE = "thaw.volumes.ensure"
+VOLUMES_DELETE = "thaw.volumes.delete"
+VOLUMES_LIST = "thaw.volumes.list"
+VOLUMES_ENTRIES = "thaw.volumes.entries"
+VOLUMES_COMMIT = "thaw.volumes.commit"
 
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 
@@ -228,6 +235,19 @@ def snapshot_key(snapshot_id: str) -> str:
 def layer_key(digest: str) -> str:
     """An image layer (zstd tar), by digest."""
     return f"{LAYERS_PREFIX}{digest}"
+
+
+VOLUMES_PREFIX = "volumes/"
+
+
+def volume_chunk_key(sha256: str) -> str:
+    """A piece of a volume file's content, by its sha256 (shared by every volume)."""
+    return f"{VOLUMES_PREFIX}chunks/{sha256}"
+
+
+def volume_commit_key(commit_id: str) -> str:
+    """A commit too large for one NATS message, until the volumes service applies it."""
+    return f"{VOLUMES_PREFIX}commits/{commit_id}.json"
 
 
 # ------------------------------------------------- container environment

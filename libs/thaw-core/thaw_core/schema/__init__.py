@@ -24,6 +24,8 @@ Subjects (``registry.SUBJECTS`` is the machine-readable list used for proto/):
 - ``thaw.build.result.<build_id>`` build outcome (BUILD): ``BuildResult``
 - ``thaw.builder.lookup``          request/reply: ``ImageLookup`` -> ``ImageLookupReply``
 - ``thaw.secrets.fetch``           request/reply, agent -> gateway: ``SecretsRequest`` -> ``SecretsReply``
+- ``thaw.volumes.<op>``            request/reply, to the volumes service: ensure, delete, list,
+  entries, commit (``schema.volumes``)
 
 Names (apps, functions, nodes) are subject tokens, so they are checked
 against ``NAME_RE`` wherever they enter the system.
@@ -119,6 +121,20 @@ from thaw_core.schema.snapshots import (
     SnapshotRestored,
     SnapshotState,
 )
+from thaw_core.schema.volumes import (
+    EntryKind,
+    VolumeChanges,
+    VolumeCommit,
+    VolumeDelete,
+    VolumeEnsure,
+    VolumeEntries,
+    VolumeEntriesReply,
+    VolumeEntry,
+    VolumeInfo,
+    VolumeListAll,
+    VolumeListReply,
+    VolumeReply,
+)
 
 # Kept while callers move to thaw_core.contract, which owns these names.
 invoke_subject = contract.invoke_subject
@@ -149,6 +165,7 @@ __all__ = [
     "ContainerState",
     "CpuFingerprint",
     "DebianSlim",
+    "EntryKind",
     "Env",
     "ErrorEvent",
     "FileEntry",
@@ -193,6 +210,17 @@ __all__ = [
     "StepStatus",
     "StopContainer",
     "UvPipInstall",
+    "VolumeChanges",
+    "VolumeCommit",
+    "VolumeDelete",
+    "VolumeEnsure",
+    "VolumeEntries",
+    "VolumeEntriesReply",
+    "VolumeEntry",
+    "VolumeInfo",
+    "VolumeListAll",
+    "VolumeListReply",
+    "VolumeReply",
     "Workdir",
     "check_name",
     "consumer_name",

@@ -28,6 +28,16 @@ from thaw_core.schema.snapshots import (
     SnapshotLookupReply,
     SnapshotRestored,
 )
+from thaw_core.schema.volumes import (
+    VolumeCommit,
+    VolumeDelete,
+    VolumeEnsure,
+    VolumeEntries,
+    VolumeEntriesReply,
+    VolumeListAll,
+    VolumeListReply,
+    VolumeReply,
+)
 
 # Every wire type, for proto/ generation and for tests that round-trip each.
 WIRE_TYPES: tuple[type[Message], ...] = (
@@ -55,6 +65,14 @@ WIRE_TYPES: tuple[type[Message], ...] = (
     ImageLookupReply,
     SecretsRequest,
     SecretsReply,
+    VolumeEnsure,
+    VolumeDelete,
+    VolumeListAll,
+    VolumeEntries,
+    VolumeCommit,
+    VolumeReply,
+    VolumeListReply,
+    VolumeEntriesReply,
 )
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
@@ -95,6 +113,20 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
     contract.SECRETS_FETCH: (
         "The values of a container's secrets (request/reply, agent -> gateway).",
         (SecretsRequest, SecretsReply),
+    ),
+    contract.VOLUMES_ENSURE: (
+        "Look up a volume, creating it if asked (request/reply, to the volumes service).",
+        (VolumeEnsure, VolumeReply),
+    ),
+    contract.VOLUMES_DELETE: ("Delete a volume (request/reply).", (VolumeDelete, VolumeReply)),
+    contract.VOLUMES_LIST: ("Every volume (request/reply).", (VolumeListAll, VolumeListReply)),
+    contract.VOLUMES_ENTRIES: (
+        "One page of a volume's entries, all or changed since a version (request/reply).",
+        (VolumeEntries, VolumeEntriesReply),
+    ),
+    contract.VOLUMES_COMMIT: (
+        "Apply changes to a volume, one commit at a time per volume (request/reply).",
+        (VolumeCommit, VolumeReply),
     ),
 }
 
