@@ -13,7 +13,7 @@ What the container sees:
 - ``/thaw/bundle`` (read-only): the user's code;
 - ``/run/thaw`` (read-write): holds ``agent.sock``, its only way out;
 - its own pid, mount, ipc, uts and network namespaces (the network one has
-  only ``lo``: no network access for now), /proc, a minimal /dev, /tmp tmpfs.
+  only ``lo``: no network access), /proc, a minimal /dev, /tmp tmpfs.
 
 It runs as root with runc's default reduced capability set and
 ``no_new_privileges``. Resource requests become cgroup *soft* settings

@@ -20,6 +20,7 @@ from typing import Any
 
 import psutil
 from thaw_core import contract, hosttools
+from thaw_core.config import Settings
 from thaw_core.gpu_inventory import gpu_inventory
 from thaw_core.schema import NodeHeartbeat
 from thaw_core.service import Service
@@ -45,8 +46,16 @@ class AgentService(Service):
     uses_db = False  # agents talk only over NATS
     uses_blob = True  # code bundles
 
-    heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S
-    shutdown_grace_s: float = SHUTDOWN_GRACE_S
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+    ) -> None:
+        super().__init__(settings)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.shutdown_grace_s = shutdown_grace_s
 
     async def setup(self) -> None:
         self.node_id = self.settings.node_id
