@@ -753,6 +753,23 @@ async def test_stop_app(gateway: Gateway, bus: Bus) -> None:
     assert status == 202
 
 
+async def test_an_app_has_a_stable_id_that_paths_take(gateway: Gateway) -> None:
+    app = unique("ids")
+    first = await deploy(gateway, app, spec("add"))
+    assert first["app_id"].startswith("ap-")
+    again = await deploy(gateway, app, spec("add"))
+    assert again["app_id"] == first["app_id"] and again["version"] == 2
+    status, apps = await gateway.call("GET", "/v1/apps")
+    assert [a["app_id"] for a in apps if a["name"] == app] == [first["app_id"]]
+    status, shown = await gateway.call("GET", f"/v1/apps/{first['app_id']}")
+    assert status == 200 and shown["app"]["name"] == app
+    status, logs = await gateway.call("GET", f"/v1/apps/{first['app_id']}/logs")
+    assert status == 200
+    status, stopped = await gateway.call("POST", f"/v1/apps/{first['app_id']}/stop")
+    assert status == 200 and (stopped["name"], stopped["state"]) == (app, "stopped")
+    assert stopped["app_id"] == first["app_id"]
+
+
 async def test_a_deploy_through_another_replica_is_callable(gateway: Gateway, bus: Bus) -> None:
     """The catalog follows AppEvents: write a deploy straight into Postgres (as
     another gateway would) and announce it; this gateway serves it."""

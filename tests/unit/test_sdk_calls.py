@@ -195,18 +195,24 @@ class FakeGateway:
                 )
             )
         if m := re.fullmatch(r"/v1/apps/([^/]+)/stop", route):
-            if m[1] not in self.apps:
+            # Apps' ids here are "ap-" and their name; the path takes either.
+            name = m[1] if m[1] in self.apps else m[1].removeprefix("ap-")
+            if name not in self.apps:
                 return error(404, "not_found", f"no app named {m[1]!r} is deployed")
-            self.stopped.append(m[1])
-            return 200, enc.encode(AppInfo(name=m[1], state="stopped", version=1, functions=[]))
+            self.stopped.append(name)
+            return 200, enc.encode(
+                AppInfo(app_id=f"ap-{name}", name=name, state="stopped", version=1, functions=[])
+            )
         if route == "/v1/apps":
             infos = [
                 AppInfo(
+                    app_id=f"ap-{name}",
                     name=name,
                     state="stopped" if name in self.stopped else "deployed",
                     version=1,
                     functions=sorted(objs),
                     containers=len(objs),
+                    ephemeral=any(n == name and r.ephemeral for n, r in self.deploys),
                 )
                 for name, objs in self.apps.items()
             ]

@@ -87,6 +87,7 @@ class DeployResponse(Body):
     functions: list[str]
     # Function name -> HTTP URL, for web endpoints.
     web_urls: dict[str, str] = {}
+    app_id: str = ""
 
 
 class ImageBuildStarted(Body, tag="image_build", tag_field="type"):
@@ -117,7 +118,10 @@ DeployEvent = (
 )
 
 
-class AppInfo(Body):
+class AppInfo(Body, kw_only=True):
+    # Stable across deploys and stops of the same name ("ap-..."); paths that
+    # take {app} take this id too.
+    app_id: str = ""
     name: str
     state: Literal["deployed", "stopped"]
     version: int

@@ -27,11 +27,12 @@ from thaw_gateway.errors import conflict, not_found
 log = logging.getLogger("thaw.gateway")
 
 REFRESH_EVERY_S = 30.0
+APP_ID_PREFIX = "ap-"
 APP_EVENTS = contract.wildcard(contract.EVENT_APP)
 
 # One row per app: its current version, bundle and functions.
 _APPS_SQL = """
-SELECT a.name, a.state, a.version, a.ephemeral, v.bundle_sha256,
+SELECT a.id, a.name, a.state, a.version, a.ephemeral, v.bundle_sha256,
        extract(epoch FROM a.created_at)::float8 AS created_at,
        extract(epoch FROM a.updated_at)::float8 AS updated_at,
        coalesce(jsonb_agg(f.spec ORDER BY f.name) FILTER (WHERE f.name IS NOT NULL), '[]')
@@ -39,8 +40,9 @@ SELECT a.name, a.state, a.version, a.ephemeral, v.bundle_sha256,
 FROM apps a
 LEFT JOIN app_versions v ON v.app = a.name AND v.version = a.version
 LEFT JOIN functions f ON f.app = a.name AND f.version = a.version
-WHERE $1::text IS NULL OR a.name = $1
-GROUP BY a.name, a.state, a.version, a.ephemeral, v.bundle_sha256, a.created_at, a.updated_at
+WHERE $1::text IS NULL OR a.name = $1 OR a.id = $1
+GROUP BY a.id, a.name, a.state, a.version, a.ephemeral, v.bundle_sha256, a.created_at, a.updated_at
+ORDER BY a.name = $1 DESC  -- a name wins over an id that happens to be spelled the same
 """
 
 
@@ -54,6 +56,7 @@ class DeployedApp:
     ephemeral: bool = False
     created_at: float = 0.0
     updated_at: float = 0.0
+    app_id: str = ""
 
     @property
     def live(self) -> bool:
@@ -80,6 +83,7 @@ def _from_row(row: Any) -> DeployedApp:
         ephemeral=row["ephemeral"],
         created_at=row["created_at"] or 0.0,
         updated_at=row["updated_at"] or 0.0,
+        app_id=row["id"],
     )
 
 
@@ -108,12 +112,14 @@ class FunctionCatalog:
                 loaded[name] = current
         self._apps = loaded
 
-    async def reload(self, name: str) -> DeployedApp | None:
-        row = await self.db.fetchrow(_APPS_SQL, name)
+    async def reload(self, ref: str) -> DeployedApp | None:
+        """The app named ``ref``, or whose id is ``ref``, as stored now."""
+        row = await self.db.fetchrow(_APPS_SQL, ref)
         if row is None:
-            self._apps.pop(name, None)
+            self._apps.pop(ref, None)
             return None
-        app = self._apps[name] = _from_row(row)
+        app = _from_row(row)
+        self._apps[app.name] = app
         return app
 
     def put(self, app: DeployedApp) -> None:
@@ -122,10 +128,17 @@ class FunctionCatalog:
         if current is None or not _newer(current, app):
             self._apps[app.name] = app
 
-    async def get_app(self, name: str) -> DeployedApp:
-        app = self._apps.get(name) or await self.reload(name)
+    def _cached(self, ref: str) -> DeployedApp | None:
+        app = self._apps.get(ref)
+        if app is None and ref.startswith(APP_ID_PREFIX):
+            app = next((a for a in self._apps.values() if a.app_id == ref), None)
+        return app
+
+    async def get_app(self, ref: str) -> DeployedApp:
+        """The app named ``ref`` or with id ``ref``; 404 when there is none."""
+        app = self._cached(ref) or await self.reload(ref)
         if app is None:
-            raise not_found(f"no app named {name!r} is deployed")
+            raise not_found(f"no app named {ref!r} is deployed")
         return app
 
     async def resolve(self, app_name: str, function: str) -> tuple[DeployedApp, FunctionSpec]:

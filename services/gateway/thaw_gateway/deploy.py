@@ -33,7 +33,7 @@ from thaw_core.contract import app_event_subject, bundle_key, file_key, invoke_c
 from thaw_core.schema import AppEvent, FunctionSpec, check_name
 
 from thaw_gateway.bodies import path_name, query_flag, read_body
-from thaw_gateway.catalog import DeployedApp
+from thaw_gateway.catalog import APP_ID_PREFIX, DeployedApp
 from thaw_gateway.errors import (
     ApiError,
     bad_request,
@@ -136,7 +136,7 @@ WITH app AS (
     ON CONFLICT (name) DO UPDATE
         SET state = 'deployed', version = apps.version + 1,
             ephemeral = EXCLUDED.ephemeral, updated_at = now()
-    RETURNING name, version, created_at, updated_at
+    RETURNING id, name, version, created_at, updated_at
 ), ver AS (
     INSERT INTO app_versions (app, version, bundle_sha256)
     SELECT name, version, $3 FROM app
@@ -146,7 +146,7 @@ WITH app AS (
     SELECT ver.app, s ->> 'name', ver.version, s
     FROM ver, jsonb_array_elements($5::jsonb) AS s
 )
-SELECT version,
+SELECT id, version,
        extract(epoch FROM created_at)::float8 AS created_at,
        extract(epoch FROM updated_at)::float8 AS updated_at
 FROM app
@@ -268,7 +268,7 @@ async def _record_deploy(
         await _ensure_consumer(gw, app, spec.name)
     row = await gw.db.fetchrow(
         _DEPLOY_SQL,
-        "ap-" + uuid.uuid4().hex,
+        APP_ID_PREFIX + uuid.uuid4().hex,
         app,
         body.bundle_sha256,
         body.ephemeral,
@@ -284,18 +284,24 @@ async def _record_deploy(
         ephemeral=body.ephemeral,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        app_id=row["id"],
     )
     gw.catalog.put(deployed)
     await gw.bus.publish(
         app_event_subject(app), AppEvent(app=app, version=deployed.version, state="deployed")
     )
     log.info("app deployed", extra={"app": app, "version": deployed.version})
-    return DeployResponse(app=app, version=deployed.version, functions=sorted(deployed.functions))
+    return DeployResponse(
+        app=app,
+        version=deployed.version,
+        functions=sorted(deployed.functions),
+        app_id=deployed.app_id,
+    )
 
 
 async def stop_app(request: web.Request) -> web.Response:
     gw = gateway(request)
-    app = path_name(request, "app")
+    app = (await gw.catalog.get_app(path_name(request, "app"))).name
     updated = await gw.db.fetchval(
         "UPDATE apps SET state = 'stopped', updated_at = now() WHERE name = $1 RETURNING name", app
     )
@@ -315,6 +321,7 @@ async def stop_app(request: web.Request) -> web.Response:
 
 def _app_info(app: DeployedApp, containers: dict[str, int]) -> AppInfo:
     return AppInfo(
+        app_id=app.app_id,
         name=app.name,
         state=app.state,
         version=app.version,

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
+from thaw_core.api import ContainerInfo
 
 from thaw.cli._common import ago, console, escape, expected_errors
+from thaw.cli._listing import Cell, Column, json_option, print_list
 
 _STATE_STYLE = {
     "ready": "green",
@@ -21,37 +22,42 @@ def container_group() -> None:
     """Running containers."""
 
 
+def _state(c: ContainerInfo) -> Cell:
+    style = _STATE_STYLE.get(c.state, "")
+    return (c.state, style) if style else c.state
+
+
+def _note(c: ContainerInfo) -> Cell:
+    if c.error:
+        return (c.error, "red")
+    return "restored from snapshot" if c.restored else ""
+
+
+CONTAINER_COLUMNS: list[Column[ContainerInfo]] = [
+    Column("container", lambda c: c.container_id, whole=True),
+    Column("app", lambda c: c.app, whole=True),
+    Column("function", lambda c: c.function),
+    Column("version", lambda c: str(c.version)),
+    Column("node", lambda c: c.node_id),
+    Column("state", _state),
+    Column("inputs", lambda c: f"{c.inflight}/{c.max_inputs}"),
+    Column("started", lambda c: ago(c.started_at)),
+    Column("note", _note),
+]
+
+
 @container_group.command("list")
 @click.option("--app", help="Only this app's containers.")
+@json_option
 @expected_errors
-def list_containers(app: str | None) -> None:
-    """List containers: their function, state, load and age."""
+def list_containers(app: str | None, as_json: bool) -> None:
+    """List containers: their function, node, state, load, age, restored from a snapshot or not."""
     from thaw._sync import background_loop
     from thaw.client import current
 
     containers = background_loop().run(current().containers(app))
-    if not containers:
-        console().print("[dim]no containers[/dim]")
-        return
-    table = Table(box=None, pad_edge=False)
-    for column in ("container", "app", "function", "version", "state", "inputs", "started", "note"):
-        table.add_column(column)
-    for c in sorted(containers, key=lambda c: (c.app, c.function, c.started_at)):
-        style = _STATE_STYLE.get(c.state, "")
-        note = "restored from snapshot" if c.restored else ""
-        if c.error:
-            note = f"[red]{escape(c.error)}[/red]"
-        table.add_row(
-            c.container_id,
-            escape(c.app),
-            escape(c.function),
-            str(c.version),
-            f"[{style}]{c.state}[/{style}]" if style else c.state,
-            f"{c.inflight}/{c.max_inputs}",
-            ago(c.started_at),
-            note,
-        )
-    console().print(table)
+    shown = sorted(containers, key=lambda c: (c.app, c.function, c.started_at))
+    print_list(shown, CONTAINER_COLUMNS, as_json=as_json, empty="no containers")
 
 
 @container_group.command("stop")

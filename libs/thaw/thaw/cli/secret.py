@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.table import Table
+from thaw_core.api import SecretInfo
 
 from thaw.cli._common import ago, console, escape, expected_errors, fail
+from thaw.cli._listing import Column, json_option, print_list
 
 
 @click.group("secret")
@@ -63,25 +64,29 @@ def _read(path: Path) -> str:
         raise  # unreachable: fail() exits
 
 
+SECRET_COLUMNS: list[Column[SecretInfo]] = [
+    Column("name", lambda s: s.name, whole=True),
+    Column("keys", lambda s: ",".join(s.keys)),
+    Column("created", lambda s: ago(s.created_at)),
+    Column("updated", lambda s: ago(s.updated_at)),
+]
+
+
 @secret_group.command("list")
+@json_option
 @expected_errors
-def list_secrets() -> None:
+def list_secrets(as_json: bool) -> None:
     """List named secrets: their keys and dates, never their values."""
     from thaw import secret
     from thaw._sync import background_loop
 
     found = background_loop().run(secret.list_all())
-    if not found:
-        console().print("[dim]no secrets (thaw secret create NAME KEY=VALUE)[/dim]")
-        return
-    table = Table(box=None, pad_edge=False)
-    for column in ("name", "keys", "created", "updated"):
-        table.add_column(column)
-    for s in found:
-        table.add_row(
-            escape(s.name), escape(", ".join(s.keys)), ago(s.created_at), ago(s.updated_at)
-        )
-    console().print(table)
+    print_list(
+        found,
+        SECRET_COLUMNS,
+        as_json=as_json,
+        empty="no secrets (thaw secret create NAME KEY=VALUE)",
+    )
 
 
 @secret_group.command("delete")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
+from thaw_core.schema import SnapshotInfo
 
 from thaw.cli._common import ago, console, escape, expected_errors
+from thaw.cli._listing import Cell, Column, json_option, print_list
 
 _STATE_STYLE = {"ready": "green", "creating": "cyan", "suspect": "red", "obsolete": "dim"}
 # How much of a fingerprint class id the table shows (as git shows commits).
@@ -26,38 +27,40 @@ def snapshot_group() -> None:
     """Memory snapshots of functions (enable_memory_snapshot=True)."""
 
 
+def _state(s: SnapshotInfo) -> Cell:
+    style = _STATE_STYLE.get(s.state, "")
+    return (s.state, style) if style else s.state
+
+
+def _restores(s: SnapshotInfo) -> str:
+    return str(s.restores) + (f" ({s.failures} failed)" if s.failures else "")
+
+
+SNAPSHOT_COLUMNS: list[Column[SnapshotInfo]] = [
+    Column("snapshot", lambda s: s.snapshot_id, whole=True),
+    Column("app", lambda s: s.app, whole=True),
+    Column("function", lambda s: s.function),
+    Column("version", lambda s: str(s.version)),
+    Column("fingerprint", lambda s: s.fingerprint_id[:_SHORT_ID]),
+    Column("size", lambda s: human_size(s.size) if s.size else "-"),
+    Column("age", lambda s: ago(s.created_at)),
+    Column("restores", _restores),
+    Column("state", _state),
+]
+
+
 @snapshot_group.command("list")
 @click.option("--app", help="Only this app's snapshots.")
+@json_option
 @expected_errors
-def list_snapshots(app: str | None) -> None:
+def list_snapshots(app: str | None, as_json: bool) -> None:
     """List snapshots: function, fingerprint class, size, age, restores, state."""
     from thaw._sync import background_loop
     from thaw.client import current
     from thaw.snapshot_client import list_snapshots as fetch
 
     snapshots = background_loop().run(fetch(current(), app))
-    if not snapshots:
-        console().print("[dim]no snapshots[/dim]")
-        return
-    table = Table(box=None, pad_edge=False)
-    for column in ("snapshot", "app", "function", "version", "fingerprint", "size", "age",
-                   "restores", "state"):  # fmt: skip
-        table.add_column(column)
-    for s in snapshots:
-        style = _STATE_STYLE.get(s.state, "")
-        restores = str(s.restores) + (f" [red]({s.failures} failed)[/red]" if s.failures else "")
-        table.add_row(
-            s.snapshot_id,
-            escape(s.app),
-            escape(s.function),
-            str(s.version),
-            s.fingerprint_id[:_SHORT_ID],
-            human_size(s.size) if s.size else "-",
-            ago(s.created_at),
-            restores,
-            f"[{style}]{s.state}[/{style}]" if style else s.state,
-        )
-    console().print(table)
+    print_list(snapshots, SNAPSHOT_COLUMNS, as_json=as_json, empty="no snapshots")
 
 
 @snapshot_group.command("rm")
