@@ -240,6 +240,7 @@ def fill(path: str) -> str:
         "{container_id}": "ct-1",
         "{snapshot_id}": "sn-1",
         "{secret}": "some-secret",
+        "{volume}": "some-volume",
     }
     for key, value in values.items():
         path = path.replace(key, value)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from fixtures.volumes import running_volumes
 from thaw_core.blob import LocalBlobStore
 from thaw_core.bus import Bus
 from thaw_core.config import Settings
@@ -40,12 +41,8 @@ async def service(nats_url: str, db: Database, state_dir: Path) -> AsyncIterator
          "THAW_DATABASE_URL": db.dsn, "THAW_BLOB_URL": f"file://{state_dir}/blobs",
          "THAW_NODE_ID": "volumes-test", "THAW_VOLUME_MAX_BYTES": str(64 << 20)}
     )  # fmt: skip
-    svc = VolumesService(settings)
-    await svc.start()
-    task = asyncio.create_task(svc.run())
-    yield svc
-    await svc.shutdown(timeout_s=5)
-    await asyncio.wait_for(task, 10)
+    async with running_volumes(settings) as svc:
+        yield svc
 
 
 @pytest.fixture

@@ -172,7 +172,7 @@ def test_guide_core_pattern_describes_every_function(
         "process",
     }
     assert specs["gpu_task"].resources.gpu == "A10G"
-    assert specs["gpu_task"].experimental_options["volumes"] == {"/data": "my-data"}
+    assert {m.path: m.name for m in specs["gpu_task"].volumes} == {"/data": "my-data"}
     assert specs["Inference"].methods == ["predict"]
     assert specs["predict"].experimental_options["web"]["method"] == "POST"
     assert msgspec.to_builtins(specs["hourly_sync"].schedule) == {"kind": "period", "seconds": 3600.0}

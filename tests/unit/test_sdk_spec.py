@@ -79,10 +79,10 @@ def test_every_option_lands_in_the_spec() -> None:
     named, local = spec.secrets
     assert (named.name, named.app_scoped) == ("my-api-key", False)
     assert local.app_scoped and b'"t"' not in msgspec.json.encode(spec)
-    assert spec.experimental_options == {
-        "enable_gpu_snapshot": True,
-        "volumes": {"/data": "my-data"},
-    }
+    assert spec.experimental_options == {"enable_gpu_snapshot": True}
+    assert [(m.path, m.name, m.create_if_missing) for m in spec.volumes] == [
+        ("/data", "my-data", True)
+    ]
     assert msgspec.to_builtins(spec.schedule) == {"kind": "period", "seconds": 3600.0}
     assert spec.enable_memory_snapshot is True
     assert spec.max_inputs == 8
@@ -154,7 +154,7 @@ def test_app_defaults_apply_to_every_function() -> None:
     assert [s.name for s in spec_of(uses_defaults).secrets] == ["shared"]
     assert msgspec.to_builtins(spec_of(overrides).image) == own.spec()
     assert [s.name for s in spec_of(overrides).secrets] == ["shared", "own"]
-    assert spec_of(overrides).experimental_options["volumes"] == {"/models": "models", "/data": "d"}
+    assert {m.path: m.name for m in spec_of(overrides).volumes} == {"/models": "models", "/data": "d"}
 
 
 def test_old_modal_option_names_still_work() -> None:

@@ -126,10 +126,10 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
             case "secrets":
                 updates["secrets"] = [*spec.secrets, *secret_refs(value)]
             case "volumes":
-                experimental["volumes"] = {
-                    **experimental.get("volumes", {}),
-                    **volume_mounts(value),
-                }
+                if not isinstance(value, dict):
+                    raise InvalidError(f"volumes maps mount paths to thaw.Volume, got {value!r}")
+                mounts = {m.path: m for m in (*spec.volumes, *volume_mounts(value))}
+                updates["volumes"] = list(mounts.values())
             case "schedule":
                 if not isinstance(value, Schedule):
                     raise InvalidError(

@@ -46,6 +46,7 @@ from thaw_gateway.images import BuildFailed, resolve_images
 from thaw_gateway.schedules import check_schedules
 from thaw_gateway.secrets import check_deploy_secrets
 from thaw_gateway.state import Gateway, gateway
+from thaw_gateway.volume_mounts import check_deploy_volumes
 
 log = logging.getLogger("thaw.gateway")
 
@@ -209,6 +210,7 @@ async def deploy_app(request: web.Request) -> web.StreamResponse:
     body = await read_body(request, DeployRequest)
     _check_deploy(body)
     await check_deploy_secrets(gw, app, body.functions)
+    await check_deploy_volumes(gw, body.functions)
     if not await gw.blob.exists(bundle_key(body.bundle_sha256)):
         raise bad_request(
             f"bundle {body.bundle_sha256} is not uploaded; PUT /v1/bundles/{body.bundle_sha256}"

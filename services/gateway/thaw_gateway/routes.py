@@ -30,9 +30,27 @@ from thaw_core.api import (
     TokenRequest,
     TokenResponse,
 )
-from thaw_core.schema import CommandReply, HealthReply, LogLine, SnapshotInfo, encode
+from thaw_core.schema import CommandReply, HealthReply, LogLine, SnapshotInfo, VolumeInfo, encode
+from thaw_core.volumes.api import (
+    ChunksMissing,
+    VolumeCommitBody,
+    VolumeCopy,
+    VolumeCreate,
+    VolumeListing,
+    VolumeRemove,
+)
 
-from thaw_gateway import app_show, auth, call_stream, calls, cluster, deploy, secrets, snapshots
+from thaw_gateway import (
+    app_show,
+    auth,
+    call_stream,
+    calls,
+    cluster,
+    deploy,
+    secrets,
+    snapshots,
+    volumes,
+)
 from thaw_gateway.errors import json_response
 from thaw_gateway.state import gateway
 
@@ -173,6 +191,47 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/v1/apps/{app}/secrets/{secret}", secrets.put_app_secret,
           "Store values a deploy gives its own functions (Secret.from_dict and the like)",
           (Answer(200, "stored", SecretInfo),), body=SecretValues),
+    Route("POST", "/v1/volumes", volumes.create_volume,
+          "Create a volume (exist_ok: answer the one that exists)",
+          (Answer(201, "created (or found, with exist_ok)", VolumeInfo),), body=VolumeCreate,
+          errors=(409,)),
+    Route("GET", "/v1/volumes", volumes.list_volumes, "Volumes: versions, sizes, file counts",
+          (Answer(200, "the volumes", list[VolumeInfo]),)),
+    Route("GET", "/v1/volumes/{volume}", volumes.get_volume, "A volume and its current version",
+          (Answer(200, "the volume", VolumeInfo),), errors=(404,)),
+    Route("DELETE", "/v1/volumes/{volume}", volumes.delete_volume,
+          "Delete a volume and every version of it",
+          (Answer(200, "deleted", VolumeInfo),), errors=(404,)),
+    Route("GET", "/v1/volumes/{volume}/entries", volumes.list_entries,
+          "A directory's entries (a file's own), with their chunks",
+          (Answer(200, "the entries", VolumeListing),),
+          query=(("path", "string", "the directory or file ('' or '/': the root)"),
+                 ("recursive", "boolean", "every entry under the directory")),
+          errors=(404,)),
+    Route("GET", "/v1/volumes/{volume}/file", volumes.read_file, "A file's content, streamed",
+          (Answer(200, "the file", None, "application/octet-stream"),),
+          query=(("path", "string", "the file"),), errors=(404,)),
+    Route("POST", "/v1/volumes/{volume}/commit", volumes.commit,
+          "Write files (their chunks stored first) and delete paths, as one new version",
+          (Answer(200, "committed", VolumeInfo),), body=VolumeCommitBody,
+          errors=(404, 409, 413)),
+    Route("POST", "/v1/volumes/{volume}/remove", volumes.remove,
+          "Remove a file, or a directory with recursive",
+          (Answer(200, "removed", VolumeInfo),), body=VolumeRemove, errors=(404,)),
+    Route("POST", "/v1/volumes/{volume}/copy", volumes.copy,
+          "Copy files within the volume (no content moves: the copies share chunks)",
+          (Answer(200, "copied", VolumeInfo),), body=VolumeCopy, errors=(404, 413)),
+    Route("POST", "/v1/volume-chunks:missing", volumes.missing_chunks,
+          "Which of these chunks the blob store lacks",
+          (Answer(200, "the missing ones", ChunksMissing),), body=ChunksMissing),
+    Route("HEAD", "/v1/volume-chunks/{sha256}", volumes.head_chunk, "Is this chunk stored?",
+          (Answer(200, "stored"),), errors=(404,)),
+    Route("PUT", "/v1/volume-chunks/{sha256}", volumes.put_chunk,
+          "Store a chunk of a volume file; refused unless it hashes to the sha256 in the path",
+          (Answer(201, "stored", deploy.BundleStored),),
+          raw_body="application/octet-stream", errors=(413,)),
+    Route("GET", "/v1/volume-chunks/{sha256}", volumes.get_chunk, "A chunk's bytes",
+          (Answer(200, "the chunk", None, "application/octet-stream"),), errors=(404,)),
     Route("GET", "/v1/openapi.json", openapi_json, "This document",
           (Answer(200, "the OpenAPI 3.1 document", dict[str, Any]),)),
 )  # fmt: skip

@@ -55,6 +55,7 @@ from thaw_core.schema.functions import (
     Resources,
     RetryPolicy,
     SecretRef,
+    VolumeMount,
 )
 from thaw_core.schema.images import (
     AddLocalDir,
@@ -220,6 +221,7 @@ __all__ = [
     "VolumeInfo",
     "VolumeListAll",
     "VolumeListReply",
+    "VolumeMount",
     "VolumeReply",
     "Workdir",
     "check_name",

@@ -51,6 +51,15 @@ class SecretRef(Spec):
     app_scoped: bool = False
 
 
+class VolumeMount(Spec):
+    """A volume mounted read-write at ``path`` in every container of a function."""
+
+    path: str
+    name: str
+    # The deploy makes the volume when it does not exist yet.
+    create_if_missing: bool = False
+
+
 class FunctionSpec(Spec):
     """One deployed function or class, as the SDK describes it at deploy."""
 
@@ -77,6 +86,7 @@ class FunctionSpec(Spec):
     schedule: ScheduleSpec | None = None
     # Later secrets override earlier ones' keys.
     secrets: list[SecretRef] = []
+    volumes: list[VolumeMount] = []
 
 
 class AppEvent(Message, tag="app_event"):

@@ -1,0 +1,64 @@
+"""Bodies of the gateway's volume routes (``/v1/volumes``), shared by the
+gateway and the SDK. Volumes are answered as ``schema.VolumeInfo``, their
+contents as ``schema.VolumeEntry``.
+
+- ``POST   /v1/volumes``                          ``VolumeCreate`` -> ``VolumeInfo``
+- ``GET    /v1/volumes``                          -> ``list[VolumeInfo]``
+- ``GET    /v1/volumes/{volume}``                 -> ``VolumeInfo``
+- ``DELETE /v1/volumes/{volume}``                 -> ``VolumeInfo``
+- ``GET    /v1/volumes/{volume}/entries?path=&recursive=``  -> ``VolumeListing``
+- ``GET    /v1/volumes/{volume}/file?path=``      -> the file's bytes, streamed
+- ``POST   /v1/volumes/{volume}/commit``          ``VolumeCommitBody`` -> ``VolumeInfo``
+- ``POST   /v1/volumes/{volume}/remove``          ``VolumeRemove`` -> ``VolumeInfo``
+- ``POST   /v1/volumes/{volume}/copy``            ``VolumeCopy`` -> ``VolumeInfo``
+- ``POST   /v1/volume-chunks:missing``            ``ChunksMissing`` -> ``ChunksMissing``
+- ``HEAD/PUT/GET /v1/volume-chunks/{sha256}``     one chunk (``CHUNK_SIZE`` bytes at most)
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from thaw_core.schema import VolumeEntry
+
+
+class VolumeCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    # True: answer the volume that exists (Volume.from_name(create_if_missing=True)).
+    exist_ok: bool = False
+    # None: the platform's default (THAW_VOLUME_MAX_BYTES).
+    max_bytes: int | None = None
+
+
+class VolumeListing(msgspec.Struct, kw_only=True):
+    """``version``: the volume's version these entries are at least as new as."""
+
+    version: int
+    entries: list[VolumeEntry]
+
+
+class VolumeCommitBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Written entries (their chunks stored first) and deleted paths. With
+    ``force`` false, a written file that exists already is refused."""
+
+    changes: list[VolumeEntry] = []
+    deleted: list[str] = []
+    force: bool = True
+
+
+class VolumeRemove(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    path: str
+    recursive: bool = False
+
+
+class VolumeCopy(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Copy files (by reference to their chunks: no content moves) to ``dst``:
+    into it when it is a directory or several sources are given, else as it."""
+
+    src_paths: list[str]
+    dst: str
+    recursive: bool = False
+
+
+class ChunksMissing(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    digests: list[str]

@@ -1,0 +1,188 @@
+"""The volume routes of the gateway from the SDK's side (``thaw_core.volumes.api``),
+and moving files: uploads as chunks (hashed here, only those the store lacks
+are sent, a few at a time), then one commit; reads chunk by chunk. Nothing
+holds a whole file in memory: at most ``UPLOADS_IN_FLIGHT`` chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+import msgspec
+from thaw_core.schema import VolumeEntry, VolumeInfo
+from thaw_core.volumes import CHUNK_SIZE, chunk_digests
+from thaw_core.volumes.api import (
+    ChunksMissing,
+    VolumeCommitBody,
+    VolumeCopy,
+    VolumeCreate,
+    VolumeListing,
+    VolumeRemove,
+)
+
+from thaw import exception
+from thaw.client import current, gateway_error
+
+T = TypeVar("T")
+UPLOADS_IN_FLIGHT = 8
+# Digests asked about in one request.
+MISSING_BATCH = 5000
+OCTETS = "application/octet-stream"
+
+Progress = Callable[[int], None]
+
+
+def nothing(n: int) -> None:
+    pass
+
+
+async def _call(
+    method: str,
+    path: str,
+    answer: type[T] | None,
+    body: Any = None,
+    ok: tuple[int, ...] = (200, 201),
+) -> T:
+    data = None if body is None else msgspec.json.encode(body)
+    status, raw = await current().transport.request(method, path, data)
+    if status not in ok:
+        raise gateway_error(status, raw)
+    if answer is None:
+        return None  # type: ignore[return-value]
+    try:
+        return msgspec.json.decode(raw, type=answer)
+    except msgspec.DecodeError as e:
+        raise exception.ServiceError(f"the gateway answered {path} unreadably: {e}") from None
+
+
+def _v(name: str, tail: str = "") -> str:
+    return f"/v1/volumes/{quote(name, safe='')}{tail}"
+
+
+async def create(name: str, *, exist_ok: bool, max_bytes: int | None = None) -> VolumeInfo:
+    body = VolumeCreate(name=name, exist_ok=exist_ok, max_bytes=max_bytes)
+    return await _call("POST", "/v1/volumes", VolumeInfo, body)
+
+
+async def get(name: str) -> VolumeInfo:
+    return await _call("GET", _v(name), VolumeInfo)
+
+
+async def list_all() -> list[VolumeInfo]:
+    return await _call("GET", "/v1/volumes", list[VolumeInfo])
+
+
+async def delete(name: str) -> VolumeInfo:
+    return await _call("DELETE", _v(name), VolumeInfo)
+
+
+async def entries(name: str, path: str, recursive: bool) -> VolumeListing:
+    query = urlencode({"path": path, "recursive": "1" if recursive else "0"})
+    return await _call("GET", _v(name, f"/entries?{query}"), VolumeListing)
+
+
+async def remove(name: str, path: str, recursive: bool) -> VolumeInfo:
+    return await _call(
+        "POST", _v(name, "/remove"), VolumeInfo, VolumeRemove(path=path, recursive=recursive)
+    )
+
+
+async def copy(name: str, sources: Sequence[str], dst: str, recursive: bool) -> VolumeInfo:
+    body = VolumeCopy(src_paths=list(sources), dst=dst, recursive=recursive)
+    return await _call("POST", _v(name, "/copy"), VolumeInfo, body)
+
+
+async def file_entry(name: str, path: str) -> VolumeEntry:
+    listing = await entries(name, path, False)
+    if len(listing.entries) != 1 or listing.entries[0].kind != "file":
+        raise exception.InvalidError(f"{path!r} is a directory in volume {name!r}, not a file")
+    return listing.entries[0]
+
+
+async def read_chunks(entry: VolumeEntry) -> AsyncIterator[bytes]:
+    """A file's content, one chunk at a time."""
+    for d in entry.chunks:
+        status, raw = await current().transport.request("GET", f"/v1/volume-chunks/{d}")
+        if status != 200:
+            raise gateway_error(status, raw)
+        yield raw
+
+
+async def download(entry: VolumeEntry, dest: Path, on_bytes: Progress = nothing) -> None:
+    """Write ``entry`` to ``dest`` (a temporary name beside it, then renamed)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with tmp.open("wb") as out:
+            async for piece in read_chunks(entry):
+                await asyncio.to_thread(out.write, piece)
+                on_bytes(len(piece))
+        os.chmod(tmp, entry.mode & 0o777)
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Upload:
+    local: Path
+    remote: str
+    mode: int | None = None
+
+
+async def upload(
+    name: str, files: Sequence[Upload], *, force: bool, on_bytes: Progress = nothing
+) -> VolumeInfo:
+    """Store the files' chunks that the store lacks, then commit them as one version."""
+    described: list[VolumeEntry] = []
+    where: dict[str, tuple[Path, int]] = {}
+    for f in files:
+        st = await asyncio.to_thread(f.local.stat)
+        size, digests = await asyncio.to_thread(chunk_digests, f.local)
+        for i, d in enumerate(digests):
+            where.setdefault(d, (f.local, i))
+        mode = f.mode if f.mode is not None else st.st_mode & 0o777
+        described.append(
+            VolumeEntry(path=f.remote, size=size, chunks=digests, mode=mode, mtime=st.st_mtime)
+        )
+    missing: list[str] = []
+    unique = list(where)
+    for i in range(0, len(unique), MISSING_BATCH):
+        batch = ChunksMissing(digests=unique[i : i + MISSING_BATCH])
+        missing += (await _call("POST", "/v1/volume-chunks:missing", ChunksMissing, batch)).digests
+    lacking = set(missing)
+    for d in unique:
+        if d not in lacking:
+            on_bytes(_chunk_size(*where[d]))
+    gate = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
+
+    async def send(d: str) -> None:
+        async with gate:
+            piece = await asyncio.to_thread(_read_piece, *where[d])
+            status, raw = await current().transport.request(
+                "PUT", f"/v1/volume-chunks/{d}", piece, content_type=OCTETS
+            )
+            if status not in (200, 201):
+                raise gateway_error(status, raw)
+            on_bytes(len(piece))
+
+    await asyncio.gather(*(send(d) for d in missing))
+    body = VolumeCommitBody(changes=described, force=force)
+    return await _call("POST", _v(name, "/commit"), VolumeInfo, body)
+
+
+def _read_piece(path: Path, index: int) -> bytes:
+    with path.open("rb") as f:
+        f.seek(index * CHUNK_SIZE)
+        return f.read(CHUNK_SIZE)
+
+
+def _chunk_size(path: Path, index: int) -> int:
+    return max(0, min(CHUNK_SIZE, path.stat().st_size - index * CHUNK_SIZE))

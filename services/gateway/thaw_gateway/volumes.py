@@ -1,0 +1,213 @@
+"""The volume routes: create, look up, list, delete volumes; list, read,
+write (chunks, then a commit), remove and copy their files. The volumes
+service owns versions: every change here is one commit sent to it; chunks
+go straight to the blob store. A deploy's mounts are checked here too."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from thaw_core.contract import volume_chunk_key
+from thaw_core.schema import VolumeEntry, VolumeInfo
+from thaw_core.volumes import VolumeError, VolumePathError, volume_path
+from thaw_core.volumes.api import (
+    ChunksMissing,
+    VolumeCommitBody,
+    VolumeCopy,
+    VolumeCreate,
+    VolumeListing,
+    VolumeRemove,
+)
+from thaw_core.volumes.chunks import stream_chunks
+
+from thaw_gateway import volume_tree
+from thaw_gateway.bodies import checked_name, path_name, query_flag, read_body
+from thaw_gateway.deploy import SHA256_RE, _head_upload, _put_upload
+from thaw_gateway.errors import bad_request, conflict, json_response, not_found
+from thaw_gateway.state import Gateway, gateway
+from thaw_gateway.volume_mounts import api_error
+from thaw_gateway.volume_mounts import client as _client
+
+
+def _path(raw: str) -> str:
+    try:
+        return volume_path(raw)
+    except VolumePathError as e:
+        raise bad_request(str(e)) from None
+
+
+async def _volume(gw: Gateway, request: web.Request) -> VolumeInfo:
+    try:
+        return await _client(gw).ensure(path_name(request, "volume"))
+    except VolumeError as e:
+        raise api_error(e) from None
+
+
+async def _entries(gw: Gateway, info: VolumeInfo, prefix: str = "") -> list[VolumeEntry]:
+    try:
+        return (await _client(gw).entries(info.volume_id, prefix=prefix))[1]
+    except VolumeError as e:
+        raise api_error(e) from None
+
+
+async def _commit(
+    gw: Gateway, info: VolumeInfo, changes: list[VolumeEntry], deleted: list[str]
+) -> web.Response:
+    try:
+        done = await _client(gw).commit(info.volume_id, changes, deleted)
+    except VolumeError as e:
+        raise api_error(e) from None
+    return json_response(done)
+
+
+async def _stream(request: web.Request, size: int, chunks: list[str]) -> web.StreamResponse:
+    """Send a file's chunks as they are read, never whole in memory."""
+    resp = web.StreamResponse(
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+    )
+    await resp.prepare(request)
+    async for piece in stream_chunks(gateway(request).blob, chunks):
+        await resp.write(piece)
+    await resp.write_eof()
+    return resp
+
+
+# ---------------------------------------------------------------- volumes
+
+
+async def create_volume(request: web.Request) -> web.Response:
+    body = await read_body(request, VolumeCreate)
+    name = checked_name("volume", body.name)
+    client = _client(gateway(request))
+    try:
+        if not body.exist_ok:
+            try:
+                await client.ensure(name)
+                raise conflict(f"volume {name!r} exists")
+            except VolumeError as e:
+                if e.code != "not_found":
+                    raise
+        info = await client.ensure(name, create_if_missing=True, max_bytes=body.max_bytes)
+    except VolumeError as e:
+        raise api_error(e) from None
+    return json_response(info, 201)
+
+
+async def list_volumes(request: web.Request) -> web.Response:
+    try:
+        return json_response(await _client(gateway(request)).list_all())
+    except VolumeError as e:
+        raise api_error(e) from None
+
+
+async def get_volume(request: web.Request) -> web.Response:
+    return json_response(await _volume(gateway(request), request))
+
+
+async def delete_volume(request: web.Request) -> web.Response:
+    try:
+        return json_response(await _client(gateway(request)).delete(path_name(request, "volume")))
+    except VolumeError as e:
+        raise api_error(e) from None
+
+
+# ---------------------------------------------------------------- contents
+
+
+async def list_entries(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    info = await _volume(gw, request)
+    path = _path(request.query.get("path", ""))
+    found = volume_tree.listing(
+        await _entries(gw, info, path), path, query_flag(request, "recursive")
+    )
+    if found is None:
+        raise not_found(f"no file or directory {path!r} in volume {info.name!r}")
+    return json_response(VolumeListing(version=info.version, entries=found))
+
+
+async def read_file(request: web.Request) -> web.StreamResponse:
+    gw = gateway(request)
+    info = await _volume(gw, request)
+    path = _path(request.query.get("path", ""))
+    entry = volume_tree.find(await _entries(gw, info, path), path)
+    if entry is None:
+        raise not_found(f"no file {path!r} in volume {info.name!r}")
+    if entry.kind != "file":
+        raise bad_request(f"{path or '/'!r} is a directory in volume {info.name!r}")
+    return await _stream(request, entry.size, entry.chunks)
+
+
+async def commit(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    info = await _volume(gw, request)
+    body = await read_body(request, VolumeCommitBody)
+    if not body.force and body.changes:
+        entries = await _entries(gw, info)
+        present = {e.path for e in entries if not e.deleted and e.kind == "file"}
+        clash = sorted({_path(e.path) for e in body.changes} & present)
+        if clash:
+            raise conflict(
+                f"{len(clash)} file(s) exist in volume {info.name!r} (first: {clash[0]!r});"
+                " force=True replaces them"
+            )
+    return await _commit(gw, info, body.changes, body.deleted)
+
+
+async def remove(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    info = await _volume(gw, request)
+    body = await read_body(request, VolumeRemove)
+    path = _path(body.path)
+    here = volume_tree.find(await _entries(gw, info, path), path)
+    if here is None:
+        raise not_found(f"no file or directory {path!r} in volume {info.name!r}")
+    if here.kind == "dir" and not body.recursive:
+        raise bad_request(
+            f"{path or '/'!r} is a directory; recursive=True removes it with everything under it"
+        )
+    return await _commit(gw, info, [], [path])
+
+
+async def copy(request: web.Request) -> web.Response:
+    gw = gateway(request)
+    info = await _volume(gw, request)
+    body = await read_body(request, VolumeCopy)
+    if not body.src_paths:
+        raise bad_request("src_paths is empty")
+    sources = [_path(p) for p in body.src_paths]
+    made = volume_tree.copies(await _entries(gw, info), sources, _path(body.dst), body.recursive)
+    if isinstance(made, str):
+        raise bad_request(made)
+    return await _commit(gw, info, made, [])
+
+
+# ---------------------------------------------------------------- chunks
+
+
+async def missing_chunks(request: web.Request) -> web.Response:
+    body = await read_body(request, ChunksMissing)
+    bad = [d for d in body.digests if not SHA256_RE.match(d)]
+    if bad:
+        raise bad_request(f"{bad[0]!r} is not a sha256: expected 64 lowercase hex digits")
+    blob = gateway(request).blob
+    missing = [d for d in dict.fromkeys(body.digests) if not await blob.exists(volume_chunk_key(d))]
+    return json_response(ChunksMissing(digests=missing))
+
+
+async def head_chunk(request: web.Request) -> web.Response:
+    return await _head_upload(request, volume_chunk_key, "volume chunk")
+
+
+async def put_chunk(request: web.Request) -> web.Response:
+    return await _put_upload(request, volume_chunk_key, "volume chunk")
+
+
+async def get_chunk(request: web.Request) -> web.StreamResponse:
+    sha = request.match_info["sha256"]
+    if not SHA256_RE.match(sha):
+        raise bad_request(f"{sha!r} is not a sha256: expected 64 lowercase hex digits")
+    blob = gateway(request).blob
+    info = await blob.stat(volume_chunk_key(sha))
+    if info is None:
+        raise not_found(f"no volume chunk {sha}")
+    return await _stream(request, info.size, [sha])
