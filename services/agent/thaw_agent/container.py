@@ -291,9 +291,7 @@ class Container:
             await asyncio.wait_for(self._exited.wait(), timeout_s)
 
     def mark_ready(self, max_inputs: int) -> None:
-        """The runtime said Ready: take inputs (unless it is ending meanwhile)."""
-        if self.state != "starting":
-            return
+        """The runtime said Ready: take inputs."""
         self.max_inputs = max(1, max_inputs)
         self.state = "ready"
         self.idle_since = time.time()
