@@ -23,6 +23,8 @@ has.
 | THAW_TRACE_CONSOLE       | 0                                        |
 | THAW_LOG_LEVEL           | INFO                                     |
 | THAW_NODE_ID             | the machine's hostname                   |
+| THAW_METRICS_HOST        | 127.0.0.1: where a service serves Prometheus /metrics |
+| THAW_METRICS_PORT        | 0: a free port per process, named in its health reply (metrics_url) |
 | THAW_VOLUME_MAX_BYTES    | 107374182400 (100 GiB): a volume's size limit unless made with another |
 | THAW_SECRETS_KEY         | (gateway only) base64 AES-256 keys, comma-separated, first encrypts |
 | THAW_SECRETS_KEY_FILE    | $THAW_STATE_DIR/secrets.key (0600, made on first use when unset) |
@@ -68,6 +70,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str
     node_id: str
     volume_max_bytes: int = 100 << 30
+    metrics_host: str = "127.0.0.1"
+    # Not handed to child processes (to_env): each process binds its own.
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -94,6 +99,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             log_level=e.get("THAW_LOG_LEVEL", "INFO").upper(),
             node_id=e.get("THAW_NODE_ID") or socket.gethostname(),
             volume_max_bytes=int(e.get("THAW_VOLUME_MAX_BYTES") or 100 << 30),
+            metrics_host=e.get("THAW_METRICS_HOST") or "127.0.0.1",
+            metrics_port=int(e.get("THAW_METRICS_PORT") or 0),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -113,6 +120,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "THAW_LOG_LEVEL": self.log_level,
             "THAW_NODE_ID": self.node_id,
             "THAW_VOLUME_MAX_BYTES": str(self.volume_max_bytes),
+            "THAW_METRICS_HOST": self.metrics_host,
         }
         if self.token:
             env["THAW_TOKEN"] = self.token

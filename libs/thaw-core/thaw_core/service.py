@@ -59,7 +59,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
 
-from thaw_core import refusal
+from thaw_core import metrics, refusal
 from thaw_core.blob import BlobStore, open_blob_store
 from thaw_core.bus import Bus, Handler
 from thaw_core.config import Settings
@@ -109,6 +109,7 @@ class Service:
         self.stopping = asyncio.Event()
         self.instance = f"{self.settings.node_id}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.started_at = 0.0
+        self.metrics_url = ""
         self._bus: Bus | None = None
         self._health_sub: Any = None
         self._started = False
@@ -168,6 +169,8 @@ class Service:
             if self.uses_blob:
                 self.blob = open_blob_store(s.blob_url)
             await self.setup()
+            port = metrics.serve(s.metrics_host, s.metrics_port)
+            self.metrics_url = f"http://{s.metrics_host}:{port}/metrics"
             subject = health_subject(self.name)
             self._health_sub = await self._bus.serve(subject, self._on_health, queue=subject)
         except BaseException:
@@ -295,7 +298,7 @@ class Service:
             probes["postgres"] = self.db.ping() if self.db else None
         if self.uses_blob:
             probes["blob"] = self.blob.ping() if self.blob else None
-        return await assess(
+        reply = await assess(
             service=self.name,
             instance=self.instance,
             started_at=self.started_at,
@@ -304,6 +307,7 @@ class Service:
             extra=self.checks,
             stopping=self.stopping.is_set(),
         )
+        return msgspec.structs.replace(reply, metrics_url=self.metrics_url)
 
     async def _on_health(self, msg: Any) -> None:
         reply = await self.health()

@@ -42,6 +42,7 @@ from typing import Any
 import msgspec
 import nats.errors
 import nats.js.errors
+from thaw_core import metrics
 from thaw_core.bus import Bus, Msg
 from thaw_core.container_protocol import CancelInput, InitFailed, Output, RunInput
 from thaw_core.schema import (
@@ -434,6 +435,10 @@ class Dispatcher:
                 )
             else:
                 await self._publish_result(result)
+                metrics.call_finished(
+                    invoke.app, invoke.function, result.status,
+                    result.finished_at - result.started_at,
+                )  # fmt: skip
             await _settle(r.msg.ack)
         except asyncio.CancelledError:
             await _settle(r.msg.nak)

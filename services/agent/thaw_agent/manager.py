@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from thaw_core import hosttools, layers
+from thaw_core import hosttools, layers, metrics
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.schema import (
@@ -164,13 +164,16 @@ class ContainerManager:
         plan = await self.snapshots.plan(command) if self.snapshots is not None else None
         if isinstance(plan, Restore):
             if await self._restore(c, bundle_dir, plan, requested):
+                metrics.container_started("restore", True, time.monotonic() - requested)
                 return c
+            metrics.container_started("restore", False, 0.0)
             if c.stop_requested or self.containers.get(cid) is not c:
                 return c  # stopped meanwhile: no cold start either
             c = Container(command, self.layout.container(cid), self)
             self.containers[cid] = c
             plan = None
         await c.start(bundle_dir, plan)
+        metrics.container_started("cold", True, time.monotonic() - requested)
         return c
 
     async def _restore(

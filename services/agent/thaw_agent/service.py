@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import psutil
-from thaw_core import contract, hosttools
+from thaw_core import contract, hosttools, metrics
 from thaw_core.config import Settings
 from thaw_core.gpu_inventory import gpu_inventory
 from thaw_core.schema import NodeHeartbeat
@@ -74,6 +74,9 @@ class AgentService(Service):
             self.layout, self.blob, self.shipper, bus=self.bus, snapshots=self.snapshots
         )
         self.dispatcher = Dispatcher(self.bus, self.manager, self.reject)
+        # Scraped from the metrics thread: list() copies the values in one step.
+        containers = self.manager.containers
+        metrics.count_containers_from(lambda: [c.state for c in list(containers.values())])
         self.commands = CommandHandler(self.manager, self.reject)
         self._subs: list[Any] = []
         # Clean up after a previous life of this node, then take commands.

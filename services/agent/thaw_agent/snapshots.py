@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
-from thaw_core import contract
+from thaw_core import contract, metrics
 from thaw_core.blob import BlobIntegrityError, BlobStore
 from thaw_core.bus import Bus
 from thaw_core.fingerprint import incompatibility, local_fingerprint
@@ -184,7 +184,9 @@ class SnapshotCache:
         lock = self._locks.setdefault(info.snapshot_id, asyncio.Lock())
         async with lock:
             final = self.path(info.snapshot_id)
-            if (final / INFO_FILE).is_file():
+            hit = (final / INFO_FILE).is_file()
+            metrics.cache_lookup("snapshot", hit)
+            if hit:
                 os.utime(final / INFO_FILE)  # most recently used
                 return final
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)

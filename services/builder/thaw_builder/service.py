@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
-from thaw_core import contract
+from thaw_core import contract, metrics
 from thaw_core.bus import Msg
 from thaw_core.schema import (
     NAME_RE,
@@ -106,6 +107,7 @@ class BuilderService(Service):
             "build started",
             extra={"build_id": request.build_id, "requested_by": request.requested_by},
         )
+        started = time.monotonic()
         try:
             async with self.logs.reporting(request.build_id) as reporter:
                 result = await self.builder.build(request, reporter)
@@ -132,6 +134,8 @@ class BuilderService(Service):
                 "error": result.error,
             },
         )
+        metrics.BUILDS.labels("ok" if result.ok else "failed").inc()
+        metrics.BUILD_SECONDS.observe(time.monotonic() - started)
         await self._publish_result(result)
 
     async def _decode_request(self, msg: Msg) -> BuildRequest | None:

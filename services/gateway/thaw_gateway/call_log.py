@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from thaw_core.db import Database
+from thaw_core.metrics import CALLS_ISSUED
 
 log = logging.getLogger("thaw.gateway")
 
@@ -65,6 +66,7 @@ class CallLog:
         for call in calls:
             self._pending.append(call)
             self._remember(call)
+            CALLS_ISSUED.labels(call.app, call.function).inc()
         if len(self._pending) > _PENDING_MAX:
             dropped = len(self._pending) - _PENDING_MAX
             del self._pending[:dropped]

@@ -47,6 +47,7 @@ from thaw_gateway import (
     calls,
     cluster,
     deploy,
+    metrics,
     secrets,
     snapshots,
     volumes,
@@ -232,6 +233,9 @@ ROUTES: tuple[Route, ...] = (
           raw_body="application/octet-stream", errors=(413,)),
     Route("GET", "/v1/volume-chunks/{sha256}", volumes.get_chunk, "A chunk's bytes",
           (Answer(200, "the chunk", None, "application/octet-stream"),), errors=(404,)),
+    Route("GET", "/metrics", metrics.get_metrics,
+          "Prometheus metrics of this gateway process (text exposition format)",
+          (Answer(200, "the metrics", str, "text/plain"),)),
     Route("GET", "/v1/openapi.json", openapi_json, "This document",
           (Answer(200, "the OpenAPI 3.1 document", dict[str, Any]),)),
 )  # fmt: skip

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 import nats.errors
-from thaw_core import contract, schema
+from thaw_core import contract, metrics, schema
 from thaw_core.bus import Bus, BusRequestError
 from thaw_core.schema import ContainerInfo, FunctionSpec, NodeHeartbeat
 
@@ -109,7 +109,10 @@ class Reconciler:
         except (nats.errors.Error, TimeoutError) as e:  # not provisioned yet, or NATS away
             log.debug("no consumer info for %s: %s", f.key, e)
             return Load(0, 0)
-        return Load(pending=info.num_pending or 0, running=info.num_ack_pending or 0)
+        load = Load(pending=info.num_pending or 0, running=info.num_ack_pending or 0)
+        metrics.PENDING_INPUTS.labels(*f.key).set(load.pending)
+        metrics.RUNNING_INPUTS.labels(*f.key).set(load.running)
+        return load
 
     async def tick(self, functions: Iterable[DeployedFunction]) -> None:
         now = self.clock()

@@ -22,6 +22,7 @@ from thaw_core.blob import BlobStore
 from thaw_core.layers.ids import EMPTY_DIGEST, LayerError, blob_key, local_base
 from thaw_core.layers.mounts import overlay_lowerdirs_in_use
 from thaw_core.layers.tar import disk_usage, unpack_layer
+from thaw_core.metrics import cache_lookup
 from thaw_core.schema import LayerRef
 
 
@@ -62,7 +63,9 @@ class LayerCache:
     async def pull(self, blob: BlobStore, digest: str) -> Path:
         """The unpacked layer ``digest``, fetched from ``blob`` and verified
         against the digest when this node does not have it yet."""
-        if self.has(digest):
+        hit = self.has(digest)
+        cache_lookup("layer", hit)
+        if hit:
             self.touch(digest)
             return self.path(digest)
         async with self._locked(digest):

@@ -17,6 +17,8 @@ class HealthReply(Message, tag="health"):
     pid: int = 0
     started_at: float = 0.0
     instance: str = ""
+    # Where this process serves Prometheus metrics (http://host:port/metrics).
+    metrics_url: str = ""
 
 
 class ErrorEvent(Message, tag="error"):

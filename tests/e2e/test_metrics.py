@@ -1,0 +1,116 @@
+"""Prometheus metrics against the real platform: call a function, scrape the
+gateway's ``/metrics`` and the agent's (its health reply says where), and see
+the counters move: calls issued and finished by status, latency, cold starts,
+containers by state; the scheduler's pending inputs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import thaw as modal
+from fixtures.platform import Platform
+from prometheus_client.parser import text_string_to_metric_families
+from thaw_core.bus import Bus
+from thaw_core.contract import health_subject
+from thaw_core.schema import HealthReply, decoder
+
+APPS = Path(__file__).parent / "apps"
+WAIT_S = 60.0
+
+pytestmark = pytest.mark.usefixtures("use_platform")
+
+
+def scrape(
+    url: str, token: str | None = None
+) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+        text = r.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def metrics_url(platform: Platform, service: str) -> str:
+    bus = await Bus.connect(platform.base_env["THAW_NATS_URL"], name="metrics-test")
+    try:
+        reply = decoder(HealthReply).decode(
+            (await bus.request(health_subject(service), b"", timeout_s=10)).data
+        )
+    finally:
+        await bus.close()
+    assert reply.metrics_url.startswith("http://"), reply
+    return reply.metrics_url
+
+
+def test_calls_move_the_counters(platform: Platform) -> None:
+    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
+    deployed = subprocess.run(
+        [sys.executable, "-m", "thaw.cli", "deploy", str(APPS / "metered.py")],
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    gateway = platform.gateway_url + "/metrics"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        scrape(gateway, "wrong-token")
+    assert refused.value.code == 401
+    before = scrape(gateway, platform.token)
+
+    double = modal.Function.from_name("metered", "double")
+    assert [double.remote(i) for i in range(3)] == [0, 2, 4]
+    with pytest.raises(ValueError):
+        modal.Function.from_name("metered", "fails").remote()
+
+    after = scrape(gateway, platform.token)
+    issued = "thaw_calls_issued_total"
+    assert (
+        value(after, issued, app="metered", function="double")
+        - value(before, issued, app="metered", function="double")
+        == 3
+    )
+
+    agent = asyncio.run(metrics_url(platform, "agent"))
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        samples = scrape(agent)
+        done = value(
+            samples, "thaw_calls_total", app="metered", function="double", status="success"
+        )
+        failed = value(
+            samples, "thaw_calls_total", app="metered", function="fails", status="failure"
+        )
+        if done >= 3 and failed >= 1:
+            break
+        assert time.monotonic() < deadline, json.dumps({str(k): v for k, v in samples.items()})[
+            :4000
+        ]
+        time.sleep(0.2)
+    assert value(samples, "thaw_call_duration_seconds_count", app="metered", function="double") >= 3
+    assert value(samples, "thaw_container_starts_total", kind="cold", outcome="ok") >= 2
+    assert value(samples, "thaw_container_start_seconds_count", kind="cold") >= 2
+    assert value(samples, "thaw_containers", state="ready") >= 1
+
+    scheduler = scrape(asyncio.run(metrics_url(platform, "scheduler")))
+    assert (
+        "thaw_pending_inputs",
+        frozenset({("app", "metered"), ("function", "double")}),
+    ) in scheduler
+    # The builder serves its metrics too (builds count only once one ran).
+    scrape(asyncio.run(metrics_url(platform, "builder")))
