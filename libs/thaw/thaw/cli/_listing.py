@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +37,12 @@ class Column(Generic[T]):
     value: Callable[[T], Cell]
     # Ids: shown whole on a terminal too, however narrow it is.
     whole: bool = False
+
+
+def styled(value: str, styles: Mapping[str, str]) -> Cell:
+    """``value`` in the style ``styles`` gives it (states: ready green, failed red...)."""
+    style = styles.get(value, "")
+    return (value, style) if style else value
 
 
 def _text(cell: Cell) -> str:
@@ -107,4 +113,4 @@ def print_list(
     console().print(_rich_table(columns, rows))
 
 
-__all__ = ["Cell", "Column", "json_option", "plain_lines", "print_json", "print_list"]
+__all__ = ["Cell", "Column", "json_option", "plain_lines", "print_json", "print_list", "styled"]

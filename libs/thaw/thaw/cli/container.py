@@ -6,7 +6,7 @@ import click
 from thaw_core.api import ContainerInfo
 
 from thaw.cli._common import ago, console, escape, expected_errors
-from thaw.cli._listing import Cell, Column, json_option, print_list
+from thaw.cli._listing import Cell, Column, json_option, print_list, styled
 
 _STATE_STYLE = {
     "ready": "green",
@@ -22,11 +22,6 @@ def container_group() -> None:
     """Running containers."""
 
 
-def _state(c: ContainerInfo) -> Cell:
-    style = _STATE_STYLE.get(c.state, "")
-    return (c.state, style) if style else c.state
-
-
 def _note(c: ContainerInfo) -> Cell:
     if c.error:
         return (c.error, "red")
@@ -39,7 +34,7 @@ CONTAINER_COLUMNS: list[Column[ContainerInfo]] = [
     Column("function", lambda c: c.function),
     Column("version", lambda c: str(c.version)),
     Column("node", lambda c: c.node_id),
-    Column("state", _state),
+    Column("state", lambda c: styled(c.state, _STATE_STYLE)),
     Column("inputs", lambda c: f"{c.inflight}/{c.max_inputs}"),
     Column("started", lambda c: ago(c.started_at)),
     Column("note", _note),

@@ -6,7 +6,7 @@ import click
 from thaw_core.schema import SnapshotInfo
 
 from thaw.cli._common import ago, console, escape, expected_errors
-from thaw.cli._listing import Cell, Column, json_option, print_list
+from thaw.cli._listing import Column, json_option, print_list, styled
 
 _STATE_STYLE = {"ready": "green", "creating": "cyan", "suspect": "red", "obsolete": "dim"}
 # How much of a fingerprint class id the table shows (as git shows commits).
@@ -27,11 +27,6 @@ def snapshot_group() -> None:
     """Memory snapshots of functions (enable_memory_snapshot=True)."""
 
 
-def _state(s: SnapshotInfo) -> Cell:
-    style = _STATE_STYLE.get(s.state, "")
-    return (s.state, style) if style else s.state
-
-
 def _restores(s: SnapshotInfo) -> str:
     return str(s.restores) + (f" ({s.failures} failed)" if s.failures else "")
 
@@ -45,7 +40,7 @@ SNAPSHOT_COLUMNS: list[Column[SnapshotInfo]] = [
     Column("size", lambda s: human_size(s.size) if s.size else "-"),
     Column("age", lambda s: ago(s.created_at)),
     Column("restores", _restores),
-    Column("state", _state),
+    Column("state", lambda s: styled(s.state, _STATE_STYLE)),
 ]
 
 
