@@ -137,3 +137,19 @@ def test_logs_take_a_container_filter(gateway: FakeGateway, tmp_path: Path) -> N
     assert "line 1" not in thaw("app", "logs", "logged", "--container", "ct-zzz").output
     assert "line 1" not in thaw("app", "logs", "logged", "--since", "2099-01-01T00:00").output
     assert thaw("app", "logs", "logged", "--since", "yesterday").exit_code == 2
+
+
+def test_call_show_and_cancel(gateway: FakeGateway, tmp_path: Path) -> None:
+    _deploy(tmp_path, "called", ephemeral=False)
+    import cloudpickle
+    from thaw._sync import background_loop
+    from thaw.client import Route, current
+
+    payload = cloudpickle.dumps(((4,), {}))
+    accepted = background_loop().run(current().call(Route("called", "square"), payload, wait_s=0))
+    cancelled = thaw("call", "cancel", accepted.call_id)
+    assert cancelled.exit_code == 0 and "cancelling" in cancelled.output, cancelled.output
+    shown = json.loads(thaw("call", "show", accepted.call_id, "--json").output)
+    assert (shown["call_id"], shown["status"]) == (accepted.call_id, "cancelled")
+    plain = thaw("call", "show", accepted.call_id).output
+    assert "cancelled" in plain and "cancelled by the client" in plain
