@@ -3,7 +3,8 @@
 #   1. Debian packages the platform runs: postgresql (binaries for the embedded
 #      control-plane database), runc (containers), iptables (CRIU's network
 #      lock), debootstrap (the default rootfs), zstd (snapshot packing),
-#      iproute2 (container networking);
+#      iproute2 (container networking), skopeo (images from registries) and
+#      docker-registry (the registry server the tests push to);
 #   2. CRIU 4.x in a private prefix (deploy/install-criu.sh);
 #   3. the default container rootfs (deploy/make-rootfs.sh).
 #
@@ -28,7 +29,7 @@ fi
 command -v dpkg-query >/dev/null ||
     die "dpkg-query not found: thaw's host set-up supports Debian (bookworm) hosts only"
 
-PACKAGES=(postgresql runc iptables debootstrap zstd iproute2)
+PACKAGES=(postgresql runc iptables debootstrap zstd iproute2 skopeo docker-registry)
 is_root() { [[ $(id -u) == 0 ]]; }
 
 missing_packages() {
@@ -70,6 +71,11 @@ if ((${#missing[@]})); then
     apt-get "${apt_opts[@]}" install -y --no-install-recommends "${missing[@]}"
     mapfile -t missing < <(missing_packages)
     ((${#missing[@]} == 0)) || die "still missing after apt-get install: ${missing[*]}"
+    # Only its binary is wanted (tests run their own): not the system service
+    # Debian starts on port 5000.
+    if [[ -d /run/systemd/system ]]; then
+        systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    fi
 fi
 exec 9>&- # release the apt lock (the scripts below take their own)
 

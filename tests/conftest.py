@@ -6,4 +6,5 @@ pytest_plugins = [
     "fixtures.postgres",
     "fixtures.s3",
     "fixtures.platform",
+    "fixtures.registry",
 ]

@@ -90,7 +90,8 @@ def test_added_files_are_identified_by_content_not_by_local_path(rootfs: Path) -
     [
         ([], -1, "no steps"),
         ([{"op": "pip_install", "packages": ["six"]}], 0, "debian_slim"),
-        ([{"op": "from_registry", "tag": "python:3.12"}], 0, "not supported"),
+        ([{"op": "from_registry", "tag": "python:3.12"}], 0, "not resolved"),
+        ([{"op": "from_registry", "tag": "python:3.12", "add_python": "3.9"}], 0, "not resolved"),
         ([{"op": "debian_slim", "python_version": "3.12"}], 0, "Python 3.11"),
         ([{"op": "debian_slim"}, {"op": "debian_slim"}], 1, "first step"),
         ([{"op": "debian_slim"}, {"op": "env", "vars": {"1A": "x"}}], 1, "1A"),

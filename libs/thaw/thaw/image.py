@@ -23,6 +23,7 @@ from typing import Any
 
 from thaw._env import is_local
 from thaw.exception import InvalidError
+from thaw.secret import Secret
 
 Step = dict[str, Any]
 
@@ -45,6 +46,21 @@ def _abs(path: str | os.PathLike[str]) -> str:
 def _options(**options: Any) -> dict[str, Any]:
     # Only what the user set, so that specs stay small and compare equal.
     return {k: v for k, v in options.items() if v not in (None, False, "", [])}
+
+
+def _secret_name(secret: Secret | None) -> str | None:
+    """The name of a registry-credentials secret: the builder fetches it by name."""
+    if secret is None:
+        return None
+    if not isinstance(secret, Secret):
+        raise InvalidError(f"secret takes a thaw.Secret, got {secret!r}")
+    if secret.name is None:
+        raise InvalidError(
+            "registry credentials must be a named secret: create it with `thaw secret create "
+            "NAME REGISTRY_USERNAME=... REGISTRY_PASSWORD=...` and pass "
+            "thaw.Secret.from_name(NAME) (a Secret made from values here is not supported)"
+        )
+    return secret.name
 
 
 class Image:
@@ -72,8 +88,23 @@ class Image:
         return cls(({"op": "debian_slim", **_options(python_version=python_version)},))
 
     @classmethod
-    def from_registry(cls, tag: str, *, add_python: str | None = None) -> Image:
-        return cls(({"op": "from_registry", "tag": tag, **_options(add_python=add_python)},))
+    def from_registry(
+        cls, tag: str, *, add_python: str | None = None, secret: Secret | None = None
+    ) -> Image:
+        """An image from an OCI/Docker registry (``python:3.11-slim`` is Docker
+        Hub's). ``secret``: a named secret with ``REGISTRY_USERNAME`` and
+        ``REGISTRY_PASSWORD`` for a private registry."""
+        if not isinstance(tag, str) or not tag.strip():
+            raise InvalidError(f"from_registry takes an image reference, got {tag!r}")
+        return cls(
+            (
+                {
+                    "op": "from_registry",
+                    "tag": tag.strip(),
+                    **_options(add_python=add_python, secret=_secret_name(secret)),
+                },
+            )
+        )
 
     @classmethod
     def from_dockerfile(

@@ -57,6 +57,8 @@ class ContainerRoot:
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/"
     image_id: str = ""
+    # The image's python3, when not /usr/bin/python3 (a registry image's).
+    python: str = ""
 
     def mount(self, paths: ContainerPaths) -> None:
         """Mount the overlay at ``paths.rootfs``, changes going to ``paths.upper``."""
@@ -71,6 +73,8 @@ class ContainerRoot:
     def apply(self, config: dict[str, Any]) -> dict[str, Any]:
         """The OCI config with the image's working directory."""
         config["process"]["cwd"] = self.workdir
+        if self.python:
+            config["process"]["args"][0] = self.python
         return config
 
 
@@ -113,7 +117,11 @@ class NodeImages:
         if not lowers:
             raise ImageError(f"image {image_id[:12]} has no layers")
         return ContainerRoot(
-            lowerdirs=lowers, env=dict(manifest.env), workdir=manifest.workdir, image_id=image_id
+            lowerdirs=lowers,
+            env=dict(manifest.env),
+            workdir=manifest.workdir,
+            image_id=image_id,
+            python=manifest.python,
         )
 
     async def manifest(self, image_id: str) -> ImageManifest:

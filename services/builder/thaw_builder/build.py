@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
 from thaw_core import hosttools, layers
 from thaw_core.blob import BlobStore
 from thaw_core.layers import ImageManifest, LayerCache, LayerError, LayerRef
@@ -29,6 +30,7 @@ from thaw_core.schema import (
     AddLocalPythonSource,
     BuildRequest,
     BuildResult,
+    FromRegistry,
     ImageLookup,
     ImageLookupReply,
     StepStatus,
@@ -37,9 +39,13 @@ from thaw_core.schema import (
 from thaw_builder.catalog import Catalog, StoredLayer
 from thaw_builder.config import BuilderConfig
 from thaw_builder.files import FilesError, add_files
+from thaw_builder.once import once
 from thaw_builder.pipconf import PipSettings
 from thaw_builder.plan import Plan, PlanError, PlannedStep, make_plan
+from thaw_builder.registry import RegistryError, RegistryImage, Skopeo, resolve
+from thaw_builder.registry_base import make_registry_base
 from thaw_builder.runner import StepContainer, Stream, run_quietly
+from thaw_builder.secrets import SecretSource, credentials
 from thaw_builder.steps import command_for
 
 log = logging.getLogger(__name__)
@@ -72,12 +78,19 @@ class StepFailed(Exception):
 
 class Builder:
     def __init__(
-        self, *, catalog: Catalog, blob: BlobStore, config: BuilderConfig, pip: PipSettings
+        self,
+        *,
+        catalog: Catalog,
+        blob: BlobStore,
+        config: BuilderConfig,
+        pip: PipSettings,
+        secrets: SecretSource | None = None,
     ) -> None:
         self.catalog = catalog
         self.blob = blob
         self.config = config
         self.pip = pip
+        self.secrets = secrets
         self.cache = LayerCache(config.layers)
 
     # ------------------------------------------------------------ entry points
@@ -97,12 +110,20 @@ class Builder:
                 **kw,  # type: ignore[arg-type]
             )
 
+        skopeo: Skopeo | None = None
+        resolved: RegistryImage | None = None
+        base = request.image.steps[0] if request.image.steps else None
         try:
-            plan = make_plan(request.image, self.config.rootfs)
+            if isinstance(base, FromRegistry):
+                skopeo = Skopeo(await credentials(self.secrets, base.secret, request.requested_by))
+                resolved = await resolve(base.tag, skopeo)
+            plan = make_plan(request.image, self.config.rootfs, resolved)
         except PlanError as e:
             return failed(e.step, e.op, str(e))
         except LayerError as e:
             return failed(0, "debian_slim", str(e))
+        except RegistryError as e:
+            return failed(0, "from_registry", str(e))
 
         existing = await self.catalog.image(plan.image_id)
         if existing is not None:
@@ -121,12 +142,23 @@ class Builder:
 
         refs: list[LayerRef] = []
         built = cached = 0
+        base_manifest: ImageManifest | None = None
         for ps in plan.steps:
             if ps.kind == "meta":
                 await reporter.progress(ps, "applied")
                 continue
             try:
+                if ps.kind == "registry":
+                    assert skopeo is not None
+                    base_manifest, made = await self._registry_base(ps, plan, skopeo, reporter)
+                    refs.extend(base_manifest.layers)
+                    built += made
+                    cached += not made
+                    continue
                 stored, made = await self._layer(ps, refs, reporter)
+            except RegistryError as e:
+                await reporter.progress(ps, "failed")
+                return failed(ps.index, ps.op, str(e))
             except StepFailed as e:
                 await reporter.progress(ps, "failed")
                 return failed(ps.index, ps.op, str(e), exit_code=e.exit_code, log_tail=e.tail)
@@ -144,7 +176,7 @@ class Builder:
                     base=layers.BASE_DEBIAN_SLIM if ps.kind == "base" else "",
                 )
             )
-        manifest = _manifest(plan, refs)
+        manifest = _manifest(plan, refs, base_manifest)
         await self.catalog.add_image(manifest)
         with contextlib.suppress(Exception):
             await self.cache.evict(self.config.cache_bytes)
@@ -159,6 +191,14 @@ class Builder:
         )
 
     async def lookup(self, query: ImageLookup) -> ImageLookupReply:
+        if (
+            query.image is not None
+            and query.image.steps
+            and isinstance(query.image.steps[0], FromRegistry)
+        ):
+            # Its id needs the registry's answer: the build resolves it (and
+            # finds every layer it has, pulling nothing).
+            return ImageLookupReply(image_id="", built=False)
         if query.image is not None:
             try:
                 image_id = make_plan(query.image, self.config.rootfs).image_id
@@ -198,42 +238,36 @@ class Builder:
         self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter
     ) -> tuple[StoredLayer, bool]:
         """The step's layer from the catalog, or built now; True when built here."""
-        stored = await self.catalog.layer(ps.layer_id)
-        if stored is None:
-            async with self.catalog.layer_lock(ps.layer_id, wait=False) as mine:
-                if mine:
-                    return await self._build_locked(ps, below, reporter)
-            await reporter.progress(ps, "waiting")
-            async with self.catalog.layer_lock(ps.layer_id):
-                return await self._build_locked(ps, below, reporter)
-        await reporter.progress(ps, "cached")
-        return stored, False
 
-    async def _build_locked(
-        self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter
-    ) -> tuple[StoredLayer, bool]:
-        # Whoever held the lock before us may have built it.
-        stored = await self.catalog.layer(ps.layer_id)
-        if stored is not None:
-            await reporter.progress(ps, "cached")
-            return stored, False
-        await reporter.progress(ps, "building")
-        t0 = time.monotonic()
-        scratch = self.cache.scratch("build-")
-        try:
-            match ps.kind:
-                case "base":
-                    stored = await self._store(ps, self.config.rootfs, scratch, adopt=False)
-                case "run":
-                    stored = await self._run_step(ps, below, reporter, scratch)
-                case "files":
-                    stored = await self._files_step(ps, below, reporter, scratch)
-                case _:
-                    raise AssertionError(f"step kind {ps.kind} has no layer")
-        finally:
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
-        await reporter.progress(ps, "built", elapsed_s=round(time.monotonic() - t0, 3))
-        return stored, True
+        async def make() -> StoredLayer:
+            scratch = self.cache.scratch("build-")
+            try:
+                match ps.kind:
+                    case "base":
+                        return await self._store(ps, self.config.rootfs, scratch, adopt=False)
+                    case "run":
+                        return await self._run_step(ps, below, reporter, scratch)
+                    case "files":
+                        return await self._files_step(ps, below, reporter, scratch)
+                raise AssertionError(f"step kind {ps.kind} has no layer")
+            finally:
+                await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+        return await once(self.catalog, ps, reporter, lambda: self.catalog.layer(ps.layer_id), make)
+
+    async def _registry_base(
+        self, ps: PlannedStep, plan: Plan, skopeo: Skopeo, reporter: Reporter
+    ) -> tuple[ImageManifest, bool]:
+        """A registry base's layers and python (an image of its own in the catalog)."""
+        return await once(
+            self.catalog,
+            ps,
+            reporter,
+            lambda: self.catalog.image(ps.layer_id),
+            lambda: make_registry_base(
+                self, ps, plan, skopeo, lambda stream, line: reporter.output(0, stream, line)
+            ),
+        )
 
     async def _run_step(
         self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter, scratch: Path
@@ -290,8 +324,13 @@ class Builder:
     async def _store(
         self, ps: PlannedStep, tree: Path, scratch: Path, *, adopt: bool = True
     ) -> StoredLayer:
-        """Pack ``tree`` as the step's layer, upload it, catalog it, and keep
-        it unpacked in the cache (``adopt``) for the steps built on it."""
+        return await self.store(ps.layer_id, tree, scratch, adopt=adopt)
+
+    async def store(
+        self, layer_id: str, tree: Path, scratch: Path, *, adopt: bool = True
+    ) -> StoredLayer:
+        """Pack ``tree`` as the layer ``layer_id``, upload it, catalog it, and
+        keep it unpacked in the cache (``adopt``) for the steps built on it."""
         packed = await asyncio.to_thread(
             layers.pack_layer, tree, scratch / "layer.tar.zst", level=self.config.zstd_level
         )
@@ -302,18 +341,29 @@ class Builder:
             packed.path.unlink()
             if adopt:
                 await self.cache.adopt(packed.digest, tree)
-        stored = StoredLayer(ps.layer_id, packed.digest, packed.size)
+        stored = StoredLayer(layer_id, packed.digest, packed.size)
         await self.catalog.add_layer(stored)
         return stored
 
 
-def _manifest(plan: Plan, refs: list[LayerRef]) -> ImageManifest:
-    return ImageManifest(
+def _manifest(plan: Plan, refs: list[LayerRef], base: ImageManifest | None) -> ImageManifest:
+    """The image: its layers, the env and workdir its steps set, and what its
+    base (a registry image's config and python) says."""
+    manifest = ImageManifest(
         image_id=plan.image_id,
         layers=[r for r in refs if r.digest != layers.EMPTY_DIGEST],
         env=plan.env,
         workdir=plan.workdir,
         python_version=plan.python_version,
+    )
+    if base is None:
+        return manifest
+    return msgspec.structs.replace(
+        base,
+        image_id=manifest.image_id,
+        layers=manifest.layers,
+        env=plan.env,
+        workdir=plan.workdir,
     )
 
 

@@ -2,13 +2,18 @@
 building it means, checked before anything runs.
 
 The plan is pure: it reads only the base rootfs's marker (for the base
-layer's id). Whether a layer already exists is the catalog's business.
+layer's id), and for an image from a registry the ``RegistryImage`` resolved
+before it (``registry.resolve``): the registry's layers get ids chained from
+their blob digests, so two tags of one image share them, and the base step's
+id is the pinned manifest's digest (not the tag, which moves). Whether a
+layer already exists is the catalog's business.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +40,12 @@ from thaw_core.schema import (
     Workdir,
 )
 
-# base: the rootfs; run: a command in a build container; files: local files
-# the client uploaded; meta: no layer (env, workdir, an empty package list).
-StepKind = Literal["base", "run", "files", "meta"]
+from thaw_builder.registry import RegistryImage
+
+# base: the rootfs; registry: a registry image's layers (and its python);
+# run: a command in a build container; files: local files the client
+# uploaded; meta: no layer (env, workdir, an empty package list).
+StepKind = Literal["base", "registry", "run", "files", "meta"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -68,11 +76,21 @@ class PlannedStep:
 
 
 @dataclass(frozen=True)
+class RegistryBase:
+    """A registry image as the plan's first step: its layers by id, base first."""
+
+    image: RegistryImage
+    layer_ids: list[str]
+    add_python: str | None
+
+
+@dataclass(frozen=True)
 class Plan:
     steps: list[PlannedStep]
     python_version: str
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/"
+    registry: RegistryBase | None = None
 
     @property
     def image_id(self) -> str:
@@ -83,15 +101,34 @@ def op_of(step: ImageStep) -> str:
     return type(step).__struct_config__.tag  # type: ignore[return-value]
 
 
-def make_plan(spec: ImageSpec, rootfs: Path) -> Plan:
+def make_plan(spec: ImageSpec, rootfs: Path, registry: RegistryImage | None = None) -> Plan:
+    """The plan of ``spec``; ``registry`` is its ``from_registry`` base, resolved."""
     if not spec.steps:
         raise PlanError(-1, "", "the image has no steps: start it with Image.debian_slim()")
     base = spec.steps[0]
-    python_version = _base_python(base, rootfs)
-    parent = layers.base_layer_id(rootfs, python_version)
     env: dict[str, str] = {}
     workdir = "/"
-    planned = [PlannedStep(0, base, "base", parent, {}, workdir)]
+    registry_base: RegistryBase | None = None
+    if isinstance(base, FromRegistry):
+        if registry is None:
+            raise PlanError(0, "from_registry", f"image {base.tag} was not resolved")
+        python_version = _add_python(base.add_python)
+        registry_base = registry_plan(registry, base.add_python)
+        parent = registry_base.layer_ids[-1] if registry_base.layer_ids else ""
+        parent = layers.layer_id(
+            parent,
+            {
+                "op": "from_registry",
+                "manifest": registry.reference.digest,
+                **({"add_python": base.add_python} if base.add_python else {}),
+            },
+        )
+        env, workdir = dict(registry.config.env), registry.config.workdir
+        planned = [PlannedStep(0, base, "registry", parent, {}, "/")]
+    else:
+        python_version = _base_python(base, rootfs)
+        parent = layers.base_layer_id(rootfs, python_version)
+        planned = [PlannedStep(0, base, "base", parent, {}, workdir)]
     for index, step in enumerate(spec.steps[1:], start=1):
         kind = _check(index, step)
         parent = layers.layer_id(parent, identity(step))
@@ -101,7 +138,32 @@ def make_plan(spec: ImageSpec, rootfs: Path) -> Plan:
                 env.update(new)
             case Workdir(path=path):
                 workdir = posixpath.normpath(posixpath.join(workdir, path))
-    return Plan(planned, python_version, env, workdir)
+    return Plan(planned, python_version, env, workdir, registry_base)
+
+
+def registry_plan(image: RegistryImage, add_python: str | None) -> RegistryBase:
+    ids: list[str] = []
+    parent = ""
+    for layer in image.layers:
+        parent = layers.layer_id(parent, {"op": "registry_layer", "digest": layer.digest})
+        ids.append(parent)
+    return RegistryBase(image, ids, add_python)
+
+
+def runtime_python() -> str:
+    """The Python thaw's runtime runs on (its compiled modules are built for it)."""
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def _add_python(wanted: str | None) -> str:
+    if wanted is None or _minor(wanted) == runtime_python():
+        return runtime_python()
+    raise PlanError(
+        0,
+        "from_registry",
+        f"add_python={wanted!r}: thaw's runtime runs on Python {runtime_python()}; "
+        f"use add_python={runtime_python()!r}",
+    )
 
 
 def identity(step: ImageStep) -> ImageStep | dict[str, Any]:
@@ -137,7 +199,7 @@ def _base_python(step: ImageStep, rootfs: Path) -> str:
                 f"python_version={wanted!r} is not available: this builder's base image has "
                 f"Python {available}",
             )
-        case FromRegistry() | FromDockerfile():
+        case FromDockerfile():
             raise PlanError(
                 0,
                 op_of(step),

@@ -44,6 +44,7 @@ from thaw_builder.config import BuilderConfig
 from thaw_builder.messages import salvage_build_id
 from thaw_builder.pipconf import PipSettings
 from thaw_builder.reporter import BuildLogs
+from thaw_builder.secrets import BusSecrets
 
 STREAM = contract.BUILD_STREAM.name
 DURABLE = "builder"
@@ -69,7 +70,11 @@ class BuilderService(Service):
         self.config = BuilderConfig.from_env(self.settings)
         pip = await asyncio.to_thread(PipSettings.from_host)
         self.builder = Builder(
-            catalog=Catalog(self.db), blob=self.blob, config=self.config, pip=pip
+            catalog=Catalog(self.db),
+            blob=self.blob,
+            config=self.config,
+            pip=pip,
+            secrets=BusSecrets(self.bus),
         )
         await self.builder.recover()
         self._requests = msgspec.json.Decoder(BuildRequest)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gzip
 import hashlib
 import io
 import os
@@ -21,7 +22,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -35,6 +36,8 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _SKIPPED_XATTRS = ("trusted.overlay.", "user.overlay.", "security.selinux")
 _PAX_XATTR = "SCHILY.xattr."
 _COPY_BUFSIZE = 1 << 20
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 @dataclass(frozen=True)
@@ -147,8 +150,9 @@ def _read_xattrs(path: Path) -> dict[str, bytes]:
 
 
 def unpack_layer(src: Path, dest: Path) -> int:
-    """Unpack the zstd layer tar ``src`` into the empty directory ``dest``,
-    turning OCI whiteouts into overlay ones. Returns the bytes it occupies.
+    """Unpack the layer tar ``src`` (zstd, as thaw packs it; or gzip or plain,
+    as registries hold them) into the empty directory ``dest``, turning OCI
+    whiteouts into overlay ones. Returns the bytes it occupies.
 
     Refuses (``LayerError``) members that would land outside ``dest``: absolute
     or ``..`` paths, paths through a symlink, hard links to anything but a
@@ -160,7 +164,7 @@ def unpack_layer(src: Path, dest: Path) -> int:
     xattrs: list[tuple[str, dict[str, bytes]]] = []
     try:
         _extract(src, root, xattrs)
-    except (tarfile.TarError, zstandard.ZstdError) as e:
+    except (tarfile.TarError, zstandard.ZstdError, gzip.BadGzipFile, EOFError) as e:
         raise LayerError(f"{src}: not a valid layer tar: {e}") from e
     # Applied after extraction: chown (done by extractall) clears capabilities.
     for target, found in xattrs:
@@ -176,12 +180,14 @@ def unpack_layer(src: Path, dest: Path) -> int:
 def _extract(src: Path, root: str, xattrs: list[tuple[str, dict[str, bytes]]]) -> None:
     with (
         open(src, "rb") as f,
-        zstandard.ZstdDecompressor().stream_reader(f) as zr,
+        _decompressed(f) as zr,
         tarfile.open(fileobj=zr, mode="r|", copybufsize=_COPY_BUFSIZE) as tar,
     ):
 
         def members() -> Iterator[tarfile.TarInfo]:
             for m in tar:
+                if posixpath.normpath(m.name) == "." and m.isdir():
+                    continue  # the layer's root ("./" in tars made with `tar -C dir .`)
                 name = _clean_name(m.name)
                 parent, base = posixpath.split(name)
                 if base == OPAQUE_MARKER:
@@ -216,6 +222,17 @@ def _extract(src: Path, root: str, xattrs: list[tuple[str, dict[str, bytes]]]) -
                 yield m
 
         tar.extractall(root, members=members(), numeric_owner=True, filter="fully_trusted")
+
+
+def _decompressed(f: BinaryIO) -> contextlib.AbstractContextManager[Any]:
+    """A reader of ``f``'s tar, whichever of zstd, gzip or none it is packed with."""
+    magic = f.read(4)
+    f.seek(0)
+    if magic == _ZSTD_MAGIC:
+        return zstandard.ZstdDecompressor().stream_reader(f)
+    if magic[:2] == _GZIP_MAGIC:
+        return gzip.GzipFile(fileobj=f, mode="rb")
+    return contextlib.nullcontext(f)
 
 
 def _clean_name(name: str) -> str:

@@ -39,6 +39,15 @@ class ImageManifest(Spec):
     env: dict[str, str] = {}
     workdir: str = "/"
     python_version: str = ""
+    # The image's python3 ("": /usr/bin/python3, as in thaw's own base).
+    python: str = ""
+    # Recorded from a registry image's config or a Dockerfile, not run:
+    # the user its steps ran as, its entrypoint and command, labels, ports.
+    user: str = ""
+    entrypoint: list[str] = []
+    cmd: list[str] = []
+    labels: dict[str, str] = {}
+    exposed_ports: list[str] = []
 
 
 class Step(
@@ -69,11 +78,21 @@ class DebianSlim(Step, tag="debian_slim", kw_only=True):
 class FromRegistry(Step, tag="from_registry", kw_only=True):
     tag: str
     add_python: str | None = None
+    # A named secret with REGISTRY_USERNAME and REGISTRY_PASSWORD, for a
+    # private registry (credentials say nothing about the image: not in its id).
+    secret: str | None = None
 
 
 class FromDockerfile(Step, tag="from_dockerfile", kw_only=True):
     path: str
     context_dir: str | None = None
+    # The Dockerfile's text and the context files its COPY/ADD read (dest:
+    # "/" + the path in the context), sent by the client.
+    dockerfile: str | None = None
+    build_args: dict[str, str] = {}
+    files: list[FileEntry] = []
+    add_python: str | None = None
+    secret: str | None = None
 
 
 class _PipOptions(Step, kw_only=True):

@@ -1,0 +1,66 @@
+"""Registry images in the builder: a real registry server (Debian's
+docker-registry) holding an image made here from thaw's base rootfs, pulled
+with skopeo into thaw's layers once per digest."""
+
+# ruff: noqa: F811 - the tests take the imported `env` fixture as their argument
+
+from __future__ import annotations
+
+import uuid
+
+from fixtures.registry import MARKER, REMOVED, Registry
+from test_builder import (  # noqa: F401 - its skips apply here
+    BuilderEnv,
+    env,
+    pytestmark,
+)
+
+SIX = {"op": "pip_install", "packages": ["six"]}
+
+
+def registry_image(tag: str, *steps: dict[str, object]) -> dict[str, object]:
+    return {"steps": [{"op": "from_registry", "tag": tag}, *steps]}
+
+
+async def test_a_registry_image_builds_runs_and_is_pulled_once(
+    env: BuilderEnv, base_image: str
+) -> None:
+    token = uuid.uuid4().hex[:8]
+    spec = registry_image(base_image, {"op": "run_commands", "commands": [f"echo {token} > t"]})
+    first = await env.build(spec, timeout_s=300)
+    assert first.result.ok, "\n".join([first.result.error, *first.result.log_tail])
+    manifest = first.result.manifest
+    assert manifest is not None
+    assert manifest.env["FROM_REG"] == "yes" and manifest.workdir == "/srv"
+    assert manifest.python_version == "3.11" and manifest.python == ""
+    # The pull is the first step, with its progress.
+    assert first.final_status()[0] in ("built", "cached")
+    out = await env.run_in_image(
+        manifest, ["/bin/sh", "-c", f"cat {MARKER} t; test -e {REMOVED} || echo removed"]
+    )
+    assert out.split() == ["from", "the", "registry", token, "removed"]
+
+    again = await env.build(spec)
+    assert again.result.ok and again.result.image_id == first.result.image_id
+    assert again.final_status()[0] == "cached"
+    # Another image on the same base pulls nothing: its layers are stored.
+    other = await env.build(registry_image(base_image, SIX))
+    assert other.result.ok, other.result.error
+    assert other.final_status()[0] == "cached"
+    assert not [line for line in other.output(0) if "pulling" in line]
+
+
+async def test_an_unknown_tag_fails_naming_it(env: BuilderEnv, registry: Registry) -> None:
+    tag = f"{registry.host}/thaw-test/base:no-such-tag"
+    failed = await env.build(registry_image(tag))
+    assert not failed.result.ok and failed.result.failed_step == 0
+    assert tag in failed.result.error and "no such image or tag" in failed.result.error
+
+
+async def test_a_private_registry_says_it_needs_credentials(
+    env: BuilderEnv, private_image: str
+) -> None:
+    failed = await env.build(registry_image(private_image))
+    assert not failed.result.ok
+    assert "needs credentials" in failed.result.error, failed.result.error
+    assert "REGISTRY_USERNAME" in failed.result.error
