@@ -123,7 +123,7 @@ class VolumesService(Service):
 
     async def _entries(self, req: VolumeEntries) -> VolumeEntriesReply:
         version, entries, more = await self._store.entries(
-            req.volume_id, req.since_version, req.after, req.prefix
+            req.volume_id, req.since_version, req.after, req.prefix, req.deletions
         )
         return VolumeEntriesReply(version=version, entries=entries, more=more)
 

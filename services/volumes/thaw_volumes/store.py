@@ -138,7 +138,7 @@ class VolumeStore:
         return [_info(r) for r in await self.db.fetch(_INFO + " ORDER BY name")]
 
     async def entries(
-        self, volume_id: str, since: int, after: str, prefix: str
+        self, volume_id: str, since: int, after: str, prefix: str, deletions: bool
     ) -> tuple[int, list[VolumeEntry], bool]:
         try:
             prefix = volume_path(prefix)
@@ -149,7 +149,7 @@ class VolumeStore:
             raise VolumeError("not_found", "the volume was deleted")
         rows = await self.db.fetch(
             "SELECT path, kind, size, mode, mtime, chunks, version, deleted FROM volume_files"
-            " WHERE volume_id = $1 AND version > $2 AND path > $3 AND ($2 > 0 OR NOT deleted)"
+            " WHERE volume_id = $1 AND version > $2 AND path > $3 AND ($6 OR NOT deleted)"
             " AND ($4 = '' OR path = $4 OR (path > $4 || '/' AND path < $4 || '0'))"
             " ORDER BY path LIMIT $5",
             volume_id,
@@ -157,6 +157,7 @@ class VolumeStore:
             after,
             prefix,
             PAGE_ROWS,
+            deletions,
         )
         page: list[VolumeEntry] = []
         budget = PAGE_BYTES

@@ -65,12 +65,13 @@ class VolumeListAll(Message, tag="volume_list_all"):
 class VolumeEntries(Message, tag="volume_entries"):
     """One page of the entries written since ``since_version`` (0: all), in
     path order after ``after``, under ``prefix`` ('' for the whole volume).
-    Deletions are included only with ``since_version`` > 0."""
+    With ``deletions`` (a reload), paths deleted since are included."""
 
     volume_id: str
     since_version: int = 0
     after: str = ""
     prefix: str = ""
+    deletions: bool = False
 
 
 class VolumeCommit(Message, tag="volume_commit"):

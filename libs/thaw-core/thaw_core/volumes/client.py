@@ -96,16 +96,21 @@ class VolumesClient:
         return reply.volumes
 
     async def entries(
-        self, volume_id: str, *, since_version: int = 0, prefix: str = ""
+        self, volume_id: str, *, since_version: int | None = None, prefix: str = ""
     ) -> tuple[int, list[VolumeEntry]]:
-        """The entries under ``prefix`` (all, or changed since a version, with
-        deletions), and the version they are at least as new as."""
+        """The entries under ``prefix``: all, or (a reload) those changed since
+        ``since_version``, deletions included; and the version they are at
+        least as new as."""
         out: list[VolumeEntry] = []
         version: int | None = None
         after = ""
         while True:
             req = VolumeEntries(
-                volume_id=volume_id, since_version=since_version, after=after, prefix=prefix
+                volume_id=volume_id,
+                since_version=since_version or 0,
+                after=after,
+                prefix=prefix,
+                deletions=since_version is not None,
             )
             page: VolumeEntriesReply = await self._ask(
                 contract.VOLUMES_ENTRIES, req, _entries_reply, REQUEST_TIMEOUT_S
