@@ -108,11 +108,24 @@ class Image:
 
     @classmethod
     def from_dockerfile(
-        cls, path: str | os.PathLike[str], *, context_dir: str | os.PathLike[str] | None = None
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        context_dir: str | os.PathLike[str] | None = None,
+        build_args: dict[str, str] | None = None,
     ) -> Image:
+        """Recorded; the builder refuses it at deploy, naming it (not built yet)."""
         context = _abs(context_dir) if context_dir is not None else None
         return cls(
-            ({"op": "from_dockerfile", "path": _abs(path), **_options(context_dir=context)},)
+            (
+                {
+                    "op": "from_dockerfile",
+                    "path": _abs(path),
+                    **_options(
+                        context_dir=context, build_args=dict(build_args) if build_args else None
+                    ),
+                },
+            )
         )
 
     # ------------------------------------------------------------ packages

@@ -203,10 +203,14 @@ def _base_python(step: ImageStep, rootfs: Path) -> str:
             raise PlanError(
                 0,
                 op_of(step),
-                f"{op_of(step)} is not supported yet: thaw builds without a Docker engine and "
-                "has no registry client; start the image with Image.debian_slim()",
+                f"{op_of(step)} is not supported yet: start the image with "
+                "Image.from_registry(tag) or Image.debian_slim() and add its steps",
             )
-    raise PlanError(0, op_of(step), f"an image starts with Image.debian_slim(), not {op_of(step)}")
+    raise PlanError(
+        0,
+        op_of(step),
+        f"an image starts with Image.debian_slim() or Image.from_registry(), not {op_of(step)}",
+    )
 
 
 def _minor(version: str) -> str:
