@@ -483,7 +483,14 @@ async def test_deploy_then_call_with_wait(gateway: Gateway, bus: Bus) -> None:
         json={"bundle_sha256": sha, "functions": [spec("add"), spec("mul", timeout_s=5)]},
     )
     assert status == 200, body
-    assert body == {"app": app, "version": 1, "functions": ["add", "mul"], "web_urls": {}}
+    assert body["app_id"].startswith("ap-")
+    assert body == {
+        "app": app,
+        "app_id": body["app_id"],
+        "version": 1,
+        "functions": ["add", "mul"],
+        "web_urls": {},
+    }
     event = msgspec.json.decode((await events.next_msg(timeout=5)).data, type=schema.AppEvent)
     await events.unsubscribe()
     assert (event.app, event.version, event.state) == (app, 1, "deployed")
