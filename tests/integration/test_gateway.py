@@ -771,7 +771,7 @@ async def test_an_app_has_a_stable_id_that_paths_take(gateway: Gateway) -> None:
     assert [a["app_id"] for a in apps if a["name"] == app] == [first["app_id"]]
     status, shown = await gateway.call("GET", f"/v1/apps/{first['app_id']}")
     assert status == 200 and shown["app"]["name"] == app
-    status, logs = await gateway.call("GET", f"/v1/apps/{first['app_id']}/logs")
+    status, _logs = await gateway.call("GET", f"/v1/apps/{first['app_id']}/logs")
     assert status == 200
     status, stopped = await gateway.call("POST", f"/v1/apps/{first['app_id']}/stop")
     assert status == 200 and (stopped["name"], stopped["state"]) == (app, "stopped")
@@ -956,3 +956,21 @@ async def test_app_show_lists_schedules_with_next_and_last_fire(gateway: Gateway
     await gateway.call("POST", f"/v1/apps/{app}/stop")
     stopped = (await gateway.call("GET", f"/v1/apps/{app}"))[1]
     assert [s["next_fire_at"] for s in stopped["schedules"]] == [None, None]
+
+
+async def test_deploy_refuses_what_is_not_served(gateway: Gateway) -> None:
+    """A web endpoint or an unknown experimental option would deploy and then do
+    nothing: the deploy is refused, naming each, and nothing is deployed."""
+    app = unique("unserved")
+    sha = await upload_bundle(gateway)
+    web = spec("hook", experimental_options={"web": {"kind": "endpoint", "method": "POST"}})
+    odd = spec("odd", experimental_options={"turbo": True})
+    status, body = await gateway.call(
+        "POST", f"/v1/apps/{app}/deploy", json={"bundle_sha256": sha, "functions": [web, odd]}
+    )
+    assert status == 400, body
+    message = body["error"]["message"]
+    assert "hook: web endpoints" in message and "@thaw.fastapi_endpoint" in message
+    assert "odd: experimental_options 'turbo'" in message
+    status, _ = await gateway.call("GET", f"/v1/apps/{app}")
+    assert status == 404

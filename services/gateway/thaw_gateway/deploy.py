@@ -45,6 +45,7 @@ from thaw_gateway.errors import (
 from thaw_gateway.images import BuildFailed, resolve_images
 from thaw_gateway.schedules import check_schedules
 from thaw_gateway.secrets import check_deploy_secrets
+from thaw_gateway.served import check_served
 from thaw_gateway.state import Gateway, gateway
 from thaw_gateway.volume_mounts import check_deploy_volumes
 
@@ -173,6 +174,7 @@ def _check_deploy(body: DeployRequest) -> None:
             raise bad_request(f"functions[{i}]: function {spec.name!r} appears twice")
         seen.add(spec.name)
     check_schedules(body.functions)
+    check_served(body.functions)
 
 
 async def _ensure_consumer(gw: Gateway, app: str, function: str) -> None:
