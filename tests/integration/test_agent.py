@@ -27,8 +27,8 @@ from typing import Any
 import cloudpickle
 import nats.js.errors
 import pytest
-from thaw_agent import dispatch
 from thaw_agent.container import Container
+from thaw_agent.dispatch_policy import DispatchTimings
 from thaw_agent.service import AgentService
 from thaw_core import hosttools
 from thaw_core.blob import BlobStore, open_blob_store
@@ -479,12 +479,10 @@ async def test_an_input_running_past_the_ack_wait_is_kept_alive_not_redelivered(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,
     blob: BlobStore,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # A short ack wait stands in for an input that runs longer than 10 s.
-    monkeypatch.setattr(dispatch, "ACK_WAIT_S", 1.5)
-    monkeypatch.setattr(dispatch, "IN_PROGRESS_EVERY_S", 0.4)
     agent = await make_agent()
+    # A short ack wait stands in for an input that runs longer than 10 s.
+    agent.svc.node.dispatcher.timings = DispatchTimings(ack_wait_s=1.5, in_progress_every_s=0.4)
     app = unique_app()
     sha = await put_bundle(blob, APP_SOURCE)
     logs = await LogTap.open(bus, app, "slow_marker")

@@ -26,6 +26,7 @@ import pytest
 from thaw.runtime.paths import bootstrap_file, runtime_paths
 from thaw_core.container_protocol import (
     CancelInput,
+    Configure,
     FrameReader,
     Hello,
     InitFailed,
@@ -295,6 +296,25 @@ def make_invoke(
     )
 
 
+def as_result(invoke: Invoke, output: Output, container_id: str) -> Result:
+    """The call's Result of one Output, as the agent makes it."""
+    return Result(
+        call_id=invoke.call_id,
+        status=output.status,
+        codec=invoke.codec,
+        value=output.value,
+        exc=output.exc,
+        error=output.error,
+        traceback=output.traceback,
+        attempts=invoke.attempt,
+        map_id=invoke.map_id,
+        index=invoke.index,
+        container_id=container_id,
+        started_at=output.started_at,
+        finished_at=output.finished_at,
+    )
+
+
 def value_of(result: Result) -> Any:
     assert result.status == "success", (result.error, result.traceback)
     return (
@@ -319,7 +339,10 @@ class AgentDouble:
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self.control: asyncio.Queue[Any] = asyncio.Queue()  # every frame but outputs
-        self.outputs: dict[str, asyncio.Future[Result]] = {}
+        # What the next connection is told first (Configure).
+        self.socket_env: dict[str, str] = {}
+        self.restored = False
+        self.outputs: dict[str, tuple[Invoke, asyncio.Future[Result]]] = {}
         self.unexpected_outputs: list[Output] = []
         self._connected = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
@@ -383,15 +406,18 @@ class AgentDouble:
 
     async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
+        self.send(
+            Configure(container_id=self.container_id, env=self.socket_env, restored=self.restored)
+        )
         self._connected.set()
         frames = FrameReader(reader, ToAgent)
         while (frame := await frames.read()) is not None:
             if isinstance(frame, Output):
-                future = self.outputs.get(frame.input_id)
-                if future is None or future.done():
+                invoke, future = self.outputs.get(frame.input_id, (None, None))
+                if invoke is None or future is None or future.done():
                     self.unexpected_outputs.append(frame)
                 else:
-                    future.set_result(frame.result)
+                    future.set_result(as_result(invoke, frame, self.container_id))
             else:
                 await self.control.put(frame)
         await self.control.put(None)  # the runtime closed its end
@@ -418,16 +444,22 @@ class AgentDouble:
 
     def submit(self, invoke: Invoke) -> tuple[str, asyncio.Future[Result]]:
         input_id = f"in-{uuid.uuid4().hex[:8]}"
-        future = self.outputs[input_id] = asyncio.get_running_loop().create_future()
-        self.send(RunInput(input_id=input_id, invoke=invoke))
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.outputs[input_id] = (invoke, future)
+        self.send(
+            RunInput(
+                input_id=input_id,
+                codec=invoke.codec,
+                method=invoke.method,
+                params=invoke.params,
+                args=invoke.args,
+            )
+        )
         return input_id, future
 
     async def call(self, invoke: Invoke, timeout_s: float = 10.0) -> Result:
         _, future = self.submit(invoke)
-        result = await asyncio.wait_for(future, timeout_s)
-        assert result.call_id == invoke.call_id
-        assert result.container_id == self.container_id
-        return result
+        return await asyncio.wait_for(future, timeout_s)
 
     async def close_connection(self) -> None:
         assert self._writer is not None
@@ -473,10 +505,8 @@ async def test_function_results_by_both_codecs(agent: AgentDouble) -> None:
     ready = await agent.ready(qualname="add")
     assert ready.max_inputs == 1
 
-    invoke = msgspec.structs.replace(make_invoke("add", 2, b=40), attempt=3, map_id="m1", index=7)
-    result = await agent.call(invoke)
+    result = await agent.call(make_invoke("add", 2, b=40))
     assert value_of(result) == 42
-    assert (result.attempts, result.map_id, result.index) == (3, "m1", 7)
     assert 0 < result.started_at <= result.finished_at <= time.time()
 
     result = await agent.call(make_invoke("add", "a", "b", codec="json"))

@@ -2,7 +2,7 @@
 of the agent (tests/integration/test_runtime.py's), without runc or CRIU:
 with THAW_SNAPSHOT=1 it runs the snap=True hooks, says SnapshotReady,
 closes its connection, waits for the socket to come back, takes the
-identity and env of RestoreState, runs the snap=False hooks and serves.
+identity and env of the agent's Configure, runs the snap=False hooks and serves.
 (The checkpoint itself is tested with real CRIU in test_agent_snapshot.py.)
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from test_runtime import AgentDouble, make_invoke, value_of
 from thaw.runtime.reseed import reseed_generators
-from thaw_core.container_protocol import Hello, Ready, RestoreState, SnapshotReady
+from thaw_core.container_protocol import Hello, Ready, SnapshotReady
 
 SOURCE = """
 import os
@@ -100,13 +100,10 @@ async def test_runtime_pauses_for_the_snapshot_and_comes_back_as_another_contain
     assert agent.proc is not None and agent.proc.returncode is None
 
     new_id = "ctr-restored"
+    agent.container_id, agent.socket_env, agent.restored = new_id, {"SECRET": "fresh"}, True
     await agent.listen_again()
-    await asyncio.wait_for(agent._connected.wait(), 10)
-    agent.send(RestoreState(container_id=new_id, env={"SECRET": "fresh"}))
     assert await agent.expect(Hello) == Hello(container_id=new_id, pid=agent.runtime_pid())
     await agent.expect(Ready)
-
-    agent.container_id = new_id  # results now name the new container
     state = value_of(await agent.call(make_invoke("Snap", method="state")))
     assert state == {
         "pid": agent.runtime_pid(),

@@ -17,7 +17,11 @@ from thaw_core import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = ROOT / "libs/thaw-core/thaw_core/contract.py"
-BUS = ROOT / "libs/thaw-core/thaw_core/bus.py"
+BUS = ROOT / "libs/thaw-core/thaw_core/bus"
+# Runs under the image's python before thaw_core is importable: it spells the
+# env names it needs itself, and test_bootstrap_agrees_with_the_contract
+# checks them.
+BOOTSTRAP = ROOT / "libs/thaw/thaw/runtime/bootstrap.py"
 
 _SUBJECT_ROOTS = "invoke|result|cancel|health|agent|logs|event|snapshots|build|builder|secrets|volumes"
 _STREAM_NAMES = {s.name for s in contract.STREAMS}
@@ -33,7 +37,9 @@ _SUBJECT = re.compile(rf"^thaw\.({_SUBJECT_ROOTS})(\.|$)")
 
 def _sources() -> list[Path]:
     files = [*ROOT.glob("libs/*/*/**/*.py"), *ROOT.glob("services/*/*/**/*.py")]
-    return sorted(p for p in files if p != CONTRACT and "__pycache__" not in p.parts)
+    return sorted(
+        p for p in files if p not in (CONTRACT, BOOTSTRAP) and "__pycache__" not in p.parts
+    )
 
 
 _NAMING_CALLS = {"getLogger", "get_tracer", "get_meter"}
@@ -120,7 +126,7 @@ def _raw_nats_uses(path: Path) -> list[str]:
 
 
 def test_no_service_reaches_past_bus_into_nats() -> None:
-    found = [v for p in _sources() if p != BUS for v in _raw_nats_uses(p)]
+    found = [v for p in _sources() if BUS not in p.parents for v in _raw_nats_uses(p)]
     assert not found, "use Bus's methods, not its NATS client:\n" + "\n".join(found)
 
 
@@ -140,3 +146,11 @@ def test_every_stream_owns_its_subjects() -> None:
     assert contract.RESULTS_STREAM.subjects == ("thaw.result.>",)
     assert contract.LOGS_STREAM.subjects == ("thaw.logs.>",)
     assert contract.call_id_of_result_subject(contract.result_subject("c-1")) == "c-1"
+
+
+def test_bootstrap_agrees_with_the_contract() -> None:
+    from thaw.runtime import bootstrap
+
+    spelled = {n: getattr(bootstrap, n) for n in dir(bootstrap) if n.startswith("ENV_")}
+    assert spelled
+    assert spelled == {n: getattr(contract, n) for n in spelled}

@@ -10,7 +10,7 @@ import threading
 
 from thaw.runtime.executor import Executor, callee
 from thaw.runtime.failure import describe
-from thaw_core.schema import Invoke, Result
+from thaw_core.container_protocol import Output, RunInput
 
 
 def _raise(exc: BaseException) -> BaseException:
@@ -51,12 +51,12 @@ def test_the_traceback_starts_at_the_users_first_frame() -> None:
         await asyncio.sleep(0)
         load()
 
-    async def run(fn: object) -> Result:
+    async def run(fn: object) -> Output:
         # As in the container: the executor's frames, asyncio's and the thread
         # pool's come before the user's; the caller sees none of them.
-        results: list[Result] = []
-        await Executor("ctr", 1, asyncio.get_running_loop()).run(
-            Invoke(call_id="c", app="a", function="f"), callee(fn, "m.f"), None, results.append
+        results: list[Output] = []
+        await Executor(1, asyncio.get_running_loop()).run(
+            RunInput(input_id="in-1"), callee(fn, "m.f"), None, results.append
         )  # type: ignore[arg-type]
         return results[0]
 

@@ -113,7 +113,7 @@ class FakeGateway:
                 call_id=call_id,
                 status="failure",
                 codec="pickle",
-                exc_b64=exc,
+                exc=exc,
                 error=f"{type(e).__name__}: {e}",
                 traceback="".join(traceback.format_exception(e)),
             )

@@ -28,7 +28,7 @@ def recorded_failure() -> bytes:
             call_id="fc-1",
             status="failure",
             codec="pickle",
-            exc_b64=cloudpickle.dumps(e),
+            exc=cloudpickle.dumps(e),
             error="ValueError: bad input: -1",
             traceback="".join(traceback.format_exception(e)),
         )
@@ -70,7 +70,7 @@ def test_unpicklable_exception_becomes_remote_error_with_text_and_traceback() ->
         call_id="fc-1",
         status="failure",
         codec="pickle",
-        exc_b64=b"\x80\x04not a pickle",
+        exc=b"\x80\x04not a pickle",
         error="CustomError: it broke",
         traceback='Traceback (most recent call last):\n  File "app.py", line 3\n',
     )

@@ -157,18 +157,26 @@ class CallAccepted(Body):
 
 
 class CallResult(Body):
+    """A call's ``schema.Result`` over HTTP: the same fields by the same
+    names, except the return value, which the json codec gives as JSON."""
+
     call_id: str
     status: CallStatus
     codec: Codec
     # json codec: the return value itself; pickle codec: None, see value_b64.
     value: Any = None
+    # pickle codec: the pickled return value (Result.value), base64 in JSON.
     value_b64: bytes = b""
-    exc_b64: bytes = b""
+    # Failure: the pickled exception when it pickles, base64 in JSON.
+    exc: bytes = b""
     error: str = ""
     traceback: str = ""
     attempts: int = 1
     map_id: str = ""
     index: int = 0
+    container_id: str = ""
+    started_at: float = 0.0
+    finished_at: float = 0.0
 
 
 class BatchRequest(Body):

@@ -10,22 +10,33 @@ msgpack rather than JSON because inputs and results carry pickled bytes.
 
 A container's life, as the runtime sees it::
 
-    connect -> Hello -> (load bundle, enter hooks) -> Ready | InitFailed
+    connect <- Configure -> (apply env) Hello -> (load bundle, enter hooks) -> Ready | InitFailed
     loop: RunInput -> Output      (up to max_inputs at once)
           CancelInput             (best effort)
           Shutdown                (exit hooks, then exit 0)
+
+``Configure`` is the agent's first frame on every connection: who the
+container is and its environment, which the runtime applies to
+``os.environ`` before it loads anything. It is the only way values that must
+not be written on the host (secrets) reach a container; config.json holds
+the rest.
+
+The agent sends a container what it needs to run one input, and the
+container answers with its outcome; the agent makes the call's ``Result``
+of the two (call id, attempts, map id, index and container id are the
+agent's to set).
 
 Memory snapshots (``THAW_SNAPSHOT=1`` in a cold container's env): after the
 ``enter(snap=True)`` hooks the runtime says ``SnapshotReady`` and closes its
 connection (CRIU cannot dump a connected external unix socket), then waits
 for the socket to reappear. The agent checkpoints it; whenever a process
 comes back (restored from that image, or left running because the
-checkpoint failed) the agent listens again and its first frame is
-``RestoreState``; the runtime answers ``Hello`` with the new id, runs the
+checkpoint failed) the agent listens again and sends ``Configure`` as on
+any connection; the runtime answers ``Hello`` with the new id, runs the
 ``enter(snap=False)`` hooks and says ``Ready`` as usual::
 
     ... SnapshotReady, close | checkpoint | restore, connect
-        <- RestoreState -> Hello -> (enter snap=False) -> Ready | InitFailed
+        <- Configure -> Hello -> (enter snap=False) -> Ready | InitFailed
 """
 
 from __future__ import annotations
@@ -36,13 +47,30 @@ from typing import Any
 
 import msgspec
 
-from thaw_core.schema import Invoke, Result
+from thaw_core.schema import CallStatus, Codec, now
 
 MAX_FRAME = 256 * 1024 * 1024  # matches the largest payload the gateway accepts, with room
 SOCKET_IN_CONTAINER = "/run/thaw/agent.sock"
 
+# Every frame: this header (the body's length), then the body.
+HEADER = struct.Struct(">I")
 
-class Frame(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type"):
+
+class ChannelClosed(ConnectionError):
+    """The other end closed the connection or it broke; nothing more will come."""
+
+
+def body_size(header: bytes) -> int:
+    """The length a frame header announces; ChannelClosed past ``MAX_FRAME``."""
+    (size,) = HEADER.unpack(header)
+    if size > MAX_FRAME:
+        raise ChannelClosed(f"frame of {size} bytes exceeds the {MAX_FRAME} limit")
+    return size
+
+
+class Frame(
+    msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="type"
+):
     pass
 
 
@@ -72,14 +100,41 @@ class SnapshotReady(Frame, tag="snapshot_ready"):
 
 
 class Output(Frame, tag="output"):
+    """How one input ended. The fields mean what ``Result``'s of the same
+    name mean."""
+
     input_id: str
-    result: Result
+    status: CallStatus
+    # Success: the codec-encoded return value.
+    value: bytes = b""
+    # Failure: the pickled exception when it pickles, and always its text.
+    exc: bytes = b""
+    error: str = ""
+    traceback: str = ""
+    started_at: float = 0.0
+    finished_at: float = msgspec.field(default_factory=now)
 
 
 # agent -> runtime
+class Configure(Frame, tag="configure"):
+    """First frame on every connection: who the container is and the
+    environment the runtime applies before it loads the bundle. ``restored``:
+    this process came back from a memory snapshot."""
+
+    container_id: str
+    env: dict[str, str] = {}
+    restored: bool = False
+
+
 class RunInput(Frame, tag="run_input"):
+    """One input: what the container needs to run it. ``args`` and
+    ``params`` are ``codec``-encoded as in ``Invoke``."""
+
     input_id: str
-    invoke: Invoke
+    codec: Codec = "pickle"
+    method: str | None = None
+    params: bytes = b""
+    args: bytes = b""
 
 
 class CancelInput(Frame, tag="cancel_input"):
@@ -90,25 +145,15 @@ class Shutdown(Frame, tag="shutdown"):
     grace_s: float = 10.0
 
 
-class RestoreState(Frame, tag="restore_state"):
-    """First frame on a snapshotted runtime's new connection: who it is now.
-    ``env`` is the container's current environment (fresh secrets included);
-    the runtime applies it over the one captured in the snapshot."""
-
-    container_id: str
-    env: dict[str, str] = {}
-
-
 ToAgent = Hello | Ready | InitFailed | Output | SnapshotReady
-ToRuntime = RunInput | CancelInput | Shutdown | RestoreState
+ToRuntime = Configure | RunInput | CancelInput | Shutdown
 
-_HEADER = struct.Struct(">I")
 _encoder = msgspec.msgpack.Encoder()
 
 
 def pack(frame: Frame) -> bytes:
     body = _encoder.encode(frame)
-    return _HEADER.pack(len(body)) + body
+    return HEADER.pack(len(body)) + body
 
 
 class FrameReader:
@@ -121,12 +166,9 @@ class FrameReader:
     async def read(self) -> Any:
         """The next frame, or None at a clean end of stream."""
         try:
-            header = await self._reader.readexactly(_HEADER.size)
+            header = await self._reader.readexactly(HEADER.size)
         except asyncio.IncompleteReadError as e:
             if e.partial:
-                raise ConnectionError("connection closed inside a frame header") from e
+                raise ChannelClosed("connection closed inside a frame header") from e
             return None
-        (size,) = _HEADER.unpack(header)
-        if size > MAX_FRAME:
-            raise ValueError(f"frame of {size} bytes exceeds the {MAX_FRAME} limit")
-        return self._decoder.decode(await self._reader.readexactly(size))
+        return self._decoder.decode(await self._reader.readexactly(body_size(header)))

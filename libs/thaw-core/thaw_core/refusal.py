@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from thaw_core.bus import Bus
+from thaw_core.bus import Bus, settle
 from thaw_core.contract import error_event_subject
 from thaw_core.schema import ErrorEvent
 
@@ -103,13 +103,7 @@ def error_code(exc: msgspec.DecodeError) -> str:
 
 async def term(msg: Any) -> None:
     """Terminate a JetStream message (no redelivery); a no-op for core messages."""
-    reply = getattr(msg, "reply", None) or ""
-    # Only a JetStream delivery is terminated: the reply subject of a core
-    # request is the requester's inbox, which must not receive "+TERM".
-    if getattr(msg, "is_acked", False) or not reply.startswith("$JS.ACK."):
-        return
-    with contextlib.suppress(Exception):  # core NATS message, or already acked
-        await msg.term()
+    await settle(msg, "term")
 
 
 def err_text(exc: BaseException) -> str:

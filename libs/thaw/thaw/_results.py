@@ -21,7 +21,7 @@ def result_error(result: CallResult, label: str) -> BaseException | None:
         case "success":
             return None
         case "failure":
-            return rebuild_exception(result.exc_b64, result.error, result.traceback)
+            return rebuild_exception(result.exc, result.error, result.traceback)
         case "timeout":
             return FunctionTimeoutError(result.error or f"{label} ran past its timeout")
         case "cancelled":

@@ -14,15 +14,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from thaw_core.container_protocol import Frame, FrameReader, ToAgent, pack
+from thaw_core.container_protocol import ChannelClosed, Frame, FrameReader, ToAgent, pack
 
 SOCKET_NAME = "agent.sock"
 # sun_path holds 108 bytes; deep state dirs (pytest's tmp dirs) exceed it.
 _SUN_PATH_MAX = 107
-
-
-class ChannelClosed(ConnectionError):
-    pass
 
 
 def bind_unix(path: Path) -> socket.socket:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thaw_core import contract
-from thaw_core.container_protocol import RestoreState
 from thaw_core.schema import SnapshotCreateFailed
 
 from thaw_agent import gpu_snapshot
@@ -63,15 +62,6 @@ async def restore(c: Container, images: Path, *, stdout_fd: int, stderr_fd: int)
     if (images / CUDA_SUSPENDED).exists():
         await gpu_snapshot.toggle(pid)
     return pid
-
-
-def restore_state(c: Container) -> RestoreState:
-    """Who a restored runtime is now: this container's id and the env its
-    config.json gives it (secrets as they are now), less the snapshot flag."""
-    config = json.loads((c.paths.oci / "config.json").read_text())
-    pairs = (entry.partition("=") for entry in config["process"]["env"])
-    env = {k: v for k, _, v in pairs if k not in SNAPSHOT_ENV}
-    return RestoreState(container_id=c.id, env=env)
 
 
 async def snapshot(c: Container, claim: Checkpoint) -> RuntimeChannel:

@@ -113,6 +113,8 @@ class Container:
         # must not fail the function's inputs as an InitFailed would.
         self.fallback_on_failure = False
         self._settled = asyncio.Event()  # Ready, or failed
+        # config.json's environment, less the snapshot flag.
+        self.config_env: dict[str, str] = {}
 
     # ------------------------------------------------------------ views
 
@@ -132,6 +134,10 @@ class Container:
     def ending(self) -> bool:
         """We are ending it (stop, kill, failure): its death is expected."""
         return self._ending
+
+    def runtime_env(self) -> dict[str, str]:
+        """The environment the runtime is given over its socket (``Configure``)."""
+        return self.host.container_env(self)
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(
@@ -204,6 +210,8 @@ class Container:
                 )
             )
             (p.oci / "config.json").write_text(json.dumps(config))
+            pairs = (entry.partition("=") for entry in config["process"]["env"])
+            self.config_env = {k: v for k, _, v in pairs if k not in checkpoint.SNAPSHOT_ENV}
             images = snapshot_dir / "images" if snapshot_dir is not None else None
             self.pid = await self.launch(images)
         except BaseException as e:

@@ -1,10 +1,11 @@
 """What a container's runtime and the agent say over its socket.
 
-Hello, then Ready or InitFailed, then Outputs until the connection ends. A
-runtime starting for a snapshot says ``SnapshotReady`` before Ready: the
-container is checkpointed then (``checkpoint.snapshot``) and the talk goes
-on over the new connection. A restored runtime is sent ``RestoreState``
-before its Hello.
+Configure (the agent's first frame on every connection: who the container
+is and its environment), Hello, then Ready or InitFailed, then Outputs
+until the connection ends. A runtime starting for a snapshot says
+``SnapshotReady`` before Ready: the container is checkpointed then
+(``checkpoint.snapshot``) and the talk goes on over the new connection,
+which starts with Configure again.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from thaw_core.container_protocol import Hello, InitFailed, Output, Ready, SnapshotReady
+from thaw_core.container_protocol import Configure, Hello, InitFailed, Output, Ready, SnapshotReady
 
 from thaw_agent import checkpoint
 from thaw_agent.channel import RuntimeChannel
@@ -26,11 +27,10 @@ CONNECT_TIMEOUT_S = 120.0
 
 
 async def _connect(c: Container, channel: RuntimeChannel, restored: bool) -> None:
-    """Accept the runtime's connection; a restored one is told who it is now
-    before it says Hello."""
+    """Accept the runtime's connection, tell it who it is and its environment,
+    and wait for its Hello."""
     await channel.accept(CONNECT_TIMEOUT_S)
-    if restored:
-        await channel.send(checkpoint.restore_state(c))
+    await channel.send(Configure(container_id=c.id, env=c.runtime_env(), restored=restored))
     hello = await channel.read()
     if not isinstance(hello, Hello) or hello.container_id != c.id:
         raise ValueError(f"expected Hello from container {c.id}, got {hello!r}")
@@ -45,8 +45,8 @@ async def converse(c: Container) -> None:
         first = await channel.read()
         if isinstance(first, SnapshotReady) and isinstance(c.plan, Checkpoint):
             channel = await checkpoint.snapshot(c, c.plan)
-            # Restored in place, or resumed cold: a RestoreState either way.
-            await _connect(c, channel, restored=True)
+            # Restored in place, or resumed cold.
+            await _connect(c, channel, restored=c.restored)
             first = await channel.read()
         match first:
             case Ready(max_inputs=n):

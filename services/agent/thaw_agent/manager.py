@@ -82,6 +82,14 @@ class ContainerManager:
 
     # ------------------------------------------------------------ views
 
+    def container_env(self, c: Container) -> dict[str, str]:
+        """The environment ``c``'s runtime applies before it loads the bundle,
+        sent over its socket (``Configure``) on every connection, cold start
+        or restore: config.json's, which holds everything that may be
+        written on the host. Values that must not be (secrets) belong here
+        and never in config.json."""
+        return dict(c.config_env)
+
     def get(self, container_id: str) -> Container | None:
         return self.containers.get(container_id)
 

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
 from thaw_core import contract, metrics
-from thaw_core.bus import Msg
+from thaw_core.bus import Msg, num_delivered
 from thaw_core.schema import (
     NAME_RE,
     BuildRequest,
@@ -119,7 +119,7 @@ class BuilderService(Service):
         except Exception as e:
             # The catalog or blob store failing under us: retried (nak) while
             # deliveries remain, then the requester is told rather than left waiting.
-            delivered = _num_delivered(msg)
+            delivered = num_delivered(msg)
             if delivered < MAX_DELIVER:
                 raise
             log.exception("build %s failed %d times; giving up", request.build_id, delivered)
@@ -199,9 +199,3 @@ class BuilderService(Service):
         if msg.reply:
             await msg.respond(encode(reply))
 
-
-def _num_delivered(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_delivered)
-    except Exception:  # noqa: BLE001 - not a JetStream message: a single delivery
-        return MAX_DELIVER

@@ -12,15 +12,13 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 from thaw_core.api import MAX_PAYLOAD_BYTES
-from thaw_core.schema import check_name
+from thaw_core.schema import CALL_ID_RE, check_name
 
 from thaw_gateway.errors import bad_request, too_large
 
 T = TypeVar("T")
 
-# Call ids made here are "fc-<32 hex>", but another language publishing on the
-# bus picks its own; any subject token of sane length is one.
-CALL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+# Container ids follow the call-id rule: a subject token and a path segment.
 CONTAINER_ID_RE = CALL_ID_RE
 
 

@@ -14,8 +14,9 @@ from collections.abc import Iterable
 import msgspec
 from aiohttp import web
 from thaw_core.api import StreamRequest
+from thaw_core.schema import is_call_id
 
-from thaw_gateway.bodies import CALL_ID_RE, read_body
+from thaw_gateway.bodies import read_body
 from thaw_gateway.calls import NDJSON, client_gone
 from thaw_gateway.errors import bad_request, error_line, not_found, too_large
 from thaw_gateway.results import GatewayStopping, MalformedResult, Outcome, to_call_result
@@ -38,7 +39,7 @@ async def stream_calls(request: web.Request) -> web.StreamResponse:
     if len(call_ids) > MAX_STREAM_CALLS:
         raise too_large(f"{len(call_ids)} call ids; a stream takes at most {MAX_STREAM_CALLS}")
     for i, cid in enumerate(call_ids):
-        if not CALL_ID_RE.match(cid):
+        if not is_call_id(cid):
             raise bad_request(f"call_ids[{i}]: {cid!r} is not a call id")
     if not 0 < body.timeout_s <= MAX_STREAM_TIMEOUT_S:
         raise bad_request(f"timeout_s must be > 0 and <= {MAX_STREAM_TIMEOUT_S:g}")

@@ -20,20 +20,20 @@ from typing import Any
 import msgspec
 import nats.errors
 from aiohttp import web
-from opentelemetry import propagate
 from thaw_core.api import (
     BatchAccepted,
     BatchRequest,
     CallAccepted,
     CallRequest,
 )
-from thaw_core.bus import Bus
+from thaw_core.bus import BatchPublishError, Bus
 from thaw_core.contract import cancel_subject
 from thaw_core.schema import (
     CancelCall,
     Codec,
     FunctionSpec,
     Invoke,
+    JsonArgs,
     Result,
     encode,
     invoke_subject,
@@ -71,12 +71,6 @@ PUBLISH_TIMEOUT_S = 10.0
 _args_encoder = msgspec.json.Encoder()
 NDJSON = "application/x-ndjson"
 
-
-class JsonArgs(msgspec.Struct, forbid_unknown_fields=True):
-    """One input of the json codec, as the container's runtime reads it."""
-
-    args: list[Any] = []
-    kwargs: dict[str, Any] = {}
 
 
 def new_call_id() -> str:
@@ -126,7 +120,7 @@ def batch_item_args(codec: Codec, item: Any, index: int) -> bytes:
 
 
 def check_size(bus: Bus, data: bytes) -> None:
-    limit = bus.nc.max_payload
+    limit = bus.max_payload
     if limit and len(data) > limit:
         raise too_large(
             f"the encoded input is {len(data)} bytes, over the bus's message limit of {limit}"
@@ -148,27 +142,13 @@ async def publish_input(bus: Bus, invoke: Invoke, data: bytes) -> None:
 
 
 async def publish_inputs(bus: Bus, subject: str, inputs: list[tuple[str, bytes]]) -> None:
-    """Publish many inputs pipelined: every publish is sent before any ack is
-    awaited (and without yielding to the loop between them, so they leave in
-    few writes). A retry of the whole batch is safe (msg-id = call id)."""
-    trace: dict[str, str] = {}
-    propagate.inject(trace)
-    futures: list[asyncio.Future[Any]] = []
+    """Publish many inputs pipelined (``Bus.publish_batch``); a retry of the
+    whole batch is safe (msg-id = call id)."""
     try:
-        async with asyncio.timeout(PUBLISH_TIMEOUT_S + len(inputs) / 1000):
-            for call_id, data in inputs:
-                futures.append(
-                    await bus.js.publish_async(
-                        subject, data, headers={**trace, "Nats-Msg-Id": call_id}
-                    )
-                )
-            await asyncio.gather(*futures)
-    except (nats.errors.Error, TimeoutError) as e:
-        for f in futures:
-            f.cancel()  # frees their slots in the client's pending-publish window
-        done = sum(1 for f in futures if f.done() and not f.cancelled() and not f.exception())
+        await bus.publish_batch(subject, inputs, timeout_s=PUBLISH_TIMEOUT_S + len(inputs) / 1000)
+    except BatchPublishError as e:
         raise gateway_timeout(
-            f"the bus took {done} of {len(inputs)} inputs before failing ({e!r});"
+            f"the bus took {e.taken} of {e.total} inputs before failing ({e.__cause__!r});"
             " send the batch again (inputs already taken are not run twice)"
         ) from e
 

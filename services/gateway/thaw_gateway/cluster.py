@@ -12,7 +12,6 @@ from typing import Any
 import msgspec
 import nats.errors
 from aiohttp import web
-from nats.js.api import DeliverPolicy
 from thaw_core import contract
 from thaw_core.api import ContainersResponse, NodeInfo
 from thaw_core.bus import BusRequestError
@@ -38,7 +37,6 @@ from thaw_gateway.state import gateway
 
 log = logging.getLogger("thaw.gateway")
 
-LOGS_STREAM = contract.LOGS_STREAM.name
 AGENT_TIMEOUT_S = 15.0
 # How often an idle log follower checks that its client is still there.
 _FOLLOW_POLL_S = 1.0
@@ -127,8 +125,7 @@ async def list_nodes(request: web.Request) -> web.Response:
 
 
 async def _stored_count(request: web.Request, subject: str) -> int:
-    info = await gateway(request).bus.js.stream_info(LOGS_STREAM, subjects_filter=subject)
-    return sum((info.state.subjects or {}).values())
+    return await gateway(request).bus.stored_count(subject)
 
 
 async def app_logs(request: web.Request) -> web.StreamResponse:
@@ -147,10 +144,7 @@ async def app_logs(request: web.Request) -> web.StreamResponse:
     if not stored and not follow:
         await resp.write_eof()
         return resp
-    # Ordered consumer: ephemeral, in order, recreated by the client on a gap.
-    sub = await gw.bus.js.subscribe(
-        subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-    )
+    sub = await gw.bus.follow(subject)
     try:
         caught_up = not stored
         while not gw.stopping.is_set():

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import msgspec
-import nats.js.errors
 from aiohttp import web
 from thaw_core.api import (
     MAX_PAYLOAD_BYTES,
@@ -179,27 +178,15 @@ def _check_deploy(body: DeployRequest) -> None:
 
 async def _ensure_consumer(gw: Gateway, app: str, function: str) -> None:
     spec = invoke_consumer(app, function)
-    durable = spec.durable
-    subject = spec.filter_subject
     # The durable joins names with "_", which names may contain: app "a_b" with
     # function "c" and app "a" with function "b_c" would share one consumer.
-    try:
-        info = await gw.bus.js.consumer_info(spec.stream, durable)
-    except nats.js.errors.NotFoundError:
-        info = None
-    if info is not None and info.config.filter_subject not in (None, subject):
+    state = await gw.bus.consumer_state(spec)
+    if state is not None and state.filter_subject not in (None, spec.filter_subject):
         raise conflict(
-            f"function {function!r} of app {app!r} would share the input queue {durable!r}"
-            f" with {info.config.filter_subject!r}; rename the app or the function"
+            f"function {function!r} of app {app!r} would share the input queue {spec.durable!r}"
+            f" with {state.filter_subject!r}; rename the app or the function"
         )
-    assert subject is not None
-    await gw.bus.ensure_consumer(
-        spec.stream,
-        durable,
-        filter_subject=subject,
-        ack_wait_s=spec.ack_wait_s,
-        max_deliver=spec.max_deliver,
-    )
+    await gw.bus.ensure_consumer(spec)
 
 
 async def deploy_app(request: web.Request) -> web.StreamResponse:

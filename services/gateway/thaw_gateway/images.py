@@ -212,8 +212,8 @@ async def _build(gw: Gateway, app: str, image: _Image, build_id: str, emit: Emit
         queue.put_nowait(msg.data)
 
     subs = [
-        await gw.bus.nc.subscribe(contract.build_log_subject(build_id), cb=on_message),
-        await gw.bus.nc.subscribe(contract.build_result_subject(build_id), cb=on_message),
+        await gw.bus.subscribe(contract.build_log_subject(build_id), on_message),
+        await gw.bus.subscribe(contract.build_result_subject(build_id), on_message),
     ]
     try:
         await gw.bus.publish(

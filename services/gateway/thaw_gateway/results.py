@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import msgspec
-import nats.js.errors
 from thaw_core import contract
 from thaw_core.api import CallResult
 from thaw_core.bus import Bus
@@ -34,8 +33,6 @@ from thaw_core.schema import Result, result_subject
 
 log = logging.getLogger("thaw.gateway")
 
-RESULTS_STREAM = contract.RESULTS_STREAM.name
-_PREFIX = contract.RESULT_SUBJECT_PREFIX
 # How many stored results one request looks up at once.
 _LOOKUP_CONCURRENCY = 64
 # Calls issued here that are tracked, and results of theirs kept in memory.
@@ -92,12 +89,15 @@ def to_call_result(r: Result) -> CallResult:
         codec=r.codec,
         value=value,
         value_b64=value_b64,
-        exc_b64=r.exc,
+        exc=r.exc,
         error=error,
         traceback=r.traceback,
         attempts=r.attempts,
         map_id=r.map_id,
         index=r.index,
+        container_id=r.container_id,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
     )
 
 
@@ -117,8 +117,8 @@ class ResultHub:
     async def start(self) -> None:
         # No pending limits: a dropped result would leave a waiter hanging
         # until its timeout, and the callback is cheap enough to keep up.
-        self._sub = await self.bus.nc.subscribe(
-            _PREFIX + ">", cb=self._on_message, pending_msgs_limit=0, pending_bytes_limit=0
+        self._sub = await self.bus.subscribe(
+            contract.all_of(contract.RESULT), self._on_message, unbounded=True
         )
 
     async def stop(self) -> None:
@@ -140,7 +140,7 @@ class ResultHub:
 
     def _epoch(self) -> int:
         """Changes whenever the subscription may have missed results."""
-        return int(self.bus.nc.stats["reconnects"])
+        return self.bus.reconnects
 
     async def _on_message(self, msg: Any) -> None:
         call_id = contract.call_id_of_result_subject(msg.subject)
@@ -246,11 +246,8 @@ class ResultHub:
             known = self.known(call_id)
             if known is not False:
                 return known  # type: ignore[return-value]
-        try:
-            raw = await self.bus.js.get_last_msg(RESULTS_STREAM, result_subject(call_id))
-        except nats.js.errors.NotFoundError:
-            return None
-        return decode_result(call_id, raw.data or b"")
+        data = await self.bus.last(result_subject(call_id))
+        return None if data is None else decode_result(call_id, data)
 
     async def stored_many(
         self, call_ids: list[str], *, trust_memory: bool = True

@@ -105,11 +105,13 @@ class Reconciler:
     async def load(self, f: DeployedFunction) -> Load:
         consumer = contract.invoke_consumer(*f.key)
         try:
-            info = await self.bus.js.consumer_info(consumer.stream, consumer.durable)
-        except (nats.errors.Error, TimeoutError) as e:  # not provisioned yet, or NATS away
+            state = await self.bus.consumer_state(consumer)
+        except (nats.errors.Error, TimeoutError) as e:  # NATS away
             log.debug("no consumer info for %s: %s", f.key, e)
             return Load(0, 0)
-        load = Load(pending=info.num_pending or 0, running=info.num_ack_pending or 0)
+        if state is None:  # not provisioned yet
+            return Load(0, 0)
+        load = Load(pending=state.pending, running=state.ack_pending)
         metrics.PENDING_INPUTS.labels(*f.key).set(load.pending)
         metrics.RUNNING_INPUTS.labels(*f.key).set(load.running)
         return load

@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from thaw_core import contract
-from thaw_core.bus import ERROR_CODE_HEADER, ERROR_HEADER, Msg
+from thaw_core.bus import Msg
 from thaw_core.config import Settings
 from thaw_core.schema import (
     AppEvent,
@@ -140,11 +140,7 @@ class SnapshotsService(Service):
 
     async def _refuse(self, msg: Msg, code: str, error: str) -> None:
         """Answer a request with an error (``Bus.request`` raises it as BusRequestError)."""
-        if msg.reply:
-            await self.bus.nc.publish(
-                msg.reply, b"", headers={ERROR_HEADER: " ".join(error.split())[:1000],
-                                         ERROR_CODE_HEADER: code},
-            )  # fmt: skip
+        await self.bus.reply_error(msg, error, code)
 
     # ------------------------------------------------------------ events
 

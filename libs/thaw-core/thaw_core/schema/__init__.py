@@ -42,11 +42,14 @@ from thaw_core.schema.base import (
     now,
 )
 from thaw_core.schema.calls import (
+    CALL_ID_RE,
     CallStatus,
     CancelCall,
     Codec,
     Invoke,
+    JsonArgs,
     Result,
+    is_call_id,
 )
 from thaw_core.schema.functions import (
     AppEvent,
@@ -143,6 +146,7 @@ result_subject = contract.result_subject
 consumer_name = contract.invoke_consumer_name
 
 __all__ = [
+    "CALL_ID_RE",
     "NAME_RE",
     "SUBJECTS",
     "WIRE_TYPES",
@@ -184,6 +188,7 @@ __all__ = [
     "ImageSpec",
     "ImageStep",
     "Invoke",
+    "JsonArgs",
     "LayerRef",
     "LogLine",
     "Message",
@@ -229,6 +234,7 @@ __all__ = [
     "decoder",
     "encode",
     "invoke_subject",
+    "is_call_id",
     "now",
     "result_subject",
 ]

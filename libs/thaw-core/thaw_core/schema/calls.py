@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Any, Literal
 
 import msgspec
 
@@ -10,6 +11,23 @@ from thaw_core.schema.base import Message, now
 
 Codec = Literal["pickle", "json"]
 CallStatus = Literal["success", "failure", "timeout", "cancelled", "terminated"]
+
+# A call id is a subject token (thaw.result.<call_id>) and a URL path segment
+# (/v1/calls/<call_id>). Ids made by the gateway are "fc-<32 hex>"; another
+# language publishing on the bus picks its own, within this.
+CALL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+def is_call_id(value: str) -> bool:
+    return CALL_ID_RE.match(value) is not None
+
+
+class JsonArgs(msgspec.Struct, forbid_unknown_fields=True):
+    """The arguments of one input with the json codec, as the gateway encodes
+    them and the container's runtime decodes them."""
+
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
 
 
 class Invoke(Message, tag="invoke"):

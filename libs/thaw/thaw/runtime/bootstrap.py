@@ -13,6 +13,12 @@ comes before those copies so that a user module is never shadowed by ours.
 import os
 import sys
 
+# thaw_core.contract's ENV_* names, spelled here because nothing of thaw can
+# be imported yet; tests/unit/test_contract_names.py checks that they agree.
+ENV_BUNDLE_DIR = "THAW_BUNDLE_DIR"
+ENV_RUNTIME_PATHS = "THAW_RUNTIME_PATHS"
+ENV_LOCAL_SOURCE_DIR = "THAW_LOCAL_SOURCE_DIR"
+
 BUNDLE_DIR = "/thaw/bundle"
 # Where ``Image.add_local_python_source`` puts modules, as on the hosted
 # platform: importable right after the bundle.
@@ -34,9 +40,9 @@ def _extend_sys_path() -> None:
         # The script's directory holds only this file and the mount points;
         # nothing there is meant to be imported by user code.
         del sys.path[0]
-    bundle = os.environ.get("THAW_BUNDLE_DIR", BUNDLE_DIR)
-    runtime_paths = [p for p in os.environ.get("THAW_RUNTIME_PATHS", "").split(":") if p]
-    local_sources = os.environ.get("THAW_LOCAL_SOURCE_DIR", LOCAL_SOURCE_DIR)
+    bundle = os.environ.get(ENV_BUNDLE_DIR, BUNDLE_DIR)
+    runtime_paths = [p for p in os.environ.get(ENV_RUNTIME_PATHS, "").split(":") if p]
+    local_sources = os.environ.get(ENV_LOCAL_SOURCE_DIR, LOCAL_SOURCE_DIR)
     for entry in [bundle, local_sources, *runtime_paths]:
         if entry not in sys.path:
             sys.path.append(entry)

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 import socket
-import struct
 import threading
 import time
 from typing import Any
 
 import msgspec
-from thaw_core.container_protocol import MAX_FRAME, Frame, ToRuntime, pack
+from thaw_core.container_protocol import HEADER, ChannelClosed, Frame, ToRuntime, body_size, pack
 
 # The agent listens before it starts the container; a short retry covers a
 # socket that is being bound as the process starts.
@@ -28,11 +27,8 @@ CONNECT_TIMEOUT_S = 5.0
 # While waiting to be checkpointed: how often to look for the agent's socket.
 # It is the restored process's first act, so it bounds restore latency.
 REAPPEAR_POLL_S = 0.002
-_HEADER = struct.Struct(">I")  # the framing of container_protocol.pack
 
-
-class ChannelClosed(ConnectionError):
-    """The agent closed the connection or it broke; nothing more will come."""
+__all__ = ["AgentChannel", "ChannelClosed"]
 
 
 class AgentChannel:
@@ -83,12 +79,10 @@ class AgentChannel:
         """The next frame (blocking). ``msgspec.DecodeError`` for a frame that
         does not decode (the stream stays in step); ``ChannelClosed`` at the end."""
         try:
-            header = self._rfile.read(_HEADER.size)
-            if len(header) < _HEADER.size:
+            header = self._rfile.read(HEADER.size)
+            if len(header) < HEADER.size:
                 raise ChannelClosed("the agent closed the connection")
-            (size,) = _HEADER.unpack(header)
-            if size > MAX_FRAME:
-                raise ChannelClosed(f"frame of {size} bytes exceeds the {MAX_FRAME} limit")
+            size = body_size(header)
             body = self._rfile.read(size)
         except (OSError, ValueError) as e:  # ValueError: read from a closed file
             raise ChannelClosed(f"the agent connection broke: {e}") from e

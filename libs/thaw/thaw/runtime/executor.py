@@ -1,4 +1,4 @@
-"""Runs user code and turns what it did into a ``Result``.
+"""Runs user code and turns what it did into an ``Output`` (its outcome).
 
 Coroutine and async-generator functions run on the event loop. Sync ones run
 in a thread, never on the loop: on the reader thread that received the input
@@ -18,14 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 from types import GeneratorType
 from typing import Any, NamedTuple
 
-from thaw_core.schema import CallStatus, Invoke, Result
+from thaw_core.container_protocol import Output, RunInput
+from thaw_core.schema import CallStatus
 
 from thaw.runtime.codec import decode_args, encode_value
 from thaw.runtime.failure import describe
 from thaw.runtime.log import log
 
-# Called once per input with its result, from the loop or a worker thread.
-Reply = Callable[[Result], None]
+# Called once per input with its outcome, from the loop or a worker thread.
+Reply = Callable[[Output], None]
 
 # A cancelled sync input keeps its thread until it returns (Python cannot stop
 # a thread): spare threads let new inputs run meanwhile.
@@ -46,21 +47,9 @@ def callee(fn: Callable[..., Any], name: str) -> Callee:
     return Callee(fn, inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn), name)
 
 
-def result_for(
-    invoke: Invoke, container_id: str, status: CallStatus, started_at: float, **fields: Any
-) -> Result:
-    """The result of ``invoke``, with what every result copies from its input."""
-    return Result(
-        call_id=invoke.call_id,
-        status=status,
-        codec=invoke.codec,
-        attempts=invoke.attempt,
-        map_id=invoke.map_id,
-        index=invoke.index,
-        container_id=container_id,
-        started_at=started_at,
-        **fields,
-    )
+def outcome(input_id: str, status: CallStatus, started_at: float, **fields: Any) -> Output:
+    """How the input ``input_id`` ended, as the agent is told."""
+    return Output(input_id=input_id, status=status, started_at=started_at, **fields)
 
 
 class _Unsettled(NamedTuple):
@@ -70,8 +59,8 @@ class _Unsettled(NamedTuple):
     value: Any
 
 
-def _call(invoke: Invoke, target: Callee, instance: object | None) -> Any:
-    args, kwargs = decode_args(invoke.codec, invoke.args)
+def _call(run: RunInput, target: Callee, instance: object | None) -> Any:
+    args, kwargs = decode_args(run.codec, run.args)
     if instance is None:
         return target.fn(*args, **kwargs)
     return target.fn(instance, *args, **kwargs)
@@ -99,8 +88,7 @@ def our_cancellation(e: BaseException) -> bool:
 
 
 class Executor:
-    def __init__(self, container_id: str, max_inputs: int, loop: asyncio.AbstractEventLoop) -> None:
-        self.container_id = container_id
+    def __init__(self, max_inputs: int, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._pool = ThreadPoolExecutor(
             max_workers=max_inputs + SPARE_THREADS, thread_name_prefix="thaw-input"
@@ -114,85 +102,84 @@ class Executor:
         return await _settle(value)
 
     async def run(
-        self, invoke: Invoke, target: Callee, instance: object | None, reply: Reply
+        self, run: RunInput, target: Callee, instance: object | None, reply: Reply
     ) -> None:
-        """Run one input and ``reply`` with its result, from the thread that
+        """Run one input and ``reply`` with its outcome, from the thread that
         finished it. Raises nothing but the runtime's own cancellation."""
         started_at = time.time()
         if target.on_loop:
-            reply(await self._run_on_loop(invoke, target, instance, started_at))
+            reply(await self._run_on_loop(run, target, instance, started_at))
             return
         unsettled = await self._loop.run_in_executor(
-            self._pool, self._run_in_thread, invoke, target, instance, started_at, reply
+            self._pool, self._run_in_thread, run, target, instance, started_at, reply
         )
         if unsettled is not None:
-            reply(await self._finish_on_loop(invoke, target, unsettled.value, started_at))
+            reply(await self._finish_on_loop(run, target, unsettled.value, started_at))
 
     def run_here(
-        self, invoke: Invoke, target: Callee, instance: object | None, reply: Reply
+        self, run: RunInput, target: Callee, instance: object | None, reply: Reply
     ) -> None:
         """Run a sync input in the calling thread (not the loop's)."""
         started_at = time.time()
-        unsettled = self._run_in_thread(invoke, target, instance, started_at, reply)
+        unsettled = self._run_in_thread(run, target, instance, started_at, reply)
         if unsettled is not None:
 
             async def settle(value: Any) -> None:
-                reply(await self._finish_on_loop(invoke, target, value, started_at))
+                reply(await self._finish_on_loop(run, target, value, started_at))
 
             asyncio.run_coroutine_threadsafe(settle(unsettled.value), self._loop)
 
     def _run_in_thread(
         self,
-        invoke: Invoke,
+        run: RunInput,
         target: Callee,
         instance: object | None,
         started_at: float,
         reply: Reply,
     ) -> _Unsettled | None:
         try:
-            value = _call(invoke, target, instance)
+            value = _call(run, target, instance)
             if isinstance(value, GeneratorType):
                 value = list(value)
             elif _needs_loop(value):
                 return _Unsettled(value)
-            result = self.success(invoke, target, value, started_at)
+            done = self.success(run, target, value, started_at)
         except BaseException as e:  # noqa: BLE001 - SystemExit in user code fails the input, not the runtime
-            result = self.failure(invoke, e, started_at)
-        reply(result)
+            done = self.failure(run, e, started_at)
+        reply(done)
         return None
 
     async def _run_on_loop(
-        self, invoke: Invoke, target: Callee, instance: object | None, started_at: float
-    ) -> Result:
+        self, run: RunInput, target: Callee, instance: object | None, started_at: float
+    ) -> Output:
         try:
-            value = _call(invoke, target, instance)  # a coroutine or an async generator
+            value = _call(run, target, instance)  # a coroutine or an async generator
         except BaseException as e:  # noqa: BLE001 - bad arguments, as in _run_in_thread
-            return self.failure(invoke, e, started_at)
-        return await self._finish_on_loop(invoke, target, value, started_at)
+            return self.failure(run, e, started_at)
+        return await self._finish_on_loop(run, target, value, started_at)
 
     async def _finish_on_loop(
-        self, invoke: Invoke, target: Callee, value: Any, started_at: float
-    ) -> Result:
+        self, run: RunInput, target: Callee, value: Any, started_at: float
+    ) -> Output:
         try:
-            return self.success(invoke, target, await _settle(value), started_at)
+            return self.success(run, target, await _settle(value), started_at)
         except BaseException as e:
             if our_cancellation(e):
                 raise
-            return self.failure(invoke, e, started_at)
+            return self.failure(run, e, started_at)
 
-    # ------------------------------------------------------------ results
+    # ------------------------------------------------------------ outcomes
 
-    def success(self, invoke: Invoke, target: Callee, value: Any, started_at: float) -> Result:
-        encoded = encode_value(invoke.codec, value, target.name)
-        return result_for(invoke, self.container_id, "success", started_at, value=encoded)
+    def success(self, run: RunInput, target: Callee, value: Any, started_at: float) -> Output:
+        encoded = encode_value(run.codec, value, target.name)
+        return outcome(run.input_id, "success", started_at, value=encoded)
 
-    def failure(self, invoke: Invoke, exc: BaseException, started_at: float) -> Result:
+    def failure(self, run: RunInput, exc: BaseException, started_at: float) -> Output:
         failure = describe(exc)
         # The container's log shows it too, as a local run would print it.
-        log.error("call %s failed:\n%s", invoke.call_id, failure.traceback.rstrip())
-        return result_for(
-            invoke,
-            self.container_id,
+        log.error("input %s failed:\n%s", run.input_id, failure.traceback.rstrip())
+        return outcome(
+            run.input_id,
             "failure",
             started_at,
             exc=failure.exc,

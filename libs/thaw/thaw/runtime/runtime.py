@@ -1,7 +1,11 @@
 """One container's life, as the agent sees it (``thaw_core.container_protocol``)::
 
-    connect -> Hello -> load, enter hooks -> Ready | InitFailed
+    connect <- Configure -> Hello -> load, enter hooks -> Ready | InitFailed
     RunInput -> Output (up to max_inputs at once), CancelInput, Shutdown
+
+``Configure``, the agent's first frame on every connection, names the
+container and carries its environment: it is applied to ``os.environ``
+before anything of the user's is loaded.
 
 Modelled on temporalio's Worker: ``run()`` is the whole life, ``shutdown()``
 asks it to end gracefully. The event loop (main thread) runs the life (start,
@@ -24,7 +28,7 @@ Memory snapshots (``THAW_SNAPSHOT=1``): between the ``enter(snap=True)`` and
 ``enter(snap=False)`` hooks the runtime says ``SnapshotReady``, closes its
 connection on purpose (its readers end quietly), waits for the agent's
 socket to reappear, then takes the container id and env of the agent's
-``RestoreState``, reseeds the random generators and says ``Hello`` again.
+``Configure``, reseeds the random generators and says ``Hello`` again.
 Whatever CRIU restores from that point on, in however many containers,
 starts there.
 """
@@ -41,20 +45,22 @@ from collections.abc import Callable
 import msgspec
 from thaw_core.container_protocol import (
     CancelInput,
+    ChannelClosed,
+    Configure,
     Hello,
     InitFailed,
     Output,
     Ready,
-    RestoreState,
     RunInput,
     Shutdown,
     SnapshotReady,
 )
-from thaw_core.schema import CallStatus, Invoke, Result
+from thaw_core.contract import ENV_CONTAINER_ID
+from thaw_core.schema import CallStatus
 
-from thaw.runtime.channel import AgentChannel, ChannelClosed
+from thaw.runtime.channel import AgentChannel
 from thaw.runtime.env import RuntimeEnv
-from thaw.runtime.executor import Callee, Executor, Reply, our_cancellation, result_for
+from thaw.runtime.executor import Callee, Executor, Reply, our_cancellation, outcome
 from thaw.runtime.failure import describe
 from thaw.runtime.log import log
 from thaw.runtime.reseed import reseed_generators
@@ -67,16 +73,14 @@ DRAIN_POLL_S = 0.01
 
 
 class _Input:
-    __slots__ = ("invoke", "on_reader", "received_at", "task")
+    __slots__ = ("on_reader", "received_at", "task")
 
     def __init__(
         self,
-        invoke: Invoke,
         received_at: float,
         task: asyncio.Task[None] | None = None,
         on_reader: bool = False,
     ) -> None:
-        self.invoke = invoke
         self.received_at = received_at
         self.task = task  # inputs served from the loop
         self.on_reader = on_reader  # inputs a reader thread runs, holding a slot until answered
@@ -121,10 +125,11 @@ class Runtime:
         self._slots = Slots(self._loop)
         try:
             self._channel = await asyncio.to_thread(AgentChannel.connect, self._env.socket_path)
-        except ConnectionError as e:
+            await self._configure(self._channel)
+            self._say_hello(self._channel)
+        except (ConnectionError, msgspec.DecodeError, TypeError) as e:
             log.error("%s", e)
             return 1
-        self._channel.send(Hello(container_id=self._env.container_id, pid=os.getpid()))
         self._add_readers(1)  # during start too: a Shutdown or the agent's loss ends it
         life = asyncio.create_task(self._live(), name="thaw-runtime-life")
         gone = asyncio.create_task(self._gone.wait())
@@ -167,7 +172,7 @@ class Runtime:
         try:
             spec = self._env.spec()
             self._max_inputs = spec.max_inputs
-            self._executor = Executor(self._env.container_id, spec.max_inputs, self._loop)
+            self._executor = Executor(spec.max_inputs, self._loop)
             self._target = load_target(spec, self._executor)
             await self._target.enter(snap=True)
             if self._env.snapshot:
@@ -198,19 +203,28 @@ class Runtime:
         self._readers.clear()
         log.info("ready for a memory snapshot")
         channel = await asyncio.to_thread(AgentChannel.await_agent, self._env.socket_path)
-        first = await asyncio.to_thread(channel.read)
-        if not isinstance(first, RestoreState):
-            raise TypeError(f"expected RestoreState after a snapshot, got {first!r}")
-        os.environ.update(first.env)
-        os.environ["THAW_CONTAINER_ID"] = first.container_id  # what user code may read
-        self._env = self._env._replace(container_id=first.container_id)
-        self._executor.container_id = first.container_id
+        configure = await self._configure(channel)
         reseeded = reseed_generators()
         self._channel = channel
         self._pausing = False
-        channel.send(Hello(container_id=first.container_id, pid=os.getpid()))
+        self._say_hello(channel)
         self._add_readers(1)
-        log.info("restored as %s; reseeded %s", first.container_id, ", ".join(reseeded))
+        how = "restored" if configure.restored else "resumed"
+        log.info("%s as %s; reseeded %s", how, configure.container_id, ", ".join(reseeded))
+
+    async def _configure(self, channel: AgentChannel) -> Configure:
+        """Read the agent's first frame on ``channel`` and take on the
+        identity and environment it gives."""
+        first = await asyncio.to_thread(channel.read)
+        if not isinstance(first, Configure):
+            raise TypeError(f"expected Configure first, got {type(first).__name__}")
+        os.environ.update(first.env)
+        os.environ[ENV_CONTAINER_ID] = first.container_id  # what user code may read
+        self._env = RuntimeEnv.from_environ()
+        return first
+
+    def _say_hello(self, channel: AgentChannel) -> None:
+        channel.send(Hello(container_id=self._env.container_id, pid=os.getpid()))
 
     async def _drain(self) -> None:
         deadline = self._loop.time() + self._grace_s
@@ -279,23 +293,22 @@ class Runtime:
         first, a free slot, and no shutdown under way."""
         if not self._on_readers or self._stopping.is_set() or run.input_id in self._inflight:
             return None
-        bound = self._target.bind_now(run.invoke)
+        bound = self._target.bind_now(run)
         if bound is None or bound[0].on_loop or not self._slots.try_acquire():
             return None
-        self._inflight[run.input_id] = _Input(run.invoke, time.time(), on_reader=True)
+        self._inflight[run.input_id] = _Input(time.time(), on_reader=True)
         return functools.partial(self._run_on_reader, run, *bound)
 
     def _run_on_reader(self, run: RunInput, target: Callee, instance: object | None) -> None:
-        reply = functools.partial(self._reply, run.input_id)
-        self._executor.run_here(run.invoke, target, instance, reply)
+        self._executor.run_here(run, target, instance, self._reply)
 
     # ------------------------------------------------------------ answers (any thread)
 
-    def _reply(self, input_id: str, result: Result) -> None:
-        item = self._inflight.pop(input_id, None)
+    def _reply(self, output: Output) -> None:
+        item = self._inflight.pop(output.input_id, None)
         if item is None:
             return  # cancelled or terminated meanwhile: that answer went out
-        self._channel.send(Output(input_id=input_id, result=result))
+        self._channel.send(output)
         if item.on_reader:
             self._slots.release()
 
@@ -309,10 +322,7 @@ class Runtime:
             item.task.cancel()  # an async input stops at its next await
         # A sync one cannot be stopped: its thread runs on. Its slot is free
         # again now, as the agent will consider it.
-        result = result_for(
-            item.invoke, self._env.container_id, status, item.received_at, error=error
-        )
-        self._channel.send(Output(input_id=input_id, result=result))
+        self._channel.send(outcome(input_id, status, item.received_at, error=error))
         if item.on_reader:
             self._slots.release()
             # That thread was one of the readers: replace it, so that one is
@@ -324,43 +334,42 @@ class Runtime:
     def _accept(self, run: RunInput) -> None:
         received_at = time.time()
         if self._stopping.is_set():
-            result = result_for(
-                run.invoke,
-                self._env.container_id,
-                "terminated",
-                received_at,
-                error="the container is shutting down",
+            self._channel.send(
+                outcome(
+                    run.input_id,
+                    "terminated",
+                    received_at,
+                    error="the container is shutting down",
+                )
             )
-            self._channel.send(Output(input_id=run.input_id, result=result))
             return
         if run.input_id in self._inflight:
             log.error("ignored a second input with id %s while the first runs", run.input_id)
             return
         task = asyncio.create_task(self._serve(run))
-        self._inflight[run.input_id] = _Input(run.invoke, received_at, task=task)
+        self._inflight[run.input_id] = _Input(received_at, task=task)
 
     def _cancel(self, input_id: str) -> None:
         self._settle(input_id, "cancelled", "the call was cancelled")
 
     async def _serve(self, run: RunInput) -> None:
-        reply = functools.partial(self._reply, run.input_id)
         try:
             if not self._ready.is_set():
                 await self._ready.wait()
             await self._slots.acquire()
             try:
-                await self._execute(run.invoke, reply)
+                await self._execute(run, self._reply)
             finally:
                 self._slots.release()
         except asyncio.CancelledError:
             pass  # whoever cancelled it answered for it
 
-    async def _execute(self, invoke: Invoke, reply: Reply) -> None:
+    async def _execute(self, run: RunInput, reply: Reply) -> None:
         started_at = time.time()
         try:
-            target, instance = await self._target.bind(invoke)
-            await self._executor.run(invoke, target, instance, reply)
+            target, instance = await self._target.bind(run)
+            await self._executor.run(run, target, instance, reply)
         except BaseException as e:  # a failing enter hook, an unknown method, a bug of ours
             if our_cancellation(e):
                 raise
-            reply(self._executor.failure(invoke, e, started_at))
+            reply(self._executor.failure(run, e, started_at))

@@ -8,7 +8,8 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from thaw_core.schema import FunctionSpec, Invoke
+from thaw_core.container_protocol import RunInput
+from thaw_core.schema import FunctionSpec
 
 from thaw import _cls
 from thaw.cls import Cls
@@ -26,11 +27,11 @@ class Target(Protocol):
         """Run the startup work of one phase: ``snap=True`` is captured by a
         memory snapshot, ``snap=False`` runs again after every restore."""
 
-    def bind_now(self, invoke: Invoke) -> tuple[Callee, object | None] | None:
+    def bind_now(self, run: RunInput) -> tuple[Callee, object | None] | None:
         """``bind`` when it needs nothing built (from any thread); None otherwise."""
 
-    async def bind(self, invoke: Invoke) -> tuple[Callee, object | None]:
-        """What ``invoke`` calls, and the instance it is called on (None for a function)."""
+    async def bind(self, run: RunInput) -> tuple[Callee, object | None]:
+        """What ``run`` calls, and the instance it is called on (None for a function)."""
 
     async def exit(self) -> None:
         """Run the exit hooks of everything ``enter``/``bind`` set up."""
@@ -44,13 +45,13 @@ class FunctionTarget:
     async def enter(self, *, snap: bool) -> None:
         pass
 
-    def bind_now(self, invoke: Invoke) -> tuple[Callee, object | None] | None:
-        return (self._function, None) if invoke.method is None else None
+    def bind_now(self, run: RunInput) -> tuple[Callee, object | None] | None:
+        return (self._function, None) if run.method is None else None
 
-    async def bind(self, invoke: Invoke) -> tuple[Callee, object | None]:
-        if invoke.method is not None:
+    async def bind(self, run: RunInput) -> tuple[Callee, object | None]:
+        if run.method is not None:
             raise AttributeError(
-                f"{self._function.name} is a function, not a class: it has no method {invoke.method!r}"
+                f"{self._function.name} is a function, not a class: it has no method {run.method!r}"
             )
         return self._function, None
 
@@ -96,29 +97,29 @@ class ClassTarget:
             await self._run_hooks(self._hooks.enter_nosnap, self._default)
             self._entered.append(self._default)
 
-    def bind_now(self, invoke: Invoke) -> tuple[Callee, object | None] | None:
-        method = self._methods.get(invoke.method) if invoke.method is not None else None
+    def bind_now(self, run: RunInput) -> tuple[Callee, object | None] | None:
+        method = self._methods.get(run.method) if run.method is not None else None
         if method is None:
             return None
-        if not invoke.params and self._default is not None:
+        if not run.params and self._default is not None:
             return method, self._default
-        instance = self._ready.get((invoke.codec, invoke.params))  # atomic: dict.get
+        instance = self._ready.get((run.codec, run.params))  # atomic: dict.get
         return None if instance is None else (method, instance)
 
-    async def bind(self, invoke: Invoke) -> tuple[Callee, object | None]:
-        if (bound := self.bind_now(invoke)) is not None:
+    async def bind(self, run: RunInput) -> tuple[Callee, object | None]:
+        if (bound := self.bind_now(run)) is not None:
             return bound
-        method = self._methods.get(invoke.method) if invoke.method is not None else None
+        method = self._methods.get(run.method) if run.method is not None else None
         if method is None:
             wanted = (
-                f"no @thaw.method() named {invoke.method!r}"
-                if invoke.method
+                f"no @thaw.method() named {run.method!r}"
+                if run.method
                 else "a call must name a method"
             )
             raise AttributeError(
                 f"{self._name}: {wanted}; its methods: {', '.join(self._methods) or 'none'}"
             )
-        return method, await self._instance((invoke.codec, invoke.params))
+        return method, await self._instance((run.codec, run.params))
 
     async def _instance(self, key: tuple[str, bytes]) -> object:
         build = self._building.get(key)

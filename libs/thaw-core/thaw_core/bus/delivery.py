@@ -1,0 +1,98 @@
+"""One JetStream delivery: settling it (ack, nak, term), how often it was
+delivered, keeping it alive while it is worked on, and the trace it carries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Literal
+
+from nats.aio.msg import Msg
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+
+log = logging.getLogger("thaw_core.bus")
+
+Settle = Literal["ack", "nak", "term"]
+
+# The reply subject of a JetStream delivery; a core request's is the
+# requester's inbox, which must never receive "+ACK" or "+TERM".
+_ACK_PREFIX = "$JS.ACK."
+
+# Keep-alive pings in flight, so that none is collected before it is sent.
+_pings: set[asyncio.Task[None]] = set()
+
+
+def trace_context(msg: Msg) -> otel_context.Context:
+    """The OpenTelemetry context its publisher injected into ``msg``'s headers
+    (an empty context when it carries none)."""
+    return propagate.extract(msg.headers or {})
+
+
+def _settleable(msg: Any) -> bool:
+    reply = getattr(msg, "reply", None) or ""
+    return reply.startswith(_ACK_PREFIX) and not getattr(msg, "is_acked", False)
+
+
+async def settle(msg: Any, how: Settle = "ack", *, delay_s: float | None = None) -> None:
+    """Ack, nak (redelivered, after ``delay_s`` when given) or term (never
+    redelivered) a JetStream delivery, once: one settled already, or a core
+    NATS message, is left alone. A failure is logged, not raised: an unsettled
+    delivery is redelivered after its consumer's ack_wait, which at-least-once
+    handling absorbs."""
+    if not _settleable(msg):
+        return
+    try:
+        if how == "ack":
+            await msg.ack()
+        elif how == "nak":
+            await msg.nak(delay=delay_s)
+        else:
+            await msg.term()
+    except Exception as e:  # noqa: BLE001 - see docstring
+        log.warning("bus: could not %s a message on %s: %r", how, msg.subject, e)
+
+
+def num_delivered(msg: Any) -> int:
+    """How many times JetStream delivered ``msg`` (1 for its first delivery,
+    and for a message that did not come from JetStream)."""
+    try:
+        return int(msg.metadata.num_delivered)
+    except Exception:  # noqa: BLE001 - a core message has no delivery metadata
+        return 1
+
+
+class KeepAlive:
+    """Tells JetStream, every ``every_s``, that ``msg`` is still being worked
+    on, so that work longer than the consumer's ack_wait is not handed to
+    someone else while it runs (it still is when the process dies). A timer,
+    not a task: most work ends before the first tick. ``every_s`` must be
+    below the consumer's ack_wait."""
+
+    __slots__ = ("_every_s", "_msg", "_timer")
+
+    def __init__(self, msg: Msg, every_s: float) -> None:
+        self._msg = msg
+        self._every_s = every_s
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            every_s, self._tick
+        )
+
+    def _tick(self) -> None:
+        if self._timer is None or getattr(self._msg, "is_acked", False):
+            return
+        ping = asyncio.ensure_future(self._ping())
+        _pings.add(ping)
+        ping.add_done_callback(_pings.discard)
+        self._timer = asyncio.get_running_loop().call_later(self._every_s, self._tick)
+
+    async def _ping(self) -> None:
+        try:
+            await self._msg.in_progress()
+        except Exception as e:  # noqa: BLE001 - the next tick tries again
+            log.debug("bus: in-progress for %s failed: %r", self._msg.subject, e)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

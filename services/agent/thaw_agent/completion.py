@@ -1,0 +1,171 @@
+"""The end of one input: its ``Result`` (built here, the one place), a retry
+or the result published, THEN the input acked. A failed publish naks it, so
+the input runs again rather than being lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats.errors
+from thaw_core import metrics
+from thaw_core.bus import Bus, KeepAlive, Msg, num_delivered, settle
+from thaw_core.container_protocol import Output
+from thaw_core.schema import CallStatus, Invoke, Result, invoke_subject, result_subject
+
+from thaw_agent.container import Container
+from thaw_agent.dispatch_policy import (
+    MAX_CRASH_DELIVERIES,
+    DispatchTimings,
+    next_attempt,
+    retry_msg_id,
+)
+
+log = logging.getLogger("thaw.agent.dispatch")
+
+
+@dataclass(eq=False)
+class Running:
+    """One input handed to a container, until its result is stored."""
+
+    input_id: str
+    msg: Msg
+    invoke: Invoke
+    container: Container
+    started_at: float = field(default_factory=time.time)
+    keepalive: KeepAlive | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    def stop_timers(self) -> None:
+        if self.keepalive is not None:
+            self.keepalive.stop()
+        if self.timer is not None:
+            self.timer.cancel()
+
+
+def result_for(
+    invoke: Invoke, status: CallStatus, *, container_id: str = "", **outcome: Any
+) -> Result:
+    """The result of one attempt of ``invoke``: what identifies the call comes
+    from the input, ``outcome`` is how it ended."""
+    return Result(
+        call_id=invoke.call_id,
+        status=status,
+        codec=invoke.codec,
+        attempts=invoke.attempt,
+        map_id=invoke.map_id,
+        index=invoke.index,
+        container_id=container_id,
+        **outcome,
+    )
+
+
+def result_of_output(r: Running, output: Output) -> Result:
+    return result_for(
+        r.invoke,
+        output.status,
+        container_id=r.container.id,
+        value=output.value,
+        exc=output.exc,
+        error=output.error,
+        traceback=output.traceback,
+        started_at=output.started_at or r.started_at,
+        finished_at=output.finished_at,
+    )
+
+
+class Completion:
+    def __init__(
+        self, bus: Bus, timings: DispatchTimings, cancelled: Callable[[str], bool]
+    ) -> None:
+        self._bus = bus
+        self._timings = timings
+        self._cancelled = cancelled
+
+    async def complete(self, r: Running, result: Result) -> None:
+        """Store the outcome of one run (a retry, or its result), then ack the input."""
+        invoke, status = r.invoke, result.status
+        try:
+            if self._cancelled(invoke.call_id):
+                await settle(r.msg, "ack")  # the gateway published "cancelled"
+                return
+            if status == "terminated":
+                # The container stopped under the call (scale-down, agent
+                # shutdown): not the call's doing, so it runs again elsewhere.
+                await self.release(r)
+                return
+            policy = r.container.spec.retries
+            retry = next_attempt(invoke, status, policy)
+            if retry is None:
+                await self.publish_result(result)
+                metrics.call_finished(
+                    invoke.app, invoke.function, status, result.finished_at - result.started_at
+                )
+            else:
+                await self._bus.publish(
+                    invoke_subject(invoke.app, invoke.function), retry, msg_id=retry_msg_id(retry)
+                )
+                r.container.system_log(
+                    f"call {invoke.call_id} attempt {invoke.attempt} ended with {status}"
+                    f" ({result.error}); retrying in {policy.delay_s(invoke.attempt):g}s"
+                )
+            await settle(r.msg, "ack")
+        except asyncio.CancelledError:
+            await settle(r.msg, "nak")
+            raise
+        except Exception:
+            log.exception(
+                "could not store a result; the input will run again",
+                extra={"call_id": invoke.call_id},
+            )
+            await settle(r.msg, "nak", delay_s=self._timings.retry_on_error_s)
+
+    async def fail(
+        self, r: Running, error: str, status: CallStatus = "failure", **outcome: Any
+    ) -> None:
+        """End ``r`` with an outcome the agent saw, not one its container answered."""
+        result = result_for(
+            r.invoke,
+            status,
+            container_id=r.container.id,
+            error=error,
+            started_at=r.started_at,
+            **outcome,
+        )
+        await self.complete(r, result)
+
+    async def publish_result(self, result: Result) -> None:
+        subject = result_subject(result.call_id)
+        try:
+            await self._bus.publish(subject, result, msg_id=result.call_id)
+        except nats.errors.MaxPayloadError:
+            size = len(result.value) + len(result.exc)
+            too_large = Result(
+                call_id=result.call_id,
+                status="failure",
+                codec=result.codec,
+                error=f"the result is too large to deliver: {size} bytes"
+                f" (the limit is {self._bus.max_payload})",
+                attempts=result.attempts,
+                map_id=result.map_id,
+                index=result.index,
+                container_id=result.container_id,
+                started_at=result.started_at,
+            )
+            await self._bus.publish(subject, too_large, msg_id=result.call_id)
+
+    async def release(self, r: Running) -> None:
+        """The container under an input went away: let the input run elsewhere."""
+        c = r.container
+        if c.state == "failed" and num_delivered(r.msg) >= MAX_CRASH_DELIVERIES:
+            await self.fail(
+                r,
+                f"the container died while running this input, {MAX_CRASH_DELIVERIES} times"
+                f" (last: {c.error})",
+            )
+            return
+        await settle(r.msg, "nak")
