@@ -482,7 +482,7 @@ async def test_an_input_running_past_the_ack_wait_is_kept_alive_not_redelivered(
 ) -> None:
     agent = await make_agent()
     # A short ack wait stands in for an input that runs longer than 10 s.
-    agent.svc.node.dispatcher.timings = DispatchTimings(ack_wait_s=1.5, in_progress_every_s=0.4)
+    agent.svc.dispatcher.timings = DispatchTimings(ack_wait_s=1.5, in_progress_every_s=0.4)
     app = unique_app()
     sha = await put_bundle(blob, APP_SOURCE)
     logs = await LogTap.open(bus, app, "slow_marker")

@@ -33,6 +33,35 @@ async def eventually(cond: Callable[[], bool], timeout_s: float = 5.0, what: str
         await asyncio.sleep(0.02)
 
 
+async def until(
+    measure: Callable[[], Awaitable[int]], want: int, timeout_s: float = 10.0, what: str = ""
+) -> None:
+    """Until ``measure()`` reaches ``want`` (at least ``want``, for a positive one)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = await measure()
+        if (got >= want > 0) or got == want:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what}: {got}")
+        await asyncio.sleep(0.02)
+
+
+async def stored(bus: Bus, subject: str) -> int:
+    """Messages the stream still holds on ``subject``."""
+    return await bus.stored_count(subject)
+
+
+async def unsettled(bus: Bus, stream: str, durable: str) -> int:
+    info = await bus.js.consumer_info(stream, durable)
+    return (info.num_pending or 0) + (info.num_ack_pending or 0)
+
+
+async def waiting_pulls(bus: Bus, durable: str) -> int:
+    """Pull requests the server holds for ``durable``: its loop is fetching."""
+    return (await bus.js.consumer_info("INVOKE", durable)).num_waiting or 0
+
+
 class Loop:
     """A consume loop run as a task for the length of a test."""
 
@@ -91,16 +120,14 @@ async def test_failed_input_is_redelivered_and_handled_input_is_not(bus: Bus) ->
     loop = Loop(bus, "INVOKE", durable, handler)
     try:
         await eventually(lambda: len(deliveries) >= 2, what="redelivery")
-        # Longer than ack_wait + the nak delay: an acked input must stay gone.
-        await asyncio.sleep(1.5)
+        # Workqueue retention: once acked, the input is removed from the
+        # stream, so nothing is left that could be delivered again.
+        await until(lambda: stored(bus, subject), 0, what="the handled input removed")
     finally:
         await loop.close()
     assert deliveries == [1, 2]
     info = await bus.js.consumer_info("INVOKE", durable)
     assert info.num_pending == 0 and info.num_ack_pending == 0
-    # Workqueue retention: the handled input is removed from the stream.
-    state = (await bus.js.stream_info("INVOKE", subjects_filter=subject)).state
-    assert not (state.subjects or {}).get(subject)
 
 
 async def test_input_never_acked_is_redelivered_after_ack_wait(bus: Bus) -> None:
@@ -130,19 +157,24 @@ async def test_input_never_acked_is_redelivered_after_ack_wait(bus: Bus) -> None
 async def test_in_progress_keeps_a_long_call_from_being_redelivered(bus: Bus) -> None:
     subject, durable = await invoke_consumer(bus, ack_wait_s=1)
     deliveries: list[int] = []
+    finished = asyncio.Event()
 
     async def handler(msg: Msg) -> None:
         deliveries.append(msg.metadata.num_delivered)
-        await asyncio.sleep(2.2)  # longer than ack_wait
+        await asyncio.sleep(2.2)  # the long call: longer than ack_wait
+        finished.set()
 
     await bus.publish(subject, b"slow")
+    # A second free slot: a redelivered copy would be taken while the first runs.
     loop = Loop(bus, "INVOKE", durable, handler, max_concurrency=2, in_progress_every_s=0.3)
     try:
-        await eventually(lambda: len(deliveries) == 1)
-        await asyncio.sleep(2.5)
+        await asyncio.wait_for(finished.wait(), 10)
+        await until(lambda: stored(bus, subject), 0, what="the handled input removed")
     finally:
         await loop.close()
     assert deliveries == [1]
+    info = await bus.js.consumer_info("INVOKE", durable)
+    assert info.num_redelivered == 0
 
 
 async def test_concurrency_is_bounded_and_every_input_handled_once(bus: Bus) -> None:
@@ -190,7 +222,8 @@ async def test_same_msg_id_is_stored_once(bus: Bus) -> None:
     loop = Loop(bus, "RESULTS", f"r{call_id}", handler)
     try:
         await eventually(lambda: len(got) >= 1)
-        await asyncio.sleep(0.3)
+        # Everything the stream holds for the reader has been delivered and acked.
+        await until(lambda: unsettled(bus, "RESULTS", f"r{call_id}"), 0, what="all delivered")
     finally:
         await loop.close()
     assert got == [b"result"]
@@ -242,7 +275,7 @@ async def test_consume_survives_nats_restart() -> None:
         await eventually(lambda: not b.connected, what="disconnect")
         # A publish during the outage is buffered and completes on reconnect.
         during = asyncio.create_task(b.publish(subject, b"during"))
-        await asyncio.sleep(0.5)  # let the loop see the outage
+        await asyncio.sleep(0)  # it starts, and waits for the server
         assert not during.done()
         server.start()  # same port, same store: streams and consumers come back
         await eventually(lambda: b.connected, timeout_s=10, what="reconnect")
@@ -272,7 +305,7 @@ async def test_consume_recreates_a_consumer_the_server_lost() -> None:
             seen.append(msg.data)
 
         loop = Loop(b, "INVOKE", durable, handler)
-        await asyncio.sleep(0.3)
+        await until(lambda: waiting_pulls(b, durable), 1, what="the loop pulling")
         server.kill()
         # kill() and start() block the event loop, so wait until the client has
         # seen the disconnect; otherwise `connected` below is still the old state.
@@ -370,7 +403,7 @@ async def test_close_stops_consume_loops(nats_url: str) -> None:
         pass
 
     task = asyncio.create_task(b.consume("INVOKE", durable, handler))  # no stop event
-    await asyncio.sleep(0.2)
+    await until(lambda: waiting_pulls(b, durable), 1, what="the loop pulling")
     await b.close(grace_s=3)
     await asyncio.wait_for(task, 3)
     assert not b.connected

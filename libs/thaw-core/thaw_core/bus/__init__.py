@@ -51,6 +51,7 @@ the context extracted from them, so one trace follows a call across services.
 from __future__ import annotations
 
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js.api import PubAck
 
 from thaw_core.bus.connection import ERROR_CODE_HEADER, ERROR_HEADER, Bus, BusRequestError
@@ -74,6 +75,7 @@ __all__ = [
     "PubAck",
     "Settle",
     "StreamSpec",
+    "Subscription",
     "num_delivered",
     "settle",
     "trace_context",
