@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 import pytest
 from test_gateway import Gateway, gateway, settings, upload_bundle  # noqa: F401 - fixtures
+from thaw_agent.secrets import SecretsUnavailable, fetch_secrets
 from thaw_core import contract
 from thaw_core.bus import Bus
 from thaw_core.db import Database
-from thaw_core.schema import SecretRef, SecretsReply, SecretsRequest, decoder
+from thaw_core.schema import FunctionSpec, SecretRef, SecretsReply, decoder
 from thaw_gateway.secret_store import NAMED, SecretProblem, SecretStore
 from thaw_gateway.secretbox import SecretBox, key_id, new_key
 
@@ -159,25 +160,14 @@ async def test_agents_fetch_the_values_over_the_bus(gateway: Gateway, bus: Bus) 
     app, name = unique("app"), unique("creds")
     await gateway.call("POST", "/v1/secrets", json={"name": name, "env": {"A": "1", "B": "1"}})
     await gateway.call("PUT", f"/v1/apps/{app}/secrets/f-0", json={"env": {"B": "2"}})
-    reply = _reply.decode(
-        (
-            await bus.request(
-                contract.SECRETS_FETCH,
-                SecretsRequest(
-                    app=app,
-                    function="f",
-                    secrets=[SecretRef(name=name), SecretRef(name="f-0", app_scoped=True)],
-                ),
-            )
-        ).data
-    )
-    assert reply == SecretsReply(env={"A": "1", "B": "2"})
-    reply = _reply.decode(
-        (
-            await bus.request(
-                contract.SECRETS_FETCH,
-                SecretsRequest(app=app, function="f", secrets=[SecretRef(name=name + "-gone")]),
-            )
-        ).data
-    )
-    assert reply.env == {} and name + "-gone" in reply.error
+
+    def spec(*refs: SecretRef) -> FunctionSpec:
+        return FunctionSpec(name="f", module="app", qualname="f", secrets=list(refs))
+
+    both = spec(SecretRef(name=name), SecretRef(name="f-0", app_scoped=True))
+    assert await fetch_secrets(bus, app, both) == {"A": "1", "B": "2"}
+    assert await fetch_secrets(bus, app, spec()) == {}
+    with pytest.raises(SecretsUnavailable, match=f"{name}-gone"):
+        await fetch_secrets(bus, app, spec(SecretRef(name=name + "-gone")))
+    reply = _reply.decode((await bus.request(contract.SECRETS_FETCH, b"{}")).data)
+    assert reply.env == {} and "not a valid SecretsRequest" in reply.error
