@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from thaw_core.bus import Bus, Msg, num_delivered, settle
+from thaw_core.refusal import Reject, error_code
 from thaw_core.schema import Invoke, Result, decoder, is_call_id, result_subject
-from thaw_core.service import error_code
 
 from thaw_agent.dispatch_policy import (
     CANCELLED_MEMORY,
@@ -33,8 +33,6 @@ from thaw_agent.dispatch_policy import (
 
 log = logging.getLogger("thaw.agent.dispatch")
 
-# service.reject(subject, payload, code, error)
-Reject = Callable[[str, bytes, str, str], Awaitable[None]]
 PublishResult = Callable[[Result], Awaitable[None]]
 
 
