@@ -27,6 +27,7 @@ from thaw_core.service import Service
 
 from thaw_agent.commands import CommandHandler
 from thaw_agent.dispatch import Dispatcher
+from thaw_agent.dispatch_policy import DispatchTimings
 from thaw_agent.layout import NodeLayout
 from thaw_agent.logship import LogShipper
 from thaw_agent.manager import ContainerManager
@@ -52,10 +53,12 @@ class AgentService(Service):
         *,
         heartbeat_interval_s: float = HEARTBEAT_INTERVAL_S,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        dispatch_timings: DispatchTimings | None = None,
     ) -> None:
         super().__init__(settings)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.shutdown_grace_s = shutdown_grace_s
+        self.dispatch_timings = dispatch_timings or DispatchTimings()
 
     async def setup(self) -> None:
         self.node_id = self.settings.node_id
@@ -73,7 +76,7 @@ class AgentService(Service):
         self.manager = ContainerManager(
             self.layout, self.blob, self.shipper, bus=self.bus, snapshots=self.snapshots
         )
-        self.dispatcher = Dispatcher(self.bus, self.manager, self.reject)
+        self.dispatcher = Dispatcher(self.bus, self.manager, self.reject, self.dispatch_timings)
         # Scraped from the metrics thread: list() copies the values in one step.
         containers = self.manager.containers
         metrics.count_containers_from(lambda: [c.state for c in list(containers.values())])
