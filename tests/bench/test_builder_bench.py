@@ -19,7 +19,6 @@ local-directory blob store (the embedded stack's default). Run with
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import tempfile
@@ -30,21 +29,19 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from fixtures.host import needs_containers
 from thaw_builder.build import Builder
 from thaw_builder.catalog import Catalog
 from thaw_builder.config import BuilderConfig
 from thaw_builder.pipconf import PipSettings
-from thaw_core import hosttools, layers
+from thaw_core import layers
 from thaw_core.blob import LocalBlobStore
 from thaw_core.config import Settings
 from thaw_core.db import Database
 from thaw_core.layers import LayerCache
 from thaw_core.schema import BuildRequest, ImageSpec
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or not hosttools.rootfs_ready() or not hosttools.runc_path().exists(),
-    reason="needs root, runc and the default rootfs (make setup)",
-)
+pytestmark = needs_containers
 
 CACHED_RUNS = 5
 

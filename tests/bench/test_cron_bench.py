@@ -7,10 +7,7 @@ Run with ``make bench``."""
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -46,9 +43,7 @@ async def fires(platform: Platform) -> list[tuple[str, float, float]]:
 
 
 def thaw_cli(platform: Platform, *args: str) -> None:
-    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
-    out = subprocess.run([sys.executable, "-m", "thaw.cli", *args], env=env, check=False,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = platform.cli(*args, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -9,18 +9,13 @@ measured in this run. Run with ``make bench``.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
-
 import thaw as modal
 from fixtures.platform import Platform
 
@@ -37,9 +32,7 @@ def pct(xs: list[float], q: float) -> float:
 
 @pytest.fixture(scope="module")
 def deployed(platform: Platform) -> Platform:
-    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
-    out = subprocess.run([sys.executable, "-m", "thaw.cli", "deploy", str(APP)], env=env,
-                         capture_output=True, text=True, timeout=120)
+    out = platform.cli("deploy", str(APP), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return platform
 

@@ -7,7 +7,8 @@ the node's local snapshot cache, the restore from the blob store (cache
 dropped first) and the ratio cold / restored, measured in this run.
 
 A real agent in this process on real NATS, S3 (moto) and runc + CRIU, as in
-tests/integration/test_agent_snapshot.py, whose stand-in catalog it uses.
+tests/integration/test_agent_snapshot.py, with its stand-in catalog
+(tests/fixtures/catalog.py).
 torch and the model are not in the container's rootfs: they are installed
 once with ``pip install --target`` into ``THAW_BENCH_SITE``
 (/var/tmp/thaw-bench/site) and mounted into the containers next to the
@@ -29,6 +30,17 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from fixtures.agent import (
+    Agent,
+    blob,  # noqa: F401 - a fixture
+    make_agent,  # noqa: F401 - a fixture
+    put_bundle,
+    result_of,
+    value,
+)
+from fixtures.catalog import Catalog, catalog  # noqa: F401 - catalog is a fixture
+from fixtures.host import needs_criu
+from fixtures.wait import eventually
 from thaw_agent import oci
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
@@ -40,19 +52,7 @@ from thaw_core.schema import (
     invoke_subject,
 )
 
-sys.path.insert(0, str(Path(__file__).parents[1] / "integration"))
-import test_agent
-import test_agent_snapshot
-from test_agent import Agent, eventually, put_bundle, result_of, value
-from test_agent_snapshot import Catalog
-
-make_agent = test_agent.make_agent
-blob = test_agent.blob
-catalog = test_agent_snapshot.catalog
-
-pytestmark = pytest.mark.skipif(
-    test_agent_snapshot._why_no_criu() is not None, reason=str(test_agent_snapshot._why_no_criu())
-)
+pytestmark = needs_criu
 
 APPS = Path(__file__).parent / "apps"
 SITE = Path(os.environ.get("THAW_BENCH_SITE", "/var/tmp/thaw-bench/site"))

@@ -11,38 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
 import thaw as modal
+from fixtures.images import BUILD_TIMEOUT_S, IMAGE_SITE, step_statuses
 from fixtures.platform import Platform
-from test_invocation import APPS, api, thaw_cli
+
+APPS = Path(__file__).parent / "apps"
 
 pytestmark = [pytest.mark.usefixtures("use_platform"), pytest.mark.slow]
 
-BUILD_TIMEOUT_S = 400
-IMAGE_SITE = "/usr/local/lib/python3"
-
-
 def deploy_out(platform: Platform, app_file: str, *args: str) -> str:
-    out = thaw_cli(platform, "deploy", str(APPS / app_file), *args, timeout=BUILD_TIMEOUT_S)
+    out = platform.cli("deploy", str(APPS / app_file), *args, timeout=BUILD_TIMEOUT_S)
     assert out.returncode == 0, out.stdout + out.stderr + platform.logs()
     return out.stdout
-
-
-def step_statuses(output: str) -> dict[str, str]:
-    """``[i/n] label: status`` lines of `thaw deploy` (plain output: not a tty)."""
-    return {
-        m.group(1): m.group(2)
-        for m in re.finditer(
-            r"^\s*\[(\d+)/\d+\] .*?: (cached|built|applied|failed)", output, re.MULTILINE
-        )
-    }
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +78,12 @@ def test_deploying_again_builds_nothing_and_one_change_rebuilds_from_there(
 
 
 def test_a_failing_step_fails_the_deploy_with_its_step_and_exit_code(platform: Platform) -> None:
-    out = thaw_cli(platform, "deploy", str(APPS / "img_fail.py"), timeout=BUILD_TIMEOUT_S)
+    out = platform.cli("deploy", str(APPS / "img_fail.py"), timeout=BUILD_TIMEOUT_S)
     assert out.returncode == 1, out.stdout + out.stderr
     said = out.stdout + out.stderr
     assert "step 1 (run_commands) exited with code 3" in said, said
     assert "about to fail" in said  # the step's log tail
-    assert "img-fail" not in {a["name"] for a in api(platform, "/v1/apps")}
+    assert "img-fail" not in {a["name"] for a in platform.api("/v1/apps")}
 
 
 def test_two_images_run_side_by_side_on_one_node(platform: Platform) -> None:
@@ -112,7 +100,7 @@ def test_two_images_run_side_by_side_on_one_node(platform: Platform) -> None:
     assert marker["marker"] == "marker\n" and marker["WHICH"] == "" and marker["cwd"] == "/srv"
 
     def running() -> list[dict[str, Any]]:
-        body = api(platform, "/v1/containers?app=img-pair")
+        body = platform.api("/v1/containers?app=img-pair")
         return [c for c in body["containers"] if c["state"] == "ready"]
 
     deadline = time.monotonic() + 10

@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +16,12 @@ import thaw as modal
 from fixtures.platform import Platform
 
 APPS = Path(__file__).parent / "apps"
-THAW = [sys.executable, "-m", "thaw.cli"]
 
 pytestmark = pytest.mark.usefixtures("use_platform")
 
 
-def thaw_cli(platform: Platform, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
-    return subprocess.run(
-        [*THAW, *args], check=False, env=env, capture_output=True, text=True,
-        timeout=timeout, stdin=subprocess.DEVNULL,
-    )
-
-
-def api(platform: Platform, path: str) -> Any:
-    req = urllib.request.Request(
-        platform.gateway_url + path, headers={"Authorization": f"Bearer {platform.token}"}
-    )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
-
-
 def deploy(platform: Platform, app_file: str) -> None:
-    out = thaw_cli(platform, "deploy", str(APPS / app_file))
+    out = platform.cli("deploy", str(APPS / app_file))
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -52,11 +31,11 @@ def behaviours(platform: Platform) -> None:
 
 
 def test_core_pattern_runs_with_thaw_run(platform: Platform) -> None:
-    out = thaw_cli(platform, "run", f"{APPS / 'core_pattern.py'}::main")
+    out = platform.cli("run", f"{APPS / 'core_pattern.py'}::main")
     assert out.returncode == 0, out.stdout + out.stderr + platform.logs()
     assert "Completed 100 tasks" in out.stdout
     # `thaw run` apps are ephemeral: stopped once the entrypoint returns.
-    apps = {a["name"]: a for a in api(platform, "/v1/apps")}
+    apps = {a["name"]: a for a in platform.api("/v1/apps")}
     assert apps["core-pattern"]["state"] == "stopped"
 
 
@@ -103,7 +82,7 @@ def test_retries_rerun_a_failing_input_then_fail_the_call(platform: Platform, be
     with pytest.raises(RuntimeError, match="still broken"):
         call.get(timeout=60)
     # The call's record shows the two retries: three attempts in all.
-    assert api(platform, f"/v1/calls/{call.object_id}")["attempts"] == 3
+    assert platform.api(f"/v1/calls/{call.object_id}")["attempts"] == 3
 
 
 def test_async_function_and_spawn(behaviours: None) -> None:
@@ -117,7 +96,7 @@ def test_async_function_and_spawn(behaviours: None) -> None:
 
 def test_scales_from_zero_and_back_to_zero(platform: Platform, behaviours: None) -> None:
     def containers() -> list[dict[str, Any]]:
-        body = api(platform, "/v1/containers")
+        body = platform.api("/v1/containers")
         return [c for c in body["containers"] if c["app"] == "behaviours" and c["function"] == "briefly"]
 
     assert containers() == []
@@ -154,7 +133,7 @@ async def test_killing_a_node_mid_map_loses_nothing(platform_factory, monkeypatc
     mapper.start()
 
     def busy_on(node: str) -> bool:
-        body = api(p, "/v1/containers")
+        body = p.api("/v1/containers")
         return any(c["node_id"] == node and c["inflight"] > 0 for c in body["containers"])
 
     deadline = time.monotonic() + 60
@@ -173,13 +152,13 @@ def test_readme_example_runs_beside_its_deployment(platform: Platform) -> None:
     """The README's flow: deploy, then `thaw run` the same file. The run gets
     an app of its own and the deployment is left as it was."""
     example = Path(__file__).parents[2] / "examples" / "hello.py"
-    deployed = thaw_cli(platform, "deploy", str(example))
+    deployed = platform.cli("deploy", str(example))
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    out = thaw_cli(platform, "run", f"{example}::main", "--n", "4")
+    out = platform.cli("run", f"{example}::main", "--n", "4")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "squares: [0, 1, 4, 9]" in out.stdout
     assert "hello, thaw!" in out.stdout
-    apps = api(platform, "/v1/apps")
+    apps = platform.api("/v1/apps")
     hello = [a for a in apps if a["name"] == "hello"]
     assert [(a["state"], a["version"], a["ephemeral"]) for a in hello] == [("deployed", 1, False)]
     runs = [a for a in apps if a["name"].startswith("hello-run-")]

@@ -6,11 +6,14 @@ thaw secret."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import thaw as modal
+from fixtures.images import BUILD_TIMEOUT_S, IMAGE_SITE, step_statuses
 from fixtures.platform import Platform
-from test_images import BUILD_TIMEOUT_S, IMAGE_SITE, step_statuses
-from test_invocation import APPS, thaw_cli
+
+APPS = Path(__file__).parent / "apps"
 
 pytestmark = [pytest.mark.usefixtures("use_platform"), pytest.mark.slow]
 
@@ -23,7 +26,7 @@ def deploy(
     monkeypatch.setenv("IMG_REGISTRY_SECRET", secret)
     if not secret:
         monkeypatch.delenv("IMG_REGISTRY_SECRET")
-    out = thaw_cli(platform, "deploy", str(APPS / "img_registry.py"), timeout=BUILD_TIMEOUT_S)
+    out = platform.cli("deploy", str(APPS / "img_registry.py"), timeout=BUILD_TIMEOUT_S)
     return out.returncode, out.stdout + out.stderr
 
 
@@ -62,8 +65,7 @@ def test_a_private_registry_needs_its_credentials_secret(
     code, said = deploy(platform, monkeypatch, private_image, "img-registry-private")
     assert code == 1 and "needs credentials" in said and "REGISTRY_USERNAME" in said, said
 
-    made = thaw_cli(
-        platform,
+    made = platform.cli(
         "secret",
         "create",
         "registry-creds",

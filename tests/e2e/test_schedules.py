@@ -11,24 +11,20 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
 import thaw as modal
 from fixtures.platform import Platform
+from fixtures.wait import eventually
 
 APPS = Path(__file__).parent / "apps"
-THAW = [sys.executable, "-m", "thaw.cli"]
 KILLS = 10
 PERIOD_S = 2.0
 # Load-tolerant bounds (2 shared cores): how late an on-time fire may be
@@ -39,23 +35,15 @@ RESTART_S = 25.0
 pytestmark = pytest.mark.usefixtures("use_platform")
 
 
-def thaw_cli(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
-    return subprocess.run(
-        [*THAW, *args], check=False, env=env, capture_output=True, text=True,
-        timeout=300, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
 async def deploy(platform: Platform, app_file: str) -> float:
     """Deploy; returns when the deploy was done."""
-    out = await asyncio.to_thread(thaw_cli, platform, "deploy", str(APPS / app_file))
+    out = await asyncio.to_thread(platform.cli, "deploy", str(APPS / app_file), timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     return time.time()
 
 
 async def stop(platform: Platform, app: str) -> None:
-    out = await asyncio.to_thread(thaw_cli, platform, "app", "stop", app)
+    out = await asyncio.to_thread(platform.cli, "app", "stop", app, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
 
 
@@ -86,17 +74,6 @@ def log_lines(platform: Platform, app: str, marker: str) -> int:
     return sum(marker in json.loads(line)["line"] for line in body.splitlines() if line)
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        await asyncio.sleep(0.5)
-
-
 def result(call_id: str) -> float:
     return modal.FunctionCall.from_id(call_id).get(timeout=120)
 
@@ -110,7 +87,7 @@ async def ran_once_each(platform: Platform, app: str, made: list[tuple[str, floa
         n = await asyncio.to_thread(log_lines, platform, app, f"{app} ran")
         return n if n >= len(made) else 0
 
-    assert await eventually(printed, 60, f"a log line per run of {app}") == len(made)
+    assert await eventually(printed, 60, f"a log line per run of {app}", every_s=0.5) == len(made)
 
 
 async def test_a_5_second_period_fires_5_to_7_times_in_30_s(platform: Platform) -> None:
@@ -129,7 +106,7 @@ async def test_every_minute_cron_fires_within_2_s_of_the_minute(platform: Platfo
         made = await calls(platform, "sched-cron")
         return made if len(made) >= 2 else None
 
-    made = await eventually(two_fires, 190, "two minutely fires")
+    made = await eventually(two_fires, 190, "two minutely fires", every_s=0.5)
     await stop(platform, "sched-cron")
     for _, at in made:
         assert at % 60 < 2, f"claimed {at % 60:.2f}s past the minute"
@@ -143,10 +120,10 @@ async def test_app_show_reports_a_failed_scheduled_run(platform: Platform) -> No
     await deploy(platform, "sched_fails.py")
 
     async def failed() -> str | None:
-        out = await asyncio.to_thread(thaw_cli, platform, "app", "show", "sched-fails")
+        out = await asyncio.to_thread(platform.cli, "app", "show", "sched-fails", timeout=300)
         return out.stdout if "failure" in out.stdout else None
 
-    shown = await eventually(failed, 120, "app show: the last run failed")
+    shown = await eventually(failed, 120, "app show: the last run failed", every_s=0.5)
     await stop(platform, "sched-fails")
     assert "broken" in shown and "every 2s" in shown
     made = await calls(platform, "sched-fails")
@@ -186,7 +163,7 @@ async def test_kill_9_repeatedly_misses_nothing_beyond_catch_up_and_doubles_noth
     monkeypatch.setenv("THAW_GATEWAY_URL", own.gateway_url)
     monkeypatch.setenv("THAW_TOKEN", own.token)
     await deploy(own, "sched_fast.py")
-    await eventually(lambda: calls(own, "sched-fast"), 60, "a first fire")
+    await eventually(lambda: calls(own, "sched-fast"), 60, "a first fire", every_s=0.5)
     cron = own.procs["cron"]
     rng = random.Random(12)
     restarts: list[tuple[float, float]] = []
@@ -215,7 +192,7 @@ async def test_two_cron_services_never_fire_twice(platform: Platform) -> None:
             made = await calls(platform, "sched-fast")
             return made if len(made) >= 10 else None
 
-        await eventually(enough, 120, "ten fires")
+        await eventually(enough, 120, "ten fires", every_s=0.5)
         await stop(platform, "sched-fast")
     finally:
         second.stop()

@@ -7,22 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import msgspec
 import nats.errors
 import pytest
 from fixtures.platform import Platform
+from fixtures.wait import eventually
 from thaw_core.blob import BlobStore, open_blob_store
 from thaw_core.bus import Bus
 from thaw_core.fingerprint import fingerprint_id, load_fingerprint
@@ -37,35 +32,15 @@ from thaw_core.schema import (
     decoder,
 )
 
-THAW = [sys.executable, "-m", "thaw.cli"]
 FINGERPRINTS = Path(__file__).parent.parent / "data" / "fingerprints"
 HERE = load_fingerprint(FINGERPRINTS / "this-machine-amd-epyc-vm.json")
 ARM = load_fingerprint(FINGERPRINTS / "arm64-graviton3.json")
 
+# Wide enough that the snapshot table never wraps or truncates an id.
+WIDE = {"COLUMNS": "200"}
+
 _reply = decoder(SnapshotLookupReply)
 _health = decoder(HealthReply)
-
-
-def thaw_cli(platform: Platform, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token,
-           "COLUMNS": "200"}  # fmt: skip
-    return subprocess.run(
-        [*THAW, *args], check=False, env=env, capture_output=True, text=True, timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-
-
-def api(platform: Platform, method: str, path: str) -> tuple[int, Any]:
-    req = urllib.request.Request(
-        platform.gateway_url + path,
-        method=method,
-        headers={"Authorization": f"Bearer {platform.token}"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 @pytest.fixture(scope="module")
@@ -116,17 +91,6 @@ async def make_snapshot(
     return made
 
 
-async def eventually(check: Callable[[], Any], timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s}s: {check}")
-        await asyncio.sleep(0.2)
-
-
 async def test_snapshot_list_and_rm(platform: Platform, snapshots_bus: Bus, blobs: BlobStore) -> None:
     app = f"snapcli-{uuid.uuid4().hex[:8]}"
     embedder = await make_snapshot(snapshots_bus, blobs, app, "Embedder", HERE, "node-x86")
@@ -138,7 +102,7 @@ async def test_snapshot_list_and_rm(platform: Platform, snapshots_bus: Bus, blob
         )
 
     def listed() -> str | None:
-        out = thaw_cli(platform, "snapshot", "list", "--app", app)
+        out = platform.cli("snapshot", "list", "--app", app, env=WIDE)
         assert out.returncode == 0, out.stdout + out.stderr
         lines = [line.split() for line in out.stdout.splitlines()]
         rows = {line[0]: line for line in lines if line and line[0].startswith("sn-")}
@@ -147,28 +111,31 @@ async def test_snapshot_list_and_rm(platform: Platform, snapshots_bus: Bus, blob
             return None
         return out.stdout
 
-    table = await eventually(listed)
+    table = await eventually(
+        lambda: asyncio.to_thread(listed), 20, "both snapshots listed", every_s=0.2
+    )
     assert fingerprint_id(HERE)[:12] in table and fingerprint_id(ARM)[:12] in table
     assert "Embedder" in table and "rank" in table and "4.0 KiB" in table
     # Another app's filter does not show them; the API lists them with full ids.
-    assert embedder.snapshot_id not in thaw_cli(platform, "snapshot", "list", "--app", "nope").stdout
-    status, body = api(platform, "GET", f"/v1/snapshots?app={app}")
+    elsewhere = platform.cli("snapshot", "list", "--app", "nope", env=WIDE)
+    assert embedder.snapshot_id not in elsewhere.stdout
+    status, body = platform.request(f"/v1/snapshots?app={app}", "GET")
     assert status == 200
     by_id = {s["snapshot_id"]: s for s in body}
     assert by_id[embedder.snapshot_id]["fingerprint_id"] == fingerprint_id(HERE)
     assert by_id[embedder.snapshot_id]["restores"] == 3
 
-    out = thaw_cli(platform, "snapshot", "rm", embedder.snapshot_id)
+    out = platform.cli("snapshot", "rm", embedder.snapshot_id, env=WIDE)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "retired" in out.stdout
 
     def removed() -> bool:
-        status, body = api(platform, "GET", f"/v1/snapshots?app={app}")
+        status, body = platform.request(f"/v1/snapshots?app={app}", "GET")
         ids = {s["snapshot_id"] for s in body}
         return status == 200 and embedder.snapshot_id not in ids and ranker.snapshot_id in ids
 
     # GC deleted the row (within one GC interval: 0.3 s here, 30 s by default)...
-    await eventually(removed, timeout_s=45)
+    await eventually(lambda: asyncio.to_thread(removed), 45, "the row gone", every_s=0.2)
     assert not await blobs.exists(embedder.blob_key)  # ...after its blob
     assert await blobs.exists(ranker.blob_key)
 
@@ -179,10 +146,10 @@ async def test_snapshot_list_and_rm(platform: Platform, snapshots_bus: Bus, blob
 
 
 def test_snapshot_rm_of_an_unknown_id_and_bad_filters_fail_clearly(platform: Platform) -> None:
-    out = thaw_cli(platform, "snapshot", "rm", "sn-doesnotexist")
+    out = platform.cli("snapshot", "rm", "sn-doesnotexist", env=WIDE)
     assert out.returncode == 1
     assert "no snapshot 'sn-doesnotexist'" in out.stderr
-    status, body = api(platform, "GET", "/v1/snapshots?app=bad.name")
+    status, body = platform.request("/v1/snapshots?app=bad.name", "GET")
     assert status == 400 and body["error"]["code"] == "bad_request"
-    status, body = api(platform, "DELETE", "/v1/snapshots/bad%20id")
+    status, body = platform.request("/v1/snapshots/bad%20id", "DELETE")
     assert status == 400

@@ -12,12 +12,10 @@ a platform of this module's own (the tests add and stop agents).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,17 +35,6 @@ APP = "snap-counter"
 pytestmark = pytest.mark.slow
 
 
-def api(platform: Platform, path: str, method: str = "GET") -> Any:
-    req = urllib.request.Request(
-        platform.gateway_url + path,
-        method=method,
-        headers={"Authorization": f"Bearer {platform.token}"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        body = r.read()
-    return json.loads(body) if body else None
-
-
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, platform: Platform) -> Any:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -57,12 +44,6 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, platform: Pl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}\n{platform.logs()}")
         time.sleep(0.2)
-
-
-def add_agent(platform: Platform, node_id: str, **env: str) -> None:
-    # Platform.add_agent takes no extra env; a recorded fingerprint needs one.
-    platform._spawn(f"agent@{node_id}", THAW_NODE_ID=node_id, **env)
-    platform.wait_ready((node_id,))
 
 
 def stop_agent(platform: Platform, node_id: str) -> None:
@@ -87,7 +68,7 @@ def snapshots(platform: Platform) -> list[dict[str, Any]]:
 
 
 def containers(platform: Platform, node_id: str = "") -> list[dict[str, Any]]:
-    body = api(platform, f"/v1/containers?app={APP}")
+    body = platform.api(f"/v1/containers?app={APP}")
     return [
         c
         for c in body["containers"]
@@ -113,7 +94,7 @@ def stop_container(platform: Platform, container_id: str) -> None:
         return any(c["container_id"] == container_id for c in containers(platform))
 
     wait_for(listed, 30, f"{container_id} in the container list", platform)
-    api(platform, f"/v1/containers/{container_id}/stop", method="POST")
+    platform.api(f"/v1/containers/{container_id}/stop", method="POST")
     wait_for(lambda: not listed(), 30, f"{container_id} to stop", platform)
 
 
@@ -191,7 +172,7 @@ def test_incompatible_node_starts_cold(
     recorded.write_bytes(msgspec.json.encode(other))
     for c in containers(p):
         stop_container(p, c["container_id"])
-    add_agent(p, "snap-arm", THAW_TEST_FINGERPRINT_FILE=str(recorded))
+    p.add_agent("snap-arm", THAW_TEST_FINGERPRINT_FILE=str(recorded))
     stop_agent(p, "snap-a")
 
     state = snapped.state.remote()
@@ -223,7 +204,7 @@ def test_corrupted_snapshot_starts_cold(snap_platform: Platform, snapped: Any) -
             await store.close()
 
     asyncio.run(corrupt())
-    add_agent(p, "snap-fresh")  # no local copy: it fetches the corrupted blob
+    p.add_agent("snap-fresh")  # no local copy: it fetches the corrupted blob
 
     state = snapped.state.remote()
     assert state["table"] == 300_000 and state["restores"] == 1

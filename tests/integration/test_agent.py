@@ -10,30 +10,33 @@ the gateway would. Apps are named per test: the NATS server is shared.
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import io
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
-import zipfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
-import nats.js.errors
 import pytest
+from fixtures.agent import (
+    Agent,
+    blob,  # noqa: F401 - a fixture
+    make_agent,  # noqa: F401 - a fixture
+    put_bundle,
+    result_of,
+    stored_result,
+    value,
+)
+from fixtures.host import needs_containers
+from fixtures.logs import LogTap
+from fixtures.wait import eventually
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings
-from thaw_agent.service import AgentService
-from thaw_core import hosttools
-from thaw_core.blob import BlobStore, open_blob_store
+from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
-from thaw_core.config import Settings
 from thaw_core.schema import (
     CancelCall,
     CommandReply,
@@ -52,21 +55,7 @@ from thaw_core.schema import (
     result_subject,
 )
 
-
-def _why_no_containers() -> str | None:
-    if os.geteuid() != 0:
-        return "runc containers need root"
-    if not hosttools.runc_path().exists():
-        return f"runc not found at {hosttools.runc_path()} (make setup)"
-    if not hosttools.rootfs_ready():
-        return f"no finished rootfs at {hosttools.default_rootfs()} (make setup)"
-    return None
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(_why_no_containers() is not None, reason=str(_why_no_containers())),
-]
+pytestmark = [pytest.mark.slow, needs_containers]
 
 APP_SOURCE = """
 import os
@@ -139,107 +128,6 @@ def unique_app() -> str:
 # ---------------------------------------------------------------- fixtures
 
 
-@pytest.fixture
-async def blob(s3_url: str) -> AsyncIterator[BlobStore]:
-    store = open_blob_store(s3_url)
-    yield store
-    await store.close()
-
-
-async def put_bundle(blob: BlobStore, source: str) -> str:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("app.py", source)
-    data = buf.getvalue()
-    sha = hashlib.sha256(data).hexdigest()
-    await blob.put(f"bundles/{sha}.zip", data, sha256=sha)
-    return sha
-
-
-class Agent:
-    """One in-process agent service and what the tests ask of it."""
-
-    def __init__(self, svc: AgentService, task: asyncio.Task[None]) -> None:
-        self.svc = svc
-        self.task = task
-
-    @property
-    def node_id(self) -> str:
-        return self.svc.settings.node_id
-
-    def container(self, cid: str) -> Container:
-        c = self.svc.manager.get(cid)
-        assert c is not None, f"no container {cid} on {self.node_id}"
-        return c
-
-    async def command(self, bus: Bus, cmd: StartContainer | StopContainer | bytes) -> CommandReply:
-        msg = await bus.request(f"thaw.agent.{self.node_id}", cmd, timeout_s=60)
-        return _replies.decode(msg.data)
-
-    async def start(self, bus: Bus, app: str, sha: str, fn: FunctionSpec, cid: str = "") -> str:
-        cid = cid or f"ct-{uuid.uuid4().hex[:12]}"
-        cmd = StartContainer(container_id=cid, app=app, version=1, bundle_sha256=sha, spec=fn)
-        reply = await self.command(bus, cmd)
-        assert reply.ok, reply.error
-        return cid
-
-    async def wait_state(self, cid: str, *states: str, timeout_s: float = 30) -> Container:
-        async def reached() -> Container | None:
-            c = self.svc.manager.get(cid)
-            return c if c is not None and c.state in states else None
-
-        return await eventually(reached, timeout_s, f"container {cid} in {states}")
-
-    def runc_ids(self) -> list[str]:
-        root = self.svc.layout.runc_root
-        if not root.exists():
-            return []
-        out = subprocess.run(
-            [str(hosttools.runc_path()), "--root", str(root), "list", "--format", "json"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-        return [c["id"] for c in json.loads(out or "null") or []]
-
-
-@pytest.fixture
-async def make_agent(
-    nats_url: str, s3_url: str, tmp_path: Path
-) -> AsyncIterator[Callable[..., Awaitable[Agent]]]:
-    agents: list[Agent] = []
-
-    async def make(node_id: str = "", state_dir: Path | None = None, **timings: Any) -> Agent:
-        node_id = node_id or f"node-{uuid.uuid4().hex[:8]}"
-        settings = Settings.from_env(
-            {
-                "THAW_NATS_URL": nats_url,
-                "THAW_BLOB_URL": s3_url,
-                "THAW_STATE_DIR": str(state_dir or tmp_path / "state"),
-                "THAW_NODE_ID": node_id,
-            }
-        )
-        svc = AgentService(settings, **timings)
-        await svc.start()
-        agent = Agent(svc, asyncio.create_task(svc.run()))
-        agents.append(agent)
-        return agent
-
-    yield make
-    for a in agents:
-        await a.svc.shutdown(15)
-        await asyncio.wait_for(a.task, 20)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 async def call(bus: Bus, app: str, fn: str, *args: Any, **invoke: Any) -> str:
     call_id = invoke.pop("call_id", None) or f"fc-{uuid.uuid4().hex}"
     msg = Invoke(
@@ -247,18 +135,6 @@ async def call(bus: Bus, app: str, fn: str, *args: Any, **invoke: Any) -> str:
     )
     await bus.publish(invoke_subject(app, fn), msg)
     return call_id
-
-
-async def stored_result(bus: Bus, call_id: str) -> Result | None:
-    try:
-        m = await bus.js.get_last_msg("RESULTS", result_subject(call_id))
-    except nats.js.errors.NotFoundError:
-        return None
-    return _results.decode(m.data)
-
-
-async def result_of(bus: Bus, call_id: str, timeout_s: float = 30) -> Result:
-    return await eventually(lambda: stored_result(bus, call_id), timeout_s, f"result of {call_id}")
 
 
 async def queue_settled(bus: Bus, app: str, fn: str, timeout_s: float = 15) -> None:
@@ -297,41 +173,6 @@ def process_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-def value(result: Result) -> Any:
-    assert result.status == "success", f"{result.status}: {result.error}\n{result.traceback}"
-    return cloudpickle.loads(result.value)
-
-
-class LogTap:
-    """Log lines of one function, as `thaw logs` would read them."""
-
-    def __init__(self) -> None:
-        self.lines: list[LogLine] = []
-        self.sub: Any = None
-
-    @classmethod
-    async def open(cls, bus: Bus, app: str, fn: str) -> LogTap:
-        tap = cls()
-
-        async def on(msg: Any) -> None:
-            tap.lines.append(_logs.decode(msg.data))
-
-        tap.sub = await bus.nc.subscribe(f"thaw.logs.{app}.{fn}", cb=on)
-        return tap
-
-    def text(self, stream: str = "stdout") -> str:
-        return "\n".join(line.line for line in self.lines if line.stream == stream)
-
-    async def wait_for(self, needle: str, stream: str = "stdout", timeout_s: float = 10) -> None:
-        async def seen() -> bool:
-            return needle in self.text(stream)
-
-        await eventually(seen, timeout_s, f"{needle!r} in the {stream} logs")
-
-
-# ---------------------------------------------------------------- tests
 
 
 async def test_invoke_runs_in_a_container_and_stores_the_result(

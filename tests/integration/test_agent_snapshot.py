@@ -14,22 +14,27 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
 import msgspec
 import pytest
-import test_agent
-from test_agent import Agent, LogTap, eventually, put_bundle, result_of, value
+from fixtures.agent import (
+    Agent,
+    blob,  # noqa: F401 - a fixture
+    make_agent,  # noqa: F401 - a fixture
+    put_bundle,
+    result_of,
+    value,
+)
+from fixtures.catalog import Catalog, catalog  # noqa: F401 - catalog is a fixture
+from fixtures.host import needs_criu
+from fixtures.logs import LogTap
+from fixtures.wait import eventually
 from thaw_agent import gpu_snapshot
 from thaw_agent.snapshots import INFO_FILE, SnapshotCache
-
-# test_agent's fixtures: real agents in this process, the S3 blob store.
-make_agent = test_agent.make_agent
-blob = test_agent.blob
-from thaw_core import hosttools
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.fingerprint import fingerprint_id, local_fingerprint
@@ -40,33 +45,12 @@ from thaw_core.schema import (
     Invoke,
     SnapshotCreated,
     SnapshotCreateFailed,
-    SnapshotEvent,
     SnapshotInfo,
-    SnapshotLookup,
-    SnapshotLookupReply,
     SnapshotRestored,
-    decoder,
-    encode,
     invoke_subject,
 )
 
-
-def _why_no_criu() -> str | None:
-    if os.geteuid() != 0:
-        return "runc containers and CRIU need root"
-    if not hosttools.runc_path().exists():
-        return f"runc not found at {hosttools.runc_path()} (make setup)"
-    if not hosttools.criu_path().exists():
-        return f"criu not found at {hosttools.criu_path()} (make setup)"
-    if not hosttools.rootfs_ready():
-        return f"no finished rootfs at {hosttools.default_rootfs()} (make setup)"
-    return None
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(_why_no_criu() is not None, reason=str(_why_no_criu())),
-]
+pytestmark = [pytest.mark.slow, needs_criu]
 
 APP_SOURCE = """
 import os
@@ -108,10 +92,6 @@ class Snappy:
         }
 """
 
-_lookups = decoder(SnapshotLookup)
-_events = decoder(SnapshotEvent)
-
-
 def snappy_spec() -> FunctionSpec:
     return FunctionSpec(
         name="Snappy",
@@ -121,76 +101,6 @@ def snappy_spec() -> FunctionSpec:
         methods=["state"],
         enable_memory_snapshot=True,
     )
-
-
-class Catalog:
-    """Plays the snapshots service for one app: claims once, then offers the
-    snapshot the agent reported. Records the events the agents publish."""
-
-    def __init__(self, bus: Bus, app: str) -> None:
-        self.bus = bus
-        self.app = app
-        self.claimed: SnapshotInfo | None = None
-        self.ready: SnapshotInfo | None = None
-        self.events: list[Any] = []
-        self.lookups: list[SnapshotLookup] = []
-        self._subs: list[Any] = []
-
-    async def open(self) -> Catalog:
-        self._subs.append(await self.bus.nc.subscribe("thaw.snapshots.lookup", cb=self._lookup))
-        self._subs.append(
-            await self.bus.nc.subscribe(f"thaw.event.snapshot.{self.app}", cb=self._event)
-        )
-        await self.bus.nc.flush()
-        return self
-
-    async def close(self) -> None:
-        for sub in self._subs:
-            await sub.unsubscribe()
-
-    async def _lookup(self, msg: Any) -> None:
-        ask = _lookups.decode(msg.data)
-        if ask.app != self.app:
-            return
-        self.lookups.append(ask)
-        if self.ready is not None:
-            reply = SnapshotLookupReply(snapshot=self.ready)
-        elif self.claimed is None:
-            self.claimed = SnapshotInfo(
-                snapshot_id=f"snap-{uuid.uuid4().hex[:12]}",
-                app=ask.app,
-                function=ask.function,
-                version=ask.version,
-                fingerprint=ask.fingerprint,
-                fingerprint_id=fingerprint_id(ask.fingerprint),
-            )
-            reply = SnapshotLookupReply(claim=self.claimed)
-        else:
-            reply = SnapshotLookupReply()  # being made: start cold
-        await msg.respond(encode(reply))
-
-    async def _event(self, msg: Any) -> None:
-        event = _events.decode(msg.data)
-        self.events.append(event)
-        if isinstance(event, SnapshotCreated):
-            self.ready = event.snapshot
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-
-@pytest.fixture
-async def catalog(bus: Bus) -> AsyncIterator[Callable[[str], Awaitable[Catalog]]]:
-    opened: list[Catalog] = []
-
-    async def make(app: str) -> Catalog:
-        c = await Catalog(bus, app).open()
-        opened.append(c)
-        return c
-
-    yield make
-    for c in opened:
-        await c.close()
 
 
 async def call_state(bus: Bus, app: str) -> tuple[dict[str, Any], str]:
@@ -356,14 +266,10 @@ async def test_gpu_snapshot_falls_back_to_cpu_where_the_node_cannot(
     await agent.wait_state(cid, "ready", timeout_s=60)
     await tap.wait_for("GPU snapshot not available on this node", stream="system")
     # A CPU snapshot all the same, and the container serves from it.
-    await eventually(lambda: _true(cat.of(SnapshotCreated)), 60, "the CPU snapshot")
+    await eventually(lambda: cat.of(SnapshotCreated), 60, "the CPU snapshot")
     assert agent.container(cid).info().restored
     state, by = await call_state(bus, app)
     assert by == cid and state["table"] == 300_000
-
-
-async def _true(value: object) -> bool:
-    return bool(value)
 
 
 async def test_failed_checkpoint_reported_and_the_container_serves_cold(

@@ -11,52 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
-import json
-import os
-import shutil
-import subprocess
-import tarfile
-import tempfile
 import uuid
 import zipfile
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import msgspec
 import pytest
-import zstandard
-from thaw_builder.service import BuilderService
-from thaw_core import contract, hosttools, layers
-from thaw_core.blob import BlobStore, open_blob_store
-from thaw_core.bus import Bus
-from thaw_core.config import Settings
-from thaw_core.layers import ImageManifest, LayerCache
+from fixtures.builder import (
+    BuilderEnv,
+    env,  # noqa: F401 - a fixture
+)
+from fixtures.host import needs_containers
+from thaw_core import contract
 from thaw_core.schema import (
     BuildLog,
-    BuildOutput,
-    BuildProgress,
     BuildResult,
     ErrorEvent,
     ImageLookupReply,
 )
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: the builder mounts overlays and runs runc"
-    if not hosttools.runc_path().exists():
-        return f"runc not found at {hosttools.runc_path()}; run `make setup`"
-    if not hosttools.rootfs_ready():
-        return f"no finished rootfs at {hosttools.default_rootfs()}; run `make setup`"
-    return None
-
-
 pytestmark = [
-    pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or ""),
+    needs_containers,
     pytest.mark.slow,
 ]
 
@@ -74,165 +50,6 @@ SIX = {"op": "pip_install", "packages": ["six"]}
 HELLO = {"op": "run_commands", "commands": ["echo hi > /hello"]}
 ENV_A = {"op": "env", "vars": {"A": "1"}}
 IMAGE = image(SIX, HELLO, ENV_A)
-
-
-@dataclass
-class Build:
-    result: BuildResult
-    log: list[BuildProgress | BuildOutput] = field(default_factory=list)
-
-    def statuses(self) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        for m in self.log:
-            if isinstance(m, BuildProgress):
-                out.setdefault(m.step, []).append(m.status)
-        return out
-
-    def final_status(self) -> dict[int, str]:
-        return {step: s[-1] for step, s in self.statuses().items()}
-
-    def output(self, step: int) -> list[str]:
-        return [
-            line
-            for m in self.log
-            if isinstance(m, BuildOutput) and m.step == step
-            for line in m.lines
-        ]
-
-
-@dataclass
-class BuilderEnv:
-    bus: Bus
-    blob: BlobStore
-    service: BuilderService
-    root: Path
-
-    async def build(
-        self, spec: dict[str, Any] | bytes, *, build_id: str | None = None, timeout_s: float = 120
-    ) -> Build:
-        build_id = build_id or uuid.uuid4().hex
-        results: asyncio.Queue[BuildResult] = asyncio.Queue()
-        log: list[BuildProgress | BuildOutput] = []
-
-        async def on_log(msg: Any) -> None:
-            log.append(_log.decode(msg.data))
-
-        async def on_result(msg: Any) -> None:
-            await results.put(_result.decode(msg.data))
-
-        subs = [
-            await self.bus.nc.subscribe(contract.build_log_subject(build_id), cb=on_log),
-            await self.bus.nc.subscribe(contract.build_result_subject(build_id), cb=on_result),
-        ]
-        try:
-            payload = (
-                spec
-                if isinstance(spec, bytes)
-                else msgspec.json.encode(
-                    {"type": "build_request", "build_id": build_id, "image": spec}
-                )
-            )
-            await self.bus.publish(contract.BUILD_REQUEST, payload)
-            result = await asyncio.wait_for(results.get(), timeout_s)
-            await self.bus.nc.flush()
-        finally:
-            for s in subs:
-                await s.unsubscribe()
-        return Build(result, log)
-
-    async def lookup(self, query: dict[str, Any]) -> ImageLookupReply:
-        reply = await self.bus.request(
-            contract.IMAGE_LOOKUP,
-            msgspec.json.encode({"type": "image_lookup", **query}),
-            timeout_s=10,
-        )
-        return _lookup.decode(reply.data)
-
-    async def layer_names(self, digest: str) -> list[str]:
-        """The member names of a stored layer tar, as a registry client would see them."""
-        data = await self.blob.get(layers.blob_key(digest), sha256=digest)
-        raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-            return tar.getnames()
-
-    async def run_in_image(self, manifest: ImageManifest, argv: list[str]) -> str:
-        """Run ``argv`` in a plain runc container on the image, its layers pulled
-        into a fresh cache (as a node that never saw them), and return stdout."""
-        work = self.root / f"run-{uuid.uuid4().hex[:8]}"
-        cache = LayerCache(work / "cache")
-        lowers = await layers.lowerdirs(manifest.layers, cache, self.blob)
-        assert all(p.is_relative_to(work) or p == hosttools.default_rootfs() for p in lowers)
-        for d in ("upper", "ovl-work", "rootfs", "bundle"):
-            (work / d).mkdir()
-        layers.overlay_mount(lowers, work / "rootfs", upper=work / "upper", work=work / "ovl-work")
-        try:
-            runc = [str(hosttools.runc_path()), "--root", str(work / "runc")]
-            await asyncio.to_thread(
-                subprocess.run, [*runc, "spec", "--bundle", str(work / "bundle")], check=True
-            )
-            cfg = json.loads((work / "bundle/config.json").read_text())
-            cfg["root"] = {"path": str(work / "rootfs"), "readonly": False}
-            cfg["process"]["terminal"] = False
-            cfg["process"]["args"] = argv
-            cfg["process"]["cwd"] = manifest.workdir
-            cfg["process"]["env"] += [f"{k}={v}" for k, v in manifest.env.items()]
-            (work / "bundle/config.json").write_text(json.dumps(cfg))
-            cid = f"t-{uuid.uuid4().hex[:10]}"
-            proc = await asyncio.create_subprocess_exec(
-                *runc,
-                "run",
-                "--bundle",
-                str(work / "bundle"),
-                cid,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
-            await asyncio.to_thread(
-                subprocess.run, [*runc, "delete", "--force", cid], check=False, capture_output=True
-            )
-            assert proc.returncode == 0, err.decode()
-            return out.decode()
-        finally:
-            layers.unmount(work / "rootfs")
-            shutil.rmtree(work, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-async def env(nats_url: str, postgres: Any, s3_url: str) -> AsyncIterator[BuilderEnv]:
-    name = f"builder_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(postgres.dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    # Not under pytest's tmp dirs: other sessions on this machine prune those,
-    # and this one holds overlay mounts.
-    root = Path(tempfile.mkdtemp(prefix="thaw-test-builder-", dir="/var/tmp"))
-    settings = Settings.from_env(
-        {
-            "THAW_NATS_URL": nats_url,
-            "THAW_DATABASE_URL": postgres.dsn_for(name),
-            "THAW_BLOB_URL": s3_url,
-            "THAW_STATE_DIR": str(root / "state"),
-        }
-    )
-    service = BuilderService(settings)
-    bus = await Bus.connect(nats_url, name="test-builder-client")
-    blob = open_blob_store(s3_url)
-    async with service:
-        runner = asyncio.create_task(service.run())
-        try:
-            yield BuilderEnv(bus, blob, service, root)
-        finally:
-            await service.shutdown()
-            await runner
-            await bus.close()
-            await blob.close()
-            for point in layers.mounts_under(root):
-                layers.unmount(point)
-            shutil.rmtree(root, ignore_errors=True)
 
 
 async def test_an_image_builds_runs_and_rebuilds_from_cache(env: BuilderEnv) -> None:

@@ -2,18 +2,19 @@
 docker-registry) holding an image made here from thaw's base rootfs, pulled
 with skopeo into thaw's layers once per digest."""
 
-# ruff: noqa: F811 - the tests take the imported `env` fixture as their argument
-
 from __future__ import annotations
 
 import uuid
 
-from fixtures.registry import MARKER, REMOVED, Registry
-from test_builder import (  # noqa: F401 - its skips apply here
+import pytest
+from fixtures.builder import (
     BuilderEnv,
-    env,
-    pytestmark,
+    env,  # noqa: F401 - a fixture
 )
+from fixtures.host import needs_containers
+from fixtures.registry import MARKER, REMOVED, Registry
+
+pytestmark = [needs_containers, pytest.mark.slow]
 
 SIX = {"op": "pip_install", "packages": ["six"]}
 

@@ -15,6 +15,7 @@ import nats.errors
 import nats.js.errors
 import pytest
 from fixtures.nats import NatsServer
+from fixtures.wait import eventually
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from thaw_core import schema
@@ -23,14 +24,6 @@ from thaw_core.bus import Bus, BusRequestError, Msg, trace_context
 
 def uid() -> str:
     return uuid.uuid4().hex[:12]
-
-
-async def eventually(cond: Callable[[], bool], timeout_s: float = 5.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what or cond}")
-        await asyncio.sleep(0.02)
 
 
 async def until(

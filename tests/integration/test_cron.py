@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Self
 
 import msgspec
 import pytest
+from fixtures.wait import eventually
 from thaw_core.bus import Bus
 from thaw_core.config import Settings
 from thaw_core.contract import INVOKE_STREAM, app_event_subject, invoke_subject
@@ -24,17 +24,6 @@ from thaw_cron.plan import Fire, ScheduleKey
 from thaw_cron.service import CronService
 
 _invoke = msgspec.json.Decoder(Invoke)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = await check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout_s}s: {what}")
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture

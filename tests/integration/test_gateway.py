@@ -12,23 +12,26 @@ import json
 import pickle
 import secrets
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import msgspec
 import pytest
-from fixtures.nats import free_port
+from fixtures.gateway import (
+    Gateway,
+    deploy,
+    gateway,  # noqa: F401 - a fixture
+    running,
+    settings,  # noqa: F401 - a fixture
+    spec,
+    unique,
+    upload_bundle,
+)
 from thaw_core import api, schema
 from thaw_core.bus import Bus, Msg
 from thaw_core.config import Settings
-from thaw_core.db import Database
 from thaw_gateway.routes import ROUTES
-from thaw_gateway.service import GatewayService
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -37,108 +40,9 @@ _call_result = msgspec.json.Decoder(api.CallResult)
 _call_accepted = msgspec.json.Decoder(api.CallAccepted)
 
 
-@dataclass
-class Gateway:
-    url: str
-    token: str
-    service: GatewayService
-    db: Database
-    http: aiohttp.ClientSession
-
-    def headers(self, token: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token or self.token}"}
-
-    async def call(
-        self, method: str, path: str, *, token: str | None = None, **kw: Any
-    ) -> tuple[int, Any]:
-        async with self.http.request(
-            method, self.url + path, headers=self.headers(token), **kw
-        ) as resp:
-            data = await resp.read()
-            return resp.status, json.loads(data) if data else None
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[GatewayService]:
-    """The gateway service, in this process, until it answers /healthz."""
-    service = GatewayService(settings)
-    run = asyncio.create_task(service.run())
-    url = settings.gateway_url
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                if run.done():
-                    run.result()  # start-up failed: show why
-                try:
-                    async with http.get(url + "/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("gateway did not become healthy")
-        yield service
-    finally:
-        await service.shutdown()
-        await run
-
-
-@pytest.fixture
-def settings(nats_url: str, db: Database, s3_url: str, tmp_path: Path) -> Settings:
-    (tmp_path / "admin-token").write_text(secrets.token_urlsafe(24) + "\n")
-    port = free_port()
-    return Settings.from_env(
-        {
-            "THAW_STATE_DIR": str(tmp_path),
-            "THAW_NATS_URL": nats_url,
-            "THAW_DATABASE_URL": db.dsn,
-            "THAW_BLOB_URL": s3_url,
-            "THAW_GATEWAY_PORT": str(port),
-        }
-    )
-
-
-@pytest.fixture
-async def gateway(settings: Settings, db: Database) -> AsyncIterator[Gateway]:
-    token = (settings.state_dir / "admin-token").read_text().strip()
-    async with running(settings) as service, aiohttp.ClientSession() as http:
-        yield Gateway(settings.gateway_url, token, service, db, http)
-
-
-# ---------------------------------------------------------------- helpers
-
-
 async def server_has_subscriptions(bus: Bus) -> None:
     """Until the server knows this connection's subscriptions."""
     await bus.subscriptions_live()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def spec(name: str, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "module": "app", "qualname": name, **kw}
-
-
-async def upload_bundle(gw: Gateway, content: bytes | None = None) -> str:
-    content = content or b"PK\x05\x06" + secrets.token_bytes(64)
-    sha = hashlib.sha256(content).hexdigest()
-    status, body = await gw.call("PUT", f"/v1/bundles/{sha}", data=content)
-    assert status == 201, body
-    return sha
-
-
-async def deploy(gw: Gateway, app: str, *functions: dict[str, Any]) -> dict[str, Any]:
-    sha = await upload_bundle(gw)
-    status, body = await gw.call(
-        "POST",
-        f"/v1/apps/{app}/deploy",
-        json={"bundle_sha256": sha, "functions": list(functions)},
-    )
-    assert status == 200, body
-    return body
 
 
 def json_args(invoke: schema.Invoke) -> tuple[list[Any], dict[str, Any]]:

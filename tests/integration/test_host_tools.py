@@ -22,24 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fixtures.host import needs_criu
 from thaw_core import hosttools
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: runc containers and CRIU checkpoint/restore"
-    if not hosttools.runc_path().exists():
-        return f"runc not found at {hosttools.runc_path()}; run `make setup`"
-    if not hosttools.criu_path().exists():
-        return f"criu wrapper not found at {hosttools.criu_path()}; run `make setup`"
-    if not hosttools.rootfs_ready():
-        return f"no finished rootfs at {hosttools.default_rootfs()}; run `make setup`"
-    if not shutil.which("mount"):
-        return "mount(8) not found"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+pytestmark = needs_criu
 
 # The process under test: state only in memory, reported on SIGUSR1.
 PROGRAM = r"""

@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_runtime import AgentDouble, bundle, make_invoke, value_of  # noqa: F401 - bundle is a fixture
+from fixtures.agent_double import (
+    AgentDouble,
+    bundle,  # noqa: F401 - a fixture
+    make_invoke,
+    value_of,
+)
+from fixtures.host import needs_containers
 from thaw.runtime.paths import (
     BOOTSTRAP_IN_CONTAINER,
     BUNDLE_IN_CONTAINER,
@@ -27,18 +33,7 @@ from thaw.runtime.paths import (
 from thaw_core import hosttools
 from thaw_core.container_protocol import SOCKET_IN_CONTAINER, Hello, InitFailed, Shutdown
 
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root: runc containers"
-    if not hosttools.runc_path().exists():
-        return f"runc not found at {hosttools.runc_path()}; run `make setup`"
-    if not hosttools.rootfs_ready():
-        return f"no rootfs at {hosttools.default_rootfs()}; run `make setup`"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+pytestmark = needs_containers
 
 
 def _bind(source: Path | str, destination: str, mode: str) -> dict[str, object]:
@@ -125,7 +120,7 @@ class ContainerAgent(AgentDouble):
 
 
 @pytest.fixture
-async def agent(bundle: Path) -> AsyncIterator[ContainerAgent]:  # noqa: F811 - the imported fixture
+async def agent(bundle: Path) -> AsyncIterator[ContainerAgent]:
     # Short and private: runc's state and the overlay live here.
     tmp = Path(f"/tmp/thaw-rt-{os.urandom(4).hex()}")
     tmp.mkdir()

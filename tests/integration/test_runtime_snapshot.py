@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_runtime import AgentDouble, make_invoke, value_of
+from fixtures.agent_double import AgentDouble, make_invoke, value_of
 from thaw.runtime.reseed import reseed_generators
 from thaw_core.container_protocol import Hello, Ready, SnapshotReady
 

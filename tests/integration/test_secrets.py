@@ -9,7 +9,13 @@ import uuid
 from dataclasses import dataclass, field
 
 import pytest
-from test_gateway import Gateway, gateway, settings, upload_bundle  # noqa: F401 - fixtures
+from fixtures.gateway import (
+    Gateway,
+    gateway,  # noqa: F401 - a fixture
+    settings,  # noqa: F401 - a fixture
+    unique,
+    upload_bundle,
+)
 from thaw_agent.secrets import SecretsUnavailable, fetch_secrets
 from thaw_core import contract
 from thaw_core.bus import Bus
@@ -30,15 +36,11 @@ class Ref:
     app_scoped: bool = False
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
 def key() -> bytes:
     return base64.b64decode(new_key())
 
 
-async def test_create_list_delete_through_the_api(gateway: Gateway) -> None:  # noqa: F811
+async def test_create_list_delete_through_the_api(gateway: Gateway) -> None:
     name = unique("api-key")
     planted = "sk-" + uuid.uuid4().hex
     status, body = await gateway.call(
@@ -72,7 +74,7 @@ async def test_create_list_delete_through_the_api(gateway: Gateway) -> None:  # 
     assert status == 404
 
 
-async def test_bad_secrets_are_refused_without_echoing_values(gateway: Gateway) -> None:  # noqa: F811
+async def test_bad_secrets_are_refused_without_echoing_values(gateway: Gateway) -> None:
     for env, says in (
         ({}, "at least one"),
         ({"1BAD": "x"}, "invalid key"),
@@ -87,7 +89,7 @@ async def test_bad_secrets_are_refused_without_echoing_values(gateway: Gateway) 
     assert status == 400 and "invalid secret name" in body["error"]["message"]
 
 
-async def test_app_values_are_kept_apart_from_named_secrets(gateway: Gateway) -> None:  # noqa: F811
+async def test_app_values_are_kept_apart_from_named_secrets(gateway: Gateway) -> None:
     app, name = unique("app"), unique("local")
     status, body = await gateway.call(
         "PUT", f"/v1/apps/{app}/secrets/{name}", json={"env": {"TOKEN": "t1"}}
@@ -136,7 +138,7 @@ async def test_rotation_reencrypts_every_secret_under_the_new_key(db: Database) 
     assert await after.environment("some-app", [Ref(names[0], app_scoped=True)]) == {"V": "app"}
 
 
-async def test_a_deploy_naming_a_missing_secret_or_key_fails_naming_it(gateway: Gateway) -> None:  # noqa: F811
+async def test_a_deploy_naming_a_missing_secret_or_key_fails_naming_it(gateway: Gateway) -> None:
     app, name = unique("app"), unique("creds")
     sha = await upload_bundle(gateway)
 
@@ -156,7 +158,7 @@ async def test_a_deploy_naming_a_missing_secret_or_key_fails_naming_it(gateway: 
     assert status == 200, body
 
 
-async def test_agents_fetch_the_values_over_the_bus(gateway: Gateway, bus: Bus) -> None:  # noqa: F811
+async def test_agents_fetch_the_values_over_the_bus(gateway: Gateway, bus: Bus) -> None:
     app, name = unique("app"), unique("creds")
     await gateway.call("POST", "/v1/secrets", json={"name": name, "env": {"A": "1", "B": "1"}})
     await gateway.call("PUT", f"/v1/apps/{app}/secrets/f-0", json={"env": {"B": "2"}})

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 from fixtures.nats import NatsServer
+from fixtures.wait import eventually
 from thaw_core.bus import Bus, BusRequestError
 from thaw_core.config import Settings
 from thaw_core.db import Database
@@ -120,17 +120,6 @@ async def make_snapshot(svc: SnapshotsService, bus: Bus, claim: SnapshotInfo) ->
     made = msgspec.structs.replace(claim, size=len(data), sha256=sha, state="ready")
     await bus.publish(f"thaw.event.snapshot.{claim.app}", SnapshotCreated(snapshot=made))
     return made
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s}s: {check}")
-        await asyncio.sleep(0.05)
 
 
 async def row(svc: SnapshotsService, snapshot_id: str) -> dict[str, Any] | None:

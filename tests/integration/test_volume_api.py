@@ -13,8 +13,14 @@ from typing import Any, TypeVar
 
 import pytest
 import thaw as modal
+from fixtures.gateway import (
+    Gateway,
+    gateway,  # noqa: F401 - a fixture
+    settings,  # noqa: F401 - a fixture
+    spec,
+    unique,
+)
 from fixtures.volumes import running_volumes
-from test_gateway import Gateway, deploy, gateway, settings, spec, unique  # noqa: F401 - fixtures
 from thaw.exception import Error, InvalidError, NotFoundError
 from thaw.volume import FileEntryType
 from thaw_core.config import Settings
@@ -25,13 +31,13 @@ T = TypeVar("T")
 
 
 @pytest.fixture
-async def volumes(settings: Settings) -> AsyncIterator[VolumesService]:  # noqa: F811
+async def volumes(settings: Settings) -> AsyncIterator[VolumesService]:
     async with running_volumes(settings) as svc:
         yield svc
 
 
 @pytest.fixture
-def sdk(gateway: Gateway, volumes: VolumesService, monkeypatch: pytest.MonkeyPatch) -> Gateway:  # noqa: F811
+def sdk(gateway: Gateway, volumes: VolumesService, monkeypatch: pytest.MonkeyPatch) -> Gateway:
     monkeypatch.setenv("THAW_GATEWAY_URL", gateway.url)
     monkeypatch.setenv("THAW_TOKEN", gateway.token)
     monkeypatch.delenv("THAW_CONTAINER_ID", raising=False)

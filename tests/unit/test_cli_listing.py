@@ -13,7 +13,7 @@ from typing import ClassVar
 import msgspec
 import pytest
 from click.testing import CliRunner, Result
-from test_sdk_calls import FakeGateway
+from fixtures.fake_gateway import FakeGateway
 from thaw.cli import main
 from thaw.cli._listing import plain_lines
 from thaw.client import use_transport

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from test_sdk_calls import FakeGateway
+from fixtures.fake_gateway import FakeGateway, fake_gateway  # noqa: F401 - fake_gateway is a fixture
 from thaw.cli import main
-from thaw.client import use_transport
 
 APP = """
 import thaw
@@ -48,10 +47,8 @@ def main(n: int = 3, label: str = "result", loud: bool = False) -> None:
 
 
 @pytest.fixture
-def gateway() -> Iterator[FakeGateway]:
-    fake = FakeGateway()
-    with use_transport(fake):
-        yield fake
+def gateway(fake_gateway: FakeGateway) -> FakeGateway:
+    return fake_gateway
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import msgspec
 import nats
 import nats.errors
 from thaw_core.blob import open_blob_store
+from thaw_core.contract import health_subject
 from thaw_core.schema import HealthReply, decoder
 
 PROBE_TIMEOUT_S = 3.0
@@ -80,17 +81,43 @@ class ServiceHealth:
     reply: HealthReply | None = None
 
 
+async def _probe_connection(nats_url: str) -> nats.NATS:
+    """A connection that tries once and says nothing.
+
+    nats-py hands every connection error to the error callback, whose default
+    logs it with its traceback (on stderr, ahead of `thaw status --json`'s
+    document); here the error is the probe's result instead. Its server pool
+    retries forever with ``max_reconnect_attempts=0``, every
+    ``reconnect_time_wait``: one retry at most, and the whole connect bounded
+    by PROBE_TIMEOUT_S."""
+    seen: list[Exception] = []
+
+    async def note(exc: Exception) -> None:
+        seen.append(exc)
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                nats_url,
+                connect_timeout=PROBE_TIMEOUT_S,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.2,
+                error_cb=note,
+                name="thaw-status",
+            ),
+            PROBE_TIMEOUT_S,
+        )
+    except Exception as exc:  # noqa: BLE001 - re-raised, as the error that explains it
+        # The server's refusal says more than the pool's "no servers available".
+        raise (seen[-1] if seen else exc) from None
+
+
 async def check_services(nats_url: str, names: Iterable[str]) -> dict[str, ServiceHealth]:
-    """Ask each service ``thaw.health.<name>`` over one short-lived connection."""
+    """Ask each service on its health subject, over one short-lived connection."""
     names = list(names)
     try:
-        nc = await nats.connect(
-            nats_url,
-            connect_timeout=PROBE_TIMEOUT_S,
-            allow_reconnect=False,
-            max_reconnect_attempts=0,
-            name="thaw-status",
-        )
+        nc = await _probe_connection(nats_url)
     except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
         return {n: ServiceHealth(f"nats unreachable ({_err(exc)})") for n in names}
     try:
@@ -103,7 +130,7 @@ async def check_services(nats_url: str, names: Iterable[str]) -> dict[str, Servi
 
 async def _ask(nc: nats.NATS, name: str) -> ServiceHealth:
     try:
-        msg = await nc.request(f"thaw.health.{name}", b"{}", timeout=PROBE_TIMEOUT_S)
+        msg = await nc.request(health_subject(name), b"{}", timeout=PROBE_TIMEOUT_S)
     except nats.errors.NoRespondersError:
         return ServiceHealth("not answering (no responders)")
     except (TimeoutError, nats.errors.TimeoutError):
