@@ -34,11 +34,6 @@ PLANTED_LOCAL = "planted-local-" + uuid.uuid4().hex
 
 pytestmark = pytest.mark.slow
 
-# Until agents fetch a container's secrets and send them in its Configure frame.
-needs_agent_injection = pytest.mark.xfail(
-    strict=True, reason="agents do not hand secret values to containers"
-)
-
 
 def thaw(p: Platform, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "THAW_GATEWAY_URL": p.gateway_url, "THAW_TOKEN": p.token, **env}
@@ -127,7 +122,6 @@ def test_create_list_delete_with_the_cli(use: Platform) -> None:
     assert gone.returncode == 1 and "cli-made" in gone.stderr
 
 
-@needs_agent_injection
 def test_functions_get_their_secrets_later_ones_winning(use: Platform) -> None:
     env_of = modal.Function.from_name(APP, "env_of")
     got = env_of.remote(["API_KEY", "E2E_LOCAL", "ORDER"])
@@ -144,7 +138,6 @@ def test_a_missing_secret_or_key_fails_the_deploy(use: Platform) -> None:
     assert out.returncode != 0 and "NEEDED" in out.stderr
 
 
-@needs_agent_injection
 def test_a_restored_container_sees_the_secret_as_it_is_now(use: Platform) -> None:
     p = use
     snapped = modal.Cls.from_name(APP, "Snapped")()

@@ -135,9 +135,9 @@ class Container:
         """We are ending it (stop, kill, failure): its death is expected."""
         return self._ending
 
-    def runtime_env(self) -> dict[str, str]:
+    async def runtime_env(self, *, with_secrets: bool = True) -> dict[str, str]:
         """The environment the runtime is given over its socket (``Configure``)."""
-        return self.host.container_env(self)
+        return await self.host.container_env(self, with_secrets=with_secrets)
 
     def info(self) -> ContainerInfo:
         return ContainerInfo(

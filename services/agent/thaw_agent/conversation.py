@@ -5,7 +5,8 @@ is and its environment), Hello, then Ready or InitFailed, then Outputs
 until the connection ends. A runtime starting for a snapshot says
 ``SnapshotReady`` before Ready: the container is checkpointed then
 (``checkpoint.snapshot``) and the talk goes on over the new connection,
-which starts with Configure again.
+which starts with Configure again. Configure carries the container's
+secrets, except on the first connection of a runtime to be snapshotted.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from thaw_core.container_protocol import Configure, Hello, InitFailed, Output, R
 
 from thaw_agent import checkpoint
 from thaw_agent.channel import RuntimeChannel
+from thaw_agent.secrets import SecretsUnavailable
 from thaw_agent.snapshots import Checkpoint, Restore
 
 if TYPE_CHECKING:
@@ -26,11 +28,14 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT_S = 120.0
 
 
-async def _connect(c: Container, channel: RuntimeChannel, restored: bool) -> None:
+async def _connect(
+    c: Container, channel: RuntimeChannel, restored: bool, *, with_secrets: bool = True
+) -> None:
     """Accept the runtime's connection, tell it who it is and its environment,
     and wait for its Hello."""
     await channel.accept(CONNECT_TIMEOUT_S)
-    await channel.send(Configure(container_id=c.id, env=c.runtime_env(), restored=restored))
+    env = await c.runtime_env(with_secrets=with_secrets)
+    await channel.send(Configure(container_id=c.id, env=env, restored=restored))
     hello = await channel.read()
     if not isinstance(hello, Hello) or hello.container_id != c.id:
         raise ValueError(f"expected Hello from container {c.id}, got {hello!r}")
@@ -41,7 +46,14 @@ async def converse(c: Container) -> None:
     channel = c.channel
     assert channel is not None
     try:
-        await _connect(c, channel, restored=isinstance(c.plan, Restore))
+        # A runtime about to be snapshotted gets its secrets only once the
+        # snapshot is taken: a snapshot never holds them.
+        await _connect(
+            c,
+            channel,
+            restored=isinstance(c.plan, Restore),
+            with_secrets=not isinstance(c.plan, Checkpoint),
+        )
         first = await channel.read()
         if isinstance(first, SnapshotReady) and isinstance(c.plan, Checkpoint):
             channel = await checkpoint.snapshot(c, c.plan)
@@ -77,6 +89,8 @@ async def converse(c: Container) -> None:
         raise
     except TimeoutError:
         c.fail(f"the runtime did not connect within {CONNECT_TIMEOUT_S:g}s")
+    except SecretsUnavailable as e:
+        c.fail(f"cannot start without its secrets: {e}")
     except Exception as e:  # noqa: BLE001 - whatever broke, the container is done for
         if not c.ending:
             # The process may be dying right now; its exit says more than a broken socket.

@@ -18,6 +18,7 @@ from pathlib import Path
 from thaw_core import hosttools, layers, metrics
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
+from thaw_core.contract import CONTAINER_ENV_NAMES
 from thaw_core.schema import (
     ContainerInfo,
     SnapshotRestored,
@@ -35,6 +36,7 @@ from thaw_agent.images import NodeImages
 from thaw_agent.layout import NodeLayout
 from thaw_agent.logship import LogShipper
 from thaw_agent.runc import Runc
+from thaw_agent.secrets import fetch_secrets
 from thaw_agent.snapshots import Restore, SnapshotCorrupted, Snapshots
 
 log = logging.getLogger("thaw.agent.containers")
@@ -60,6 +62,7 @@ class ContainerManager:
     ) -> None:
         self.layout = layout
         self.shipper = shipper
+        self.bus = bus
         self.base_rootfs = base_rootfs or hosttools.default_rootfs()
         self.images = NodeImages(bus, blob, layout.root / "layers", self.base_rootfs)
         self.runc = Runc(layout.runc_root)
@@ -82,13 +85,18 @@ class ContainerManager:
 
     # ------------------------------------------------------------ views
 
-    def container_env(self, c: Container) -> dict[str, str]:
+    async def container_env(self, c: Container, *, with_secrets: bool = True) -> dict[str, str]:
         """The environment ``c``'s runtime applies before it loads the bundle,
         sent over its socket (``Configure``) on every connection, cold start
         or restore: config.json's, which holds everything that may be
-        written on the host. Values that must not be (secrets) belong here
-        and never in config.json."""
-        return dict(c.config_env)
+        written on the host, and the values of its secrets as they are now,
+        fetched from the gateway each time (they never touch config.json).
+        Secrets cannot replace the names the runtime relies on."""
+        env = dict(c.config_env)
+        if with_secrets:
+            fetched = await fetch_secrets(self.bus, c.app, c.spec)
+            env.update((k, v) for k, v in fetched.items() if k not in CONTAINER_ENV_NAMES)
+        return env
 
     def get(self, container_id: str) -> Container | None:
         return self.containers.get(container_id)
