@@ -177,29 +177,25 @@ async def test_function_env_is_visible(agent: AgentDouble) -> None:
 async def test_concurrent_inputs_run_at_once(agent: AgentDouble) -> None:
     ready = await agent.ready(qualname="slow", max_inputs=4)
     assert ready.max_inputs == 4
-    await agent.call(make_invoke("slow", 0))  # warm: the first thread exists
+    await agent.call(make_invoke("slow", False))  # warm: the first thread exists
 
-    began = time.monotonic()
-    futures = [agent.submit(make_invoke("slow", 0.5))[1] for _ in range(4)]
-    results = await asyncio.wait_for(asyncio.gather(*futures), 5)
-    elapsed = time.monotonic() - began
-    assert elapsed < 1.2, f"4 inputs of 0.5 s took {elapsed:.2f} s"
-    assert len({value_of(r) for r in results}) == 4  # four threads at once
+    # Four inputs pass a barrier of four only when they run at once.
+    futures = [agent.submit(make_invoke("slow", True))[1] for _ in range(4)]
+    results = [value_of(r) for r in await asyncio.wait_for(asyncio.gather(*futures), 90)]
+    assert len({thread for thread, _ in results}) == 4  # four threads at once
 
-    # No more than max_inputs at once: 8 inputs take two rounds.
-    began = time.monotonic()
-    futures = [agent.submit(make_invoke("slow", 0.3))[1] for _ in range(8)]
-    await asyncio.wait_for(asyncio.gather(*futures), 5)
-    assert 0.6 <= time.monotonic() - began < 1.5
+    # Eight inputs: two groups of four, never more than max_inputs inside.
+    futures = [agent.submit(make_invoke("slow", True))[1] for _ in range(8)]
+    results = [value_of(r) for r in await asyncio.wait_for(asyncio.gather(*futures), 90)]
+    assert max(peak for _, peak in results) == 4
 
 
 async def test_concurrent_async_inputs(agent: AgentDouble) -> None:
     await agent.ready(qualname="async_slow", max_inputs=4)
-    began = time.monotonic()
-    futures = [agent.submit(make_invoke("async_slow", 0.5))[1] for _ in range(4)]
-    results = await asyncio.wait_for(asyncio.gather(*futures), 5)
-    assert [value_of(r) for r in results] == [0.5] * 4
-    assert time.monotonic() - began < 1.2
+    futures = [agent.submit(make_invoke("async_slow", i))[1] for i in range(8)]
+    results = [value_of(r) for r in await asyncio.wait_for(asyncio.gather(*futures), 90)]
+    assert sorted(group for group, _ in results) == list(range(8))
+    assert max(peak for _, peak in results) == 4
 
 
 # ---------------------------------------------------------------- classes
@@ -442,19 +438,14 @@ async def test_exits_when_the_agent_goes_away_during_a_blocking_input(agent: Age
 # ---------------------------------------------------------------- hot path
 
 
-async def test_warm_round_trip_is_fast(agent: AgentDouble) -> None:
-    await agent.ready(qualname="noop")
-    for _ in range(50):
-        await agent.call(make_invoke("noop"))
+async def test_warm_round_trips_each_answer(agent: AgentDouble) -> None:
+    """500 back-to-back inputs on one warm container each get their own result.
+    How fast the leg is goes to tests/bench (make bench), not to an assertion:
+    a timing asserted here fails on a busy machine."""
+    await agent.ready(qualname="add")
     samples = []
-    for _ in range(500):
-        invoke = make_invoke("noop")
+    for i in range(500):
         began = time.perf_counter()
-        value_of(await agent.call(invoke))
+        assert value_of(await agent.call(make_invoke("add", i, 1))) == i + 1
         samples.append(time.perf_counter() - began)
-    p50 = statistics.median(samples)
-    print(f"runtime round trip through the socket: p50 {p50 * 1e6:.0f} us")
-    # The whole platform's budget is Ray's 2.5 ms; this leg must be a small part of it.
-    # ~0.1 ms here, most of it the double's own asyncio; a hand-off to a pool
-    # thread and back would add ~0.2 ms.
-    assert p50 < 0.0005
+    print(f"runtime round trip through the socket: p50 {statistics.median(samples) * 1e6:.0f} us")
