@@ -56,7 +56,7 @@ STDERR_TAIL_LINES = 20
 
 
 class ContainerStartError(Exception):
-    pass
+    """The container could not be started; the message says why."""
 
 
 class ContainerEvents(Protocol):
@@ -135,10 +135,6 @@ class Container:
         """We are ending it (stop, kill, failure): its death is expected."""
         return self._ending
 
-    async def runtime_env(self, *, with_secrets: bool = True) -> dict[str, str]:
-        """The environment the runtime is given over its socket (``Configure``)."""
-        return await self.host.container_env(self, with_secrets=with_secrets)
-
     def info(self) -> ContainerInfo:
         return ContainerInfo(
             container_id=self.id,
@@ -210,8 +206,7 @@ class Container:
                 )
             )
             (p.oci / "config.json").write_text(json.dumps(config))
-            pairs = (entry.partition("=") for entry in config["process"]["env"])
-            self.config_env = {k: v for k, _, v in pairs if k not in checkpoint.SNAPSHOT_ENV}
+            self.config_env = oci.process_env(config, without=checkpoint.SNAPSHOT_ENV)
             images = snapshot_dir / "images" if snapshot_dir is not None else None
             self.pid = await self.launch(images)
         except BaseException as e:

@@ -34,7 +34,7 @@ async def _connect(
     """Accept the runtime's connection, tell it who it is and its environment,
     and wait for its Hello."""
     await channel.accept(CONNECT_TIMEOUT_S)
-    env = await c.runtime_env(with_secrets=with_secrets)
+    env = await c.host.container_env(c, with_secrets=with_secrets)
     await channel.send(Configure(container_id=c.id, env=env, restored=restored))
     hello = await channel.read()
     if not isinstance(hello, Hello) or hello.container_id != c.id:

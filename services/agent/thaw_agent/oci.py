@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import importlib.util
 import resource
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -172,3 +172,9 @@ def build_config(
             "readonlyPaths": list(READONLY_PATHS),
         },
     }
+
+
+def process_env(config: dict[str, Any], *, without: Collection[str] = ()) -> dict[str, str]:
+    """The environment an OCI ``config`` gives its process, less ``without``."""
+    pairs = (entry.partition("=") for entry in config["process"]["env"])
+    return {k: v for k, _, v in pairs if k not in without}
