@@ -28,7 +28,14 @@ from thaw_core.api import (
     DeployRequest,
     DeployResponse,
 )
-from thaw_core.schema import FileEntry, FunctionSpec, ImageStep, PipInstallFromRequirements
+from thaw_core.schema import (
+    DebianSlim,
+    FileEntry,
+    FromDockerfile,
+    FunctionSpec,
+    ImageStep,
+    PipInstallFromRequirements,
+)
 
 from thaw._env import is_local
 from thaw._output import output_enabled
@@ -38,7 +45,7 @@ from thaw.build_progress import BuildDisplay
 from thaw.bundle import Bundle, build_bundle, import_root
 from thaw.client import current, gateway_error
 from thaw.exception import AlreadyExistsError, Error, InvalidError, from_gateway
-from thaw.image import local_files
+from thaw.image import dockerfile_context, local_files
 from thaw.secret import store_local_values
 
 # ---------------------------------------------------------------- importing
@@ -134,6 +141,13 @@ def with_local_content(spec: FunctionSpec, uploads: dict[str, Path] | None = Non
                 raise InvalidError(
                     f"{spec.name}: cannot read requirements file {step.path}: {e.strerror}"
                 ) from None
+        elif isinstance(step, FromDockerfile):
+            text, context = dockerfile_context(msgspec.to_builtins(step))
+            step = msgspec.structs.replace(
+                step,
+                dockerfile=text,
+                files=[_file_entry(dest, path, uploads) for dest, path in context],
+            )
         elif found := local_files(msgspec.to_builtins(step)):
             step = msgspec.structs.replace(
                 step, files=[_file_entry(dest, path, uploads) for dest, path in found]
@@ -180,8 +194,14 @@ async def _upload_files(uploads: dict[str, Path]) -> None:
 
 
 def _builds_images(specs: list[FunctionSpec]) -> bool:
-    """Whether the deploy may build: an image with steps beyond its base."""
-    return any(spec.image is not None and len(spec.image.steps) > 1 for spec in specs)
+    """Whether the deploy may build: an image with steps beyond its base, or
+    a base that is not thaw's own."""
+    return any(
+        spec.image is not None
+        and spec.image.steps != []
+        and (len(spec.image.steps) > 1 or not isinstance(spec.image.steps[0], DebianSlim))
+        for spec in specs
+    )
 
 
 _deploy_event = msgspec.json.Decoder(DeployEvent)

@@ -114,7 +114,10 @@ class Image:
         context_dir: str | os.PathLike[str] | None = None,
         build_args: dict[str, str] | None = None,
     ) -> Image:
-        """Recorded; the builder refuses it at deploy, naming it (not built yet)."""
+        """An image built from a Dockerfile (its ``FROM`` a registry image).
+        At deploy the Dockerfile's text and its context (``context_dir``, by
+        default the Dockerfile's directory, less what ``.dockerignore``
+        lists) are sent, the files by content hash as ``add_local_file``'s."""
         context = _abs(context_dir) if context_dir is not None else None
         return cls(
             (
@@ -349,3 +352,23 @@ def _module_files(module: str) -> list[tuple[str, Path]]:
     if spec.submodule_search_locations:  # a package: its whole directory
         return _tree(Path(next(iter(spec.submodule_search_locations))), dest, ("*.pyc",))
     return [(_in_image(dest + ".py"), Path(spec.origin))]  # type: ignore[arg-type]
+
+
+def dockerfile_context(step: Step) -> tuple[str, list[tuple[str, Path]]]:
+    """A ``from_dockerfile`` step's Dockerfile text, and ``("/" + path in the
+    context, local path)`` of each file of its build context."""
+    path = Path(step["path"])
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InvalidError(f"from_dockerfile: cannot read {path}: {e.strerror}") from None
+    context = Path(step.get("context_dir") or path.parent)
+    if not context.is_dir():
+        raise InvalidError(f"from_dockerfile: no such context directory {context}")
+    ignore: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in (context / ".dockerignore").read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith(("#", "!")):
+                ignore.append(line.strip("/"))
+    return text, _tree(context, "/", ignore)

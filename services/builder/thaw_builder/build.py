@@ -16,32 +16,33 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import msgspec
 from thaw_core import hosttools, layers
 from thaw_core.blob import BlobStore
+from thaw_core.image_users import UserError
 from thaw_core.layers import ImageManifest, LayerCache, LayerError, LayerRef
 from thaw_core.schema import (
-    AddLocalDir,
-    AddLocalFile,
-    AddLocalPythonSource,
     BuildRequest,
     BuildResult,
+    FromDockerfile,
     FromRegistry,
     ImageLookup,
     ImageLookupReply,
+    ImageStep,
     StepStatus,
 )
 
 from thaw_builder.catalog import Catalog, StoredLayer
 from thaw_builder.config import BuilderConfig
-from thaw_builder.files import FilesError, add_files
+from thaw_builder.dockerfile_plan import registry_images as dockerfile_registry_images
 from thaw_builder.once import once
+from thaw_builder.overlay_steps import Stages, files_layer, tree_layer
 from thaw_builder.pipconf import PipSettings
-from thaw_builder.plan import Plan, PlanError, PlannedStep, make_plan
+from thaw_builder.plan import Plan, PlanError, PlannedStep, make_plan, op_of
+from thaw_builder.plan_types import StepFailed
 from thaw_builder.registry import RegistryError, RegistryImage, Skopeo, resolve
 from thaw_builder.registry_base import make_registry_base
 from thaw_builder.runner import StepContainer, Stream, run_quietly
@@ -59,21 +60,6 @@ class Reporter(Protocol):
     ) -> None: ...
 
     def output(self, step: int, stream: Stream | str, line: str) -> None: ...
-
-
-class StepFailed(Exception):
-    def __init__(
-        self,
-        step: PlannedStep,
-        message: str,
-        *,
-        exit_code: int | None = None,
-        tail: Sequence[str] = (),
-    ) -> None:
-        super().__init__(message)
-        self.step = step
-        self.exit_code = exit_code
-        self.tail = list(tail)
 
 
 class Builder:
@@ -111,19 +97,22 @@ class Builder:
             )
 
         skopeo: Skopeo | None = None
-        resolved: RegistryImage | None = None
         base = request.image.steps[0] if request.image.steps else None
         try:
-            if isinstance(base, FromRegistry):
+            refs_wanted = registry_refs(base)
+            resolved: dict[str, RegistryImage] = {}
+            if refs_wanted:
+                assert isinstance(base, FromRegistry | FromDockerfile)
                 skopeo = Skopeo(await credentials(self.secrets, base.secret, request.requested_by))
-                resolved = await resolve(base.tag, skopeo)
+                for ref in refs_wanted:
+                    resolved[ref] = await resolve(ref, skopeo)
             plan = make_plan(request.image, self.config.rootfs, resolved)
         except PlanError as e:
             return failed(e.step, e.op, str(e))
         except LayerError as e:
             return failed(0, "debian_slim", str(e))
         except RegistryError as e:
-            return failed(0, "from_registry", str(e))
+            return failed(0, op_of(base) if base is not None else "", str(e))
 
         existing = await self.catalog.image(plan.image_id)
         if existing is not None:
@@ -140,22 +129,25 @@ class Builder:
         if problem := host_problem(self.config):
             return failed(-1, "", problem)
 
-        refs: list[LayerRef] = []
+        stages = Stages()
         built = cached = 0
-        base_manifest: ImageManifest | None = None
         for ps in plan.steps:
-            if ps.kind == "meta":
+            refs = stages.refs.setdefault(ps.stage, [])
+            if ps.kind in ("meta", "stage"):
+                if ps.kind == "stage":
+                    stages.start_from(ps)
                 await reporter.progress(ps, "applied")
                 continue
             try:
                 if ps.kind == "registry":
                     assert skopeo is not None
-                    base_manifest, made = await self._registry_base(ps, plan, skopeo, reporter)
+                    base_manifest, made = await self._registry_base(ps, skopeo, reporter)
+                    stages.bases[ps.stage] = base_manifest
                     refs.extend(base_manifest.layers)
                     built += made
                     cached += not made
                     continue
-                stored, made = await self._layer(ps, refs, reporter)
+                stored, made = await self._layer(ps, refs, reporter, stages)
             except RegistryError as e:
                 await reporter.progress(ps, "failed")
                 return failed(ps.index, ps.op, str(e))
@@ -176,6 +168,8 @@ class Builder:
                     base=layers.BASE_DEBIAN_SLIM if ps.kind == "base" else "",
                 )
             )
+        refs = stages.refs.get(plan.final_stage, [])
+        base_manifest = stages.bases.get(plan.final_stage)
         manifest = _manifest(plan, refs, base_manifest)
         await self.catalog.add_image(manifest)
         with contextlib.suppress(Exception):
@@ -194,7 +188,7 @@ class Builder:
         if (
             query.image is not None
             and query.image.steps
-            and isinstance(query.image.steps[0], FromRegistry)
+            and isinstance(query.image.steps[0], FromRegistry | FromDockerfile)
         ):
             # Its id needs the registry's answer: the build resolves it (and
             # finds every layer it has, pulling nothing).
@@ -235,7 +229,7 @@ class Builder:
     # ------------------------------------------------------------ layers
 
     async def _layer(
-        self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter
+        self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter, stages: Stages
     ) -> tuple[StoredLayer, bool]:
         """The step's layer from the catalog, or built now; True when built here."""
 
@@ -248,7 +242,9 @@ class Builder:
                     case "run":
                         return await self._run_step(ps, below, reporter, scratch)
                     case "files":
-                        return await self._files_step(ps, below, reporter, scratch)
+                        return await files_layer(self, ps, below, reporter, scratch)
+                    case "tree":
+                        return await tree_layer(self, ps, below, reporter, scratch, stages)
                 raise AssertionError(f"step kind {ps.kind} has no layer")
             finally:
                 await asyncio.to_thread(shutil.rmtree, scratch, True)
@@ -256,7 +252,7 @@ class Builder:
         return await once(self.catalog, ps, reporter, lambda: self.catalog.layer(ps.layer_id), make)
 
     async def _registry_base(
-        self, ps: PlannedStep, plan: Plan, skopeo: Skopeo, reporter: Reporter
+        self, ps: PlannedStep, skopeo: Skopeo, reporter: Reporter
     ) -> tuple[ImageManifest, bool]:
         """A registry base's layers and python (an image of its own in the catalog)."""
         return await once(
@@ -265,7 +261,7 @@ class Builder:
             reporter,
             lambda: self.catalog.image(ps.layer_id),
             lambda: make_registry_base(
-                self, ps, plan, skopeo, lambda stream, line: reporter.output(0, stream, line)
+                self, ps, skopeo, lambda stream, line: reporter.output(ps.index, stream, line)
             ),
         )
 
@@ -284,9 +280,12 @@ class Builder:
         container = StepContainer(
             scratch, runc_root=self.config.runc_root, container_id=f"build-{uuid.uuid4().hex[:12]}"
         )
-        outcome = await container.run(
-            lowers, cmd, lambda stream, line: reporter.output(ps.index, stream, line)
-        )
+        try:
+            outcome = await container.run(
+                lowers, cmd, lambda stream, line: reporter.output(ps.index, stream, line)
+            )
+        except UserError as e:
+            raise StepFailed(ps, f"step {ps.index} ({ps.op}): {e}") from None
         if outcome.exit_code != 0:
             why = (
                 "ran past its time limit"
@@ -300,26 +299,6 @@ class Builder:
                 tail=outcome.tail,
             )
         return await self._store(ps, container.upper, scratch)
-
-    async def _files_step(
-        self, ps: PlannedStep, below: list[LayerRef], reporter: Reporter, scratch: Path
-    ) -> StoredLayer:
-        assert isinstance(ps.step, AddLocalFile | AddLocalDir | AddLocalPythonSource)
-        lowers = await layers.lowerdirs(below, self.cache, self.blob, rootfs=self.config.rootfs)
-        upper, work, root = scratch / "upper", scratch / "ovl-work", scratch / "rootfs"
-        for d in (upper, work, root):
-            d.mkdir()
-        layers.overlay_mount(lowers, root, upper=upper, work=work)
-        try:
-            await add_files(root, ps.step.files, self.blob)
-        except FilesError as e:
-            raise StepFailed(ps, f"step {ps.index} ({ps.op}): {e}") from None
-        finally:
-            layers.unmount(root)
-        for f in ps.step.files:
-            reporter.output(ps.index, "system", f"added {f.dest}")
-        await asyncio.to_thread(shutil.rmtree, work, True)
-        return await self._store(ps, upper, scratch)
 
     async def _store(
         self, ps: PlannedStep, tree: Path, scratch: Path, *, adopt: bool = True
@@ -346,9 +325,18 @@ class Builder:
         return stored
 
 
+def registry_refs(base: ImageStep | None) -> list[str]:
+    """The registry images an image starts from, to resolve before planning."""
+    if isinstance(base, FromRegistry):
+        return [base.tag]
+    if isinstance(base, FromDockerfile):
+        return dockerfile_registry_images(base)
+    return []
+
+
 def _manifest(plan: Plan, refs: list[LayerRef], base: ImageManifest | None) -> ImageManifest:
     """The image: its layers, the env and workdir its steps set, and what its
-    base (a registry image's config and python) says."""
+    base (a registry image's config and python) and its Dockerfile say."""
     manifest = ImageManifest(
         image_id=plan.image_id,
         layers=[r for r in refs if r.digest != layers.EMPTY_DIGEST],
@@ -358,12 +346,18 @@ def _manifest(plan: Plan, refs: list[LayerRef], base: ImageManifest | None) -> I
     )
     if base is None:
         return manifest
+    config = {k: v for k, v in plan.config.items() if v or k == "cmd"}
+    if "labels" in config:
+        config["labels"] = {**base.labels, **config["labels"]}
+    if "exposed_ports" in config:
+        config["exposed_ports"] = sorted({*base.exposed_ports, *config["exposed_ports"]})
     return msgspec.structs.replace(
         base,
         image_id=manifest.image_id,
         layers=manifest.layers,
         env=plan.env,
         workdir=plan.workdir,
+        **config,
     )
 
 

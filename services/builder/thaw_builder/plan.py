@@ -14,10 +14,10 @@ from __future__ import annotations
 import posixpath
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 from thaw_core import layers
@@ -40,48 +40,21 @@ from thaw_core.schema import (
     Workdir,
 )
 
+from thaw_builder.dockerfile_plan import plan_dockerfile, registry_layer_ids
+from thaw_builder.plan_types import (
+    PlanError,
+    PlannedStep,
+    RegistryBase,
+    StepKind,
+    op_of,
+    registry_base_id,
+)
 from thaw_builder.registry import RegistryImage
 
-# base: the rootfs; registry: a registry image's layers (and its python);
-# run: a command in a build container; files: local files the client
-# uploaded; meta: no layer (env, workdir, an empty package list).
-StepKind = Literal["base", "registry", "run", "files", "meta"]
+__all__ = ["Plan", "PlanError", "PlannedStep", "RegistryBase", "make_plan", "op_of"]
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class PlanError(Exception):
-    """The image spec cannot be built as given; ``step`` is its index (-1: the whole spec)."""
-
-    def __init__(self, step: int, op: str, message: str) -> None:
-        super().__init__(message)
-        self.step = step
-        self.op = op
-
-
-@dataclass(frozen=True)
-class PlannedStep:
-    index: int
-    step: ImageStep
-    kind: StepKind
-    layer_id: str
-    # The image's env and workdir as this step sees them (set by earlier steps).
-    env: dict[str, str]
-    workdir: str
-
-    @property
-    def op(self) -> str:
-        return op_of(self.step)
-
-
-@dataclass(frozen=True)
-class RegistryBase:
-    """A registry image as the plan's first step: its layers by id, base first."""
-
-    image: RegistryImage
-    layer_ids: list[str]
-    add_python: str | None
 
 
 @dataclass(frozen=True)
@@ -90,64 +63,68 @@ class Plan:
     python_version: str
     env: dict[str, str] = field(default_factory=dict)
     workdir: str = "/"
-    registry: RegistryBase | None = None
+    # The stage whose layers make the image (a Dockerfile's last; else 0).
+    final_stage: int = 0
+    # What the manifest records from a Dockerfile: user, entrypoint, cmd, labels, ports.
+    config: dict[str, Any] = field(default_factory=dict)
 
     @property
     def image_id(self) -> str:
         return self.steps[-1].layer_id
 
 
-def op_of(step: ImageStep) -> str:
-    return type(step).__struct_config__.tag  # type: ignore[return-value]
-
-
-def make_plan(spec: ImageSpec, rootfs: Path, registry: RegistryImage | None = None) -> Plan:
-    """The plan of ``spec``; ``registry`` is its ``from_registry`` base, resolved."""
+def make_plan(
+    spec: ImageSpec, rootfs: Path, registries: Mapping[str, RegistryImage] | None = None
+) -> Plan:
+    """The plan of ``spec``; ``registries``: its registry images (a
+    ``from_registry`` base or a Dockerfile's FROMs), resolved, by reference."""
     if not spec.steps:
         raise PlanError(-1, "", "the image has no steps: start it with Image.debian_slim()")
+    registries = registries or {}
     base = spec.steps[0]
     env: dict[str, str] = {}
     workdir = "/"
-    registry_base: RegistryBase | None = None
+    final_stage = 0
+    config: dict[str, Any] = {}
     if isinstance(base, FromRegistry):
+        registry = registries.get(base.tag)
         if registry is None:
             raise PlanError(0, "from_registry", f"image {base.tag} was not resolved")
         python_version = _add_python(base.add_python)
         registry_base = registry_plan(registry, base.add_python)
-        parent = registry_base.layer_ids[-1] if registry_base.layer_ids else ""
-        parent = layers.layer_id(
-            parent,
-            {
-                "op": "from_registry",
-                "manifest": registry.reference.digest,
-                **({"add_python": base.add_python} if base.add_python else {}),
-            },
-        )
+        parent = registry_base_id(registry_base)
         env, workdir = dict(registry.config.env), registry.config.workdir
-        planned = [PlannedStep(0, base, "registry", parent, {}, "/")]
+        planned = [PlannedStep(0, base, "registry", parent, {}, "/", registry=registry_base)]
+    elif isinstance(base, FromDockerfile):
+        python_version = _add_python(base.add_python, op="from_dockerfile")
+        docker = plan_dockerfile(base, registries)
+        planned, parent = docker.steps, docker.steps[-1].layer_id
+        env, workdir, final_stage, config = (
+            dict(docker.env),
+            docker.workdir,
+            docker.final_stage,
+            docker.config,
+        )
     else:
         python_version = _base_python(base, rootfs)
         parent = layers.base_layer_id(rootfs, python_version)
         planned = [PlannedStep(0, base, "base", parent, {}, workdir)]
-    for index, step in enumerate(spec.steps[1:], start=1):
+    for index, step in enumerate(spec.steps[1:], start=len(planned)):
         kind = _check(index, step)
         parent = layers.layer_id(parent, identity(step))
-        planned.append(PlannedStep(index, step, kind, parent, dict(env), workdir))
+        planned.append(
+            PlannedStep(index, step, kind, parent, dict(env), workdir, stage=final_stage)
+        )
         match step:
             case Env(vars=new):
                 env.update(new)
             case Workdir(path=path):
                 workdir = posixpath.normpath(posixpath.join(workdir, path))
-    return Plan(planned, python_version, env, workdir, registry_base)
+    return Plan(planned, python_version, env, workdir, final_stage, config)
 
 
 def registry_plan(image: RegistryImage, add_python: str | None) -> RegistryBase:
-    ids: list[str] = []
-    parent = ""
-    for layer in image.layers:
-        parent = layers.layer_id(parent, {"op": "registry_layer", "digest": layer.digest})
-        ids.append(parent)
-    return RegistryBase(image, ids, add_python)
+    return RegistryBase(image, registry_layer_ids(image), add_python)
 
 
 def runtime_python() -> str:
@@ -155,12 +132,12 @@ def runtime_python() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def _add_python(wanted: str | None) -> str:
+def _add_python(wanted: str | None, op: str = "from_registry") -> str:
     if wanted is None or _minor(wanted) == runtime_python():
         return runtime_python()
     raise PlanError(
         0,
-        "from_registry",
+        op,
         f"add_python={wanted!r}: thaw's runtime runs on Python {runtime_python()}; "
         f"use add_python={runtime_python()!r}",
     )
@@ -198,13 +175,6 @@ def _base_python(step: ImageStep, rootfs: Path) -> str:
                 "debian_slim",
                 f"python_version={wanted!r} is not available: this builder's base image has "
                 f"Python {available}",
-            )
-        case FromDockerfile():
-            raise PlanError(
-                0,
-                op_of(step),
-                f"{op_of(step)} is not supported yet: start the image with "
-                "Image.from_registry(tag) or Image.debian_slim() and add its steps",
             )
     raise PlanError(
         0,

@@ -33,7 +33,7 @@ from thaw_core.layers import EMPTY_DIGEST, ImageManifest, LayerCache, LayerRef
 from thaw_builder.catalog import Catalog, StoredLayer
 from thaw_builder.config import BuilderConfig
 from thaw_builder.pipconf import PipSettings
-from thaw_builder.plan import Plan, PlannedStep, runtime_python
+from thaw_builder.plan import PlannedStep, RegistryBase, runtime_python
 from thaw_builder.registry import RegistryError, Skopeo, blob_path
 from thaw_builder.runner import BASE_ENV, Command, StepContainer
 from thaw_builder.steps import tool_env
@@ -73,22 +73,26 @@ OnOutput = Callable[[str, str], None]
 
 
 async def make_registry_base(
-    maker: LayerMaker, ps: PlannedStep, plan: Plan, skopeo: Skopeo, output: OnOutput
+    maker: LayerMaker, ps: PlannedStep, skopeo: Skopeo, output: OnOutput
 ) -> ImageManifest:
-    """The base's layers stored and its python found; recorded in the catalog."""
-    assert plan.registry is not None
-    image = plan.registry.image
+    """The base's layers stored and its python found (when it runs
+    functions); recorded in the catalog."""
+    base = ps.registry
+    assert base is not None
+    image = base.image
     ref = image.reference
     scratch = maker.cache.scratch("pull-")
+    found: tuple[str, str] | None = ("", "")
     try:
-        refs = await _layers(maker, plan, skopeo, scratch, output)
+        refs = await _layers(maker, base, skopeo, scratch, output)
         lowers = await layers.lowerdirs(refs, maker.cache, maker.blob)
         env = {**BASE_ENV, **image.config.env}
-        found = await _find_python(maker, lowers, env, scratch, output)
-        if found is None or found[1] != runtime_python():
-            if plan.registry.add_python is None or found is not None:
+        if base.need_python:
+            found = await _find_python(maker, lowers, env, scratch, output)
+        if found is None or (base.need_python and found[1] != runtime_python()):
+            if base.add_python is None or found is not None:
                 raise RegistryError(_python_problem(str(ref), found))
-            output("system", f"add_python={plan.registry.add_python}: installing python3")
+            output("system", f"add_python={base.add_python}: installing python3")
             stored = await _install_python(maker, ps.layer_id, lowers, env, scratch, output)
             if stored.digest != EMPTY_DIGEST:
                 refs.append(LayerRef(layer_id=ps.layer_id, digest=stored.digest, size=stored.size))
@@ -107,7 +111,7 @@ async def make_registry_base(
         env=config.env,
         workdir=config.workdir,
         python_version=found[1],
-        python="" if found[0] == "/usr/bin/python3" else found[0],
+        python="" if found[0] in ("", "/usr/bin/python3") else found[0],
         user=config.user,
         entrypoint=config.entrypoint,
         cmd=config.cmd,
@@ -119,11 +123,10 @@ async def make_registry_base(
 
 
 async def _layers(
-    maker: LayerMaker, plan: Plan, skopeo: Skopeo, scratch: Path, output: OnOutput
+    maker: LayerMaker, base: RegistryBase, skopeo: Skopeo, scratch: Path, output: OnOutput
 ) -> list[LayerRef]:
-    assert plan.registry is not None
-    image = plan.registry.image
-    have = [await maker.catalog.layer(lid) for lid in plan.registry.layer_ids]
+    image = base.image
+    have = [await maker.catalog.layer(lid) for lid in base.layer_ids]
     missing = [i for i, s in enumerate(have) if s is None]
     if missing:
         total = sum(image.layers[i].size for i in missing)
@@ -136,7 +139,7 @@ async def _layers(
             layer = image.layers[i]
             tree = scratch / f"layer-{i}"
             await asyncio.to_thread(layers.unpack_layer, blob_path(layout, layer.digest), tree)
-            have[i] = await maker.store(plan.registry.layer_ids[i], tree, scratch)
+            have[i] = await maker.store(base.layer_ids[i], tree, scratch)
             output("system", f"layer {n}/{len(missing)} {layer.digest[:19]} ({_mb(layer.size)})")
     else:
         output("system", f"{image.reference}: every layer is stored already, nothing pulled")

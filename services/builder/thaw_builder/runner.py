@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thaw_core import hosttools, layers
+from thaw_core.image_users import ROOT, ImageUser, image_user
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 
 from thaw_builder.pipconf import Mount
@@ -84,6 +85,8 @@ class Command:
     ro_mounts: Sequence[Mount] = ()
     rw_mounts: Sequence[Mount] = ()
     timeout_s: float = 1800.0
+    # A Dockerfile's USER, looked up in the image's own /etc/passwd ("": root).
+    user: str = ""
 
 
 @dataclass
@@ -112,7 +115,7 @@ class StepContainer:
             d.mkdir(parents=True, exist_ok=True)
         layers.overlay_mount(lowerdirs, self.rootfs, upper=self.upper, work=self.work / "ovl-work")
         try:
-            config = _config(self.rootfs, self.container_id, cmd)
+            config = _config(self.rootfs, self.container_id, cmd, image_user(cmd.user, self.rootfs))
             (self.bundle / "config.json").write_text(json.dumps(config))
             return await self._run(cmd, on_line)
         finally:
@@ -210,7 +213,9 @@ def _nofile() -> int:
     return 65536 if hard == resource.RLIM_INFINITY else min(65536, hard)
 
 
-def _config(rootfs: Path, container_id: str, cmd: Command) -> dict[str, Any]:
+def _config(
+    rootfs: Path, container_id: str, cmd: Command, user: ImageUser = ROOT
+) -> dict[str, Any]:
     for m in (*cmd.ro_mounts, *cmd.rw_mounts):
         if not m.destination.startswith(BUILD_DIR_IN_CONTAINER + "/"):
             raise ValueError(f"build mounts live under {BUILD_DIR_IN_CONTAINER}: {m.destination}")
@@ -225,13 +230,16 @@ def _config(rootfs: Path, container_id: str, cmd: Command) -> dict[str, Any]:
         )
     mounts += [_bind(m, readonly=True) for m in cmd.ro_mounts]
     mounts += [_bind(m, readonly=False) for m in cmd.rw_mounts]
+    env = dict(cmd.env)
+    if user != ROOT and env.get("HOME") == BASE_ENV["HOME"]:
+        env["HOME"] = user.home
     return {
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": user.uid, "gid": user.gid},
             "args": list(cmd.argv),
-            "env": [f"{k}={v}" for k, v in cmd.env.items()],
+            "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": cmd.cwd,
             "capabilities": {k: list(_CAPS) for k in ("bounding", "effective", "permitted")},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": _nofile(), "soft": _nofile()}],

@@ -1,7 +1,7 @@
 """What each kind of build step runs in its build container.
 
 Every step that may run pip or uv (``pip_install`` and its kin,
-``run_commands``) sees the machine's pip settings and CA bundle
+``run_commands``, a Dockerfile's ``RUN``) sees the machine's pip settings and CA bundle
 (``PipSettings.container``) and pip's and uv's caches on the builder's shared
 cache dir, so that neither the settings nor downloads land in its layer.
 """
@@ -48,6 +48,17 @@ def command_for(
     """The command of a ``run`` step. ``scratch`` is a host dir of this build
     for files the step needs (a requirements file)."""
     ro: list[Mount] = []
+    if planned.docker is not None:  # a Dockerfile's RUN: its argv, env and USER
+        tools = tool_env(pip, pip_cache)
+        return Command(
+            argv=planned.docker.argv,
+            env={**BASE_ENV, **tools.env, **planned.docker.env},
+            cwd=planned.workdir,
+            ro_mounts=tools.ro,
+            rw_mounts=tools.rw,
+            timeout_s=timeout_s,
+            user=planned.docker.user,
+        )
     match planned.step:
         case RunCommands(commands=commands):
             tools = tool_env(pip, pip_cache)

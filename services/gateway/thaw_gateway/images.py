@@ -17,6 +17,7 @@ it runs on the node's default rootfs, as before images existed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,19 +26,22 @@ from typing import Any
 
 import msgspec
 import nats.errors
-from thaw_core import contract
+from thaw_core import contract, dockerfile
 from thaw_core.api import ImageBuildStarted
+from thaw_core.dockerfile import DockerfileError
 from thaw_core.schema import (
     BuildOutput,
     BuildProgress,
     BuildRequest,
     BuildResult,
     DebianSlim,
+    FromDockerfile,
     FunctionSpec,
     ImageLookup,
     ImageLookupReply,
     ImageRef,
     ImageSpec,
+    ImageStep,
 )
 
 from thaw_gateway.errors import ApiError, bad_request, gateway_timeout
@@ -89,8 +93,23 @@ def step_label(step: dict[str, Any]) -> str:
             detail = step.get("path", "")
         case _:
             detail = step.get("python_version") or step.get("tag") or ""
-    text = f"{op} {detail}".strip()
+    return _short(f"{op} {detail}".strip())
+
+
+def _short(text: str) -> str:
     return text if len(text) <= 80 else text[:79] + "…"
+
+
+def step_labels(steps: list[ImageStep]) -> list[str]:
+    """One label per step the build reports: a Dockerfile's instructions one each."""
+    labels: list[str] = []
+    for step in steps:
+        if isinstance(step, FromDockerfile) and step.dockerfile is not None:
+            with contextlib.suppress(DockerfileError):  # the builder says what is wrong
+                labels += [_short(i.label) for i in dockerfile.parse(step.dockerfile)]
+                continue
+        labels.append(step_label(msgspec.to_builtins(step)))
+    return labels
 
 
 def failure_message(functions: list[str], result: BuildResult) -> str:
@@ -149,16 +168,14 @@ async def resolve_images(
 
 
 async def _resolve_one(gw: Gateway, app: str, image: _Image, emit: Emit) -> None:
-    labels = [step_label(msgspec.to_builtins(s)) for s in image.spec.steps]
+    labels = step_labels(image.spec.steps)
     reply = await _lookup(gw, image)
     if reply.built:
         image.image_id = reply.image_id
         # Built before: say so in the same terms as a build (every step cached).
         await emit(ImageBuildStarted(build_id="", functions=image.functions, steps=labels))
         await emit(
-            BuildResult(
-                build_id="", ok=True, image_id=reply.image_id, cached_steps=len(image.spec.steps)
-            )
+            BuildResult(build_id="", ok=True, image_id=reply.image_id, cached_steps=len(labels))
         )
         return
     build_id = "b-" + uuid.uuid4().hex[:16]

@@ -1,0 +1,71 @@
+"""Dockerfile images end to end: a multi-stage Dockerfile (ARG before and
+after FROM, ENV, WORKDIR, COPY --from and from the context, USER, RUN) on
+the test registry's image builds, a function on it sees what each did, and
+changing the last RUN rebuilds that layer only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import thaw as modal
+from fixtures.platform import Platform
+from test_images import BUILD_TIMEOUT_S, step_statuses
+from test_invocation import APPS, thaw_cli
+
+pytestmark = [pytest.mark.usefixtures("use_platform"), pytest.mark.slow]
+
+DOCKERFILE = """\
+# syntax=docker/dockerfile:1
+ARG BASE
+FROM ${BASE} AS build
+ARG GREETING=hello
+RUN echo "$GREETING from the build stage" > /built.txt
+
+FROM ${BASE}
+ARG MODE=test
+ENV APP_MODE=${MODE}
+WORKDIR /app
+COPY --from=build /built.txt ./built.txt
+COPY data.txt /app/
+RUN useradd --uid 1234 --create-home appuser
+USER appuser
+RUN id -u > /home/appuser/uid \\
+    && echo {marker} > /home/appuser/marker
+LABEL org.example.test=yes
+CMD ["python3"]
+"""
+
+
+def deploy(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, context: Path, base: str, marker: str
+) -> tuple[int, str]:
+    (context / "Dockerfile").write_text(DOCKERFILE.replace("{marker}", marker))
+    monkeypatch.setenv("IMG_DOCKERFILE", str(context / "Dockerfile"))
+    monkeypatch.setenv("IMG_BASE", base)
+    monkeypatch.setenv("IMG_APP", "img-dockerfile")
+    out = thaw_cli(platform, "deploy", str(APPS / "img_dockerfile.py"), timeout=BUILD_TIMEOUT_S)
+    return out.returncode, out.stdout + out.stderr
+
+
+def test_a_multi_stage_dockerfile_builds_and_one_changed_run_rebuilds_only_itself(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch, base_image: str, tmp_path: Path
+) -> None:
+    (tmp_path / "data.txt").write_text("from the context\n")
+    code, said = deploy(platform, monkeypatch, tmp_path, base_image, "first")
+    assert code == 0, said + platform.logs()
+    assert "[4/15] RUN echo" in said, said
+    got = modal.Function.from_name("img-dockerfile", "inspect").remote()
+    assert got["APP_MODE"] == "test" and got["cwd"] == "/app", got
+    assert got["built"] == "hi from the build stage\n", got
+    assert got["data"] == "from the context\n"
+    assert got["uid_at_build"] == "1234" and got["marker"] == "first"
+
+    code, again = deploy(platform, monkeypatch, tmp_path, base_image, "second")
+    assert code == 0, again + platform.logs()
+    statuses = step_statuses(again)
+    # Every layer up to the changed RUN is reused; only that RUN is built.
+    assert statuses["13"] == "built", again
+    assert [n for n, s in statuses.items() if s == "built"] == ["13"], again
+    assert "1 built, 7 cached" in again, again
+    assert modal.Function.from_name("img-dockerfile", "inspect").remote()["marker"] == "second"
