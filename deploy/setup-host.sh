@@ -4,7 +4,8 @@
 #      control-plane database), runc (containers), iptables (CRIU's network
 #      lock), debootstrap (the default rootfs), zstd (snapshot packing),
 #      iproute2 (container networking), skopeo (images from registries) and
-#      docker-registry (the registry server the tests push to);
+#      docker-registry (the registry server the tests push to), chromium (the
+#      headless browser the dashboard's tests drive);
 #   2. CRIU 4.x in a private prefix (deploy/install-criu.sh);
 #   3. the default container rootfs (deploy/make-rootfs.sh).
 #
@@ -29,7 +30,7 @@ fi
 command -v dpkg-query >/dev/null ||
     die "dpkg-query not found: thaw's host set-up supports Debian (bookworm) hosts only"
 
-PACKAGES=(postgresql runc iptables debootstrap zstd iproute2 skopeo docker-registry)
+PACKAGES=(postgresql runc iptables debootstrap zstd iproute2 skopeo docker-registry chromium)
 is_root() { [[ $(id -u) == 0 ]]; }
 
 missing_packages() {

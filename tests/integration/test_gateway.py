@@ -878,3 +878,56 @@ async def test_deploy_refuses_what_is_not_served(gateway: Gateway) -> None:
     assert "odd: experimental_options 'turbo'" in message
     status, _ = await gateway.call("GET", f"/v1/apps/{app}")
     assert status == 404
+
+
+async def test_recent_calls_are_listed_with_their_outcome(gateway: Gateway, bus: Bus) -> None:
+    app = unique("hist")
+    await deploy(gateway, app, spec("add"), spec("boom"))
+
+    async def boom(invoke: schema.Invoke) -> schema.Result:
+        return schema.Result(
+            call_id=invoke.call_id, status="failure", codec="json", started_at=time.time() - 0.5,
+            error="ZeroDivisionError: division by zero", traceback="Traceback (most recent...)",
+        )  # fmt: skip
+
+    async with responder(bus, app, "add", add), responder(bus, app, "boom", boom):
+        ok = (await gateway.call("POST", f"/v1/functions/{app}/add/calls?wait=10",
+                                 json={"args": [1, 2]}))[1]  # fmt: skip
+        failed = (await gateway.call("POST", f"/v1/functions/{app}/boom/calls?wait=10"))[1]
+    pending = (await gateway.call("POST", f"/v1/functions/{app}/add/calls"))[1]
+
+    status, body = await gateway.call("GET", f"/v1/calls?app={app}")
+    assert status == 200, body
+    listed = {c["call_id"]: c for c in body["calls"]}
+    assert list(listed) == [pending["call_id"], failed["call_id"], ok["call_id"]]  # newest first
+    assert listed[ok["call_id"]]["status"] == "success"
+    assert listed[pending["call_id"]]["status"] == "pending"
+    boomed = listed[failed["call_id"]]
+    assert boomed["function"] == "boom" and boomed["status"] == "failure"
+    assert "ZeroDivisionError" in boomed["error"] and boomed["traceback"].startswith("Traceback")
+    assert boomed["duration_s"] > 0.4
+
+    only = (await gateway.call("GET", f"/v1/calls?app={app}&function=boom&limit=5"))[1]
+    assert [c["call_id"] for c in only["calls"]] == [failed["call_id"]]
+    assert (await gateway.call("GET", f"/v1/calls?app={app}&limit=1"))[1]["calls"][0][
+        "call_id"
+    ] == pending["call_id"]
+    status, body = await gateway.call("GET", "/v1/calls?limit=0")
+    assert status == 400 and "limit" in body["error"]["message"]
+    status, _ = await gateway.call("GET", "/v1/calls?app=no-such-app")
+    assert status == 404
+
+
+async def test_the_dashboard_is_served_without_a_token(gateway: Gateway) -> None:
+    async with gateway.http.get(gateway.url + "/") as r:
+        assert r.status == 200 and r.content_type == "text/html"
+        page = await r.text()
+    assert '<script type="module" src="/ui/main.js">' in page
+    async with gateway.http.get(gateway.url + "/ui/main.js") as r:
+        assert r.status == 200 and r.content_type == "text/javascript"
+    for missing in ("/ui/nope.js", "/ui/..%2Froutes.py", "/ui/routes.py"):
+        async with gateway.http.get(gateway.url + missing) as r:
+            assert r.status == 404, missing
+    # The API the page calls still wants one.
+    async with gateway.http.get(gateway.url + "/v1/apps") as r:
+        assert r.status == 401

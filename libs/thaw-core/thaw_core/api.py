@@ -20,6 +20,7 @@ Routes (all need ``Authorization: Bearer <token>`` except ``/healthz``):
 - ``POST /v1/functions/{app}/{function}/calls:batch``   ``BatchRequest`` -> ``BatchAccepted``
 - ``GET  /v1/calls/{call_id}?wait=S``       200 ``CallResult`` or 202 ``CallAccepted``
 - ``POST /v1/calls/{call_id}/cancel``       -> ``CallAccepted``
+- ``GET  /v1/calls?app=&function=&limit=N``  -> ``CallList`` (newest first)
 - ``POST /v1/calls:stream``                 ``StreamRequest`` -> NDJSON of ``CallResult`` as they finish
 - ``GET  /v1/containers``, ``POST /v1/containers/{id}/stop``, ``GET /v1/nodes``
 - ``POST /v1/tokens``                       ``TokenRequest`` -> ``TokenResponse``
@@ -269,3 +270,28 @@ class AppDetail(Body):
 
     app: AppInfo
     schedules: list[ScheduleInfo] = []
+
+
+class CallSummary(Body):
+    """``GET /v1/calls``: one recent call, with its outcome once it has one."""
+
+    call_id: str
+    app: str
+    function: str
+    created_at: float
+    # "pending" until its result is stored, then the result's status.
+    status: str = "pending"
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    # Seconds from the call's start in its container to its result; 0: not finished.
+    duration_s: float = 0.0
+    container_id: str = ""
+    attempts: int = 0
+    error: str = ""
+    traceback: str = ""
+    map_id: str = ""
+    index: int = 0
+
+
+class CallList(Body):
+    calls: list[CallSummary]

@@ -30,8 +30,10 @@ from thaw_gateway.state import gateway
 
 log = logging.getLogger("thaw.gateway")
 
-# Routes anyone may call: load balancers probe it without credentials.
-PUBLIC_PATHS = frozenset({"/healthz"})
+# Routes anyone may call: load balancers probe /healthz without credentials;
+# the dashboard's page and files hold no data (its API calls carry a token).
+PUBLIC_PATHS = frozenset({"/healthz", "/"})
+PUBLIC_PREFIXES = ("/ui/",)
 TOKEN_NAME: web.RequestKey[str] = web.RequestKey("thaw_gateway.token_name", str)
 # RFC 6750's b64token, bounded: anything else is not a token we could have issued.
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9\-._~+/]{8,512}=*$")
@@ -145,7 +147,7 @@ def _token_id() -> str:
 def auth_middleware(tokens: TokenStore) -> Any:
     @web.middleware
     async def authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path in PUBLIC_PATHS:
+        if request.path in PUBLIC_PATHS or request.path.startswith(PUBLIC_PREFIXES):
             return await handler(request)
         token = bearer_token(request.headers.get("Authorization"))
         name = await tokens.authenticate(token)

@@ -89,6 +89,16 @@ def query_seconds(request: web.Request, key: str, *, default: float, cap: float)
     return min(value, cap)
 
 
+def query_count(request: web.Request, key: str, *, default: int, cap: int) -> int:
+    """A positive count from the query string (``?limit=``), lowered to ``cap``."""
+    raw = request.query.get(key)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise bad_request(f"query parameter {key}={raw!r} must be a whole number >= 1")
+    return min(int(raw), cap)
+
+
 def query_flag(request: web.Request, key: str) -> bool:
     raw = request.query.get(key)
     if raw is None:

@@ -1,0 +1,140 @@
+"""The web dashboard in headless Chromium (Debian's ``chromium``, driven by
+Playwright) against the real platform: a wrong token is refused, the right
+one signs in; an app is deployed and called, and its calls (a failure with
+its traceback) and log lines appear on the page. Screenshots of the main
+pages are saved in the test's tmp dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import thaw as modal
+from fixtures.platform import Platform
+
+playwright = pytest.importorskip("playwright.sync_api")
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+
+APPS = Path(__file__).parent / "apps"
+CHROMIUM = Path("/usr/bin/chromium")
+WAIT_MS = 60_000
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+pytestmark = pytest.mark.usefixtures("use_platform")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[BrowserContext]:
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: run make setup")
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True, args=FLAGS,
+            viewport={"width": 1400, "height": 1000},
+        )  # fmt: skip
+        context.set_default_timeout(WAIT_MS)
+        expect.set_options(timeout=WAIT_MS)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def deploy(platform: Platform) -> None:
+    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
+    deployed = subprocess.run(
+        [sys.executable, "-m", "thaw.cli", "deploy", str(APPS / "dashboard_app.py")],
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+
+def platform_serves_volumes(platform: Platform) -> bool:
+    request = urllib.request.Request(
+        platform.gateway_url + "/v1/volumes", headers={"Authorization": f"Bearer {platform.token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return True
+    except urllib.error.HTTPError:
+        return False
+
+
+def sign_in(page: Page, token: str) -> None:
+    page.fill("#token", token)
+    page.click("#signin button[type=submit]")
+
+
+def test_sign_in_deploy_call_and_watch(
+    platform: Platform, browser: BrowserContext, tmp_path: Path
+) -> None:
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    page.goto(platform.gateway_url + "/")
+    expect(page.locator("#signin")).to_be_visible()
+    sign_in(page, "thaw_not-a-token-anyone-issued")
+    expect(page.locator("#signin-error")).to_contain_text("Token refused")
+    expect(page.locator("#shell")).to_be_hidden()
+    assert page.evaluate("sessionStorage.length") == 0
+    page.screenshot(path=shots / "signin-refused.png")
+
+    sign_in(page, platform.token)
+    expect(page.locator("#shell")).to_be_visible()
+    deploy(platform)
+    expect(page.locator("#apps")).to_contain_text("dashboard")
+    page.screenshot(path=shots / "apps.png")
+
+    greeted = modal.Function.from_name("dashboard", "greet").spawn("browser")
+    assert greeted.get(timeout=120) == "hello browser"
+    broken = modal.Function.from_name("dashboard", "broken").spawn()
+    with pytest.raises(ValueError):
+        broken.get(timeout=120)
+
+    page.click("#apps a:text-is('dashboard')")
+    expect(page.locator("#functions-table")).to_contain_text("greet")
+    expect(page.locator("#functions-table")).to_contain_text("0.125 CPU, 128 MiB")
+    done = page.locator(f"tr[data-call='{greeted.object_id}']")
+    expect(done).to_contain_text("success")
+    failed = page.locator(f"tr[data-call='{broken.object_id}']")
+    expect(failed).to_contain_text("failure")
+    error = page.locator("details.error", has_text="the dashboard shows this traceback")
+    error.locator("summary").click()
+    expect(error.locator("pre.traceback")).to_contain_text("raise ValueError")
+    expect(page.locator("#logs")).to_contain_text("dashboard says hello to browser")
+    expect(page.locator("#app-containers")).to_contain_text("cold start")
+    expect(page.locator("#plot-calls-per-minute rect").first).to_be_attached()
+    page.screenshot(path=shots / "app.png", full_page=True)
+
+    for name in ("calls", "containers", "nodes", "snapshots", "volumes", "secrets"):
+        page.click(f"nav a[href='#/{name}']")
+        if name == "volumes" and not platform_serves_volumes(platform):
+            # The page says what the API answered.
+            expect(page.locator("#banner")).to_contain_text("volumes service")
+        else:
+            expect(page.locator(f"#{name}")).not_to_be_empty()
+            expect(page.locator("#banner")).to_be_hidden()
+        if name == "nodes":
+            expect(page.locator("#nodes")).to_contain_text("agent-a")
+        page.screenshot(path=shots / f"{name}.png", full_page=True)
+
+    # Signing out forgets the token: the page asks for one again.
+    page.click("#signout")
+    expect(page.locator("#signin")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
+    assert not errors, errors
+    print(f"screenshots in {shots}")
