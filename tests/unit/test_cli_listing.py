@@ -82,7 +82,8 @@ def _deploy(tmp_path: Path, name: str, *, ephemeral: bool) -> None:
     path.write_text(textwrap.dedent(APP.format(name=name)))
     try:
         from thaw._sync import background_loop
-        from thaw.deploy import app_bundle, deploy_bundle, find_apps, import_source
+        from thaw.app import find_apps
+        from thaw.deploy import app_bundle, deploy_bundle, import_source
 
         (app,) = find_apps(import_source(str(path))).values()
         background_loop().run(deploy_bundle(name, app, app_bundle(app), ephemeral=ephemeral))
@@ -143,10 +144,10 @@ def test_call_show_and_cancel(gateway: FakeGateway, tmp_path: Path) -> None:
     _deploy(tmp_path, "called", ephemeral=False)
     import cloudpickle
     from thaw._sync import background_loop
-    from thaw.client import Route, current
+    from thaw.client import CallTarget, current
 
     payload = cloudpickle.dumps(((4,), {}))
-    accepted = background_loop().run(current().call(Route("called", "square"), payload, wait_s=0))
+    accepted = background_loop().run(current().call(CallTarget("called", "square"), payload, wait_s=0))
     cancelled = thaw("call", "cancel", accepted.call_id)
     assert cancelled.exit_code == 0 and "cancelling" in cancelled.output, cancelled.output
     shown = json.loads(thaw("call", "show", accepted.call_id, "--json").output)

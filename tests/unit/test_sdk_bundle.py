@@ -15,8 +15,9 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from thaw.app import find_apps
 from thaw.bundle import build_bundle, import_root, source_files
-from thaw.deploy import app_bundle, find_apps, import_source
+from thaw.deploy import app_bundle, import_source
 from thaw.exception import InvalidError
 
 

@@ -9,6 +9,7 @@ import types
 import pytest
 import thaw
 from thaw import _cls
+from thaw._resolve import resolve
 
 app = thaw.App("cls-contract")
 
@@ -115,12 +116,12 @@ def test_parameters_declared_on_the_class() -> None:
 
 def test_resolve_finds_the_thaw_objects_a_spec_names() -> None:
     module = sys.modules[__name__]
-    assert _cls.resolve(module, Model.spec.qualname) is Model
-    assert _cls.resolve(module, "plain") is plain
+    assert resolve(module, Model.spec.qualname) is Model
+    assert resolve(module, "plain") is plain
     with pytest.raises(AttributeError, match="has no 'missing'"):
-        _cls.resolve(module, "missing")
+        resolve(module, "missing")
     with pytest.raises(TypeError, match="Base is type, not a function or class decorated"):
-        _cls.resolve(module, "Base")
+        resolve(module, "Base")
 
 
 def test_markers_refuse_what_they_cannot_mark() -> None:

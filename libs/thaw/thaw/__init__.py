@@ -5,7 +5,6 @@ click are imported only when a call, a progress bar or the CLI needs them.
 """
 
 from thaw import exception
-from thaw._cls import Parameter, enter, exit, method, parameter
 from thaw._env import is_local
 from thaw._output import enable_output
 from thaw.app import App, LocalEntrypoint
@@ -14,6 +13,7 @@ from thaw.concurrency import concurrent
 from thaw.exception import Error
 from thaw.functions import Function, FunctionCall
 from thaw.image import Image
+from thaw.markers import Parameter, enter, exit, method, parameter
 from thaw.retries import Retries
 from thaw.schedule import Cron, Period
 from thaw.secret import Secret

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-# Set by the agent in every container it starts.
-CONTAINER_ID_ENV = "THAW_CONTAINER_ID"
+from thaw_core.contract import ENV_CONTAINER_ID
 
 
 def is_local() -> bool:
-    """True outside a thaw container (``modal.is_local``)."""
-    return CONTAINER_ID_ENV not in os.environ
+    """True outside a thaw container (``modal.is_local``): the agent sets the
+    container id in every container it starts."""
+    return ENV_CONTAINER_ID not in os.environ

@@ -17,7 +17,7 @@ from thaw_core.api import CallResult
 
 from thaw._results import result_outcome, result_value
 from thaw._serialization import serialize_args
-from thaw.client import Client, Route, current
+from thaw.client import CallTarget, Client, current
 
 FIRST_CHUNK = 32
 MAX_CHUNK = 1024
@@ -34,9 +34,9 @@ _FAILED = object()
 
 
 class _Map:
-    def __init__(self, client: Client, route: Route) -> None:
+    def __init__(self, client: Client, target: CallTarget) -> None:
         self.client = client
-        self.route = route
+        self.target = target
         self.events: asyncio.Queue[tuple[Any, Any]] = asyncio.Queue()
         self.pending = asyncio.Semaphore(MAX_PENDING)
         self.tasks: set[asyncio.Task[None]] = set()
@@ -56,7 +56,7 @@ class _Map:
         for payloads in _batches(inputs):
             for _ in payloads:
                 await self.pending.acquire()
-            accepted = await self.client.submit_batch(self.route, payloads)
+            accepted = await self.client.submit_batch(self.target, payloads)
             self.supervise(
                 self.collect({cid: index + i for i, cid in enumerate(accepted.call_ids)})
             )
@@ -103,7 +103,7 @@ class _Map:
 
 
 async def map_calls(
-    route: Route,
+    target: CallTarget,
     label: str,
     inputs: Inputs,
     *,
@@ -115,7 +115,7 @@ async def map_calls(
     the exceptions in their place; without it the first failure raises."""
     from thaw.progress import map_progress
 
-    run = _Map(current(), route)
+    run = _Map(current(), target)
     run.supervise(run.submit(inputs))
     outcome = result_outcome if return_exceptions else result_value
     with map_progress(label, total) as progress:
@@ -127,12 +127,12 @@ async def map_calls(
             run.cancel()
 
 
-async def submit_calls(route: Route, inputs: Inputs) -> int:
+async def submit_calls(target: CallTarget, inputs: Inputs) -> int:
     """Submit every input without waiting for results (``spawn_map``)."""
     client = current()
     count = 0
     for payloads in _batches(inputs):
-        await client.submit_batch(route, payloads)
+        await client.submit_batch(target, payloads)
         count += len(payloads)
     return count
 

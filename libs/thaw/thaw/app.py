@@ -1,7 +1,7 @@
 """``thaw.App``: a named group of functions and classes, deployed together.
 
 In a container, decorating only registers (the runtime finds the objects
-through thaw._cls.resolve); ``app.run()`` and ``app.deploy()`` are for the
+through thaw._resolve); ``app.run()`` and ``app.deploy()`` are for the
 caller's side (thaw.deploy).
 """
 
@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from types import ModuleType
+from typing import Any, TypeVar
 
+from thaw_core.api import DeployResponse
 from thaw_core.schema import FunctionSpec
 
 from thaw._spec import apply_options, checked_name, marker_options, merge_app_defaults, module_name
 from thaw.cls import Cls, class_spec_fields
+from thaw.deploy import AppRun, deploy_app
 from thaw.exception import InvalidError
 from thaw.functions import Function, function_kind
 from thaw.image import Image
@@ -22,11 +25,6 @@ from thaw.retries import Retries
 from thaw.schedule import Schedule
 from thaw.secret import Secret
 from thaw.volume import Volume
-
-if TYPE_CHECKING:
-    from thaw_core.api import DeployResponse
-
-    from thaw.deploy import AppRun
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -229,18 +227,23 @@ class App:
 
     # ------------------------------------------------------------ running
 
-    def run(self, *, detach: bool = False, show_logs: bool | None = None) -> AppRun:
+    def run(self, *, detach: bool = False, show_logs: bool | None = None) -> AppRun[App]:
         """``with app.run(): f.remote(...)``: the app deployed (ephemeral) for the
         block, stopped after it. Also ``async with``."""
-        from thaw.deploy import AppRun
-
         return AppRun(self, detach=detach, show_logs=show_logs)
 
     def deploy(self, name: str | None = None) -> DeployResponse:
         """Deploy (or update) the app under its name; it stays until stopped."""
-        from thaw.deploy import deploy_app
-
         return deploy_app(self, name=name)
 
     def __repr__(self) -> str:
         return f"<thaw.App {self._name or '(unnamed)'}: {', '.join(self._functions) or 'empty'}>"
+
+
+def find_apps(module: ModuleType) -> dict[str, App]:
+    """The module's ``thaw.App``s by variable name (each app once)."""
+    found: dict[str, App] = {}
+    for var, value in vars(module).items():
+        if isinstance(value, App) and all(value is not other for other in found.values()):
+            found[var] = value
+    return found

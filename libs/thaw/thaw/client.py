@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -233,7 +234,7 @@ class HttpTransport:
 # ---------------------------------------------------------------- the API
 
 
-class Route(NamedTuple):
+class CallTarget(NamedTuple):
     """Where an input goes: a function, or a method of a class with its parameters."""
 
     app: str
@@ -254,6 +255,7 @@ def _wait(seconds: float) -> str:
 
 
 _encoder = msgspec.json.Encoder()
+T = TypeVar("T")
 _call_result = msgspec.json.Decoder(CallResult)
 _call_accepted = msgspec.json.Decoder(CallAccepted)
 _batch_accepted = msgspec.json.Decoder(BatchAccepted)
@@ -266,6 +268,11 @@ _containers = msgspec.json.Decoder(ContainersResponse)
 _nodes = msgspec.json.Decoder(list[NodeInfo])
 _token_response = msgspec.json.Decoder(TokenResponse)
 _log_line = msgspec.json.Decoder(LogLine)
+
+
+@functools.cache
+def _decoder(answer: Any) -> msgspec.json.Decoder[Any]:
+    return msgspec.json.Decoder(answer)
 
 
 class Client:
@@ -290,6 +297,22 @@ class Client:
                 f"the gateway answered {what} that cannot be read: {e}"
             ) from None
 
+    async def json_request(
+        self,
+        method: str,
+        path: str,
+        answer: type[T],
+        what: str,
+        *,
+        body: Any = None,
+        ok: tuple[int, ...] = (200,),
+    ) -> T:
+        """A request to the gateway's API and its JSON answer as ``answer``
+        (``what`` names the answer when it cannot be read): for endpoints
+        without a method of their own here."""
+        _, data = await self._json(method, path, body, ok)
+        return self._decode(_decoder(answer), data, what)  # type: ignore[no-any-return]
+
     def _call_answer(self, status: int, data: bytes) -> CallResult | CallAccepted:
         if status == 200:
             return self._decode(_call_result, data, "a call result")
@@ -298,14 +321,14 @@ class Client:
     # ------------------------------------------------------------ calls
 
     async def call(
-        self, route: Route, payload: bytes, wait_s: float = LONG_POLL_S
+        self, target: CallTarget, payload: bytes, wait_s: float = LONG_POLL_S
     ) -> CallResult | CallAccepted:
         request = CallRequest(
-            codec="pickle", payload=payload, method=route.method, params=route.params
+            codec="pickle", payload=payload, method=target.method, params=target.params
         )
         status, data = await self._json(
             "POST",
-            f"/v1/functions/{_p(route.app)}/{_p(route.function)}/calls?wait={_wait(wait_s)}",
+            f"/v1/functions/{_p(target.app)}/{_p(target.function)}/calls?wait={_wait(wait_s)}",
             request,
             ok=(200, 202),
         )
@@ -324,13 +347,13 @@ class Client:
         _, data = await self._json("POST", f"/v1/calls/{_p(call_id)}/cancel{query}", ok=(200, 202))
         return self._decode(_call_accepted, data, "a cancellation")
 
-    async def submit_batch(self, route: Route, payloads: list[bytes]) -> BatchAccepted:
+    async def submit_batch(self, target: CallTarget, payloads: list[bytes]) -> BatchAccepted:
         request = BatchRequest(
-            codec="pickle", items=payloads, method=route.method, params=route.params
+            codec="pickle", items=payloads, method=target.method, params=target.params
         )
         _, data = await self._json(
             "POST",
-            f"/v1/functions/{_p(route.app)}/{_p(route.function)}/calls:batch",
+            f"/v1/functions/{_p(target.app)}/{_p(target.function)}/calls:batch",
             request,
             ok=(200, 202),
         )

@@ -9,22 +9,20 @@ sends an input to the class's function (``spec.name`` = the class name) with
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from thaw_core.schema import FunctionSpec
 
 from thaw import _cls
+from thaw._app_ref import AppBound, AppRef
 from thaw._serialization import dumps
 from thaw._spec import apply_options, checked_name
-from thaw.client import Route
+from thaw.client import CallTarget
 from thaw.exception import InvalidError
 from thaw.functions import Invocable, function_kind
 
-if TYPE_CHECKING:
-    from thaw.app import App
 
-
-class Cls:
+class Cls(AppBound):
     """What ``@app.cls`` returns. ``.spec`` describes it; ``.user_cls`` is the
     user's class, unchanged (the runtime instantiates it)."""
 
@@ -32,14 +30,13 @@ class Cls:
         self,
         spec: FunctionSpec,
         user_cls: type | None,
-        app: App | None = None,
+        app: AppRef | None = None,
         *,
         app_name: str | None = None,
     ) -> None:
+        super().__init__(app, app_name)
         self.spec = spec
         self.user_cls = user_cls
-        self.app = app
-        self._app_name = app_name
         self._generators = (
             frozenset(name for name, f in _cls.hooks(user_cls).methods.items() if _cls_generator(f))
             if user_cls is not None
@@ -60,13 +57,6 @@ class Cls:
         return cls(spec, None, app_name=checked_name("app", app_name))
 
     lookup = from_name
-
-    @property
-    def app_name(self) -> str:
-        if self.app is not None:
-            return self.app.running_name
-        assert self._app_name is not None
-        return self._app_name
 
     def with_options(
         self,
@@ -163,9 +153,9 @@ class BoundMethod(Invocable):
         self._obj = obj
         self._name = name
 
-    def _route(self) -> Route:
+    def _target(self) -> CallTarget:
         cls = self._obj._cls
-        return Route(cls.app_name, cls.spec.name, self._name, self._obj._encoded)
+        return CallTarget(cls.app_name, cls.spec.name, self._name, self._obj._encoded)
 
     def _is_generator(self) -> bool | None:
         cls = self._obj._cls

@@ -18,6 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 from types import ModuleType, TracebackType
+from typing import Generic, TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -37,10 +38,10 @@ from thaw_core.schema import (
     PipInstallFromRequirements,
 )
 
+from thaw._app_ref import DeployableApp
 from thaw._env import is_local
 from thaw._output import output_enabled
 from thaw._sync import background_loop
-from thaw.app import App
 from thaw.build_progress import BuildDisplay
 from thaw.bundle import Bundle, build_bundle, import_root
 from thaw.client import current, gateway_error
@@ -72,15 +73,6 @@ def import_source(ref: str) -> ModuleType:
         raise
 
 
-def find_apps(module: ModuleType) -> dict[str, App]:
-    """The module's ``thaw.App``s by variable name (each app once)."""
-    found: dict[str, App] = {}
-    for var, value in vars(module).items():
-        if isinstance(value, App) and all(value is not other for other in found.values()):
-            found[var] = value
-    return found
-
-
 # ---------------------------------------------------------------- bundles
 
 
@@ -97,7 +89,7 @@ def _module_file(name: str) -> Path:
     return Path(file).resolve()
 
 
-def app_bundle(app: App) -> Bundle:
+def app_bundle(app: DeployableApp) -> Bundle:
     """The bundle of the sources the app's functions come from."""
     specs = app.specs()
     if not specs:
@@ -229,7 +221,9 @@ async def _deploy_with_progress(name: str, request: DeployRequest, *, show: bool
     raise Error("the deploy stream ended before the deploy finished; see the gateway's log")
 
 
-async def deploy_bundle(name: str, app: App, bundle: Bundle, *, ephemeral: bool) -> DeployResponse:
+async def deploy_bundle(
+    name: str, app: DeployableApp, bundle: Bundle, *, ephemeral: bool
+) -> DeployResponse:
     uploads: dict[str, Path] = {}
     specs = [with_local_content(spec, uploads) for spec in app.specs()]
     client = current()
@@ -245,7 +239,7 @@ async def deploy_bundle(name: str, app: App, bundle: Bundle, *, ephemeral: bool)
     return await client.deploy(name, request)
 
 
-def deploy_app(app: App, *, name: str | None = None) -> DeployResponse:
+def deploy_app(app: DeployableApp, *, name: str | None = None) -> DeployResponse:
     """Deploy ``app`` under ``name`` (its own by default) until it is stopped."""
     target = name or app.name
     if target is None:
@@ -256,7 +250,7 @@ def deploy_app(app: App, *, name: str | None = None) -> DeployResponse:
 # ---------------------------------------------------------------- ephemeral runs
 
 
-def run_name(app: App) -> str:
+def run_name(app: DeployableApp) -> str:
     """The name an ephemeral run deploys under: the App's, else its file's."""
     if app.name is not None:
         return app.name
@@ -264,10 +258,13 @@ def run_name(app: App) -> str:
     return (re.sub(r"[^A-Za-z0-9_-]", "-", stem).lstrip("-_") or "app")[:63]
 
 
-class AppRun:
+A = TypeVar("A", bound=DeployableApp)
+
+
+class AppRun(Generic[A]):
     """``with app.run():`` / ``async with app.run():`` (see ``App.run``)."""
 
-    def __init__(self, app: App, *, detach: bool = False, show_logs: bool | None = None) -> None:
+    def __init__(self, app: A, *, detach: bool = False, show_logs: bool | None = None) -> None:
         self.app = app
         self.detach = detach
         self.show_logs = output_enabled() if show_logs is None else show_logs
@@ -311,7 +308,7 @@ class AppRun:
             # The block's own outcome matters more than this; say it and go on.
             warnings.warn(f"could not stop ephemeral app {name}: {e}", stacklevel=2)
 
-    def __enter__(self) -> App:
+    def __enter__(self) -> A:
         prepared = self._bundle()
         if prepared is not None:
             background_loop().run(self._start(*prepared))
@@ -320,7 +317,7 @@ class AppRun:
     def __exit__(self, *exc: object) -> None:
         background_loop().run(self._stop())
 
-    async def __aenter__(self) -> App:
+    async def __aenter__(self) -> A:
         prepared = self._bundle()
         if prepared is not None:
             await background_loop().run_async(self._start(*prepared))

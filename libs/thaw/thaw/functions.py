@@ -17,23 +17,25 @@ from typing import TYPE_CHECKING, Any
 from thaw_core.api import CallAccepted, CallResult
 from thaw_core.schema import FunctionSpec
 
+from thaw._app_ref import AppBound, AppRef
 from thaw._results import result_value
 from thaw._serialization import serialize_args
 from thaw._spec import checked_name
 from thaw._sync import aio_function, aio_iterator, aio_method
-from thaw.client import LONG_POLL_S, Route, current
+from thaw.client import LONG_POLL_S, CallTarget, current
 from thaw.exception import AlreadyExistsError, InvalidError, TimeoutError
 
 if TYPE_CHECKING:
     from thaw_core.api import FunctionInfo
 
     from thaw._map import Inputs
-    from thaw.app import App
 
 
-async def _run_call(route: Route, args: tuple[Any, ...], kwargs: dict[str, Any]) -> CallResult:
+async def _run_call(
+    target: CallTarget, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> CallResult:
     client = current()
-    answer = await client.call(route, serialize_args(args, kwargs))
+    answer = await client.call(target, serialize_args(args, kwargs))
     while isinstance(answer, CallAccepted):
         answer = await client.call_status(answer.call_id)
     return answer
@@ -47,11 +49,11 @@ def _sized_total(iterables: tuple[Iterable[Any], ...]) -> int | None:
 
 
 class Invocable:
-    """Something callable remotely. Subclasses say where inputs go (:meth:`_route`),
+    """Something callable remotely. Subclasses say where inputs go (:meth:`_target`),
     whether it is a generator (None: unknown, as for ``from_name``) and how
     to run it here (:meth:`local`)."""
 
-    def _route(self) -> Route:
+    def _target(self) -> CallTarget:
         raise NotImplementedError
 
     def _is_generator(self) -> bool | None:
@@ -62,7 +64,7 @@ class Invocable:
 
     @property
     def _label(self) -> str:
-        return str(self._route())
+        return str(self._target())
 
     def _check_kind(self, generator: bool, use: str) -> None:
         if self._is_generator() is (not generator):
@@ -74,25 +76,25 @@ class Invocable:
     async def remote(self, *args: Any, **kwargs: Any) -> Any:
         """Run it in a container and return what it returns (or raise what it raised)."""
         self._check_kind(False, ".remote_gen()")
-        route = self._route()
-        return result_value(await _run_call(route, args, kwargs), str(route))
+        target = self._target()
+        return result_value(await _run_call(target, args, kwargs), str(target))
 
     @aio_iterator
     async def remote_gen(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         """A generator function's items (yielded once the call has finished)."""
         self._check_kind(True, ".remote()")
-        route = self._route()
-        for item in result_value(await _run_call(route, args, kwargs), str(route)) or ():
+        target = self._target()
+        for item in result_value(await _run_call(target, args, kwargs), str(target)) or ():
             yield item
 
     @aio_method
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start a call and return at once; ``.get()`` its result later."""
-        route = self._route()
-        answer = await current().call(route, serialize_args(args, kwargs), wait_s=0)
+        target = self._target()
+        answer = await current().call(target, serialize_args(args, kwargs), wait_s=0)
         if isinstance(answer, CallResult):
-            return FunctionCall(answer.call_id, label=str(route), result=answer)
-        return FunctionCall(answer.call_id, label=str(route))
+            return FunctionCall(answer.call_id, label=str(target), result=answer)
+        return FunctionCall(answer.call_id, label=str(target))
 
     def _map(
         self, inputs: Inputs, total: int | None, order_outputs: bool, return_exceptions: bool
@@ -100,10 +102,10 @@ class Invocable:
         from thaw._map import map_calls  # asyncio, imported only by callers
 
         self._check_kind(False, "a loop over .remote_gen()")
-        route = self._route()
+        target = self._target()
         return map_calls(
-            route,
-            str(route),
+            target,
+            str(target),
             inputs,
             order_outputs=order_outputs,
             return_exceptions=return_exceptions,
@@ -161,10 +163,10 @@ class Invocable:
         from thaw._map import submit_calls
 
         extra = kwargs or {}
-        await submit_calls(self._route(), ((args, extra) for args in zip(*iterables)))
+        await submit_calls(self._target(), ((args, extra) for args in zip(*iterables)))
 
 
-class Function(Invocable):
+class Function(Invocable, AppBound):
     """What ``@app.function`` returns. ``.spec`` describes it; ``.raw_f`` is the
     user's function, unchanged (the runtime calls it)."""
 
@@ -172,15 +174,14 @@ class Function(Invocable):
         self,
         spec: FunctionSpec,
         raw_f: Callable[..., Any] | None,
-        app: App | None = None,
+        app: AppRef | None = None,
         *,
         app_name: str | None = None,
         serialized: bool = False,
     ) -> None:
+        AppBound.__init__(self, app, app_name)
         self.spec = spec
         self.raw_f = raw_f
-        self.app = app
-        self._app_name = app_name
         self.serialized = serialized
         if raw_f is not None:
             functools.update_wrapper(self, raw_f)
@@ -195,15 +196,8 @@ class Function(Invocable):
 
     lookup = from_name
 
-    @property
-    def app_name(self) -> str:
-        if self.app is not None:
-            return self.app.running_name
-        assert self._app_name is not None
-        return self._app_name
-
-    def _route(self) -> Route:
-        return Route(self.app_name, self.spec.name)
+    def _target(self) -> CallTarget:
+        return CallTarget(self.app_name, self.spec.name)
 
     def _is_generator(self) -> bool | None:
         return None if self.raw_f is None else self.spec.is_generator

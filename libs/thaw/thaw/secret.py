@@ -16,6 +16,7 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
 import msgspec
@@ -23,7 +24,7 @@ from thaw_core.api import SecretCreate, SecretInfo, SecretValues
 from thaw_core.schema import FunctionSpec, SecretRef, check_name
 
 from thaw._env import is_local
-from thaw.client import current, gateway_error
+from thaw.client import current
 from thaw.exception import InvalidError
 
 # Values made here, by a local id, until the deploy stores them.
@@ -186,31 +187,28 @@ async def store_local_values(app: str, specs: Sequence[FunctionSpec]) -> list[Fu
     return out
 
 
-_info = msgspec.json.Decoder(SecretInfo)
-_infos = msgspec.json.Decoder(list[SecretInfo])
+T = TypeVar("T")
 
 
-async def _request(method: str, path: str, body: msgspec.Struct | None = None) -> bytes:
-    data = None if body is None else msgspec.json.encode(body)
-    status, answer = await current().transport.request(method, path, data)
-    if status not in (200, 201):
-        raise gateway_error(status, answer)
-    return answer
+async def _request(
+    method: str, path: str, answer: type[T], body: msgspec.Struct | None = None
+) -> T:
+    return await current().json_request(method, path, answer, "a secret", body=body, ok=(200, 201))
 
 
 async def put_app_values(app: str, name: str, values: Mapping[str, str]) -> SecretInfo:
     path = f"/v1/apps/{quote(app, safe='')}/secrets/{quote(name, safe='')}"
-    return _info.decode(await _request("PUT", path, SecretValues(env=dict(values))))
+    return await _request("PUT", path, SecretInfo, SecretValues(env=dict(values)))
 
 
 async def create(name: str, values: Mapping[str, str], *, force: bool = False) -> SecretInfo:
     body = SecretCreate(name=name, env=dict(values), force=force)
-    return _info.decode(await _request("POST", "/v1/secrets", body))
+    return await _request("POST", "/v1/secrets", SecretInfo, body)
 
 
 async def list_all() -> list[SecretInfo]:
-    return _infos.decode(await _request("GET", "/v1/secrets"))
+    return await _request("GET", "/v1/secrets", list[SecretInfo])
 
 
 async def delete(name: str) -> SecretInfo:
-    return _info.decode(await _request("DELETE", f"/v1/secrets/{quote(name, safe='')}"))
+    return await _request("DELETE", f"/v1/secrets/{quote(name, safe='')}", SecretInfo)

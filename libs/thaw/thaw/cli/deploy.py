@@ -72,7 +72,8 @@ def deploy(app_ref: str, name: str | None) -> None:
 
     APP is a file (app.py, or app.py::VAR for one of its apps) or a module (pkg.app)."""
     from thaw._sync import background_loop
-    from thaw.deploy import app_bundle, deploy_bundle, find_apps, import_source
+    from thaw.app import find_apps
+    from thaw.deploy import app_bundle, deploy_bundle, import_source
 
     source, _, var = app_ref.partition("::")
     apps = find_apps(import_source(source))

@@ -186,7 +186,8 @@ def run(ref: str, args: tuple[str, ...], detach: bool, quiet: bool) -> None:
 
     ENTRY is a local entrypoint, a function or Class.method (default: the one
     local entrypoint). Flags after APP are its arguments: --name value."""
-    from thaw.deploy import find_apps, import_source
+    from thaw.app import find_apps
+    from thaw.deploy import import_source
 
     source, _, name = ref.partition("::")
     apps = find_apps(import_source(source))

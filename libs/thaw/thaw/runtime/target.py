@@ -12,6 +12,7 @@ from thaw_core.container_protocol import RunInput
 from thaw_core.schema import FunctionSpec
 
 from thaw import _cls
+from thaw._resolve import resolve
 from thaw.cls import Cls
 from thaw.functions import Function
 from thaw.runtime.codec import decode_params
@@ -169,7 +170,7 @@ def load_target(spec: FunctionSpec, executor: Executor) -> Target:
     """Import the spec's module from the bundle and find what it names.
     Runs on the main thread: module code may install signal handlers."""
     module = importlib.import_module(spec.module)
-    found = _cls.resolve(module, spec.qualname)
+    found = resolve(module, spec.qualname)
     name = f"{spec.module}.{spec.qualname}"
     match spec.kind, found:
         case "class", Cls(user_cls=type() as user_cls):
