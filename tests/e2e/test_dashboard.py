@@ -6,9 +6,7 @@ pages are saved in the test's tmp dir."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -52,11 +50,7 @@ def browser(tmp_path: Path) -> Iterator[BrowserContext]:
 
 
 def deploy(platform: Platform) -> None:
-    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
-    deployed = subprocess.run(
-        [sys.executable, "-m", "thaw.cli", "deploy", str(APPS / "dashboard_app.py")],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+    deployed = platform.cli("deploy", str(APPS / "dashboard_app.py"))
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
 
@@ -138,3 +132,25 @@ def test_sign_in_deploy_call_and_watch(
     assert page.evaluate("sessionStorage.length") == 0
     assert not errors, errors
     print(f"screenshots in {shots}")
+    the_cli_lists_the_same_calls(platform, greeted.object_id, broken.object_id)
+
+
+def the_cli_lists_the_same_calls(platform: Platform, ok: str, failed: str) -> None:
+    listed = platform.cli("call", "list", "--app", "dashboard")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[:4] == ["call", "app", "function", "status"]
+    fields = {row.split()[0]: row.split() for row in rows}
+    assert fields[failed][2:4] == ["broken", "failure"], rows
+    assert fields[ok][2:4] == ["greet", "success"], rows
+    assert rows.index(next(r for r in rows if r.startswith(failed))) < rows.index(
+        next(r for r in rows if r.startswith(ok))
+    ), "newest first"
+    as_json = json.loads(
+        platform.cli("call", "list", "-a", "dashboard", "-f", "broken", "--json").stdout
+    )
+    assert [c["call_id"] for c in as_json] == [failed]
+    assert "raise ValueError" in as_json[0]["traceback"]
+    shown = platform.cli("app", "show", "dashboard")
+    assert shown.returncode == 0, shown.stderr
+    assert "recent calls" in shown.stdout and ok in shown.stdout and failed in shown.stdout

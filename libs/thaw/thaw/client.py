@@ -33,6 +33,7 @@ from thaw_core.api import (
     BatchAccepted,
     BatchRequest,
     CallAccepted,
+    CallList,
     CallRequest,
     CallResult,
     ContainersResponse,
@@ -265,6 +266,7 @@ _app_infos = msgspec.json.Decoder(list[AppInfo])
 _app_detail = msgspec.json.Decoder(AppDetail)
 _function_info = msgspec.json.Decoder(FunctionInfo)
 _containers = msgspec.json.Decoder(ContainersResponse)
+_call_list = msgspec.json.Decoder(CallList)
 _nodes = msgspec.json.Decoder(list[NodeInfo])
 _token_response = msgspec.json.Decoder(TokenResponse)
 _log_line = msgspec.json.Decoder(LogLine)
@@ -430,6 +432,15 @@ class Client:
             "GET", "/v1/containers" + (f"?{urlencode({'app': app})}" if app else "")
         )
         return self._decode(_containers, data, "a container list").containers
+
+    async def recent_calls(
+        self, app: str | None = None, function: str | None = None, limit: int = 50
+    ) -> CallList:
+        """Recent calls, newest first, with their outcome (``thaw call list``)."""
+        query = {"limit": str(limit), **({"app": app} if app else {})}
+        query |= {"function": function} if function else {}
+        _, data = await self._json("GET", f"/v1/calls?{urlencode(query)}")
+        return self._decode(_call_list, data, "a call list")
 
     async def stop_container(self, container_id: str) -> None:
         await self._json("POST", f"/v1/containers/{_p(container_id)}/stop", ok=(200, 202, 204))

@@ -7,10 +7,14 @@ from datetime import datetime
 
 import click
 from rich.table import Table
-from thaw_core.api import AppInfo
+from thaw_core.api import AppDetail, AppInfo
 
+from thaw.cli._call_columns import CALL_COLUMNS
 from thaw.cli._common import ago, console, escape, expected_errors
 from thaw.cli._listing import Cell, Column, json_option, print_json, print_list
+
+# How many of an app's latest calls `app show` lists.
+RECENT_CALLS = 10
 
 
 @click.group("app")
@@ -58,7 +62,8 @@ def list_apps(show_all: bool, as_json: bool) -> None:
 @json_option
 @expected_errors
 def show_app(app: str, as_json: bool) -> None:
-    """Show an app (by id or name) and its schedules: next and last fire, last run's status."""
+    """Show an app (by id or name): its schedules (next and last fire, last run's status)
+    and its recent calls."""
     from thaw._sync import background_loop
     from thaw.client import current
 
@@ -74,9 +79,16 @@ def show_app(app: str, as_json: bool) -> None:
         f"[bold]{escape(a.name)}[/bold] {escape(a.app_id)} {state}, version {a.version}, "
         f"{a.containers} container(s); functions: {escape(', '.join(a.functions))}"
     )
-    if not detail.schedules:
+    if detail.schedules:
+        console().print(_schedules(detail))
+    else:
         console().print("[dim]no scheduled functions[/dim]")
-        return
+    calls = background_loop().run(current().recent_calls(a.name, limit=RECENT_CALLS)).calls
+    console().print(f"[bold]recent calls[/bold] (thaw call list --app {escape(a.name)})")
+    print_list(calls, CALL_COLUMNS, as_json=False, empty="no calls yet")
+
+
+def _schedules(detail: AppDetail) -> Table:
     table = Table(box=None, pad_edge=False)
     for column in ("function", "schedule", "next fire", "last fire", "last run", "last call"):
         table.add_column(column)
@@ -89,7 +101,7 @@ def show_app(app: str, as_json: bool) -> None:
             escape(s.last_status or "-"),
             escape(s.last_call_id or "-"),
         )
-    console().print(table)
+    return table
 
 
 def _at(timestamp: float | None) -> str:

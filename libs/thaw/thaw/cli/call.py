@@ -1,17 +1,33 @@
-"""`thaw call show | cancel`: one call by its id."""
+"""`thaw call list | show | cancel`: recent calls, and one call by its id."""
 
 from __future__ import annotations
 
 import click
 from thaw_core.api import CallResult
 
+from thaw.cli._call_columns import CALL_COLUMNS
 from thaw.cli._common import console, escape, expected_errors
-from thaw.cli._listing import json_option, print_json
+from thaw.cli._listing import json_option, print_json, print_list
 
 
 @click.group("call")
 def call_group() -> None:
     """Calls of functions, by id (fc-...)."""
+
+
+@call_group.command("list")
+@click.option("--app", "-a", "app", default=None, help="Only this app's calls (name or id).")
+@click.option("--function", "-f", "function", default=None, help="Only this function's calls.")
+@click.option("--limit", "-n", type=click.IntRange(1, 500), default=50, show_default=True)
+@json_option
+@expected_errors
+def list_calls(app: str | None, function: str | None, limit: int, as_json: bool) -> None:
+    """Recent calls, newest first: status, duration, container, error."""
+    from thaw._sync import background_loop
+    from thaw.client import current
+
+    calls = background_loop().run(current().recent_calls(app, function, limit)).calls
+    print_list(calls, CALL_COLUMNS, as_json=as_json, empty="no calls")
 
 
 @call_group.command("show")
