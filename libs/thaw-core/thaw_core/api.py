@@ -139,6 +139,16 @@ class FunctionInfo(Body):
     spec: FunctionSpec
 
 
+class AutoscalerUpdate(Body):
+    """``Function.update_autoscaler``: the settings given replace the deployed
+    function's; the others stay (until the next deploy sets them all)."""
+
+    min_containers: int | None = None
+    max_containers: int | None = None
+    buffer_containers: int | None = None
+    scaledown_window: float | None = None
+
+
 class CallRequest(Body):
     """``codec="json"`` (the default, for curl and other languages) takes
     ``args``/``kwargs`` as JSON; ``codec="pickle"`` takes ``payload``: the

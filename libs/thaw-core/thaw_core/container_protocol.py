@@ -135,6 +135,8 @@ class RunInput(Frame, tag="run_input"):
     method: str | None = None
     params: bytes = b""
     args: bytes = b""
+    # The call it is an input of (thaw.current_function_call_id()).
+    call_id: str = ""
 
 
 class CancelInput(Frame, tag="cancel_input"):

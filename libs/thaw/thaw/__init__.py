@@ -5,11 +5,11 @@ click are imported only when a call, a progress bar or the CLI needs them.
 """
 
 from thaw import exception
-from thaw._env import is_local
+from thaw._env import current_function_call_id, is_local
 from thaw._output import enable_output
 from thaw.app import App, LocalEntrypoint
 from thaw.cls import Cls
-from thaw.concurrency import concurrent
+from thaw.concurrency import batched, concurrent
 from thaw.exception import Error
 from thaw.functions import Function, FunctionCall
 from thaw.image import Image
@@ -35,7 +35,9 @@ __all__ = [
     "Secret",
     "Volume",
     "asgi_app",
+    "batched",
     "concurrent",
+    "current_function_call_id",
     "enable_output",
     "enter",
     "exception",

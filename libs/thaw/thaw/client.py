@@ -30,6 +30,7 @@ import msgspec
 from thaw_core.api import (
     AppDetail,
     AppInfo,
+    AutoscalerUpdate,
     BatchAccepted,
     BatchRequest,
     CallAccepted,
@@ -424,6 +425,9 @@ class Client:
     async def function_info(self, app: str, function: str) -> FunctionInfo:
         _, data = await self._json("GET", f"/v1/functions/{_p(app)}/{_p(function)}")
         return self._decode(_function_info, data, "a function")
+
+    async def update_autoscaler(self, app: str, function: str, body: AutoscalerUpdate) -> None:
+        await self._json("POST", f"/v1/functions/{_p(app)}/{_p(function)}/autoscaler", body)
 
     # ------------------------------------------------------------ fleet
 

@@ -31,3 +31,12 @@ def concurrent(_obj: Any = None, *, max_inputs: int, target_inputs: int | None =
         return obj
 
     return mark
+
+
+def batched(_obj: Any = None, *, max_batch_size: int = 0, wait_ms: int = 0) -> Any:
+    """``@thaw.batched``: refused, naming it, so that an app using it fails
+    at import with a thaw error rather than an AttributeError."""
+    raise InvalidError(
+        "@thaw.batched is not supported by this thaw: call the function once per input "
+        "(with .map for many), or gather inputs in a @thaw.concurrent function"
+    )

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from thaw_core.api import CallAccepted, CallResult
+from thaw_core.api import AutoscalerUpdate, CallAccepted, CallResult
 from thaw_core.schema import FunctionSpec
 
 from thaw._app_ref import AppBound, AppRef
@@ -217,6 +217,26 @@ class Function(Invocable, AppBound):
         info: FunctionInfo = await current().function_info(self.app_name, self.spec.name)
         self.spec = info.spec
         return self
+
+    @aio_method
+    async def update_autoscaler(
+        self,
+        *,
+        min_containers: int | None = None,
+        max_containers: int | None = None,
+        buffer_containers: int | None = None,
+        scaledown_window: float | None = None,
+    ) -> None:
+        """Change the deployed function's autoscaling settings now (those not
+        given stay); the next deploy sets them from the code again."""
+        body = AutoscalerUpdate(
+            min_containers=min_containers,
+            max_containers=max_containers,
+            buffer_containers=buffer_containers,
+            scaledown_window=scaledown_window,
+        )
+        route = self._route()
+        await current().update_autoscaler(route.app, route.function, body)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Passed as an argument, a function travels as its name, not its app and code.

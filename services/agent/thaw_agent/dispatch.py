@@ -237,6 +237,7 @@ class Dispatcher:
             method=invoke.method,
             params=invoke.params,
             args=invoke.args,
+            call_id=invoke.call_id,
         )
         try:
             await container.send(run)

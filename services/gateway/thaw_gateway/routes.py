@@ -13,6 +13,7 @@ from aiohttp import web
 from thaw_core.api import (
     AppDetail,
     AppInfo,
+    AutoscalerUpdate,
     BatchAccepted,
     BatchRequest,
     CallAccepted,
@@ -44,6 +45,7 @@ from thaw_core.volumes.api import (
 from thaw_gateway import (
     app_show,
     auth,
+    autoscaler,
     call_history,
     call_stream,
     calls,
@@ -148,6 +150,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/functions/{app}/{function}", deploy.get_function,
           "A deployed function's spec (Function.from_name)",
           (Answer(200, "the function", FunctionInfo),), errors=(404, 409)),
+    Route("POST", "/v1/functions/{app}/{function}/autoscaler", autoscaler.update_autoscaler,
+          "Change a deployed function's autoscaling settings (until its next deploy)",
+          (Answer(200, "the function as updated", FunctionInfo),), body=AutoscalerUpdate,
+          body_optional=True, errors=(404, 409)),
     Route("POST", "/v1/functions/{app}/{function}/calls", calls.create_call,
           "Call a function; with wait=S, answer its result if it finishes within S seconds",
           (Answer(200, "finished", CallResult), Answer(202, "accepted, not finished", CallAccepted)),

@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 from thaw_core.container_protocol import Output, RunInput
 from thaw_core.schema import CallStatus
 
+from thaw._env import CALL_ID
 from thaw.runtime.codec import decode_args, encode_value
 from thaw.runtime.failure import describe
 from thaw.runtime.log import log
@@ -60,6 +61,8 @@ class _Unsettled(NamedTuple):
 
 
 def _call(run: RunInput, target: Callee, instance: object | None) -> Any:
+    # Set in the input's own task (on the loop) or reset by _run_in_thread.
+    CALL_ID.set(run.call_id or None)
     args, kwargs = decode_args(run.codec, run.args)
     if instance is None:
         return target.fn(*args, **kwargs)
@@ -137,6 +140,7 @@ class Executor:
         started_at: float,
         reply: Reply,
     ) -> _Unsettled | None:
+        token = CALL_ID.set(None)  # the thread serves other inputs after this one
         try:
             value = _call(run, target, instance)
             if isinstance(value, GeneratorType):
@@ -146,6 +150,8 @@ class Executor:
             done = self.success(run, target, value, started_at)
         except BaseException as e:  # noqa: BLE001 - SystemExit in user code fails the input, not the runtime
             done = self.failure(run, e, started_at)
+        finally:
+            CALL_ID.reset(token)
         reply(done)
         return None
 
