@@ -75,6 +75,19 @@ def _number(option: str, value: Any, *, minimum: float, integer: bool = False) -
     return value
 
 
+def _request_limit(
+    option: str, value: Any, *, minimum: float, integer: bool = False
+) -> tuple[Any, Any]:
+    """Modal's ``(request, limit)``, or a request alone that is its own limit."""
+    request = _number(option, value, minimum=minimum, integer=integer)
+    if not isinstance(value, tuple) or len(value) < 2:
+        return request, request
+    limit = _number(f"{option} limit", value[1], minimum=minimum, integer=integer)
+    if limit < request:
+        raise InvalidError(f"{option}: the limit {limit!r} is below the request {request!r}")
+    return request, limit
+
+
 def _env(env: dict[str, str | None]) -> dict[str, str]:
     bad = [
         k for k, v in env.items() if not isinstance(k, str) or not isinstance(v, (str, type(None)))
@@ -102,9 +115,11 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
             case "gpu":
                 resources["gpu"] = gpu_request(value)
             case "cpu":
-                resources["cpu"] = float(_number("cpu", value, minimum=0.001))
+                request, limit = _request_limit("cpu", value, minimum=0.001)
+                resources["cpu"], resources["cpu_limit"] = float(request), float(limit)
             case "memory":
-                resources["memory_mb"] = _number("memory (MiB)", value, minimum=1, integer=True)
+                request, limit = _request_limit("memory (MiB)", value, minimum=1, integer=True)
+                resources["memory_mb"], resources["memory_limit_mb"] = request, limit
             case "timeout":
                 updates["timeout_s"] = float(_number("timeout", value, minimum=1))
             case "retries":

@@ -161,6 +161,10 @@ class Completion:
     async def release(self, r: Running) -> None:
         """The container under an input went away: let the input run elsewhere."""
         c = r.container
+        if c.out_of_memory:
+            # The input's own doing: one failed attempt, retried per its policy.
+            await self.fail(r, c.out_of_memory)
+            return
         if c.state == "failed" and num_delivered(r.msg) >= MAX_CRASH_DELIVERIES:
             await self.fail(
                 r,

@@ -42,6 +42,7 @@ from thaw_agent.channel import RuntimeChannel
 from thaw_agent.conversation import converse
 from thaw_agent.layout import ContainerPaths
 from thaw_agent.logship import LogSource, Stream, pump_fd
+from thaw_agent.resources import out_of_memory_error
 from thaw_agent.snapshots import Checkpoint, Plan, Restore
 
 if TYPE_CHECKING:
@@ -99,15 +100,12 @@ class Container:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        # Set when we end the container ourselves: its death is then no failure.
-        self._ending = False
+        self._ending = False  # we end it ourselves: its death is then no failure
         self._gone_reported = False
         self._teardown_task: asyncio.Task[None] | None = None
         self.ended_at = 0.0
-        # A StopContainer came: whatever else happens, no replacement.
-        self.stop_requested = False
-        # Memory snapshots: what this start does (restore / checkpoint / cold).
-        self.plan: Plan = None
+        self.stop_requested = False  # a StopContainer came: no replacement, whatever happens
+        self.plan: Plan = None  # memory snapshots: restore / checkpoint / cold
         self.restored = False
         # A restore attempt: its failures fall back to a cold start, so they
         # must not fail the function's inputs as an InitFailed would.
@@ -115,6 +113,8 @@ class Container:
         self._settled = asyncio.Event()  # Ready, or failed
         # config.json's environment, less the snapshot flag.
         self.config_env: dict[str, str] = {}
+        self.cgroup = manager.layout.cgroup(self.id)
+        self.out_of_memory: str | None = None  # died of an OOM kill: its inputs' error
 
     # ------------------------------------------------------------ views
 
@@ -200,7 +200,7 @@ class Container:
                     rootfs=p.rootfs,
                     bundle_dir=bundle_dir,
                     run_dir=p.run,
-                    cgroups_path=m.layout.cgroup(self.id),
+                    cgroups_path=self.cgroup,
                     runtime=oci.runtime_files(),
                     extra_env=checkpoint.SNAPSHOT_ENV if isinstance(plan, Checkpoint) else None,
                 )
@@ -284,9 +284,7 @@ class Container:
         self._exited.set()
         if not self._ending:
             tail = "\n".join(self._stderr_tail)
-            self.fail(
-                "the container's process exited" + (f"; its last stderr:\n{tail}" if tail else "")
-            )
+            self.fail("the container's process exited" + (f"; its last stderr:\n{tail}" if tail else ""))
 
     async def wait_exited(self, timeout_s: float) -> None:
         """Until the process ends, or ``timeout_s`` passed (no error either way)."""
@@ -318,11 +316,14 @@ class Container:
         if self._ending or self.state in ("failed", "stopped"):
             return
         self._ending = True
-        self.state, self.error = "failed", error
+        # Read before the teardown removes the cgroup: an OOM kill says more
+        # than the exit or the broken socket it caused.
+        self.out_of_memory = out_of_memory_error(self.spec.resources, self.cgroup)
+        self.state, self.error = "failed", self.out_of_memory or error
         self.ended_at = time.time()
         self._settled.set()
-        log.warning("container failed", extra={"container_id": self.id, "error": error})
-        self.system_log(f"container {self.id} failed: {error}")
+        log.warning("container failed", extra={"container_id": self.id, "error": self.error})
+        self.system_log(f"container {self.id} failed: {self.error}")
         if self.init_failure is not None and not self.fallback_on_failure:
             self.host.events.container_init_failed(self, self.init_failure)
         self._report_gone()

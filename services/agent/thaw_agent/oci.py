@@ -16,9 +16,8 @@ What the container sees:
   only ``lo``: no network access), /proc, a minimal /dev, /tmp tmpfs.
 
 It runs as root with runc's default reduced capability set and
-``no_new_privileges``. Resource requests become cgroup *soft* settings
-(cpu shares, memory reservation): like Modal's, ``cpu=`` and ``memory=`` are
-reservations a container may exceed when the node has room, not hard limits.
+``no_new_privileges``. Its cgroup's limits (cpu, memory, pids) are
+``resources``'s.
 """
 
 from __future__ import annotations
@@ -35,6 +34,8 @@ import msgspec
 from thaw_core import contract
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 from thaw_core.schema import FunctionSpec
+
+from thaw_agent.resources import linux_resources
 
 BOOTSTRAP_IN_CONTAINER = "/opt/thaw/bootstrap.py"
 RUNTIME_PATH_PREFIX = "/opt/thaw/path"
@@ -98,12 +99,7 @@ def _bind(source: Path, destination: str, *, readonly: bool) -> dict[str, Any]:
 
 
 def _resources(spec: FunctionSpec) -> dict[str, Any]:
-    return {
-        "devices": [{"allow": False, "access": "rwm"}],
-        # cgroup v1 shares: 1024 is one full core's weight; the kernel's minimum is 2.
-        "cpu": {"shares": max(2, round(spec.resources.cpu * 1024))},
-        "memory": {"reservation": spec.resources.memory_mb * 1024 * 1024},
-    }
+    return {"devices": [{"allow": False, "access": "rwm"}], **linux_resources(spec.resources)}
 
 
 def container_env(

@@ -12,8 +12,14 @@ from thaw_core.schema.images import ImageRef
 
 
 class Resources(Spec):
+    """What a container asks for: the scheduler places by the requests
+    (``cpu``, ``memory_mb``); the limits are hard (CFS quota, memory limit),
+    None where the function gave none."""
+
     cpu: float = 0.125
     memory_mb: int = 128
+    cpu_limit: float | None = None
+    memory_limit_mb: int | None = None
     # "A10G", "H100:2", "any", ... ; None: no GPU.
     gpu: str | None = None
 
