@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import thaw as modal
+from fixtures.images import BUILD_TIMEOUT_S, step_statuses
 from fixtures.platform import Platform
-from test_images import BUILD_TIMEOUT_S, step_statuses
-from test_invocation import APPS, thaw_cli
+
+APPS = Path(__file__).parent / "apps"
 
 pytestmark = [pytest.mark.usefixtures("use_platform"), pytest.mark.slow]
 
@@ -44,7 +45,7 @@ def deploy(
     monkeypatch.setenv("IMG_DOCKERFILE", str(context / "Dockerfile"))
     monkeypatch.setenv("IMG_BASE", base)
     monkeypatch.setenv("IMG_APP", "img-dockerfile")
-    out = thaw_cli(platform, "deploy", str(APPS / "img_dockerfile.py"), timeout=BUILD_TIMEOUT_S)
+    out = platform.cli("deploy", str(APPS / "img_dockerfile.py"), timeout=BUILD_TIMEOUT_S)
     return out.returncode, out.stdout + out.stderr
 
 

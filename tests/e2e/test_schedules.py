@@ -169,7 +169,7 @@ async def test_kill_9_repeatedly_misses_nothing_beyond_catch_up_and_doubles_noth
     restarts: list[tuple[float, float]] = []
     for _ in range(KILLS):
         await asyncio.sleep(rng.uniform(4, 10))  # up
-        assert cron.proc is not None and cron.alive, cron.log_tail()
+        assert cron.proc is not None and cron.running, cron.log_tail()
         cron.proc.send_signal(signal.SIGKILL)
         await asyncio.to_thread(cron.proc.wait)
         killed = time.time()
