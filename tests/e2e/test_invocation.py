@@ -20,14 +20,9 @@ APPS = Path(__file__).parent / "apps"
 pytestmark = pytest.mark.usefixtures("use_platform")
 
 
-def deploy(platform: Platform, app_file: str) -> None:
-    out = platform.cli("deploy", str(APPS / app_file))
-    assert out.returncode == 0, out.stdout + out.stderr
-
-
 @pytest.fixture(scope="module")
 def behaviours(platform: Platform) -> None:
-    deploy(platform, "behaviours.py")
+    platform.deploy("behaviours.py")
 
 
 def test_core_pattern_runs_with_thaw_run(platform: Platform) -> None:
@@ -40,7 +35,7 @@ def test_core_pattern_runs_with_thaw_run(platform: Platform) -> None:
 
 
 def test_classes_example_enters_once_and_serves_methods(platform: Platform) -> None:
-    deploy(platform, "classes.py")
+    platform.deploy("classes.py")
     Inference = modal.Cls.from_name("classes", "Inference")
     inference = Inference()
     assert inference.predict.remote([1.0, 2.0, 3.0]) == [2.0, 4.0, 6.0]
@@ -117,7 +112,7 @@ async def test_killing_a_node_mid_map_loses_nothing(platform_factory, monkeypatc
     p: Platform = await platform_factory(agents=("node-a", "node-b"))
     monkeypatch.setenv("THAW_GATEWAY_URL", p.gateway_url)
     monkeypatch.setenv("THAW_TOKEN", p.token)
-    await asyncio.to_thread(deploy, p, "chaos.py")
+    await asyncio.to_thread(p.deploy, "chaos.py")
     work = modal.Function.from_name("chaos", "work")
 
     results: list[int] = []

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 import thaw as modal
 from fixtures.platform import Platform
-from test_invocation import deploy
 
 pytestmark = pytest.mark.usefixtures("use_platform")
 
@@ -18,7 +17,7 @@ SCALE_TIMEOUT_S = 120.0
 
 @pytest.fixture(scope="module")
 def extras(platform: Platform) -> None:
-    deploy(platform, "sdk_extras.py")
+    platform.deploy("sdk_extras.py")
 
 
 @pytest.mark.parametrize("name", ["call_id", "async_call_id"])
