@@ -201,7 +201,18 @@ def run(ref: str, args: tuple[str, ...], detach: bool, quiet: bool) -> None:
         console().print(
             f"[dim]running {target.name} in ephemeral app {target.app.running_name}[/dim]"
         )
-        target.call(**kwargs)
+        _finish(target.call(**kwargs))
+
+
+def _finish(returned: Any) -> None:
+    """An ``async def`` entrypoint gives a coroutine: run it to its end here."""
+    if inspect.isawaitable(returned):
+        import asyncio
+
+        async def wait() -> Any:
+            return await returned
+
+        asyncio.run(wait())
 
 
 @contextlib.contextmanager
