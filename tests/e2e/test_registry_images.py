@@ -35,7 +35,10 @@ def test_a_function_runs_on_a_registry_image_pulled_once(
 ) -> None:
     code, said = deploy(platform, monkeypatch, base_image, "img-registry")
     assert code == 0, said + platform.logs()
-    assert step_statuses(said) == {"1": "built", "2": "built"}, said
+    # The pull is step 1: built here, or cached when another test of this
+    # session (the Dockerfile tests build on the same base) pulled it first.
+    statuses = step_statuses(said)
+    assert statuses["1"] in ("built", "cached") and statuses["2"] == "built", said
     got = modal.Function.from_name("img-registry", "inspect").remote()
     assert got["six"].startswith(IMAGE_SITE), got
     assert got["marker"] == "from the registry\n" and got["issue_removed"] == "True"
