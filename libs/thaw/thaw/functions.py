@@ -235,8 +235,7 @@ class Function(Invocable, AppBound):
             buffer_containers=buffer_containers,
             scaledown_window=scaledown_window,
         )
-        route = self._route()
-        await current().update_autoscaler(route.app, route.function, body)
+        await current().update_autoscaler(self.app_name, self.spec.name, body)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Passed as an argument, a function travels as its name, not its app and code.
