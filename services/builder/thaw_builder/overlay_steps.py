@@ -66,35 +66,25 @@ async def tree_layer(
     """A Dockerfile's COPY/ADD or WORKDIR; ``COPY --from`` mounts its stage beside."""
     op = ps.docker
     assert op is not None
+
+    async def edit(root: Path) -> list[str]:
+        return await dockerfile_build.apply(op, root, maker.blob, source_root, scratch)
+
     if op.from_stage is None:
-        return await in_overlay(
-            maker,
-            ps,
-            below,
-            reporter,
-            scratch,
-            lambda root: dockerfile_build.apply(op, root, maker.blob, None, scratch),
-        )
+        source_root = None
+        return await in_overlay(maker, ps, below, reporter, scratch, edit)
     source = scratch / "from"
+    source_root = source / "rootfs"
     for d in ("upper", "ovl-work", "rootfs"):
         (source / d).mkdir(parents=True)
     lowers = await layers.lowerdirs(
         stages.refs.get(op.from_stage, []), maker.cache, maker.blob, rootfs=maker.config.rootfs
     )
-    layers.overlay_mount(
-        lowers, source / "rootfs", upper=source / "upper", work=source / "ovl-work"
-    )
+    layers.overlay_mount(lowers, source_root, upper=source / "upper", work=source / "ovl-work")
     try:
-        return await in_overlay(
-            maker,
-            ps,
-            below,
-            reporter,
-            scratch,
-            lambda root: dockerfile_build.apply(op, root, maker.blob, source / "rootfs", scratch),
-        )
+        return await in_overlay(maker, ps, below, reporter, scratch, edit)
     finally:
-        layers.unmount(source / "rootfs")
+        layers.unmount(source_root)
 
 
 async def in_overlay(
