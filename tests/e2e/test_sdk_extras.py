@@ -54,7 +54,3 @@ def test_min_containers_set_after_deploy_starts_a_container(
     with pytest.raises(modal.exception.InvalidError, match="max_containers"):
         fn.update_autoscaler(min_containers=3, max_containers=1)
 
-
-def test_batched_is_refused_naming_it() -> None:
-    with pytest.raises(modal.exception.InvalidError, match="thaw.batched"):
-        modal.batched(max_batch_size=8, wait_ms=100)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from thaw_core.schema import FunctionSpec, ImageRef, check_name
+from thaw_core.schema import BatchSpec, FunctionSpec, ImageRef, check_name
 
 from thaw.exception import InvalidError
 from thaw.image import Image
@@ -136,6 +136,8 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
                 )
             case "max_inputs":
                 updates["max_inputs"] = _number("max_inputs", value, minimum=1, integer=True)
+            case "batch":
+                updates["batch"] = msgspec.convert(value, BatchSpec)
             case "env":
                 updates["env"] = {**spec.env, **_env(value)}
             case "secrets":
@@ -168,6 +170,9 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
     if experimental != spec.experimental_options:
         updates["experimental_options"] = experimental
     spec = msgspec.structs.replace(spec, **updates)
+    if spec.batch is not None and spec.max_inputs < spec.batch.max_batch_size:
+        # The container must hold a whole batch's inputs at once.
+        spec = msgspec.structs.replace(spec, max_inputs=spec.batch.max_batch_size)
     scale = spec.autoscale
     if scale.max_containers is not None and scale.max_containers < scale.min_containers:
         raise InvalidError(
@@ -195,10 +200,25 @@ def merge_app_defaults(
 
 
 def marker_options(obj: Any) -> dict[str, Any]:
-    """What ``@thaw.concurrent`` and the web decorators left on a function or class."""
+    """What ``@thaw.concurrent``, ``@thaw.batched`` and the web decorators
+    left on a function or class."""
     found: dict[str, Any] = {}
     if (concurrent := getattr(obj, "__thaw_concurrent__", None)) is not None:
         found["max_inputs"] = concurrent["max_inputs"]
+    if (batch := getattr(obj, "__thaw_batched__", None)) is not None:
+        if concurrent is not None:
+            raise InvalidError(
+                f"{obj.__qualname__}: @thaw.batched and @thaw.concurrent cannot be combined "
+                "(a batched function already runs up to max_batch_size inputs at once)"
+            )
+        found["batch"] = batch
+    if isinstance(obj, type):
+        batched_methods = [name for name, m in vars(obj).items() if hasattr(m, "__thaw_batched__")]
+        if batched_methods:
+            raise InvalidError(
+                f"@thaw.batched is not supported on methods of an @app.cls class "
+                f"({obj.__qualname__}.{', '.join(batched_methods)}): make it an @app.function"
+            )
     if (web := getattr(obj, "__thaw_web__", None)) is not None:
         found["web"] = dict(web)
     return found

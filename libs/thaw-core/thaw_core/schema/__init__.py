@@ -54,6 +54,7 @@ from thaw_core.schema.calls import (
 from thaw_core.schema.functions import (
     AppEvent,
     Autoscale,
+    BatchSpec,
     FunctionSpec,
     Resources,
     RetryPolicy,
@@ -157,6 +158,7 @@ __all__ = [
     "AppEvent",
     "AptInstall",
     "Autoscale",
+    "BatchSpec",
     "BuildLog",
     "BuildOutput",
     "BuildProgress",

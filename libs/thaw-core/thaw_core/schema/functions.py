@@ -66,6 +66,15 @@ class VolumeMount(Spec):
     create_if_missing: bool = False
 
 
+class BatchSpec(Spec):
+    """``@thaw.batched``: the container gathers up to ``max_batch_size``
+    inputs into one call of lists, waiting at most ``wait_ms`` after the
+    first for the batch to fill."""
+
+    max_batch_size: int
+    wait_ms: int
+
+
 class FunctionSpec(Spec):
     """One deployed function or class, as the SDK describes it at deploy."""
 
@@ -83,6 +92,8 @@ class FunctionSpec(Spec):
     timeout_s: float = 300.0
     # @thaw.concurrent(max_inputs=...): inputs one container runs at once.
     max_inputs: int = 1
+    # @thaw.batched(...): max_inputs is then at least its max_batch_size.
+    batch: BatchSpec | None = None
     env: dict[str, str] = {}
     enable_memory_snapshot: bool = False
     experimental_options: dict[str, Any] = {}

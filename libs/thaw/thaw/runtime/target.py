@@ -15,6 +15,7 @@ from thaw import _cls
 from thaw._resolve import resolve
 from thaw.cls import Cls
 from thaw.functions import Function
+from thaw.runtime.batching import batched_callee
 from thaw.runtime.codec import decode_params
 from thaw.runtime.executor import Callee, Executor, callee
 from thaw.runtime.log import log
@@ -178,6 +179,6 @@ def load_target(spec: FunctionSpec, executor: Executor) -> Target:
             target.check_methods(spec.methods)
             return target
         case "function", Function(raw_f=raw_f) if callable(raw_f):
-            return FunctionTarget(callee(raw_f, name))
+            return FunctionTarget(batched_callee(callee(raw_f, name), spec.batch))
     found_kind = "class" if isinstance(found, Cls) else "function"
     raise TypeError(f"{name} is a {found_kind}, but the spec deploys it as a {spec.kind}")
