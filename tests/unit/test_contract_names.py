@@ -23,7 +23,7 @@ BUS = ROOT / "libs/thaw-core/thaw_core/bus"
 # checks them.
 BOOTSTRAP = ROOT / "libs/thaw/thaw/runtime/bootstrap.py"
 
-_SUBJECT_ROOTS = "invoke|result|cancel|health|agent|logs|event|snapshots|build|builder|secrets|volumes"
+_SUBJECT_ROOTS = "invoke|result|cancel|health|agent|logs|event|snapshots|build|builder|secrets|volumes|web"
 _STREAM_NAMES = {s.name for s in contract.STREAMS}
 _BLOB_PREFIXES = (
     contract.BUNDLES_PREFIX,

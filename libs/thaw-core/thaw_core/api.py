@@ -56,6 +56,11 @@ ERROR_CODES = (
     "payload_too_large",
     "timeout",
     "internal",
+    # Web endpoints: a websocket upgrade (501), a container that died
+    # mid-request (502), none that started in time (503).
+    "not_implemented",
+    "bad_gateway",
+    "unavailable",
 )
 
 # The largest input or deploy body the gateway accepts.
@@ -131,12 +136,16 @@ class AppInfo(Body, kw_only=True):
     created_at: float = 0.0
     updated_at: float = 0.0
     containers: int = 0
+    # Web endpoint (function, or Class.method) -> its URL.
+    web_urls: dict[str, str] = {}
 
 
 class FunctionInfo(Body):
     app: str
     version: int
     spec: FunctionSpec
+    # Its URL when it is a web endpoint.
+    web_url: str = ""
 
 
 class AutoscalerUpdate(Body):

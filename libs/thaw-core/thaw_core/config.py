@@ -71,6 +71,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     node_id: str
     volume_max_bytes: int = 100 << 30
     metrics_host: str = "127.0.0.1"
+    # Web endpoints: host names <app>--<label>.<web_domain> when set (wildcard
+    # DNS), the gateway's /web/<app>/<label>/ path otherwise.
+    web_domain: str = ""
+    web_max_body_bytes: int = 100 << 20
+    # How long a request waits for a container to take it before a 503.
+    web_start_timeout_s: float = 60.0
     # Not handed to child processes (to_env): each process binds its own.
     metrics_port: int = 0
 
@@ -100,6 +106,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             node_id=e.get("THAW_NODE_ID") or socket.gethostname(),
             volume_max_bytes=int(e.get("THAW_VOLUME_MAX_BYTES") or 100 << 30),
             metrics_host=e.get("THAW_METRICS_HOST") or "127.0.0.1",
+            web_domain=e.get("THAW_WEB_DOMAIN", "").strip(".").lower(),
+            web_max_body_bytes=int(e.get("THAW_WEB_MAX_BODY_BYTES") or 100 << 20),
+            web_start_timeout_s=float(e.get("THAW_WEB_START_TIMEOUT_S") or 60.0),
             metrics_port=int(e.get("THAW_METRICS_PORT") or 0),
         )
 
@@ -121,6 +130,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "THAW_NODE_ID": self.node_id,
             "THAW_VOLUME_MAX_BYTES": str(self.volume_max_bytes),
             "THAW_METRICS_HOST": self.metrics_host,
+            "THAW_WEB_DOMAIN": self.web_domain,
+            "THAW_WEB_MAX_BODY_BYTES": str(self.web_max_body_bytes),
+            "THAW_WEB_START_TIMEOUT_S": str(self.web_start_timeout_s),
         }
         if self.token:
             env["THAW_TOKEN"] = self.token

@@ -47,7 +47,7 @@ from typing import Any
 
 import msgspec
 
-from thaw_core.schema import CallStatus, Codec, now
+from thaw_core.schema import CallStatus, Codec, WebHead, now
 
 MAX_FRAME = 256 * 1024 * 1024  # matches the largest payload the gateway accepts, with room
 SOCKET_IN_CONTAINER = "/run/thaw/agent.sock"
@@ -137,6 +137,8 @@ class RunInput(Frame, tag="run_input"):
     args: bytes = b""
     # The call it is an input of (thaw.current_function_call_id()).
     call_id: str = ""
+    # A web endpoint's HTTP request: served by the app, parts below.
+    web: WebHead | None = None
 
 
 class CancelInput(Frame, tag="cancel_input"):
@@ -147,8 +149,48 @@ class Shutdown(Frame, tag="shutdown"):
     grace_s: float = 10.0
 
 
-ToAgent = Hello | Ready | InitFailed | Output | SnapshotReady
-ToRuntime = Configure | RunInput | CancelInput | Shutdown
+# ------------------------------------------------------------ web requests
+# The parts of a web input (``RunInput.web``) between its RunInput and its
+# Output; the agent relays each to the gateway (``thaw_core.schema.web``).
+# Named by request id, so the agent relays them without keeping any state.
+
+
+class WebPull(Frame, tag="web_pull"):
+    """runtime -> agent: the app wants the next chunk of the request body."""
+
+    request_id: str
+
+
+class WebSend(Frame, tag="web_send"):
+    """runtime -> agent: one response part (the head rides on the first).
+    Every part with ``more`` is answered by ``WebSent`` once delivered."""
+
+    request_id: str
+    status: int = 0
+    headers: list[tuple[str, str]] = []
+    body: bytes = b""
+    more: bool = False
+
+
+class WebBody(Frame, tag="web_body"):
+    """agent -> runtime: the answer to ``WebPull``."""
+
+    request_id: str
+    body: bytes = b""
+    more: bool = False
+    # The client went away, or the gateway no longer holds the request.
+    gone: bool = False
+
+
+class WebSent(Frame, tag="web_sent"):
+    """agent -> runtime: the answer to a ``WebSend`` with ``more``."""
+
+    request_id: str
+    gone: bool = False
+
+
+ToAgent = Hello | Ready | InitFailed | Output | SnapshotReady | WebPull | WebSend
+ToRuntime = Configure | RunInput | CancelInput | Shutdown | WebBody | WebSent
 
 _encoder = msgspec.msgpack.Encoder()
 

@@ -50,6 +50,11 @@ VOLUMES_DELETE = "thaw.volumes.delete"
 VOLUMES_LIST = "thaw.volumes.list"
 VOLUMES_ENTRIES = "thaw.volumes.entries"
 VOLUMES_COMMIT = "thaw.volumes.commit"
+# One web request's parts (core NATS): the agent asks the gateway for the
+# request body on .req and hands it the response on .resp. A request id is
+# "<gateway id>.<token>", so each gateway subscribes once to all of its own.
+WEB_REQUEST = "thaw.web.{request_id}.req"
+WEB_RESPONSE = "thaw.web.{request_id}.resp"
 
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 
@@ -86,6 +91,19 @@ def call_id_of_result_subject(subject: str) -> str:
 
 def cancel_subject(call_id: str) -> str:
     return CANCEL.format(call_id=call_id)
+
+
+def web_request_subject(request_id: str) -> str:
+    return WEB_REQUEST.format(request_id=request_id)
+
+
+def web_response_subject(request_id: str) -> str:
+    return WEB_RESPONSE.format(request_id=request_id)
+
+
+def web_gateway_subjects(gateway_id: str) -> str:
+    """Every part of every web request the gateway ``gateway_id`` holds."""
+    return WEB_REQUEST.split("{", 1)[0] + gateway_id + ".>"
 
 
 def health_subject(service: str) -> str:

@@ -237,6 +237,12 @@ class Function(Invocable, AppBound):
         )
         await current().update_autoscaler(self.app_name, self.spec.name, body)
 
+    @aio_method
+    async def get_web_url(self) -> str | None:
+        """The URL this web endpoint answers at (None if it is not one)."""
+        info: FunctionInfo = await current().function_info(self.app_name, self.spec.name)
+        return info.web_url or None
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Passed as an argument, a function travels as its name, not its app and code.
         return (_function_by_name, (self.app_name, self.spec.name))

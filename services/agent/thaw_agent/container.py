@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from thaw_core import layers
-from thaw_core.container_protocol import Frame, InitFailed, Output, Shutdown
+from thaw_core.container_protocol import Frame, InitFailed, Output, Shutdown, WebPull, WebSend
 from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
 from thaw_core.tasks import Background
 
@@ -67,6 +67,7 @@ class ContainerEvents(Protocol):
     def container_init_failed(self, container: Container, failure: InitFailed) -> None: ...
     def container_output(self, container: Container, output: Output) -> None: ...
     def container_gone(self, container: Container) -> None: ...
+    def container_web(self, container: Container, frame: WebPull | WebSend) -> None: ...
 
 
 class Container:

@@ -14,7 +14,16 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from thaw_core.container_protocol import Configure, Hello, InitFailed, Output, Ready, SnapshotReady
+from thaw_core.container_protocol import (
+    Configure,
+    Hello,
+    InitFailed,
+    Output,
+    Ready,
+    SnapshotReady,
+    WebPull,
+    WebSend,
+)
 
 from thaw_agent import checkpoint
 from thaw_agent.channel import RuntimeChannel
@@ -79,6 +88,8 @@ async def converse(c: Container) -> None:
             match frame:
                 case Output():
                     c.host.events.container_output(c, frame)
+                case WebPull() | WebSend():
+                    c.host.events.container_web(c, frame)
                 case None:
                     if not c.ending:
                         raise ConnectionError("the runtime closed its connection")

@@ -35,7 +35,14 @@ from typing import Any
 
 import msgspec
 from thaw_core.bus import Bus, KeepAlive, Msg, settle
-from thaw_core.container_protocol import CancelInput, InitFailed, Output, RunInput
+from thaw_core.container_protocol import (
+    CancelInput,
+    InitFailed,
+    Output,
+    RunInput,
+    WebPull,
+    WebSend,
+)
 from thaw_core.contract import ConsumerSpec, invoke_consumer
 from thaw_core.schema import CancelCall, Invoke, decoder
 
@@ -44,6 +51,7 @@ from thaw_agent.completion import Completion, Running, result_of_output
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings
 from thaw_agent.manager import ContainerManager
+from thaw_agent.web_bridge import WebBridge
 
 __all__ = ["Dispatcher", "Reject", "Running"]
 
@@ -76,6 +84,7 @@ class Dispatcher:
         # Input ids name an input to its container: unique per agent run is enough.
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
         self._input_seq = itertools.count(1)
+        self._web = WebBridge(bus)
         manager.events = self
 
     @property
@@ -138,6 +147,9 @@ class Dispatcher:
             container.release(r.input_id)
             self._spawn(self._completion.release(r), f"release:{r.invoke.call_id}")
         self._wake(container.key)
+
+    def container_web(self, container: Container, frame: WebPull | WebSend) -> None:
+        self._web.on_frame(container, frame)
 
     def container_init_failed(self, container: Container, failure: InitFailed) -> None:
         if not self._stopping:
@@ -238,8 +250,11 @@ class Dispatcher:
             params=invoke.params,
             args=invoke.args,
             call_id=invoke.call_id,
+            web=invoke.web,
         )
         try:
+            if invoke.web is not None:
+                await self._web.accepted(invoke.web, container)
             await container.send(run)
         except Exception as e:  # noqa: BLE001 - any send failure means a broken connection
             # The connection broke: the container is dying and will say so.

@@ -20,5 +20,5 @@ async def show_app(request: web.Request) -> web.Response:
         raise not_found(f"no app named {name!r}")
     counts = await _container_counts(gw, name)
     return json_response(
-        AppDetail(app=_app_info(app, counts), schedules=await schedule_infos(gw, app))
+        AppDetail(app=_app_info(app, counts, request), schedules=await schedule_infos(gw, app))
     )

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import msgspec
 from aiohttp import web
@@ -47,6 +47,7 @@ from thaw_gateway.secrets import check_deploy_secrets
 from thaw_gateway.served import check_served
 from thaw_gateway.state import Gateway, gateway
 from thaw_gateway.volume_mounts import check_deploy_volumes
+from thaw_gateway.web_endpoints import web_urls
 
 log = logging.getLogger("thaw.gateway")
 
@@ -209,7 +210,7 @@ async def deploy_app(request: web.Request) -> web.StreamResponse:
         await _refuse_replacing_a_deployed_app(gw, app)
     if not query_flag(request, "progress"):
         functions = await resolve_images(gw, app, body.functions, _nowhere)
-        return json_response(await _record_deploy(gw, app, body, functions))
+        return json_response(await _record_deploy(request, app, body, functions))
 
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
@@ -222,7 +223,7 @@ async def deploy_app(request: web.Request) -> web.StreamResponse:
     final: msgspec.Struct
     try:
         functions = await resolve_images(gw, app, body.functions, emit)
-        final = DeployFinished(response=await _record_deploy(gw, app, body, functions))
+        final = DeployFinished(response=await _record_deploy(request, app, body, functions))
     except BuildFailed as e:
         final = DeployFailed(code=e.code, message=e.message, build=e.result)
     except ApiError as e:
@@ -253,8 +254,9 @@ async def _refuse_replacing_a_deployed_app(gw: Gateway, app: str) -> None:
 
 
 async def _record_deploy(
-    gw: Gateway, app: str, body: DeployRequest, functions: list[FunctionSpec]
+    request: web.Request, app: str, body: DeployRequest, functions: list[FunctionSpec]
 ) -> DeployResponse:
+    gw = gateway(request)
     for spec in functions:
         await _ensure_consumer(gw, app, spec.name)
     row = await gw.db.fetchrow(
@@ -286,6 +288,7 @@ async def _record_deploy(
         app=app,
         version=deployed.version,
         functions=sorted(deployed.functions),
+        web_urls=_urls(request, app, functions),
         app_id=deployed.app_id,
     )
 
@@ -310,7 +313,9 @@ async def stop_app(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- listing
 
 
-def _app_info(app: DeployedApp, containers: dict[str, int]) -> AppInfo:
+def _app_info(
+    app: DeployedApp, containers: dict[str, int], request: web.Request | None = None
+) -> AppInfo:
     return AppInfo(
         app_id=app.app_id,
         name=app.name,
@@ -321,7 +326,13 @@ def _app_info(app: DeployedApp, containers: dict[str, int]) -> AppInfo:
         created_at=app.created_at,
         updated_at=app.updated_at,
         containers=containers.get(app.name, 0),
+        web_urls=_urls(request, app.name, app.functions.values()) if request else {},
     )
+
+
+def _urls(request: web.Request, app: str, specs: Iterable[FunctionSpec]) -> dict[str, str]:
+    domain = gateway(request).settings.web_domain
+    return web_urls(request.scheme, request.host, domain, app, specs)
 
 
 async def _container_counts(gw: Gateway, app: str | None = None) -> dict[str, int]:
@@ -338,10 +349,15 @@ async def list_apps(request: web.Request) -> web.Response:
     gw = gateway(request)
     await gw.catalog.load_all()
     counts = await _container_counts(gw)
-    return json_response([_app_info(app, counts) for app in gw.catalog.apps()])
+    return json_response([_app_info(app, counts, request) for app in gw.catalog.apps()])
 
 
 async def get_function(request: web.Request) -> web.Response:
     gw = gateway(request)
     app, spec = await gw.catalog.resolve(path_name(request, "app"), path_name(request, "function"))
-    return json_response(FunctionInfo(app=app.name, version=app.version, spec=spec))
+    url = _urls(request, app.name, [spec])
+    return json_response(
+        FunctionInfo(
+            app=app.name, version=app.version, spec=spec, web_url=next(iter(url.values()), "")
+        )
+    )

@@ -32,6 +32,8 @@ from thaw_gateway.routes import mount
 from thaw_gateway.secret_store import open_secrets
 from thaw_gateway.secrets import serve_secrets
 from thaw_gateway.state import GATEWAY, Gateway
+from thaw_gateway.web_hub import WebHub
+from thaw_gateway.web_requests import web_middleware
 
 
 class GatewayService(Service):
@@ -43,6 +45,7 @@ class GatewayService(Service):
     _runner: web.AppRunner | None = None
     _gateway: Gateway | None = None
     _results: ResultHub | None = None
+    _web: WebHub | None = None
 
     def __init__(self, settings: Settings | None = None) -> None:
         super().__init__(settings)
@@ -78,6 +81,8 @@ class GatewayService(Service):
         # so a deploy between the two is not missed.
         self._subscriptions.append(await catalog.follow(self.bus))
         await catalog.load_all()
+        self._web = WebHub(self.bus)
+        await self._web.start()
         secrets = await open_secrets(self.db, self.settings.state_dir)
         self._subscriptions.append(await serve_secrets(self.bus, secrets))
         return Gateway(
@@ -93,6 +98,7 @@ class GatewayService(Service):
             stopping=self.stopping,
             reject=self.reject,
             health=self.health,
+            web=self._web,
         )
 
     @property
@@ -128,6 +134,9 @@ class GatewayService(Service):
         if self._results is not None:
             await self._results.stop()
             self._results = None
+        if self._web is not None:
+            await self._web.stop()
+            self._web = None
         for sub in self._subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -143,7 +152,8 @@ def build_app(gw: Gateway) -> web.Application:
     app = web.Application(
         client_max_size=MAX_PAYLOAD_BYTES,
         # Errors outermost, so that a refused token is an ErrorBody too.
-        middlewares=[error_middleware, auth_middleware(gw.tokens)],
+        # Web endpoints before auth: they are public unless they ask for a token.
+        middlewares=[error_middleware, web_middleware, auth_middleware(gw.tokens)],
     )
     app[GATEWAY] = gw
     mount(app)

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from thaw_gateway.catalog import FunctionCatalog
     from thaw_gateway.results import ResultHub
     from thaw_gateway.secret_store import SecretStore
+    from thaw_gateway.web_hub import WebHub
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Gateway:
     stopping: asyncio.Event
     reject: Reject
     health: Callable[[], Awaitable[HealthReply]]
+    web: WebHub
 
 
 GATEWAY: web.AppKey[Gateway] = web.AppKey("thaw_gateway.gateway", Gateway)

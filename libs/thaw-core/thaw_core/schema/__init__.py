@@ -140,6 +140,18 @@ from thaw_core.schema.volumes import (
     VolumeListReply,
     VolumeReply,
 )
+from thaw_core.schema.web import (
+    HOP_BY_HOP_HEADERS,
+    WEB_CHUNK_BYTES,
+    WebAccepted,
+    WebBodyChunk,
+    WebHead,
+    WebPartAck,
+    WebResponsePart,
+    WebToGateway,
+    encode_web,
+    web_decoder,
+)
 
 # Kept while callers move to thaw_core.contract, which owns these names.
 invoke_subject = contract.invoke_subject
@@ -148,8 +160,10 @@ consumer_name = contract.invoke_consumer_name
 
 __all__ = [
     "CALL_ID_RE",
+    "HOP_BY_HOP_HEADERS",
     "NAME_RE",
     "SUBJECTS",
+    "WEB_CHUNK_BYTES",
     "WIRE_TYPES",
     "AddLocalDir",
     "AddLocalFile",
@@ -230,13 +244,21 @@ __all__ = [
     "VolumeListReply",
     "VolumeMount",
     "VolumeReply",
+    "WebAccepted",
+    "WebBodyChunk",
+    "WebHead",
+    "WebPartAck",
+    "WebResponsePart",
+    "WebToGateway",
     "Workdir",
     "check_name",
     "consumer_name",
     "decoder",
     "encode",
+    "encode_web",
     "invoke_subject",
     "is_call_id",
     "now",
     "result_subject",
+    "web_decoder",
 ]

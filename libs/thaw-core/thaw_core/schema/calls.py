@@ -8,6 +8,7 @@ from typing import Any, Literal
 import msgspec
 
 from thaw_core.schema.base import Message, now
+from thaw_core.schema.web import WebHead
 
 Codec = Literal["pickle", "json"]
 CallStatus = Literal["success", "failure", "timeout", "cancelled", "terminated"]
@@ -49,6 +50,8 @@ class Invoke(Message, tag="invoke"):
     map_id: str = ""
     index: int = 0
     created_at: float = msgspec.field(default_factory=now)
+    # A web endpoint's HTTP request (``schema.web``); args are then empty.
+    web: WebHead | None = None
 
 
 class Result(Message, tag="result"):

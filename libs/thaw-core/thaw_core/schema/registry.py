@@ -38,6 +38,7 @@ from thaw_core.schema.volumes import (
     VolumeListReply,
     VolumeReply,
 )
+from thaw_core.schema.web import WebAccepted, WebBodyChunk, WebPartAck, WebResponsePart
 
 # Every wire type, for proto/ generation and for tests that round-trip each.
 WIRE_TYPES: tuple[type[Message], ...] = (
@@ -73,6 +74,10 @@ WIRE_TYPES: tuple[type[Message], ...] = (
     VolumeReply,
     VolumeListReply,
     VolumeEntriesReply,
+    WebAccepted,
+    WebBodyChunk,
+    WebResponsePart,
+    WebPartAck,
 )
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
@@ -127,6 +132,14 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
     contract.VOLUMES_COMMIT: (
         "Apply changes to a volume, one commit at a time per volume (request/reply).",
         (VolumeCommit, VolumeReply),
+    ),
+    contract.WEB_REQUEST: (
+        "The next body chunk of a web request (request/reply, agent -> gateway; msgpack).",
+        (WebBodyChunk,),
+    ),
+    contract.WEB_RESPONSE: (
+        "A web request taken, and its response parts (agent -> gateway; msgpack).",
+        (WebAccepted, WebResponsePart, WebPartAck),
     ),
 }
 

@@ -38,6 +38,7 @@ APP_COLUMNS: list[Column[AppInfo]] = [
     Column("version", lambda a: str(a.version)),
     Column("functions", lambda a: ",".join(a.functions)),
     Column("containers", lambda a: str(a.containers)),
+    Column("web", lambda a: " ".join(a.web_urls[k] for k in sorted(a.web_urls))),
     Column("updated", lambda a: ago(a.updated_at or a.created_at)),
 ]
 
@@ -79,6 +80,8 @@ def show_app(app: str, as_json: bool) -> None:
         f"[bold]{escape(a.name)}[/bold] {escape(a.app_id)} {state}, version {a.version}, "
         f"{a.containers} container(s); functions: {escape(', '.join(a.functions))}"
     )
+    for name, url in sorted(a.web_urls.items()):
+        console().print(f"web {escape(name)}: {escape(url)}")
     if detail.schedules:
         console().print(_schedules(detail))
     else:

@@ -61,6 +61,8 @@ def print_deployed(
             _extras(spec, response.web_urls.get(spec.name)),
         )
     out.print(table)
+    for name, url in sorted(response.web_urls.items()):
+        out.print(f"[bold]web[/bold] {escape(name)}: {escape(url)}")
 
 
 @click.command()

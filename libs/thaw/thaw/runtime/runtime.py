@@ -54,6 +54,8 @@ from thaw_core.container_protocol import (
     RunInput,
     Shutdown,
     SnapshotReady,
+    WebBody,
+    WebSent,
 )
 from thaw_core.contract import ENV_CONTAINER_ID
 from thaw_core.schema import CallStatus
@@ -66,6 +68,7 @@ from thaw.runtime.log import log
 from thaw.runtime.reseed import reseed_generators
 from thaw.runtime.slots import Slots
 from thaw.runtime.target import Target, load_target
+from thaw.runtime.web import WebInputs
 
 DEFAULT_GRACE_S = Shutdown().grace_s
 # How often a shutdown looks whether the running inputs are done.
@@ -93,6 +96,7 @@ class Runtime:
         self._channel: AgentChannel
         self._executor: Executor
         self._target: Target
+        self._web: WebInputs
         self._slots: Slots
         self._max_inputs = 1
         # Input id -> the input running or waiting for a slot. Whoever removes
@@ -174,6 +178,9 @@ class Runtime:
             self._max_inputs = spec.max_inputs
             self._executor = Executor(spec.max_inputs, self._loop)
             self._target = load_target(spec, self._executor)
+            # The channel changes across a snapshot: look it up per frame.
+            self._web = WebInputs(spec, self._executor, lambda frame: self._channel.send(frame))
+            self._web.check()
             await self._target.enter(snap=True)
             if self._env.snapshot:
                 # What ran above is captured in the snapshot; what runs below
@@ -282,6 +289,8 @@ class Runtime:
                 if (run_here := self._claim(frame)) is not None:
                     return run_here
                 self._loop.call_soon_threadsafe(self._accept, frame)
+            case WebBody() | WebSent():
+                self._loop.call_soon_threadsafe(self._web.answer, frame)
             case CancelInput(input_id=input_id):
                 self._loop.call_soon_threadsafe(self._cancel, input_id)
             case Shutdown(grace_s=grace_s):
@@ -291,7 +300,12 @@ class Runtime:
     def _claim(self, run: RunInput) -> Callable[[], None] | None:
         """The input as this thread's to run: a sync callable, nothing to build
         first, a free slot, and no shutdown under way."""
-        if not self._on_readers or self._stopping.is_set() or run.input_id in self._inflight:
+        if (
+            not self._on_readers
+            or self._stopping.is_set()
+            or run.input_id in self._inflight
+            or run.web is not None  # served on the loop
+        ):
             return None
         bound = self._target.bind_now(run)
         if bound is None or bound[0].on_loop or not self._slots.try_acquire():
@@ -368,6 +382,9 @@ class Runtime:
         started_at = time.time()
         try:
             target, instance = await self._target.bind(run)
+            if run.web is not None:
+                reply(await self._web.serve(run, target, instance))
+                return
             await self._executor.run(run, target, instance, reply)
         except BaseException as e:  # a failing enter hook, an unknown method, a bug of ours
             if our_cancellation(e):

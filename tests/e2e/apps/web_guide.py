@@ -1,0 +1,104 @@
+"""The guide's "Web Endpoints" examples, plus the shapes the e2e tests check:
+streaming, SSE, large bodies both ways, Flask through wsgi_app, a server in
+the container through web_server, and a handler that raises."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import thaw as modal
+from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
+
+app = modal.App("web-guide")
+
+
+def model(x: object) -> str:
+    return f"predicted:{x}"
+
+
+@app.function()
+@modal.web_endpoint(method="POST")
+def predict(request: dict) -> dict:
+    return {"prediction": model(request["input"])}
+
+
+web_app = FastAPI()
+
+
+@web_app.post("/predict")
+def fastapi_predict(request: dict) -> dict:
+    return {"result": model(request["input"])}
+
+
+@web_app.get("/stream")
+async def stream() -> StreamingResponse:
+    async def chunks():
+        for i in range(10):
+            yield f"chunk {i}\n"
+            await asyncio.sleep(0.1)
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@web_app.get("/sse")
+async def sse() -> StreamingResponse:
+    async def events():
+        for i in range(5):
+            yield f"data: {i}\n\n"
+            await asyncio.sleep(0.1)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@web_app.post("/upload")
+async def upload(request: Request) -> dict:
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+    return {"size": size}
+
+
+@web_app.get("/download")
+async def download(mib: int = 1) -> StreamingResponse:
+    block = b"x" * (1 << 20)
+
+    async def blocks():
+        for _ in range(mib):
+            yield block
+
+    return StreamingResponse(blocks(), media_type="application/octet-stream")
+
+
+@web_app.get("/boom")
+def boom() -> dict:
+    raise ValueError("the handler broke on purpose")
+
+
+@app.function()
+@modal.concurrent(max_inputs=8)
+@modal.asgi_app()
+def fastapi_app() -> FastAPI:
+    return web_app
+
+
+@app.function()
+@modal.wsgi_app()
+def flask_app():
+    from flask import Flask
+
+    flask = Flask(__name__)
+
+    @flask.get("/hello")
+    def hello() -> str:
+        return "hello from flask"
+
+    return flask
+
+
+@app.function()
+@modal.web_server(8000, startup_timeout=30)
+def file_server() -> None:
+    subprocess.Popen([sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"], cwd="/tmp")

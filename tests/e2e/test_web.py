@@ -1,0 +1,157 @@
+"""Web endpoints on the real platform, as a user reaches them: deployed with
+`thaw deploy`, curl-able at the URLs it prints, from zero and warm."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from fixtures.platform import Platform
+
+APPS = Path(__file__).parent / "apps"
+THAW = [sys.executable, "-m", "thaw.cli"]
+
+pytestmark = pytest.mark.usefixtures("use_platform")
+
+
+def thaw_cli(platform: Platform, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
+    return subprocess.run(
+        [*THAW, *args], check=False, env=env, capture_output=True, text=True,
+        timeout=timeout, stdin=subprocess.DEVNULL,
+    )
+
+
+def fetch(
+    url: str, data: bytes | None = None, *, method: str | None = None, timeout: float = 180
+) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+@pytest.fixture(scope="module")
+def urls(platform: Platform) -> dict[str, str]:
+    out = thaw_cli(platform, "deploy", str(APPS / "web_guide.py"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    printed = dict(re.findall(r"^web (\S+): (\S+)$", out.stdout, re.MULTILINE))
+    assert set(printed) >= {"predict", "fastapi_app", "flask_app", "file_server"}, out.stdout
+    return printed
+
+
+def test_web_endpoint_answers_from_zero_and_warm(urls: dict[str, str], platform: Platform) -> None:
+    for _ in range(2):  # the first from zero, the second warm
+        status, _, body = fetch(urls["predict"], json.dumps({"input": 3}).encode())
+        assert status == 200, body.decode() + platform.logs()
+        assert json.loads(body) == {"prediction": "predicted:3"}
+
+
+def test_asgi_app_answers_at_its_routes(urls: dict[str, str], platform: Platform) -> None:
+    for _ in range(2):
+        status, _, body = fetch(urls["fastapi_app"] + "/predict", json.dumps({"input": 4}).encode())
+        assert status == 200, body.decode() + platform.logs()
+        assert json.loads(body) == {"result": "predicted:4"}
+
+
+def _arrivals(url: str) -> list[tuple[float, bytes]]:
+    """Each read's time and bytes, as they reach the client."""
+    arrivals: list[tuple[float, bytes]] = []
+    with urllib.request.urlopen(url, timeout=180) as r:
+        while True:
+            line = r.readline()
+            if not line:
+                return arrivals
+            arrivals.append((time.monotonic(), line))
+
+
+def test_streaming_response_arrives_chunk_by_chunk(urls: dict[str, str]) -> None:
+    fetch(urls["fastapi_app"] + "/predict", b'{"input": 0}')  # warm
+    arrivals = _arrivals(urls["fastapi_app"] + "/stream")
+    assert [line for _, line in arrivals] == [f"chunk {i}\n".encode() for i in range(10)]
+    # Produced 100 ms apart: buffered whole, they would all come at once.
+    assert arrivals[-1][0] - arrivals[0][0] > 0.5
+
+
+def test_server_sent_events_arrive_as_produced(urls: dict[str, str]) -> None:
+    arrivals = _arrivals(urls["fastapi_app"] + "/sse")
+    events = [line for _, line in arrivals if line.startswith(b"data:")]
+    assert events == [f"data: {i}\n".encode() for i in range(5)]
+    assert arrivals[-1][0] - arrivals[0][0] > 0.25
+
+
+def test_large_upload_and_download_stream(urls: dict[str, str]) -> None:
+    size = 50 << 20
+    status, _, body = fetch(urls["fastapi_app"] + "/upload", b"\0" * size)
+    assert status == 200, body[:500]
+    assert json.loads(body) == {"size": size}
+    status, _, body = fetch(urls["fastapi_app"] + "/download?mib=50")
+    assert status == 200
+    assert len(body) == size
+
+
+def test_a_handler_that_raises_gives_500_with_an_id_in_the_logs(
+    urls: dict[str, str], platform: Platform
+) -> None:
+    status, headers, body = fetch(urls["fastapi_app"] + "/boom")
+    assert status == 500, body
+    error_id = json.loads(body)["error_id"]
+    assert headers.get("x-thaw-error-id") == error_id
+    deadline = time.monotonic() + 60
+    logs = ""
+    while time.monotonic() < deadline:
+        logs = thaw_cli(platform, "app", "logs", "web-guide").stdout
+        if error_id in logs and "the handler broke on purpose" in logs:
+            return
+    pytest.fail(f"error id {error_id} not with its traceback in thaw app logs:\n{logs[-3000:]}")
+
+
+def test_wsgi_app_answers(urls: dict[str, str], platform: Platform) -> None:
+    status, _, body = fetch(urls["flask_app"] + "/hello")
+    assert (status, body) == (200, b"hello from flask"), body.decode() + platform.logs()
+
+
+def test_web_server_answers(urls: dict[str, str], platform: Platform) -> None:
+    status, _, body = fetch(urls["file_server"] + "/")
+    assert status == 200, body.decode() + platform.logs()
+    assert b"Directory listing" in body
+
+
+def test_unknown_endpoint_is_404(urls: dict[str, str], platform: Platform) -> None:
+    status, _, _ = fetch(platform.gateway_url + "/web/web-guide/nothing-here")
+    assert status == 404
+
+
+def test_get_web_url_and_app_show(urls: dict[str, str], platform: Platform) -> None:
+    import thaw
+
+    assert thaw.Function.from_name("web-guide", "predict").get_web_url() == urls["predict"]
+    shown = thaw_cli(platform, "app", "show", "web-guide").stdout
+    assert urls["fastapi_app"] in shown
+
+
+def test_websocket_upgrade_is_refused_clearly(urls: dict[str, str]) -> None:
+    req = urllib.request.Request(
+        urls["fastapi_app"] + "/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"}
+    )
+    try:
+        urllib.request.urlopen(req, timeout=30)
+    except urllib.error.HTTPError as e:
+        assert e.code == 501
+        assert b"websocket" in e.read()
+    else:
+        pytest.fail("a websocket upgrade was not refused")
+
+
