@@ -38,3 +38,11 @@ def test_a_batch_exception_reaches_each_caller_of_it(double: modal.Function) -> 
     failed = [o for o in outcomes if isinstance(o, ValueError)]
     assert outcomes[0] in failed
     assert {str(e) for e in failed} == {f"batch of {len(failed)} failed"}
+
+
+def test_a_batched_method_serves_concurrent_callers(platform: Platform, double: object) -> None:
+    scaler = modal.Cls.from_name("batched-app", "Scaler")()
+    calls = [scaler.triple.spawn(i) for i in range(12)]
+    results = [call.get(timeout=CALL_TIMEOUT_S) for call in calls]
+    assert [value for value, _ in results] == [i * 3 for i in range(12)]
+    assert max(size for _, size in results) <= 8

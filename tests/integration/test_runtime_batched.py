@@ -35,6 +35,16 @@ BATCHED = """
     async def adouble(xs):
         await asyncio.sleep(0)
         return [(x * 2, len(xs)) for x in xs]
+
+
+    @app.cls()
+    class Scaler:
+        factor: int = thaw.parameter(default=3)
+
+        @thaw.method()
+        @thaw.batched(max_batch_size=4, wait_ms=100)
+        def scale(self, xs):
+            return [(x * self.factor, len(xs)) for x in xs]
 """
 
 
@@ -49,11 +59,12 @@ async def batched(tmp_path: Path) -> AgentDouble:
     await double.stop()
 
 
-async def start(agent: AgentDouble, qualname: str) -> None:
+async def start(agent: AgentDouble, qualname: str, **fields: object) -> None:
     spec = FunctionSpec(
         name=qualname,
         module="batched",
         qualname=qualname,
+        **fields,  # type: ignore[arg-type]
         max_inputs=4,
         batch=BatchSpec(max_batch_size=4, wait_ms=100),
     )
@@ -92,3 +103,17 @@ async def test_a_result_of_the_wrong_length_fails_each_caller(batched: AgentDoub
     assert results[0].status == "failure"
     failed = [r for r in results if r.status == "failure"]
     assert all("must return a list of" in (r.error or "") for r in failed)
+
+
+async def test_a_batched_method_batches_per_instance(batched: AgentDouble) -> None:
+    await start(batched, "Scaler", kind="class", methods=["scale"])
+    invokes = [
+        make_invoke("Scaler", i, method="scale", params=params)
+        for i in range(6)
+        for params in (None, {"factor": 10})
+    ]
+    futures = [batched.submit(invoke)[1] for invoke in invokes]
+    results = [value_of(r) for r in await asyncio.wait_for(asyncio.gather(*futures), 60)]
+    expected = [i * factor for i in range(6) for factor in (3, 10)]
+    assert [value for value, _ in results] == expected
+    assert max(size for _, size in results) <= 4

@@ -51,13 +51,32 @@ def test_batched_with_concurrent_is_refused() -> None:
             return xs
 
 
-def test_batched_methods_are_refused_naming_them() -> None:
+def test_a_batched_method_sizes_its_class() -> None:
     app = modal.App("batched-cls")
-    with pytest.raises(InvalidError, match="C.m"):
+
+    @app.cls()
+    class C:
+        @modal.method()
+        @modal.batched(max_batch_size=4, wait_ms=10)
+        def m(self, xs: list[int]) -> list[int]:
+            return xs
+
+    assert C.spec.batch == BatchSpec(max_batch_size=4, wait_ms=10)
+    assert C.spec.max_inputs == 4
+
+
+def test_two_batched_methods_are_refused_naming_them() -> None:
+    app = modal.App("batched-cls-two")
+    with pytest.raises(InvalidError, match="m, n"):
 
         @app.cls()
         class C:
             @modal.method()
             @modal.batched(max_batch_size=2, wait_ms=0)
             def m(self, xs: list[int]) -> list[int]:
+                return xs
+
+            @modal.method()
+            @modal.batched(max_batch_size=2, wait_ms=0)
+            def n(self, xs: list[int]) -> list[int]:
                 return xs

@@ -213,12 +213,17 @@ def marker_options(obj: Any) -> dict[str, Any]:
             )
         found["batch"] = batch
     if isinstance(obj, type):
-        batched_methods = [name for name, m in vars(obj).items() if hasattr(m, "__thaw_batched__")]
-        if batched_methods:
+        batched = {
+            n: m.__thaw_batched__ for n, m in vars(obj).items() if hasattr(m, "__thaw_batched__")
+        }
+        if len(batched) > 1:
+            # The class's containers hold one batch's inputs at once: one size.
             raise InvalidError(
-                f"@thaw.batched is not supported on methods of an @app.cls class "
-                f"({obj.__qualname__}.{', '.join(batched_methods)}): make it an @app.function"
+                f"{obj.__qualname__}: only one method of a class can be @thaw.batched, "
+                f"found {', '.join(batched)}"
             )
+        if batched:
+            found["batch"] = next(iter(batched.values()))
     if (web := getattr(obj, "__thaw_web__", None)) is not None:
         found["web"] = dict(web)
     return found

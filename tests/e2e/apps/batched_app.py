@@ -12,3 +12,11 @@ def double(xs: list) -> list:
     if "boom" in xs:
         raise ValueError(f"batch of {len(xs)} failed")
     return [(x * 2, len(xs)) for x in xs]
+
+
+@app.cls(max_containers=1)
+class Scaler:
+    @modal.method()
+    @modal.batched(max_batch_size=8, wait_ms=100)
+    def triple(self, xs: list) -> list:
+        return [(x * 3, len(xs)) for x in xs]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -104,6 +105,29 @@ class Batcher:
             return await self._fn(*args, **kwargs)
         value = await asyncio.to_thread(self._fn, *args, **kwargs)
         return await value if inspect.isawaitable(value) else value
+
+
+def marked_batch(fn: Callable[..., Any]) -> BatchSpec | None:
+    """The ``@thaw.batched`` marker a method carries in the user's code."""
+    marker = getattr(fn, "__thaw_batched__", None)
+    return None if marker is None else BatchSpec(**marker)
+
+
+def batched_method(target: Callee, batch: BatchSpec | None) -> Callee:
+    """A method as its inputs call it: one batcher per instance, since a
+    batch is one call on one instance."""
+    if batch is None:
+        return target
+    batchers: dict[int, tuple[object, Batcher]] = {}
+
+    async def submit(instance: object, *args: Any, **kwargs: Any) -> Any:
+        entry = batchers.get(id(instance))
+        if entry is None or entry[0] is not instance:
+            bound = types.MethodType(target.fn, instance)
+            entry = batchers[id(instance)] = (instance, Batcher(bound, target.name, batch))
+        return await entry[1].submit(*args, **kwargs)
+
+    return Callee(submit, True, target.name)
 
 
 def batched_callee(target: Callee, batch: BatchSpec | None) -> Callee:

@@ -15,7 +15,7 @@ from thaw import _cls
 from thaw._resolve import resolve
 from thaw.cls import Cls
 from thaw.functions import Function
-from thaw.runtime.batching import batched_callee
+from thaw.runtime.batching import batched_callee, batched_method, marked_batch
 from thaw.runtime.codec import decode_params
 from thaw.runtime.executor import Callee, Executor, callee
 from thaw.runtime.log import log
@@ -70,7 +70,10 @@ class ClassTarget:
         self._name = name
         self._executor = executor
         self._hooks = _cls.hooks(user_cls)
-        self._methods = {m: callee(fn, f"{name}.{m}") for m, fn in self._hooks.methods.items()}
+        self._methods = {
+            m: batched_method(callee(fn, f"{name}.{m}"), marked_batch(fn))
+            for m, fn in self._hooks.methods.items()
+        }
         self.runs_in_threads = any(not m.on_loop for m in self._methods.values())
         # A class whose parameters all have defaults gets its default instance
         # at start, so its enter hooks run before the container says Ready.
