@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.platform import Platform
@@ -155,3 +159,70 @@ def test_websocket_upgrade_is_refused_clearly(urls: dict[str, str]) -> None:
         pytest.fail("a websocket upgrade was not refused")
 
 
+
+
+SERVED_APP = '''
+import thaw
+
+app = thaw.App("{name}")
+
+
+@app.function()
+@thaw.fastapi_endpoint()
+def version() -> dict:
+    return {{"version": {version}}}
+'''
+
+
+URL_LINE = re.compile(r"^web version: (\S+)$")
+
+
+def test_thaw_serve_redeploys_on_edit_and_stops_on_ctrl_c(
+    platform: Platform, tmp_path: Path
+) -> None:
+    name = f"served-{os.getpid()}"
+    source = tmp_path / "served_app.py"
+    source.write_text(SERVED_APP.format(name=name, version=1))
+    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
+    proc = subprocess.Popen(
+        [*THAW, "serve", str(source)], env=env, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    try:
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
+        deadline = time.monotonic() + 180
+        url, printed = "", ""
+        while not url and (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
+                break
+            printed += line
+            url = m.group(1) if (m := URL_LINE.match(line)) else ""
+        assert url, "thaw serve printed no URL:\n" + printed
+        status, _, body = fetch(url)
+        assert (status, json.loads(body)) == (200, {"version": 1}), body
+        source.write_text(SERVED_APP.format(name=name, version=2))
+        deadline = time.monotonic() + 120  # generous: the machine is shared
+        seen: Any = None
+        while time.monotonic() < deadline:
+            status, _, body = fetch(url)
+            seen = json.loads(body) if status == 200 else (status, body)
+            if seen == {"version": 2}:
+                break
+        assert seen == {"version": 2}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    apps = {a["name"]: a for a in _api(platform, "/v1/apps")}
+    assert apps[name]["state"] == "stopped"
+
+
+def _api(platform: Platform, path: str) -> Any:
+    req = urllib.request.Request(
+        platform.gateway_url + path, headers={"Authorization": f"Bearer {platform.token}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())

@@ -1,0 +1,114 @@
+"""`thaw serve app.py`: the app's web endpoints live while the command runs.
+
+Each deploy is ephemeral and made by a fresh child process (``--once``), so
+that an edited module is imported anew rather than reloaded in place. The
+parent watches the app's directory (watchfiles) and deploys again whenever a
+Python file under it changes, printing the URLs each time; Ctrl-C stops the
+app.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from thaw.cli._common import console, expected_errors, fail
+
+# The child's line naming the app it deployed, for the parent to stop.
+_SERVING = "serving app "
+
+
+def _deploy_once(app_ref: str) -> None:
+    from thaw._sync import background_loop
+    from thaw.app import find_apps
+    from thaw.cli.deploy import print_deployed
+    from thaw.deploy import app_bundle, deploy_bundle, import_source, run_name
+    from thaw.exception import AlreadyExistsError
+
+    source, _, var = app_ref.partition("::")
+    apps = find_apps(import_source(source))
+    if var:
+        apps = {var: apps[var]} if var in apps else {}
+    if len(apps) != 1:
+        fail(f"{source} must define one thaw.App (or name one with {source}::VAR)")
+    (app,) = apps.values()
+    name = run_name(app)
+    bundle = app_bundle(app)
+    try:
+        response = background_loop().run(deploy_bundle(name, app, bundle, ephemeral=True))
+    except AlreadyExistsError:
+        # A deployed app holds the name: serve under one of our own, leaving it alone.
+        name = f"{name[:50]}-serve-{secrets.token_hex(3)}"
+        response = background_loop().run(deploy_bundle(name, app, bundle, ephemeral=True))
+    print_deployed(response, app.specs(), files=len(bundle.files), sha256=bundle.sha256)
+    print(_SERVING + response.app, flush=True)
+
+
+def _deploy(app_ref: str) -> str | None:
+    """Deploy in a child; the app's name, or None when the deploy failed."""
+    child = subprocess.run(
+        [sys.executable, "-m", "thaw.cli", "serve", "--once", app_ref],
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    name = None
+    for line in child.stdout.splitlines():
+        if line.startswith(_SERVING):
+            name = line[len(_SERVING) :]
+        else:
+            print(line, flush=True)
+    return name if child.returncode == 0 else None
+
+
+def _stop(name: str) -> None:
+    from thaw._sync import background_loop
+    from thaw.client import current
+
+    background_loop().run(current().stop_app(name))
+    console().print(f"stopped {name}")
+
+
+@click.command()
+@click.argument("app_ref", metavar="APP")
+@click.option("--once", is_flag=True, hidden=True, help="Deploy once and exit (used by serve).")
+@expected_errors
+def serve(app_ref: str, once: bool) -> None:
+    """Serve APP's web endpoints while this runs, deploying again on every edit.
+
+    APP is a file (app.py, or app.py::VAR). Ctrl-C stops the app."""
+    if once:
+        _deploy_once(app_ref)
+        return
+    import watchfiles
+
+    path = Path(app_ref.partition("::")[0]).expanduser()
+    if not path.is_file():
+        fail(f"no such file: {path}")
+    watched = path.resolve().parent
+    names: set[str] = set()
+    try:
+        if (name := _deploy(app_ref)) is not None:
+            names.add(name)
+        console().print(f"[dim]watching {watched} for changes; Ctrl-C stops[/dim]")
+        for changes in watchfiles.watch(
+            watched, watch_filter=watchfiles.PythonFilter(), raise_interrupt=True
+        ):
+            console().print(
+                f"[dim]changed: {', '.join(sorted({os.path.basename(p) for _, p in changes}))}[/dim]"
+            )
+            if (name := _deploy(app_ref)) is not None:
+                names.add(name)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for name in names:
+            _stop(name)
+
+
+COMMANDS = [serve]
