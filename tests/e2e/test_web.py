@@ -96,7 +96,18 @@ def test_server_sent_events_arrive_as_produced(urls: dict[str, str]) -> None:
     assert arrivals[-1][0] - arrivals[0][0] > 0.25
 
 
-def test_large_upload_and_download_stream(urls: dict[str, str]) -> None:
+def _peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_large_upload_and_download_stream(urls: dict[str, str], platform: Platform) -> None:
+    gateway = platform.procs["gateway"].proc
+    assert gateway is not None
+    fetch(urls["fastapi_app"] + "/download?mib=1")  # warm, so that only streaming is measured
+    peak_before = _peak_rss_bytes(gateway.pid)
     size = 50 << 20
     status, _, body = fetch(urls["fastapi_app"] + "/upload", b"\0" * size)
     assert status == 200, body[:500]
@@ -104,6 +115,8 @@ def test_large_upload_and_download_stream(urls: dict[str, str]) -> None:
     status, _, body = fetch(urls["fastapi_app"] + "/download?mib=50")
     assert status == 200
     assert len(body) == size
+    # Streamed, never whole in the gateway: its peak memory barely moves.
+    assert _peak_rss_bytes(gateway.pid) - peak_before < 20 << 20
 
 
 def test_a_handler_that_raises_gives_500_with_an_id_in_the_logs(
