@@ -169,7 +169,7 @@ async def test_an_ephemeral_volume_lives_for_its_block(sdk: Gateway) -> None:
     await off_loop(ephemeral_round_trip)
 
 
-async def test_a_deploy_names_a_missing_volume_and_refuses_mounts(sdk: Gateway) -> None:
+async def test_a_deploy_names_a_missing_volume_and_two_mounts_at_one_path(sdk: Gateway) -> None:
     missing = unique("nope")
     status, body = await sdk.call(
         "POST", f"/v1/apps/{unique('app')}/deploy",
@@ -183,9 +183,10 @@ async def test_a_deploy_names_a_missing_volume_and_refuses_mounts(sdk: Gateway) 
     status, body = await sdk.call(
         "POST", f"/v1/apps/{unique('app')}/deploy",
         json={"bundle_sha256": "0" * 64, "functions": [
-            spec("f", volumes=[{"path": "/data", "name": made, "create_if_missing": True}])]},
+            spec("f", volumes=[{"path": "/data", "name": made, "create_if_missing": True},
+                               {"path": "/data", "name": made}])]},
     )  # fmt: skip
-    assert status == 400 and "do not mount volumes" in body["error"]["message"]
+    assert status == 400 and "two volumes mounted at /data" in body["error"]["message"]
     status, _ = await sdk.call("GET", f"/v1/volumes/{made}")
     assert status == 200
 

@@ -26,6 +26,7 @@ has.
 | THAW_METRICS_HOST        | 127.0.0.1: where a service serves Prometheus /metrics |
 | THAW_METRICS_PORT        | 0: a free port per process, named in its health reply (metrics_url) |
 | THAW_VOLUME_MAX_BYTES    | 107374182400 (100 GiB): a volume's size limit unless made with another |
+| THAW_VOLUME_COMMIT_INTERVAL_S | 5: how often an agent commits a container's volume changes |
 | THAW_SECRETS_KEY         | (gateway only) base64 AES-256 keys, comma-separated, first encrypts |
 | THAW_SECRETS_KEY_FILE    | $THAW_STATE_DIR/secrets.key (0600, made on first use when unset) |
 
@@ -70,6 +71,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str
     node_id: str
     volume_max_bytes: int = 100 << 30
+    volume_commit_interval_s: float = 5.0
     metrics_host: str = "127.0.0.1"
     # Web endpoints: host names <app>--<label>.<web_domain> when set (wildcard
     # DNS), the gateway's /web/<app>/<label>/ path otherwise.
@@ -105,6 +107,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             log_level=e.get("THAW_LOG_LEVEL", "INFO").upper(),
             node_id=e.get("THAW_NODE_ID") or socket.gethostname(),
             volume_max_bytes=int(e.get("THAW_VOLUME_MAX_BYTES") or 100 << 30),
+            volume_commit_interval_s=float(e.get("THAW_VOLUME_COMMIT_INTERVAL_S") or 5.0),
             metrics_host=e.get("THAW_METRICS_HOST") or "127.0.0.1",
             web_domain=e.get("THAW_WEB_DOMAIN", "").strip(".").lower(),
             web_max_body_bytes=int(e.get("THAW_WEB_MAX_BODY_BYTES") or 100 << 20),
@@ -129,6 +132,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "THAW_LOG_LEVEL": self.log_level,
             "THAW_NODE_ID": self.node_id,
             "THAW_VOLUME_MAX_BYTES": str(self.volume_max_bytes),
+            "THAW_VOLUME_COMMIT_INTERVAL_S": str(self.volume_commit_interval_s),
             "THAW_METRICS_HOST": self.metrics_host,
             "THAW_WEB_DOMAIN": self.web_domain,
             "THAW_WEB_MAX_BODY_BYTES": str(self.web_max_body_bytes),

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -189,8 +189,30 @@ class WebSent(Frame, tag="web_sent"):
     gone: bool = False
 
 
-ToAgent = Hello | Ready | InitFailed | Output | SnapshotReady | WebPull | WebSend
-ToRuntime = Configure | RunInput | CancelInput | Shutdown | WebBody | WebSent
+# ------------------------------------------------------------ volumes
+# ``vol.commit()`` / ``vol.reload()`` in a container: the agent commits or
+# reloads the directory it mounted for that volume and answers; any frame
+# may come in between (several requests may be under way at once).
+
+
+class VolumeRequest(Frame, tag="volume_request"):
+    """runtime -> agent: commit or reload the volume mounted under ``volume`` (its name)."""
+
+    request_id: str
+    op: Literal["commit", "reload"]
+    volume: str
+
+
+class VolumeAnswer(Frame, tag="volume_answer"):
+    """agent -> runtime: the volume's version after the request, or why it failed."""
+
+    request_id: str
+    version: int = 0
+    error: str = ""
+
+
+ToAgent = Hello | Ready | InitFailed | Output | SnapshotReady | WebPull | WebSend | VolumeRequest
+ToRuntime = Configure | RunInput | CancelInput | Shutdown | WebBody | WebSent | VolumeAnswer
 
 _encoder = msgspec.msgpack.Encoder()
 

@@ -115,26 +115,29 @@ class Volume:
 
     # ------------------------------------------------------------ mounted
 
-    def _not_mounted(self, what: str) -> InvalidError:
-        return InvalidError(
-            f"Volume {self.name!r}.{what}() in a container needs the volume mounted there,"
-            f" and it is not"
-        )
-
     def commit(self) -> None:
         """In a container: make its writes to the mounted volume visible to
-        others. From local code, writes (``batch_upload``, ``remove_file``,
-        ``copy_files``) are committed as each ends, so there is nothing left
-        to commit: this only checks that the volume exists."""
+        others (the agent commits them; it also does so every few seconds
+        and when the container exits). From local code, writes
+        (``batch_upload``, ``remove_file``, ``copy_files``) are committed as
+        each ends, so there is nothing left to commit: this only checks that
+        the volume exists."""
         if not is_local():
-            raise self._not_mounted("commit")
+            from thaw.runtime.volume_calls import calls
+
+            calls.request("commit", self.name)
+            return
         self.hydrate()
 
     def reload(self) -> None:
-        """In a container: bring in what others committed. From local code:
+        """In a container: bring in what others committed since (an error
+        while a file under the mount is open for writing). From local code:
         look up the volume's current version again (every read is current)."""
         if not is_local():
-            raise self._not_mounted("reload")
+            from thaw.runtime.volume_calls import calls
+
+            calls.request("reload", self.name)
+            return
         self.hydrate()
 
     # ------------------------------------------------------------ contents

@@ -15,7 +15,8 @@ container, ``ContainerEvents.container_gone`` is called exactly once, so the
 dispatcher releases the inputs it had handed it.
 
 Stopping: ``Shutdown`` frame, wait the grace period, ``runc kill`` TERM then
-KILL, ``runc delete --force``, unmount, remove the container's dir. A failed
+KILL, ``runc delete --force``, commit its volumes (``container_volumes``),
+unmount, remove the container's dir. A failed
 container is torn down the same way but stays listed (state ``failed`` and
 its error) so that the scheduler's heartbeats show why.
 """
@@ -39,6 +40,7 @@ from thaw_core.tasks import Background
 
 from thaw_agent import checkpoint, oci, process
 from thaw_agent.channel import RuntimeChannel
+from thaw_agent.container_volumes import ContainerVolumes
 from thaw_agent.conversation import converse
 from thaw_agent.layout import ContainerPaths
 from thaw_agent.logship import LogSource, Stream, pump_fd
@@ -116,6 +118,9 @@ class Container:
         self.config_env: dict[str, str] = {}
         self.cgroup = manager.layout.cgroup(self.id)
         self.out_of_memory: str | None = None  # died of an OOM kill: its inputs' error
+        self.volumes = ContainerVolumes(
+            manager.volumes, list(command.spec.volumes), paths.dir / "volumes", self.id
+        )
 
     # ------------------------------------------------------------ views
 
@@ -194,6 +199,7 @@ class Container:
             root = await m.images.root(self.spec)  # the default rootfs, or the image's layers
             await asyncio.to_thread(root.mount, p)
             await self.listen()
+            binds = await self.volumes.load()  # after a restore too: the latest version
             config = root.apply(
                 oci.build_config(
                     container_id=self.id,
@@ -204,6 +210,7 @@ class Container:
                     cgroups_path=self.cgroup,
                     runtime=oci.runtime_files(),
                     extra_env=checkpoint.SNAPSHOT_ENV if isinstance(plan, Checkpoint) else None,
+                    volumes=binds,
                 )
             )
             (p.oci / "config.json").write_text(json.dumps(config))
@@ -219,6 +226,7 @@ class Container:
                 raise ContainerStartError(str(e)) from e
             raise
         self.watch_exit(self.pid)
+        self.volumes.start_background_commits()
         self._tasks.spawn(converse(self), f"container:{self.id}:protocol")
         how = "restored from a memory snapshot" if images is not None else "started"
         self.system_log(f"container {self.id} {how} (pid {self.pid})")
@@ -395,6 +403,7 @@ class Container:
         # Output pumps end at EOF once the process is gone; give them a moment to flush.
         await self._tasks.close(1.0)
         await self.close_channel()
+        await self.volumes.close()  # its writes, committed before its dir goes
         try:
             await asyncio.to_thread(layers.remove_tree, self.paths.dir)
         except Exception:

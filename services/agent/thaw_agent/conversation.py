@@ -2,7 +2,9 @@
 
 Configure (the agent's first frame on every connection: who the container
 is and its environment), Hello, then Ready or InitFailed, then Outputs
-until the connection ends. A runtime starting for a snapshot says
+until the connection ends; a ``VolumeRequest`` (``vol.commit()`` or
+``reload()``, from an enter hook or an input) may come at any point after
+Hello and is answered in the background. A runtime starting for a snapshot says
 ``SnapshotReady`` before Ready: the container is checkpointed then
 (``checkpoint.snapshot``) and the talk goes on over the new connection,
 which starts with Configure again. Configure carries the container's
@@ -21,6 +23,7 @@ from thaw_core.container_protocol import (
     Output,
     Ready,
     SnapshotReady,
+    VolumeRequest,
     WebPull,
     WebSend,
 )
@@ -50,6 +53,15 @@ async def _connect(
         raise ValueError(f"expected Hello from container {c.id}, got {hello!r}")
 
 
+async def _next(c: Container, channel: RuntimeChannel) -> object:
+    """The runtime's next frame other than a volume request (those are served)."""
+    while True:
+        frame = await channel.read()
+        if not isinstance(frame, VolumeRequest):
+            return frame
+        c.volumes.serve(frame, channel.send)
+
+
 async def converse(c: Container) -> None:
     """The runtime's side of the socket: Hello, Ready | InitFailed, then Outputs."""
     channel = c.channel
@@ -63,12 +75,12 @@ async def converse(c: Container) -> None:
             restored=isinstance(c.plan, Restore),
             with_secrets=not isinstance(c.plan, Checkpoint),
         )
-        first = await channel.read()
+        first = await _next(c, channel)
         if isinstance(first, SnapshotReady) and isinstance(c.plan, Checkpoint):
             channel = await checkpoint.snapshot(c, c.plan)
             # Restored in place, or resumed cold.
             await _connect(c, channel, restored=c.restored)
-            first = await channel.read()
+            first = await _next(c, channel)
         match first:
             case Ready(max_inputs=n):
                 if c.state != "starting":
@@ -84,7 +96,7 @@ async def converse(c: Container) -> None:
             case _:
                 raise ValueError(f"expected Ready or InitFailed, got {type(first).__name__}")
         while True:
-            frame = await channel.read()
+            frame = await _next(c, channel)
             match frame:
                 case Output():
                     c.host.events.container_output(c, frame)

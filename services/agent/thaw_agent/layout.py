@@ -8,8 +8,10 @@ other's files, runc containers or cgroups::
       runc/                     runc --root: this agent's containers only
       bundles/<sha256>/         extracted code bundles, shared by containers
       snapshots/<id>/           memory snapshots, unpacked (images/, upper/, info.json)
+      volume-chunks/            volume content by digest, shared by every mount here
       containers/<id>/
         oci/config.json         the OCI bundle runc runs
+        volumes/<n>/            the function's n-th volume, bind-mounted at its path
         rootfs/                 overlay mount point (lower: the base rootfs)
         upper/ work/            the overlay's writable layer: the container's
                                 file-system changes, kept apart for snapshots
@@ -60,6 +62,10 @@ class NodeLayout:
     @property
     def snapshots(self) -> Path:
         return self.root / "snapshots"
+
+    @property
+    def volume_chunks(self) -> Path:
+        return self.root / "volume-chunks"
 
     def container(self, container_id: str) -> ContainerPaths:
         return ContainerPaths(self.containers / container_id)

@@ -25,6 +25,7 @@ from thaw_core.schema import (
     StartContainer,
     check_name,
 )
+from thaw_core.volumes import VolumesClient
 
 from thaw_agent.bundles import BundleCache
 from thaw_agent.container import (
@@ -32,12 +33,14 @@ from thaw_agent.container import (
     ContainerEvents,
     ContainerStartError,
 )
+from thaw_agent.container_volumes import NodeVolumes
 from thaw_agent.images import NodeImages
 from thaw_agent.layout import NodeLayout
 from thaw_agent.logship import LogShipper
 from thaw_agent.runc import Runc
 from thaw_agent.secrets import fetch_secrets
 from thaw_agent.snapshots import Restore, SnapshotCorrupted, Snapshots
+from thaw_agent.volume_cache import ChunkCache
 
 log = logging.getLogger("thaw.agent.containers")
 
@@ -59,6 +62,7 @@ class ContainerManager:
         base_rootfs: Path | None = None,
         snapshots: Snapshots | None = None,
         bus: Bus | None = None,
+        volume_commit_interval_s: float = 5.0,
     ) -> None:
         self.layout = layout
         self.shipper = shipper
@@ -69,6 +73,16 @@ class ContainerManager:
         # None: this node never snapshots (every start is cold).
         self.snapshots = snapshots
         self.bundles = BundleCache(blob, layout.bundles)
+        # None without a bus: a function that mounts a volume cannot start here.
+        self.volumes = (
+            NodeVolumes(
+                VolumesClient(bus, blob),
+                ChunkCache(layout.volume_chunks, blob),
+                volume_commit_interval_s,
+            )
+            if bus is not None
+            else None
+        )
         self.containers: dict[str, Container] = {}
         self._starting: dict[str, asyncio.Future[Container]] = {}
         self._events: ContainerEvents | None = None

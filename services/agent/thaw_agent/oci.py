@@ -12,6 +12,8 @@ What the container sees:
   3.11 on Debian bookworm);
 - ``/thaw/bundle`` (read-only): the user's code;
 - ``/run/thaw`` (read-write): holds ``agent.sock``, its only way out;
+- each of the function's volumes (read-write) at its mount path, from the
+  directory the agent materialised it in;
 - its own pid, mount, ipc, uts and network namespaces (the network one has
   only ``lo``: no network access), /proc, a minimal /dev, /tmp tmpfs.
 
@@ -129,6 +131,7 @@ def build_config(
     cgroups_path: str,
     runtime: RuntimeFiles,
     extra_env: Mapping[str, str] | None = None,
+    volumes: Sequence[tuple[Path, str]] = (),
 ) -> dict[str, Any]:
     in_container = [f"{RUNTIME_PATH_PREFIX}/{i}" for i in range(len(runtime.paths))]
     env = container_env(container_id, spec, in_container)
@@ -143,6 +146,7 @@ def build_config(
         ),
         _bind(bundle_dir, BUNDLE_IN_CONTAINER, readonly=True),
         _bind(run_dir, RUN_DIR_IN_CONTAINER, readonly=False),
+        *(_bind(host, dest, readonly=False) for host, dest in volumes),
     ]
     return {
         "ociVersion": "1.0.2",

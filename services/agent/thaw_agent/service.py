@@ -74,7 +74,12 @@ class AgentService(Service):
         self.shipper = LogShipper(self.bus)
         self.snapshots = Snapshots(self.bus, self.blob, self.layout.snapshots, self.node_id)
         self.manager = ContainerManager(
-            self.layout, self.blob, self.shipper, bus=self.bus, snapshots=self.snapshots
+            self.layout,
+            self.blob,
+            self.shipper,
+            bus=self.bus,
+            snapshots=self.snapshots,
+            volume_commit_interval_s=self.settings.volume_commit_interval_s,
         )
         self.dispatcher = Dispatcher(self.bus, self.manager, self.reject, self.dispatch_timings)
         # Scraped from the metrics thread: list() copies the values in one step.

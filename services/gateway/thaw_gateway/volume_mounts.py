@@ -54,12 +54,8 @@ async def check_deploy_volumes(gw: Gateway, functions: Sequence[FunctionSpec]) -
                 problems.append(f"{spec.name}: volume {mount.name!r} at {mount.path}: {e.message}")
             except ApiError as e:
                 problems.append(f"{spec.name}: {e.message}")
-        if spec.volumes:
-            mounts = {m.path: m.name for m in spec.volumes}
-            problems.append(
-                f"{spec.name}: volumes={mounts}: this platform's agents do not mount volumes"
-                " into containers; use the volume's methods (listdir, read_file, batch_upload)"
-                " from local code"
-            )
+        paths = [m.path for m in spec.volumes]
+        for path in sorted({p for p in paths if paths.count(p) > 1}):
+            problems.append(f"{spec.name}: two volumes mounted at {path}")
     if problems:
         raise bad_request("cannot deploy: " + "; ".join(problems))

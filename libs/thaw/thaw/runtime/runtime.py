@@ -54,6 +54,7 @@ from thaw_core.container_protocol import (
     RunInput,
     Shutdown,
     SnapshotReady,
+    VolumeAnswer,
     WebBody,
     WebSent,
 )
@@ -68,6 +69,7 @@ from thaw.runtime.log import log
 from thaw.runtime.reseed import reseed_generators
 from thaw.runtime.slots import Slots
 from thaw.runtime.target import Target, load_target
+from thaw.runtime.volume_calls import calls as volume_calls
 from thaw.runtime.web import WebInputs
 
 DEFAULT_GRACE_S = Shutdown().grace_s
@@ -228,6 +230,7 @@ class Runtime:
         os.environ.update(first.env)
         os.environ[ENV_CONTAINER_ID] = first.container_id  # what user code may read
         self._env = RuntimeEnv.from_environ()
+        volume_calls.attach(channel, self._env)
         return first
 
     def _say_hello(self, channel: AgentChannel) -> None:
@@ -295,6 +298,8 @@ class Runtime:
                 self._loop.call_soon_threadsafe(self._cancel, input_id)
             case Shutdown(grace_s=grace_s):
                 self._loop.call_soon_threadsafe(self.shutdown, grace_s)
+            case VolumeAnswer():
+                volume_calls.answer(frame)
         return None
 
     def _claim(self, run: RunInput) -> Callable[[], None] | None:
