@@ -23,7 +23,8 @@ from fixtures.host import needs_containers
 from thaw_agent import resources
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
-from thaw_core.schema import FunctionSpec, Invoke, Resources, invoke_subject
+from thaw_core.contract import invoke_subject
+from thaw_core.schema import FunctionSpec, Invoke, Resources
 
 pytestmark = [pytest.mark.slow, needs_containers]
 

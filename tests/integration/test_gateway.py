@@ -28,7 +28,7 @@ from fixtures.gateway import (
     unique,
     upload_bundle,
 )
-from thaw_core import api, schema
+from thaw_core import api, contract, schema
 from thaw_core.bus import Bus, Msg
 from thaw_core.config import Settings
 from thaw_gateway.routes import ROUTES
@@ -91,14 +91,14 @@ async def responder(bus: Bus, app: str, function: str, behaviour: Behaviour) -> 
         result = await behaviour(invoke)
         if result is not None:
             await bus.publish(
-                schema.result_subject(invoke.call_id), result, msg_id=invoke.call_id
+                contract.result_subject(invoke.call_id), result, msg_id=invoke.call_id
             )
 
     stop = asyncio.Event()
     task = asyncio.create_task(
         bus.consume(
             "INVOKE",
-            schema.consumer_name(app, function),
+            contract.invoke_consumer_name(app, function),
             handle,
             stop=stop,
             batch=100,
@@ -328,7 +328,7 @@ async def test_bad_input_gets_the_right_4xx_and_code(gateway: Gateway, bus: Bus)
 
 
 async def test_two_functions_never_share_an_input_queue(gateway: Gateway) -> None:
-    # schema.consumer_name joins app and function with "_", which names may
+    # contract.invoke_consumer_name joins app and function with "_", which names may
     # contain: app "<u>_x" function "y" and app "<u>" function "x_y" collide.
     base = unique("q").replace("-", "")
     await deploy(gateway, f"{base}_x", spec("y"))
@@ -347,7 +347,7 @@ async def test_a_malformed_stored_result_is_a_clear_500(gateway: Gateway, bus: B
     status, body = await gateway.call("POST", f"/v1/functions/{app}/f/calls", json={})
     assert status == 202
     call_id = body["call_id"]
-    await bus.publish(schema.result_subject(call_id), b'{"type": "result", "oops": 1}')
+    await bus.publish(contract.result_subject(call_id), b'{"type": "result", "oops": 1}')
     status, body = await gateway.call("GET", f"/v1/calls/{call_id}")
     assert status == 500
     assert body["error"]["code"] == "internal"
@@ -398,8 +398,8 @@ async def test_deploy_then_call_with_wait(gateway: Gateway, bus: Bus) -> None:
     event = msgspec.json.decode((await events.next_msg(timeout=5)).data, type=schema.AppEvent)
     await events.unsubscribe()
     assert (event.app, event.version, event.state) == (app, 1, "deployed")
-    info = await bus.js.consumer_info("INVOKE", schema.consumer_name(app, "add"))
-    assert info.config.filter_subject == schema.invoke_subject(app, "add")
+    info = await bus.js.consumer_info("INVOKE", contract.invoke_consumer_name(app, "add"))
+    assert info.config.filter_subject == contract.invoke_subject(app, "add")
     assert info.config.ack_wait == 10
 
     async with responder(bus, app, "add", add) as seen:
@@ -628,7 +628,7 @@ async def test_cancel(gateway: Gateway, bus: Bus) -> None:
     status, _ = await gateway.call("POST", f"/v1/calls/{call_id}/cancel")
     assert status == 202
     late = schema.Result(call_id=call_id, status="success", codec="json", value=b"1")
-    ack = await bus.publish(schema.result_subject(call_id), late, msg_id=call_id)
+    ack = await bus.publish(contract.result_subject(call_id), late, msg_id=call_id)
     assert ack.duplicate
     status, body = await gateway.call("GET", f"/v1/calls/{call_id}")
     assert body["status"] == "cancelled"
@@ -700,8 +700,8 @@ async def test_a_deploy_through_another_replica_is_callable(gateway: Gateway, bu
     )
     await bus.ensure_consumer(
         "INVOKE",
-        schema.consumer_name(app, "add"),
-        filter_subject=schema.invoke_subject(app, "add"),
+        contract.invoke_consumer_name(app, "add"),
+        filter_subject=contract.invoke_subject(app, "add"),
     )
     await bus.publish(f"thaw.event.app.{app}", schema.AppEvent(app=app, version=1, state="deployed"))
     async with responder(bus, app, "add", add):

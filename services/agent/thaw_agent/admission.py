@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from thaw_core.bus import Bus, Msg, num_delivered, settle
+from thaw_core.contract import result_subject
 from thaw_core.refusal import Reject, error_code
-from thaw_core.schema import Invoke, Result, decoder, is_call_id, result_subject
+from thaw_core.schema import Invoke, Result, decoder, is_call_id
 
 from thaw_agent.dispatch_policy import (
     CANCELLED_MEMORY,

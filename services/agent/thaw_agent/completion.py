@@ -15,7 +15,8 @@ import nats.errors
 from thaw_core import metrics
 from thaw_core.bus import Bus, KeepAlive, Msg, num_delivered, settle
 from thaw_core.container_protocol import Output
-from thaw_core.schema import CallStatus, Invoke, Result, invoke_subject, result_subject
+from thaw_core.contract import invoke_subject, result_subject
+from thaw_core.schema import CallStatus, Invoke, Result
 
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import (

@@ -28,8 +28,9 @@ import msgspec
 from thaw_core import contract
 from thaw_core.api import CallResult
 from thaw_core.bus import Bus
+from thaw_core.contract import result_subject
 from thaw_core.refusal import Reject
-from thaw_core.schema import Result, result_subject
+from thaw_core.schema import Result
 
 log = logging.getLogger("thaw.gateway")
 

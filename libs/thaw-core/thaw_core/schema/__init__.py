@@ -33,7 +33,6 @@ against ``NAME_RE`` wherever they enter the system.
 
 from __future__ import annotations
 
-from thaw_core import contract
 from thaw_core.schema.base import (
     NAME_RE,
     Message,
@@ -153,11 +152,6 @@ from thaw_core.schema.web import (
     web_decoder,
 )
 
-# Kept while callers move to thaw_core.contract, which owns these names.
-invoke_subject = contract.invoke_subject
-result_subject = contract.result_subject
-consumer_name = contract.invoke_consumer_name
-
 __all__ = [
     "CALL_ID_RE",
     "HOP_BY_HOP_HEADERS",
@@ -252,13 +246,10 @@ __all__ = [
     "WebToGateway",
     "Workdir",
     "check_name",
-    "consumer_name",
     "decoder",
     "encode",
     "encode_web",
-    "invoke_subject",
     "is_call_id",
     "now",
-    "result_subject",
     "web_decoder",
 ]
