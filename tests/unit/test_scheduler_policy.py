@@ -1,9 +1,8 @@
 """Autoscaling and placement decisions, as a user of min/max/buffer/scaledown sees them."""
 
-import pytest
 from thaw_core.schema import Autoscale, ContainerInfo, GpuInfo, NodeHeartbeat, Resources
 from thaw_scheduler.autoscale import Load, plan, target
-from thaw_scheduler.placement import NodeCapacity, choose, gpu_matches, parse_gpu
+from thaw_scheduler.placement import NodeCapacity, choose
 
 
 def ready(cid: str, *, inflight: int = 0, idle_since: float = 0.0) -> ContainerInfo:
@@ -46,14 +45,15 @@ def test_never_stops_a_busy_container() -> None:
     assert plan(Autoscale(scaledown_window_s=1), Load(0, 1), 1, busy, now=100).stop == ["c2"]
 
 
-def test_gpu_requests_match_nvml_names() -> None:
-    assert parse_gpu("H100:2") == ("H100", 2)
-    assert parse_gpu(None) == (None, 0)
-    assert gpu_matches("a10g", "NVIDIA A10G")
-    assert gpu_matches("A100-80GB", "NVIDIA A100 80GB PCIe")
-    assert not gpu_matches("H100", "NVIDIA A10G")
-    with pytest.raises(ValueError):
-        parse_gpu("H100:0")
+def test_placement_takes_the_first_gpu_preference_with_room() -> None:
+    a100 = NodeCapacity("a100", 8, 16000, ("NVIDIA A100-SXM4-80GB",))
+    h100 = NodeCapacity("h100", 2, 16000, ("NVIDIA H100 80GB HBM3",))
+    request = Resources(gpu="H100,A100-80GB")
+    assert choose([a100, h100], request).node_id == "h100"
+    # The H100 is taken: the second preference serves.
+    assert choose([a100, h100.reserve(request)], request).node_id == "a100"
+    assert choose([a100.reserve(request), h100.reserve(request)], request) is None
+    assert choose([a100], Resources(gpu="A100-40GB")) is None
 
 
 def test_placement_needs_capacity_and_spreads() -> None:

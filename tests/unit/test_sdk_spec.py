@@ -105,7 +105,8 @@ def test_retries_int_is_a_retry_policy_with_that_many_retries() -> None:
         ("H100:2", "H100:2"),
         ("any", "any"),
         ("A100-80GB", "A100-80GB"),
-        (["L4", "T4"], "L4"),
+        (["L4", "T4"], "L4,T4"),
+        (["h100", "A100-80GB:2"], "H100,A100-80GB:2"),
     ],
 )
 def test_gpu_requests_are_normalised(gpu: object, recorded: str) -> None:

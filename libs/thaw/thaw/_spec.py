@@ -7,13 +7,13 @@ An option given as ``None`` is "not given": the spec keeps what it had.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from thaw_core import gpu_names
 from thaw_core.schema import BatchSpec, FunctionSpec, ImageRef, check_name
 
 from thaw.exception import InvalidError
@@ -23,9 +23,6 @@ from thaw.schedule import Schedule
 from thaw.secret import Secret
 from thaw.secret import refs as secret_refs
 from thaw.volume import Volume, volume_mounts
-
-# "A10G", "a10g", "H100:2", "A100-80GB", "any": a model (or "any") and a count.
-_GPU_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)(?::([1-9][0-9]*))?$")
 
 # Older Modal names that still appear in code found in the wild.
 ALIASES = {
@@ -44,19 +41,11 @@ def checked_name(kind: str, name: str) -> str:
 
 
 def gpu_request(gpu: str | Sequence[str]) -> str:
-    """Normalised GPU request; a list of fallbacks keeps its first choice for now."""
-    if not isinstance(gpu, str):
-        if not gpu:
-            raise InvalidError("gpu=[] is empty; give a GPU type like 'A10G' or leave gpu out")
-        gpu = gpu[0]
-    m = _GPU_RE.match(gpu.strip())
-    if not m:
-        raise InvalidError(
-            f"invalid gpu {gpu!r}: use a type and an optional count, like 'A10G' or 'H100:2'"
-        )
-    model, count = m.groups()
-    model = "any" if model.lower() == "any" else model.upper()
-    return f"{model}:{count}" if count else model
+    """Normalised GPU request: its choices in order of preference, comma-joined."""
+    try:
+        return gpu_names.normalise(gpu if isinstance(gpu, str) else list(gpu))
+    except ValueError as e:
+        raise InvalidError(str(e)) from None
 
 
 def _number(option: str, value: Any, *, minimum: float, integer: bool = False) -> Any:

@@ -1,7 +1,8 @@
 """Which node a new container goes to.
 
 A node qualifies when its free CPU, memory and GPUs cover the function's
-request. Among those, a caller-supplied preference ranks first (the
+request (for GPUs: the first of its preferences the node has free). Among
+those, a node serving an earlier GPU preference ranks first, then a caller-supplied preference ranks first (the
 reconciler prefers nodes holding a compatible memory snapshot,
 ``snapshot_affinity.py``), then the node with the
 most free cores, which spreads a function's containers so that losing one
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from thaw_core.gpu_names import GpuChoice, parse_request
 from thaw_core.schema import NodeHeartbeat, Resources
 
 
@@ -33,10 +35,10 @@ class NodeCapacity:
 
     def reserve(self, r: Resources) -> NodeCapacity:
         """What is left after placing a container asking for ``r``."""
-        model, count = parse_gpu(r.gpu)
         gpus = list(self.free_gpus)
-        for _ in range(count):
-            gpus.remove(next(g for g in gpus if gpu_matches(model, g)))
+        choice = gpu_choice(self, r.gpu)
+        for _ in range(choice.count if choice else 0):
+            gpus.remove(next(g for g in gpus if choice is not None and choice.matches(g)))
         return replace(
             self,
             free_cores=self.free_cores - r.cpu,
@@ -45,29 +47,17 @@ class NodeCapacity:
         )
 
 
-def parse_gpu(gpu: str | None) -> tuple[str | None, int]:
-    """``"A10G"`` -> ("A10G", 1); ``"H100:2"`` -> ("H100", 2); None -> (None, 0)."""
-    if not gpu:
-        return None, 0
-    model, _, count = gpu.partition(":")
-    n = int(count) if count else 1
-    if n < 1:
-        raise ValueError(f"invalid GPU count in {gpu!r}")
-    return model.strip(), n
-
-
-def gpu_matches(model: str | None, name: str) -> bool:
-    """A request names a model loosely ("a10g", "H100", "any"); the node
-    reports NVML's full name ("NVIDIA H100 80GB HBM3")."""
-    if model is None or model.lower() == "any":
-        return True
-    return model.lower().replace("-", " ") in name.lower().replace("-", " ")
+def gpu_choice(node: NodeCapacity, request: str | None) -> GpuChoice | None:
+    """The first of the request's preferences the node's free GPUs cover."""
+    for choice in parse_request(request):
+        if sum(1 for g in node.free_gpus if choice.matches(g)) >= choice.count:
+            return choice
+    return None
 
 
 def fits(node: NodeCapacity, r: Resources) -> bool:
-    model, count = parse_gpu(r.gpu)
-    matching = sum(1 for g in node.free_gpus if gpu_matches(model, g))
-    return node.free_cores >= r.cpu and node.free_memory_mb >= r.memory_mb and matching >= count
+    gpus_ok = not r.gpu or gpu_choice(node, r.gpu) is not None
+    return node.free_cores >= r.cpu and node.free_memory_mb >= r.memory_mb and gpus_ok
 
 
 def choose(
@@ -78,4 +68,12 @@ def choose(
     candidates = [n for n in nodes if fits(n, r)]
     if not candidates:
         return None
-    return max(candidates, key=lambda n: ((prefer(n) if prefer else 0), n.free_cores, n.node_id))
+    # The request's first preference with room wins over spreading.
+    choices = parse_request(r.gpu)
+
+    def rank(n: NodeCapacity) -> tuple[int, int, float, str]:
+        choice = gpu_choice(n, r.gpu)
+        preference = -choices.index(choice) if choice is not None else 0
+        return (preference, prefer(n) if prefer else 0, n.free_cores, n.node_id)
+
+    return max(candidates, key=rank)

@@ -69,6 +69,7 @@ class Reconciler:
     snapshots: dict[tuple[str, str, int], list[ReadySnapshot]] = field(default_factory=dict)
     _starts: dict[str, _Start] = field(default_factory=dict)
     _failed_at: dict[tuple[str, str], float] = field(default_factory=dict)
+    _unplaced: dict[tuple[str, str], schema.Resources] = field(default_factory=dict)
 
     def observe(self, hb: NodeHeartbeat) -> None:
         known = self.nodes.get(hb.node_id)
@@ -153,8 +154,12 @@ class Reconciler:
             for _ in range(starts):
                 node = choose(list(capacity.values()), f.spec.resources, prefer)
                 if node is None:
-                    log.warning("no node has room for %s/%s (%s)", f.app, f.spec.name, f.spec.resources)
+                    # Once per function and request, not once per tick.
+                    if self._unplaced.get(key) != f.spec.resources:
+                        self._unplaced[key] = f.spec.resources
+                        log.warning("no node has room for %s/%s (%s)", f.app, f.spec.name, f.spec.resources)
                     break
+                self._unplaced.pop(key, None)
                 capacity[node.node_id] = node.reserve(f.spec.resources)
                 await self._start(node.node_id, f, now)
 
