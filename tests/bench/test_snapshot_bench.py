@@ -44,13 +44,8 @@ from fixtures.wait import eventually
 from thaw_agent import oci
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
-from thaw_core.schema import (
-    FunctionSpec,
-    Invoke,
-    SnapshotCreated,
-    SnapshotRestored,
-    invoke_subject,
-)
+from thaw_core.contract import invoke_subject
+from thaw_core.schema import FunctionSpec, Invoke, SnapshotCreated, SnapshotRestored
 
 pytestmark = needs_criu
 

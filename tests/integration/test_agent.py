@@ -37,6 +37,8 @@ from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
+from thaw_core.contract import invoke_consumer_name as consumer_name
+from thaw_core.contract import invoke_subject, result_subject
 from thaw_core.schema import (
     CancelCall,
     CommandReply,
@@ -49,10 +51,7 @@ from thaw_core.schema import (
     RetryPolicy,
     StartContainer,
     StopContainer,
-    consumer_name,
     decoder,
-    invoke_subject,
-    result_subject,
 )
 
 pytestmark = [pytest.mark.slow, needs_containers]

@@ -37,6 +37,7 @@ from thaw_agent import gpu_snapshot
 from thaw_agent.snapshots import INFO_FILE, SnapshotCache
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
+from thaw_core.contract import invoke_subject
 from thaw_core.fingerprint import fingerprint_id, local_fingerprint
 from thaw_core.schema import (
     CpuFingerprint,
@@ -47,7 +48,6 @@ from thaw_core.schema import (
     SnapshotCreateFailed,
     SnapshotInfo,
     SnapshotRestored,
-    invoke_subject,
 )
 
 pytestmark = [pytest.mark.slow, needs_criu]
@@ -91,6 +91,7 @@ class Snappy:
             "container": os.environ.get("THAW_CONTAINER_ID"),
         }
 """
+
 
 def snappy_spec() -> FunctionSpec:
     return FunctionSpec(

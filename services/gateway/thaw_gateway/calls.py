@@ -27,18 +27,8 @@ from thaw_core.api import (
     CallRequest,
 )
 from thaw_core.bus import BatchPublishError, Bus
-from thaw_core.contract import cancel_subject
-from thaw_core.schema import (
-    CancelCall,
-    Codec,
-    FunctionSpec,
-    Invoke,
-    JsonArgs,
-    Result,
-    encode,
-    invoke_subject,
-    result_subject,
-)
+from thaw_core.contract import cancel_subject, invoke_subject, result_subject
+from thaw_core.schema import CancelCall, Codec, FunctionSpec, Invoke, JsonArgs, Result, encode
 
 from thaw_gateway.bodies import (
     convert,
@@ -70,7 +60,6 @@ PUBLISH_TIMEOUT_S = 10.0
 
 _args_encoder = msgspec.json.Encoder()
 NDJSON = "application/x-ndjson"
-
 
 
 def new_call_id() -> str:
@@ -115,7 +104,9 @@ def batch_item_args(codec: Codec, item: Any, index: int) -> bytes:
         return _args_encoder.encode(convert(item, JsonArgs, where))
     payload = convert(item, bytes, where)
     if not payload:
-        raise bad_request(f"{where}: empty; codec 'pickle' items are base64 pickles of (args, kwargs)")
+        raise bad_request(
+            f"{where}: empty; codec 'pickle' items are base64 pickles of (args, kwargs)"
+        )
     return payload
 
 
