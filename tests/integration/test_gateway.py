@@ -863,20 +863,22 @@ async def test_app_show_lists_schedules_with_next_and_last_fire(gateway: Gateway
 
 
 async def test_deploy_refuses_what_is_not_served(gateway: Gateway) -> None:
-    """An unknown experimental option would deploy and then do nothing: the
-    deploy is refused, naming it, and nothing is deployed. A web endpoint is
-    served, so it is not among the refusals."""
+    """An unknown experimental option, or a GPU that containers would not be
+    given, would deploy and then not do what it says: the deploy is refused,
+    naming each, and nothing is deployed. A web endpoint is served."""
     app = unique("unserved")
     sha = await upload_bundle(gateway)
     web = spec("hook", experimental_options={"web": {"kind": "endpoint", "method": "POST"}})
     odd = spec("odd", experimental_options={"turbo": True})
+    gpu = spec("gpu_fn", resources={"gpu": "A10G"})
     status, body = await gateway.call(
-        "POST", f"/v1/apps/{app}/deploy", json={"bundle_sha256": sha, "functions": [web, odd]}
+        "POST", f"/v1/apps/{app}/deploy", json={"bundle_sha256": sha, "functions": [web, odd, gpu]}
     )
     assert status == 400, body
     message = body["error"]["message"]
     assert "hook" not in message
     assert "odd: experimental_options 'turbo'" in message
+    assert "gpu_fn: gpu='A10G': containers are not given GPUs" in message
     status, _ = await gateway.call("GET", f"/v1/apps/{app}")
     assert status == 404
 
