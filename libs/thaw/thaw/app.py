@@ -16,9 +16,11 @@ from thaw_core.api import DeployResponse
 from thaw_core.schema import FunctionSpec
 
 from thaw._spec import apply_options, checked_name, marker_options, merge_app_defaults, module_name
+from thaw._sync import aio_function
+from thaw.client import current
 from thaw.cls import Cls, class_spec_fields
 from thaw.deploy import AppRun, deploy_app
-from thaw.exception import InvalidError
+from thaw.exception import InvalidError, NotFoundError
 from thaw.functions import Function, function_kind
 from thaw.image import Image
 from thaw.retries import Retries
@@ -61,6 +63,8 @@ class App:
         self._entrypoints: dict[str, LocalEntrypoint] = {}
         # Set while `app.run()` has it deployed, ephemeral, under that name.
         self._running_as: str | None = None
+        # The gateway's id ("ap-..."), known for an app found by ``App.lookup``.
+        self.app_id: str | None = None
 
     # ------------------------------------------------------------ names
 
@@ -224,6 +228,29 @@ class App:
             return raw_f
 
         return decorate(_f) if _f is not None else decorate
+
+    # ------------------------------------------------------------ by name
+
+    @staticmethod
+    @aio_function
+    async def lookup(
+        name: str, *, create_if_missing: bool = False, environment_name: str | None = None
+    ) -> App:
+        """The app deployed as ``name``, for ``Function.from_name``/``Cls.from_name``
+        and the like. With ``create_if_missing`` an app never deployed is a name
+        that later deploys fill; without it, a missing app is a NotFoundError."""
+        app = App(name)
+        try:
+            detail = await current().app(app.running_name)
+        except NotFoundError:
+            if not create_if_missing:
+                raise NotFoundError(
+                    f"no app named {name!r} is deployed (App.lookup(..., create_if_missing=True)"
+                    " takes the name anyway)"
+                ) from None
+            return app
+        app.app_id = detail.app.app_id or None
+        return app
 
     # ------------------------------------------------------------ running
 
