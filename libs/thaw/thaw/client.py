@@ -1,17 +1,9 @@
-"""The gateway's HTTP API (thaw_core.api) from the caller's side.
+"""The gateway's HTTP API (thaw_core.api) from the caller's side: ``Client``,
+one method per route, and ``current()``, the one client of this process.
 
-Where the gateway is and who we are, first found wins:
-
-1. ``THAW_GATEWAY_URL`` / ``THAW_TOKEN`` in the environment;
-2. ``$XDG_CONFIG_HOME/thaw/config.toml`` (``~/.config/thaw/config.toml``),
-   table ``[default]`` or the one ``THAW_PROFILE`` names: ``gateway_url``, ``token``;
-3. the embedded stack of this machine (``thaw up``): its gateway address from
-   ``THAW_GATEWAY_HOST``/``PORT`` and its ``<state_dir>/admin-token``.
-
-Every request goes through one keep-alive aiohttp session on the SDK's
-background loop (thaw._sync). aiohttp is imported only when the first request
-is made. Unit tests swap the HTTP layer for a fake ``Transport`` with
-:func:`use_transport`.
+Where the gateway is and which token to send: ``thaw.client_config``. The
+HTTP layer, swapped for a fake in unit tests with :func:`use_transport`:
+``thaw.transport``.
 """
 
 from __future__ import annotations
@@ -21,9 +13,8 @@ import contextlib
 import functools
 import os
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
-from typing import Any, NamedTuple, Protocol, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode
 
 import msgspec
@@ -40,7 +31,6 @@ from thaw_core.api import (
     ContainersResponse,
     DeployRequest,
     DeployResponse,
-    ErrorBody,
     FunctionInfo,
     NodeInfo,
     StreamRequest,
@@ -50,187 +40,11 @@ from thaw_core.api import (
 from thaw_core.schema import ContainerInfo, LogLine
 
 from thaw import exception
-
-JSON = "application/json"
+from thaw.client_config import CONFIG_ENV, load_config
+from thaw.transport import HttpTransport, Transport, gateway_error
 
 # How long one request waits for a result at the gateway before asking again.
 LONG_POLL_S = 50.0
-
-
-class ClientConfig(NamedTuple):
-    gateway_url: str
-    token: str | None
-
-
-_CONFIG_ENV = (
-    "THAW_GATEWAY_URL",
-    "THAW_TOKEN",
-    "THAW_GATEWAY_HOST",
-    "THAW_GATEWAY_PORT",
-    "THAW_STATE_DIR",
-    "THAW_PROFILE",
-    "XDG_STATE_HOME",
-    "XDG_CONFIG_HOME",
-    "HOME",
-)
-
-
-def config_file(env: Mapping[str, str]) -> Path:
-    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
-    return Path(base) / "thaw" / "config.toml"
-
-
-def _profile(env: Mapping[str, str]) -> dict[str, Any]:
-    path = config_file(env)
-    try:
-        text = path.read_text()
-    except OSError:
-        return {}
-    import tomllib
-
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise exception.InvalidError(f"{path}: not valid TOML: {e}") from None
-    name = env.get("THAW_PROFILE") or "default"
-    profile = data.get(name)
-    if profile is None and name != "default":
-        raise exception.InvalidError(f"{path} has no [{name}] profile (THAW_PROFILE={name})")
-    return profile or {}
-
-
-def _admin_token(state_dir: Path) -> str | None:
-    # The file thaw.stack.state.StackPaths.admin_token_file names, read here
-    # without importing thaw.stack, whose package pulls in the whole supervisor.
-    try:
-        return (state_dir / "admin-token").read_text().strip() or None
-    except OSError:
-        return None
-
-
-def load_config(env: Mapping[str, str] | None = None) -> ClientConfig:
-    from thaw_core.config import Settings
-
-    e = os.environ if env is None else env
-    profile = _profile(e)
-    url = e.get("THAW_GATEWAY_URL") or profile.get("gateway_url")
-    token = e.get("THAW_TOKEN") or profile.get("token")
-    if not url or not token:
-        settings = Settings.from_env(dict(e))
-        url = url or settings.gateway_url
-        if not token:
-            token = _admin_token(settings.state_dir)
-    return ClientConfig(gateway_url=url.rstrip("/"), token=token or None)
-
-
-# ---------------------------------------------------------------- transport
-
-
-class Transport(Protocol):
-    """The HTTP layer: answers ``(status, body)``; streams NDJSON lines."""
-
-    async def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str = JSON
-    ) -> tuple[int, bytes]: ...
-
-    def lines(self, method: str, path: str, body: bytes | None = None) -> AsyncIterator[bytes]:
-        """The body of a 2xx answer split into lines; an error answer raises."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-_error_body = msgspec.json.Decoder(ErrorBody)
-
-
-def gateway_error(status: int, data: bytes, *, token: str | None = None) -> exception.Error:
-    try:
-        detail = _error_body.decode(data).error
-        code, message = detail.code, detail.message
-    except msgspec.DecodeError:
-        code, message = None, data.decode(errors="replace").strip() or f"HTTP {status}"
-    error = exception.from_gateway(status, code, message)
-    if isinstance(error, exception.AuthError) and not token:
-        error = type(error)(
-            f"{message} (no token: set THAW_TOKEN, or run `thaw up` on this machine for an admin token)"
-        )
-    return error
-
-
-class HttpTransport:
-    def __init__(self, config: ClientConfig) -> None:
-        self.config = config
-        self._headers = {"Content-Type": JSON}
-        if config.token:
-            self._headers["Authorization"] = f"Bearer {config.token}"
-        self._session: Any = None
-
-    def _open(self) -> Any:
-        import aiohttp
-
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
-            # Long polls and streams wait as long as the API says; only connecting is bounded.
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-            skip_auto_headers=("User-Agent",),
-        )
-        return self._session
-
-    def _unreachable(self, e: Exception) -> exception.ConnectionError:
-        return exception.ConnectionError(
-            f"cannot reach the thaw gateway at {self.config.gateway_url} ({e}); "
-            "is the platform running (`thaw up`) and THAW_GATEWAY_URL right?"
-        )
-
-    async def request(
-        self, method: str, path: str, body: bytes | None = None, content_type: str = JSON
-    ) -> tuple[int, bytes]:
-        import aiohttp
-
-        session = self._session or self._open()
-        headers = (
-            self._headers
-            if content_type == JSON
-            else {**self._headers, "Content-Type": content_type}
-        )
-        try:
-            async with session.request(
-                method, self.config.gateway_url + path, data=body, headers=headers
-            ) as resp:
-                return resp.status, await resp.read()
-        except aiohttp.ClientError as e:
-            raise self._unreachable(e) from None
-
-    async def lines(
-        self, method: str, path: str, body: bytes | None = None
-    ) -> AsyncIterator[bytes]:
-        import aiohttp
-
-        session = self._session or self._open()
-        try:
-            async with session.request(
-                method, self.config.gateway_url + path, data=body, headers=self._headers
-            ) as resp:
-                if resp.status >= 300:
-                    raise gateway_error(resp.status, await resp.read(), token=self.config.token)
-                # Not resp.content's own line iterator: it refuses lines over 64 KiB,
-                # and one result line carries a whole pickled value.
-                pending = b""
-                async for chunk in resp.content.iter_any():
-                    pending += chunk
-                    *complete, pending = pending.split(b"\n")
-                    for line in complete:
-                        if line.strip():
-                            yield line
-                if pending.strip():
-                    yield pending
-        except aiohttp.ClientError as e:
-            raise self._unreachable(e) from None
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 # ---------------------------------------------------------------- the API
@@ -471,7 +285,7 @@ def current() -> Client:
     global _current
     if _override is not None:
         return _override
-    key = tuple(os.environ.get(name) for name in _CONFIG_ENV)
+    key = tuple(os.environ.get(name) for name in CONFIG_ENV)
     found = _current
     if found is not None and found[0] == key:
         return found[1]

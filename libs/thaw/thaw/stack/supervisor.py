@@ -16,21 +16,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
 from thaw_core.config import Settings
 
 from thaw.stack import health
+from thaw.stack.children import (
+    down_text,
+    exit_text,
+    kill_leftovers,
+    start_process,
+    stop_leftovers,
+    stop_process,
+    tail,
+)
 from thaw.stack.parts import (
     AGENT,
     SERVICES,
@@ -40,7 +46,7 @@ from thaw.stack.parts import (
     postgres_part,
     service_part,
 )
-from thaw.stack.state import StackLock, StackPaths, stack_processes
+from thaw.stack.state import StackLock, StackPaths
 
 log = logging.getLogger("thaw.stack")
 
@@ -49,13 +55,6 @@ MAX_BACKOFF_S = 30.0
 # A part that stayed up this long is "stable": its next crash restarts it at once.
 STABLE_AFTER_S = 30.0
 POLL_S = 0.2
-
-_PR_SET_PDEATHSIG = 1
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _prctl = None
-
 
 class StackError(Exception):
     """A failure to report to the user as is (no traceback)."""
@@ -76,31 +75,6 @@ class StackInfo:
     state_dir: Path
     logs_dir: Path
     pid: int
-
-
-def tail(path: Path | None, n: int = 30, *, since: int = 0) -> str:
-    """The last ``n`` lines of a log, not looking before byte offset ``since``."""
-    if path is None:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(since, size - 64 * 1024))
-            lines = f.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-n:])
-
-
-def _death_signal_setter(sig: int) -> Callable[[], None] | None:
-    if _prctl is None:
-        return None
-
-    def preexec() -> None:  # runs in the child after fork, after setuid, before exec
-        _prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-
-    return preexec
 
 
 class Stack:
@@ -308,7 +282,7 @@ class Stack:
         for n in names:
             part = self.parts.get(n)
             if part is not None and part.has_process and part.pid is None:
-                out[n] = _down_text(part)
+                out[n] = down_text(part)
             elif n == "nats":
                 checks[n] = health.check_nats(s.nats_monitor_port)
             elif n == "postgres":
@@ -330,35 +304,13 @@ class Stack:
     # ------------------------------------------------------------ processes
 
     def _spawn(self, part: Part) -> None:
-        assert part.log_path is not None
-        part.restart_at = None
-        kwargs: dict[str, Any] = dict(part.popen_kwargs)
-        kwargs.setdefault("cwd", part.cwd)
-        with open(part.log_path, "ab") as logf:
-            if part.log_offset < 0:  # this stack's first start of it
-                part.log_offset = logf.tell()
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            logf.write(f"--- {stamp} thaw: starting {part.name}: {' '.join(part.argv)}\n".encode())
-            logf.flush()
-            try:
-                part.proc = subprocess.Popen(
-                    part.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=logf,
-                    stderr=subprocess.STDOUT,
-                    env=part.env,
-                    start_new_session=True,
-                    # Only a resolved C call runs in the child: safe despite threads.
-                    preexec_fn=_death_signal_setter(part.death_signal),  # noqa: PLW1509
-                    **kwargs,
-                )
-            except OSError as exc:
-                part.proc = None
-                log.error("cannot start %s: %s", part.name, exc)
-                self._schedule_restart(part, time.monotonic(), f"failed to start ({exc})")
-                return
-        part.started_at = time.monotonic()
-        log.info("started %s (pid %d)", part.name, part.proc.pid)
+        try:
+            start_process(part)
+        except OSError as exc:
+            log.error("cannot start %s: %s", part.name, exc)
+            self._schedule_restart(part, time.monotonic(), f"failed to start ({exc})")
+            return
+        log.info("started %s (pid %d)", part.name, part.pid)
         self._write_state()
 
     def _schedule_restart(self, part: Part, now: float, why: str) -> None:
@@ -387,7 +339,7 @@ class Stack:
                     continue
                 part.last_exit = rc
                 part.proc = None
-                self._schedule_restart(part, now, f"exited with {_exit_text(rc)}")
+                self._schedule_restart(part, now, f"exited with {exit_text(rc)}")
                 self._write_state()
             await asyncio.sleep(POLL_S)
 
@@ -403,56 +355,16 @@ class Stack:
                 await self._stop_part(part)
         # Anything else started with our marker (e.g. Postgres backends that
         # outlived a killed postmaster) goes too.
-        left = await asyncio.to_thread(stack_processes, self.paths.state_dir)
-        for p in left:
-            log.warning("killing leftover process %d (%s)", p.pid, _proc_name(p))
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        await asyncio.to_thread(kill_leftovers, self.paths.state_dir)
         log.info("the thaw stack is stopped")
 
     async def _stop_part(self, part: Part) -> None:
-        proc = part.proc
-        if proc is None or proc.poll() is not None:
-            part.proc = None
-            return
-        for sig, wait_s in part.stop_plan:
-            if self._force and sig != signal.SIGKILL:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                if sig == signal.SIGKILL:
-                    os.killpg(proc.pid, sig)  # its whole session, e.g. Postgres' children
-                else:
-                    proc.send_signal(sig)
-            deadline = time.monotonic() + wait_s
-            while proc.poll() is None and time.monotonic() < deadline:
-                if self._force and sig != signal.SIGKILL:
-                    break
-                await asyncio.sleep(0.05)
-            if proc.poll() is not None:
-                break
-            log.warning("%s did not exit after %s; escalating", part.name, sig.name)
-        part.last_exit = proc.poll()
-        part.proc = None
+        await stop_process(part, force=self._force)
 
     def _stop_leftovers(self) -> None:
         """Stop processes of an earlier stack on this state dir whose supervisor
         died without stopping them (we hold the lock, so none is supervised)."""
-        left = stack_processes(self.paths.state_dir)
-        if not left:
-            return
-        log.warning(
-            "stopping %d leftover process(es) of an earlier stack: %s",
-            len(left),
-            ", ".join(f"{p.pid} ({_proc_name(p)})" for p in left),
-        )
-        for p in left:
-            with contextlib.suppress(psutil.Error):
-                p.terminate()
-        _, alive = psutil.wait_procs(left, timeout=10)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
+        stop_leftovers(self.paths.state_dir)
 
     # ------------------------------------------------------------ state file
 
@@ -483,24 +395,3 @@ class Stack:
             self.paths.write_state(state)
         except OSError as exc:
             log.warning("cannot write %s: %s", self.paths.state_file, exc)
-
-
-def _exit_text(rc: int) -> str:
-    if rc < 0:
-        with contextlib.suppress(ValueError):
-            return f"signal {signal.Signals(-rc).name}"
-        return f"signal {-rc}"
-    return f"code {rc}"
-
-
-def _down_text(part: Part) -> str:
-    if part.last_exit is None:
-        return "not running"
-    return f"not running (exited with {_exit_text(part.last_exit)})"
-
-
-def _proc_name(p: psutil.Process) -> str:
-    try:
-        return " ".join(p.cmdline())[:80] or p.name()
-    except psutil.Error:
-        return "?"
