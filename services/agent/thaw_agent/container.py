@@ -31,15 +31,16 @@ import os
 import time
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from thaw_core import layers
-from thaw_core.container_protocol import Frame, InitFailed, Output, Shutdown, WebPull, WebSend
+from thaw_core.container_protocol import Frame, InitFailed, Shutdown
 from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
 from thaw_core.tasks import Background
 
 from thaw_agent import checkpoint, oci, process
 from thaw_agent.channel import RuntimeChannel
+from thaw_agent.container_events import ContainerStartError
 from thaw_agent.container_volumes import ContainerVolumes
 from thaw_agent.conversation import converse
 from thaw_agent.layout import ContainerPaths
@@ -56,20 +57,6 @@ log = logging.getLogger("thaw.agent.containers")
 TERM_GRACE_S = 2.0
 EXIT_WAIT_S = 5.0
 STDERR_TAIL_LINES = 20
-
-
-class ContainerStartError(Exception):
-    """The container could not be started; the message says why."""
-
-
-class ContainerEvents(Protocol):
-    """What the dispatcher hears from containers (called on the event loop)."""
-
-    def container_ready(self, container: Container) -> None: ...
-    def container_init_failed(self, container: Container, failure: InitFailed) -> None: ...
-    def container_output(self, container: Container, output: Output) -> None: ...
-    def container_gone(self, container: Container) -> None: ...
-    def container_web(self, container: Container, frame: WebPull | WebSend) -> None: ...
 
 
 class Container:

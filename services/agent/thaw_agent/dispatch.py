@@ -61,7 +61,7 @@ Key = tuple[str, str]
 
 
 class Dispatcher:
-    """Feeds the node's containers; implements ``container.ContainerEvents``."""
+    """Feeds the node's containers; implements ``container_events.ContainerEvents``."""
 
     def __init__(
         self,

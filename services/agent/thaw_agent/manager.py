@@ -28,11 +28,8 @@ from thaw_core.schema import (
 from thaw_core.volumes import VolumesClient
 
 from thaw_agent.bundles import BundleCache
-from thaw_agent.container import (
-    Container,
-    ContainerEvents,
-    ContainerStartError,
-)
+from thaw_agent.container import Container
+from thaw_agent.container_events import ContainerEvents, ContainerStartError
 from thaw_agent.container_volumes import NodeVolumes
 from thaw_agent.images import NodeImages
 from thaw_agent.layout import NodeLayout
