@@ -207,7 +207,7 @@ class ResultHub:
         It fails with ``MalformedResult`` or ``GatewayStopping``."""
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
-        def settle(outcome: Outcome | Exception) -> None:
+        def resolve(outcome: Outcome | Exception) -> None:
             if fut.done():
                 return
             if isinstance(outcome, Exception):
@@ -215,11 +215,11 @@ class ResultHub:
             else:
                 fut.set_result(outcome)
 
-        self.watch(call_id, settle)
+        self.watch(call_id, resolve)
         try:
             yield fut
         finally:
-            self.unwatch(call_id, settle)
+            self.unwatch(call_id, resolve)
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved, so an unawaited failure is not logged
 

@@ -73,7 +73,9 @@ def _needs_loop(value: Any) -> bool:
     return inspect.isawaitable(value) or inspect.isasyncgen(value)
 
 
-async def _settle(value: Any) -> Any:
+async def _resolved(value: Any) -> Any:
+    """What a call returned, with a coroutine awaited and an async generator
+    drained into a list."""
     if inspect.isasyncgen(value):
         return [item async for item in value]
     if inspect.isawaitable(value):
@@ -100,9 +102,9 @@ class Executor:
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call a hook or constructor where it belongs; its exception propagates."""
         if inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn):
-            return await _settle(fn(*args))
+            return await _resolved(fn(*args))
         value = await self._loop.run_in_executor(self._pool, fn, *args)
-        return await _settle(value)
+        return await _resolved(value)
 
     async def run(
         self, run: RunInput, target: Callee, instance: object | None, reply: Reply
@@ -127,10 +129,10 @@ class Executor:
         unsettled = self._run_in_thread(run, target, instance, started_at, reply)
         if unsettled is not None:
 
-            async def settle(value: Any) -> None:
+            async def finish(value: Any) -> None:
                 reply(await self._finish_on_loop(run, target, value, started_at))
 
-            asyncio.run_coroutine_threadsafe(settle(unsettled.value), self._loop)
+            asyncio.run_coroutine_threadsafe(finish(unsettled.value), self._loop)
 
     def _run_in_thread(
         self,
@@ -168,7 +170,7 @@ class Executor:
         self, run: RunInput, target: Callee, value: Any, started_at: float
     ) -> Output:
         try:
-            return self.success(run, target, await _settle(value), started_at)
+            return self.success(run, target, await _resolved(value), started_at)
         except BaseException as e:
             if our_cancellation(e):
                 raise

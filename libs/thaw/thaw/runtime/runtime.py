@@ -241,7 +241,7 @@ class Runtime:
         while self._inflight and self._loop.time() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
         for input_id in list(self._inflight):
-            self._settle(
+            self._end_input(
                 input_id,
                 "terminated",
                 f"the container stopped before the call finished (grace period {self._grace_s:g} s)",
@@ -331,7 +331,7 @@ class Runtime:
         if item.on_reader:
             self._slots.release()
 
-    def _settle(self, input_id: str, status: CallStatus, error: str) -> None:
+    def _end_input(self, input_id: str, status: CallStatus, error: str) -> None:
         """Answer for an input that will not finish (cancel, shutdown); its
         own result, if it ever comes, is dropped."""
         item = self._inflight.pop(input_id, None)
@@ -369,7 +369,7 @@ class Runtime:
         self._inflight[run.input_id] = _Input(received_at, task=task)
 
     def _cancel(self, input_id: str) -> None:
-        self._settle(input_id, "cancelled", "the call was cancelled")
+        self._end_input(input_id, "cancelled", "the call was cancelled")
 
     async def _serve(self, run: RunInput) -> None:
         try:
