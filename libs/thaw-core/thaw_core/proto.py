@@ -27,6 +27,23 @@ def _dump(doc: Any) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
+# What the JSON codec's bytes fields hold once base64-decoded: Invoke.args and
+# Invoke.params decode to JsonCodecArgs, a successful Result.value to any JSON value.
+_JSON_CODEC_SCHEMAS: dict[str, Any] = {
+    "JsonCodecArgs": {
+        "title": "JsonCodecArgs",
+        "description": "Invoke.args / Invoke.params with codec 'json', once base64-decoded.",
+        "type": "object",
+        "properties": {"args": {"type": "array"}, "kwargs": {"type": "object"}},
+        "required": ["args", "kwargs"],
+    },
+    "JsonCodecValue": {
+        "title": "JsonCodecValue",
+        "description": "Result.value with codec 'json', once base64-decoded: the return value.",
+    },
+}
+
+
 def render() -> dict[str, str]:
     """Every file of proto/, relative path -> content."""
     files: dict[str, str] = {}
@@ -60,11 +77,14 @@ def render() -> dict[str, str]:
             "info": {
                 "title": "thaw wire contract",
                 "version": "1",
-                "description": "Generated from thaw_core.schema by `make proto`; do not edit.",
+                "description": "Generated from thaw_core.schema by `make proto`; do not edit."
+                " Every message is a JSON object whose 'type' names it; bytes fields are"
+                " base64 strings. Codec 'json' (for other languages) is described by"
+                " JsonCodecArgs and JsonCodecValue; codec 'pickle' is Python-only.",
             },
             "defaultContentType": "application/json",
             "channels": channels,
-            "components": {"schemas": components, "messages": messages},
+            "components": {"schemas": {**components, **_JSON_CODEC_SCHEMAS}, "messages": messages},
         }
     )
     return files

@@ -86,8 +86,20 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
     contract.EVENT_NODE: ("Node heartbeats from agents.", (NodeHeartbeat,)),
     contract.EVENT_ERROR: ("Messages a service refused, and why.", (ErrorEvent,)),
     contract.EVENT_APP: ("Deploys and stops of an app.", (AppEvent,)),
-    contract.INVOKE: ("Inputs of a function (JetStream INVOKE).", (Invoke,)),
-    contract.RESULT: ("The result of one call (JetStream RESULTS).", (Result,)),
+    contract.INVOKE: (
+        ("Inputs of a function (JetStream INVOKE). Publish with the call id as"
+        " Nats-Msg-Id (a repeated publish is dropped). With codec 'json', args (and"
+        " params) are the base64 of the UTF-8 JSON {\"args\": [...], \"kwargs\": {...}}."),
+        (Invoke,),
+    ),
+    contract.RESULT: (
+        ("The result of one call (JetStream RESULTS, kept 24 hours). Read it by"
+        " subscribing to thaw.result.<call_id> before publishing the Invoke, or"
+        " afterwards as the RESULTS stream's last message by subject (a direct get"
+        " with last_by_subj). With codec 'json', value is the base64 of the UTF-8"
+        " JSON return value; a failure has status 'failure', error and traceback."),
+        (Result,),
+    ),
     contract.CANCEL: ("Cancel a call.", (CancelCall,)),
     contract.AGENT_COMMAND: (
         "Commands to one node agent (request/reply).",
