@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,18 @@ THAW = [sys.executable, "-m", "thaw.cli"]
 pytestmark = pytest.mark.usefixtures("use_platform")
 
 
-def thaw_cli(platform: Platform, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def thaw_cli(
+    platform: Platform, *args: str, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
     return subprocess.run(
-        [*THAW, *args], check=False, env=env, capture_output=True, text=True,
-        timeout=timeout, stdin=subprocess.DEVNULL,
+        [*THAW, *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -70,30 +78,32 @@ def test_asgi_app_answers_at_its_routes(urls: dict[str, str], platform: Platform
         assert json.loads(body) == {"result": "predicted:4"}
 
 
-def _arrivals(url: str) -> list[tuple[float, bytes]]:
-    """Each read's time and bytes, as they reach the client."""
-    arrivals: list[tuple[float, bytes]] = []
-    with urllib.request.urlopen(url, timeout=180) as r:
+def _read_gated(url: str, stream: str, *, sse: bool) -> list[bytes]:
+    """Each part as it reaches the client; the app makes the next one only once
+    the client releases this one, so a buffered response would never end."""
+    got: list[bytes] = []
+    with urllib.request.urlopen(f"{url}/{'sse' if sse else 'stream'}/{stream}", timeout=180) as r:
+        if sse:
+            assert r.headers["Content-Type"].startswith("text/event-stream")
         while True:
             line = r.readline()
             if not line:
-                return arrivals
-            arrivals.append((time.monotonic(), line))
+                return got
+            if line == b"\n":  # the blank line that ends an SSE event
+                continue
+            got.append(line)
+            status, _, body = fetch(f"{url}/release/{stream}/{len(got) - 1}", b"")
+            assert status == 200, body
 
 
 def test_streaming_response_arrives_chunk_by_chunk(urls: dict[str, str]) -> None:
-    fetch(urls["fastapi_app"] + "/predict", b'{"input": 0}')  # warm
-    arrivals = _arrivals(urls["fastapi_app"] + "/stream")
-    assert [line for _, line in arrivals] == [f"chunk {i}\n".encode() for i in range(10)]
-    # Produced 100 ms apart: buffered whole, they would all come at once.
-    assert arrivals[-1][0] - arrivals[0][0] > 0.5
+    got = _read_gated(urls["fastapi_app"], uuid.uuid4().hex, sse=False)
+    assert got == [f"chunk {i}\n".encode() for i in range(10)]
 
 
 def test_server_sent_events_arrive_as_produced(urls: dict[str, str]) -> None:
-    arrivals = _arrivals(urls["fastapi_app"] + "/sse")
-    events = [line for _, line in arrivals if line.startswith(b"data:")]
-    assert events == [f"data: {i}\n".encode() for i in range(5)]
-    assert arrivals[-1][0] - arrivals[0][0] > 0.25
+    got = _read_gated(urls["fastapi_app"], uuid.uuid4().hex, sse=True)
+    assert got == [f"data: {i}\n".encode() for i in range(5)]
 
 
 def _peak_rss_bytes(pid: int) -> int:
@@ -172,9 +182,7 @@ def test_websocket_upgrade_is_refused_clearly(urls: dict[str, str]) -> None:
         pytest.fail("a websocket upgrade was not refused")
 
 
-
-
-SERVED_APP = '''
+SERVED_APP = """
 import thaw
 
 app = thaw.App("{name}")
@@ -184,7 +192,7 @@ app = thaw.App("{name}")
 @thaw.fastapi_endpoint()
 def version() -> dict:
     return {{"version": {version}}}
-'''
+"""
 
 
 URL_LINE = re.compile(r"^web version: (\S+)$")
@@ -198,13 +206,18 @@ def test_thaw_serve_redeploys_on_edit_and_stops_on_ctrl_c(
     source.write_text(SERVED_APP.format(name=name, version=1))
     env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
     proc = subprocess.Popen(
-        [*THAW, "serve", str(source)], env=env, stdout=subprocess.PIPE, text=True,
+        [*THAW, "serve", str(source)],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
         stdin=subprocess.DEVNULL,
     )
     assert proc.stdout is not None
     try:
         lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True).start()
+        threading.Thread(
+            target=lambda: [lines.put(x) for x in proc.stdout or ()], daemon=True
+        ).start()
         deadline = time.monotonic() + 180
         url, printed = "", ""
         while not url and (left := deadline - time.monotonic()) > 0:

@@ -33,24 +33,40 @@ def fastapi_predict(request: dict) -> dict:
     return {"result": model(request["input"])}
 
 
-@web_app.get("/stream")
-async def stream() -> StreamingResponse:
+# Streams that produce their next part only once the client says it has the
+# previous one (``/release``): a response buffered anywhere on the way would
+# never complete. One container (max_containers=1) holds both requests.
+_released: dict[str, asyncio.Event] = {}
+
+
+def _gate(stream: str, i: int) -> asyncio.Event:
+    return _released.setdefault(f"{stream}/{i}", asyncio.Event())
+
+
+@web_app.get("/stream/{stream}")
+async def stream(stream: str) -> StreamingResponse:
     async def chunks():
         for i in range(10):
             yield f"chunk {i}\n"
-            await asyncio.sleep(0.1)
+            await _gate(stream, i).wait()
 
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
-@web_app.get("/sse")
-async def sse() -> StreamingResponse:
+@web_app.get("/sse/{stream}")
+async def sse(stream: str) -> StreamingResponse:
     async def events():
         for i in range(5):
             yield f"data: {i}\n\n"
-            await asyncio.sleep(0.1)
+            await _gate(stream, i).wait()
 
     return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@web_app.post("/release/{stream}/{i}")
+async def release(stream: str, i: int) -> dict:
+    _gate(stream, i).set()
+    return {"released": i}
 
 
 @web_app.post("/upload")
@@ -77,7 +93,7 @@ def boom() -> dict:
     raise ValueError("the handler broke on purpose")
 
 
-@app.function()
+@app.function(max_containers=1)
 @modal.concurrent(max_inputs=8)
 @modal.asgi_app()
 def fastapi_app() -> FastAPI:
@@ -101,4 +117,6 @@ def flask_app():
 @app.function()
 @modal.web_server(8000, startup_timeout=30)
 def file_server() -> None:
-    subprocess.Popen([sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"], cwd="/tmp")
+    subprocess.Popen(
+        [sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"], cwd="/tmp"
+    )
