@@ -3,7 +3,8 @@
 #   1. Debian packages the platform runs: postgresql (binaries for the embedded
 #      control-plane database), runc (containers), iptables (CRIU's network
 #      lock), debootstrap (the default rootfs), zstd (snapshot packing),
-#      iproute2 (container networking), skopeo (images from registries) and
+#      iproute2 (container networking), slirp4netns (build steps' outbound-only
+#      network), skopeo (images from registries) and
 #      docker-registry (the registry server the tests push to), chromium (the
 #      headless browser the dashboard's tests drive);
 #   2. CRIU 4.x in a private prefix (deploy/install-criu.sh);
@@ -30,7 +31,7 @@ fi
 command -v dpkg-query >/dev/null ||
     die "dpkg-query not found: thaw's host set-up supports Debian (bookworm) hosts only"
 
-PACKAGES=(postgresql runc iptables debootstrap zstd iproute2 skopeo docker-registry chromium)
+PACKAGES=(postgresql runc iptables debootstrap zstd iproute2 slirp4netns skopeo docker-registry chromium)
 is_root() { [[ $(id -u) == 0 ]]; }
 
 missing_packages() {

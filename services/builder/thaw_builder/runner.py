@@ -2,16 +2,13 @@
 
 The container's root is an overlay: the parent layers (read-only lowers) and
 a fresh upper dir, which afterwards holds exactly the step's changes, in
-overlay's format (whiteouts for deletions) — the layer. Unlike a function's
-container it keeps the host's network namespace (no ``network`` entry in
-config.json) so that pip and apt reach their registries, and it has most of
-Docker's default capability set so that apt can drop privileges and dpkg can
-chown.
-
-The host's network namespace means a build step can reach whatever listens
-on the builder machine, the platform's own NATS and Postgres included: run
-builders on machines whose local services need credentials, or accept that
-image definitions are trusted code (as deploying them already is).
+overlay's format (whiteouts for deletions) — the layer. It runs in a network
+namespace of its own with outbound access only (``step_network``): pip and
+apt reach their registries, but nothing listening on the builder machine
+(the platform's NATS, Postgres, gateway, anything on loopback) is reachable
+from a step. It has Docker's default capability set (none of which lets it
+change its namespace's firewall) so that apt can drop privileges and dpkg
+can chown.
 
 Build-only mounts (pip's settings and cache, a requirements file) live under
 ``/.thaw-build``; the mount points runc creates for them are removed from
@@ -26,7 +23,6 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import resource
 import shutil
 from collections.abc import Callable, Sequence
@@ -39,6 +35,7 @@ from thaw_core.image_users import ROOT, ImageUser, image_user
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 
 from thaw_builder.pipconf import Mount
+from thaw_builder.step_network import resolv_conf, step_network
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +48,8 @@ BASE_ENV = {
     "PYTHONUNBUFFERED": "1",
 }
 # Docker's default set, enough for apt (setuid to _apt), dpkg (chown, mknod),
-# pip and most build scripts, less the two network ones: in the host's network
-# namespace, CAP_NET_RAW would let a step sniff the host's traffic and
-# CAP_NET_BIND_SERVICE bind its privileged ports.
+# pip and most build scripts. The network ones act on the step's own
+# namespace only; without CAP_NET_ADMIN it cannot lift its OUTPUT rules.
 _CAPS = [
     "CAP_AUDIT_WRITE",
     "CAP_CHOWN",
@@ -62,6 +58,8 @@ _CAPS = [
     "CAP_FSETID",
     "CAP_KILL",
     "CAP_MKNOD",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
     "CAP_SETFCAP",
     "CAP_SETGID",
     "CAP_SETPCAP",
@@ -115,9 +113,13 @@ class StepContainer:
             d.mkdir(parents=True, exist_ok=True)
         layers.overlay_mount(lowerdirs, self.rootfs, upper=self.upper, work=self.work / "ovl-work")
         try:
-            config = _config(self.rootfs, self.container_id, cmd, image_user(cmd.user, self.rootfs))
-            (self.bundle / "config.json").write_text(json.dumps(config))
-            return await self._run(cmd, on_line)
+            user = image_user(cmd.user, self.rootfs)
+            resolv = self.work / "resolv.conf"
+            resolv.write_text(resolv_conf())
+            async with step_network() as netns:
+                config = _config(self.rootfs, self.container_id, cmd, user, netns, resolv)
+                (self.bundle / "config.json").write_text(json.dumps(config))
+                return await self._run(cmd, on_line)
         finally:
             await asyncio.shield(self._cleanup())
 
@@ -214,7 +216,7 @@ def _nofile() -> int:
 
 
 def _config(
-    rootfs: Path, container_id: str, cmd: Command, user: ImageUser = ROOT
+    rootfs: Path, container_id: str, cmd: Command, user: ImageUser, netns: str, resolv: Path
 ) -> dict[str, Any]:
     for m in (*cmd.ro_mounts, *cmd.rw_mounts):
         if not m.destination.startswith(BUILD_DIR_IN_CONTAINER + "/"):
@@ -222,12 +224,9 @@ def _config(
     mounts: list[dict[str, Any]] = [
         *standard_mounts(),
     ]
-    # The host's network namespace: its resolvers, not the ones of the day the
-    # rootfs was made. Read-only, so a step cannot write the host's file.
-    if os.path.exists("/etc/resolv.conf"):
-        mounts.append(
-            _bind(Mount(Path("/etc/resolv.conf").resolve(), "/etc/resolv.conf"), readonly=True)
-        )
+    # slirp's DNS forwarder, not the resolvers of the day the rootfs was made;
+    # bound over the image's file, so it never reaches a layer.
+    mounts.append(_bind(Mount(resolv, "/etc/resolv.conf"), readonly=True))
     mounts += [_bind(m, readonly=True) for m in cmd.ro_mounts]
     mounts += [_bind(m, readonly=False) for m in cmd.rw_mounts]
     env = dict(cmd.env)
@@ -251,8 +250,10 @@ def _config(
         "linux": {
             "cgroupsPath": f"/thaw-build/{container_id}",
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            # No "network": the container shares the host's network namespace.
-            "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")],
+            "namespaces": [
+                *({"type": t} for t in ("pid", "ipc", "uts", "mount")),
+                {"type": "network", "path": netns},
+            ],
             "maskedPaths": list(MASKED_PATHS),
             "readonlyPaths": list(READONLY_PATHS),
         },
