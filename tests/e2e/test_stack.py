@@ -39,7 +39,13 @@ class Env:
     env: dict[str, str]
     node_id: str
     nats_url: str
-    dsn: str
+    pg_port: int
+
+    @property
+    def dsn(self) -> str:
+        # The stack made the password (0600) on its first start.
+        password = (self.state_dir / "postgres-password").read_text().strip()
+        return f"postgresql://thaw:{password}@127.0.0.1:{self.pg_port}/thaw"
 
 
 @pytest.fixture
@@ -67,7 +73,7 @@ def stack_env() -> Iterator[Env]:
         env,
         node_id,
         f"nats://127.0.0.1:{nats_port}",
-        f"postgresql://thaw@127.0.0.1:{pg_port}/thaw",
+        pg_port,
     )
     try:
         yield e
@@ -172,6 +178,16 @@ async def test_stack_lifecycle(stack_env: Env) -> None:
     assert all(service_pids.values())
     rc, human = await thaw(env, "status")
     assert rc == 0 and "scheduler" in human
+
+    # ---- Postgres asks for the password, which no output or state file holds
+    pw_file = env.state_dir / "postgres-password"
+    assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600
+    password = pw_file.read_text().strip()
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        await asyncpg.connect(env.dsn.replace(password, "guess"), timeout=5)
+    seen = [human, json.dumps(st), (env.state_dir / "stack.json").read_text()]
+    seen += [f.read_text(errors="replace") for f in (env.state_dir / "logs").glob("*.log")]
+    assert not [text for text in seen if password in text]
 
     # ---- the agent's heartbeat reaches the scheduler, which stores it
     row = await eventually(lambda: node_row(env), timeout_s=15, what="nodes row")

@@ -250,7 +250,7 @@ async def test_cluster_idempotent_lifecycle(scratch: PgCluster) -> None:
     scratch.init()
     scratch.start()  # already running: no-op
     assert scratch.is_running()
-    assert scratch.dsn == f"postgresql://thaw@127.0.0.1:{scratch.port}/thaw"
+    assert scratch.dsn == f"postgresql://thaw:{scratch.password}@127.0.0.1:{scratch.port}/thaw"
     scratch.stop()
     scratch.stop()
     assert not scratch.is_running()

@@ -12,6 +12,7 @@ has.
 | THAW_NATS_PORT           | 24222 (embedded nats-server)             |
 | THAW_NATS_MONITOR_PORT   | 28222 (embedded nats-server HTTP monitor)|
 | THAW_DATABASE_URL        | postgresql://thaw@127.0.0.1:25432/thaw   |
+| THAW_DATABASE_PASSWORD_FILE | $THAW_STATE_DIR/postgres-password (0600; used when the URL has no password) |
 | THAW_POSTGRES_PORT       | 25432 (embedded Postgres)                |
 | THAW_BLOB_URL            | file://$THAW_STATE_DIR/blobs             |
 |                          | or s3://KEY:SECRET@HOST:PORT/BUCKET?secure=false |
@@ -34,6 +35,11 @@ The secrets key is read by the gateway alone (``thaw_gateway.secretbox``) and
 is not part of ``Settings``, so ``to_env`` never hands it to other processes.
 At scale, give it as ``THAW_SECRETS_KEY`` or mount
 it as a file named by ``THAW_SECRETS_KEY_FILE``, kept apart from Postgres.
+
+The Postgres password is never in the environment either: the embedded stack
+generates it into ``$THAW_STATE_DIR/postgres-password`` (0600) and every
+process reads it from there (``database_password()``); compose and Kubernetes
+mount it from a secret and name it with ``THAW_DATABASE_PASSWORD_FILE``.
 """
 
 from __future__ import annotations
@@ -41,8 +47,15 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import msgspec
+
+DATABASE_PASSWORD_FILE_NAME = "postgres-password"
+
+
+class ConfigError(RuntimeError):
+    """A setting that cannot be used as given."""
 
 
 def _default_state_dir() -> Path:
@@ -81,6 +94,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     web_start_timeout_s: float = 60.0
     # Not handed to child processes (to_env): each process binds its own.
     metrics_port: int = 0
+    # Where the Postgres password is kept; "" for the state dir's file.
+    database_password_file: str = ""
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -113,7 +128,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             web_max_body_bytes=int(e.get("THAW_WEB_MAX_BODY_BYTES") or 100 << 20),
             web_start_timeout_s=float(e.get("THAW_WEB_START_TIMEOUT_S") or 60.0),
             metrics_port=int(e.get("THAW_METRICS_PORT") or 0),
+            database_password_file=e.get("THAW_DATABASE_PASSWORD_FILE", ""),
         )
+
+    def database_password_path(self) -> Path:
+        if self.database_password_file:
+            return Path(self.database_password_file).expanduser()
+        return self.state_dir / DATABASE_PASSWORD_FILE_NAME
+
+    def database_password(self) -> str | None:
+        """The Postgres password, read from its file: None when the URL
+        carries one itself, or when there is no file and none was named."""
+        if urlsplit(self.database_url).password:
+            return None
+        path = self.database_password_path()
+        try:
+            return path.read_text().strip() or None
+        except FileNotFoundError:
+            if self.database_password_file:
+                raise ConfigError(f"THAW_DATABASE_PASSWORD_FILE: {path} does not exist") from None
+            return None
+        except OSError as exc:
+            raise ConfigError(f"cannot read the Postgres password file {path}: {exc.strerror}") from None
 
     def to_env(self) -> dict[str, str]:
         """The environment that makes a child process see these same settings."""
@@ -140,6 +176,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         }
         if self.token:
             env["THAW_TOKEN"] = self.token
+        if self.database_password_file:
+            env["THAW_DATABASE_PASSWORD_FILE"] = self.database_password_file
         if self.otlp_endpoint:
             env["THAW_OTLP_ENDPOINT"] = self.otlp_endpoint
         return env

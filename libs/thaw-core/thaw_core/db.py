@@ -126,13 +126,15 @@ class Database:
         cls,
         dsn: str,
         *,
+        password: str | None = None,
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout_s: float = 30,
         reconnect_timeout_s: float = 15,
     ) -> Database:
         """A pool on ``dsn``, retrying until Postgres accepts connections or
-        ``connect_timeout_s`` passes (services may start before Postgres)."""
+        ``connect_timeout_s`` passes (services may start before Postgres).
+        ``password``: when the URL carries none (``Settings.database_password()``)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + connect_timeout_s
         delay = 0.05
@@ -140,6 +142,7 @@ class Database:
             remaining = deadline - loop.time()
             pool = asyncpg.create_pool(
                 dsn,
+                password=password,
                 min_size=min_size,
                 max_size=max_size,
                 init=_init_connection,

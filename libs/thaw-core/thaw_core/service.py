@@ -164,7 +164,7 @@ class Service:
             self._bus = await Bus.connect(s.nats_url, name=f"thaw-{self.name}-{self.instance}")
             await self._bus.provision()
             if self.uses_db:
-                self.db = await Database.connect(s.database_url)
+                self.db = await Database.connect(s.database_url, password=s.database_password())
                 await self.db.migrate()
             if self.uses_blob:
                 self.blob = open_blob_store(s.blob_url)

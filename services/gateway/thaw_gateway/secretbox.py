@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from thaw_core.private_file import write_private
 
 KEY_ENV = "THAW_SECRETS_KEY"
 KEY_FILE_ENV = "THAW_SECRETS_KEY_FILE"
@@ -117,10 +118,5 @@ def load_box(state_dir: Path, env: Mapping[str, str] | None = None) -> SecretBox
 
 
 def _create_key_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another gateway made it meanwhile
-        return
-    with os.fdopen(fd, "w") as f:
-        f.write(new_key() + "\n")
+    # Another gateway may make it meanwhile: the first one's key wins.
+    write_private(path, new_key() + "\n", replace=False)

@@ -17,6 +17,7 @@ import msgspec
 import nats
 import nats.errors
 from thaw_core.blob import open_blob_store
+from thaw_core.config import Settings
 from thaw_core.contract import health_subject
 from thaw_core.schema import HealthReply, decoder
 
@@ -43,9 +44,13 @@ async def check_nats(monitor_port: int, host: str = "127.0.0.1") -> str:
         return _err(exc)
 
 
-async def check_postgres(dsn: str) -> str:
+async def check_postgres(settings: Settings) -> str:
+    """Connect as the services do (the password from its file); the reply
+    names the error, never the password."""
     try:
-        conn = await asyncpg.connect(dsn, timeout=PROBE_TIMEOUT_S)
+        conn = await asyncpg.connect(
+            settings.database_url, password=settings.database_password(), timeout=PROBE_TIMEOUT_S
+        )
     except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
         return _err(exc)
     try:

@@ -1,5 +1,6 @@
-"""A private Postgres cluster: one data directory, one port, trust auth on
-127.0.0.1 only.
+"""A private Postgres cluster: one data directory, one port, 127.0.0.1 only,
+and a SCRAM password for every connection (``pgauth``: no ``trust`` line, the
+password in a 0600 file beside the data directory).
 
 Used by the embedded stack (`thaw up`) and by the test fixtures, so that both
 run Postgres the same way. ``pghost`` finds the binaries and the user to run
@@ -33,11 +34,13 @@ import os
 import pwd
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from thaw.stack import pgauth
 from thaw.stack.pghost import (
     PgClusterError,
     alive,
@@ -82,11 +85,19 @@ class PgCluster:
         log_file: Path | None = None,
         ephemeral: bool = False,
         settings: dict[str, str] | None = None,
+        password_file: Path | None = None,
     ) -> None:
         """``ephemeral``: a throwaway cluster (tests) that trades crash safety
         for speed (no fsync). ``settings``: extra postgresql.conf lines,
-        values written verbatim (quote strings yourself)."""
+        values written verbatim (quote strings yourself). ``password_file``:
+        where the password of ``user`` is kept (0600, made by init());
+        ``<data_dir>-password`` unless given."""
         self.data_dir = Path(data_dir).absolute()
+        self.password_file = (
+            Path(password_file).absolute()
+            if password_file
+            else pgauth.default_password_file(self.data_dir)
+        )
         self.port = port
         self.user = user
         self.database = database
@@ -102,11 +113,19 @@ class PgCluster:
     # ------------------------------------------------------------ addresses
 
     @property
+    def password(self) -> str | None:
+        return pgauth.read_password(self.password_file)
+
+    @property
     def dsn(self) -> str:
+        """The main database's URL, password included: for this process
+        (tests, tools), never to be logged or handed to a spec."""
         return self.dsn_for(self.database)
 
     def dsn_for(self, database: str) -> str:
-        return f"postgresql://{quote(self.user, safe='')}@127.0.0.1:{self.port}/{quote(database, safe='')}"
+        pw = self.password
+        auth = quote(self.user, safe="") + (f":{quote(pw, safe='')}" if pw else "")
+        return f"postgresql://{auth}@127.0.0.1:{self.port}/{quote(database, safe='')}"
 
     def _socket_dir(self) -> Path:
         # The data directory is the one place the server user surely owns.
@@ -128,10 +147,24 @@ class PgCluster:
             created = True
         self._prepare_socket_dir()
         self._write_conf()
+        # Rewritten every time, so a cluster made when thaw trusted local
+        # users loses its trust lines too.
+        self._write_owned(self.data_dir / "pg_hba.conf", pgauth.HBA)
+        sql = ""
         if created:
             # Create the database now, in single-user mode, so that a
             # supervisor that runs the postmaster itself (popen_args) finds
             # it there. After _write_conf: an ephemeral cluster skips fsync.
+            sql += f"CREATE DATABASE {_quote_ident(self.database)};\n"
+        elif self.password is None:
+            # A cluster from before passwords: give its user one now.
+            if self.is_running():
+                raise PgClusterError(
+                    f"the Postgres cluster in {self.data_dir} has no password yet and is "
+                    "running; stop it (`thaw down`) so that thaw can set one"
+                )
+            sql += pgauth.alter_role_sql(self.user, pgauth.ensure_password(self.password_file))
+        if sql:
             self._run(
                 [
                     self.bindir / "postgres",
@@ -143,10 +176,10 @@ class PgCluster:
                     "exit_on_error=true",
                     "template1",
                 ],
-                input=f"CREATE DATABASE {_quote_ident(self.database)};\n",
+                input=sql,
                 timeout=60,
             )
-            log.info("initialised Postgres cluster in %s", self.data_dir)
+            log.info("prepared Postgres cluster in %s", self.data_dir)
 
     def start(self, timeout_s: float = 30) -> None:
         """Start the postmaster (through pg_ctl, waiting until it accepts
@@ -291,14 +324,30 @@ class PgCluster:
         self._chown(self.data_dir)
         self.data_dir.chmod(0o700)
         self._check_reachable(self.data_dir)
+        password = pgauth.ensure_password(self.password_file)
+        with tempfile.TemporaryDirectory(prefix="thaw-initdb-") as tmp:
+            # initdb (run as the server user) reads the password from a file:
+            # a private copy it can read, gone once initdb is done.
+            pwfile = Path(tmp) / "pw"
+            pwfile.write_text(password + "\n")
+            self._chown(Path(tmp))
+            self._chown(pwfile)
+            self._initdb_with(pwfile)
+        conf = self.data_dir / "postgresql.conf"
+        with conf.open("a") as f:
+            f.write(f"\n# thaw's settings (rewritten by PgCluster.init()):\n{_INCLUDE_LINE}\n")
+
+    def _initdb_with(self, pwfile: Path) -> None:
         argv: list[str | Path] = [
             self.bindir / "initdb",
             "-D",
             str(self.data_dir),
             "-U",
             self.user,
-            "-A",
-            "trust",
+            "--auth",
+            pgauth.METHOD,
+            "--pwfile",
+            str(pwfile),
             "-E",
             "UTF8",
             # The C locale: always present, and no surprise collation changes
@@ -308,19 +357,6 @@ class PgCluster:
         if self.ephemeral:
             argv.append("--no-sync")
         self._run(argv, timeout=120)
-        # Trust only on the unix socket and loopback; listen_addresses keeps
-        # the server off every other interface anyway.
-        self._write_owned(
-            self.data_dir / "pg_hba.conf",
-            "# Written by thaw: trust, but only from this machine.\n"
-            "local all all trust\n"
-            "host all all 127.0.0.1/32 trust\n"
-            "local replication all trust\n"
-            "host replication all 127.0.0.1/32 trust\n",
-        )
-        conf = self.data_dir / "postgresql.conf"
-        with conf.open("a") as f:
-            f.write(f"\n# thaw's settings (rewritten by PgCluster.init()):\n{_INCLUDE_LINE}\n")
 
     def _write_conf(self) -> None:
         settings: dict[str, str] = {
@@ -395,6 +431,7 @@ class PgCluster:
             ],
             as_server_user=False,
             timeout=30,
+            env={"PGPASSWORD": self.password or ""},
         )
         return res.stdout
 
@@ -433,10 +470,13 @@ class PgCluster:
         timeout: float = 60,
         as_server_user: bool = True,
         cwd: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         # A clean environment: PG* variables of the caller (PGDATA, PGPORT,
-        # PGHOST...) would silently redirect these tools elsewhere.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        # PGHOST...) would silently redirect these tools elsewhere. ``env``
+        # (PGPASSWORD for psql) stays in the child: a process's environment
+        # is readable by its own user only.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | (env or {})
         env["LC_ALL"] = "C"
         kw: dict[str, Any] = {}
         if as_server_user and self.run_as:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from thaw_core.private_file import read_or_create
 
 # Set in the environment of every process a stack starts, so that leftovers of
 # a supervisor that died hard can be found and stopped, and tests can check
@@ -121,18 +122,11 @@ class StackPaths:
     def admin_token(self, *, create: bool = True) -> str | None:
         """The stack's admin token, made (``secrets.token_urlsafe``) on first use."""
         path = self.admin_token_file
-        with contextlib.suppress(FileNotFoundError):
-            return path.read_text().strip()
         if not create:
+            with contextlib.suppress(FileNotFoundError):
+                return path.read_text().strip()
             return None
-        token = "thaw_" + secrets.token_urlsafe(32)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # made by someone else meanwhile
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-        return token
+        return read_or_create(path, lambda: "thaw_" + secrets.token_urlsafe(32))
 
 
 class StackLock:

@@ -194,7 +194,10 @@ class Stack:
         from thaw.stack.pgcluster import PgCluster
 
         pg = PgCluster(
-            self.paths.postgres_dir, s.postgres_port, log_file=self.paths.log("postgres")
+            self.paths.postgres_dir,
+            s.postgres_port,
+            log_file=self.paths.log("postgres"),
+            password_file=s.database_password_path(),
         )
         self._pg = pg
         if not (self.paths.postgres_dir / "PG_VERSION").exists():
@@ -242,6 +245,7 @@ class Stack:
         try:
             db = await Database.connect(
                 self.settings.database_url,
+                password=self.settings.database_password(),
                 max_size=1,
                 connect_timeout_s=max(1.0, deadline - time.monotonic()),
             )
@@ -286,7 +290,7 @@ class Stack:
             elif n == "nats":
                 checks[n] = health.check_nats(s.nats_monitor_port)
             elif n == "postgres":
-                checks[n] = health.check_postgres(s.database_url)
+                checks[n] = health.check_postgres(s)
             elif n == "blob":
                 checks[n] = health.check_blob(s.blob_url)
             else:
