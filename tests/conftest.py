@@ -7,4 +7,5 @@ pytest_plugins = [
     "fixtures.s3",
     "fixtures.platform",
     "fixtures.registry",
+    "fixtures.otlp",
 ]

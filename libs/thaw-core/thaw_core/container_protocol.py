@@ -99,9 +99,24 @@ class SnapshotReady(Frame, tag="snapshot_ready"):
     waits to be checkpointed."""
 
 
+class RuntimeSpan(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The runtime's OpenTelemetry span of one input, a child of the span its
+    ``RunInput.traceparent`` names. A container has no collector to export to
+    (it talks only to its agent), so it reports the span and its agent
+    exports it, once it checked that the span belongs where it says."""
+
+    trace_id: str  # 32 hex digits, the RunInput's
+    span_id: str  # 16 hex digits, the runtime's own
+    parent_id: str  # 16 hex digits: the agent's span for this input
+    name: str
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, str] = {}
+
+
 class Output(Frame, tag="output"):
     """How one input ended. The fields mean what ``Result``'s of the same
-    name mean."""
+    name mean; ``span``: the runtime's trace span of it, when the input was traced."""
 
     input_id: str
     status: CallStatus
@@ -113,6 +128,7 @@ class Output(Frame, tag="output"):
     traceback: str = ""
     started_at: float = 0.0
     finished_at: float = msgspec.field(default_factory=now)
+    span: RuntimeSpan | None = None
 
 
 # agent -> runtime
@@ -139,6 +155,8 @@ class RunInput(Frame, tag="run_input"):
     call_id: str = ""
     # A web endpoint's HTTP request: served by the app, parts below.
     web: WebHead | None = None
+    # W3C traceparent of the agent's span for this input ('': not traced).
+    traceparent: str = ""
 
 
 class CancelInput(Frame, tag="cancel_input"):

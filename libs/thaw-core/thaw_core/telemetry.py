@@ -19,7 +19,7 @@ import socket
 
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
@@ -31,6 +31,8 @@ from thaw_core.config import Settings
 log = logging.getLogger(__name__)
 
 _provider: TracerProvider | None = None
+# The processors set-up added: ``export_span`` hands them spans made elsewhere.
+_processors: list[SpanProcessor] = []
 
 
 def setup_telemetry(settings: Settings, service_name: str) -> TracerProvider:
@@ -47,18 +49,20 @@ def setup_telemetry(settings: Settings, service_name: str) -> TracerProvider:
         }
     )
     provider = TracerProvider(resource=resource)
+    processor: SpanProcessor | None = None
     if settings.otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(
-            # A short timeout: an unreachable collector must not stall a shutdown.
-            BatchSpanProcessor(
-                OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint), timeout=2)
-            )
+        # A short timeout: an unreachable collector must not stall a shutdown.
+        processor = BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint), timeout=2)
         )
         log.info("tracing to OTLP endpoint", extra={"endpoint": settings.otlp_endpoint})
     elif settings.trace_console:
-        provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        processor = SimpleSpanProcessor(ConsoleSpanExporter())
+    if processor is not None:
+        provider.add_span_processor(processor)
+        _processors.append(processor)
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider
@@ -74,6 +78,13 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
+def export_span(span: ReadableSpan) -> None:
+    """Export a finished span this process did not make through its tracer
+    (a container's, which reports it to its agent), with its own resource."""
+    for processor in _processors:
+        processor.on_end(span)
+
+
 def shutdown_telemetry() -> None:
     """Flush and stop exporters (called at process exit)."""
     global _provider
@@ -83,3 +94,4 @@ def shutdown_telemetry() -> None:
         except Exception:  # an unreachable collector must not fail the exit
             log.warning("telemetry shutdown failed", exc_info=True)
         _provider = None
+        _processors.clear()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nats.errors
+from opentelemetry.trace import Span
 from thaw_core import metrics
 from thaw_core.bus import Bus, KeepAlive, Msg, num_delivered, settle
 from thaw_core.container_protocol import Output
@@ -25,6 +26,7 @@ from thaw_agent.dispatch_policy import (
     next_attempt,
     retry_msg_id,
 )
+from thaw_agent.tracing import end_input_span
 
 log = logging.getLogger("thaw.agent.dispatch")
 
@@ -40,12 +42,23 @@ class Running:
     started_at: float = field(default_factory=time.time)
     keepalive: KeepAlive | None = None
     timer: asyncio.TimerHandle | None = None
+    span: Span | None = None  # the agent's trace span of it (tracing)
+
+    def end_span(self, status: str, error: str = "", output: Output | None = None) -> None:
+        if self.span is not None:
+            span, self.span = self.span, None
+            c = self.container
+            end_input_span(
+                span, status, error, output, container_id=c.id, restored=str(c.restored).lower()
+            )
 
     def stop_timers(self) -> None:
+        """Once it ended (its span too, if not ended with how)."""
         if self.keepalive is not None:
             self.keepalive.stop()
         if self.timer is not None:
             self.timer.cancel()
+        self.end_span("released")
 
 
 def result_for(

@@ -51,6 +51,7 @@ from thaw_agent.completion import Completion, Running, result_of_output
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings
 from thaw_agent.manager import ContainerManager
+from thaw_agent.tracing import start_input_span, traceparent
 from thaw_agent.web_bridge import WebBridge
 
 __all__ = ["Dispatcher", "Reject", "Running"]
@@ -132,6 +133,7 @@ class Dispatcher:
             # Its timeout fired or the call was terminated first: already settled.
             log.info("output for an input no longer running", extra={"input_id": output.input_id})
             return
+        r.end_span(output.status, output.error, output)
         r.stop_timers()
         container.release(output.input_id)
         self._wake(container.key)
@@ -239,6 +241,7 @@ class Dispatcher:
         container.assign(r.input_id)
         self._running[r.input_id] = r
         r.keepalive = KeepAlive(msg, self._timings.in_progress_every_s)
+        r.span = start_input_span(msg, invoke, container.id, self._m.layout.node_id)
         if container.spec.timeout_s > 0:  # 0: no limit
             r.timer = asyncio.get_running_loop().call_later(
                 container.spec.timeout_s, self._on_timeout, r.input_id
@@ -251,6 +254,7 @@ class Dispatcher:
             args=invoke.args,
             call_id=invoke.call_id,
             web=invoke.web,
+            traceparent=traceparent(r.span),
         )
         try:
             if invoke.web is not None:
@@ -268,6 +272,7 @@ class Dispatcher:
         r = self._running.pop(input_id, None)
         if r is None:
             return
+        r.end_span("timeout", f"ran past its {r.container.spec.timeout_s:g}s timeout")
         r.stop_timers()
         c = r.container
         c.retire()  # no new input for it: it is about to be killed

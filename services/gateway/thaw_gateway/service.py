@@ -32,6 +32,7 @@ from thaw_gateway.routes import mount
 from thaw_gateway.secret_store import open_secrets
 from thaw_gateway.secrets import serve_secrets
 from thaw_gateway.state import GATEWAY, Gateway
+from thaw_gateway.tracing import trace_middleware
 from thaw_gateway.web_hub import WebHub
 from thaw_gateway.web_requests import web_middleware
 
@@ -151,9 +152,15 @@ def build_app(gw: Gateway) -> web.Application:
     """The aiohttp application: middlewares, then the routes of ``routes.ROUTES``."""
     app = web.Application(
         client_max_size=MAX_PAYLOAD_BYTES,
-        # Errors outermost, so that a refused token is an ErrorBody too.
+        # Tracing outermost, so that its span sees the answer errors make of
+        # exceptions; errors next, so that a refused token is an ErrorBody too.
         # Web endpoints before auth: they are public unless they ask for a token.
-        middlewares=[error_middleware, web_middleware, auth_middleware(gw.tokens)],
+        middlewares=[
+            trace_middleware,
+            error_middleware,
+            web_middleware,
+            auth_middleware(gw.tokens),
+        ],
     )
     app[GATEWAY] = gw
     mount(app)

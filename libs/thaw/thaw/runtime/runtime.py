@@ -69,6 +69,7 @@ from thaw.runtime.log import log
 from thaw.runtime.reseed import reseed_generators
 from thaw.runtime.slots import Slots
 from thaw.runtime.target import Target, load_target
+from thaw.runtime.tracing import span_of
 from thaw.runtime.volume_calls import calls as volume_calls
 from thaw.runtime.web import WebInputs
 
@@ -78,10 +79,11 @@ DRAIN_POLL_S = 0.01
 
 
 class _Input:
-    __slots__ = ("on_reader", "received_at", "task")
+    __slots__ = ("call_id", "on_reader", "received_at", "task", "traceparent")
 
     def __init__(
         self,
+        run: RunInput,
         received_at: float,
         task: asyncio.Task[None] | None = None,
         on_reader: bool = False,
@@ -89,6 +91,15 @@ class _Input:
         self.received_at = received_at
         self.task = task  # inputs served from the loop
         self.on_reader = on_reader  # inputs a reader thread runs, holding a slot until answered
+        self.call_id = run.call_id
+        self.traceparent = run.traceparent
+
+    def answer(self, output: Output) -> Output:
+        """``output`` with this input's trace span, when it was traced."""
+        if not self.traceparent:
+            return output
+        span = span_of(self.traceparent, self.received_at, output, self.call_id)
+        return output if span is None else msgspec.structs.replace(output, span=span)
 
 
 class Runtime:
@@ -315,7 +326,7 @@ class Runtime:
         bound = self._target.bind_now(run)
         if bound is None or bound[0].on_loop or not self._slots.try_acquire():
             return None
-        self._inflight[run.input_id] = _Input(time.time(), on_reader=True)
+        self._inflight[run.input_id] = _Input(run, time.time(), on_reader=True)
         return functools.partial(self._run_on_reader, run, *bound)
 
     def _run_on_reader(self, run: RunInput, target: Callee, instance: object | None) -> None:
@@ -327,7 +338,7 @@ class Runtime:
         item = self._inflight.pop(output.input_id, None)
         if item is None:
             return  # cancelled or terminated meanwhile: that answer went out
-        self._channel.send(output)
+        self._channel.send(item.answer(output))
         if item.on_reader:
             self._slots.release()
 
@@ -341,7 +352,7 @@ class Runtime:
             item.task.cancel()  # an async input stops at its next await
         # A sync one cannot be stopped: its thread runs on. Its slot is free
         # again now, as the agent will consider it.
-        self._channel.send(outcome(input_id, status, item.received_at, error=error))
+        self._channel.send(item.answer(outcome(input_id, status, item.received_at, error=error)))
         if item.on_reader:
             self._slots.release()
             # That thread was one of the readers: replace it, so that one is
@@ -366,7 +377,7 @@ class Runtime:
             log.error("ignored a second input with id %s while the first runs", run.input_id)
             return
         task = asyncio.create_task(self._serve(run))
-        self._inflight[run.input_id] = _Input(received_at, task=task)
+        self._inflight[run.input_id] = _Input(run, received_at, task=task)
 
     def _cancel(self, input_id: str) -> None:
         self._end_input(input_id, "cancelled", "the call was cancelled")
