@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ import asyncpg
 import pytest
 import thaw as modal
 from fixtures.platform import Platform
+from fixtures.private_files import exposed, others_may_enter
 
 APPS = Path(__file__).parent / "apps"
 APP = "secrets-e2e"
@@ -205,3 +207,21 @@ def test_a_planted_value_is_found_nowhere(use: Platform) -> None:
         assert rows and not [r for r in rows if planted in r["spec"]]
         sealed = sql(p, "SELECT name, nonce, value FROM secrets")
         assert sealed and not [r for r in sealed if needle in bytes(r["value"])]
+
+
+def test_no_credential_is_readable_by_other_users(use: Platform) -> None:
+    """Every service's state dir is closed to other users, and no file that
+    holds a credential (the admin token, the secrets key, a secret's value,
+    a container's runc config.json) is readable by group or others."""
+    p = use
+    modal.Function.from_name(APP, "env_of").remote(["API_KEY"])  # a container is up
+    key_files = list(p.root.rglob("secrets.key"))
+    configs = [c for c in p.root.rglob("config.json") if c.parent.name == "oci"]
+    assert key_files and configs, (key_files, configs)
+    for c in [*key_files, *configs]:
+        assert stat.S_IMODE(c.stat().st_mode) == 0o600, c
+    for name in p.procs:
+        state = p.root / name.replace("@", "-")
+        assert not others_may_enter(state), (state, oct(state.stat().st_mode))
+    known = [p.token, PLANTED, PLANTED_LOCAL, *(k.read_text().strip() for k in key_files)]
+    assert exposed(p.root, known) == []

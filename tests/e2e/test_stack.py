@@ -24,6 +24,7 @@ import asyncpg
 import nats
 import pytest
 from fixtures.nats import free_port
+from fixtures.private_files import exposed, others_may_enter
 from fixtures.wait import eventually
 from thaw.stack import SERVICES, stack_processes
 from thaw_core.schema import ErrorEvent, decoder
@@ -188,6 +189,11 @@ async def test_stack_lifecycle(stack_env: Env) -> None:
     seen = [human, json.dumps(st), (env.state_dir / "stack.json").read_text()]
     seen += [f.read_text(errors="replace") for f in (env.state_dir / "logs").glob("*.log")]
     assert not [text for text in seen if password in text]
+
+    # ---- the state dir is closed to other users; no credential in it is readable
+    assert not others_may_enter(env.state_dir), oct(env.state_dir.stat().st_mode)
+    assert not others_may_enter(env.state_dir / "logs")
+    assert exposed(env.state_dir, [token, password]) == []
 
     # ---- the agent's heartbeat reaches the scheduler, which stores it
     row = await eventually(lambda: node_row(env), timeout_s=15, what="nodes row")

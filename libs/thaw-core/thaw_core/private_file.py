@@ -46,3 +46,15 @@ def read_or_create(path: Path, make: Callable[[], str]) -> str:
         return path.read_text().strip()
     write_private(path, make().strip() + "\n", replace=False)
     return path.read_text().strip()
+
+
+def private_dir(path: Path) -> Path:
+    """Make ``path`` (and missing parents) a directory other users cannot
+    enter: 0700 when made; an existing one loses every permission of others
+    and its group's read and write (a group's traverse bit stays: the
+    embedded stack lets Postgres' user through its state dir that way)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o067:
+        path.chmod(mode & 0o710)
+    return path

@@ -67,6 +67,7 @@ from thaw_core.contract import health_subject
 from thaw_core.db import Database
 from thaw_core.health import assess
 from thaw_core.logs import setup_logging
+from thaw_core.private_file import private_dir
 from thaw_core.refusal import MAX_PAYLOAD_BYTES, error_code, term
 from thaw_core.schema import HealthReply, encode
 from thaw_core.telemetry import setup_telemetry, shutdown_telemetry
@@ -160,6 +161,8 @@ class Service:
         if self._shutdown_task is not None:
             raise RuntimeError(f"service {self.name} was shut down; make a new one")
         s = self.settings
+        # Credentials and containers' configs live here: no other user's.
+        private_dir(s.state_dir)
         try:
             self._bus = await Bus.connect(s.nats_url, name=f"thaw-{self.name}-{self.instance}")
             await self._bus.provision()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from thaw_core import contract
+from thaw_core.private_file import write_private
 from thaw_core.schema import SnapshotCreateFailed
 
 from thaw_agent import gpu_snapshot
@@ -151,7 +152,7 @@ async def _resume_cold(c: Container, old_pid: int) -> RuntimeChannel:
     config = json.loads(config_path.read_text())
     env = config["process"]["env"]
     config["process"]["env"] = [e for e in env if e.partition("=")[0] not in SNAPSHOT_ENV]
-    config_path.write_text(json.dumps(config))
+    write_private(config_path, json.dumps(config))
     c.pid = await c.launch(None)
     c.watch_exit(c.pid)
     return channel

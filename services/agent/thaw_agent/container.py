@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from thaw_core import layers
 from thaw_core.container_protocol import Frame, InitFailed, Shutdown
+from thaw_core.private_file import write_private
 from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
 from thaw_core.tasks import Background
 
@@ -200,7 +201,8 @@ class Container:
                     volumes=binds,
                 )
             )
-            (p.oci / "config.json").write_text(json.dumps(config))
+            # 0600: it is runc's alone, and holds the container's whole environment.
+            write_private(p.oci / "config.json", json.dumps(config))
             self.config_env = oci.process_env(config, without=checkpoint.SNAPSHOT_ENV)
             images = snapshot_dir / "images" if snapshot_dir is not None else None
             self.pid = await self.launch(images)

@@ -270,6 +270,15 @@ class PgCluster:
         for f in [*lock_files, *segments]:
             f.unlink(missing_ok=True)
 
+    def let_through(self, directory: Path) -> None:
+        """Let the server user traverse, not list, ``directory``: a private
+        (0700) directory above the data dir, such as the stack's state dir.
+        Its group becomes the server user's, with the traverse bit alone."""
+        if not self.run_as:
+            return  # the server runs as us
+        os.chown(directory, -1, pwd.getpwnam(self.run_as).pw_gid)
+        directory.chmod((directory.stat().st_mode & 0o700) | 0o010)
+
     def is_running(self) -> bool:
         """Whether the postmaster of this data directory is alive (not
         whether it accepts connections yet)."""

@@ -2,11 +2,13 @@
 
 ::
 
-    <state_dir>/
+    <state_dir>/       0700 (0710 with Postgres' group when we are root: its
+                       user must reach postgres/, and may not list the rest)
       stack.pid        pid of the running supervisor (`thaw up`)
       stack.lock       flock held by that supervisor for its whole life
       stack.json       what it runs: parts, pids, ports, restarts, state
       admin-token      the first admin token (mode 0600)
+      postgres-password  the embedded Postgres' password (mode 0600)
       logs/<part>.log  each part's stdout/stderr; logs/stack.log for --detach
       nats/            JetStream store
       postgres/        Postgres data dir
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from thaw_core.private_file import read_or_create
+from thaw_core.private_file import private_dir, read_or_create
 
 # Set in the environment of every process a stack starts, so that leftovers of
 # a supervisor that died hard can be found and stopped, and tests can check
@@ -69,8 +71,10 @@ class StackPaths:
         return self.state_dir / "postgres"
 
     def make(self) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.logs_dir.mkdir(exist_ok=True)
+        # Credentials live here (admin token, Postgres password, the secrets
+        # key): no other user may even list it.
+        private_dir(self.state_dir)
+        private_dir(self.logs_dir)
 
     # ---------------------------------------------------------------- pid file
 

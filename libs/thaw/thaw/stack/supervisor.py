@@ -200,6 +200,9 @@ class Stack:
             password_file=s.database_password_path(),
         )
         self._pg = pg
+        # The state dir is ours alone (0700), but Postgres' user must reach
+        # its data dir inside it.
+        pg.let_through(self.paths.state_dir)
         if not (self.paths.postgres_dir / "PG_VERSION").exists():
             log.info("initialising Postgres in %s", self.paths.postgres_dir)
         try:
