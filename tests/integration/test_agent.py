@@ -103,6 +103,12 @@ def slow_marker(x, seconds):
     print(f"slow_marker ran with {x}", flush=True)
     time.sleep(seconds)
     return x
+
+
+@app.function()
+def crash(code):
+    print(f"crashing with {code}", flush=True)
+    os._exit(code)
 """
 
 BROKEN_SOURCE = """
@@ -147,15 +153,16 @@ async def queue_settled(bus: Bus, app: str, fn: str, timeout_s: float = 15) -> N
 
 
 async def one_of_two_busy(
-    agent: Agent, bus: Bus, blob: BlobStore, seconds: float
+    agent: Agent, bus: Bus, blob: BlobStore, seconds: float, **kw: Any
 ) -> tuple[str, Container, str]:
-    """Two ready `sleepy` containers, one of them running a call that sleeps
-    ``seconds``: (that call's id, the busy container, the idle one's id)."""
+    """Two ready `sleepy` containers (``spec("sleepy", **kw)``), one of them
+    running a call that sleeps ``seconds``: (that call's id, the busy
+    container, the idle one's id)."""
     app = unique_app()
     sha = await put_bundle(blob, APP_SOURCE)
     logs = await LogTap.open(bus, app, "sleepy")
-    a = await agent.start(bus, app, sha, spec("sleepy"))
-    b = await agent.start(bus, app, sha, spec("sleepy"))
+    a = await agent.start(bus, app, sha, spec("sleepy", **kw))
+    b = await agent.start(bus, app, sha, spec("sleepy", **kw))
     await agent.wait_state(a, "ready")
     await agent.wait_state(b, "ready")
     call_id = await call(bus, app, "sleepy", seconds)
@@ -264,23 +271,51 @@ async def test_timeout_kills_a_sleeping_input_and_replaces_its_container(
     assert value(await result_of(bus, await call(bus, app, "sleepy", 0))) > 0
 
 
-async def test_kill_9_of_a_container_releases_its_input_for_redelivery(
+async def test_kill_9_of_a_container_is_a_failed_attempt_retried_elsewhere(
     make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
 ) -> None:
-    # An ack wait far beyond the wait for the result: only a nak hands the
+    # An ack wait far beyond the wait for the result: only the retry hands the
     # input on in time.
     agent = await make_agent(dispatch_timings=DispatchTimings(ack_wait_s=600))
-    call_id, victim, survivor = await one_of_two_busy(agent, bus, blob, 1.5)
+    retries = RetryPolicy(max_retries=1, initial_delay_s=0.1)
+    call_id, victim, survivor = await one_of_two_busy(agent, bus, blob, 1.5, retries=retries)
     os.kill(victim.pid, signal.SIGKILL)
 
     result = await result_of(bus, call_id, timeout_s=60)
     assert value(result) > 0
     assert result.container_id == survivor
+    assert result.attempts == 2  # the death was one failed attempt
     failed = agent.container(victim.id)
     assert failed.state == "failed"
     assert "exited" in failed.error
     info = {c.container_id: c for c in agent.svc.manager.infos()}
     assert info[victim.id].state == "failed" and info[survivor].state == "ready"
+
+
+async def test_a_container_that_exits_under_its_input_answers_it_with_one_attempt_per_retry(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    """``os._exit(3)`` in user code: one failed attempt each time, retried per
+    ``retries``, then a clear failure; not a redelivery until something gives up."""
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "crash")
+    command = spec("crash", retries=RetryPolicy(max_retries=1, initial_delay_s=0.1))
+    first = await agent.start(bus, app, sha, command)
+    await agent.wait_state(first, "ready")
+    call_id = await call(bus, app, "crash", 3)
+    await logs.wait_for("crashing with 3")
+    await agent.wait_state(first, "failed")
+    # The retry needs a container: the scheduler would start one, so do we.
+    await agent.wait_state(await agent.start(bus, app, sha, command), "ready")
+
+    result = await result_of(bus, call_id, timeout_s=60)
+    assert result.status == "failure"
+    assert result.attempts == 2
+    assert "the container died running this input" in result.error
+    assert "exited" in result.error
+    assert logs.text().count("crashing with 3") == 2, logs.text()
 
 
 async def test_a_redelivered_input_whose_result_exists_is_not_run_again(
@@ -488,6 +523,44 @@ async def test_an_agent_removes_what_its_previous_life_left(
     assert not (second.svc.layout.containers / cid).exists()
     mounts = Path("/proc/self/mountinfo").read_text()
     assert str(second.svc.layout.root) not in mounts
+
+
+async def test_an_agent_hands_back_the_inputs_its_previous_life_held(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore, tmp_path: Path
+) -> None:
+    """The supervisor restarts a killed agent long before the ack wait runs out:
+    the new agent naks what the old one's containers held, so those inputs run
+    again at once instead of waiting out the ack wait (600 s here)."""
+    state = tmp_path / "held"
+    timings = DispatchTimings(ack_wait_s=600)
+    first = await make_agent("node-held", state, dispatch_timings=timings)
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    logs = await LogTap.open(bus, app, "sleepy")
+    await first.wait_state(await first.start(bus, app, sha, spec("sleepy")), "ready")
+    await call(bus, app, "sleepy", 120)
+    await logs.wait_for("sleeping 120")
+    journal = first.svc.layout.held_inputs
+    held = journal.read_text()
+    assert held.count("\n") == 1
+    # A crash: the agent goes without stopping its container or settling the
+    # input, and leaves its journal as it was.
+    first.svc.manager.containers.clear()
+    await first.svc.shutdown(5)
+    journal.write_text(held)
+
+    info = await bus.js.consumer_info("INVOKE", consumer_name(app, "sleepy"))
+    assert info.num_ack_pending == 1  # still held by the dead agent's delivery
+    await make_agent("node-held", state, dispatch_timings=timings)
+    # Back in the queue at once (no container of the function runs here to
+    # take it, so the test does): without the nak it would come in 600 s.
+    psub = await bus.js.pull_subscribe_bind(durable=consumer_name(app, "sleepy"), stream="INVOKE")
+    try:
+        (again,) = await psub.fetch(1, timeout=20)
+        assert again.metadata.num_delivered == 2
+        await again.ack()
+    finally:
+        await psub.unsubscribe()
 
 
 async def test_heartbeats_report_containers_and_their_reservations(

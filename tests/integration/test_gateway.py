@@ -400,7 +400,7 @@ async def test_deploy_then_call_with_wait(gateway: Gateway, bus: Bus) -> None:
     assert (event.app, event.version, event.state) == (app, 1, "deployed")
     info = await bus.js.consumer_info("INVOKE", contract.invoke_consumer_name(app, "add"))
     assert info.config.filter_subject == contract.invoke_subject(app, "add")
-    assert info.config.ack_wait == 10
+    assert info.config.ack_wait == contract.INVOKE_ACK_WAIT_S
 
     async with responder(bus, app, "add", add) as seen:
         status, body = await gateway.call(

@@ -206,9 +206,12 @@ class ConsumerSpec:
     max_deliver: int = -1
 
 
-# Agents keep a running input alive well inside this (see the agent's dispatch);
-# an agent that dies hands its inputs to another after at most this long.
-INVOKE_ACK_WAIT_S = 10.0
+# An agent that dies (kill -9, a lost node) hands its inputs to another after
+# at most this long; a live one keeps each running input alive every
+# INVOKE_KEEPALIVE_S, a third of it, so that two lost pings in a row (a busy
+# event loop, a NATS reconnect) still do not hand a running input away.
+INVOKE_ACK_WAIT_S = 2.5
+INVOKE_KEEPALIVE_S = INVOKE_ACK_WAIT_S / 3
 
 
 def invoke_consumer_name(app: str, function: str) -> str:

@@ -14,18 +14,13 @@ from typing import Any
 import nats.errors
 from opentelemetry.trace import Span
 from thaw_core import metrics
-from thaw_core.bus import Bus, KeepAlive, Msg, num_delivered, settle
+from thaw_core.bus import Bus, KeepAlive, Msg, settle
 from thaw_core.container_protocol import Output
 from thaw_core.contract import invoke_subject, result_subject
 from thaw_core.schema import CallStatus, Invoke, Result
 
 from thaw_agent.container import Container
-from thaw_agent.dispatch_policy import (
-    MAX_CRASH_DELIVERIES,
-    DispatchTimings,
-    next_attempt,
-    retry_msg_id,
-)
+from thaw_agent.dispatch_policy import DispatchTimings, next_attempt, retry_msg_id
 from thaw_agent.tracing import end_input_span
 
 log = logging.getLogger("thaw.agent.dispatch")
@@ -173,17 +168,13 @@ class Completion:
             await self._bus.publish(subject, too_large, msg_id=result.call_id)
 
     async def release(self, r: Running) -> None:
-        """The container under an input went away: let the input run elsewhere."""
+        """The container under an input went away: a container that died (its
+        process exited, an OOM kill, a lost connection) is most likely the
+        input's own doing, so that is one failed attempt, retried per its
+        policy and otherwise answered at once; one the agent stopped (scale-down,
+        shutdown) lets the input run elsewhere."""
         c = r.container
-        if c.out_of_memory:
-            # The input's own doing: one failed attempt, retried per its policy.
-            await self.fail(r, c.out_of_memory)
-            return
-        if c.state == "failed" and num_delivered(r.msg) >= MAX_CRASH_DELIVERIES:
-            await self.fail(
-                r,
-                f"the container died while running this input, {MAX_CRASH_DELIVERIES} times"
-                f" (last: {c.error})",
-            )
+        if c.state == "failed":
+            await self.fail(r, c.out_of_memory or f"the container died running this input: {c.error}")
             return
         await settle(r.msg, "nak")

@@ -14,8 +14,9 @@ One input, at least once::
     Output -> its Result; a retry or the result published, THEN the input
               acked (``completion``)
 
-A container that dies releases its inputs (nak, no delay) for redelivery,
-here or elsewhere; one that ran past the function's timeout gets a
+A container that dies under its inputs fails them (one failed attempt each,
+retried per the function's ``retries``); one the agent stops releases them
+(nak, no delay) for redelivery, here or elsewhere; one that ran past the function's timeout gets a
 ``timeout`` Result (subject to retries) and is killed and replaced, since a
 synchronous Python thread cannot be stopped from the outside. A container
 that fails to initialise fails the inputs it is handed with its error.
@@ -50,6 +51,7 @@ from thaw_agent.admission import Admission, Reject
 from thaw_agent.completion import Completion, Running, result_of_output
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings
+from thaw_agent.held_inputs import HeldInputs
 from thaw_agent.manager import ContainerManager
 from thaw_agent.tracing import start_input_span, traceparent
 from thaw_agent.web_bridge import WebBridge
@@ -86,6 +88,7 @@ class Dispatcher:
         self._id_prefix = uuid.uuid4().hex[:12] + "-"
         self._input_seq = itertools.count(1)
         self._web = WebBridge(bus)
+        self.held = HeldInputs(manager.layout.held_inputs)
         manager.events = self
 
     @property
@@ -193,6 +196,7 @@ class Dispatcher:
         # that the agent works for inputs published by anyone before or without one.
         def take(msg: Msg) -> None:
             self._claimed[key] += 1
+            self.held.add(msg)
             self._spawn(self._take(key, msg), f"input:{msg.subject}")
 
         await self._bus.pull(

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 
 import msgspec
-from thaw_core.contract import INVOKE_ACK_WAIT_S
+from thaw_core.contract import INVOKE_ACK_WAIT_S, INVOKE_KEEPALIVE_S
 from thaw_core.schema import CallStatus, Invoke, RetryPolicy
 
 # A refused input is published nowhere: keep what reject() previews of it small.
@@ -15,9 +15,6 @@ MAX_INPUT_BYTES = 64 * 1024 * 1024
 # Cancelled calls remembered, so that an input of one is skipped, not run.
 CANCELLED_MEMORY = 10_000
 CANCELLED_TTL_S = 3600.0
-# An input whose container died under it this many times fails instead of
-# being redelivered again: it is most likely what kills them.
-MAX_CRASH_DELIVERIES = 5
 
 
 @dataclass(frozen=True)
@@ -26,7 +23,7 @@ class DispatchTimings:
     # INVOKE consumer's ack wait).
     ack_wait_s: float = INVOKE_ACK_WAIT_S
     # How often a running input is kept alive: well inside ack_wait_s.
-    in_progress_every_s: float = 3.0
+    in_progress_every_s: float = INVOKE_KEEPALIVE_S
     # One fetch is a long poll of up to this long.
     fetch_timeout_s: float = 2.0
     # One pull asks for every free slot (up to this), so a busy function costs

@@ -64,6 +64,11 @@ class NodeLayout:
         return self.root / "snapshots"
 
     @property
+    def held_inputs(self) -> Path:
+        """The journal of inputs this node's agent holds (``held_inputs``)."""
+        return self.root / "held-inputs"
+
+    @property
     def volume_chunks(self) -> Path:
         return self.root / "volume-chunks"
 

@@ -39,6 +39,8 @@ HEARTBEAT_INTERVAL_S = 2.0
 SHUTDOWN_GRACE_S = 3.0
 # Snapshots being stored when the agent stops: how long they may still take.
 SNAPSHOT_STORE_GRACE_S = 30.0
+# How often the journal of held inputs forgets the settled ones.
+HELD_INPUTS_COMPACT_S = 0.25
 _SUBJECT_SAFE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
 
 
@@ -89,6 +91,9 @@ class AgentService(Service):
         self._subs: list[Any] = []
         # Clean up after a previous life of this node, then take commands.
         await self.manager.recover()
+        # What the removed containers ran goes back to the queue now, not
+        # after its ack wait.
+        await self.dispatcher.held.hand_back(self.bus)
         await asyncio.to_thread(self.snapshots.cache.sweep)
         self._subs.append(
             await self.bus.serve(contract.wildcard(contract.CANCEL), self.dispatcher.on_cancel)
@@ -125,10 +130,18 @@ class AgentService(Service):
         await self.manager.stop_all(grace_s)
         await self.snapshots.close(timeout_s=SNAPSHOT_STORE_GRACE_S)
         await self.dispatcher.drain(timeout_s=5.0)
+        self.dispatcher.held.close()
         await self.shipper.flush()
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self.heartbeat_loop, self.log_loop]
+        return [self.heartbeat_loop, self.log_loop, self.held_inputs_loop]
+
+    async def held_inputs_loop(self) -> None:
+        """Keep the journal of held inputs short (``held_inputs``)."""
+        while not self.stopping.is_set():
+            self.dispatcher.held.compact()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), HELD_INPUTS_COMPACT_S)
 
     async def log_loop(self) -> None:
         await self.shipper.run(self.stopping)

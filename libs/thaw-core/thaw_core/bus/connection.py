@@ -14,7 +14,7 @@ from nats.aio.subscription import Subscription
 from opentelemetry import context as otel_context
 
 from thaw_core import schema
-from thaw_core.bus.delivery import trace_context
+from thaw_core.bus.delivery import is_delivery_reply, trace_context
 from thaw_core.bus.jetstream import Streams, payload, with_trace
 from thaw_core.bus.pull import FreeSlots, Handler, Take, consume_loop, fetch_once, pull_loop
 from thaw_core.contract import ConsumerSpec
@@ -180,6 +180,16 @@ class Bus(Streams):
     ) -> None:
         """Fire-and-forget on plain NATS: lost if nobody listens right now."""
         await self.nc.publish(subject, payload(msg), headers=with_trace(headers))
+
+    async def nak_delivery(self, reply: str) -> bool:
+        """Nak a JetStream delivery by its reply subject, from any connection:
+        how an agent hands back the inputs a previous life of it held (the
+        server ignores one that is no longer pending). False for a subject that
+        is not a JetStream delivery's, which is never published to."""
+        if not is_delivery_reply(reply):
+            return False
+        await self.nc.publish(reply, b"-NAK")
+        return True
 
     async def request(
         self, subject: str, msg: schema.Message | bytes, *, timeout_s: float = 5

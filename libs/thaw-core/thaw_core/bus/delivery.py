@@ -29,9 +29,14 @@ def trace_context(msg: Msg) -> otel_context.Context:
     return propagate.extract(msg.headers or {})
 
 
+def is_delivery_reply(reply: str) -> bool:
+    """Whether ``reply`` is a JetStream delivery's ack subject (one token-safe line)."""
+    return reply.startswith(_ACK_PREFIX) and not any(c.isspace() for c in reply)
+
+
 def _settleable(msg: Any) -> bool:
     reply = getattr(msg, "reply", None) or ""
-    return reply.startswith(_ACK_PREFIX) and not getattr(msg, "is_acked", False)
+    return is_delivery_reply(reply) and not getattr(msg, "is_acked", False)
 
 
 async def settle(msg: Any, how: Settle = "ack", *, delay_s: float | None = None) -> None:
