@@ -1,16 +1,18 @@
 """Dockerfile images end to end: a multi-stage Dockerfile (ARG before and
 after FROM, ENV, WORKDIR, COPY --from and from the context, USER, RUN) on
-the test registry's image builds, a function on it sees what each did, and
-changing the last RUN rebuilds that layer only."""
+the test registry's image builds, a function on it sees what each did (and
+runs as the USER), and changing the last RUN rebuilds that layer only."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 import thaw as modal
 from fixtures.images import BUILD_TIMEOUT_S, step_statuses
 from fixtures.platform import Platform
+from fixtures.wait import eventually
 
 APPS = Path(__file__).parent / "apps"
 
@@ -38,6 +40,20 @@ CMD ["python3"]
 """
 
 
+@pytest.fixture(scope="module")
+async def volumes_running(platform: Platform) -> None:
+    """The function mounts a volume (written as its USER): the shared
+    platform starts without the volumes service."""
+    if "volumes" not in platform.procs:
+        platform._spawn("volumes")
+
+    async def answers() -> bool:
+        status, _ = await asyncio.to_thread(platform.request, "/v1/volumes")
+        return status == 200
+
+    await eventually(answers, 60, "the volumes service to answer", every_s=0.2)
+
+
 def deploy(
     platform: Platform, monkeypatch: pytest.MonkeyPatch, context: Path, base: str, marker: str
 ) -> tuple[int, str]:
@@ -49,6 +65,7 @@ def deploy(
     return out.returncode, out.stdout + out.stderr
 
 
+@pytest.mark.usefixtures("volumes_running")
 def test_a_multi_stage_dockerfile_builds_and_one_changed_run_rebuilds_only_itself(
     platform: Platform, monkeypatch: pytest.MonkeyPatch, base_image: str, tmp_path: Path
 ) -> None:
@@ -61,6 +78,9 @@ def test_a_multi_stage_dockerfile_builds_and_one_changed_run_rebuilds_only_itsel
     assert got["built"] == "hi from the build stage\n", got
     assert got["data"] == "from the context\n"
     assert got["uid_at_build"] == "1234" and got["marker"] == "first"
+    # The function runs as the Dockerfile's USER, with that user's home.
+    assert (got["uid"], got["HOME"]) == ("1234", "/home/appuser"), got
+    assert got["note_owner"] == "1234", got
 
     code, again = deploy(platform, monkeypatch, tmp_path, base_image, "second")
     assert code == 0, again + platform.logs()
@@ -69,4 +89,7 @@ def test_a_multi_stage_dockerfile_builds_and_one_changed_run_rebuilds_only_itsel
     assert statuses["13"] == "built", again
     assert [n for n, s in statuses.items() if s == "built"] == ["13"], again
     assert "1 built, 7 cached" in again, again
-    assert modal.Function.from_name("img-dockerfile", "inspect").remote()["marker"] == "second"
+    again_got = modal.Function.from_name("img-dockerfile", "inspect").remote()
+    assert again_got["marker"] == "second", again_got
+    # A new container: the volume's committed file is the USER's again, and writable.
+    assert (again_got["uid"], again_got["note_owner"]) == ("1234", "1234"), again_got

@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from thaw_core.container_protocol import ChannelClosed, Frame, FrameReader, ToAgent, pack
+from thaw_core.image_users import ROOT, ImageUser
 
 SOCKET_NAME = "agent.sock"
 # sun_path holds 108 bytes; deep state dirs (pytest's tmp dirs) exceed it.
 _SUN_PATH_MAX = 107
 
 
-def bind_unix(path: Path) -> socket.socket:
+def bind_unix(path: Path, owner: ImageUser = ROOT) -> socket.socket:
     """A listening unix socket at ``path``, however long the path is: a long
-    one is bound through ``/proc/self/fd/<fd of its directory>/``."""
+    one is bound through ``/proc/self/fd/<fd of its directory>/``. Only
+    ``owner`` (the container's process user) may connect to it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         if len(os.fsencode(path)) <= _SUN_PATH_MAX:
@@ -35,6 +37,8 @@ def bind_unix(path: Path) -> socket.socket:
             finally:
                 os.close(dfd)
         os.chmod(path, 0o600)
+        if owner != ROOT:
+            os.chown(path, owner.uid, owner.gid)
         sock.listen(4)
         sock.setblocking(False)
     except BaseException:
@@ -44,8 +48,9 @@ def bind_unix(path: Path) -> socket.socket:
 
 
 class RuntimeChannel:
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, owner: ImageUser = ROOT) -> None:
         self.path = run_dir / SOCKET_NAME
+        self.owner = owner
         self._server: asyncio.AbstractServer | None = None
         self._connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._frames: FrameReader | None = None
@@ -54,7 +59,7 @@ class RuntimeChannel:
     async def listen(self) -> None:
         self.path.unlink(missing_ok=True)
         self._server = await asyncio.start_unix_server(
-            self._on_connection, sock=bind_unix(self.path)
+            self._on_connection, sock=bind_unix(self.path, self.owner)
         )
 
     def _on_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 from thaw_core import layers
 from thaw_core.container_protocol import Frame, InitFailed, Shutdown
+from thaw_core.image_users import ROOT
 from thaw_core.private_file import write_private
 from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
 from thaw_core.tasks import Background
@@ -85,6 +86,7 @@ class Container:
         self.host = manager
         self._source = LogSource(self.app, self.function, self.id)
         self.channel: RuntimeChannel | None = None
+        self.user = ROOT  # its image's USER, once the image is mounted
         # Its stdio pumps and its conversation: they end with the process.
         self._tasks = Background(log)
         self._exited = asyncio.Event()
@@ -186,8 +188,10 @@ class Container:
                 await checkpoint.adopt_changes(snapshot_dir, p)
             root = await m.images.root(self.spec)  # the default rootfs, or the image's layers
             await asyncio.to_thread(root.mount, p)
+            self.user = root.process_user(p)  # its socket and volumes are that user's
+            os.chown(p.run, self.user.uid, self.user.gid)
             await self.listen()
-            binds = await self.volumes.load()  # after a restore too: the latest version
+            binds = await self.volumes.load(self.user)  # after a restore too: the latest version
             config = root.apply(
                 oci.build_config(
                     container_id=self.id,
@@ -199,6 +203,7 @@ class Container:
                     runtime=oci.runtime_files(),
                     extra_env=checkpoint.SNAPSHOT_ENV if isinstance(plan, Checkpoint) else None,
                     volumes=binds,
+                    user=self.user,
                 )
             )
             # 0600: it is runc's alone, and holds the container's whole environment.
@@ -224,7 +229,7 @@ class Container:
 
     async def listen(self) -> RuntimeChannel:
         """A fresh socket for the runtime to connect to (again, after a checkpoint)."""
-        channel = RuntimeChannel(self.paths.run)
+        channel = RuntimeChannel(self.paths.run, owner=self.user)
         await channel.listen()
         self.channel = channel
         return channel

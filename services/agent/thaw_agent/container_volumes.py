@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from thaw_core.container_protocol import VolumeAnswer, VolumeRequest
+from thaw_core.image_users import ROOT, ImageUser
 from thaw_core.schema import VolumeMount
 from thaw_core.tasks import Background
 from thaw_core.volumes import VolumeError, VolumesClient
@@ -64,9 +65,10 @@ class ContainerVolumes:
         self._background: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 
-    async def load(self) -> list[tuple[Path, str]]:
-        """Materialise every mount's current version; (host dir, path in the
-        container) for each, to bind-mount."""
+    async def load(self, owner: ImageUser = ROOT) -> list[tuple[Path, str]]:
+        """Materialise every mount's current version, its files ``owner``'s
+        (the container's process user); (host dir, path in the container)
+        for each, to bind-mount."""
         if not self.wanted:
             return []
         if self.node is None:
@@ -77,7 +79,9 @@ class ContainerVolumes:
                 info = await self.node.client.ensure(m.name)
             except VolumeError as e:
                 raise RuntimeError(f"volume {m.name!r} at {m.path}: {e.message}") from e
-            mounted = MountedVolume(self.node.client, self.node.cache, info, self.root / str(i))
+            mounted = MountedVolume(
+                self.node.client, self.node.cache, info, self.root / str(i), owner
+            )
             await mounted.load()
             self._mounts[m.name] = _Mount(m, mounted)
             binds.append((mounted.root, m.path))

@@ -8,7 +8,10 @@ manifest never changes), pulls its layers into this node's ``LayerCache``
 (digest-verified, shared by every container), and mounts them under the
 container's own upper dir. The cache is kept under ``THAW_AGENT_LAYER_CACHE_GB``
 (default 20). The manifest's env and workdir apply, the
-function's own ``env`` winning over the image's.
+function's own ``env`` winning over the image's, and its user (a
+Dockerfile's last ``USER``, a registry image's ``User``) is who the
+function's process runs as, looked up in the image's own ``/etc/passwd``
+and ``/etc/group`` once its layers are mounted.
 
 A function without an image id runs on the default rootfs exactly as before
 images existed (one lower dir, no lookup): the fast path.
@@ -27,6 +30,7 @@ import nats.errors
 from thaw_core import contract, layers
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
+from thaw_core.image_users import ROOT, ImageUser, UserError, image_user
 from thaw_core.layers import ImageManifest, LayerCache
 from thaw_core.schema import (
     FunctionSpec,
@@ -59,10 +63,21 @@ class ContainerRoot:
     image_id: str = ""
     # The image's python3, when not /usr/bin/python3 (a registry image's).
     python: str = ""
+    # The image's USER ("": root).
+    user: str = ""
 
     def mount(self, paths: ContainerPaths) -> None:
         """Mount the overlay at ``paths.rootfs``, changes going to ``paths.upper``."""
         layers.overlay_mount(self.lowerdirs, paths.rootfs, upper=paths.upper, work=paths.work)
+
+    def process_user(self, paths: ContainerPaths) -> ImageUser:
+        """The ids the image's USER has in the mounted image (root without one)."""
+        if not self.user:
+            return ROOT
+        try:
+            return image_user(self.user, paths.rootfs)
+        except UserError as e:
+            raise ImageError(f"image {self.image_id[:12]}: USER {self.user}: {e}") from None
 
     def spec_for(self, spec: FunctionSpec) -> FunctionSpec:
         """``spec`` with the image's env under the function's own."""
@@ -122,6 +137,7 @@ class NodeImages:
             workdir=manifest.workdir,
             image_id=image_id,
             python=manifest.python,
+            user=manifest.user,
         )
 
     async def manifest(self, image_id: str) -> ImageManifest:

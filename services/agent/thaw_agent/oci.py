@@ -17,8 +17,9 @@ What the container sees:
 - its own pid, mount, ipc, uts and network namespaces (the network one has
   only ``lo``: no network access), /proc, a minimal /dev, /tmp tmpfs.
 
-It runs as root with runc's default reduced capability set and
-``no_new_privileges``. Its cgroup's limits (cpu, memory, pids) are
+It runs as its image's user (a Dockerfile's ``USER``; root on thaw's own
+images), with ``HOME`` that user's home unless the image or function sets
+one, a reduced capability set and ``no_new_privileges``. Its cgroup's limits (cpu, memory, pids) are
 ``resources``'s.
 """
 
@@ -34,6 +35,7 @@ from typing import Any
 
 import msgspec
 from thaw_core import contract
+from thaw_core.image_users import ROOT, ImageUser
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 from thaw_core.schema import FunctionSpec
 
@@ -132,11 +134,14 @@ def build_config(
     runtime: RuntimeFiles,
     extra_env: Mapping[str, str] | None = None,
     volumes: Sequence[tuple[Path, str]] = (),
+    user: ImageUser = ROOT,
 ) -> dict[str, Any]:
     in_container = [f"{RUNTIME_PATH_PREFIX}/{i}" for i in range(len(runtime.paths))]
     env = container_env(container_id, spec, in_container)
     if extra_env:
         env.update(extra_env)
+    if user != ROOT and env.get("HOME") == _BASE_ENV["HOME"]:
+        env["HOME"] = user.home
     mounts: list[dict[str, Any]] = [
         *standard_mounts(),
         _bind(runtime.bootstrap, BOOTSTRAP_IN_CONTAINER, readonly=True),
@@ -152,7 +157,7 @@ def build_config(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": 0, "gid": 0},
+            "user": {"uid": user.uid, "gid": user.gid},
             "args": [PYTHON, BOOTSTRAP_IN_CONTAINER],
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": "/",

@@ -6,6 +6,9 @@ node's chunk cache. ``commit`` finds what changed since by size and mtime
 with the written and deleted paths; ``reload`` brings in what others
 committed since the version loaded, without a full walk of the volume.
 Files are whole: a reload replaces a file by a rename, never in place.
+What it writes (and the directories on the way) belongs to ``owner``, the
+container's process user, so a function on an image with a ``USER`` can
+change its volume's files.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from thaw_core.image_users import ROOT, ImageUser
 from thaw_core.schema import VolumeEntry, VolumeInfo
 from thaw_core.volumes import ChunkUploader, VolumesClient
 
@@ -36,12 +40,18 @@ class OnDisk:
 
 class MountedVolume:
     def __init__(
-        self, client: VolumesClient, cache: ChunkCache, volume: VolumeInfo, root: Path
+        self,
+        client: VolumesClient,
+        cache: ChunkCache,
+        volume: VolumeInfo,
+        root: Path,
+        owner: ImageUser = ROOT,
     ) -> None:
         self.client = client
         self.cache = cache
         self.volume = volume
         self.root = root
+        self.owner = owner
         self.version = 0
         self._known: dict[str, OnDisk] = {}
         self._uploader = ChunkUploader(client.blob)
@@ -49,6 +59,7 @@ class MountedVolume:
     async def load(self) -> None:
         """Materialise the volume's current version into ``root``."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._own(self.root)
         version, entries = await self.client.entries(self.volume.volume_id)
         await self._apply(entries)
         self.version = version
@@ -80,8 +91,20 @@ class MountedVolume:
                         _remove(target)
                     ns = self.cache.materialise(e.chunks, target, e.mode, e.mtime)
                     self._known[e.path] = OnDisk(e.size, ns, tuple(e.chunks))
+                if not e.deleted:
+                    self._own(target)
 
         await asyncio.to_thread(write)
+
+    def _own(self, path: Path) -> None:
+        """``path`` and the directories above it, up to ``root``, the owner's."""
+        if self.owner == ROOT:
+            return
+        while True:
+            os.lchown(path, self.owner.uid, self.owner.gid)
+            if path == self.root or self.root not in path.parents:
+                return
+            path = path.parent
 
     def changes(self) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
         """Files written (new, or another size or mtime) and paths gone since

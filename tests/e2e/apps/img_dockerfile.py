@@ -11,11 +11,17 @@ image = modal.Image.from_dockerfile(
     build_args={"BASE": os.environ.get("IMG_BASE", "set-at-deploy"), "GREETING": "hi"},
 )
 app = modal.App(os.environ.get("IMG_APP", "img-dockerfile"), image=image)
+vol = modal.Volume.from_name("img-dockerfile-vol", create_if_missing=True)
 
 
-@app.function()
+@app.function(volumes={"/data": vol})
 def inspect() -> dict[str, str]:
     home = Path("/home/appuser")
+    # The USER can write its volume, over what an earlier container committed too.
+    note = Path("/data/sub/note.txt")
+    note.parent.mkdir(exist_ok=True)
+    note.write_text(f"written by {os.getuid()}")
+    vol.commit()
     return {
         "APP_MODE": os.environ.get("APP_MODE", ""),
         "cwd": os.getcwd(),
@@ -24,4 +30,6 @@ def inspect() -> dict[str, str]:
         "uid_at_build": (home / "uid").read_text().strip(),
         "marker": (home / "marker").read_text().strip(),
         "uid": str(os.getuid()),
+        "HOME": os.environ.get("HOME", ""),
+        "note_owner": str(note.stat().st_uid),
     }
