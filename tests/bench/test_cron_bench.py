@@ -14,17 +14,13 @@ from pathlib import Path
 import asyncpg
 import thaw as modal
 from fixtures.platform import Platform
+from fixtures.stats import pct
 
 APP = Path(__file__).parent / "apps" / "bench_period.py"
 FIRES = 100
 GOAL_P99_MS = 500.0
 # The first fires may find the container still starting; they are not measured.
 WARMUP = 5
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 async def fires(platform: Platform) -> list[tuple[str, float, float]]:

@@ -18,16 +18,12 @@ import aiohttp
 import pytest
 import thaw as modal
 from fixtures.platform import Platform
+from fixtures.stats import pct
 
 RAY_P50_MS, RAY_P99_MS, RAY_TASKS_PER_S = 2.5, 6.2, 1330.0
 APP = Path(__file__).parent / "apps" / "bench_noop.py"
 ROUND_TRIPS = 500
 MAP_INPUTS = 5000
-
-
-def pct(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +63,7 @@ async def test_http_latency_and_throughput(deployed: Platform) -> None:
     headers = {"Authorization": f"Bearer {deployed.token}"}
     base = f"{deployed.gateway_url}/v1/functions/bench-noop"
     async with aiohttp.ClientSession(headers=headers) as http:
+
         async def call(i: int) -> None:
             async with http.post(f"{base}/echo/calls?wait=30", json={"args": [i]}) as r:
                 body = await r.json()
@@ -85,7 +82,9 @@ async def test_http_latency_and_throughput(deployed: Platform) -> None:
         async with http.post(f"{base}/echo_wide/calls:batch", json={"items": items}) as r:
             ids = (await r.json())["call_ids"]
         got = 0
-        async with http.post(f"{deployed.gateway_url}/v1/calls:stream", json={"call_ids": ids}) as r:
+        async with http.post(
+            f"{deployed.gateway_url}/v1/calls:stream", json={"call_ids": ids}
+        ) as r:
             async for line in r.content:
                 if line.strip():
                     assert json.loads(line)["status"] == "success"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -15,11 +16,14 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from fixtures.platform import Platform
+from fixtures.web import past_cold_start
 
 APPS = Path(__file__).parent / "apps"
 THAW = [sys.executable, "-m", "thaw.cli"]
@@ -65,15 +69,17 @@ def urls(platform: Platform) -> dict[str, str]:
 
 
 def test_web_endpoint_answers_from_zero_and_warm(urls: dict[str, str], platform: Platform) -> None:
+    request = partial(fetch, urls["predict"], json.dumps({"input": 3}).encode())
     for _ in range(2):  # the first from zero, the second warm
-        status, _, body = fetch(urls["predict"], json.dumps({"input": 3}).encode())
+        status, _, body = past_cold_start(request)
         assert status == 200, body.decode() + platform.logs()
         assert json.loads(body) == {"prediction": "predicted:3"}
 
 
 def test_asgi_app_answers_at_its_routes(urls: dict[str, str], platform: Platform) -> None:
+    request = partial(fetch, urls["fastapi_app"] + "/predict", json.dumps({"input": 4}).encode())
     for _ in range(2):
-        status, _, body = fetch(urls["fastapi_app"] + "/predict", json.dumps({"input": 4}).encode())
+        status, _, body = past_cold_start(request)
         assert status == 200, body.decode() + platform.logs()
         assert json.loads(body) == {"result": "predicted:4"}
 
@@ -136,22 +142,27 @@ def test_a_handler_that_raises_gives_500_with_an_id_in_the_logs(
     assert status == 500, body
     error_id = json.loads(body)["error_id"]
     assert headers.get("x-thaw-error-id") == error_id
+    _wait_for_logged(platform, error_id, "the handler broke on purpose")
+
+
+def _wait_for_logged(platform: Platform, error_id: str, error: str) -> None:
+    """Until `thaw app logs` shows the traceback of ``error`` under ``error_id``."""
     deadline = time.monotonic() + 60
     logs = ""
     while time.monotonic() < deadline:
         logs = thaw_cli(platform, "app", "logs", "web-guide").stdout
-        if error_id in logs and "the handler broke on purpose" in logs:
+        if error_id in logs and error in logs:
             return
     pytest.fail(f"error id {error_id} not with its traceback in thaw app logs:\n{logs[-3000:]}")
 
 
 def test_wsgi_app_answers(urls: dict[str, str], platform: Platform) -> None:
-    status, _, body = fetch(urls["flask_app"] + "/hello")
+    status, _, body = past_cold_start(lambda: fetch(urls["flask_app"] + "/hello"))
     assert (status, body) == (200, b"hello from flask"), body.decode() + platform.logs()
 
 
 def test_web_server_answers(urls: dict[str, str], platform: Platform) -> None:
-    status, _, body = fetch(urls["file_server"] + "/")
+    status, _, body = past_cold_start(lambda: fetch(urls["file_server"] + "/"))
     assert status == 200, body.decode() + platform.logs()
     assert b"Directory listing" in body
 
@@ -169,17 +180,55 @@ def test_get_web_url_and_app_show(urls: dict[str, str], platform: Platform) -> N
     assert urls["fastapi_app"] in shown
 
 
-def test_websocket_upgrade_is_refused_clearly(urls: dict[str, str]) -> None:
-    req = urllib.request.Request(
-        urls["fastapi_app"] + "/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade"}
+def _ws_url(url: str) -> str:
+    return "ws" + url.removeprefix("http")
+
+
+async def test_websocket_echoes_a_thousand_messages(urls: dict[str, str]) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(_ws_url(urls["fastapi_app"]) + "/ws") as ws:
+            for i in range(1000):
+                if i % 2:
+                    await ws.send_bytes(b"%d" % i)
+                    assert await ws.receive_bytes(timeout=60) == b"echo:%d" % i
+                else:
+                    await ws.send_str(str(i))
+                    assert await ws.receive_str(timeout=60) == f"echo:{i}"
+            await ws.close()
+        # The app saw the close as a disconnect and returned: the socket is free again.
+        async with session.ws_connect(_ws_url(urls["fastapi_app"]) + "/ws") as ws:
+            await ws.send_str("again")
+            assert await ws.receive_str(timeout=60) == "echo:again"
+
+
+async def test_a_websocket_route_that_does_not_exist_is_refused(urls: dict[str, str]) -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(_ws_url(urls["fastapi_app"]) + "/no-such-socket")
+    assert refused.value.status == 403
+
+
+async def test_a_websocket_handler_that_raises_closes_1011_with_an_id(
+    urls: dict[str, str], platform: Platform
+) -> None:
+    url = _ws_url(urls["fastapi_app"]) + "/ws-boom"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.send_str("go")
+        closed = await ws.receive(timeout=60)
+    assert closed.type is aiohttp.WSMsgType.CLOSE, closed
+    assert closed.data == 1011
+    error_id = re.search(r"err-[0-9a-f]+", closed.extra or "")
+    assert error_id, closed.extra
+    await asyncio.to_thread(
+        _wait_for_logged, platform, error_id.group(0), "the socket handler broke on purpose"
     )
-    try:
-        urllib.request.urlopen(req, timeout=30)
-    except urllib.error.HTTPError as e:
-        assert e.code == 501
-        assert b"websocket" in e.read()
-    else:
-        pytest.fail("a websocket upgrade was not refused")
+
+
+async def test_websocket_to_a_wsgi_app_is_refused_clearly(urls: dict[str, str]) -> None:
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(_ws_url(urls["flask_app"]) + "/hello")
+    assert refused.value.status == 501
 
 
 SERVED_APP = """

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 from fixtures.platform import E2E_APPS, Platform
+from fixtures.web import past_cold_start
 
 DOMAIN = "thaw.test"
 START_TIMEOUT_S = 20
@@ -57,13 +57,8 @@ def get(
 
 
 def get_warm(p: Platform, url: str, **kw: Any) -> tuple[int, bytes]:
-    """The first answer that is not the 503 of a cold start slower than the
-    short start timeout (a busy machine): the container comes up meanwhile."""
-    deadline = time.monotonic() + 180
-    while True:
-        status, _, body = get(p, url, **kw)
-        if status != 503 or time.monotonic() > deadline:
-            return status, body
+    status, _, body = past_cold_start(lambda: get(p, url, **kw))
+    return status, body
 
 
 def test_deploy_prints_host_name_urls(urls: dict[str, str], web_platform: Platform) -> None:

@@ -47,7 +47,16 @@ from typing import Any, Literal
 
 import msgspec
 
-from thaw_core.schema import CallStatus, Codec, WebHead, now
+from thaw_core.schema import (
+    CallStatus,
+    Codec,
+    WebHead,
+    WebSocketAccept,
+    WebSocketClose,
+    WebSocketData,
+    WebSocketEvent,
+    now,
+)
 
 MAX_FRAME = 256 * 1024 * 1024  # matches the largest payload the gateway accepts, with room
 SOCKET_IN_CONTAINER = "/run/thaw/agent.sock"
@@ -201,10 +210,32 @@ class WebBody(Frame, tag="web_body"):
 
 
 class WebSent(Frame, tag="web_sent"):
-    """agent -> runtime: the answer to a ``WebSend`` with ``more``."""
+    """agent -> runtime: the answer to a ``WebSend`` with ``more`` (or a
+    ``WebSocketSend`` but a close)."""
 
     request_id: str
     gone: bool = False
+
+
+class WebSocketSend(Frame, tag="web_socket_send"):
+    """runtime -> agent: a websocket request's app accepts, sends or closes."""
+
+    request_id: str
+    event: WebSocketAccept | WebSocketData | WebSocketClose
+
+
+class WebSocketReceive(Frame, tag="web_socket_receive"):
+    """agent -> runtime: the answer to ``WebPull`` on a websocket: the
+    client's next message, or its close."""
+
+    request_id: str
+    event: WebSocketEvent
+
+
+# What the runtime says of a web request, for the agent to relay.
+WebFrame = WebPull | WebSend | WebSocketSend
+# What the agent answers it with.
+WebReply = WebBody | WebSent | WebSocketReceive
 
 
 # ------------------------------------------------------------ volumes
@@ -229,8 +260,27 @@ class VolumeAnswer(Frame, tag="volume_answer"):
     error: str = ""
 
 
-ToAgent = Hello | Ready | InitFailed | Output | SnapshotReady | WebPull | WebSend | VolumeRequest
-ToRuntime = Configure | RunInput | CancelInput | Shutdown | WebBody | WebSent | VolumeAnswer
+ToAgent = (
+    Hello
+    | Ready
+    | InitFailed
+    | Output
+    | SnapshotReady
+    | WebPull
+    | WebSend
+    | WebSocketSend
+    | VolumeRequest
+)
+ToRuntime = (
+    Configure
+    | RunInput
+    | CancelInput
+    | Shutdown
+    | WebBody
+    | WebSent
+    | WebSocketReceive
+    | VolumeAnswer
+)
 
 _encoder = msgspec.msgpack.Encoder()
 

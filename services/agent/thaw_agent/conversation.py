@@ -26,6 +26,7 @@ from thaw_core.container_protocol import (
     VolumeRequest,
     WebPull,
     WebSend,
+    WebSocketSend,
 )
 
 from thaw_agent import checkpoint
@@ -100,7 +101,7 @@ async def converse(c: Container) -> None:
             match frame:
                 case Output():
                     c.host.events.container_output(c, frame)
-                case WebPull() | WebSend():
+                case WebPull() | WebSend() | WebSocketSend():
                     c.host.events.container_web(c, frame)
                 case None:
                     if not c.ending:

@@ -41,8 +41,7 @@ from thaw_core.container_protocol import (
     InitFailed,
     Output,
     RunInput,
-    WebPull,
-    WebSend,
+    WebFrame,
 )
 from thaw_core.contract import ConsumerSpec, invoke_consumer
 from thaw_core.schema import CancelCall, Invoke, decoder
@@ -153,7 +152,7 @@ class Dispatcher:
             self._spawn(self._completion.release(r), f"release:{r.invoke.call_id}")
         self._wake(container.key)
 
-    def container_web(self, container: Container, frame: WebPull | WebSend) -> None:
+    def container_web(self, container: Container, frame: WebFrame) -> None:
         self._web.on_frame(container, frame)
 
     def container_init_failed(self, container: Container, failure: InitFailed) -> None:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import thaw as modal
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 app = modal.App("web-guide")
@@ -91,6 +91,29 @@ async def download(mib: int = 1) -> StreamingResponse:
 @web_app.get("/boom")
 def boom() -> dict:
     raise ValueError("the handler broke on purpose")
+
+
+@web_app.websocket("/ws")
+async def echo(ws: WebSocket) -> None:
+    await ws.accept()
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await ws.send_text("echo:" + message["text"])
+            else:
+                await ws.send_bytes(b"echo:" + message["bytes"])
+    except WebSocketDisconnect:
+        return
+
+
+@web_app.websocket("/ws-boom")
+async def ws_boom(ws: WebSocket) -> None:
+    await ws.accept()
+    await ws.receive_text()
+    raise ValueError("the socket handler broke on purpose")
 
 
 @app.function(max_containers=1)

@@ -38,7 +38,16 @@ from thaw_core.schema.volumes import (
     VolumeListReply,
     VolumeReply,
 )
-from thaw_core.schema.web import WebAccepted, WebBodyChunk, WebPartAck, WebResponsePart
+from thaw_core.schema.web import (
+    WebAccepted,
+    WebBodyChunk,
+    WebPartAck,
+    WebResponsePart,
+    WebSocketAccept,
+    WebSocketClose,
+    WebSocketData,
+    WebSocketIdle,
+)
 
 # Every wire type, for proto/ generation and for tests that round-trip each.
 WIRE_TYPES: tuple[type[Message], ...] = (
@@ -78,6 +87,10 @@ WIRE_TYPES: tuple[type[Message], ...] = (
     WebBodyChunk,
     WebResponsePart,
     WebPartAck,
+    WebSocketAccept,
+    WebSocketData,
+    WebSocketClose,
+    WebSocketIdle,
 )
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
@@ -87,17 +100,21 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
     contract.EVENT_ERROR: ("Messages a service refused, and why.", (ErrorEvent,)),
     contract.EVENT_APP: ("Deploys and stops of an app.", (AppEvent,)),
     contract.INVOKE: (
-        ("Inputs of a function (JetStream INVOKE). Publish with the call id as"
-        " Nats-Msg-Id (a repeated publish is dropped). With codec 'json', args (and"
-        " params) are the base64 of the UTF-8 JSON {\"args\": [...], \"kwargs\": {...}}."),
+        (
+            "Inputs of a function (JetStream INVOKE). Publish with the call id as"
+            " Nats-Msg-Id (a repeated publish is dropped). With codec 'json', args (and"
+            ' params) are the base64 of the UTF-8 JSON {"args": [...], "kwargs": {...}}.'
+        ),
         (Invoke,),
     ),
     contract.RESULT: (
-        ("The result of one call (JetStream RESULTS, kept 24 hours). Read it by"
-        " subscribing to thaw.result.<call_id> before publishing the Invoke, or"
-        " afterwards as the RESULTS stream's last message by subject (a direct get"
-        " with last_by_subj). With codec 'json', value is the base64 of the UTF-8"
-        " JSON return value; a failure has status 'failure', error and traceback."),
+        (
+            "The result of one call (JetStream RESULTS, kept 24 hours). Read it by"
+            " subscribing to thaw.result.<call_id> before publishing the Invoke, or"
+            " afterwards as the RESULTS stream's last message by subject (a direct get"
+            " with last_by_subj). With codec 'json', value is the base64 of the UTF-8"
+            " JSON return value; a failure has status 'failure', error and traceback."
+        ),
         (Result,),
     ),
     contract.CANCEL: ("Cancel a call.", (CancelCall,)),
@@ -146,12 +163,14 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
         (VolumeCommit, VolumeReply),
     ),
     contract.WEB_REQUEST: (
-        "The next body chunk of a web request (request/reply, agent -> gateway; msgpack).",
-        (WebBodyChunk,),
+        "The next body chunk of a web request, or a websocket's next message from its"
+        + " client (request/reply, agent -> gateway; msgpack).",
+        (WebBodyChunk, WebSocketData, WebSocketClose, WebSocketIdle),
     ),
     contract.WEB_RESPONSE: (
-        "A web request taken, and its response parts (agent -> gateway; msgpack).",
-        (WebAccepted, WebResponsePart, WebPartAck),
+        "A web request taken, and its response parts, or a websocket's accept, messages"
+        + " and close (agent -> gateway; msgpack).",
+        (WebAccepted, WebResponsePart, WebPartAck, WebSocketAccept, WebSocketData, WebSocketClose),
     ),
 }
 

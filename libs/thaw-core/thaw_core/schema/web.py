@@ -15,6 +15,14 @@ subjects of its own (``contract.WEB_REQUEST`` / ``WEB_RESPONSE``):
   wrote the part to the client (``WebPartAck``), so a slow client slows the
   app rather than filling anyone's memory.
 
+A websocket (``WebHead.websocket``, ``asgi_app`` only) uses the same two
+subjects: the app's accept, messages and close go on ``.resp``, each but the
+close answered with ``WebPartAck`` once the client has it; the client's
+messages are pulled on ``.req`` one at a time as the app receives, answered
+by ``WebSocketData``, by ``WebSocketClose`` once the client closed, or by
+``WebSocketIdle`` when nothing came for a while (the agent asks again, so
+that a gateway gone is noticed).
+
 These messages carry raw body bytes, so they are msgpack-encoded
 (``encode_web`` / ``web_decoder``), not JSON like the other wire types.
 """
@@ -29,6 +37,8 @@ from thaw_core.schema.base import Message, Spec
 
 # The largest body chunk one message carries (well under NATS's 1 MiB default).
 WEB_CHUNK_BYTES = 256 * 1024
+# The largest websocket message either way: one NATS message, with room.
+WEB_SOCKET_MESSAGE_BYTES = 768 * 1024
 
 Header = tuple[str, str]
 
@@ -64,6 +74,8 @@ class WebHead(Spec):
     # The body's first chunk, and whether more follows (asked for on .req).
     body: bytes = b""
     more_body: bool = False
+    # An ``Upgrade: websocket`` request: the app gets an ASGI "websocket" scope.
+    websocket: bool = False
 
 
 class WebAccepted(Message, tag="web_accepted"):
@@ -88,7 +100,35 @@ class WebPartAck(Message, tag="web_part_ack"):
     gone: bool = False
 
 
-WebToGateway = WebAccepted | WebResponsePart
+class WebSocketAccept(Message, tag="web_socket_accept"):
+    """The app accepts the websocket (ASGI ``websocket.accept``)."""
+
+    subprotocol: str | None = None
+    headers: list[Header] = []
+
+
+class WebSocketData(Message, tag="web_socket_data"):
+    """One websocket message, either way: text or bytes."""
+
+    text: str | None = None
+    data: bytes | None = None
+
+
+class WebSocketClose(Message, tag="web_socket_close"):
+    """The socket ends: closed by the app (before it accepted: refused), or by the client."""
+
+    code: int = 1000
+    reason: str = ""
+
+
+class WebSocketIdle(Message, tag="web_socket_idle"):
+    """Nothing from the client yet: ask again."""
+
+
+WebSocketEvent = WebSocketData | WebSocketClose
+WebToGateway = WebAccepted | WebResponsePart | WebSocketAccept | WebSocketData | WebSocketClose
+# What the gateway answers a pull on ``.req`` with.
+WebPulled = WebBodyChunk | WebSocketData | WebSocketClose | WebSocketIdle
 
 _encoder = msgspec.msgpack.Encoder()
 

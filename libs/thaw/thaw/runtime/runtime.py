@@ -57,6 +57,7 @@ from thaw_core.container_protocol import (
     VolumeAnswer,
     WebBody,
     WebSent,
+    WebSocketReceive,
 )
 from thaw_core.contract import ENV_CONTAINER_ID
 from thaw_core.schema import CallStatus
@@ -303,7 +304,7 @@ class Runtime:
                 if (run_here := self._claim(frame)) is not None:
                     return run_here
                 self._loop.call_soon_threadsafe(self._accept, frame)
-            case WebBody() | WebSent():
+            case WebBody() | WebSent() | WebSocketReceive():
                 self._loop.call_soon_threadsafe(self._web.answer, frame)
             case CancelInput(input_id=input_id):
                 self._loop.call_soon_threadsafe(self._cancel, input_id)

@@ -15,14 +15,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from thaw_core.container_protocol import WebBody, WebPull, WebSend, WebSent
+from thaw_core.container_protocol import WebBody, WebPull, WebReply, WebSend
 from thaw_core.schema import WEB_CHUNK_BYTES, WebHead
 
 from thaw.runtime.failure import describe
 from thaw.runtime.log import log
 
 Send = Callable[[Any], None]
-Reply = WebBody | WebSent
 Asgi = Callable[..., Awaitable[None]]
 
 
@@ -31,7 +30,8 @@ class ClientGone(Exception):
 
 
 def scope_of(head: WebHead) -> dict[str, Any]:
-    return {
+    """The ASGI scope of an HTTP request, or of a websocket (``head.websocket``)."""
+    scope: dict[str, Any] = {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
@@ -46,6 +46,28 @@ def scope_of(head: WebHead) -> dict[str, Any]:
         "server": head.server,
         "state": {},
     }
+    if head.websocket:
+        del scope["method"]
+        protocols = ",".join(v for k, v in head.headers if k.lower() == "sec-websocket-protocol")
+        scope.update(
+            type="websocket",
+            scheme="wss" if head.scheme == "https" else "ws",
+            subprotocols=[p.strip() for p in protocols.split(",") if p.strip()],
+        )
+    return scope
+
+
+def log_failure(request_id: str, e: BaseException) -> str:
+    """Log the app's exception with its traceback under a new error id, for
+    ``thaw app logs``; the id, for the client."""
+    error_id = "err-" + uuid.uuid4().hex[:16]
+    log.error(
+        "web request %s failed (error id %s):\n%s",
+        request_id,
+        error_id,
+        describe(e).traceback.rstrip(),
+    )
+    return error_id
 
 
 def error_response(request_id: str, error_id: str) -> WebSend:
@@ -64,7 +86,7 @@ class Exchange:
     def __init__(self, head: WebHead, send_frame: Send) -> None:
         self._head = head
         self._send_frame = send_frame
-        self._replies: asyncio.Queue[Reply] = asyncio.Queue()
+        self._replies: asyncio.Queue[WebReply] = asyncio.Queue()
         self._first_body_taken = False
         self._more_body = head.more_body
         self._start: dict[str, Any] | None = None
@@ -73,10 +95,10 @@ class Exchange:
         self._done = asyncio.Event()
         self._gone = False
 
-    def answer(self, reply: Reply) -> None:
+    def answer(self, reply: WebReply) -> None:
         self._replies.put_nowait(reply)
 
-    async def _reply(self) -> Reply:
+    async def _reply(self) -> WebReply:
         reply = await self._replies.get()
         if reply.gone:
             self._gone = True
@@ -156,14 +178,7 @@ class Exchange:
         return None
 
     def _fail(self, e: BaseException) -> None:
-        error_id = "err-" + uuid.uuid4().hex[:16]
-        failure = describe(e)
-        log.error(
-            "web request %s failed (error id %s):\n%s",
-            self._head.request_id,
-            error_id,
-            failure.traceback.rstrip(),
-        )
+        error_id = log_failure(self._head.request_id, e)
         if self._shipped:
             # The head went out already: end the body where it is.
             self._send_frame(self._part(b"", more=False))

@@ -9,7 +9,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from thaw_core.container_protocol import Output, RunInput, WebBody, WebSent
+from thaw_core.container_protocol import Output, RunInput, WebReply
 from thaw_core.schema import FunctionSpec
 
 from thaw.runtime.codec import encode_value
@@ -17,6 +17,7 @@ from thaw.runtime.executor import Callee, Executor, outcome
 from thaw.runtime.failure import describe
 from thaw.runtime.web.apps import build_app, check_imports
 from thaw.runtime.web.exchange import Asgi, Exchange, Send
+from thaw.runtime.web.sockets import SocketExchange
 
 
 def endpoint_options(spec: FunctionSpec) -> dict[str | None, dict[str, Any]]:
@@ -33,19 +34,21 @@ class WebInputs:
         self._executor = executor
         self._send = send
         self._apps: dict[tuple[str | None, int], asyncio.Task[Asgi]] = {}
-        self._exchanges: dict[str, Exchange] = {}
+        self._exchanges: dict[str, Exchange | SocketExchange] = {}
 
     def check(self) -> None:
         """At start: what the endpoints need is importable."""
         check_imports(list(self._options.values()))
 
-    def answer(self, frame: WebBody | WebSent) -> None:
+    def answer(self, frame: WebReply) -> None:
         """On the loop: the agent's reply to one of a request's parts."""
         exchange = self._exchanges.get(frame.request_id)
         if exchange is not None:
             exchange.answer(frame)
 
-    def _app(self, method: str | None, target: Callee, instance: object | None) -> asyncio.Task[Asgi]:
+    def _app(
+        self, method: str | None, target: Callee, instance: object | None
+    ) -> asyncio.Task[Asgi]:
         key = (method, id(instance))
         task = self._apps.get(key)
         if task is None or (task.done() and task.exception() is not None):
@@ -68,7 +71,8 @@ class WebInputs:
         async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             await (await asyncio.shield(building))(scope, receive, send)
 
-        exchange = Exchange(run.web, self._send)
+        kind = SocketExchange if run.web.websocket else Exchange
+        exchange = kind(run.web, self._send)
         self._exchanges[run.web.request_id] = exchange
         try:
             failed = await exchange.run(app)

@@ -1,0 +1,26 @@
+"""A ``fastapi_endpoint`` as the guide writes it, on two warm containers, and
+the same FastAPI app for bare uvicorn (``bare_app``), built as thaw's runtime
+builds it: the function as the one route of a FastAPI app."""
+
+import thaw as modal
+
+app = modal.App("bench-web")
+
+
+def predict(request: dict) -> dict:
+    return {"prediction": request["input"]}
+
+
+@app.function(min_containers=2, max_containers=2)
+@modal.concurrent(max_inputs=64)
+@modal.fastapi_endpoint(method="POST")
+def endpoint(request: dict) -> dict:
+    return predict(request)
+
+
+def bare_app():
+    from fastapi import FastAPI
+
+    bare = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    bare.add_api_route("/", predict, methods=["POST"])
+    return bare
