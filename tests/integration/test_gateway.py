@@ -21,6 +21,7 @@ import pytest
 from fixtures.gateway import (
     Gateway,
     deploy,
+    fill_path,
     gateway,  # noqa: F401 - a fixture
     running,
     settings,  # noqa: F401 - a fixture
@@ -135,22 +136,6 @@ async def raw_post(gw: Gateway, path: str, length: int, start: bytes) -> tuple[i
         writer.close()
 
 
-def fill(path: str) -> str:
-    values = {
-        "{app}": "some-app",
-        "{function}": "some-fn",
-        "{sha256}": "0" * 64,
-        "{call_id}": "fc-" + "0" * 32,
-        "{container_id}": "ct-1",
-        "{snapshot_id}": "sn-1",
-        "{secret}": "some-secret",
-        "{volume}": "some-volume",
-    }
-    for key, value in values.items():
-        path = path.replace(key, value)
-    assert "{" not in path, path
-    return path
-
 
 # ---------------------------------------------------------------- auth
 
@@ -168,7 +153,7 @@ async def test_every_route_refuses_a_missing_or_wrong_token(gateway: Gateway) ->
     ]
     for route in protected:
         for headers in bad_headers:
-            async with http.request(route.method, url + fill(route.path), headers=headers) as r:
+            async with http.request(route.method, url + fill_path(route.path), headers=headers) as r:
                 assert r.status == 401, (route.method, route.path, headers, r.status)
                 assert r.headers["WWW-Authenticate"].startswith("Bearer")
                 if route.method != "HEAD":
@@ -182,7 +167,7 @@ async def test_every_route_refuses_a_missing_or_wrong_token(gateway: Gateway) ->
 
 
 async def test_created_tokens_work_and_are_stored_hashed(gateway: Gateway) -> None:
-    status, body = await gateway.call("POST", "/v1/tokens", json={"name": "ci-bot"})
+    status, body = await gateway.call("POST", "/v1/tokens", json={"name": "ci-bot", "scope": "read"})
     assert status == 201, body
     token = body["token"]
     assert body["name"] == "ci-bot"
@@ -195,7 +180,7 @@ async def test_created_tokens_work_and_are_stored_hashed(gateway: Gateway) -> No
     assert not any(token in h for h in stored), "the secret itself must not be stored"
 
     # A token revoked before its first use is refused.
-    status, body = await gateway.call("POST", "/v1/tokens", json={"name": "leaked"})
+    status, body = await gateway.call("POST", "/v1/tokens", json={"name": "leaked", "scope": "read"})
     leaked = body["token"]
     await gateway.db.execute(
         "UPDATE tokens SET revoked_at = now() WHERE hash = $1",
@@ -204,7 +189,7 @@ async def test_created_tokens_work_and_are_stored_hashed(gateway: Gateway) -> No
     status, body = await gateway.call("GET", "/v1/apps", token=leaked)
     assert status == 401 and body["error"]["code"] == "unauthorized"
 
-    status, body = await gateway.call("POST", "/v1/tokens", json={"name": "bad name!"})
+    status, body = await gateway.call("POST", "/v1/tokens", json={"name": "bad name!", "scope": "read"})
     assert status == 400 and "token name" in body["error"]["message"]
 
 
@@ -508,7 +493,7 @@ async def test_calls_survive_a_gateway_restart(
         status, done = await gateway.call("POST", f"/v1/functions/{app}/add/calls?wait=10")
     assert status == 200
     _, pending = await gateway.call("POST", f"/v1/functions/{app}/never/calls")
-    status, created = await gateway.call("POST", "/v1/tokens", json={"name": "survivor"})
+    status, created = await gateway.call("POST", "/v1/tokens", json={"name": "survivor", "scope": "read"})
 
     await gateway.service.shutdown()
     async with running(settings):

@@ -177,8 +177,16 @@ def test_gateway_errors_end_with_their_message_and_no_traceback(gateway: FakeGat
 
 
 def test_token_create_shows_the_token(gateway: FakeGateway) -> None:
-    result = thaw("token", "create", "ci")
+    result = thaw("token", "create", "ci", "--scope", "invoke", "--app", "hello")
     assert result.exit_code == 0 and "thaw_secret_for_ci" in result.output
+    assert "scope invoke, apps hello" in result.output
+    # A scope is not guessed; options a scope does not carry out are refused.
+    result = thaw("token", "create", "ci")
+    assert result.exit_code == 2 and "--scope" in result.output
+    result = thaw("token", "create", "ci", "--scope", "read", "--app", "hello")
+    assert result.exit_code == 1 and "--app limits an invoke token" in result.output
+    result = thaw("token", "create", "ci", "--scope", "read", "--expires", "7")
+    assert result.exit_code == 1 and "--expires takes a number and a unit" in result.output
 
 
 def test_unreachable_gateway_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,7 @@ Every error is ``{"error": {"code": ..., "message": ...}}`` with one of
 ``ERROR_CODES``; the OpenAPI document at ``/v1/openapi.json`` is generated
 from these Structs.
 
-Routes (all need ``Authorization: Bearer <token>`` except ``/healthz``):
+Routes (all need ``Authorization: Bearer <token>`` of the route's scope except ``/healthz``):
 
 - ``HEAD /v1/bundles/{sha256}``             200 if stored, else 404
 - ``PUT  /v1/bundles/{sha256}``             body: the zip; sha256 verified
@@ -23,7 +23,8 @@ Routes (all need ``Authorization: Bearer <token>`` except ``/healthz``):
 - ``GET  /v1/calls?app=&function=&limit=N``  -> ``CallList`` (newest first)
 - ``POST /v1/calls:stream``                 ``StreamRequest`` -> NDJSON of ``CallResult`` as they finish
 - ``GET  /v1/containers``, ``POST /v1/containers/{id}/stop``, ``GET /v1/nodes``
-- ``POST /v1/tokens``                       ``TokenRequest`` -> ``TokenResponse``
+- ``POST /v1/tokens``                       ``TokenRequest`` -> ``TokenResponse``;
+  ``GET /v1/tokens`` -> ``list[TokenInfo]``; ``POST /v1/tokens/{token_id}/revoke``
 - ``POST /v1/secrets``                      ``SecretCreate`` -> ``SecretInfo``;
   ``GET /v1/secrets`` -> ``list[SecretInfo]``; ``DELETE /v1/secrets/{name}``
 - ``PUT  /v1/apps/{app}/secrets/{name}``    ``SecretValues`` -> ``SecretInfo`` (a deploy's own values)
@@ -233,13 +234,53 @@ class ContainersResponse(Body):
     containers: list[ContainerInfo]
 
 
+# What a token may do. ``admin``: everything (tokens too); ``deploy``: deploy
+# and stop apps, volumes, secrets (and all that invoke and read may);
+# ``invoke``: call functions (of ``apps`` only, when given); ``read``: lists
+# and logs. Each route of the gateway names the one it needs.
+Scope = Literal["admin", "deploy", "invoke", "read"]
+SCOPES: tuple[Scope, ...] = ("admin", "deploy", "invoke", "read")
+# The scopes a token of each scope holds.
+GRANTS: dict[Scope, frozenset[Scope]] = {
+    "admin": frozenset(SCOPES),
+    "deploy": frozenset({"deploy", "invoke", "read"}),
+    "invoke": frozenset({"invoke"}),
+    "read": frozenset({"read"}),
+}
+
+
 class TokenRequest(Body):
+    """``POST /v1/tokens``. ``apps``: an invoke token for these apps only;
+    ``expires_in_s``: refused after that many seconds (never, unless given)."""
+
     name: str
+    scope: Scope
+    apps: list[str] | None = None
+    expires_in_s: float | None = None
+
+
+class TokenInfo(Body):
+    """A token as listed: never its value (only its hash is kept)."""
+
+    id: str
+    name: str
+    scope: Scope
+    apps: list[str] | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    state: Literal["active", "expired", "revoked"] = "active"
 
 
 class TokenResponse(Body):
+    """The created token: the one time its value is seen."""
+
     name: str
     token: str
+    id: str = ""
+    scope: Scope = "admin"
+    apps: list[str] | None = None
+    expires_at: float | None = None
 
 
 class SecretCreate(Body):

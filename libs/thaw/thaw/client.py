@@ -33,7 +33,9 @@ from thaw_core.api import (
     DeployResponse,
     FunctionInfo,
     NodeInfo,
+    Scope,
     StreamRequest,
+    TokenInfo,
     TokenRequest,
     TokenResponse,
 )
@@ -84,6 +86,8 @@ _containers = msgspec.json.Decoder(ContainersResponse)
 _call_list = msgspec.json.Decoder(CallList)
 _nodes = msgspec.json.Decoder(list[NodeInfo])
 _token_response = msgspec.json.Decoder(TokenResponse)
+_token_list = msgspec.json.Decoder(list[TokenInfo])
+_token_info = msgspec.json.Decoder(TokenInfo)
 _log_line = msgspec.json.Decoder(LogLine)
 
 
@@ -267,9 +271,27 @@ class Client:
         _, data = await self._json("GET", "/v1/nodes")
         return self._decode(_nodes, data, "a node list")
 
-    async def create_token(self, name: str) -> TokenResponse:
-        _, data = await self._json("POST", "/v1/tokens", TokenRequest(name=name), ok=(200, 201))
+    async def create_token(
+        self,
+        name: str,
+        scope: Scope,
+        *,
+        apps: list[str] | None = None,
+        expires_in_s: float | None = None,
+    ) -> TokenResponse:
+        """A new token of ``scope`` (an invoke one for ``apps`` only, if
+        given); its value is in the answer, and never again."""
+        req = TokenRequest(name=name, scope=scope, apps=apps, expires_in_s=expires_in_s)
+        _, data = await self._json("POST", "/v1/tokens", req, ok=(200, 201))
         return self._decode(_token_response, data, "a token")
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        _, data = await self._json("GET", "/v1/tokens")
+        return self._decode(_token_list, data, "a token list")
+
+    async def revoke_token(self, token_id: str) -> TokenInfo:
+        _, data = await self._json("POST", f"/v1/tokens/{_p(token_id)}/revoke")
+        return self._decode(_token_info, data, "a token")
 
 
 # ---------------------------------------------------------------- the current client

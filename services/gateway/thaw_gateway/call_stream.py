@@ -17,7 +17,7 @@ from thaw_core.api import StreamRequest
 from thaw_core.schema import is_call_id
 
 from thaw_gateway.bodies import read_body
-from thaw_gateway.calls import NDJSON, client_gone
+from thaw_gateway.calls import NDJSON, check_call_apps, client_gone
 from thaw_gateway.errors import bad_request, error_line, not_found, too_large
 from thaw_gateway.results import GatewayStopping, MalformedResult, Outcome, to_call_result
 from thaw_gateway.state import Gateway, gateway
@@ -41,6 +41,7 @@ async def stream_calls(request: web.Request) -> web.StreamResponse:
     for i, cid in enumerate(call_ids):
         if not is_call_id(cid):
             raise bad_request(f"call_ids[{i}]: {cid!r} is not a call id")
+    await check_call_apps(request, gw, call_ids)
     if not 0 < body.timeout_s <= MAX_STREAM_TIMEOUT_S:
         raise bad_request(f"timeout_s must be > 0 and <= {MAX_STREAM_TIMEOUT_S:g}")
     deadline = asyncio.get_running_loop().time() + body.timeout_s

@@ -30,6 +30,7 @@ from thaw_core.bus import BatchPublishError, Bus
 from thaw_core.contract import cancel_subject, invoke_subject, result_subject
 from thaw_core.schema import CancelCall, Codec, FunctionSpec, Invoke, JsonArgs, Result, encode
 
+from thaw_gateway.auth import check_calls
 from thaw_gateway.bodies import (
     convert,
     path_id,
@@ -268,9 +269,19 @@ async def create_batch(request: web.Request) -> web.Response:
     return json_response(BatchAccepted(map_id=map_id, call_ids=[inv.call_id for inv in invokes]))
 
 
+async def check_call_apps(request: web.Request, gw: Gateway, call_ids: list[str]) -> None:
+    """403 (or 404) when this request's token may not invoke these calls' apps."""
+
+    async def apps_of(ids: list[str]) -> dict[str, str]:
+        return {cid: call.app for cid, call in (await gw.calls.lookup(ids)).items()}
+
+    await check_calls(request, call_ids, apps_of)
+
+
 async def get_call(request: web.Request) -> web.Response:
     gw = gateway(request)
     call_id = path_id(request, "call_id")
+    await check_call_apps(request, gw, [call_id])
     wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
     with gw.results.expect(call_id) as fut:
         # Memory says "not finished" only to a waiter: a result already stored
@@ -292,6 +303,7 @@ async def cancel_call(request: web.Request) -> web.Response:
     comes later, is dropped as a duplicate and every client sees one outcome."""
     gw = gateway(request)
     call_id = path_id(request, "call_id")
+    await check_call_apps(request, gw, [call_id])
     terminate = query_flag(request, "terminate")
 
     async def too_late_or_done(outcome: Outcome) -> web.Response:

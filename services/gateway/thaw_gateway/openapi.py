@@ -15,7 +15,9 @@ from thaw_gateway.routes import ROUTES, Route, body_types
 _REF = "#/components/schemas/{name}"
 _ERRORS = {
     400: "bad request: malformed JSON, an unknown or mistyped field (named in the message)",
-    401: "missing, malformed, unknown or revoked token",
+    401: "missing, malformed, unknown, revoked or expired token",
+    403: "the token's scope does not hold the one this route needs (x-thaw-scopes),"
+    " or it is an invoke token of other apps",
     404: "unknown app, function, call, container or bundle",
     409: "conflict: the app is stopped, the call already finished, ...",
     413: "body or input over the size limit",
@@ -59,13 +61,16 @@ def _operation(route: Route, schema_of: dict[Any, dict[str, Any]]) -> dict[str, 
         if answer.body is not None:
             resp["content"] = _content(answer.media, schema_of[answer.body])
         op["responses"][str(answer.status)] = resp
-    errors = {400, 500, *route.errors} | (set() if route.public else {401})
+    errors = {400, 500, *route.errors} | (set() if route.public else {401, 403})
     for status in sorted(errors):
         op["responses"][str(status)] = {
             "description": _ERRORS[status],
             "content": _content("application/json", schema_of[ErrorBody]),
         }
     op["security"] = [] if route.public else [{"bearer": []}]
+    if not route.public:
+        # Any one of these will do (api.GRANTS: which tokens hold each).
+        op["x-thaw-scopes"] = sorted(route.scopes)
     return op
 
 

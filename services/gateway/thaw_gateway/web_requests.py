@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from thaw_core.schema import HOP_BY_HOP_HEADERS, Invoke, WebHead, encode
 
-from thaw_gateway import web_endpoints
+from thaw_gateway import auth, web_endpoints
 from thaw_gateway.calls import check_size, issued, new_call_id, publish_input
 from thaw_gateway.errors import ApiError, not_found, too_large
 from thaw_gateway.state import Gateway, gateway
@@ -76,10 +76,14 @@ async def _endpoint(
         raise not_found(f"no web endpoint {label!r} in app {app_name!r}")
     if endpoint.requires_proxy_auth:
         token = request.headers.get(PROXY_TOKEN_HEADER, "")
-        if not token or await gw.tokens.authenticate(token) is None:
+        if not token:
             raise ApiError(
                 401, "unauthorized", f"this endpoint needs a thaw token in {PROXY_TOKEN_HEADER}"
             )
+        # Any valid token that may invoke this app's functions.
+        principal = await auth.principal_of(gw.tokens, token)
+        auth.check_scope(principal, "invoke", f"web endpoint {label!r} of app {app.name!r}")
+        auth.check_app(principal, app.name)
     return app.name, endpoint
 
 
