@@ -87,7 +87,11 @@ def test_sign_in_deploy_call_and_watch(
     assert page.evaluate("sessionStorage.length") == 0
     page.screenshot(path=shots / "signin-refused.png")
 
-    sign_in(page, platform.token)
+    # A read token is all the dashboard needs: it only lists and reads.
+    made = platform.cli("token", "create", "dashboard-viewer", "--scope", "read")
+    assert made.returncode == 0, made.stdout + made.stderr
+    viewer = next(w for w in made.stdout.split() if w.startswith("thaw_"))
+    sign_in(page, viewer)
     expect(page.locator("#shell")).to_be_visible()
     deploy(platform)
     expect(page.locator("#apps")).to_contain_text("dashboard")

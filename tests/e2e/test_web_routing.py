@@ -110,6 +110,25 @@ def test_requires_proxy_auth_wants_a_thaw_token(
     status, body = get_warm(web_platform, "/?name=ada", host=host, headers=good)
     assert status == 200, body.decode() + web_platform.logs()
     assert json.loads(body) == {"hello": "ada"}
+    # Any token that may invoke this app will do; others are refused, naming why.
+    for scope, app, want in [
+        ("invoke", "web-routing", 200),
+        ("invoke", "another-app", 403),
+        ("read", None, 403),
+    ]:
+        token = _token(web_platform, scope, app)
+        status, _, body = get(web_platform, "/?name=ada", host=host,
+                              headers={PROXY_TOKEN_HEADER: token})  # fmt: skip
+        assert status == want, (scope, app, body)
+        if want == 403:
+            assert json.loads(body)["error"]["code"] == "forbidden"
+
+
+def _token(p: Platform, scope: str, app: str | None) -> str:
+    only = ["--app", app] if app else []
+    out = p.cli("token", "create", f"web-{scope}", "--scope", scope, *only)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return next(w for w in out.stdout.split() if w.startswith("thaw_"))
 
 
 async def test_a_container_that_does_not_start_in_time_is_a_503(

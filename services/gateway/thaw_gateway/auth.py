@@ -294,9 +294,10 @@ def auth_middleware(tokens: TokenStore) -> Any:
     return authenticate
 
 
-async def check_calls(
-    request: web.Request, call_ids: list[str], app_of: Callable[[list[str]], Awaitable[dict[str, str]]]
-) -> None:
+AppsOf = Callable[[list[str]], Awaitable[dict[str, str]]]
+
+
+async def check_calls(request: web.Request, call_ids: list[str], app_of: AppsOf) -> None:
     """A call id names no app: an invoke token of some apps reaches the calls
     of those apps only. ``app_of`` maps the known ids to their apps; an
     unknown call is a 404 to such a token (it may not learn of others')."""

@@ -81,7 +81,10 @@ async def _endpoint(
                 401, "unauthorized", f"this endpoint needs a thaw token in {PROXY_TOKEN_HEADER}"
             )
         # Any valid token that may invoke this app's functions.
-        principal = await auth.principal_of(gw.tokens, token)
+        try:
+            principal = await auth.principal_of(gw.tokens, token)
+        except ApiError as e:
+            raise ApiError(e.status, e.code, f"{e.message} (in {PROXY_TOKEN_HEADER})") from None
         auth.check_scope(principal, "invoke", f"web endpoint {label!r} of app {app.name!r}")
         auth.check_app(principal, app.name)
     return app.name, endpoint
