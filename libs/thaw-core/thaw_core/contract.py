@@ -172,15 +172,40 @@ class StreamSpec:
     max_age_s: float | None = None
     duplicate_window_s: float = 120
     max_msg_size: int | None = None
+    # Bounds on what the stream stores (None: no bound), and what happens at
+    # them: "old" drops the oldest messages, "new" refuses the publish, so
+    # that the publisher is told and nothing it was told is stored is lost.
+    max_msgs: int | None = None
+    max_bytes: int | None = None
+    discard: Literal["old", "new"] = "old"
 
 
 _HOUR = 3600.0
+_GIB = 1024**3
 
-INVOKE_STREAM = StreamSpec("INVOKE", (all_of(INVOKE),), retention="workqueue")
-RESULTS_STREAM = StreamSpec("RESULTS", (all_of(RESULT),), max_age_s=24 * _HOUR)
-EVENTS_STREAM = StreamSpec("EVENTS", ("thaw.event.>",), max_age_s=1 * _HOUR)
-LOGS_STREAM = StreamSpec("LOGS", (all_of(LOGS),), max_age_s=24 * _HOUR)
-BUILD_STREAM = StreamSpec("BUILD", ("thaw.build.>",), max_age_s=24 * _HOUR)
+# Inputs are never dropped once accepted: at its bounds INVOKE refuses new
+# ones (the publisher gets an error) rather than discarding stored ones, and
+# it has no max age, since an input that ages out would never be answered.
+# What nobody consumes is answered instead (the scheduler's
+# ``unanswered``). Every other stream is bounded by age and by size.
+INVOKE_STREAM = StreamSpec(
+    "INVOKE",
+    (all_of(INVOKE),),
+    retention="workqueue",
+    max_msgs=5_000_000,
+    max_bytes=4 * _GIB,
+    discard="new",
+)
+RESULTS_STREAM = StreamSpec(
+    "RESULTS", (all_of(RESULT),), max_age_s=24 * _HOUR, max_bytes=4 * _GIB
+)
+EVENTS_STREAM = StreamSpec(
+    "EVENTS", ("thaw.event.>",), max_age_s=1 * _HOUR, max_bytes=_GIB // 2
+)
+LOGS_STREAM = StreamSpec("LOGS", (all_of(LOGS),), max_age_s=24 * _HOUR, max_bytes=2 * _GIB)
+BUILD_STREAM = StreamSpec(
+    "BUILD", ("thaw.build.>",), max_age_s=24 * _HOUR, max_bytes=_GIB // 2
+)
 
 STREAMS: tuple[StreamSpec, ...] = (
     INVOKE_STREAM,
@@ -212,6 +237,25 @@ class ConsumerSpec:
 # event loop, a NATS reconnect) still do not hand a running input away.
 INVOKE_ACK_WAIT_S = 2.5
 INVOKE_KEEPALIVE_S = INVOKE_ACK_WAIT_S / 3
+
+
+# The furthest ahead an Invoke's ``not_before`` may be: well above a retry's
+# longest backoff (60 s), so that only a wrong clock or a wrong value is
+# refused; a later one gets a failure Result at once instead of waiting.
+INVOKE_MAX_DELAY_S = 300.0
+# An input for a function nobody deploys is answered (a failure Result, or
+# "cancelled" for an app that was stopped) once it has been stored this long,
+# so that a deploy racing its first input is not mistaken for none.
+UNANSWERED_GRACE_S = 2.0
+
+
+def invoke_key_of_subject(subject: str) -> tuple[str, str] | None:
+    """The (app, function) an INVOKE subject names; None for another subject."""
+    head = INVOKE.split("{", 1)[0]
+    if not subject.startswith(head):
+        return None
+    parts = subject[len(head) :].split(".")
+    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
 
 def invoke_consumer_name(app: str, function: str) -> str:

@@ -6,6 +6,7 @@
                                  -> refused (reject; a failure Result when a call
                                     id is readable, so its caller is told), term
     cancelled already?           -> ack, skip (the gateway published the result)
+    not_before too far ahead     -> refused (INVOKE_MAX_DELAY_S)
     not_before in the future?    -> nak with the remaining delay
     redelivered and has a result? -> ack, skip
     otherwise                    -> run it
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 from thaw_core.bus import Bus, Msg, num_delivered, settle
-from thaw_core.contract import result_subject
+from thaw_core.contract import INVOKE_MAX_DELAY_S, result_subject
 from thaw_core.refusal import Reject, error_code
 from thaw_core.schema import Invoke, Result, decoder, is_call_id
 
@@ -103,6 +104,14 @@ class Admission:
             await settle(msg, "ack")
             return None
         wait = invoke.not_before - time.time()
+        if wait > INVOKE_MAX_DELAY_S:
+            await self._refuse(
+                msg,
+                "malformed",
+                f"not_before is {wait:.0f}s ahead; an input may wait at most"
+                f" {INVOKE_MAX_DELAY_S:g}s",
+            )
+            return None
         if wait > 0.001:
             await settle(msg, "nak", delay_s=wait)
             return None

@@ -17,7 +17,7 @@ from thaw_core import metrics
 from thaw_core.bus import Bus, KeepAlive, Msg, settle
 from thaw_core.container_protocol import Output
 from thaw_core.contract import invoke_subject, result_subject
-from thaw_core.schema import CallStatus, Invoke, Result
+from thaw_core.schema import CallStatus, Invoke, Result, result_for
 
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings, next_attempt, retry_msg_id
@@ -54,23 +54,6 @@ class Running:
         if self.timer is not None:
             self.timer.cancel()
         self.end_span("released")
-
-
-def result_for(
-    invoke: Invoke, status: CallStatus, *, container_id: str = "", **outcome: Any
-) -> Result:
-    """The result of one attempt of ``invoke``: what identifies the call comes
-    from the input, ``outcome`` is how it ended."""
-    return Result(
-        call_id=invoke.call_id,
-        status=status,
-        codec=invoke.codec,
-        attempts=invoke.attempt,
-        map_id=invoke.map_id,
-        index=invoke.index,
-        container_id=container_id,
-        **outcome,
-    )
 
 
 def result_of_output(r: Running, output: Output) -> Result:

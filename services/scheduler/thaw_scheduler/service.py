@@ -26,6 +26,7 @@ from thaw_core.service import Service, term
 
 from thaw_scheduler import store
 from thaw_scheduler.reconcile import DeployedFunction, Reconciler
+from thaw_scheduler.unanswered import SWEEP_EVERY_S, Deployed, UnansweredInputs
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class SchedulerService(Service):
         self._node_decoder = decoder(NodeEvent)
         self._app_decoder = decoder(AppEvent)
         self.reconciler = Reconciler(self.bus)
+        self.unanswered = UnansweredInputs(self.bus, self._deployed_now, self.reject)
         self._wake = asyncio.Event()
         self._catalog: list[DeployedFunction] = []
         self._catalog_at = 0.0
@@ -62,7 +64,23 @@ class SchedulerService(Service):
         )
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self.node_events, self.app_events, self.reconcile]
+        return [self.node_events, self.app_events, self.reconcile, self.answer_unconsumed]
+
+    async def _deployed_now(self) -> Deployed:
+        assert self.db is not None
+        return await store.deployed_now(self.db)
+
+    async def answer_unconsumed(self) -> None:
+        """Answer the inputs no deployed function consumes (``unanswered``)."""
+        while not self.stopping.is_set():
+            try:
+                await self.unanswered.sweep()
+            except Exception:  # Postgres or NATS away: try again next sweep
+                log.exception("sweep of unanswered inputs failed")
+            try:
+                await asyncio.wait_for(self.stopping.wait(), SWEEP_EVERY_S)
+            except TimeoutError:
+                pass
 
     async def app_events(self) -> None:
         """A deploy or stop re-reads the catalog at once, so the first call

@@ -10,6 +10,7 @@ from thaw_core.schema import Fingerprint, FunctionSpec, NodeHeartbeat
 
 from thaw_scheduler.reconcile import DeployedFunction
 from thaw_scheduler.snapshot_affinity import ReadySnapshot
+from thaw_scheduler.unanswered import Deployed
 
 # ``inventory`` is the latest heartbeat as JSON; an older heartbeat delivered
 # late (redelivery) never overwrites a newer one.
@@ -42,6 +43,8 @@ MARK_DEAD = (
 )
 MARK_UP = "UPDATE nodes SET state = 'ready' WHERE id = $1 AND state IS DISTINCT FROM 'ready'"
 DEPLOYED = "SELECT app, function, version, bundle_sha256, spec::text FROM deployed_functions"
+DEPLOYED_KEYS = "SELECT app, function FROM deployed_functions"
+STOPPED_APPS = "SELECT name FROM apps WHERE state = 'stopped'"
 READY_SNAPSHOTS = """
 SELECT s.snapshot_id, s.app, s.function, s.version, s.fingerprint::text
 FROM snapshots s
@@ -61,6 +64,13 @@ async def deployed_functions(db: Database) -> list[DeployedFunction]:
         )
         for r in rows
     ]
+
+
+async def deployed_now(db: Database) -> Deployed:
+    """The functions deployed now, and the apps that were stopped (for ``unanswered``)."""
+    functions = frozenset((r["app"], r["function"]) for r in await db.fetch(DEPLOYED_KEYS))
+    stopped = frozenset(r["name"] for r in await db.fetch(STOPPED_APPS))
+    return Deployed(functions, stopped)
 
 
 async def ready_snapshots(db: Database) -> dict[tuple[str, str, int], list[ReadySnapshot]]:

@@ -56,7 +56,7 @@ from nats.js.api import PubAck
 
 from thaw_core.bus.connection import ERROR_CODE_HEADER, ERROR_HEADER, Bus, BusRequestError
 from thaw_core.bus.delivery import KeepAlive, Settle, num_delivered, settle, trace_context
-from thaw_core.bus.jetstream import BatchPublishError, ConsumerState
+from thaw_core.bus.jetstream import BatchPublishError, ConsumerState, StoredMsg
 from thaw_core.bus.pull import Handler
 from thaw_core.contract import STREAMS, ConsumerSpec, StreamSpec
 
@@ -74,6 +74,7 @@ __all__ = [
     "Msg",
     "PubAck",
     "Settle",
+    "StoredMsg",
     "StreamSpec",
     "Subscription",
     "num_delivered",

@@ -4,6 +4,7 @@ they store, and publishing into them (``Streams``, the base of ``Bus``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -15,6 +16,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    DiscardPolicy,
     PubAck,
     RetentionPolicy,
     StorageType,
@@ -44,6 +46,9 @@ def _stream_config(spec: StreamSpec) -> StreamConfig:
         max_age=spec.max_age_s or 0,
         duplicate_window=spec.duplicate_window_s,
         max_msg_size=spec.max_msg_size if spec.max_msg_size is not None else -1,
+        max_msgs=spec.max_msgs if spec.max_msgs is not None else -1,
+        max_bytes=spec.max_bytes if spec.max_bytes is not None else -1,
+        discard=DiscardPolicy(spec.discard),
     )
 
 
@@ -76,6 +81,15 @@ class ConsumerState(NamedTuple):
     pending: int
     # Delivered, not yet acked (running).
     ack_pending: int
+
+
+class StoredMsg(NamedTuple):
+    """One message as a stream stores it."""
+
+    seq: int
+    data: bytes
+    # Unix time the stream stored it.
+    stored_at: float
 
 
 def payload(msg: schema.Message | bytes) -> bytes:
@@ -199,10 +213,32 @@ class Streams:
             return None
         return raw.data or b""
 
+    async def stored_subjects(self, subject: str) -> dict[str, int]:
+        """How many messages are stored on each subject under ``subject``
+        (wildcards allowed); subjects with none are left out."""
+        info = await self.js.stream_info(self.stream_of(subject), subjects_filter=subject)
+        return dict(info.state.subjects or {})
+
     async def stored_count(self, subject: str) -> int:
         """How many messages are stored under ``subject`` (wildcards allowed)."""
-        info = await self.js.stream_info(self.stream_of(subject), subjects_filter=subject)
-        return sum((info.state.subjects or {}).values())
+        return sum((await self.stored_subjects(subject)).values())
+
+    async def next_stored(self, subject: str, after_seq: int = 0) -> StoredMsg | None:
+        """The first message stored on ``subject`` after stream sequence
+        ``after_seq``, whether or not a consumer holds it; None when there is none."""
+        try:
+            raw = await self.js.get_msg(
+                self.stream_of(subject), seq=after_seq + 1, subject=subject, next=True
+            )
+        except nats.js.errors.NotFoundError:
+            return None
+        stored_at = raw.time.timestamp() if raw.time is not None else 0.0
+        return StoredMsg(raw.seq or 0, raw.data or b"", stored_at)
+
+    async def delete_stored(self, subject: str, seq: int) -> None:
+        """Remove the message stored at ``seq`` of ``subject``'s stream (gone already: fine)."""
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await self.js.delete_msg(self.stream_of(subject), seq)
 
     async def consumer_state(self, consumer: ConsumerSpec) -> ConsumerState | None:
         """What ``consumer`` holds now; None when the server has no such consumer."""

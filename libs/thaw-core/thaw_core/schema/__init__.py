@@ -49,6 +49,7 @@ from thaw_core.schema.calls import (
     JsonArgs,
     Result,
     is_call_id,
+    result_for,
 )
 from thaw_core.schema.functions import (
     AppEvent,
@@ -265,5 +266,6 @@ __all__ = [
     "encode_web",
     "is_call_id",
     "now",
+    "result_for",
     "web_decoder",
 ]

@@ -72,6 +72,24 @@ class Result(Message, tag="result"):
     finished_at: float = msgspec.field(default_factory=now)
 
 
+def result_for(
+    invoke: Invoke, status: CallStatus, *, container_id: str = "", **outcome: Any
+) -> Result:
+    """The result of one attempt of ``invoke``, whoever answers it (its agent,
+    or the scheduler for an input nobody consumes): what identifies the call
+    comes from the input, ``outcome`` is how it ended."""
+    return Result(
+        call_id=invoke.call_id,
+        status=status,
+        codec=invoke.codec,
+        attempts=invoke.attempt,
+        map_id=invoke.map_id,
+        index=invoke.index,
+        container_id=container_id,
+        **outcome,
+    )
+
+
 class CancelCall(Message, tag="cancel_call"):
     call_id: str
     terminate_containers: bool = False

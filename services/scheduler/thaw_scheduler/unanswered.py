@@ -1,0 +1,137 @@
+"""Inputs nobody will consume: answered, then removed from INVOKE.
+
+Anyone may publish an Invoke on ``thaw.invoke.<app>.<fn>`` (other languages
+do it over plain NATS), and INVOKE keeps every input until it is consumed. An
+input for an app or function that is not deployed would wait there forever
+with its caller: no consumer reads that subject, no agent pulls it. Every
+``SWEEP_EVERY_S`` this looks at INVOKE's per-subject counts; an input on a
+subject no deployed function owns, stored for at least
+``contract.UNANSWERED_GRACE_S`` (a deploy racing its first input is not
+mistaken for none), is answered with a Result under its call's msg-id (so a
+result that an agent stored first wins) and then deleted from the stream:
+
+- an app that was stopped: ``cancelled``, "app X was stopped";
+- otherwise: ``failure``, naming what is not deployed.
+
+What cannot be read as an Invoke is refused (``Service.reject``), answered when
+a call id can still be read, and deleted too.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection
+
+import msgspec
+from thaw_core import contract
+from thaw_core.bus import Bus, StoredMsg
+from thaw_core.refusal import Reject
+from thaw_core.schema import CallStatus, Invoke, Result, decoder, is_call_id, result_for
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY_S = 1.0
+# Inputs answered per subject and sweep: a flood is worked off over a few
+# sweeps rather than holding up the others.
+PER_SUBJECT_LIMIT = 1000
+
+Key = tuple[str, str]
+
+
+class _CallIdOnly(msgspec.Struct):
+    call_id: str = ""
+
+
+class Deployed(msgspec.Struct, frozen=True):
+    """What is deployed now: the functions, and the apps that were stopped."""
+
+    functions: frozenset[Key]
+    stopped_apps: frozenset[str]
+
+    @property
+    def apps(self) -> frozenset[str]:
+        return frozenset(app for app, _ in self.functions)
+
+
+def why_unanswered(key: Key, deployed: Deployed) -> tuple[CallStatus, str] | None:
+    """How an input for ``key`` is answered; None when a deployed function owns it."""
+    app, function = key
+    if key in deployed.functions:
+        return None
+    if app in deployed.stopped_apps:
+        return "cancelled", f"app {app!r} was stopped before this input ran"
+    if app in deployed.apps:
+        return "failure", f"app {app!r} has no function {function!r}"
+    return "failure", f"no app {app!r} is deployed (the input named {app}.{function})"
+
+
+class UnansweredInputs:
+    def __init__(
+        self,
+        bus: Bus,
+        deployed: Callable[[], Awaitable[Deployed]],
+        reject: Reject,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._bus = bus
+        self._deployed = deployed
+        self._reject = reject
+        self._clock = clock
+        self._invoke = decoder(Invoke)
+        self._call_id = msgspec.json.Decoder(_CallIdOnly)
+
+    async def orphan_subjects(self, owned: Collection[Key]) -> list[tuple[str, Key]]:
+        counts = await self._bus.stored_subjects(contract.all_of(contract.INVOKE))
+        out = []
+        for subject in counts:
+            key = contract.invoke_key_of_subject(subject)
+            if key is not None and key not in owned:
+                out.append((subject, key))
+        return out
+
+    async def sweep(self) -> int:
+        """Answer and remove what nobody consumes; how many inputs that was."""
+        deployed = await self._deployed()
+        orphans = await self.orphan_subjects(deployed.functions)
+        if not orphans:
+            return 0
+        answered = 0
+        horizon = self._clock() - contract.UNANSWERED_GRACE_S
+        for subject, key in orphans:
+            why = why_unanswered(key, deployed)
+            if why is None:
+                continue
+            seq = 0
+            for _ in range(PER_SUBJECT_LIMIT):
+                stored = await self._bus.next_stored(subject, seq)
+                if stored is None or stored.stored_at > horizon:
+                    break  # the rest is younger still
+                seq = stored.seq
+                await self._answer(subject, stored, *why)
+                answered += 1
+        if answered:
+            log.warning("answered inputs nobody consumes", extra={"inputs": answered})
+        return answered
+
+    async def _answer(self, subject: str, stored: StoredMsg, status: CallStatus, why: str) -> None:
+        """Publish the input's Result, then delete it (a failed publish keeps it
+        for the next sweep)."""
+        result: Result | None = None
+        try:
+            invoke: Invoke = self._invoke.decode(stored.data)
+            result = result_for(invoke, status, error=why)
+        except msgspec.DecodeError as e:
+            await self._reject(subject, stored.data, "malformed", f"invalid Invoke: {e}")
+            call_id = ""
+            try:
+                call_id = self._call_id.decode(stored.data).call_id
+            except msgspec.DecodeError:
+                pass
+            if is_call_id(call_id):
+                result = Result(call_id=call_id, status="failure", error=f"invalid Invoke: {e}")
+        if result is not None:
+            await self._bus.publish(
+                contract.result_subject(result.call_id), result, msg_id=result.call_id
+            )
+        await self._bus.delete_stored(subject, stored.seq)
