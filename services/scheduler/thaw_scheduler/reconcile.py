@@ -93,11 +93,15 @@ class Reconciler:
         """(app, function) -> [(node_id, container)], live nodes and pending starts."""
         now = self.clock()
         out: dict[tuple[str, str], list[tuple[str, ContainerInfo]]] = defaultdict(list)
-        for hb in self.live_nodes():
+        live = self.live_nodes()
+        for hb in live:
             for c in hb.containers:
                 out[(c.app, c.function)].append((hb.node_id, c))
+        # A start asked of a node that went silent is not counted either: its
+        # function gets a container elsewhere now, not after START_GRACE_S.
+        live_ids = {hb.node_id for hb in live}
         for cid, s in list(self._starts.items()):
-            if now - s.info.started_at > START_GRACE_S or s.node_id not in self.nodes:
+            if now - s.info.started_at > START_GRACE_S or s.node_id not in live_ids:
                 del self._starts[cid]
                 continue
             out[(s.info.app, s.info.function)].append((s.node_id, s.info))
