@@ -211,6 +211,61 @@ async def test_corrupted_snapshot_is_detected_and_the_container_starts_cold(
     assert by == cid and state["table"] == 300_000 and state["restores"] == 1
 
 
+def flip_a_byte(path: Path) -> None:
+    """Change one byte in the middle of ``path``, as a bad disk or a stray write would."""
+    with path.open("r+b") as f:
+        f.seek(path.stat().st_size // 2)
+        byte = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte[0] ^ 0x01]))
+
+
+async def test_a_changed_cached_snapshot_never_restores_and_is_fetched_again(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    catalog: Callable[[str], Awaitable[Catalog]],
+) -> None:
+    app = f"snv-{uuid.uuid4().hex[:10]}"
+    cat = await catalog(app)
+    agent = await make_agent()
+    sha = await put_bundle(blob, APP_SOURCE)
+    first = await snapshot_made(agent, bus, blob, cat, sha)
+    await agent.svc.manager.stop(first, 5)
+    info = cat.of(SnapshotCreated)[0].snapshot
+    cache = agent.svc.snapshots.cache
+    entry = cache.path(info.snapshot_id)
+    pages = max((entry / "images").glob("pages-*.img"), key=lambda p: p.stat().st_size)
+    upper_file = next(p for p in (entry / "upper").rglob("made-at-snap") if p.is_file())
+
+    for n, target in enumerate((pages, upper_file), start=1):
+        original = target.read_bytes()
+        flip_a_byte(target)
+        cid = await agent.start(bus, app, sha, snappy_spec())
+        c = await agent.wait_state(cid, "ready", timeout_s=60)
+        assert not c.info().restored, f"restored from a changed {target.name}"
+        state, by = await call_state(bus, app)  # the call succeeds, cold
+        assert by == cid and state["table"] == 300_000 and state["file"] == "from the snapshot"
+        failed = [e for e in cat.of(SnapshotRestored) if not e.ok]
+        assert len(failed) == n and failed[-1].cause == "cache_corrupted", cat.events
+        assert "fails verification" in failed[-1].error
+
+        async def replaced(target: Path = target, original: bytes = original) -> bool:
+            if info.snapshot_id not in cache.ids():
+                return False
+            await cache.verify(info.snapshot_id)
+            return target.read_bytes() == original
+
+        # The entry is dropped and fetched again from the blob store, intact.
+        await eventually(replaced, 60, f"the cached snapshot replaced after a changed {target.name}")
+        await agent.svc.manager.stop(cid, 5)
+
+    # And restores from it again.
+    cid = await agent.start(bus, app, sha, snappy_spec())
+    c = await agent.wait_state(cid, "ready", timeout_s=60)
+    assert c.info().restored
+
+
 async def test_incompatible_node_does_not_restore(
     make_agent: Callable[..., Awaitable[Agent]],
     bus: Bus,

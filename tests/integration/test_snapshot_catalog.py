@@ -249,6 +249,48 @@ async def test_restores_are_counted_and_two_failures_in_a_row_make_it_suspect(
     assert (await row(svc, sid) or {})["state"] == "suspect"
 
 
+async def test_a_restore_event_delivered_twice_is_counted_once(
+    svc: SnapshotsService, agent: Bus
+) -> None:
+    made = await ready_snapshot(svc, agent)
+    sid, subject = made.snapshot_id, f"thaw.event.snapshot.{made.app}"
+    once = SnapshotRestored(snapshot_id=sid, node_id="node-b", ok=True, event_id="restore-1")
+    failed = SnapshotRestored(
+        snapshot_id=sid, node_id="node-b", ok=False, error="criu", event_id="restore-2"
+    )
+    for event in (once, once, failed, failed):  # each as if redelivered
+        await agent.publish(subject, event)
+    await eventually(lambda: _counts(svc, sid, (1, 1)))
+    for event in (once, failed):  # later still
+        await agent.publish(subject, event)
+    last = SnapshotRestored(snapshot_id=sid, node_id="node-b", ok=True, event_id="restore-3")
+    await agent.publish(subject, last)
+    await eventually(lambda: _counts(svc, sid, (2, 1)))
+    assert await _counts(svc, sid, (2, 1))
+
+
+async def test_a_blob_failing_its_sha256_is_suspect_at_once_a_changed_cache_never(
+    svc: SnapshotsService, agent: Bus
+) -> None:
+    cached = await ready_snapshot(svc, agent)
+    subject = f"thaw.event.snapshot.{cached.app}"
+    for _ in range(3):
+        await agent.publish(subject, SnapshotRestored(
+            snapshot_id=cached.snapshot_id, node_id="node-b", ok=False,
+            error="the cached copy changed", cause="cache_corrupted", event_id=uuid.uuid4().hex,
+        ))  # fmt: skip
+    await eventually(lambda: _counts(svc, cached.snapshot_id, (0, 3)))
+    assert (await row(svc, cached.snapshot_id) or {})["state"] == "ready"
+
+    blob = await ready_snapshot(svc, agent, app="other")
+    await agent.publish(f"thaw.event.snapshot.{blob.app}", SnapshotRestored(
+        snapshot_id=blob.snapshot_id, node_id="node-b", ok=False,
+        error="sha256 mismatch", cause="blob_corrupted", event_id=uuid.uuid4().hex,
+    ))  # fmt: skip
+    await eventually(lambda: _counts(svc, blob.snapshot_id, (0, 1)))
+    assert (await row(svc, blob.snapshot_id) or {})["state"] == "suspect"
+
+
 async def _counts(svc: SnapshotsService, sid: str, want: tuple[int, int]) -> bool:
     r = await row(svc, sid)
     return r is not None and (r["restores"], r["failures"]) == want

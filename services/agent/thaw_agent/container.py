@@ -30,6 +30,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,6 +104,8 @@ class Container:
         # A restore attempt: its failures fall back to a cold start, so they
         # must not fail the function's inputs as an InitFailed would.
         self.fallback_on_failure = False
+        # Awaited before the container is Ready (a restore's snapshot check).
+        self.ready_gate: Awaitable[object] | None = None
         self._settled = asyncio.Event()  # Ready, or failed
         # config.json's environment, less the snapshot flag.
         self.config_env: dict[str, str] = {}

@@ -84,6 +84,12 @@ async def converse(c: Container) -> None:
             first = await _next(c, channel)
         match first:
             case Ready(max_inputs=n):
+                if c.ready_gate is not None:
+                    try:
+                        await c.ready_gate
+                    except Exception as e:  # noqa: BLE001 - never Ready, whatever it was
+                        c.fail(f"not ready: {e}")
+                        return
                 if c.state != "starting":
                     return
                 c.mark_ready(n)

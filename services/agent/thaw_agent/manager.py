@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 from thaw_core import hosttools, layers, metrics
 from thaw_core.blob import BlobStore
@@ -21,6 +23,7 @@ from thaw_core.bus import Bus
 from thaw_core.contract import CONTAINER_ENV_NAMES
 from thaw_core.schema import (
     ContainerInfo,
+    RestoreFailure,
     SnapshotRestored,
     StartContainer,
     check_name,
@@ -36,7 +39,7 @@ from thaw_agent.layout import NodeLayout
 from thaw_agent.logship import LogShipper
 from thaw_agent.runc import Runc
 from thaw_agent.secrets import fetch_secrets
-from thaw_agent.snapshots import Restore, SnapshotCorrupted, Snapshots
+from thaw_agent.snapshots import CacheCorrupted, Restore, SnapshotCorrupted, Snapshots
 from thaw_agent.volume_cache import ChunkCache
 
 log = logging.getLogger("thaw.agent.containers")
@@ -207,26 +210,26 @@ class ContainerManager:
         self, c: Container, bundle_dir: Path, plan: Restore, requested: float
     ) -> bool:
         """Restore ``c`` from the planned snapshot and wait until it is Ready;
-        on any failure, remove what was restored and say why (False)."""
+        on any failure, remove what was restored and say why (False). The
+        cached copy is verified beside the restore (``snapshot_digest``): the
+        container is not Ready before it passes, so a changed copy never serves."""
         snapshots = self.snapshots
         assert snapshots is not None
         snapshot_id = plan.snapshot.snapshot_id
         c.fallback_on_failure = True
+        verified: asyncio.Future[float] | None = None
         try:
             unpacked = await snapshots.cache.ensure(plan.snapshot)
+            verified = asyncio.ensure_future(snapshots.cache.verify(snapshot_id))
+            c.ready_gate = verified
             await c.start(bundle_dir, plan, unpacked)
             c.restored = True  # from now on its heartbeats say so (a failure replaces it)
             await c.settled(RESTORE_READY_TIMEOUT_S)
+            await verified
             if c.state != "ready":
                 raise ContainerStartError(c.error or f"the restored container is {c.state}")
         except Exception as e:  # noqa: BLE001 - whatever it was, a cold start follows
-            if isinstance(e, SnapshotCorrupted):
-                await asyncio.to_thread(snapshots.cache.drop, snapshot_id)
-                error = f"snapshot corrupted: {e}"
-            elif isinstance(e, TimeoutError):
-                error = f"not ready {RESTORE_READY_TIMEOUT_S:g}s after restore"
-            else:
-                error = f"{type(e).__name__}: {e}"
+            cause, error = await self._restore_failure(e, verified, plan)
             log.warning(
                 "restore failed: starting cold",
                 extra={"container_id": c.id, "snapshot_id": snapshot_id, "error": error},
@@ -235,21 +238,46 @@ class ContainerManager:
                 f"restore from memory snapshot {snapshot_id} failed ({error}); starting cold"
             )
             await c.kill(f"restore failed: {error}")
-            await snapshots.publish(
-                c.app,
-                SnapshotRestored(
-                    snapshot_id=snapshot_id, node_id=self.layout.node_id, ok=False, error=error
-                ),
-            )
+            await self._report_restore(c, snapshot_id, False, error=error, cause=cause)
             return False
-        seconds = time.monotonic() - requested
-        await snapshots.publish(
-            c.app,
-            SnapshotRestored(
-                snapshot_id=snapshot_id, node_id=self.layout.node_id, ok=True, seconds=seconds
-            ),
-        )
+        await self._report_restore(c, snapshot_id, True, seconds=time.monotonic() - requested)
         return True
+
+    async def _report_restore(self, c: Container, snapshot_id: str, ok: bool, **how: Any) -> None:
+        """One ``SnapshotRestored`` per restore, with an id of its own: a
+        redelivered one is counted once."""
+        assert self.snapshots is not None
+        event = SnapshotRestored(
+            snapshot_id=snapshot_id,
+            node_id=self.layout.node_id,
+            ok=ok,
+            event_id=uuid.uuid4().hex,
+            **how,
+        )
+        await self.snapshots.publish(c.app, event)
+
+    async def _restore_failure(
+        self, e: Exception, verified: asyncio.Future[float] | None, plan: Restore
+    ) -> tuple[RestoreFailure, str]:
+        """Why a restore failed: a changed cached copy (whatever broke first:
+        CRIU may trip over the change before the digest is done) is dropped and
+        fetched again; a blob failing its sha256 is dropped too."""
+        snapshots = self.snapshots
+        assert snapshots is not None
+        if verified is not None and not isinstance(e, SnapshotCorrupted):
+            with contextlib.suppress(Exception):
+                await verified
+            if verified.done() and not verified.cancelled():
+                e = verified.exception() or e  # type: ignore[assignment]
+        if isinstance(e, CacheCorrupted):
+            snapshots.replace_later(plan.snapshot)
+            return "cache_corrupted", str(e)
+        if isinstance(e, SnapshotCorrupted):
+            await asyncio.to_thread(snapshots.cache.drop, plan.snapshot.snapshot_id)
+            return "blob_corrupted", f"snapshot corrupted: {e}"
+        if isinstance(e, TimeoutError):
+            return "restore", f"not ready {RESTORE_READY_TIMEOUT_S:g}s after restore"
+        return "restore", f"{type(e).__name__}: {e}"
 
     async def stop(self, container_id: str, grace_s: float, reason: str = "") -> bool:
         """Stop and forget a container; False when there was none."""

@@ -16,8 +16,9 @@ carries the overlay's whiteouts (0/0 char devices) and ``trusted.overlay.*``
 xattrs, which Python's tarfile would drop; zstd compresses on every core.
 
 The node keeps snapshots unpacked under ``<node dir>/snapshots/<id>/``
-(``images/``, ``upper/``, ``info.json`` written last), up to a size limit,
-least recently used out first. The CRIU images are shared by every restore;
+(``images/``, ``upper/``, their ``digest``, ``info.json`` written last), up
+to a size limit, least recently used out first; the digest is checked before
+every restore (``snapshot_digest``). The CRIU images are shared by every restore;
 each restored container gets its own copy of ``upper/``.
 """
 
@@ -52,6 +53,8 @@ from thaw_core.schema import (
 )
 from thaw_core.tasks import Background
 
+from thaw_agent.snapshot_digest import digest_problem, write_digest
+
 log = logging.getLogger("thaw.agent.snapshots")
 
 # The start waits for this answer: short, and no answer means a cold start.
@@ -67,6 +70,11 @@ _info_decoder = msgspec.json.Decoder(SnapshotInfo)
 
 class SnapshotCorrupted(Exception):
     """The snapshot's bytes are not those cataloged: never restore them."""
+
+
+class CacheCorrupted(SnapshotCorrupted):
+    """This node's cached copy changed since it was verified; the snapshot in
+    the blob store may well be fine (the copy is fetched again)."""
 
 
 @dataclass(frozen=True)
@@ -219,10 +227,22 @@ class SnapshotCache:
 
     async def _adopt(self, unpacked: Path, info: SnapshotInfo) -> None:
         final = self.path(info.snapshot_id)
+        encoded = msgspec.json.encode(info)
+        await asyncio.to_thread(write_digest, unpacked, encoded)
         await asyncio.to_thread(shutil.rmtree, final, True)
         await asyncio.to_thread(os.rename, unpacked, final)
-        (final / INFO_FILE).write_bytes(msgspec.json.encode(info))  # last: complete now
+        (final / INFO_FILE).write_bytes(encoded)  # last: complete now
         await asyncio.to_thread(self.evict, info.snapshot_id)
+
+    async def verify(self, snapshot_id: str) -> float:
+        """Check the cached copy against the digest it entered the cache with
+        (``snapshot_digest``); ``CacheCorrupted`` when it differs. Returns the
+        seconds it took."""
+        started = time.perf_counter()
+        problem = await asyncio.to_thread(digest_problem, self.path(snapshot_id), INFO_FILE)
+        if problem is not None:
+            raise CacheCorrupted(f"the cached copy of {snapshot_id} fails verification: {problem}")
+        return time.perf_counter() - started
 
     def drop(self, snapshot_id: str) -> None:
         shutil.rmtree(self.path(snapshot_id), ignore_errors=True)
@@ -302,6 +322,20 @@ class Snapshots:
             await self.bus.publish(contract.snapshot_event_subject(app), event)
         except Exception as e:  # noqa: BLE001
             log.warning("snapshot event not published", extra={"error": repr(e)})
+
+    def replace_later(self, info: SnapshotInfo) -> None:
+        """Drop the cached copy of ``info`` and fetch it again, in the background."""
+        self._storing.spawn(self._refetch(info), f"snapshot-refetch:{info.snapshot_id}")
+
+    async def _refetch(self, info: SnapshotInfo) -> None:
+        try:
+            await asyncio.to_thread(self.cache.drop, info.snapshot_id)
+            await self.cache.ensure(info)
+        except Exception as e:  # noqa: BLE001 - the next restore fetches it, or falls back
+            log.warning(
+                "could not fetch a snapshot again",
+                extra={"snapshot_id": info.snapshot_id, "error": repr(e)},
+            )
 
     def store_later(self, claim: SnapshotInfo, unpacked: Path, app: str) -> None:
         """``store`` in the background: the container serves meanwhile."""

@@ -4,8 +4,8 @@ the agents' lifecycle events and the gateway's app events cause.
 
 Every write is one idempotent-enough statement: events arrive at least once,
 and ``Database`` may retry a statement whose connection died. Counters
-(restores, failures) are the exception: a redelivered ``SnapshotRestored``
-counts twice, which only makes a snapshot suspect a little early. A claim
+(restores, failures) are kept exact by remembering each ``SnapshotRestored``'s
+event id in the statement that counts it. A claim
 insert retried after a lost connection may have committed the first time:
 the asker then gets neither, and the orphan claim ends with its lease.
 """
@@ -29,6 +29,7 @@ from thaw_core.schema import (
     SnapshotInfo,
     SnapshotLookup,
     SnapshotLookupReply,
+    SnapshotRestored,
     check_name,
 )
 
@@ -52,6 +53,9 @@ class Policy:
     # that cannot be checkpointed (it holds a TCP connection, say) must not
     # pay for a checkpoint attempt on every cold start.
     max_failed_creations: int = 3
+    # Restore events remembered (to count a redelivered one once): beyond the
+    # EVENTS stream's max age nothing is redelivered.
+    keep_restore_events_s: float = 2 * 3600.0
     creation_backoff_s: float = 600.0
 
 
@@ -117,22 +121,45 @@ WHERE app = $1 AND function = $2 AND version = $3 AND fingerprint_id = $4
   AND updated_at > now() - make_interval(secs => $5)
 """
 
-_RESTORED_OK = """
+# Each statement counts the event only if its id is new (``fresh``), so that
+# a redelivered SnapshotRestored is counted once; $2 is its event id.
+_FRESH_EVENT = """
+WITH fresh AS (
+    INSERT INTO snapshot_restore_events (event_id) VALUES ($2)
+    ON CONFLICT DO NOTHING RETURNING event_id
+)
+"""
+
+_RESTORED_OK = _FRESH_EVENT + """
 UPDATE snapshots SET restores = restores + 1, failure_streak = 0
-WHERE snapshot_id = $1
+WHERE snapshot_id = $1 AND EXISTS (SELECT 1 FROM fresh)
 RETURNING state
 """
 
 # SET expressions all see the row as it was, so failure_streak + 1 is the new streak.
-_RESTORE_FAILED = """
+_RESTORE_FAILED = _FRESH_EVENT + """
 UPDATE snapshots SET
     failures = failures + 1,
     failure_streak = failure_streak + 1,
-    state = CASE WHEN state = 'ready' AND failure_streak + 1 >= $2 THEN 'suspect' ELSE state END,
-    updated_at = CASE WHEN state = 'ready' AND failure_streak + 1 >= $2 THEN now()
+    state = CASE WHEN state = 'ready' AND failure_streak + 1 >= $3 THEN 'suspect' ELSE state END,
+    updated_at = CASE WHEN state = 'ready' AND failure_streak + 1 >= $3 THEN now()
                       ELSE updated_at END
-WHERE snapshot_id = $1
+WHERE snapshot_id = $1 AND EXISTS (SELECT 1 FROM fresh)
 RETURNING state
+"""
+
+# A node's cached copy that changed is the node's trouble, not the snapshot's:
+# counted as a failure, never toward suspect.
+_CACHE_FAILED = _FRESH_EVENT + """
+UPDATE snapshots SET failures = failures + 1
+WHERE snapshot_id = $1 AND EXISTS (SELECT 1 FROM fresh)
+RETURNING state
+"""
+
+_STATE = "SELECT state FROM snapshots WHERE snapshot_id = $1"
+
+_SWEEP_OLD_EVENTS = """
+DELETE FROM snapshot_restore_events WHERE seen_at < now() - make_interval(secs => $1)
 """
 
 _OBSOLETE_OLDER = """
@@ -304,15 +331,30 @@ class Catalog:
         log.warning("snapshot creation failed", extra={"snapshot_id": snapshot_id, "error": error})
         return dropped
 
-    async def restored(self, snapshot_id: str, ok: bool, node_id: str, error: str) -> str | None:
-        """Count a restore; returns the snapshot's state now (None: unknown id)."""
-        if ok:
-            return await self.db.fetchval(_RESTORED_OK, snapshot_id)
-        state = await self.db.fetchval(_RESTORE_FAILED, snapshot_id, self.policy.suspect_after)
-        log.warning(
-            "snapshot restore failed",
-            extra={"snapshot_id": snapshot_id, "node_id": node_id, "error": error, "state": state},
-        )
+    async def restored(self, event: SnapshotRestored) -> str | None:
+        """Count a restore once (by its event id); returns the snapshot's state
+        now (None: unknown id). A blob that fails its sha256 makes a ready
+        snapshot suspect at once; a node's changed cached copy never does."""
+        sid = event.snapshot_id
+        # An event without an id (an older agent) is counted as it comes.
+        event_id = event.event_id or f"anonymous-{uuid.uuid4().hex}"
+        if event.ok:
+            state = await self.db.fetchval(_RESTORED_OK, sid, event_id)
+        elif event.cause == "cache_corrupted":
+            state = await self.db.fetchval(_CACHE_FAILED, sid, event_id)
+        else:
+            suspect_after = 1 if event.cause == "blob_corrupted" else self.policy.suspect_after
+            state = await self.db.fetchval(_RESTORE_FAILED, sid, event_id, suspect_after)
+        if state is None:  # counted before (a redelivery), or an unknown snapshot
+            state = await self.db.fetchval(_STATE, sid)
+        if not event.ok:
+            log.warning(
+                "snapshot restore failed",
+                extra={
+                    "snapshot_id": sid, "node_id": event.node_id, "error": event.error,
+                    "cause": event.cause, "state": state,
+                },
+            )  # fmt: skip
         return state
 
     async def app_changed(self, event: AppEvent) -> None:
@@ -331,6 +373,7 @@ class Catalog:
         await self.db.execute(_SWEEP_UNDEPLOYED)
         await self.db.execute(_SWEEP_DEAD_CLAIMS, self.policy.claim_lease_s)
         await self.db.execute(_SWEEP_OLD_SUSPECTS, self.policy.keep_suspect_s)
+        await self.db.execute(_SWEEP_OLD_EVENTS, self.policy.keep_restore_events_s)
 
     async def obsolete_rows(self, limit: int) -> list[tuple[str, str]]:
         rows = await self.db.fetch(_OBSOLETE_ROWS, limit, self.policy.creation_backoff_s)

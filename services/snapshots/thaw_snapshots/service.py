@@ -162,8 +162,8 @@ class SnapshotsService(Service):
                 await self.catalog.created(info)
             case SnapshotCreateFailed(snapshot_id=sid, error=error):
                 await self.catalog.drop_claim(sid, error)
-            case SnapshotRestored(snapshot_id=sid, ok=ok, node_id=node_id, error=error):
-                if await self.catalog.restored(sid, ok, node_id, error) is None:
+            case SnapshotRestored(snapshot_id=sid) as restored:
+                if await self.catalog.restored(restored) is None:
                     self.log.info("restore of an unknown snapshot", extra={"snapshot_id": sid})
 
     async def consume_apps(self) -> None:

@@ -117,6 +117,7 @@ from thaw_core.schema.reports import (
 )
 from thaw_core.schema.secrets import SecretsReply, SecretsRequest
 from thaw_core.schema.snapshots import (
+    RestoreFailure,
     SnapshotCreated,
     SnapshotCreateFailed,
     SnapshotEvent,
@@ -215,6 +216,7 @@ __all__ = [
     "PipInstall",
     "PipInstallFromRequirements",
     "Resources",
+    "RestoreFailure",
     "Result",
     "RetryPolicy",
     "RunCommands",

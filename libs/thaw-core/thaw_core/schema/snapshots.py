@@ -54,6 +54,13 @@ class SnapshotCreateFailed(Message, tag="snapshot_create_failed"):
     error: str
 
 
+# Why a restore failed, as far as the agent can tell: "blob_corrupted" (the
+# blob store's bytes fail their sha256: the snapshot is suspect at once),
+# "cache_corrupted" (the node's cached copy changed: the node fetches it
+# again; not the snapshot's fault), "restore" (anything else).
+RestoreFailure = Literal["", "restore", "blob_corrupted", "cache_corrupted"]
+
+
 class SnapshotRestored(Message, tag="snapshot_restored"):
     snapshot_id: str
     node_id: str
@@ -61,6 +68,9 @@ class SnapshotRestored(Message, tag="snapshot_restored"):
     error: str = ""
     # From "container requested" to "ready for inputs".
     seconds: float = 0.0
+    cause: RestoreFailure = ""
+    # One per restore: a redelivered event is counted once.
+    event_id: str = ""
 
 
 SnapshotEvent = SnapshotCreated | SnapshotCreateFailed | SnapshotRestored
