@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import OrderedDict
@@ -24,7 +23,7 @@ import msgspec
 from thaw_core.bus import Bus, Msg, num_delivered, settle
 from thaw_core.contract import INVOKE_MAX_DELAY_S, result_subject
 from thaw_core.refusal import Reject, error_code
-from thaw_core.schema import Invoke, Result, decoder, is_call_id
+from thaw_core.schema import Invoke, Result, decoder, is_call_id, readable_call_id
 
 from thaw_agent.dispatch_policy import (
     CANCELLED_MEMORY,
@@ -36,12 +35,6 @@ from thaw_agent.dispatch_policy import (
 log = logging.getLogger("thaw.agent.dispatch")
 
 PublishResult = Callable[[Result], Awaitable[None]]
-
-
-class _CallIdOnly(msgspec.Struct):
-    """What can still be read from a malformed Invoke: who is waiting for it."""
-
-    call_id: str = ""
 
 
 class Admission:
@@ -57,7 +50,6 @@ class Admission:
         self._publish_result = publish_result
         self._timings = timings
         self._invoke_decoder = decoder(Invoke)
-        self._call_id_decoder = msgspec.json.Decoder(_CallIdOnly)
         self._cancelled: OrderedDict[str, float] = OrderedDict()
 
     # ------------------------------------------------------------ cancelled calls
@@ -127,10 +119,8 @@ class Admission:
     async def _refuse(self, msg: Msg, code: str, error: str) -> None:
         """Reject a malformed input; tell its caller when we can read who that is."""
         await self._reject(msg.subject, msg.data, code, error)
-        call_id = ""
-        with contextlib.suppress(Exception):
-            call_id = self._call_id_decoder.decode(msg.data).call_id
-        if is_call_id(call_id):
+        call_id = readable_call_id(msg.data)
+        if call_id:
             failure = Result(
                 call_id=call_id, status="failure", error=f"the agent refused the input: {error}"
             )

@@ -27,7 +27,7 @@ import msgspec
 from thaw_core import contract
 from thaw_core.bus import Bus, StoredMsg
 from thaw_core.refusal import Reject
-from thaw_core.schema import CallStatus, Invoke, Result, decoder, is_call_id, result_for
+from thaw_core.schema import CallStatus, Invoke, Result, decoder, readable_call_id, result_for
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ SWEEP_EVERY_S = 1.0
 PER_SUBJECT_LIMIT = 1000
 
 Key = tuple[str, str]
-
-
-class _CallIdOnly(msgspec.Struct):
-    call_id: str = ""
 
 
 class Deployed(msgspec.Struct, frozen=True):
@@ -79,7 +75,6 @@ class UnansweredInputs:
         self._reject = reject
         self._clock = clock
         self._invoke = decoder(Invoke)
-        self._call_id = msgspec.json.Decoder(_CallIdOnly)
 
     async def orphan_subjects(self, owned: Collection[Key]) -> list[tuple[str, Key]]:
         counts = await self._bus.stored_subjects(contract.all_of(contract.INVOKE))
@@ -123,12 +118,8 @@ class UnansweredInputs:
             result = result_for(invoke, status, error=why)
         except msgspec.DecodeError as e:
             await self._reject(subject, stored.data, "malformed", f"invalid Invoke: {e}")
-            call_id = ""
-            try:
-                call_id = self._call_id.decode(stored.data).call_id
-            except msgspec.DecodeError:
-                pass
-            if is_call_id(call_id):
+            call_id = readable_call_id(stored.data)
+            if call_id:
                 result = Result(call_id=call_id, status="failure", error=f"invalid Invoke: {e}")
         if result is not None:
             await self._bus.publish(

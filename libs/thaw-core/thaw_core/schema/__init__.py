@@ -49,6 +49,7 @@ from thaw_core.schema.calls import (
     JsonArgs,
     Result,
     is_call_id,
+    readable_call_id,
     result_for,
 )
 from thaw_core.schema.functions import (
@@ -268,6 +269,7 @@ __all__ = [
     "encode_web",
     "is_call_id",
     "now",
+    "readable_call_id",
     "result_for",
     "web_decoder",
 ]

@@ -72,6 +72,25 @@ class Result(Message, tag="result"):
     finished_at: float = msgspec.field(default_factory=now)
 
 
+class _CallIdOnly(msgspec.Struct):
+    """What can still be read from a malformed Invoke: who is waiting for it."""
+
+    call_id: str = ""
+
+
+_call_id_only = msgspec.json.Decoder(_CallIdOnly)
+
+
+def readable_call_id(data: bytes) -> str:
+    """The valid call id of a message that does not decode as an Invoke, so
+    that its caller can be told; '' when none can be read."""
+    try:
+        call_id = _call_id_only.decode(data).call_id
+    except msgspec.DecodeError:
+        return ""
+    return call_id if is_call_id(call_id) else ""
+
+
 def result_for(
     invoke: Invoke, status: CallStatus, *, container_id: str = "", **outcome: Any
 ) -> Result:
