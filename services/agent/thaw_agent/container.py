@@ -104,8 +104,8 @@ class Container:
         # A restore attempt: its failures fall back to a cold start, so they
         # must not fail the function's inputs as an InitFailed would.
         self.fallback_on_failure = False
-        # Awaited before the container is Ready (a restore's snapshot check).
-        self.ready_gate: Awaitable[object] | None = None
+        self.ready_gate: Awaitable[object] | None = None  # awaited before Ready (restore check)
+        self.ready_gate_wait_s = 0.0  # how long Ready waited for it
         self._settled = asyncio.Event()  # Ready, or failed
         # config.json's environment, less the snapshot flag.
         self.config_env: dict[str, str] = {}

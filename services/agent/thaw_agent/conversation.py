@@ -14,6 +14,7 @@ secrets, except on the first connection of a runtime to be snapshotted.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from thaw_core.container_protocol import (
@@ -85,11 +86,13 @@ async def converse(c: Container) -> None:
         match first:
             case Ready(max_inputs=n):
                 if c.ready_gate is not None:
+                    waited = time.perf_counter()
                     try:
                         await c.ready_gate
                     except Exception as e:  # noqa: BLE001 - never Ready, whatever it was
                         c.fail(f"not ready: {e}")
                         return
+                    c.ready_gate_wait_s = time.perf_counter() - waited
                 if c.state != "starting":
                     return
                 c.mark_ready(n)
