@@ -233,10 +233,11 @@ class ConsumerSpec:
 
 # An agent that dies (kill -9, a lost node) hands its inputs to another after
 # at most this long; a live one keeps each running input alive every
-# INVOKE_KEEPALIVE_S, a third of it, so that two lost pings in a row (a busy
-# event loop, a NATS reconnect) still do not hand a running input away.
+# INVOKE_KEEPALIVE_S, a fifth of it, so that a busy event loop or a NATS
+# reconnect has to hold up four pings in a row before a running input is
+# handed away (and run twice).
 INVOKE_ACK_WAIT_S = 2.5
-INVOKE_KEEPALIVE_S = INVOKE_ACK_WAIT_S / 3
+INVOKE_KEEPALIVE_S = INVOKE_ACK_WAIT_S / 5
 
 
 # The furthest ahead an Invoke's ``not_before`` may be: well above a retry's
