@@ -260,6 +260,30 @@ class VolumeAnswer(Frame, tag="volume_answer"):
     error: str = ""
 
 
+# ------------------------------------------------------------ dicts and queues
+# ``thaw.Dict`` / ``thaw.Queue`` in a container: the agent relays the
+# operation (``thaw_core.schema.stores``, msgpack, opaque to it) to the
+# gateway on ``contract.STORE_REQUEST`` and hands back the reply.
+
+
+class StoreRequest(Frame, tag="store_request"):
+    """runtime -> agent: one store operation. ``timeout_s``: how long it may
+    wait by itself (a blocking queue get); no answer is wanted when
+    ``request_id`` is empty (acks at an input's end)."""
+
+    request_id: str
+    op: bytes
+    timeout_s: float = 0.0
+
+
+class StoreAnswer(Frame, tag="store_answer"):
+    """agent -> runtime: the gateway's ``StoreReply``, or why none came."""
+
+    request_id: str
+    reply: bytes = b""
+    error: str = ""
+
+
 ToAgent = (
     Hello
     | Ready
@@ -270,6 +294,7 @@ ToAgent = (
     | WebSend
     | WebSocketSend
     | VolumeRequest
+    | StoreRequest
 )
 ToRuntime = (
     Configure
@@ -280,6 +305,7 @@ ToRuntime = (
     | WebSent
     | WebSocketReceive
     | VolumeAnswer
+    | StoreAnswer
 )
 
 _encoder = msgspec.msgpack.Encoder()

@@ -53,6 +53,13 @@ VOLUMES_COMMIT = "thaw.volumes.commit"
 # One web request's parts (core NATS): the agent asks the gateway for the
 # request body on .req and hands it the response on .resp. A request id is
 # "<gateway id>.<token>", so each gateway subscribes once to all of its own.
+# Request/reply, agent -> gateway (queue group; msgpack): a container's
+# ``thaw.Dict`` / ``thaw.Queue`` operation (``thaw_core.schema.stores``), which
+# the gateway carries out as it does the same operation over HTTP.
+STORE_REQUEST = "thaw.store.request"
+# A queue's items: one subject per partition ("_" is the default partition;
+# a partition's name always starts with a letter or digit).
+QUEUE_ITEM = "thaw.queue.{queue}.{partition}"
 WEB_REQUEST = "thaw.web.{request_id}.req"
 WEB_RESPONSE = "thaw.web.{request_id}.resp"
 
@@ -214,6 +221,69 @@ STREAMS: tuple[StreamSpec, ...] = (
     LOGS_STREAM,
     BUILD_STREAM,
 )
+
+
+# One stream per ``thaw.Queue`` (named by ``queue_stream``), work-queue
+# retention: an item leaves the stream once its getter acks it.
+QUEUE_STREAM_PREFIX = "THAW_QUEUE_"
+QUEUE_DEFAULT_PARTITION = "_"
+# How large one queue item or dict value may be (bytes, as stored): under the
+# nats-server's default max_payload (1 MiB) with room for a request's framing.
+STORE_MAX_VALUE_BYTES = 512 * 1024
+# One ``thaw.Dict`` is the JetStream key-value bucket ``dict_bucket(name)``.
+DICT_BUCKET_PREFIX = "thaw_dict_"
+
+
+# NATS's own key-value layout (what any KV client reads): a bucket is the
+# stream KV_<bucket>, a key the subject $KV.<bucket>.<key>.
+KV_STREAM = "KV_{bucket}"
+KV_KEY = "$KV.{bucket}.{key}"
+# A queue item's ack token is the reply subject JetStream gave it.
+QUEUE_ACK_PREFIX = "$JS.ACK." + QUEUE_STREAM_PREFIX
+
+
+def dict_bucket(name: str) -> str:
+    return f"{DICT_BUCKET_PREFIX}{name}"
+
+
+def kv_stream(bucket: str) -> str:
+    return KV_STREAM.format(bucket=bucket)
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    return KV_KEY.format(bucket=bucket, key=key)
+
+
+def queue_stream(name: str) -> StreamSpec:
+    """The stream that holds queue ``name``'s items, every partition."""
+    return StreamSpec(
+        f"{QUEUE_STREAM_PREFIX}{name}",
+        (QUEUE_ITEM.format(queue=name, partition="*"),),
+        retention="workqueue",
+        max_msg_size=STORE_MAX_VALUE_BYTES,
+    )
+
+
+def queue_subject(name: str, partition: str | None) -> str:
+    return QUEUE_ITEM.format(queue=name, partition=partition or QUEUE_DEFAULT_PARTITION)
+
+
+# An item a container took stays its own this long without an ack (the
+# container acks it when it takes the next one or its input returns); a
+# killed container's items go to another getter after at most this long.
+QUEUE_ACK_WAIT_S = 30.0
+
+
+def queue_consumer(name: str, partition: str | None) -> ConsumerSpec:
+    """The one pull consumer every getter of a partition shares: each item
+    goes to one getter."""
+    token = partition or QUEUE_DEFAULT_PARTITION
+    return ConsumerSpec(
+        stream=queue_stream(name).name,
+        durable=f"get{token}",
+        filter_subject=queue_subject(name, partition),
+        ack_wait_s=QUEUE_ACK_WAIT_S,
+    )
 
 
 # ---------------------------------------------------------------- consumers

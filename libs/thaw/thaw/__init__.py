@@ -10,10 +10,12 @@ from thaw._output import enable_output
 from thaw.app import App, LocalEntrypoint
 from thaw.cls import Cls
 from thaw.concurrency import batched, concurrent
+from thaw.dict import Dict
 from thaw.exception import Error
 from thaw.functions import Function, FunctionCall
 from thaw.image import Image
 from thaw.markers import Parameter, enter, exit, method, parameter
+from thaw.queue import Queue
 from thaw.retries import Retries
 from thaw.schedule import Cron, Period
 from thaw.secret import Secret
@@ -24,6 +26,7 @@ __all__ = [
     "App",
     "Cls",
     "Cron",
+    "Dict",
     "Error",
     "Function",
     "FunctionCall",
@@ -31,6 +34,7 @@ __all__ = [
     "LocalEntrypoint",
     "Parameter",
     "Period",
+    "Queue",
     "Retries",
     "Secret",
     "Volume",

@@ -24,6 +24,7 @@ from thaw_core.container_protocol import (
     Output,
     Ready,
     SnapshotReady,
+    StoreRequest,
     VolumeRequest,
     WebPull,
     WebSend,
@@ -56,12 +57,16 @@ async def _connect(
 
 
 async def _next(c: Container, channel: RuntimeChannel) -> object:
-    """The runtime's next frame other than a volume request (those are served)."""
+    """The runtime's next frame other than a volume or store request (those are served)."""
     while True:
         frame = await channel.read()
-        if not isinstance(frame, VolumeRequest):
-            return frame
-        c.volumes.serve(frame, channel.send)
+        match frame:
+            case VolumeRequest():
+                c.volumes.serve(frame, channel.send)
+            case StoreRequest():
+                c.host.stores.serve(frame, channel.send)
+            case _:
+                return frame
 
 
 async def converse(c: Container) -> None:

@@ -40,6 +40,7 @@ from thaw_agent.logship import LogShipper
 from thaw_agent.runc import Runc
 from thaw_agent.secrets import fetch_secrets
 from thaw_agent.snapshots import CacheCorrupted, Restore, SnapshotCorrupted, Snapshots
+from thaw_agent.store_relay import StoreRelay
 from thaw_agent.volume_cache import ChunkCache
 
 log = logging.getLogger("thaw.agent.containers")
@@ -83,6 +84,8 @@ class ContainerManager:
             if bus is not None
             else None
         )
+        # Containers' Dict/Queue operations, relayed to the gateway.
+        self.stores = StoreRelay(bus)
         self.containers: dict[str, Container] = {}
         self._starting: dict[str, asyncio.Future[Container]] = {}
         self._events: ContainerEvents | None = None
@@ -313,3 +316,4 @@ class ContainerManager:
             *(self.stop(cid, grace_s, "agent stopping") for cid in list(self.containers)),
             return_exceptions=True,
         )
+        await self.stores.close()

@@ -35,6 +35,7 @@ from thaw_core.api import (
     TokenResponse,
 )
 from thaw_core.schema import CommandReply, HealthReply, LogLine, SnapshotInfo, VolumeInfo, encode
+from thaw_core.schema.stores import StoreOp, StoreReply
 from thaw_core.volumes.api import (
     ChunksMissing,
     VolumeCommitBody,
@@ -56,6 +57,7 @@ from thaw_gateway import (
     metrics,
     secrets,
     snapshots,
+    stores,
     tokens_api,
     volumes,
 )
@@ -281,6 +283,13 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/volume-chunks/{sha256}", volumes.get_chunk, "A chunk's bytes",
           (Answer(200, "the chunk", None, "application/octet-stream"),), errors=(404,),
           scope="read"),
+    Route("POST", "/v1/stores", stores.store_call,
+          "One thaw.Dict or thaw.Queue operation (a tagged StoreOp; keys encoded as the"
+          " SDK's thaw._stores says, values JSON text or cloudpickle bytes); an operation"
+          " that reads needs scope 'read', one that writes scope 'deploy'",
+          (Answer(200, "what it read or did", StoreReply),), body=StoreOp,
+          errors=(400, 403, 404, 409, 413),
+          scope=("deploy", "read")),
     Route("GET", "/metrics", metrics.get_metrics,
           "Prometheus metrics of this gateway process (text exposition format)",
           (Answer(200, "the metrics", str, "text/plain"),), scope="read"),

@@ -15,6 +15,7 @@ as a JSON ``HealthReply``, 200 when ok, 503 when degraded.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from aiohttp import web
 from thaw_core.api import MAX_PAYLOAD_BYTES
 from thaw_core.config import Settings
 from thaw_core.service import Service
+from thaw_core.tasks import Background
 
 from thaw_gateway.auth import TokenStore, auth_middleware
 from thaw_gateway.call_log import CallLog
@@ -32,6 +34,7 @@ from thaw_gateway.routes import mount
 from thaw_gateway.secret_store import open_secrets
 from thaw_gateway.secrets import serve_secrets
 from thaw_gateway.state import GATEWAY, Gateway
+from thaw_gateway.stores import serve_stores
 from thaw_gateway.tracing import trace_middleware
 from thaw_gateway.web_hub import WebHub
 from thaw_gateway.web_requests import web_middleware
@@ -52,6 +55,8 @@ class GatewayService(Service):
         super().__init__(settings)
         # Closed with the state: app events, agents' secret fetches.
         self._subscriptions: list[Any] = []
+        # Containers' store operations under way (a queue get may wait).
+        self._store_tasks = Background(logging.getLogger("thaw.gateway.stores"))
 
     async def setup(self) -> None:
         try:
@@ -86,6 +91,7 @@ class GatewayService(Service):
         await self._web.start()
         secrets = await open_secrets(self.db, self.settings.state_dir)
         self._subscriptions.append(await serve_secrets(self.bus, secrets))
+        self._subscriptions.append(await serve_stores(self.bus, self._store_tasks))
         return Gateway(
             settings=self.settings,
             bus=self.bus,
@@ -142,6 +148,7 @@ class GatewayService(Service):
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
         self._subscriptions = []
+        await self._store_tasks.close(1.0)
         if self._gateway is not None:
             with contextlib.suppress(Exception):
                 await self._gateway.calls.flush()

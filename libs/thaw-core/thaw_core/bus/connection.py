@@ -17,6 +17,7 @@ from thaw_core import schema
 from thaw_core.bus.delivery import is_delivery_reply, trace_context
 from thaw_core.bus.jetstream import Streams, payload, with_trace
 from thaw_core.bus.pull import FreeSlots, Handler, Take, consume_loop, fetch_once, pull_loop
+from thaw_core.bus.stores import Stores
 from thaw_core.contract import ConsumerSpec
 
 log = logging.getLogger("thaw_core.bus")
@@ -47,11 +48,12 @@ def _header_value(text: str) -> str:
     return " ".join(text.split())[:1000]
 
 
-class Bus(Streams):
+class Bus(Streams, Stores):
     """One NATS connection and its JetStream context. Create with ``connect``."""
 
     def __init__(self, nc: Client, *, name: str) -> None:
-        super().__init__()
+        Streams.__init__(self)
+        Stores.__init__(self)
         self.nc = nc
         self.js = nc.jetstream()
         self.name = name

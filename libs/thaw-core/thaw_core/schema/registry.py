@@ -28,6 +28,7 @@ from thaw_core.schema.snapshots import (
     SnapshotLookupReply,
     SnapshotRestored,
 )
+from thaw_core.schema.stores import STORE_OPS, StoreReply
 from thaw_core.schema.volumes import (
     VolumeCommit,
     VolumeDelete,
@@ -91,6 +92,8 @@ WIRE_TYPES: tuple[type[Message], ...] = (
     WebSocketData,
     WebSocketClose,
     WebSocketIdle,
+    *STORE_OPS,
+    StoreReply,
 )
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
@@ -161,6 +164,14 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
     contract.VOLUMES_COMMIT: (
         "Apply changes to a volume, one commit at a time per volume (request/reply).",
         (VolumeCommit, VolumeReply),
+    ),
+    contract.STORE_REQUEST: (
+        "A container's Dict or Queue operation (request/reply, agent -> gateway; msgpack).",
+        (*STORE_OPS, StoreReply),
+    ),
+    contract.QUEUE_ITEM: (
+        "A thaw.Queue partition's items (raw bytes as put: JSON or cloudpickle).",
+        (),
     ),
     contract.WEB_REQUEST: (
         "The next body chunk of a web request, or a websocket's next message from its"

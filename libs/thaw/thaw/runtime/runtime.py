@@ -54,6 +54,7 @@ from thaw_core.container_protocol import (
     RunInput,
     Shutdown,
     SnapshotReady,
+    StoreAnswer,
     VolumeAnswer,
     WebBody,
     WebSent,
@@ -69,6 +70,7 @@ from thaw.runtime.failure import describe
 from thaw.runtime.log import log
 from thaw.runtime.reseed import reseed_generators
 from thaw.runtime.slots import Slots
+from thaw.runtime.store_calls import calls as store_calls
 from thaw.runtime.target import Target, load_target
 from thaw.runtime.tracing import span_of
 from thaw.runtime.volume_calls import calls as volume_calls
@@ -243,6 +245,7 @@ class Runtime:
         os.environ[ENV_CONTAINER_ID] = first.container_id  # what user code may read
         self._env = RuntimeEnv.from_environ()
         volume_calls.attach(channel, self._env)
+        store_calls.attach(channel)
         return first
 
     def _say_hello(self, channel: AgentChannel) -> None:
@@ -312,6 +315,8 @@ class Runtime:
                 self._loop.call_soon_threadsafe(self.shutdown, grace_s)
             case VolumeAnswer():
                 volume_calls.answer(frame)
+            case StoreAnswer():
+                store_calls.answer(frame)
         return None
 
     def _claim(self, run: RunInput) -> Callable[[], None] | None:
@@ -339,6 +344,7 @@ class Runtime:
         item = self._inflight.pop(output.input_id, None)
         if item is None:
             return  # cancelled or terminated meanwhile: that answer went out
+        store_calls.input_ended(output.status == "success")
         self._channel.send(item.answer(output))
         if item.on_reader:
             self._slots.release()

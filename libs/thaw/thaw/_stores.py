@@ -1,0 +1,116 @@
+"""What ``thaw.Dict`` and ``thaw.Queue`` share: how an operation reaches the
+gateway (HTTP from local code; the agent socket from a container) and how
+keys and values are encoded.
+
+Values are JSON text when the key and the value are plain JSON types (str,
+int, finite float, bool, None, and lists and str-keyed dicts of them), so
+other languages read them; cloudpickle otherwise (its bytes start with
+0x80, which JSON text never does). A key becomes a key of the key-value
+store's alphabet: ``s.<key>`` for a str of letters, digits, ``_``, ``=`` and
+``-``; ``j.<base64url of its JSON>`` for another plain JSON key;
+``p.<base64url of its cloudpickle>`` for anything else.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import pickle
+import re
+from typing import Any
+
+import msgspec
+from thaw_core.schema.stores import StoreOp, StoreReply
+
+from thaw import exception
+from thaw._env import is_local
+from thaw.client import current, gateway_error
+
+_json = msgspec.json.Encoder()
+_json_reply = msgspec.json.Decoder(StoreReply)
+_msgpack_reply = msgspec.msgpack.Decoder(StoreReply)
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_=-]{1,512}$")
+_SCALARS = (str, int, bool, type(None))
+
+
+async def call(op: StoreOp, *, timeout_s: float = 0.0) -> StoreReply:
+    """Carry ``op`` out; the gateway's errors raise as thaw exceptions."""
+    if is_local():
+        status, raw = await current().transport.request("POST", "/v1/stores", _json.encode(op))
+        if status != 200:
+            raise gateway_error(status, raw)
+        return _json_reply.decode(raw)
+    from thaw.runtime.store_calls import calls
+
+    reply = _msgpack_reply.decode(await calls.call(op, timeout_s))
+    if reply.error:
+        raise exception.from_gateway(500, reply.code or "internal", reply.error)
+    return reply
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _plain(v: Any, depth: int = 0) -> bool:
+    if depth > 32:
+        return False
+    t = type(v)
+    if t in _SCALARS:
+        return True
+    if t is float:
+        return math.isfinite(v)
+    if t is list:
+        return all(_plain(x, depth + 1) for x in v)
+    if t is dict:
+        return all(type(k) is str and _plain(x, depth + 1) for k, x in v.items())
+    return False
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def encode_key(key: Any) -> str:
+    if type(key) is str and _PLAIN_KEY.match(key):
+        return "s." + key
+    if _plain(key) and type(key) not in (list, dict):
+        return "j." + _b64(json.dumps(key).encode())
+    import cloudpickle
+
+    return "p." + _b64(cloudpickle.dumps(key))
+
+
+def decode_key(token: str) -> Any:
+    kind, _, body = token.partition(".")
+    if kind == "s":
+        return body
+    if kind == "j":
+        return json.loads(_unb64(body))
+    if kind == "p":
+        return pickle.loads(_unb64(body))
+    raise exception.DeserializationError(f"{token[:80]!r} is not a key thaw encoded")
+
+
+def encode_value(value: Any, key: Any = "") -> bytes:
+    if _plain(key) and _plain(value):
+        return json.dumps(value, separators=(",", ":")).encode()
+    import cloudpickle
+
+    try:
+        return cloudpickle.dumps(value)
+    except Exception as e:
+        raise exception.InvalidError(f"cannot serialize {type(value).__name__}: {e}") from e
+
+
+def decode_value(data: bytes) -> Any:
+    if data[:1] == b"\x80":
+        try:
+            return pickle.loads(data)
+        except Exception as e:
+            raise exception.DeserializationError(f"cannot unpickle a stored value: {e}") from e
+    return json.loads(data)

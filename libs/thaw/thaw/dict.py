@@ -1,0 +1,201 @@
+"""``thaw.Dict``: a named key-value store that functions and local code share.
+
+Each Dict is a JetStream key-value bucket (``contract.dict_bucket``); every
+operation goes through the gateway (from a container, relayed by its
+agent). Keys and values are encoded as ``thaw._stores`` says: JSON where
+both are plain JSON types, so other languages can read them; cloudpickle
+otherwise. A value is at most ``contract.STORE_MAX_VALUE_BYTES`` once
+serialized (larger ones are refused with ``RequestSizeError``; keep large
+data in a Volume and store its path).
+
+Every method has an ``.aio`` form for event loops (``await d.get.aio(k)``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+from thaw_core.schema import check_name
+from thaw_core.schema.stores import (
+    DictClear,
+    DictDelete,
+    DictEnsure,
+    DictGet,
+    DictLen,
+    DictList,
+    DictPop,
+    DictPut,
+    DictScan,
+    DictUpdate,
+    StoreInfo,
+)
+
+from thaw import _stores
+from thaw._stores import decode_key, decode_value, encode_key, encode_value
+from thaw._sync import aio_iterator, aio_method, background_loop
+from thaw.exception import InvalidError, NotFoundError
+
+_MISSING = object()
+
+
+def _checked(name: str) -> str:
+    try:
+        return check_name("dict", name)
+    except ValueError as e:
+        raise InvalidError(str(e)) from None
+
+
+class Dict:
+    def __init__(self, name: str, *, create_if_missing: bool = False) -> None:
+        self.name = _checked(name)
+        self.create_if_missing = create_if_missing
+        self._ensured = False
+
+    @classmethod
+    def from_name(
+        cls, name: str, *, create_if_missing: bool = False, environment_name: str | None = None
+    ) -> Dict:
+        if environment_name is not None:
+            raise InvalidError(
+                "Dict.from_name(environment_name=...): thaw has one environment; leave it out"
+            )
+        return cls(name, create_if_missing=create_if_missing)
+
+    @classmethod
+    @contextlib.contextmanager
+    def ephemeral(cls) -> Iterator[Dict]:
+        """A dict that lives for one ``with`` block, deleted at its end."""
+        d = cls(f"ephemeral-{uuid.uuid4().hex[:16]}", create_if_missing=True)
+        d.hydrate()
+        try:
+            yield d
+        finally:
+            with contextlib.suppress(NotFoundError):
+                cls.delete(d.name)
+
+    @staticmethod
+    def delete(name: str, *, environment_name: str | None = None) -> None:
+        """Delete dict ``name`` and everything in it."""
+        background_loop().run(_stores.call(DictDelete(name=_checked(name))))
+
+    async def _ready(self) -> str:
+        if self.create_if_missing and not self._ensured:
+            await _stores.call(DictEnsure(name=self.name, create_if_missing=True))
+            self._ensured = True
+        return self.name
+
+    @aio_method
+    async def hydrate(self) -> Dict:
+        """Look the dict up (made first with ``create_if_missing``)."""
+        await _stores.call(DictEnsure(name=self.name, create_if_missing=self.create_if_missing))
+        self._ensured = True
+        return self
+
+    # ------------------------------------------------------------ one key
+
+    @aio_method
+    async def get(self, key: Any, default: Any = None) -> Any:
+        reply = await _stores.call(DictGet(name=await self._ready(), key=encode_key(key)))
+        return decode_value(reply.value) if reply.found else default
+
+    @aio_method
+    async def contains(self, key: Any) -> bool:
+        reply = await _stores.call(DictGet(name=await self._ready(), key=encode_key(key)))
+        return reply.found
+
+    @aio_method
+    async def put(self, key: Any, value: Any, *, skip_if_exists: bool = False) -> bool:
+        """Set ``key``; False (and nothing changed) when ``skip_if_exists`` and it is set."""
+        op = DictPut(
+            name=await self._ready(),
+            key=encode_key(key),
+            value=encode_value(value, key),
+            skip_if_exists=skip_if_exists,
+        )
+        return not (await _stores.call(op)).found
+
+    @aio_method
+    async def pop(self, key: Any, default: Any = _MISSING) -> Any:
+        """Remove ``key`` and return its value (KeyError when missing, unless ``default``)."""
+        reply = await _stores.call(DictPop(name=await self._ready(), key=encode_key(key)))
+        if reply.found:
+            return decode_value(reply.value)
+        if default is _MISSING:
+            raise KeyError(key)
+        return default
+
+    @aio_method
+    async def update(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
+        pairs = {**(dict(other) if other is not None else {}), **kwargs}
+        items = [(encode_key(k), encode_value(v, k)) for k, v in pairs.items()]
+        await _stores.call(DictUpdate(name=await self._ready(), items=items))
+
+    # ------------------------------------------------------------ the whole dict
+
+    @aio_method
+    async def len(self) -> int:
+        return (await _stores.call(DictLen(name=await self._ready()))).count
+
+    @aio_method
+    async def clear(self) -> None:
+        await _stores.call(DictClear(name=await self._ready()))
+
+    async def _scan(self, values: bool) -> AsyncIterator[tuple[Any, Any]]:
+        cursor = 0
+        while True:
+            op = DictScan(name=await self._ready(), cursor=cursor, values=values)
+            reply = await _stores.call(op)
+            for i, token in enumerate(reply.keys):
+                yield decode_key(token), (decode_value(reply.values[i]) if values else None)
+            cursor = reply.cursor
+            if not cursor:
+                return
+
+    @aio_iterator
+    async def keys(self) -> AsyncIterator[Any]:
+        async for k, _ in self._scan(values=False):
+            yield k
+
+    @aio_iterator
+    async def values(self) -> AsyncIterator[Any]:
+        async for _, v in self._scan(values=True):
+            yield v
+
+    @aio_iterator
+    async def items(self) -> AsyncIterator[tuple[Any, Any]]:
+        async for kv in self._scan(values=True):
+            yield kv
+
+    # ------------------------------------------------------------ mapping syntax
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.put(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.pop(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return bool(self.contains(key))
+
+    def __len__(self) -> int:
+        return int(self.len())
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def __repr__(self) -> str:
+        return f"Dict.from_name({self.name!r})"
+
+
+def list_dicts() -> list[StoreInfo]:
+    """Every dict: its name, entries and bytes stored."""
+    return background_loop().run(_stores.call(DictList())).infos
