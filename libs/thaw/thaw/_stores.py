@@ -14,17 +14,22 @@ store's alphabet: ``s.<key>`` for a str of letters, digits, ``_``, ``=`` and
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import pickle
 import re
-from typing import Any
+import uuid
+from collections.abc import Iterator
+from typing import Any, Self
 
 import msgspec
+from thaw_core.schema import check_name
 from thaw_core.schema.stores import StoreOp, StoreReply
 
 from thaw import exception
 from thaw._env import is_local
+from thaw._sync import aio_method, background_loop
 from thaw.client import current, gateway_error
 
 _json = msgspec.json.Encoder()
@@ -114,3 +119,75 @@ def decode_value(data: bytes) -> Any:
         except Exception as e:
             raise exception.DeserializationError(f"cannot unpickle a stored value: {e}") from e
     return json.loads(data)
+
+
+# ---------------------------------------------------------------- the named object
+
+
+class NamedStore:
+    """What a Dict and a Queue share: a checked name, ``from_name``,
+    ``ephemeral()``, ``delete(name)`` and the look-up (made first with
+    ``create_if_missing``) before the first operation."""
+
+    KIND = ""
+    ENSURE: Any = None  # the Struct that looks one up: DictEnsure, QueueEnsure
+    DELETE: Any = None
+
+    def __init__(self, name: str, *, create_if_missing: bool = False) -> None:
+        self.name = checked(self.KIND, name)
+        self.create_if_missing = create_if_missing
+        self._ensured = False
+
+    @classmethod
+    def from_name(
+        cls, name: str, *, create_if_missing: bool = False, environment_name: str | None = None
+    ) -> Self:
+        if environment_name is not None:
+            raise exception.InvalidError(
+                f"{cls.__name__}.from_name(environment_name=...): thaw has one environment;"
+                " leave it out"
+            )
+        return cls(name, create_if_missing=create_if_missing)
+
+    @classmethod
+    @contextlib.contextmanager
+    def ephemeral(cls) -> Iterator[Self]:
+        """One that lives for a ``with`` block, deleted at its end."""
+        made = cls(f"ephemeral-{uuid.uuid4().hex[:16]}", create_if_missing=True)
+        made.hydrate()
+        try:
+            yield made
+        finally:
+            with contextlib.suppress(exception.NotFoundError):
+                cls.delete(made.name)
+
+    @classmethod
+    def delete(cls, name: str, *, environment_name: str | None = None) -> None:
+        """Delete ``name`` and everything in it."""
+        background_loop().run(call(cls.DELETE(name=checked(cls.KIND, name))))
+
+    async def _ready(self) -> str:
+        if self.create_if_missing and not self._ensured:
+            await call(self.ENSURE(name=self.name, create_if_missing=True))
+            self._ensured = True
+        return self.name
+
+    @aio_method
+    async def hydrate(self) -> Self:
+        """Look it up (made first with ``create_if_missing``): NotFoundError when missing."""
+        await call(self.ENSURE(name=self.name, create_if_missing=self.create_if_missing))
+        self._ensured = True
+        return self
+
+    def __len__(self) -> int:
+        return int(self.len())  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.from_name({self.name!r})"
+
+
+def checked(kind: str, name: str) -> str:
+    try:
+        return check_name(kind, name)
+    except ValueError as e:
+        raise exception.InvalidError(str(e)) from None

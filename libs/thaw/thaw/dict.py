@@ -13,12 +13,9 @@ Every method has an ``.aio`` form for event loops (``await d.get.aio(k)``).
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
 
-from thaw_core.schema import check_name
 from thaw_core.schema.stores import (
     DictClear,
     DictDelete,
@@ -36,63 +33,14 @@ from thaw_core.schema.stores import (
 from thaw import _stores
 from thaw._stores import decode_key, decode_value, encode_key, encode_value
 from thaw._sync import aio_iterator, aio_method, background_loop
-from thaw.exception import InvalidError, NotFoundError
 
 _MISSING = object()
 
 
-def _checked(name: str) -> str:
-    try:
-        return check_name("dict", name)
-    except ValueError as e:
-        raise InvalidError(str(e)) from None
-
-
-class Dict:
-    def __init__(self, name: str, *, create_if_missing: bool = False) -> None:
-        self.name = _checked(name)
-        self.create_if_missing = create_if_missing
-        self._ensured = False
-
-    @classmethod
-    def from_name(
-        cls, name: str, *, create_if_missing: bool = False, environment_name: str | None = None
-    ) -> Dict:
-        if environment_name is not None:
-            raise InvalidError(
-                "Dict.from_name(environment_name=...): thaw has one environment; leave it out"
-            )
-        return cls(name, create_if_missing=create_if_missing)
-
-    @classmethod
-    @contextlib.contextmanager
-    def ephemeral(cls) -> Iterator[Dict]:
-        """A dict that lives for one ``with`` block, deleted at its end."""
-        d = cls(f"ephemeral-{uuid.uuid4().hex[:16]}", create_if_missing=True)
-        d.hydrate()
-        try:
-            yield d
-        finally:
-            with contextlib.suppress(NotFoundError):
-                cls.delete(d.name)
-
-    @staticmethod
-    def delete(name: str, *, environment_name: str | None = None) -> None:
-        """Delete dict ``name`` and everything in it."""
-        background_loop().run(_stores.call(DictDelete(name=_checked(name))))
-
-    async def _ready(self) -> str:
-        if self.create_if_missing and not self._ensured:
-            await _stores.call(DictEnsure(name=self.name, create_if_missing=True))
-            self._ensured = True
-        return self.name
-
-    @aio_method
-    async def hydrate(self) -> Dict:
-        """Look the dict up (made first with ``create_if_missing``)."""
-        await _stores.call(DictEnsure(name=self.name, create_if_missing=self.create_if_missing))
-        self._ensured = True
-        return self
+class Dict(_stores.NamedStore):
+    KIND = "dict"
+    ENSURE = DictEnsure
+    DELETE = DictDelete
 
     # ------------------------------------------------------------ one key
 
@@ -186,14 +134,8 @@ class Dict:
     def __contains__(self, key: Any) -> bool:
         return bool(self.contains(key))
 
-    def __len__(self) -> int:
-        return int(self.len())
-
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
-
-    def __repr__(self) -> str:
-        return f"Dict.from_name({self.name!r})"
 
 
 def list_dicts() -> list[StoreInfo]:

@@ -17,14 +17,11 @@ losing it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue as _stdlib_queue
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from thaw_core.schema import check_name
 from thaw_core.schema.stores import (
     QueueClear,
     QueueDelete,
@@ -39,9 +36,9 @@ from thaw_core.schema.stores import (
 
 from thaw import _stores
 from thaw._env import is_local
-from thaw._stores import decode_value, encode_value
+from thaw._stores import checked, decode_value, encode_value
 from thaw._sync import aio_iterator, aio_method, background_loop
-from thaw.exception import InvalidError, NotFoundError
+from thaw.exception import InvalidError
 
 # One request waits this long at most (the gateway's bound); longer waits ask again.
 WAIT_STEP_S = 45.0
@@ -52,61 +49,14 @@ PUT_BATCH_ITEMS = 1000
 POLL_S = 0.1
 
 
-def _checked(kind: str, name: str) -> str:
-    try:
-        return check_name(kind, name)
-    except ValueError as e:
-        raise InvalidError(str(e)) from None
-
-
 def _part(partition: str | None) -> str | None:
-    return None if partition is None else _checked("queue partition", partition)
+    return None if partition is None else checked("queue partition", partition)
 
 
-class Queue:
-    def __init__(self, name: str, *, create_if_missing: bool = False) -> None:
-        self.name = _checked("queue", name)
-        self.create_if_missing = create_if_missing
-        self._ensured = False
-
-    @classmethod
-    def from_name(
-        cls, name: str, *, create_if_missing: bool = False, environment_name: str | None = None
-    ) -> Queue:
-        if environment_name is not None:
-            raise InvalidError(
-                "Queue.from_name(environment_name=...): thaw has one environment; leave it out"
-            )
-        return cls(name, create_if_missing=create_if_missing)
-
-    @classmethod
-    @contextlib.contextmanager
-    def ephemeral(cls) -> Iterator[Queue]:
-        """A queue that lives for one ``with`` block, deleted at its end."""
-        q = cls(f"ephemeral-{uuid.uuid4().hex[:16]}", create_if_missing=True)
-        q.hydrate()
-        try:
-            yield q
-        finally:
-            with contextlib.suppress(NotFoundError):
-                cls.delete(q.name)
-
-    @staticmethod
-    def delete(name: str, *, environment_name: str | None = None) -> None:
-        """Delete queue ``name`` and every item in it."""
-        background_loop().run(_stores.call(QueueDelete(name=_checked("queue", name))))
-
-    async def _ready(self) -> str:
-        if self.create_if_missing and not self._ensured:
-            await _stores.call(QueueEnsure(name=self.name, create_if_missing=True))
-            self._ensured = True
-        return self.name
-
-    @aio_method
-    async def hydrate(self) -> Queue:
-        await _stores.call(QueueEnsure(name=self.name, create_if_missing=self.create_if_missing))
-        self._ensured = True
-        return self
+class Queue(_stores.NamedStore):
+    KIND = "queue"
+    ENSURE = QueueEnsure
+    DELETE = QueueDelete
 
     # ------------------------------------------------------------ put
 
@@ -229,12 +179,6 @@ class Queue:
                 return
             await asyncio.sleep(POLL_S)
 
-    def __len__(self) -> int:
-        return int(self.len())
-
-    def __repr__(self) -> str:
-        return f"Queue.from_name({self.name!r})"
-
 
 def _lease_calls() -> Any:
     from thaw.runtime.store_calls import calls
@@ -244,7 +188,7 @@ def _lease_calls() -> Any:
 
 def peek(name: str, n: int, partition: str | None = None) -> list[Any]:
     """The first ``n`` items of queue ``name``, left in it."""
-    op = QueuePeek(name=_checked("queue", name), partition=_part(partition), limit=n)
+    op = QueuePeek(name=checked("queue", name), partition=_part(partition), limit=n)
     return [decode_value(v) for v in background_loop().run(_stores.call(op)).values]
 
 

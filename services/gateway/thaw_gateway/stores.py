@@ -130,11 +130,7 @@ async def _execute(bus: Bus, op: StoreOp) -> StoreReply:
             await bus.kv_delete(_bucket(name))
             return StoreReply()
         case DictList():
-            prefix = contract.kv_stream(contract.DICT_BUCKET_PREFIX)
-            found = await bus.streams_named(prefix)
-            return StoreReply(
-                infos=[StoreInfo(s.name[len(prefix) :], s.messages, s.bytes) for s in found]
-            )
+            return await _listing(bus, contract.kv_stream(contract.DICT_BUCKET_PREFIX))
         case DictGet(name=name, key=key):
             value = await bus.kv_get(_bucket(name), _key(key))
             return StoreReply(found=value is not None, value=value or b"")
@@ -185,11 +181,7 @@ async def _queue_op(bus: Bus, op: StoreOp) -> StoreReply:
             await bus.stream_delete(_queue(name).name)
             return StoreReply()
         case QueueList():
-            prefix = contract.QUEUE_STREAM_PREFIX
-            found = await bus.streams_named(prefix)
-            return StoreReply(
-                infos=[StoreInfo(s.name[len(prefix) :], s.messages, s.bytes) for s in found]
-            )
+            return await _listing(bus, contract.QUEUE_STREAM_PREFIX)
         case QueuePut(name=name, values=values, partition=partition):
             _queue(name)
             subject = contract.queue_subject(name, _partition(partition))
@@ -217,6 +209,12 @@ async def _queue_op(bus: Bus, op: StoreOp) -> StoreReply:
             return StoreReply(values=values, cursor=after)
         case _:
             raise bad_request(f"unknown store operation {type(op).__name__}")
+
+
+async def _listing(bus: Bus, prefix: str) -> StoreReply:
+    """Every dict (queue): the streams named ``prefix`` + its name."""
+    found = await bus.streams_named(prefix)
+    return StoreReply(infos=[StoreInfo(s.name[len(prefix) :], s.messages, s.bytes) for s in found])
 
 
 async def _get(bus: Bus, op: QueueGet) -> StoreReply:
