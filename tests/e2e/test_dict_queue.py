@@ -100,7 +100,7 @@ def test_three_consumers_share_a_queue_and_a_kill_9_loses_nothing(use: Platform)
 
     assert producer.get(timeout=300) == n
     for call in consumers:
-        call.get(timeout=600)  # the killed one's input is retried in a new container
+        call.get(timeout=600)  # the killed one's input is retried (retries=2) in a new container
     assert work.len(total=True) == 0
 
     taken = dict(log.items())

@@ -118,10 +118,12 @@ def test_queue_blocking_get_wakes_on_put(use_platform: Platform) -> None:
         q = modal.Queue.from_name("local-blocking", create_if_missing=True)
         await q.clear.aio()
         getter = asyncio.ensure_future(q.get.aio(timeout=60))
+        # A getter that does not wait is answered while another one waits.
+        nothing = await q.get.aio(block=False)
         await q.put.aio("late")
-        return await getter
+        return nothing, await getter
 
-    assert asyncio.run(main()) == "late"
+    assert asyncio.run(main()) == (None, "late")
 
 
 def test_cli_dict_and_queue(use_platform: Platform) -> None:

@@ -26,7 +26,7 @@ def produce(queue_name: str, flags: str, n: int) -> int:
     return n
 
 
-@app.function(max_containers=3, timeout=900)
+@app.function(max_containers=3, timeout=900, retries=2)
 def consume(queue_name: str, flags: str, log_name: str) -> int:
     """Take items one at a time until the producer is done and every item
     is taken for good; record each as "<container>:<n>" -> item."""

@@ -8,7 +8,6 @@ the stream's message count and a scan walks the stream in order.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from typing import NamedTuple
 
@@ -43,11 +42,6 @@ class StoredStream(NamedTuple):
     bytes: int
 
 
-class _Taker(NamedTuple):
-    psub: JetStreamContext.PullSubscription
-    lock: asyncio.Lock
-
-
 class Stores:
     """Buckets and queue streams over one connection (a mixin of ``Bus``)."""
 
@@ -56,7 +50,8 @@ class Stores:
 
     def __init__(self) -> None:
         self._kv: dict[str, KeyValue] = {}
-        self._takers: dict[tuple[str, str], _Taker] = {}
+        # (stream, durable) of the queue consumers made or updated by this bus.
+        self._consumers_made: set[tuple[str, str]] = set()
 
     # ------------------------------------------------------------ buckets
 
@@ -173,10 +168,7 @@ class Stores:
         return False
 
     async def stream_delete(self, name: str) -> None:
-        for key in [k for k in self._takers if k[0] == name]:
-            taker = self._takers.pop(key)
-            with contextlib.suppress(Exception):
-                await taker.psub.unsubscribe()
+        self._consumers_made = {k for k in self._consumers_made if k[0] != name}
         try:
             await self.js.delete_stream(name)
         except nats.js.errors.NotFoundError:
@@ -233,27 +225,32 @@ class Stores:
         return got, seq
 
     async def take(self, consumer: ConsumerSpec, n: int, timeout_s: float) -> list[Msg]:
-        """Up to ``n`` messages of ``consumer`` (one subscription per consumer,
-        kept), waiting up to ``timeout_s`` for the first; unacked."""
+        """Up to ``n`` messages of ``consumer``, waiting up to ``timeout_s`` for
+        the first; unacked. A subscription of its own per call, so that a
+        getter that waits never holds up one that asks without waiting."""
         key = (consumer.stream, consumer.durable)
         for attempt in (1, 2):
-            taker = self._takers.get(key)
-            if taker is None:
-                await self.ensure_consumer(consumer)  # type: ignore[attr-defined]
+            try:
+                if key not in self._consumers_made:
+                    await self.ensure_consumer(consumer)  # type: ignore[attr-defined]
+                    self._consumers_made.add(key)
                 psub = await self.js.pull_subscribe_bind(
                     durable=consumer.durable, stream=consumer.stream
                 )
-                taker = self._takers.setdefault(key, _Taker(psub, asyncio.Lock()))
+            except nats.js.errors.NotFoundError:
+                raise StoreMissing(consumer.stream) from None
             try:
-                async with taker.lock:
-                    return await taker.psub.fetch(n, timeout=max(timeout_s, 0.05))
+                return await psub.fetch(n, timeout=max(timeout_s, 0.05))
             except (nats.errors.TimeoutError, TimeoutError):
                 return []
             except nats.js.errors.NotFoundError:
                 # The stream or its consumer went (a delete, a lost store): once more, afresh.
-                self._takers.pop(key, None)
+                self._consumers_made.discard(key)
                 if attempt == 2:
                     raise StoreMissing(consumer.stream) from None
+            finally:
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
         return []
 
     async def settle_token(self, token: str, ok: bool) -> bool:
