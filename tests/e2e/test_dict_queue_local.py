@@ -70,6 +70,10 @@ def test_dict_many_entries_iterate_in_pages(use_platform: Platform) -> None:
         name = d.name
     with pytest.raises(modal.exception.NotFoundError, match=name):
         modal.Dict.from_name(name).len()
+    with pytest.raises(modal.exception.NotFoundError, match=name):
+        modal.Dict.from_name(name).get("k1")
+    with pytest.raises(modal.exception.NotFoundError, match=name):
+        modal.Dict.from_name(name)["k1"] = 1
 
 
 def test_dict_limits_and_missing(use_platform: Platform) -> None:
@@ -110,6 +114,9 @@ def test_queue_api_and_partitions(use_platform: Platform) -> None:
         assert q.get(partition="side") == "p"
         q.put_many(range(5))
         q.clear()
+        assert q.len() == 0
+        with pytest.raises(modal.exception.InvalidError, match="partition_ttl"):
+            q.put(1, partition_ttl=60)
         assert q.len() == 0
 
 

@@ -68,9 +68,10 @@ class Queue(_stores.NamedStore):
         timeout: float | None = None,
         *,
         partition: str | None = None,
+        partition_ttl: int | None = None,
     ) -> None:
         """Add ``v`` (a queue is never full, so this never waits)."""
-        await self._put([v], partition)
+        await self._put([v], partition, partition_ttl)
 
     @aio_method
     async def put_many(
@@ -80,10 +81,16 @@ class Queue(_stores.NamedStore):
         timeout: float | None = None,
         *,
         partition: str | None = None,
+        partition_ttl: int | None = None,
     ) -> None:
-        await self._put(list(vs), partition)
+        await self._put(list(vs), partition, partition_ttl)
 
-    async def _put(self, vs: list[Any], partition: str | None) -> None:
+    async def _put(self, vs: list[Any], partition: str | None, ttl: int | None) -> None:
+        if ttl is not None:
+            raise InvalidError(
+                "Queue.put(partition_ttl=...): thaw keeps a queue's items until they are"
+                " taken or cleared; leave partition_ttl out"
+            )
         name, part = await self._ready(), _part(partition)
         batch: list[bytes] = []
         size = 0

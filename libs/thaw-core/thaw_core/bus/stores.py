@@ -90,7 +90,8 @@ class Stores:
             entry = await kv.get(key)
         except nats.js.errors.KeyNotFoundError:
             return None
-        except nats.js.errors.NotFoundError:
+        except (nats.js.errors.NotFoundError, nats.errors.NoRespondersError):
+            # The bucket went since its handle was made (a direct get finds no stream).
             self._kv.pop(bucket, None)
             raise StoreMissing(bucket) from None
         return entry.value or b""
