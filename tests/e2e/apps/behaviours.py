@@ -47,3 +47,10 @@ def briefly(x: int) -> int:
 @app.function()
 async def async_double(x: int) -> int:
     return 2 * x
+
+
+@app.function(retries=modal.Retries(max_retries=1, initial_delay=0.1, backoff_coefficient=1.0))
+def hard_exit(code: int) -> None:
+    import os
+
+    os._exit(code)  # the container dies under the input
