@@ -190,7 +190,8 @@ async def _queue_op(bus: Bus, op: StoreOp) -> StoreReply:
         case QueueGet():
             return await _get(bus, op)
         case QueueAck(tokens=tokens, ok=ok):
-            return StoreReply(count=sum([await bus.settle_token(t, ok) for t in tokens]))
+            await _settle_all(bus, tokens, ok)
+            return StoreReply(count=len(tokens))
         case QueueLen(name=name, partition=partition, total=total):
             spec = _queue(name)
             subject = None if total else contract.queue_subject(name, _partition(partition))
@@ -218,8 +219,7 @@ async def _listing(bus: Bus, prefix: str) -> StoreReply:
 
 
 async def _get(bus: Bus, op: QueueGet) -> StoreReply:
-    for t in op.ack:
-        await bus.settle_token(t, True)
+    await _settle_all(bus, op.ack, True)
     consumer = contract.queue_consumer(_queue(op.name).name[len(contract.QUEUE_STREAM_PREFIX) :],
                                        _partition(op.partition))  # fmt: skip
     n = max(1, min(op.n, MAX_GET_ITEMS))
@@ -234,8 +234,7 @@ async def _get(bus: Bus, op: QueueGet) -> StoreReply:
         kept.append(m)
     tokens = [ack_token(m) for m in kept]
     if not op.lease:
-        for t in tokens:
-            await bus.settle_token(t, True)
+        await _settle_all(bus, tokens, True)
         tokens = []
     return StoreReply(values=[m.data or b"" for m in kept], tokens=tokens, count=len(kept))
 
@@ -243,7 +242,7 @@ async def _get(bus: Bus, op: QueueGet) -> StoreReply:
 # ---------------------------------------------------------------- HTTP and NATS
 
 
-async def store_call(request: web.Request) -> web.Response:
+async def store_call(request: web.Request) -> web.StreamResponse:
     if request.content_length is not None and request.content_length > MAX_PAYLOAD_BYTES:
         raise too_large(
             f"request body of {request.content_length} bytes is over {MAX_PAYLOAD_BYTES}"
@@ -253,7 +252,27 @@ async def store_call(request: web.Request) -> web.Response:
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise bad_request(f"not a store operation: {e}") from None
     check_scope(request[PRINCIPAL], "read" if _reads_only(op) else "deploy", type(op).__name__)
-    return json_response(await execute(gateway(request).bus, op))
+    bus = gateway(request).bus
+    if not (isinstance(op, QueueGet) and not op.lease):
+        return json_response(await execute(bus, op))
+    # Items taken over HTTP are acked once the answer is written, so a client
+    # gone meanwhile (a Ctrl-C during a blocking get) loses none: they go to
+    # the next getter.
+    reply = await execute(bus, msgspec.structs.replace(op, lease=True))
+    resp = json_response(msgspec.structs.replace(reply, tokens=[]))
+    try:
+        await resp.prepare(request)
+        await resp.write_eof()
+    except (ConnectionError, RuntimeError):
+        await _settle_all(bus, reply.tokens, False)
+        raise
+    await _settle_all(bus, reply.tokens, True)
+    return resp
+
+
+async def _settle_all(bus: Bus, tokens: list[str], ok: bool) -> None:
+    for t in tokens:
+        await bus.settle_token(t, ok)
 
 
 def _reads_only(op: StoreOp) -> bool:
