@@ -170,6 +170,10 @@ class CallRequest(Body):
     payload: bytes = b""
     method: str | None = None
     params: bytes = b""
+    # Optional, base64 (16 to 64 bytes): the call's result key is then derived
+    # from it (``result_proof.derive_key(key_seed, call_id)``), so the caller
+    # can check the result's proof itself; otherwise the gateway makes the key.
+    key_seed: bytes = b""
 
 
 class CallAccepted(Body):
@@ -198,6 +202,10 @@ class CallResult(Body):
     container_id: str = ""
     started_at: float = 0.0
     finished_at: float = 0.0
+    # Result.proof, relayed: a caller that sent key_seed checks it
+    # (``result_proof.verifies``) before it trusts the value. The gateway has
+    # checked it already; it never hands out a result that does not verify.
+    proof: bytes = b""
 
 
 class BatchRequest(Body):
@@ -208,6 +216,8 @@ class BatchRequest(Body):
     items: list[Any] = []
     method: str | None = None
     params: bytes = b""
+    # As CallRequest.key_seed, for every call of the batch.
+    key_seed: bytes = b""
 
 
 class BatchAccepted(Body):

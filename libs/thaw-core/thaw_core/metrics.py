@@ -50,6 +50,12 @@ CALLS_ISSUED = Counter(
     ("app", "function"),
     registry=REGISTRY,
 )
+RESULTS_REFUSED = Counter(
+    "thaw_results_refused_total",
+    "Results refused because their proof does not verify under the call's key (forged)",
+    ("service",),
+    registry=REGISTRY,
+)
 PENDING_INPUTS = Gauge(
     "thaw_pending_inputs",
     "Inputs waiting for a container, by function",

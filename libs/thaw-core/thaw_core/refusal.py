@@ -23,7 +23,7 @@ from thaw_core.schema import ErrorEvent
 
 T = TypeVar("T")
 
-ERROR_CODES = ("malformed", "unknown", "too_large", "internal")
+ERROR_CODES = ("malformed", "unknown", "too_large", "internal", "forged")
 # Payloads above this are refused by ``decode`` without being parsed.
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 # How long ``reject`` waits for JetStream to store an ErrorEvent.

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode
@@ -39,6 +40,7 @@ from thaw_core.api import (
     TokenRequest,
     TokenResponse,
 )
+from thaw_core.result_proof import call_result_verifies, derive_key
 from thaw_core.schema import ContainerInfo, LogLine
 
 from thaw import exception
@@ -47,6 +49,8 @@ from thaw.transport import HttpTransport, Transport, gateway_error
 
 # How long one request waits for a result at the gateway before asking again.
 LONG_POLL_S = 50.0
+# Calls made by this client whose results it checks itself (the newest).
+_OWN_CALLS_MAX = 200_000
 
 
 # ---------------------------------------------------------------- the API
@@ -97,9 +101,36 @@ def _decoder(answer: Any) -> msgspec.json.Decoder[Any]:
 
 
 class Client:
+    """Calls made here send a key seed (``CallRequest.key_seed``): their
+    result keys derive from it, so this client checks each such result's
+    proof itself before anything unpickles it (the gateway has checked it
+    too; a call made elsewhere, ``FunctionCall.from_id``, has only that)."""
+
     def __init__(self, transport: Transport, token: str | None = None) -> None:
         self.transport = transport
         self._token = token
+        self._key_seed = os.urandom(32)
+        self._own_calls: OrderedDict[str, None] = OrderedDict()
+
+    def _made(self, call_ids: list[str]) -> None:
+        own = self._own_calls
+        for cid in call_ids:
+            own[cid] = None
+        while len(own) > _OWN_CALLS_MAX:
+            own.popitem(last=False)
+
+    def _checked(self, result: CallResult) -> CallResult:
+        """``result``, when it is not one of this client's calls or its proof
+        verifies; otherwise refused, never unpickled."""
+        cid = result.call_id
+        if cid in self._own_calls and not call_result_verifies(
+            derive_key(self._key_seed, cid), result
+        ):
+            raise exception.ExecutionError(
+                f"the result the gateway gave for call {cid} does not carry this call's proof"
+                " (it was not made by the platform for this input); it was not unpickled"
+            )
+        return result
 
     async def _json(
         self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)
@@ -136,7 +167,7 @@ class Client:
 
     def _call_answer(self, status: int, data: bytes) -> CallResult | CallAccepted:
         if status == 200:
-            return self._decode(_call_result, data, "a call result")
+            return self._checked(self._decode(_call_result, data, "a call result"))
         return self._decode(_call_accepted, data, "a call acceptance")
 
     # ------------------------------------------------------------ calls
@@ -145,7 +176,11 @@ class Client:
         self, target: CallTarget, payload: bytes, wait_s: float = LONG_POLL_S
     ) -> CallResult | CallAccepted:
         request = CallRequest(
-            codec="pickle", payload=payload, method=target.method, params=target.params
+            codec="pickle",
+            payload=payload,
+            method=target.method,
+            params=target.params,
+            key_seed=self._key_seed,
         )
         status, data = await self._json(
             "POST",
@@ -153,7 +188,11 @@ class Client:
             request,
             ok=(200, 202),
         )
-        return self._call_answer(status, data)
+        answer = self._decode(
+            _call_result if status == 200 else _call_accepted, data, "a call's answer"
+        )
+        self._made([answer.call_id])
+        return self._checked(answer) if isinstance(answer, CallResult) else answer
 
     async def call_status(
         self, call_id: str, wait_s: float = LONG_POLL_S
@@ -170,7 +209,11 @@ class Client:
 
     async def submit_batch(self, target: CallTarget, payloads: list[bytes]) -> BatchAccepted:
         request = BatchRequest(
-            codec="pickle", items=payloads, method=target.method, params=target.params
+            codec="pickle",
+            items=payloads,
+            method=target.method,
+            params=target.params,
+            key_seed=self._key_seed,
         )
         _, data = await self._json(
             "POST",
@@ -183,6 +226,7 @@ class Client:
             raise exception.ServiceError(
                 f"the gateway accepted {len(accepted.call_ids)} calls for a batch of {len(payloads)}"
             )
+        self._made(accepted.call_ids)
         return accepted
 
     async def stream_results(
@@ -191,10 +235,11 @@ class Client:
         body = _encoder.encode(StreamRequest(call_ids=call_ids, timeout_s=timeout_s))
         async for line in self.transport.lines("POST", "/v1/calls:stream", body):
             try:
-                yield _call_result.decode(line)
+                result = _call_result.decode(line)
             except msgspec.DecodeError:
                 # A stream that fails after it started says why in its last line.
                 raise gateway_error(500, line, token=self._token) from None
+            yield self._checked(result)
 
     # ------------------------------------------------------------ apps
 

@@ -23,7 +23,8 @@ import msgspec
 from thaw_core.bus import Bus, Msg, num_delivered, settle
 from thaw_core.contract import INVOKE_MAX_DELAY_S, result_subject
 from thaw_core.refusal import Reject, error_code
-from thaw_core.schema import Invoke, Result, decoder, is_call_id, readable_call_id
+from thaw_core.result_proof import stored_result
+from thaw_core.schema import Invoke, Result, decoder, is_call_id, readable_call
 
 from thaw_agent.dispatch_policy import (
     CANCELLED_MEMORY,
@@ -34,7 +35,8 @@ from thaw_agent.dispatch_policy import (
 
 log = logging.getLogger("thaw.agent.dispatch")
 
-PublishResult = Callable[[Result], Awaitable[None]]
+# (the input's key, its result): signs and stores it.
+PublishResult = Callable[[bytes, Result], Awaitable[None]]
 
 
 class Admission:
@@ -107,25 +109,30 @@ class Admission:
         if wait > 0.001:
             await settle(msg, "nak", delay_s=wait)
             return None
-        if num_delivered(msg) > 1 and await self._has_result(invoke.call_id):
+        if num_delivered(msg) > 1 and await self._has_result(invoke):
             log.info("redelivered input already has a result", extra={"call_id": invoke.call_id})
             await settle(msg, "ack")
             return None
         return invoke
 
-    async def _has_result(self, call_id: str) -> bool:
-        return await self._bus.last(result_subject(call_id)) is not None
+    async def _has_result(self, invoke: Invoke) -> bool:
+        """Whether a real result is stored: a forged one must not make a
+        redelivered input be skipped. (An input without a key has no way to
+        tell: any result counts, as its caller reads any.)"""
+        if not invoke.key:
+            return await self._bus.last(result_subject(invoke.call_id)) is not None
+        return await stored_result(self._bus, invoke.call_id, invoke.key) is not None
 
     async def _refuse(self, msg: Msg, code: str, error: str) -> None:
         """Reject a malformed input; tell its caller when we can read who that is."""
         await self._reject(msg.subject, msg.data, code, error)
-        call_id = readable_call_id(msg.data)
+        call_id, result_key = readable_call(msg.data)
         if call_id:
             failure = Result(
                 call_id=call_id, status="failure", error=f"the agent refused the input: {error}"
             )
             try:
-                await self._publish_result(failure)
+                await self._publish_result(result_key, failure)
             except Exception:
                 # The caller would wait forever: keep the input and try again later.
                 log.exception("could not publish the refusal", extra={"call_id": call_id})

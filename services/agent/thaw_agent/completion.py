@@ -17,6 +17,7 @@ from thaw_core import metrics
 from thaw_core.bus import Bus, KeepAlive, Msg, settle
 from thaw_core.container_protocol import Output
 from thaw_core.contract import invoke_subject, result_subject
+from thaw_core.result_proof import result_msg_id, signed
 from thaw_core.schema import CallStatus, Invoke, Result, result_for
 
 from thaw_agent.container import Container
@@ -93,7 +94,7 @@ class Completion:
             policy = r.container.spec.retries
             retry = next_attempt(invoke, status, policy)
             if retry is None:
-                await self.publish_result(result)
+                await self.publish_result(invoke.key, result)
                 metrics.call_finished(
                     invoke.app, invoke.function, status, result.finished_at - result.started_at
                 )
@@ -130,10 +131,13 @@ class Completion:
         )
         await self.complete(r, result)
 
-    async def publish_result(self, result: Result) -> None:
+    async def publish_result(self, key: bytes, result: Result) -> None:
+        """Sign ``result`` with its input's key and store it under the msg-id
+        every real result of the call shares (``thaw_core.result_proof``)."""
         subject = result_subject(result.call_id)
+        msg_id = result_msg_id(key, result.call_id)
         try:
-            await self._bus.publish(subject, result, msg_id=result.call_id)
+            await self._bus.publish(subject, signed(key, result), msg_id=msg_id)
         except nats.errors.MaxPayloadError:
             size = len(result.value) + len(result.exc)
             too_large = Result(
@@ -148,7 +152,7 @@ class Completion:
                 container_id=result.container_id,
                 started_at=result.started_at,
             )
-            await self._bus.publish(subject, too_large, msg_id=result.call_id)
+            await self._bus.publish(subject, signed(key, too_large), msg_id=msg_id)
 
     async def release(self, r: Running) -> None:
         """The container under an input went away: a container that died (its

@@ -152,15 +152,16 @@ class CronService(Service):
         self.plan.replace(schedules)
         for fire in await self.store.unpublished(republish_after_s):
             self.log.info("publishing a claimed fire again", extra={"msg_id": fire.msg_id})
-            await self._publish(fire)
+            await self._publish(fire, await self.store.call_key(fire))
         await self.store.prune(KEEP_DAYS)
 
     async def fire(self, fire: Fire) -> bool:
         """Claim and publish ``fire``; False when another replica has it."""
-        won = await self.store.claim(fire)
+        key = await self.store.claim(fire)
         self.plan.fired(fire)
-        if won:
-            await self._publish(fire)
+        won = key is not None
+        if key is not None:
+            await self._publish(fire, key)
             self.log.info(
                 "schedule fired",
                 extra={"app": fire.key.app, "function": fire.key.function,
@@ -168,10 +169,11 @@ class CronService(Service):
             )  # fmt: skip
         return won
 
-    async def _publish(self, fire: Fire) -> None:
+    async def _publish(self, fire: Fire, key: bytes) -> None:
         k = fire.key
         invoke = Invoke(
-            call_id=fire.call_id, app=k.app, function=k.function, codec="json", args=NO_ARGS
-        )
+            call_id=fire.call_id, app=k.app, function=k.function, codec="json", args=NO_ARGS,
+            key=key,
+        )  # fmt: skip
         await self.bus.publish(invoke_subject(k.app, k.function), invoke, msg_id=fire.msg_id)
         await self.store.published(fire)

@@ -10,6 +10,7 @@ the call history from the moment it is claimed.
 from __future__ import annotations
 
 from thaw_core.db import Database
+from thaw_core.result_proof import new_key
 from thaw_core.schedules import ScheduleError, parse_schedule
 
 from thaw_cron.plan import Fire, Scheduled, ScheduleKey
@@ -34,9 +35,13 @@ ON CONFLICT DO NOTHING
 RETURNING call_id
 """
 
+# The fire's calls row and its result key (thaw_core.result_proof): the one
+# already recorded, so a fire published again is signed like the first time.
 _RECORD_CALL = """
-INSERT INTO calls (call_id, app, function, codec) VALUES ($1, $2, $3, 'json')
-ON CONFLICT (call_id) DO NOTHING
+INSERT INTO calls AS c (call_id, app, function, codec, result_key) VALUES ($1, $2, $3, 'json', $4)
+ON CONFLICT (call_id) DO UPDATE
+  SET result_key = CASE WHEN c.result_key = ''::bytea THEN EXCLUDED.result_key ELSE c.result_key END
+RETURNING result_key
 """
 
 _PUBLISHED = """
@@ -82,16 +87,21 @@ class FireStore:
             found.append(Scheduled(key, spec, row["anchor_ms"], row["last_ms"]))
         return found, problems
 
-    async def claim(self, fire: Fire) -> bool:
-        """Claim ``fire``; False when someone already has."""
+    async def claim(self, fire: Fire) -> bytes | None:
+        """Claim ``fire``: its call's result key, or None when someone already has."""
         k = fire.key
         async with self.db.transaction() as con:
             won = await con.fetchval(
                 _CLAIM, k.app, k.function, k.version, fire.fire_ms, fire.call_id, self.instance
             )
-            if won is not None:
-                await con.execute(_RECORD_CALL, fire.call_id, k.app, k.function)
-        return won is not None
+            if won is None:
+                return None
+            return await con.fetchval(_RECORD_CALL, fire.call_id, k.app, k.function, new_key())
+
+    async def call_key(self, fire: Fire) -> bytes:
+        """The result key of a claimed fire's call (recorded now if it has none)."""
+        k = fire.key
+        return await self.db.fetchval(_RECORD_CALL, fire.call_id, k.app, k.function, new_key())
 
     async def published(self, fire: Fire) -> None:
         k = fire.key

@@ -11,17 +11,18 @@ from __future__ import annotations
 from aiohttp import web
 from asyncpg import Record
 from thaw_core.api import CallList, CallSummary
+from thaw_core.schema import Result
 
 from thaw_gateway.bodies import query_count, query_name
 from thaw_gateway.errors import json_response
-from thaw_gateway.results import MalformedResult, Outcome
 from thaw_gateway.state import gateway
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 
 _RECENT_SQL = """
-SELECT call_id, app, function, map_id, idx, extract(epoch FROM created_at)::float8 AS created_at
+SELECT call_id, app, function, map_id, idx, result_key,
+       extract(epoch FROM created_at)::float8 AS created_at
 FROM calls
 WHERE ($1::text IS NULL OR app = $1) AND ($2::text IS NULL OR function = $2)
 ORDER BY created_at DESC, call_id
@@ -38,12 +39,12 @@ async def list_calls(request: web.Request) -> web.Response:
     limit = query_count(request, "limit", default=DEFAULT_LIMIT, cap=MAX_LIMIT)
     await gw.calls.flush()
     rows = await gw.db.fetch(_RECENT_SQL, app, function, limit)
-    outcomes = await gw.results.stored_many([row["call_id"] for row in rows])
+    outcomes = await gw.results.stored_many({row["call_id"]: row["result_key"] for row in rows})
     calls = [_summary(row, outcomes.get(row["call_id"])) for row in rows]
     return json_response(CallList(calls=calls))
 
 
-def _summary(row: Record, outcome: Outcome | None) -> CallSummary:
+def _summary(row: Record, outcome: Result | None) -> CallSummary:
     call = CallSummary(
         call_id=row["call_id"],
         app=row["app"],
@@ -52,9 +53,7 @@ def _summary(row: Record, outcome: Outcome | None) -> CallSummary:
         map_id=row["map_id"],
         index=row["idx"],
     )
-    if isinstance(outcome, MalformedResult):
-        call.status, call.error = "failure", str(outcome)
-    elif outcome is not None:
+    if outcome is not None:
         call.status = outcome.status
         call.started_at = outcome.started_at
         call.finished_at = outcome.finished_at

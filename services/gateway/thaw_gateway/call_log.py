@@ -41,15 +41,20 @@ class IssuedCall(NamedTuple):
     codec: str
     map_id: str = ""
     index: int = 0
+    # Its result key (thaw_core.result_proof): what tells its real result from a forgery.
+    key: bytes = b""
 
 
 _INSERT = """
-INSERT INTO calls (call_id, app, function, codec, map_id, idx)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[])
+INSERT INTO calls (call_id, app, function, codec, map_id, idx, result_key)
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::bytea[]
+)
 ON CONFLICT (call_id) DO NOTHING
 """
 _SELECT = """
-SELECT call_id, app, function, codec, map_id, idx FROM calls WHERE call_id = ANY($1::text[])
+SELECT call_id, app, function, codec, map_id, idx, result_key
+FROM calls WHERE call_id = ANY($1::text[])
 """
 
 

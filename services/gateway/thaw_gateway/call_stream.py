@@ -14,12 +14,12 @@ from collections.abc import Iterable
 import msgspec
 from aiohttp import web
 from thaw_core.api import StreamRequest
-from thaw_core.schema import is_call_id
+from thaw_core.schema import Result, is_call_id
 
 from thaw_gateway.bodies import read_body
 from thaw_gateway.calls import NDJSON, check_call_apps, client_gone
 from thaw_gateway.errors import bad_request, error_line, not_found, too_large
-from thaw_gateway.results import GatewayStopping, MalformedResult, Outcome, to_call_result
+from thaw_gateway.results import GatewayStopping, to_call_result
 from thaw_gateway.state import Gateway, gateway
 
 log = logging.getLogger("thaw.gateway")
@@ -46,19 +46,20 @@ async def stream_calls(request: web.Request) -> web.StreamResponse:
         raise bad_request(f"timeout_s must be > 0 and <= {MAX_STREAM_TIMEOUT_S:g}")
     deadline = asyncio.get_running_loop().time() + body.timeout_s
 
-    with gw.results.expect_many(call_ids) as arrivals:
-        stored = await gw.results.stored_many(call_ids)
-        missing = [cid for cid in call_ids if cid not in stored]
-        if missing:
-            known = await gw.calls.lookup(missing)
-            unknown = [cid for cid in missing if cid not in known]
-            if unknown:
-                shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-                raise not_found(f"{len(unknown)} of the call ids were never made: {shown}")
+    # Each call's record holds its result key, without which no result of
+    # it could be told from a forgery.
+    known = await gw.calls.lookup(call_ids)
+    unknown = [cid for cid in call_ids if cid not in known]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise not_found(f"{len(unknown)} of the call ids were never made: {shown}")
+    keys = {cid: known[cid].key for cid in call_ids}
+    with gw.results.expect_many(keys) as arrivals:
+        stored = await gw.results.stored_many(keys)
         resp = web.StreamResponse(headers={"Content-Type": NDJSON})
         await resp.prepare(request)
         try:
-            await _stream_results(gw, request, resp, set(call_ids), stored, arrivals, deadline)
+            await _stream_results(gw, request, resp, keys, stored, arrivals, deadline)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception as e:  # headers are sent: report in-band
@@ -79,24 +80,21 @@ async def _stream_results(
     gw: Gateway,
     request: web.Request,
     resp: web.StreamResponse,
-    wanted: set[str],
-    stored: dict[str, Outcome],
-    arrivals: asyncio.Queue[Outcome | GatewayStopping],
+    wanted: dict[str, bytes],
+    stored: dict[str, Result],
+    arrivals: asyncio.Queue[Result | GatewayStopping],
     deadline: float,
 ) -> None:
     done: set[str] = set()
     loop = asyncio.get_running_loop()
 
-    def lines(outcomes: Iterable[Outcome | GatewayStopping]) -> bytes:
+    def lines(outcomes: Iterable[Result | GatewayStopping]) -> bytes:
         out = bytearray()
         for outcome in outcomes:
             if isinstance(outcome, GatewayStopping) or outcome.call_id in done:
                 continue  # stored and also delivered live
             done.add(outcome.call_id)
-            if isinstance(outcome, MalformedResult):
-                out += error_line("internal", str(outcome))
-            else:
-                out += _line_encoder.encode(to_call_result(outcome)) + b"\n"
+            out += _line_encoder.encode(to_call_result(outcome)) + b"\n"
         return bytes(out)
 
     first = lines(stored.values())
@@ -111,7 +109,7 @@ async def _stream_results(
         if now >= deadline:
             return
         if now >= recheck_at:
-            missing = [cid for cid in wanted if cid not in done]
+            missing = {cid: key for cid, key in wanted.items() if cid not in done}
             chunk = lines((await gw.results.stored_many(missing, trust_memory=False)).values())
             if chunk:
                 await resp.write(chunk)

@@ -28,6 +28,7 @@ from thaw_core.api import (
 )
 from thaw_core.bus import BatchPublishError, Bus
 from thaw_core.contract import cancel_subject, invoke_subject, result_subject
+from thaw_core.result_proof import derive_key, new_key, result_msg_id, signed
 from thaw_core.schema import CancelCall, Codec, FunctionSpec, Invoke, JsonArgs, Result, encode
 
 from thaw_gateway.auth import check_calls
@@ -49,7 +50,7 @@ from thaw_gateway.errors import (
     not_found,
     too_large,
 )
-from thaw_gateway.results import GatewayStopping, MalformedResult, Outcome, to_call_result
+from thaw_gateway.results import GatewayStopping, to_call_result
 from thaw_gateway.state import Gateway, gateway
 
 log = logging.getLogger("thaw.gateway")
@@ -122,8 +123,30 @@ def check_size(bus: Bus, data: bytes) -> None:
 
 def issued(invoke: Invoke) -> IssuedCall:
     return IssuedCall(
-        invoke.call_id, invoke.app, invoke.function, invoke.codec, invoke.map_id, invoke.index
+        invoke.call_id,
+        invoke.app,
+        invoke.function,
+        invoke.codec,
+        invoke.map_id,
+        invoke.index,
+        invoke.key,
     )
+
+
+# A caller's key seed: long enough to be unguessable, short enough to be a seed.
+KEY_SEED_BYTES = (16, 64)
+
+
+def check_key_seed(seed: bytes) -> None:
+    low, high = KEY_SEED_BYTES
+    if seed and not low <= len(seed) <= high:
+        raise bad_request(f"key_seed is {len(seed)} bytes; it takes {low} to {high} (base64)")
+
+
+def result_key(seed: bytes, call_id: str) -> bytes:
+    """A new call's result key: from the caller's seed (so it can check the
+    result itself), else a fresh random one."""
+    return derive_key(seed, call_id) if seed else new_key()
 
 
 async def publish_input(bus: Bus, invoke: Invoke, data: bytes) -> None:
@@ -146,34 +169,25 @@ async def publish_inputs(bus: Bus, subject: str, inputs: list[tuple[str, bytes]]
 
 
 async def wait_result(
-    gw: Gateway, call_id: str, fut: asyncio.Future[Result], timeout_s: float
+    gw: Gateway, call_id: str, key: bytes, fut: asyncio.Future[Result], timeout_s: float
 ) -> Result | None:
-    """The result within ``timeout_s``, else None (the caller answers 202)."""
+    """The real result within ``timeout_s``, else None (the caller answers 202)."""
     try:
         return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
     except GatewayStopping:
         return None
-    except MalformedResult as e:
-        raise ApiError(500, "internal", str(e)) from None
     except TimeoutError:
         pass
     # Missed by the subscription (NATS reconnected meanwhile)? Look once; if
     # that fails too, "not finished yet" is still a true answer.
     try:
-        stored = await gw.results.stored(call_id, trust_memory=False)
+        return await gw.results.stored(call_id, key, trust_memory=False)
     except (nats.errors.Error, TimeoutError):
         return None
-    return outcome_result(stored) if stored is not None else None
 
 
 def client_gone(request: web.Request) -> bool:
     return request.transport is None or request.transport.is_closing()
-
-
-def outcome_result(outcome: Outcome) -> Result:
-    if isinstance(outcome, MalformedResult):
-        raise ApiError(500, "internal", str(outcome))
-    return outcome
 
 
 # ---------------------------------------------------------------- handlers
@@ -197,9 +211,10 @@ def _invoke(
     index: int = 0,
     created_at: float,
 ) -> Invoke:
-    """A new call's input, with its own call id."""
+    """A new call's input, with its own call id and result key."""
+    call_id = new_call_id()
     return Invoke(
-        call_id=new_call_id(),
+        call_id=call_id,
         app=app,
         function=function,
         method=body.method,
@@ -209,6 +224,7 @@ def _invoke(
         map_id=map_id,
         index=index,
         created_at=created_at,
+        key=result_key(body.key_seed, call_id),
     )
 
 
@@ -217,19 +233,20 @@ async def create_call(request: web.Request) -> web.Response:
     wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
     body = await read_body(request, CallRequest, empty_ok=True)
     check_method(spec, body.method)
+    check_key_seed(body.key_seed)
     args = encode_args(body.codec, body.args, body.kwargs, body.payload)
     invoke = _invoke(app_name, function, body, args, created_at=time.time())
     data = encode(invoke)
     check_size(gw.bus, data)
-    gw.results.issued([invoke.call_id])
+    gw.results.issued([(invoke.call_id, invoke.key)])
     if wait_s <= 0:
         await publish_input(gw.bus, invoke, data)
         gw.calls.record([issued(invoke)])
         return json_response(CallAccepted(call_id=invoke.call_id), 202)
-    with gw.results.expect(invoke.call_id) as fut:
+    with gw.results.expect(invoke.call_id, invoke.key) as fut:
         await publish_input(gw.bus, invoke, data)
         gw.calls.record([issued(invoke)])
-        result = await wait_result(gw, invoke.call_id, fut, wait_s)
+        result = await wait_result(gw, invoke.call_id, invoke.key, fut, wait_s)
     if result is None:
         return json_response(CallAccepted(call_id=invoke.call_id), 202)
     return json_response(to_call_result(result))
@@ -243,6 +260,7 @@ async def create_batch(request: web.Request) -> web.Response:
             f"{len(body.items)} items; a batch takes at most {MAX_BATCH_ITEMS}: split it"
         )
     check_method(spec, body.method)
+    check_key_seed(body.key_seed)
     map_id = new_map_id()
     now = time.time()
     invokes = [
@@ -263,7 +281,7 @@ async def create_batch(request: web.Request) -> web.Response:
             check_size(gw.bus, data)
         except ApiError as e:
             raise too_large(f"items[{i}]: {e.message}") from None
-    gw.results.issued(call_id for call_id, _ in inputs)
+    gw.results.issued((inv.call_id, inv.key) for inv in invokes)
     await publish_inputs(gw.bus, invoke_subject(app_name, function), inputs)
     gw.calls.record(issued(inv) for inv in invokes)
     return json_response(BatchAccepted(map_id=map_id, call_ids=[inv.call_id for inv in invokes]))
@@ -283,15 +301,18 @@ async def get_call(request: web.Request) -> web.Response:
     call_id = path_id(request, "call_id")
     await check_call_apps(request, gw, [call_id])
     wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
-    with gw.results.expect(call_id) as fut:
+    # The call's record holds its result key: without one, no stored result
+    # could be told from a forgery.
+    call = await gw.calls.get(call_id)
+    if call is None:
+        raise not_found(f"no call {call_id!r} was made (or it is older than its retention)")
+    with gw.results.expect(call_id, call.key) as fut:
         # Memory says "not finished" only to a waiter: a result already stored
         # but not yet delivered reaches it. A plain poll asks the stream.
-        stored = await gw.results.stored(call_id, trust_memory=wait_s > 0)
+        stored = await gw.results.stored(call_id, call.key, trust_memory=wait_s > 0)
         if stored is not None:
-            return json_response(to_call_result(outcome_result(stored)))
-        if await gw.calls.get(call_id) is None:
-            raise not_found(f"no call {call_id!r} was made (or it is older than its retention)")
-        result = await wait_result(gw, call_id, fut, wait_s) if wait_s > 0 else None
+            return json_response(to_call_result(stored))
+        result = await wait_result(gw, call_id, call.key, fut, wait_s) if wait_s > 0 else None
     if result is None:
         return json_response(CallAccepted(call_id=call_id), 202)
     return json_response(to_call_result(result))
@@ -300,26 +321,26 @@ async def get_call(request: web.Request) -> web.Response:
 async def cancel_call(request: web.Request) -> web.Response:
     """Cancel: tell whoever runs it (``thaw.cancel.<id>``) and store a
     ``cancelled`` result under the call's msg-id, so the real result, if it
-    comes later, is dropped as a duplicate and every client sees one outcome."""
+    comes later, is dropped as a duplicate and every client sees one outcome.
+    It is signed with the call's key, as an agent signs a result."""
     gw = gateway(request)
     call_id = path_id(request, "call_id")
     await check_call_apps(request, gw, [call_id])
     terminate = query_flag(request, "terminate")
 
-    async def too_late_or_done(outcome: Outcome) -> web.Response:
-        result = outcome_result(outcome)
+    async def too_late_or_done(result: Result) -> web.Response:
         if result.status == "cancelled":
             return json_response(CallAccepted(call_id=call_id, status="cancelling"), 202)
         raise conflict(
             f"call {call_id} already finished with status {result.status!r}; too late to cancel"
         )
 
-    stored = await gw.results.stored(call_id)
-    if stored is not None:
-        return await too_late_or_done(stored)
     call = await gw.calls.get(call_id)
     if call is None:
         raise not_found(f"no call {call_id!r} was made (or it is older than its retention)")
+    stored = await gw.results.stored(call_id, call.key)
+    if stored is not None:
+        return await too_late_or_done(stored)
     await gw.bus.publish_core(
         cancel_subject(call_id), CancelCall(call_id=call_id, terminate_containers=terminate)
     )
@@ -331,10 +352,14 @@ async def cancel_call(request: web.Request) -> web.Response:
         map_id=call.map_id,
         index=call.index,
     )
-    ack = await gw.bus.publish(result_subject(call_id), cancelled, msg_id=call_id)
+    ack = await gw.bus.publish(
+        result_subject(call_id),
+        signed(call.key, cancelled),
+        msg_id=result_msg_id(call.key, call_id),
+    )
     if ack.duplicate:
         # A result was stored between our look and our write: it wins.
-        stored = await gw.results.stored(call_id)
+        stored = await gw.results.stored(call_id, call.key)
         if stored is not None:
             return await too_late_or_done(stored)
     return json_response(CallAccepted(call_id=call_id, status="cancelling"), 202)

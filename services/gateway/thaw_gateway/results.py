@@ -13,6 +13,11 @@ those, answering needs no round trip to JetStream, which is what lets
 else (another replica's calls, a poll after a restart or a reconnect) is read
 back from the RESULTS stream by subject. A waiter that gives up still looks
 the result up once, so a result missed for any reason is never hidden.
+
+Only real results count (``thaw_core.result_proof``): a result whose proof
+does not verify under its call's key is refused (an error event and
+``thaw_results_refused_total``) and the waiters keep waiting; a lookup in
+RESULTS takes the newest stored result that verifies, not merely the last.
 """
 
 from __future__ import annotations
@@ -21,15 +26,16 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
 from thaw_core import contract
 from thaw_core.api import CallResult
 from thaw_core.bus import Bus
-from thaw_core.contract import result_subject
+from thaw_core.metrics import RESULTS_REFUSED
 from thaw_core.refusal import Reject
+from thaw_core.result_proof import stored_result, verified
 from thaw_core.schema import Result
 
 log = logging.getLogger("thaw.gateway")
@@ -41,39 +47,20 @@ _ISSUED_MAX = 200_000
 _SEEN_MAX = 100_000
 _SEEN_MAX_BYTES = 64 * 1024 * 1024
 
-_result_decoder = msgspec.json.Decoder(Result)
 _value_decoder = msgspec.json.Decoder()
-
-
-class MalformedResult(Exception):
-    """What was published as a call's result is not a ``Result``."""
-
-    def __init__(self, call_id: str, error: str) -> None:
-        super().__init__(f"the result stored for call {call_id} is malformed: {error}")
-        self.call_id = call_id
 
 
 class GatewayStopping(Exception):
     """The gateway shuts down: a waiting request answers "not finished yet"."""
 
 
-Outcome = Result | MalformedResult
-Watcher = Callable[[Outcome | Exception], None]
-
-
-def decode_result(call_id: str, data: bytes) -> Outcome:
-    try:
-        result = _result_decoder.decode(data)
-    except msgspec.DecodeError as e:
-        return MalformedResult(call_id, str(e))
-    if result.call_id != call_id:
-        return MalformedResult(call_id, f"it names call {result.call_id!r}")
-    return result
+Watcher = Callable[[Result | Exception], None]
 
 
 def to_call_result(r: Result) -> CallResult:
     """The HTTP view of a result. The json codec's value is JSON again; pickle
-    bytes pass through as base64, never unpickled here."""
+    bytes pass through as base64, never unpickled here. The proof goes along,
+    so a client that made the call's key checks the result itself."""
     value: Any = None
     value_b64 = r.value
     error = r.error
@@ -99,6 +86,7 @@ def to_call_result(r: Result) -> CallResult:
         container_id=r.container_id,
         started_at=r.started_at,
         finished_at=r.finished_at,
+        proof=r.proof,
     )
 
 
@@ -107,11 +95,14 @@ class ResultHub:
         self.bus = bus
         self._reject = reject
         self._watchers: dict[str, list[Watcher]] = {}
-        # call id -> connection epoch when it was issued here
-        self._issued: OrderedDict[str, int] = OrderedDict()
-        # call id -> its first result (the one RESULTS keeps: later ones are
-        # deduplicated there by msg-id, but still reach core subscribers)
-        self._seen: OrderedDict[str, tuple[Outcome, int]] = OrderedDict()
+        # call id -> (connection epoch when it was issued here, result key)
+        self._issued: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        # call id -> result key of a call waited for here. A result whose
+        # proof fails under its call's key is refused.
+        self._watch_keys: dict[str, bytes] = {}
+        # call id -> its first real result (the one RESULTS keeps: later ones
+        # are deduplicated there by msg-id, but still reach core subscribers)
+        self._seen: OrderedDict[str, tuple[Result, int]] = OrderedDict()
         self._seen_bytes = 0
         self._sub: Any = None
 
@@ -148,15 +139,25 @@ class ResultHub:
         watchers = self._watchers.get(call_id)
         if not watchers and call_id not in self._issued:
             return
-        outcome = decode_result(call_id, msg.data)
-        if isinstance(outcome, MalformedResult):
-            await self._reject(msg.subject, msg.data, "malformed", str(outcome))
+        result = verified(self._key_of(call_id), call_id, msg.data)
+        if result is None:
+            # Forged (or malformed, or another call's): refused once, here; the
+            # waiters keep waiting for the real one, and readers of RESULTS skip it.
+            RESULTS_REFUSED.labels("gateway").inc()
+            await self._reject(
+                msg.subject,
+                msg.data,
+                "forged",
+                f"a result for call {call_id} whose proof does not verify under the call's key:"
+                " not made by an agent for this input; ignored",
+            )
+            return
         if call_id in self._issued:
-            self._remember(call_id, outcome, len(msg.data))
+            self._remember(call_id, result, len(msg.data))
         for watch in list(watchers or ()):
-            watch(outcome)
+            watch(result)
 
-    def _remember(self, call_id: str, outcome: Outcome, size: int) -> None:
+    def _remember(self, call_id: str, outcome: Result, size: int) -> None:
         if call_id in self._seen:
             return  # first one wins, as in the stream
         self._seen[call_id] = (outcome, size)
@@ -169,27 +170,39 @@ class ResultHub:
 
     # ------------------------------------------------------------ calls issued here
 
-    def issued(self, call_ids: Iterable[str]) -> None:
-        """Note calls about to be published here (before publishing them)."""
+    def issued(self, calls: Iterable[tuple[str, bytes]]) -> None:
+        """Note calls (id, result key) about to be published here (before
+        publishing them)."""
         epoch = self._epoch()
-        for cid in call_ids:
-            self._issued[cid] = epoch
+        for cid, key in calls:
+            self._issued[cid] = (epoch, key)
         while len(self._issued) > _ISSUED_MAX:
             self._issued.popitem(last=False)
 
-    def known(self, call_id: str) -> Outcome | None | bool:
+    def _key_of(self, call_id: str) -> bytes:
+        key = self._watch_keys.get(call_id)
+        if key is None:
+            issued = self._issued.get(call_id)
+            key = b"" if issued is None else issued[1]
+        return key
+
+    def known(self, call_id: str) -> Result | None | bool:
         """What this gateway knows without asking JetStream: the result, None
         when the call surely has none yet, False when it cannot tell."""
         seen = self._seen.get(call_id)
         if seen is not None:
             return seen[0]
-        if self._issued.get(call_id) == self._epoch():
+        issued = self._issued.get(call_id)
+        if issued is not None and issued[0] == self._epoch():
             return None
         return False
 
     # ------------------------------------------------------------ waiting
 
-    def watch(self, call_id: str, watcher: Watcher) -> None:
+    def watch(self, call_id: str, key: bytes, watcher: Watcher) -> None:
+        """Call ``watcher`` with each real result of ``call_id`` (its proof
+        verifies under ``key``)."""
+        self._watch_keys[call_id] = key
         self._watchers.setdefault(call_id, []).append(watcher)
 
     def unwatch(self, call_id: str, watcher: Watcher) -> None:
@@ -200,14 +213,15 @@ class ResultHub:
             watchers.remove(watcher)
         if not watchers:
             del self._watchers[call_id]
+            self._watch_keys.pop(call_id, None)
 
     @contextlib.contextmanager
-    def expect(self, call_id: str) -> Iterator[asyncio.Future[Result]]:
-        """A future for the next result of ``call_id``; enter before publishing.
-        It fails with ``MalformedResult`` or ``GatewayStopping``."""
+    def expect(self, call_id: str, key: bytes) -> Iterator[asyncio.Future[Result]]:
+        """A future for the next real result of ``call_id`` (its proof verifies
+        under ``key``); enter before publishing. It fails with ``GatewayStopping``."""
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
 
-        def resolve(outcome: Outcome | Exception) -> None:
+        def resolve(outcome: Result | Exception) -> None:
             if fut.done():
                 return
             if isinstance(outcome, Exception):
@@ -215,7 +229,7 @@ class ResultHub:
             else:
                 fut.set_result(outcome)
 
-        self.watch(call_id, resolve)
+        self.watch(call_id, key, resolve)
         try:
             yield fut
         finally:
@@ -225,13 +239,14 @@ class ResultHub:
 
     @contextlib.contextmanager
     def expect_many(
-        self, call_ids: Iterable[str]
-    ) -> Iterator[asyncio.Queue[Outcome | GatewayStopping]]:
-        """One queue that every result of ``call_ids`` is put on as it arrives."""
-        queue: asyncio.Queue[Outcome | GatewayStopping] = asyncio.Queue()
-        ids = list(call_ids)
+        self, keys: Mapping[str, bytes]
+    ) -> Iterator[asyncio.Queue[Result | GatewayStopping]]:
+        """One queue that every real result of the calls ``keys`` names (call id
+        -> result key) is put on as it arrives."""
+        queue: asyncio.Queue[Result | GatewayStopping] = asyncio.Queue()
+        ids = list(keys)
         for cid in ids:
-            self.watch(cid, queue.put_nowait)
+            self.watch(cid, keys[cid], queue.put_nowait)
         try:
             yield queue
         finally:
@@ -240,22 +255,25 @@ class ResultHub:
 
     # ------------------------------------------------------------ stored results
 
-    async def stored(self, call_id: str, *, trust_memory: bool = True) -> Outcome | None:
-        """The result of ``call_id``, or None if there is none yet.
-        ``trust_memory=False``: ask JetStream even for a call issued here."""
+    async def stored(
+        self, call_id: str, key: bytes, *, trust_memory: bool = True
+    ) -> Result | None:
+        """The real result of ``call_id`` (its proof verifies under ``key``),
+        or None if there is none yet. ``trust_memory=False``: ask JetStream
+        even for a call issued here."""
         if trust_memory:
             known = self.known(call_id)
             if known is not False:
                 return known  # type: ignore[return-value]
-        data = await self.bus.last(result_subject(call_id))
-        return None if data is None else decode_result(call_id, data)
+        return await stored_result(self.bus, call_id, key)
 
     async def stored_many(
-        self, call_ids: list[str], *, trust_memory: bool = True
-    ) -> dict[str, Outcome]:
-        found: dict[str, Outcome] = {}
+        self, keys: Mapping[str, bytes], *, trust_memory: bool = True
+    ) -> dict[str, Result]:
+        """The real results of the calls ``keys`` names (call id -> result key)."""
+        found: dict[str, Result] = {}
         ask: list[str] = []
-        for cid in call_ids:
+        for cid in keys:
             known = self.known(cid) if trust_memory else False
             if known is False:
                 ask.append(cid)
@@ -265,7 +283,7 @@ class ResultHub:
 
         async def one(cid: str) -> None:
             async with gate:
-                outcome = await self.stored(cid, trust_memory=False)
+                outcome = await self.stored(cid, keys[cid], trust_memory=False)
             if outcome is not None:
                 found[cid] = outcome
 

@@ -14,7 +14,6 @@ from thaw_core.schema import FunctionSpec
 
 from thaw_gateway.catalog import DeployedApp
 from thaw_gateway.errors import bad_request
-from thaw_gateway.results import MalformedResult
 from thaw_gateway.state import Gateway
 
 
@@ -33,9 +32,11 @@ def check_schedules(functions: list[FunctionSpec]) -> None:
 
 
 _LAST_FIRES = """
-SELECT DISTINCT ON (function) function, fire_ms, call_id, published_at IS NOT NULL AS published
-FROM schedule_fires WHERE app = $1
-ORDER BY function, fire_ms DESC
+SELECT DISTINCT ON (f.function) f.function, f.fire_ms, f.call_id,
+       f.published_at IS NOT NULL AS published, coalesce(c.result_key, ''::bytea) AS result_key
+FROM schedule_fires f LEFT JOIN calls c ON c.call_id = f.call_id
+WHERE f.app = $1
+ORDER BY f.function, f.fire_ms DESC
 """
 _DEPLOYED_MS = """
 SELECT floor(extract(epoch FROM created_at) * 1000)::bigint
@@ -61,13 +62,13 @@ async def schedule_infos(gw: Gateway, app: DeployedApp) -> list[ScheduleInfo]:
         if row is not None:
             info.last_fire_at = row["fire_ms"] / 1000
             info.last_call_id = row["call_id"]
-            info.last_status = await _status(gw, row["call_id"], row["published"])
+            info.last_status = await _status(gw, row["call_id"], row["result_key"], row["published"])
         out.append(info)
     return out
 
 
-async def _status(gw: Gateway, call_id: str, published: bool) -> str:
-    outcome = await gw.results.stored(call_id)
+async def _status(gw: Gateway, call_id: str, key: bytes, published: bool) -> str:
+    outcome = await gw.results.stored(call_id, key)
     if outcome is None:
         return "pending" if published else "claimed"
-    return "malformed result" if isinstance(outcome, MalformedResult) else outcome.status
+    return outcome.status

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from thaw_core.result_proof import new_key
 from thaw_core.schema import HOP_BY_HOP_HEADERS, Invoke, WebHead, encode
 
 from thaw_gateway import auth, web_endpoints
@@ -149,11 +150,12 @@ async def serve(
             method=endpoint.method,
             codec="json",
             web=head,
+            key=new_key(),
         )
         data = encode(invoke)
         check_size(gw.bus, data)
-        gw.results.issued([invoke.call_id])
-        with gw.results.expect(invoke.call_id) as result:
+        gw.results.issued([(invoke.call_id, invoke.key)])
+        with gw.results.expect(invoke.call_id, invoke.key) as result:
             await publish_input(gw.bus, invoke, data)
             gw.calls.record([issued(invoke)])
             exchange = SocketExchange if websocket else Exchange

@@ -219,6 +219,24 @@ class Streams:
         info = await self.js.stream_info(self.stream_of(subject), subjects_filter=subject)
         return dict(info.state.subjects or {})
 
+    async def stored_on(self, subject: str, *, limit: int = 1024) -> list[bytes]:
+        """The payloads stored on ``subject`` (no wildcards), oldest first, at
+        most ``limit``: for a reader that wants more than the last one (the
+        newest result whose proof verifies, when the last one is forged)."""
+        stream = self.stream_of(subject)
+        found: list[bytes] = []
+        seq = 1
+        while len(found) < limit:
+            try:
+                raw = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                break
+            found.append(raw.data or b"")
+            if raw.seq is None:
+                break
+            seq = raw.seq + 1
+        return found
+
     async def stored_count(self, subject: str) -> int:
         """How many messages are stored under ``subject`` (wildcards allowed)."""
         return sum((await self.stored_subjects(subject)).values())

@@ -49,6 +49,7 @@ from thaw_core.schema.calls import (
     JsonArgs,
     Result,
     is_call_id,
+    readable_call,
     readable_call_id,
     result_for,
 )
@@ -269,6 +270,7 @@ __all__ = [
     "encode_web",
     "is_call_id",
     "now",
+    "readable_call",
     "readable_call_id",
     "result_for",
     "web_decoder",

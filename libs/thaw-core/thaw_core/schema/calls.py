@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -52,6 +52,17 @@ class Invoke(Message, tag="invoke"):
     created_at: float = msgspec.field(default_factory=now)
     # A web endpoint's HTTP request (``schema.web``); args are then empty.
     web: WebHead | None = None
+    # The call's secret (32 random bytes; thaw_core.result_proof): the agent
+    # signs the Result with it. Made by whoever makes the input, read only by
+    # agents; never in a result, a log or an API response. Without one, the
+    # result carries no proof and no reader can tell it from a forgery.
+    key: Annotated[
+        bytes,
+        msgspec.Meta(
+            description="The call's secret: 32 random bytes, fresh for every call; the agent"
+            " signs the Result with it (see Result.proof). Never share it."
+        ),
+    ] = b""
 
 
 class Result(Message, tag="result"):
@@ -70,6 +81,19 @@ class Result(Message, tag="result"):
     container_id: str = ""
     started_at: float = 0.0
     finished_at: float = msgspec.field(default_factory=now)
+    # HMAC-SHA256 under Invoke.key of the fields above (thaw_core.result_proof
+    # says which bytes); a result whose proof fails is a forgery.
+    proof: Annotated[
+        bytes,
+        msgspec.Meta(
+            description="HMAC-SHA256 under the Invoke's key of: the ASCII bytes"
+            " 'thaw.result.v1', then call_id, status, codec, sha256(value), sha256(exc),"
+            " error, traceback, attempts, map_id, index, container_id, started_at,"
+            " finished_at; strings as a 4-byte big-endian length and their UTF-8 bytes,"
+            " digests as 32 raw bytes, integers as 8-byte big-endian signed, floats as"
+            " 8-byte big-endian IEEE 754 doubles. Empty when the Invoke had no key."
+        ),
+    ] = b""
 
 
 class _CallIdOnly(msgspec.Struct):
@@ -78,7 +102,14 @@ class _CallIdOnly(msgspec.Struct):
     call_id: str = ""
 
 
+class _KeyOnly(msgspec.Struct):
+    """... and the key its result is to be signed with."""
+
+    key: bytes = b""
+
+
 _call_id_only = msgspec.json.Decoder(_CallIdOnly)
+_key_only = msgspec.json.Decoder(_KeyOnly)
 
 
 def readable_call_id(data: bytes) -> str:
@@ -89,6 +120,17 @@ def readable_call_id(data: bytes) -> str:
     except msgspec.DecodeError:
         return ""
     return call_id if is_call_id(call_id) else ""
+
+
+def readable_call(data: bytes) -> tuple[str, bytes]:
+    """``readable_call_id``, and the result key when one can be read too (b''
+    otherwise): the refusal that tells the caller is signed like any result."""
+    call_id = readable_call_id(data)
+    try:
+        key = _key_only.decode(data).key if call_id else b""
+    except msgspec.DecodeError:
+        key = b""
+    return call_id, key
 
 
 def result_for(

@@ -107,6 +107,8 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
             "Inputs of a function (JetStream INVOKE). Publish with the call id as"
             " Nats-Msg-Id (a repeated publish is dropped). With codec 'json', args (and"
             ' params) are the base64 of the UTF-8 JSON {"args": [...], "kwargs": {...}}.'
+            " Give every Invoke a fresh random 32-byte key (base64): the agent signs the"
+            " call's Result with it, and only a Result whose proof verifies under it is real."
         ),
         (Invoke,),
     ),
@@ -117,6 +119,9 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
             " afterwards as the RESULTS stream's last message by subject (a direct get"
             " with last_by_subj). With codec 'json', value is the base64 of the UTF-8"
             " JSON return value; a failure has status 'failure', error and traceback."
+            " Accept a result only when its proof is HMAC-SHA256 under the Invoke's key of"
+            " the canonical bytes that Result.proof describes; anything else is a forgery"
+            " (take the newest stored message on the subject whose proof verifies)."
         ),
         (Result,),
     ),

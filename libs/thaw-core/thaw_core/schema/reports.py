@@ -27,7 +27,8 @@ class ErrorEvent(Message, tag="error"):
 
     service: str
     subject: str
-    code: Literal["malformed", "unknown", "too_large", "internal"]
+    # forged: a Result whose proof does not verify (thaw_core.result_proof).
+    code: Literal["malformed", "unknown", "too_large", "internal", "forged"]
     error: str
     # The first bytes of the refused payload, for whoever debugs the producer.
     payload_preview: str = ""
