@@ -32,6 +32,7 @@ from fixtures.gateway import (
 from thaw_core import api, contract, schema
 from thaw_core.bus import Bus, Msg
 from thaw_core.config import Settings
+from thaw_core.result_proof import result_msg_id, signed
 from thaw_gateway.routes import ROUTES
 
 pytestmark = pytest.mark.timeout(120)
@@ -83,7 +84,7 @@ async def echo_pickle(invoke: schema.Invoke) -> schema.Result:
 @asynccontextmanager
 async def responder(bus: Bus, app: str, function: str, behaviour: Behaviour) -> AsyncIterator[list[schema.Invoke]]:
     """Plays agent + container for one function: pull its inputs from its
-    durable consumer, store each result (msg-id = call id), then ack."""
+    durable consumer, store each result signed with the input's key, then ack."""
     seen: list[schema.Invoke] = []
 
     async def handle(msg: Msg) -> None:
@@ -92,7 +93,9 @@ async def responder(bus: Bus, app: str, function: str, behaviour: Behaviour) -> 
         result = await behaviour(invoke)
         if result is not None:
             await bus.publish(
-                contract.result_subject(invoke.call_id), result, msg_id=invoke.call_id
+                contract.result_subject(invoke.call_id),
+                signed(invoke.key, result),
+                msg_id=result_msg_id(invoke.key, invoke.call_id),
             )
 
     stop = asyncio.Event()
@@ -326,17 +329,27 @@ async def test_two_functions_never_share_an_input_queue(gateway: Gateway) -> Non
     assert status == 404  # nothing of the refused deploy was recorded
 
 
-async def test_a_malformed_stored_result_is_a_clear_500(gateway: Gateway, bus: Bus) -> None:
+async def test_a_malformed_or_unsigned_stored_result_is_not_taken_for_one(
+    gateway: Gateway, bus: Bus
+) -> None:
     app = unique("broken")
     await deploy(gateway, app, spec("f"))
     status, body = await gateway.call("POST", f"/v1/functions/{app}/f/calls", json={})
     assert status == 202
     call_id = body["call_id"]
-    await bus.publish(contract.result_subject(call_id), b'{"type": "result", "oops": 1}')
+    subject = contract.result_subject(call_id)
+    await bus.publish(subject, b'{"type": "result", "oops": 1}')
+    await bus.publish(subject, schema.Result(call_id=call_id, status="success", value=b"1"))
     status, body = await gateway.call("GET", f"/v1/calls/{call_id}")
-    assert status == 500
-    assert body["error"]["code"] == "internal"
-    assert "malformed" in body["error"]["message"]
+    assert (status, body["status"]) == (202, "pending")
+    # The real one, stored after them, is the one every reader takes.
+    invoke = _invoke.decode(await bus.last(contract.invoke_subject(app, "f")))
+    real = schema.Result(call_id=call_id, status="success", codec="json", value=b"2")
+    await bus.publish(subject, signed(invoke.key, real), msg_id=result_msg_id(invoke.key, call_id))
+    await bus.publish(subject, b"not even json")
+    status, body = await gateway.call("GET", f"/v1/calls/{call_id}")
+    assert (status, body["status"], body["value"]) == (200, "success", 2)
+    assert "key" not in body and invoke.key.hex() not in json.dumps(body)
 
 
 async def test_an_unexpected_error_is_a_500_with_a_request_id_and_no_traceback(
@@ -612,8 +625,14 @@ async def test_cancel(gateway: Gateway, bus: Bus) -> None:
     # Cancelling twice is fine; the real result arriving later is dropped.
     status, _ = await gateway.call("POST", f"/v1/calls/{call_id}/cancel")
     assert status == 202
+    # (as an agent that ran it would: signed with the input's key)
+    invoke = _invoke.decode(await bus.last(contract.invoke_subject(app, "slow")))
     late = schema.Result(call_id=call_id, status="success", codec="json", value=b"1")
-    ack = await bus.publish(contract.result_subject(call_id), late, msg_id=call_id)
+    ack = await bus.publish(
+        contract.result_subject(call_id),
+        signed(invoke.key, late),
+        msg_id=result_msg_id(invoke.key, call_id),
+    )
     assert ack.duplicate
     status, body = await gateway.call("GET", f"/v1/calls/{call_id}")
     assert body["status"] == "cancelled"

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+from pathlib import Path
 
+import cloudpickle
 import pytest
 import thaw
 from fixtures.fake_gateway import FakeGateway, fake_gateway  # noqa: F401 - fake_gateway is a fixture
-from thaw.exception import InvalidError, NotFoundError, RemoteError, TimeoutError
+from thaw.exception import ExecutionError, InvalidError, NotFoundError, RemoteError, TimeoutError
+from thaw_core.api import CallResult
 
 
 class Boom(Exception):
@@ -342,3 +345,49 @@ def test_async_with_app_run(gateway: FakeGateway) -> None:
 
     assert asyncio.run(main()) == 25
     assert len(gateway.stopped) == 1
+
+
+# ---------------------------------------------------------------- results' proof
+
+
+class _CreatesFile:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (open, (self.path, "w"))
+
+
+def test_calls_send_a_key_seed_and_their_results_carry_its_proof(gateway: FakeGateway) -> None:
+    assert square.remote(3) == 9
+    seed = gateway.calls[-1].key_seed
+    assert len(seed) == 32
+    (call_id,) = [cid for cid in gateway.results if gateway.keys.get(cid)]
+    assert gateway._finish(call_id).proof  # the fake signs as an agent does
+    assert list(square.map([1, 2])) == [1, 4]
+    assert gateway.batches[-1].key_seed == seed  # one seed per client
+
+
+@pytest.mark.parametrize("signing_key", [b"\0" * 32, b""], ids=["other key", "no proof"])
+def test_a_result_whose_proof_fails_is_refused_and_never_unpickled(
+    gateway: FakeGateway, tmp_path: Path, signing_key: bytes
+) -> None:
+    bomb = tmp_path / "unpickled"
+    call = square.spawn(5)
+    # What a gateway that let a forgery through would hand on.
+    gateway.pending.pop(call.object_id)
+    gateway.results[call.object_id] = CallResult(
+        call_id=call.object_id,
+        status="success",
+        codec="pickle",
+        value_b64=cloudpickle.dumps(_CreatesFile(str(bomb))),
+    )
+    gateway.keys[call.object_id] = signing_key
+    with pytest.raises(ExecutionError, match="does not carry this call's proof"):
+        call.get()
+    assert not bomb.exists()
+    # A call made elsewhere (its key unknown here) relies on the gateway's check.
+    gateway.results["fc-elsewhere"] = CallResult(
+        call_id="fc-elsewhere", status="success", codec="pickle", value_b64=cloudpickle.dumps(25)
+    )
+    assert thaw.FunctionCall.from_id("fc-elsewhere").get() == 25
