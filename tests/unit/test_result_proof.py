@@ -145,3 +145,29 @@ def test_a_result_relayed_over_http_verifies_as_the_sdk_checks_it() -> None:
     assert call_result_verifies(KEY, wire)
     assert not call_result_verifies(KEY, msgspec.structs.replace(wire, value_b64=b"evil"))
     assert not call_result_verifies(new_key(), wire)
+
+
+async def test_a_refused_inputs_key_is_not_in_its_log_or_error_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from thaw_core.refusal import reject
+    from thaw_core.schema import ErrorEvent, Invoke
+
+    published: list[ErrorEvent] = []
+
+    class Bus:
+        async def publish(self, subject: str, event: ErrorEvent) -> None:
+            published.append(event)
+
+    key = new_key()
+    data = encode(Invoke(call_id="fc-1", app="a", function="f", key=key))
+    b64 = msgspec.json.encode(key).decode().strip('"')
+    with caplog.at_level(logging.WARNING):
+        await reject(
+            Bus(), "agent", logging.getLogger("t"), "thaw.invoke.a.f", data, "malformed", "x"
+        )  # type: ignore[arg-type]
+    (event,) = published
+    assert '"key":"<redacted>' in event.payload_preview
+    assert b64 not in event.payload_preview and b64 not in caplog.text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -28,6 +29,15 @@ ERROR_CODES = ("malformed", "unknown", "too_large", "internal", "forged")
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024
 # How long ``reject`` waits for JetStream to store an ErrorEvent.
 REJECT_PUBLISH_TIMEOUT_S = 3.0
+
+
+# An Invoke's result key (thaw_core.result_proof) never goes into a log or an
+# ErrorEvent: a refused input's preview shows that it had one, not what it is.
+_KEY_FIELD = re.compile(r'("key"\s*:\s*")[^"]*("?)')
+
+
+def _redacted(preview: str) -> str:
+    return _KEY_FIELD.sub(r"\1<redacted>\2", preview)
 
 
 # A service's ``reject`` bound to it: (subject, payload, code, error).
@@ -48,7 +58,7 @@ async def reject(
     try:
         if code not in ERROR_CODES:
             error, code = f"[{code}] {error}", "internal"
-        preview = bytes(payload[:256]).decode("utf-8", "replace")
+        preview = _redacted(bytes(payload[:256]).decode("utf-8", "replace"))
         log.warning(
             "rejected message",
             extra={"subject": subject, "code": code, "error": error, "payload_preview": preview},
