@@ -35,6 +35,7 @@ from fixtures.logs import LogTap
 from fixtures.wait import eventually
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings
+from thaw_core import result_proof
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.contract import invoke_consumer_name as consumer_name
@@ -346,6 +347,39 @@ async def test_a_redelivered_input_whose_result_exists_is_not_run_again(
     assert "marker ran with second" in logs.text()
     assert "marker ran with first" not in logs.text()
     assert value(await result_of(bus, call_id)) == "stored"
+
+
+async def test_a_redelivered_input_with_only_a_forged_result_runs_and_is_signed(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    """A forged result (no valid proof under the input's key) must not make a
+    redelivered input look done; the agent's own result is signed with the key."""
+    agent = await make_agent()
+    app = unique_app()
+    sha = await put_bundle(blob, APP_SOURCE)
+    durable = consumer_name(app, "marker")
+    await bus.ensure_consumer(
+        "INVOKE", durable, filter_subject=invoke_subject(app, "marker"), ack_wait_s=10
+    )
+    key = result_proof.new_key()
+    call_id = await call(bus, app, "marker", "first", key=key)
+    psub = await bus.js.pull_subscribe_bind(durable=durable, stream="INVOKE")
+    (first,) = await psub.fetch(1, timeout=5)
+    forged = Result(
+        call_id=call_id, status="success", value=cloudpickle.dumps("forged"), proof=b"\0" * 32
+    )
+    await bus.publish(result_subject(call_id), forged, msg_id=call_id)
+    await first.nak()
+    await psub.unsubscribe()
+
+    await agent.wait_state(await agent.start(bus, app, sha, spec("marker")), "ready")
+    real = await eventually(
+        lambda: result_proof.stored_result(bus, call_id, key),
+        30,
+        f"a result of {call_id} that verifies",
+    )
+    assert value(real) == "first" and result_proof.verifies(key, real)
+    assert real.proof != forged.proof
 
 
 async def test_an_input_running_past_the_ack_wait_is_kept_alive_not_redelivered(

@@ -46,6 +46,7 @@ _LOOKUP_CONCURRENCY = 64
 _ISSUED_MAX = 200_000
 _SEEN_MAX = 100_000
 _SEEN_MAX_BYTES = 64 * 1024 * 1024
+_REFUSED_MAX = 10_000
 
 _value_decoder = msgspec.json.Decoder()
 
@@ -105,6 +106,9 @@ class ResultHub:
         self._seen: OrderedDict[str, tuple[Result, int]] = OrderedDict()
         self._seen_bytes = 0
         self._sub: Any = None
+        # Calls a refused result was reported for (once each), and the reports.
+        self._refused: OrderedDict[str, None] = OrderedDict()
+        self._reporting: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         # No pending limits: a dropped result would leave a waiter hanging
@@ -141,21 +145,32 @@ class ResultHub:
             return
         result = verified(self._key_of(call_id), call_id, msg.data)
         if result is None:
-            # Forged (or malformed, or another call's): refused once, here; the
-            # waiters keep waiting for the real one, and readers of RESULTS skip it.
-            RESULTS_REFUSED.labels("gateway").inc()
-            await self._reject(
-                msg.subject,
-                msg.data,
-                "forged",
-                f"a result for call {call_id} whose proof does not verify under the call's key:"
-                " not made by an agent for this input; ignored",
-            )
+            # Forged (or malformed, or another call's): the waiters keep waiting
+            # for the real one, and readers of RESULTS skip it.
+            self._refuse(call_id, msg.subject, msg.data)
             return
         if call_id in self._issued:
             self._remember(call_id, result, len(msg.data))
         for watch in list(watchers or ()):
             watch(result)
+
+    def _refuse(self, call_id: str, subject: str, data: bytes) -> None:
+        """Count a refused result; the first one of a call is also an error
+        event. Off the subscription's callback, so that a flood of forgeries
+        cannot hold up the real results behind it."""
+        RESULTS_REFUSED.labels("gateway").inc()
+        if call_id in self._refused:
+            return
+        self._refused[call_id] = None
+        while len(self._refused) > _REFUSED_MAX:
+            self._refused.popitem(last=False)
+        error = (
+            f"a result for call {call_id} whose proof does not verify under the call's key"
+            " (not made by an agent for this input): ignored; further ones are only counted"
+        )
+        task = asyncio.ensure_future(self._reject(subject, data, "forged", error))
+        self._reporting.add(task)
+        task.add_done_callback(self._reporting.discard)
 
     def _remember(self, call_id: str, outcome: Result, size: int) -> None:
         if call_id in self._seen:
