@@ -7,8 +7,8 @@ with its caller: no consumer reads that subject, no agent pulls it. Every
 ``SWEEP_EVERY_S`` this looks at INVOKE's per-subject counts; an input on a
 subject no deployed function owns, stored for at least
 ``contract.UNANSWERED_GRACE_S`` (a deploy racing its first input is not
-mistaken for none), is answered with a Result under its call's msg-id (so a
-result that an agent stored first wins) and then deleted from the stream:
+mistaken for none), is answered with a Result signed with its key, under its call's
+msg-id (so a result that an agent stored first wins) and then deleted from the stream:
 
 - an app that was stopped: ``cancelled``, "app X was stopped";
 - otherwise: ``failure``, naming what is not deployed.
@@ -27,7 +27,8 @@ import msgspec
 from thaw_core import contract
 from thaw_core.bus import Bus, StoredMsg
 from thaw_core.refusal import Reject
-from thaw_core.schema import CallStatus, Invoke, Result, decoder, readable_call_id, result_for
+from thaw_core.result_proof import result_msg_id, signed
+from thaw_core.schema import CallStatus, Invoke, Result, decoder, readable_call, result_for
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +114,20 @@ class UnansweredInputs:
         """Publish the input's Result, then delete it (a failed publish keeps it
         for the next sweep)."""
         result: Result | None = None
+        key = b""
         try:
             invoke: Invoke = self._invoke.decode(stored.data)
-            result = result_for(invoke, status, error=why)
+            result, key = result_for(invoke, status, error=why), invoke.key
         except msgspec.DecodeError as e:
             await self._reject(subject, stored.data, "malformed", f"invalid Invoke: {e}")
-            call_id = readable_call_id(stored.data)
+            call_id, key = readable_call(stored.data)
             if call_id:
                 result = Result(call_id=call_id, status="failure", error=f"invalid Invoke: {e}")
         if result is not None:
+            # Signed with the input's key, as an agent signs a result.
             await self._bus.publish(
-                contract.result_subject(result.call_id), result, msg_id=result.call_id
+                contract.result_subject(result.call_id),
+                signed(key, result),
+                msg_id=result_msg_id(key, result.call_id),
             )
         await self._bus.delete_stored(subject, stored.seq)

@@ -9,9 +9,10 @@ stream     subjects            retention    what
 INVOKE     ``thaw.invoke.>``   workqueue    inputs, ``thaw.invoke.<app>.<fn>``; one
                                             durable pull consumer per function, which
                                             agents pull from for their free slots
-RESULTS    ``thaw.result.>``   limits, 24h  ``thaw.result.<call_id>``, published with
-                                            ``msg_id=<call_id>`` so a redelivered input
-                                            never stores two results
+RESULTS    ``thaw.result.>``   limits, 24h  ``thaw.result.<call_id>``, signed and
+                                            published with the call's keyed msg-id
+                                            (``result_proof.result_msg_id``) so a
+                                            redelivered input never stores two results
 EVENTS     ``thaw.event.>``    limits, 1h   heartbeats, errors, state changes
 LOGS       ``thaw.logs.>``     limits, 24h  container stdout/stderr
 BUILD      ``thaw.build.>``    limits, 24h  image build requests and progress

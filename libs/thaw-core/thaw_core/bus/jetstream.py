@@ -223,18 +223,11 @@ class Streams:
         """The payloads stored on ``subject`` (no wildcards), oldest first, at
         most ``limit``: for a reader that wants more than the last one (the
         newest result whose proof verifies, when the last one is forged)."""
-        stream = self.stream_of(subject)
         found: list[bytes] = []
-        seq = 1
-        while len(found) < limit:
-            try:
-                raw = await self.js.get_msg(stream, seq=seq, subject=subject, next=True)
-            except nats.js.errors.NotFoundError:
-                break
-            found.append(raw.data or b"")
-            if raw.seq is None:
-                break
-            seq = raw.seq + 1
+        seq = 0
+        while len(found) < limit and (stored := await self.next_stored(subject, seq)) is not None:
+            found.append(stored.data)
+            seq = stored.seq
         return found
 
     async def stored_count(self, subject: str) -> int:

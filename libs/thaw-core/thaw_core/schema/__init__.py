@@ -13,7 +13,7 @@ Subjects (``registry.SUBJECTS`` is the machine-readable list used for proto/):
 - ``thaw.event.error.<service>``   structured errors a service reports: ``ErrorEvent``
 - ``thaw.event.app.<app>``         deploys and stops: ``AppEvent``
 - ``thaw.invoke.<app>.<function>`` inputs (JetStream INVOKE, one durable per function): ``Invoke``
-- ``thaw.result.<call_id>``        results (JetStream RESULTS, msg-id = call id): ``Result``
+- ``thaw.result.<call_id>``        results (JetStream RESULTS, signed, keyed msg-id; ``result_proof``): ``Result``
 - ``thaw.cancel.<call_id>``        core NATS: ``CancelCall``
 - ``thaw.agent.<node_id>``         request/reply, scheduler -> agent: ``AgentCommand`` -> ``CommandReply``
 - ``thaw.logs.<app>.<function>``   container stdout/stderr (JetStream LOGS): ``LogLine``
