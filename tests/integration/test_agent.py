@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import msgspec
 import pytest
 from fixtures.agent import (
     Agent,
@@ -319,24 +320,31 @@ async def test_a_container_that_exits_under_its_input_answers_it_with_one_attemp
     assert logs.text().count("crashing with 3") == 2, logs.text()
 
 
+async def delivered_once_with(bus: Bus, app: str, stored: Result, **invoke: Any) -> str:
+    """A ``marker`` input whose first delivery stored ``stored`` (as its
+    result) but whose ack was lost: it is due for redelivery."""
+    durable = consumer_name(app, "marker")
+    await bus.ensure_consumer(
+        "INVOKE", durable, filter_subject=invoke_subject(app, "marker"), ack_wait_s=10
+    )
+    call_id = await call(bus, app, "marker", "first", **invoke)
+    psub = await bus.js.pull_subscribe_bind(durable=durable, stream="INVOKE")
+    (first,) = await psub.fetch(1, timeout=5)
+    stored = msgspec.structs.replace(stored, call_id=call_id)
+    await bus.publish(result_subject(call_id), stored, msg_id=call_id)
+    await first.nak()
+    await psub.unsubscribe()
+    return call_id
+
+
 async def test_a_redelivered_input_whose_result_exists_is_not_run_again(
     make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
 ) -> None:
     agent = await make_agent()
     app = unique_app()
     sha = await put_bundle(blob, APP_SOURCE)
-    durable = consumer_name(app, "marker")
-    await bus.ensure_consumer(
-        "INVOKE", durable, filter_subject=invoke_subject(app, "marker"), ack_wait_s=10
-    )
-    # A first delivery that ran and stored its result, but whose ack was lost.
-    call_id = await call(bus, app, "marker", "first")
-    psub = await bus.js.pull_subscribe_bind(durable=durable, stream="INVOKE")
-    (first,) = await psub.fetch(1, timeout=5)
-    stored = Result(call_id=call_id, status="success", value=cloudpickle.dumps("stored"))
-    await bus.publish(result_subject(call_id), stored, msg_id=call_id)
-    await first.nak()
-    await psub.unsubscribe()
+    stored = Result(call_id="", status="success", value=cloudpickle.dumps("stored"))
+    call_id = await delivered_once_with(bus, app, stored)
 
     logs = await LogTap.open(bus, app, "marker")
     await agent.wait_state(await agent.start(bus, app, sha, spec("marker")), "ready")
@@ -357,20 +365,11 @@ async def test_a_redelivered_input_with_only_a_forged_result_runs_and_is_signed(
     agent = await make_agent()
     app = unique_app()
     sha = await put_bundle(blob, APP_SOURCE)
-    durable = consumer_name(app, "marker")
-    await bus.ensure_consumer(
-        "INVOKE", durable, filter_subject=invoke_subject(app, "marker"), ack_wait_s=10
-    )
     key = result_proof.new_key()
-    call_id = await call(bus, app, "marker", "first", key=key)
-    psub = await bus.js.pull_subscribe_bind(durable=durable, stream="INVOKE")
-    (first,) = await psub.fetch(1, timeout=5)
     forged = Result(
-        call_id=call_id, status="success", value=cloudpickle.dumps("forged"), proof=b"\0" * 32
+        call_id="", status="success", value=cloudpickle.dumps("forged"), proof=b"\0" * 32
     )
-    await bus.publish(result_subject(call_id), forged, msg_id=call_id)
-    await first.nak()
-    await psub.unsubscribe()
+    call_id = await delivered_once_with(bus, app, forged, key=key)
 
     await agent.wait_state(await agent.start(bus, app, sha, spec("marker")), "ready")
     real = await eventually(
@@ -379,7 +378,7 @@ async def test_a_redelivered_input_with_only_a_forged_result_runs_and_is_signed(
         f"a result of {call_id} that verifies",
     )
     assert value(real) == "first" and result_proof.verifies(key, real)
-    assert real.proof != forged.proof
+    assert real.proof != forged.proof and real.value != forged.value
 
 
 async def test_an_input_running_past_the_ack_wait_is_kept_alive_not_redelivered(
