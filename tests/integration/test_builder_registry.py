@@ -4,7 +4,9 @@ with skopeo into thaw's layers once per digest."""
 
 from __future__ import annotations
 
+import stat
 import uuid
+from pathlib import Path
 
 import pytest
 from fixtures.builder import (
@@ -13,6 +15,7 @@ from fixtures.builder import (
 )
 from fixtures.host import needs_containers
 from fixtures.registry import MARKER, REMOVED, Registry
+from thaw_builder.registry import Credentials, Skopeo, parse_reference
 
 pytestmark = [needs_containers, pytest.mark.slow]
 
@@ -65,3 +68,17 @@ async def test_a_private_registry_says_it_needs_credentials(
     assert not failed.result.ok
     assert "needs credentials" in failed.result.error, failed.result.error
     assert "REGISTRY_USERNAME" in failed.result.error
+
+
+async def test_credentials_stay_off_the_command_line(private_image: str) -> None:
+    """Every local user reads a process's argv: skopeo gets the registry
+    password from a 0600 auth file that lives as long as the command."""
+    password = "s3cret-pw"  # the private registry fixture's
+    skopeo = Skopeo(Credentials("thaw", password))
+    ref = parse_reference(private_image)
+    with skopeo._common(ref, "src-") as args:
+        assert not [a for a in args if password in a], args
+        authfile = Path(next(a for a in args if a.startswith("--src-authfile=")).partition("=")[2])
+        assert stat.S_IMODE(authfile.stat().st_mode) == 0o600
+    assert not authfile.exists()
+    assert await skopeo.inspect(ref)  # and skopeo finds them there

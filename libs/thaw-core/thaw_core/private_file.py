@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import secrets
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,10 +53,26 @@ def read_or_create(path: Path, make: Callable[[], str]) -> str:
 def private_dir(path: Path) -> Path:
     """Make ``path`` (and missing parents) a directory other users cannot
     enter: 0700 when made; an existing one loses every permission of others
-    and its group's read and write (a group's traverse bit stays: the
-    embedded stack lets Postgres' user through its state dir that way)."""
+    and of its group (but a given group's traverse bit, see below)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o067:
-        path.chmod(mode & 0o710)
+    st = path.stat()
+    if st.st_mode & stat.S_ISVTX or st.st_uid != os.geteuid():
+        # /tmp, or someone else's: closing it would break them, and leaving
+        # it open would expose us. Neither silently.
+        raise PermissionError(
+            f"{path} is shared ({'sticky' if st.st_mode & stat.S_ISVTX else 'not ours'}): "
+            "thaw keeps credentials in its state dir; point THAW_STATE_DIR at a directory "
+            "of its own"
+        )
+    # A group's traverse bit stays where a group was given on purpose (not
+    # the owner's own): PgCluster.let_through lets Postgres' user in so.
+    try:
+        own_group = pwd.getpwuid(st.st_uid).pw_gid
+    except KeyError:
+        own_group = st.st_gid
+    keep = 0o710 if st.st_gid != own_group else 0o700
+    mode = st.st_mode & 0o777
+    if mode & ~keep:
+        path.chmod(mode & keep)
     return path
+

@@ -15,6 +15,8 @@ reached over plain HTTP, as Docker's default ``insecure-registries`` do.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import hashlib
 import ipaddress
 import json
@@ -22,10 +24,13 @@ import os
 import platform
 import re
 import shutil
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from thaw_core.private_file import write_private
 
 DOCKER_HUB = "docker.io"
 INSECURE_ENV = "THAW_BUILDER_INSECURE_REGISTRIES"
@@ -163,11 +168,21 @@ class Skopeo:
     def __init__(self, credentials: Credentials | None = None) -> None:
         self.credentials = credentials
 
-    def _common(self, ref: Reference, flag: str) -> list[str]:
+    @contextlib.contextmanager
+    def _common(self, ref: Reference, flag: str) -> Iterator[list[str]]:
+        """skopeo's TLS and credential options for ``ref``. The credentials go
+        in a 0600 auth file for the command's life, never on its command line
+        (which every local user reads in /proc)."""
         args = [f"--{flag}tls-verify={'false' if ref.insecure else 'true'}"]
-        if self.credentials is not None:
-            args.append(f"--{flag}creds={self.credentials.username}:{self.credentials.password}")
-        return args
+        if self.credentials is None:
+            yield args
+            return
+        pair = f"{self.credentials.username}:{self.credentials.password}"
+        auths = {"auths": {ref.host: {"auth": base64.b64encode(pair.encode()).decode()}}}
+        with tempfile.TemporaryDirectory(prefix="thaw-skopeo-") as tmp:
+            authfile = Path(tmp) / "auth.json"
+            write_private(authfile, json.dumps(auths))
+            yield [*args, f"--{flag}authfile={authfile}"]
 
     @staticmethod
     def _binary() -> list[str]:
@@ -177,10 +192,11 @@ class Skopeo:
         return [found] if _POLICY.exists() else [found, "--insecure-policy"]
 
     async def inspect(self, ref: Reference, *, config: bool = False) -> bytes:
-        argv = [*self._binary(), "inspect", "--raw", *self._common(ref, "")]
-        if config:
-            argv.append("--config")
-        out, err, code = await _run([*argv, f"docker://{ref}"], INSPECT_TIMEOUT_S)
+        with self._common(ref, "") as common:
+            argv = [*self._binary(), "inspect", "--raw", *common]
+            if config:
+                argv.append("--config")
+            out, err, code = await _run([*argv, f"docker://{ref}"], INSPECT_TIMEOUT_S)
         if code != 0:
             raise RegistryError(_explain(ref, err, self.credentials is not None))
         return out
@@ -188,13 +204,13 @@ class Skopeo:
     async def copy(
         self, ref: Reference, layout: Path, on_line: Callable[[str], None], timeout_s: float
     ) -> None:
-        argv = [
-            *self._binary(),
-            "copy",
-            *self._common(ref, "src-"),
-            f"docker://{ref}",
-            f"oci:{layout}:image",
-        ]
+        with self._common(ref, "src-") as common:
+            argv = [*self._binary(), "copy", *common, f"docker://{ref}", f"oci:{layout}:image"]
+            await self._copy(ref, argv, on_line, timeout_s)
+
+    async def _copy(
+        self, ref: Reference, argv: list[str], on_line: Callable[[str], None], timeout_s: float
+    ) -> None:
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from thaw_core import hosttools, layers
 from thaw_core.image_users import ROOT, ImageUser, image_user
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
+from thaw_core.private_file import write_private
 
 from thaw_builder.pipconf import Mount
 from thaw_builder.step_network import resolv_conf, step_network
@@ -118,7 +119,8 @@ class StepContainer:
             resolv.write_text(resolv_conf())
             async with step_network() as netns:
                 config = _config(self.rootfs, self.container_id, cmd, user, netns, resolv)
-                (self.bundle / "config.json").write_text(json.dumps(config))
+                # 0600: a step's environment may carry its secrets.
+                write_private(self.bundle / "config.json", json.dumps(config))
                 return await self._run(cmd, on_line)
         finally:
             await asyncio.shield(self._cleanup())
