@@ -6,6 +6,7 @@ handler, a consume loop survives a NATS restart, and traces cross the bus."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import time
 import uuid
@@ -18,7 +19,7 @@ from fixtures.nats import NatsServer
 from fixtures.wait import eventually
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from thaw_core import schema
+from thaw_core import contract, schema
 from thaw_core.bus import Bus, BusRequestError, Msg, trace_context
 
 
@@ -400,3 +401,28 @@ async def test_close_stops_consume_loops(nats_url: str) -> None:
     await b.close(grace_s=3)
     await asyncio.wait_for(task, 3)
     assert not b.connected
+
+
+async def test_a_full_input_stream_refuses_the_publish_and_keeps_every_input(bus: Bus) -> None:
+    """INVOKE's bounds are of the kind that tell the publisher: at the bound
+    a publish fails (the caller knows it was not taken) and nothing stored
+    is dropped. A stream like INVOKE but bounded at 3 inputs shows it."""
+    assert contract.INVOKE_STREAM.discard == "new"
+    assert contract.INVOKE_STREAM.max_age_s is None  # an aged-out input is never answered
+    small = dataclasses.replace(
+        contract.INVOKE_STREAM,
+        name=f"FULL{uid()}".replace("-", ""),
+        subjects=(f"full-{uid()}.>",),
+        max_msgs=3,
+        max_bytes=None,
+    )
+    await bus.provision((small,))
+    subject = small.subjects[0].replace(">", "fn")
+    for i in range(3):
+        await bus.publish(subject, f"input {i}".encode())
+    with pytest.raises(nats.js.errors.APIError, match="maximum messages exceeded"):
+        await bus.publish(subject, b"one too many")
+    assert await stored(bus, subject) == 3
+    first = await bus.next_stored(subject)
+    assert first is not None and first.data == b"input 0"
+    await bus.js.delete_stream(small.name)
