@@ -10,8 +10,9 @@ Taking is at-least-once and made to look exactly-once: local code's items
 are acked as they are handed over; a container's stay leased to it until it
 takes its next item from the same partition or its input returns
 (``thaw.runtime.store_calls``), so a container killed mid-item hands that
-item to another getter (after ``contract.QUEUE_ACK_WAIT_S``) instead of
-losing it.
+item to another getter instead of losing it: at once when its agent sees it
+go (``thaw_agent.store_relay``), after ``contract.QUEUE_ACK_WAIT_S`` when
+the agent is lost too.
 """
 
 from __future__ import annotations

@@ -340,6 +340,7 @@ class Container:
     def _report_gone(self) -> None:
         if not self._gone_reported:
             self._gone_reported = True
+            self.host.stores.release(self.id)  # its leased queue items, to other getters
             self.host.events.container_gone(self)
 
     async def stop(self, grace_s: float, reason: str = "") -> None:

@@ -64,7 +64,7 @@ async def _next(c: Container, channel: RuntimeChannel) -> object:
             case VolumeRequest():
                 c.volumes.serve(frame, channel.send)
             case StoreRequest():
-                c.host.stores.serve(frame, channel.send)
+                c.host.stores.serve(c.id, frame, channel.send)
             case _:
                 return frame
 

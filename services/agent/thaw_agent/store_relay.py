@@ -5,8 +5,10 @@ Why relay to the gateway rather than act on JetStream here: the gateway
 already carries out every store operation for local code (over HTTP), so
 containers get the same checks, limits and errors, and the key-value
 buckets and queue streams are reachable by one role only. The agent never
-decodes the operation (it is opaque msgpack), so it cannot be made to do
-anything but pass it on.
+changes an operation: it passes the bytes on. It reads queue gets and acks
+only to know which items each container holds leased, so that those of a
+container that dies go back to the queue at once, not after
+``contract.QUEUE_ACK_WAIT_S``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+import msgspec
 import nats.errors
 from thaw_core import contract
 from thaw_core.bus import Bus, BusRequestError
 from thaw_core.container_protocol import StoreAnswer, StoreRequest
+from thaw_core.schema.stores import QueueAck, QueueGet, StoreOp, StoreReply
 from thaw_core.tasks import Background
 
 log = logging.getLogger("thaw.agent.stores")
@@ -28,17 +32,55 @@ REPLY_MARGIN_S = 15.0
 
 Answer = Callable[[StoreAnswer], Awaitable[None]]
 
+_op = msgspec.msgpack.Decoder(StoreOp)
+_reply = msgspec.msgpack.Decoder(StoreReply)
+_encoder = msgspec.msgpack.Encoder()
+
 
 class StoreRelay:
     def __init__(self, bus: Bus | None) -> None:
         self._bus = bus
         self._tasks = Background(log)
+        # Container id -> ack tokens of the queue items it holds leased.
+        self._leased: dict[str, set[str]] = {}
 
-    def serve(self, request: StoreRequest, answer: Answer) -> None:
+    def serve(self, container_id: str, request: StoreRequest, answer: Answer) -> None:
         """Relay ``request`` in the background (other frames go on)."""
-        self._tasks.spawn(self._relay(request, answer), "store-relay")
+        held = self._leased.setdefault(container_id, set())
+        try:
+            op: StoreOp | None = _op.decode(request.op)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            op = None  # the gateway tells the container what is wrong with it
+        match op:
+            # Settled from now on, before the relay: never handed back at the container's end.
+            case QueueAck(tokens=done) | QueueGet(ack=done):
+                held.difference_update(done)
+        leasing = isinstance(op, QueueGet) and op.lease
+        self._tasks.spawn(
+            self._relay(container_id if leasing else "", request, answer), "store-relay"
+        )
 
-    async def _relay(self, request: StoreRequest, answer: Answer) -> None:
+    def release(self, container_id: str) -> None:
+        """The container is gone: what it held leased goes to other getters now."""
+        tokens = self._leased.pop(container_id, set())
+        if tokens:
+            op = _encoder.encode(QueueAck(tokens=sorted(tokens), ok=False))
+            self._tasks.spawn(
+                self._relay("", StoreRequest(request_id="", op=op), _nobody), "store-release"
+            )
+
+    def _took(self, container_id: str, reply: bytes) -> None:
+        """A leased get's answer: the container holds what it took (unless it
+        is gone already; those items return after the ack wait)."""
+        held = self._leased.get(container_id)
+        if held is None:
+            return
+        try:
+            held.update(_reply.decode(reply).tokens)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            pass
+
+    async def _relay(self, container_id: str, request: StoreRequest, answer: Answer) -> None:
         reply = StoreAnswer(request_id=request.request_id)
         if self._bus is None:
             reply = StoreAnswer(request_id=request.request_id, error="this agent has no bus")
@@ -50,6 +92,8 @@ class StoreRelay:
                     timeout_s=request.timeout_s + REPLY_MARGIN_S,
                 )
                 reply = StoreAnswer(request_id=request.request_id, reply=got.data)
+                if container_id:
+                    self._took(container_id, got.data)
             except nats.errors.NoRespondersError:
                 reply = StoreAnswer(
                     request_id=request.request_id, error="no gateway is serving Dict/Queue requests"
@@ -68,4 +112,10 @@ class StoreRelay:
             await answer(reply)
 
     async def close(self) -> None:
+        for container_id in list(self._leased):
+            self.release(container_id)
         await self._tasks.close(1.0)
+
+
+async def _nobody(answer: StoreAnswer) -> None:
+    pass

@@ -6,8 +6,9 @@ coroutine waiting for it (on the SDK's background loop).
 Queue items a container takes are leased: they stay its own until it acks
 them, which it does when it takes its next item from that queue or when an
 input returns (a failed input hands them back for another getter). A
-container killed meanwhile never acks, and its items go to another getter
-once ``contract.QUEUE_ACK_WAIT_S`` has passed.
+container killed meanwhile never acks; its agent hands its items back when
+it sees the container gone, or they go to another getter once
+``contract.QUEUE_ACK_WAIT_S`` has passed.
 """
 
 from __future__ import annotations
