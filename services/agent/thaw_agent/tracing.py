@@ -12,6 +12,7 @@ runs user code, so what it says is capped and checked, never trusted.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from opentelemetry import propagate, trace
@@ -73,6 +74,19 @@ def end_input_span(
     span.end()
 
 
+@functools.lru_cache(maxsize=1024)
+def _runtime_resource(resource: tuple[tuple[str, str], ...]) -> Resource:
+    """The resource of a container's spans, made once per container:
+    ``Resource.create`` runs the SDK's resource detectors (on a thread pool
+    of its own), which cost more than the rest of an input on the node."""
+    named = dict(resource)
+    return Resource.create(
+        {"service.name": "thaw-runtime", "service.namespace": "thaw"}
+        | {f"thaw.{k}": v for k, v in named.items()}
+        | {"service.instance.id": named.get("container_id", "")}
+    )
+
+
 def _hex(value: str, digits: int) -> int | None:
     if len(value) != digits:
         return None
@@ -104,11 +118,7 @@ def _export_runtime_span(
             name=reported.name[:MAX_NAME],
             context=SpanContext(parent.trace_id, span_id, False, parent.trace_flags),
             parent=parent,
-            resource=Resource.create(
-                {"service.name": "thaw-runtime", "service.namespace": "thaw"}
-                | {f"thaw.{k}": v for k, v in resource.items()}
-                | {"service.instance.id": resource.get("container_id", "")}
-            ),
+            resource=_runtime_resource(tuple(sorted(resource.items()))),
             attributes=attributes,
             kind=SpanKind.INTERNAL,
             status=Status(StatusCode.OK if output.status == "success" else StatusCode.ERROR),

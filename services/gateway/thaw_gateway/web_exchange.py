@@ -155,6 +155,12 @@ class Exchange:
             for k, v in part.headers:
                 if k.lower() not in HOP_BY_HOP_HEADERS:
                     headers.add(k, v)
+            if not part.more:
+                # The whole response in one part: one write, head and body.
+                self._response = web.Response(
+                    status=part.status or 200, headers=headers, body=part.body
+                )
+                return self._response
             self._response = web.StreamResponse(status=part.status or 200, headers=headers)
             await self._response.prepare(self._request)
         try:

@@ -11,7 +11,9 @@ def predict(request: dict) -> dict:
     return {"prediction": request["input"]}
 
 
-@app.function(min_containers=2, max_containers=2)
+# Each may use up to two cores (the whole machine), as bare uvicorn may;
+# placed on a quarter of one.
+@app.function(min_containers=2, max_containers=2, cpu=(0.25, 2.0))
 @modal.concurrent(max_inputs=64)
 @modal.fastapi_endpoint(method="POST")
 def endpoint(request: dict) -> dict:
