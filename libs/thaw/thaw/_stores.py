@@ -20,8 +20,8 @@ import math
 import pickle
 import re
 import uuid
-from collections.abc import Iterator
-from typing import Any, Self
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Self, TypeVar
 
 import msgspec
 from thaw_core.schema import check_name
@@ -32,6 +32,7 @@ from thaw._env import is_local
 from thaw._sync import aio_method, background_loop
 from thaw.client import current, gateway_error
 
+T = TypeVar("T")
 _json = msgspec.json.Encoder()
 _json_reply = msgspec.json.Decoder(StoreReply)
 _msgpack_reply = msgspec.msgpack.Decoder(StoreReply)
@@ -52,6 +53,27 @@ async def call(op: StoreOp, *, timeout_s: float = 0.0) -> StoreReply:
     if reply.error:
         raise exception.from_gateway(500, reply.code or "internal", reply.error)
     return reply
+
+
+# One request carries at most this many bytes of values and this many items,
+# so that it fits one NATS message on its way from a container.
+BATCH_BYTES = 640 * 1024
+BATCH_ITEMS = 1000
+
+
+def batches(items: Iterable[T], size: Callable[[T], int]) -> Iterator[list[T]]:
+    """``items`` in lists of at most ``BATCH_ITEMS`` and ``BATCH_BYTES``."""
+    batch: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if batch and (total + n > BATCH_BYTES or len(batch) >= BATCH_ITEMS):
+            yield batch
+            batch, total = [], 0
+        batch.append(item)
+        total += n
+    if batch:
+        yield batch
 
 
 # ---------------------------------------------------------------- encoding

@@ -78,8 +78,10 @@ class Dict(_stores.NamedStore):
     @aio_method
     async def update(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         pairs = {**(dict(other) if other is not None else {}), **kwargs}
-        items = [(encode_key(k), encode_value(v, k)) for k, v in pairs.items()]
-        await _stores.call(DictUpdate(name=await self._ready(), items=items))
+        name = await self._ready()
+        items = ((encode_key(k), encode_value(v, k)) for k, v in pairs.items())
+        for batch in _stores.batches(items, lambda kv: len(kv[0]) + len(kv[1])):
+            await _stores.call(DictUpdate(name=name, items=batch))
 
     # ------------------------------------------------------------ the whole dict
 

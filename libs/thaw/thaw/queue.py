@@ -43,9 +43,6 @@ from thaw.exception import InvalidError
 
 # One request waits this long at most (the gateway's bound); longer waits ask again.
 WAIT_STEP_S = 45.0
-# put_many sends items in requests of at most this many bytes and items.
-PUT_BATCH_BYTES = 640 * 1024
-PUT_BATCH_ITEMS = 1000
 # iterate(): how often to look for new items while item_poll_timeout runs.
 POLL_S = 0.1
 
@@ -93,16 +90,7 @@ class Queue(_stores.NamedStore):
                 " taken or cleared; leave partition_ttl out"
             )
         name, part = await self._ready(), _part(partition)
-        batch: list[bytes] = []
-        size = 0
-        for v in vs:
-            data = encode_value(v)
-            if batch and (size + len(data) > PUT_BATCH_BYTES or len(batch) >= PUT_BATCH_ITEMS):
-                await _stores.call(QueuePut(name=name, values=batch, partition=part))
-                batch, size = [], 0
-            batch.append(data)
-            size += len(data)
-        if batch:
+        for batch in _stores.batches((encode_value(v) for v in vs), len):
             await _stores.call(QueuePut(name=name, values=batch, partition=part))
 
     # ------------------------------------------------------------ get

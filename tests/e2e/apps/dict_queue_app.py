@@ -18,6 +18,14 @@ def square_into(dict_name: str, i: int) -> int:
 
 
 @app.function()
+def bulk_update(dict_name: str, n: int) -> int:
+    """One update larger than a NATS message (the SDK sends it in pieces)."""
+    d = modal.Dict.from_name(dict_name)
+    d.update({f"k{i}": "x" * 2000 for i in range(n)})
+    return len(d)
+
+
+@app.function()
 def produce(queue_name: str, flags: str, n: int) -> int:
     q = modal.Queue.from_name(queue_name)
     for start in range(0, n, 100):
