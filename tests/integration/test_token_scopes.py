@@ -73,7 +73,14 @@ async def test_every_route_checks_its_scope(gateway: Gateway) -> None:
                 assert status not in (401, 403), (what, scope, status, body)
                 continue
             assert status == 403, (what, scope, status, body)
-            if route.method != "HEAD":
+            if route.method == "HEAD":  # no body: the challenge says why
+                headers = {"Authorization": f"Bearer {token}"}
+                async with gateway.http.head(gateway.url + path, headers=headers) as r:
+                    challenge = r.headers["WWW-Authenticate"]
+                assert 'error="insufficient_scope"' in challenge, challenge
+                assert f"error_description=\"{what.split()[0]}" in challenge, challenge
+                assert f'scope="{" ".join(sorted(route.scopes))}"' in challenge, challenge
+            else:
                 assert body is not None and body["error"]["code"] == "forbidden"
                 message = body["error"]["message"]
                 assert all(f"scope {s!r}" in message for s in route.scopes), message

@@ -4,11 +4,12 @@ request is made; unit tests put a fake ``Transport`` in its place."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import msgspec
-from thaw_core.api import ErrorBody
+from thaw_core.api import ErrorBody, ErrorDetail
 
 from thaw import exception
 from thaw.client_config import ClientConfig
@@ -45,6 +46,18 @@ def gateway_error(status: int, data: bytes, *, token: str | None = None) -> exce
             f"{message} (no token: set THAW_TOKEN, or run `thaw up` on this machine for an admin token)"
         )
     return error
+
+
+_DESCRIPTION = re.compile(r'error_description="([^"]*)"')
+
+
+def _challenge_body(status: int, challenge: str) -> bytes:
+    """An ErrorBody made of a WWW-Authenticate challenge's error_description."""
+    found = _DESCRIPTION.search(challenge)
+    if found is None:
+        return b""
+    code = "unauthorized" if status == 401 else "forbidden"
+    return msgspec.json.encode(ErrorBody(error=ErrorDetail(code=code, message=found[1])))
 
 
 class HttpTransport:
@@ -87,7 +100,11 @@ class HttpTransport:
             async with session.request(
                 method, self.config.gateway_url + path, data=body, headers=headers
             ) as resp:
-                return resp.status, await resp.read()
+                data = await resp.read()
+                if not data and resp.status in (401, 403):
+                    # A HEAD answer has no body: the gateway says why in its challenge.
+                    data = _challenge_body(resp.status, resp.headers.get("WWW-Authenticate", ""))
+                return resp.status, data
         except aiohttp.ClientError as e:
             raise self._unreachable(e) from None
 

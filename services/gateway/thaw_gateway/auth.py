@@ -87,15 +87,25 @@ def new_token() -> str:
     return "thaw_" + secrets.token_urlsafe(32)
 
 
+def _challenge(error: str | None, message: str, scope: str = "") -> dict[str, str]:
+    """RFC 6750's WWW-Authenticate, the message in it too: the one place a
+    HEAD request's client can read why it was refused."""
+    text = message.encode("ascii", "replace").decode().replace("\\", "/").replace('"', "'")
+    parts = ['realm="thaw"']
+    parts += [f'error="{error}"'] if error else []
+    parts += [f'scope="{scope}"'] if scope else []
+    parts.append(f'error_description="{text}"')
+    return {"WWW-Authenticate": "Bearer " + ", ".join(parts)}
+
+
 def unauthorized(message: str, *, invalid: bool = False) -> ApiError:
-    challenge = 'Bearer realm="thaw"' + (', error="invalid_token"' if invalid else "")
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
+    headers = _challenge("invalid_token" if invalid else None, message)
+    return ApiError(401, "unauthorized", message, headers=headers)
 
 
-def forbidden(message: str) -> ApiError:
-    return ApiError(
-        403, "forbidden", message, headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
-    )
+def forbidden(message: str, scope: str = "") -> ApiError:
+    headers = _challenge("insufficient_scope", message, scope)
+    return ApiError(403, "forbidden", message, headers=headers)
 
 
 def bearer_token(header: str | None) -> str:
@@ -256,7 +266,8 @@ def check_scope(principal: Principal, needed: Scope | frozenset[Scope], what: st
         holders = sorted(s for s, held in GRANTS.items() if held & wanted)
         raise forbidden(
             f"{what} needs a token of {named} (held by {', '.join(holders)} tokens); "
-            f"token {principal.name!r} has scope {principal.scope!r}"
+            f"token {principal.name!r} has scope {principal.scope!r}",
+            " ".join(sorted(wanted)),
         )
 
 
