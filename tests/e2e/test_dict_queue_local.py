@@ -90,10 +90,12 @@ def test_dict_limits_and_missing(use_platform: Platform) -> None:
 
 def test_dict_aio(use_platform: Platform) -> None:
     async def main() -> list[object]:
-        d = modal.Dict.from_name("local-aio", create_if_missing=True)
-        await d.put.aio("x", 41)
-        got = [await d.get.aio("x"), await d.len.aio()]
-        got.append([k async for k in d.keys.aio()])
+        async with modal.Dict.ephemeral() as d:
+            await d.put.aio("x", 41)
+            got = [await d.get.aio("x"), await d.len.aio()]
+            got.append([k async for k in d.keys.aio()])
+        with pytest.raises(modal.exception.NotFoundError):
+            await d.len.aio()
         return got
 
     assert asyncio.run(main()) == [41, 1, ["x"]]

@@ -21,7 +21,7 @@ import pickle
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import msgspec
 from thaw_core.schema import check_name
@@ -172,16 +172,9 @@ class NamedStore:
         return cls(name, create_if_missing=create_if_missing)
 
     @classmethod
-    @contextlib.contextmanager
-    def ephemeral(cls) -> Iterator[Self]:
-        """One that lives for a ``with`` block, deleted at its end."""
-        made = cls(f"ephemeral-{uuid.uuid4().hex[:16]}", create_if_missing=True)
-        made.hydrate()
-        try:
-            yield made
-        finally:
-            with contextlib.suppress(exception.NotFoundError):
-                cls.delete(made.name)
+    def ephemeral(cls) -> _Ephemeral[Self]:
+        """One that lives for a ``with`` (or ``async with``) block, deleted at its end."""
+        return _Ephemeral(cls(f"ephemeral-{uuid.uuid4().hex[:16]}", create_if_missing=True))
 
     @classmethod
     def delete(cls, name: str, *, environment_name: str | None = None) -> None:
@@ -206,6 +199,31 @@ class NamedStore:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}.from_name({self.name!r})"
+
+
+S = TypeVar("S", bound=NamedStore)
+
+
+class _Ephemeral(Generic[S]):
+    """``with X.ephemeral() as x`` and ``async with X.ephemeral() as x``."""
+
+    def __init__(self, made: S) -> None:
+        self.made = made
+
+    def __enter__(self) -> S:
+        return self.made.hydrate()  # type: ignore[no-any-return]
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(exception.NotFoundError):
+            type(self.made).delete(self.made.name)
+
+    async def __aenter__(self) -> S:
+        return await self.made.hydrate.aio()  # type: ignore[no-any-return]
+
+    async def __aexit__(self, *exc: object) -> None:
+        drop = type(self.made).DELETE(name=self.made.name)
+        with contextlib.suppress(exception.NotFoundError):
+            await background_loop().run_async(call(drop))
 
 
 def checked(kind: str, name: str) -> str:
