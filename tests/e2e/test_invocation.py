@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import thaw as modal
 from fixtures.platform import Platform
+from fixtures.wait import eventually
 
 APPS = Path(__file__).parent / "apps"
 
@@ -149,11 +150,20 @@ async def test_killing_a_node_mid_map_loses_nothing(platform_factory, monkeypatc
         await asyncio.sleep(0.1)
     assert busy_on("node-a"), "node-a never ran any input\n" + p.logs()
     p.agent("node-a").kill()
+    # Restarted as a supervisor would: it removes the containers its previous
+    # life left running and hands back the inputs they held.
+    p.add_agent("node-a", wait=False)
 
     await asyncio.to_thread(mapper.join, 180)
     assert not mapper.is_alive(), "map did not finish after the node died\n" + p.logs()
     assert errors == []
     assert results == [i * i for i in range(200)]
+    log = p.agent("node-a").log_path
+
+    def handed_back() -> bool:
+        return "handed back inputs a previous agent held" in log.read_text(errors="replace")
+
+    await eventually(handed_back, 60, "the restarted agent handing back its inputs")
 
 
 def test_readme_example_runs_beside_its_deployment(platform: Platform) -> None:
