@@ -84,6 +84,42 @@ def test_asgi_app_answers_at_its_routes(urls: dict[str, str], platform: Platform
         assert json.loads(body) == {"result": "predicted:4"}
 
 
+def test_the_guide_example_answers_curl(urls: dict[str, str]) -> None:
+    out = subprocess.run(
+        ["curl", "-sS", "-X", "POST", "-H", "Content-Type: application/json"]
+        + ["-d", '{"input": 5}', urls["predict"]],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"prediction": "predicted:5"}
+
+
+def test_every_method_headers_query_and_status_pass_through(urls: dict[str, str]) -> None:
+    url = urls["fastapi_app"] + "/echo?status=418&a=1&a=2"
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"):
+        data = b"payload" if method in ("POST", "PUT", "PATCH") else None
+        req = urllib.request.Request(url, data=data, method=method, headers={"X-Probe": method})
+        try:
+            urllib.request.urlopen(req, timeout=180)
+            pytest.fail(f"{method}: 418 expected")
+        except urllib.error.HTTPError as e:
+            assert e.code == 418, e.read()
+            assert e.headers["x-answered"] == method
+            assert json.loads(e.read()) == {
+                "method": method,
+                "query": "status=418&a=1&a=2",
+                "header": method,
+                "body": "payload" if data else "",
+            }
+    req = urllib.request.Request(urls["fastapi_app"] + "/echo", method="HEAD")
+    with pytest.raises(urllib.error.HTTPError) as head:  # FastAPI's route has no HEAD
+        urllib.request.urlopen(req, timeout=180)
+    assert head.value.code == 405
+
+
 def _read_gated(url: str, stream: str, *, sse: bool) -> list[bytes]:
     """Each part as it reaches the client; the app makes the next one only once
     the client releases this one, so a buffered response would never end."""

@@ -5,11 +5,12 @@ the container through web_server, and a handler that raises."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 
 import thaw as modal
-from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, Request, Response, WebSocket, WebSocketDisconnect
 from fastapi.responses import StreamingResponse
 
 app = modal.App("web-guide")
@@ -86,6 +87,20 @@ async def download(mib: int = 1) -> StreamingResponse:
             yield block
 
     return StreamingResponse(blocks(), media_type="application/octet-stream")
+
+
+@web_app.api_route("/echo", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+async def echo_request(request: Request) -> Response:
+    body = json.dumps(
+        {
+            "method": request.method,
+            "query": request.url.query,
+            "header": request.headers.get("x-probe"),
+            "body": (await request.body()).decode(),
+        }
+    )
+    status = int(request.query_params.get("status", "200"))
+    return Response(body, status_code=status, headers={"x-answered": request.method})
 
 
 @web_app.get("/boom")
