@@ -260,11 +260,17 @@ async def test_a_websocket_handler_that_raises_closes_1011_with_an_id(
     )
 
 
-async def test_websocket_to_a_wsgi_app_is_refused_clearly(urls: dict[str, str]) -> None:
+async def test_websocket_to_other_kinds_of_endpoint_is_refused_clearly(
+    urls: dict[str, str],
+) -> None:
     async with aiohttp.ClientSession() as session:
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await session.ws_connect(_ws_url(urls["flask_app"]) + "/hello")
-    assert refused.value.status == 501
+        for name in ("flask_app", "file_server", "predict"):
+            async with session.get(
+                urls[name], headers={"Upgrade": "websocket", "Connection": "Upgrade"}
+            ) as r:
+                assert r.status == 501, name
+                message = (await r.json())["error"]["message"]
+            assert "@thaw.asgi_app" in message and name in message, message
 
 
 SERVED_APP = """

@@ -9,7 +9,7 @@ websocket) carries it to the container and back, never holding a body whole.
 Answers of the platform's own: 404 for an unknown endpoint, 401 for a
 missing or unknown token where the endpoint has ``requires_proxy_auth``, 413
 past ``web_max_body_bytes``, 501 for a websocket to an endpoint other than
-``asgi_app``/``fastapi_endpoint``, 503 when no container takes the request
+an ``asgi_app``, 503 when no container takes the request
 within ``web_start_timeout_s``, 500 (with the error) when its container
 failed to start.
 """
@@ -31,8 +31,9 @@ from thaw_gateway.web_sockets import SocketExchange
 
 # The header a ``requires_proxy_auth`` endpoint takes a thaw token in; never passed on.
 PROXY_TOKEN_HEADER = "x-thaw-token"
-# The endpoint kinds whose apps are ASGI apps, and so may take a websocket.
-WEBSOCKET_KINDS = ("asgi", "endpoint")
+# The endpoint kinds whose apps take websockets: the user's own ASGI app.
+WEBSOCKET_KINDS = ("asgi",)
+_DECORATORS = {"endpoint": "fastapi_endpoint", "wsgi": "wsgi_app", "server": "web_server"}
 
 
 def _target(request: web.Request, domain: str) -> tuple[str, str, str, str] | None:
@@ -134,7 +135,7 @@ async def serve(
             501,
             "not_implemented",
             f"websockets are served by @thaw.asgi_app endpoints; {endpoint.name} is a"
-            f" {kind} endpoint",
+            f" @thaw.{_DECORATORS.get(str(kind), kind)} endpoint",
         )
     limit = gw.settings.web_max_body_bytes
     if (request.content_length or 0) > limit:
