@@ -39,9 +39,11 @@ def basic(platform: Platform) -> str:
 
 
 def test_a_function_runs_on_its_built_image(platform: Platform, basic: str) -> None:
-    # Every step was shown, and the ones that make files were built.
-    assert step_statuses(basic) == {
-        "1": "built",
+    # Every step was shown, and the ones that make files were built. The bare
+    # base layer is shared: another test of the session may have built it first.
+    statuses = step_statuses(basic)
+    assert statuses.pop("1") in ("built", "cached"), basic
+    assert statuses == {
         "2": "built",
         "3": "built",
         "4": "applied",
