@@ -14,7 +14,8 @@ from fixtures.builder import (
     env,  # noqa: F401 - a fixture
 )
 from fixtures.host import needs_containers
-from fixtures.registry import MARKER, REMOVED, Registry
+from fixtures.registry import MARKER, REMOVED, Registry, base_layout, oci_layout
+from thaw_builder.plan import runtime_python
 from thaw_builder.registry import Credentials, Skopeo, parse_reference
 
 pytestmark = [needs_containers, pytest.mark.slow]
@@ -59,6 +60,45 @@ async def test_an_unknown_tag_fails_naming_it(env: BuilderEnv, registry: Registr
     failed = await env.build(registry_image(tag))
     assert not failed.result.ok and failed.result.failed_step == 0
     assert tag in failed.result.error and "no such image or tag" in failed.result.error
+
+
+@pytest.fixture(scope="module")
+def python_misfits(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two images thaw's runtime cannot run on, made from thaw's base:
+    ``none`` without python3 (whited out), ``old`` whose python3 says 3.9."""
+    root = tmp_path_factory.mktemp("python-misfits")
+    (root / "base").mkdir()
+    base_tar = base_layout(root / "base").parent / "base.tar"
+    made = {}
+    for name, files in {
+        "none": {"usr/bin/.wh.python3": ""},
+        "old": {"usr/local/bin/python3": "#!/bin/sh\necho 3.9.18\n"},
+    }.items():
+        top = root / f"top-{name}"
+        for rel, text in files.items():
+            (top / rel).parent.mkdir(parents=True, exist_ok=True)
+            (top / rel).write_text(text)
+            (top / rel).chmod(0o755)
+        made[name] = registry.push(oci_layout(root / name, [base_tar, top]), f"thaw-test/{name}:1")
+    return made
+
+
+async def test_an_image_thaw_cannot_run_on_fails_naming_the_python_it_found(
+    env: BuilderEnv, python_misfits: dict[str, str]
+) -> None:
+    none = await env.build(registry_image(python_misfits["none"]), timeout_s=300)
+    assert not none.result.ok and none.result.failed_step == 0, none.result
+    # Named as pulled: the repository pinned to the tag's digest.
+    repository = python_misfits["none"].rsplit(":", 1)[0]
+    assert f"image {repository}@sha256:" in none.result.error, none.result.error
+    assert "has no python3" in none.result.error, none.result.error
+    assert f"add_python={runtime_python()!r}" in none.result.error, none.result.error
+
+    old = await env.build(registry_image(python_misfits["old"]), timeout_s=300)
+    assert not old.result.ok and old.result.failed_step == 0, old.result
+    said = old.result.error
+    assert "has Python 3.9 (/usr/local/bin/python3)" in said, said
+    assert f"runs on Python {runtime_python()}" in said, said
 
 
 async def test_a_private_registry_says_it_needs_credentials(
