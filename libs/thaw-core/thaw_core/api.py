@@ -54,6 +54,8 @@ ERROR_CODES = (
     "forbidden",
     "not_found",
     "conflict",
+    # 409 too: what the request names refuses it as it is (a directory read as a file).
+    "invalid_state",
     "payload_too_large",
     "timeout",
     "internal",

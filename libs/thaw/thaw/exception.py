@@ -73,6 +73,8 @@ _BY_CODE: dict[str, type[Error]] = {
     "forbidden": AuthError,
     "not_found": NotFoundError,
     "conflict": AlreadyExistsError,
+    # A valid request that what it names refuses as it is (a directory read as a file).
+    "invalid_state": InvalidError,
     "payload_too_large": RequestSizeError,
     "timeout": TimeoutError,
     "internal": ServiceError,

@@ -42,9 +42,31 @@ async def read_body(request: web.Request, kind: type[T], *, empty_ok: bool = Fal
     try:
         return decoder_for(kind).decode(data)
     except msgspec.ValidationError as e:
-        raise bad_request(f"invalid {kind.__name__}: {e}") from None
+        whole = _with_whole_numbers(data, kind)
+        if whole is None:
+            raise bad_request(f"invalid {kind.__name__}: {e}") from None
+        return whole
     except msgspec.DecodeError as e:
         raise bad_request(f"request body is not valid JSON: {e}") from None
+
+
+def _whole(text: str) -> int | float:
+    value = float(text)
+    return int(value) if value.is_integer() else value
+
+
+_WHOLE_NUMBERS = msgspec.json.Decoder(float_hook=_whole)
+
+
+def _with_whole_numbers(data: bytes, kind: type[T]) -> T | None:
+    """``data`` as ``kind`` with whole numbers written as floats (``3.0``)
+    taken as integers, as JSON and JSON Schema take them (one number type);
+    None when it is not valid that way either. Only bodies refused as
+    written come here, so a valid one's floats stay floats."""
+    try:
+        return msgspec.convert(_WHOLE_NUMBERS.decode(data), kind)
+    except (msgspec.ValidationError, msgspec.DecodeError, OverflowError, ValueError):
+        return None
 
 
 def checked_name(kind: str, value: str) -> str:
@@ -67,7 +89,7 @@ def query_name(request: web.Request, kind: str) -> str | None:
 
 def path_id(request: web.Request, key: str, pattern: re.Pattern[str] = CALL_ID_RE) -> str:
     value = request.match_info[key]
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise bad_request(
             f"invalid {key} {value!r}: use letters, digits, '_' and '-' (at most 128)"
         )

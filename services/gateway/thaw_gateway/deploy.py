@@ -63,7 +63,7 @@ class BundleStored(msgspec.Struct, kw_only=True):
 
 def _sha256_param(request: web.Request) -> str:
     sha = request.match_info["sha256"]
-    if not SHA256_RE.match(sha):
+    if not SHA256_RE.fullmatch(sha):
         raise bad_request(f"{sha!r} is not a sha256: expected 64 lowercase hex digits")
     return sha
 
@@ -156,7 +156,7 @@ FROM app
 
 
 def _check_deploy(body: DeployRequest) -> None:
-    if not SHA256_RE.match(body.bundle_sha256):
+    if not SHA256_RE.fullmatch(body.bundle_sha256):
         raise bad_request(
             f"bundle_sha256 {body.bundle_sha256!r} is not a sha256: expected 64 lowercase hex digits"
         )

@@ -56,6 +56,14 @@ def conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
 
 
+def invalid_state(message: str) -> ApiError:
+    """A well-formed request that what it names refuses as it is now (reading
+    a directory as a file): 409, not 400, since the same request is valid
+    elsewhere; its own code, since nothing exists already (the SDK raises
+    InvalidError for it, not AlreadyExistsError)."""
+    return ApiError(409, "invalid_state", message)
+
+
 def too_large(message: str) -> ApiError:
     return ApiError(413, "payload_too_large", message)
 

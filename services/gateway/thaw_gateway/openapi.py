@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 from thaw_core.api import ErrorBody
 
+from thaw_gateway.openapi_limits import constrain, param_schema
 from thaw_gateway.routes import ROUTES, Route, body_types
 
 _REF = "#/components/schemas/{name}"
@@ -19,7 +20,8 @@ _ERRORS = {
     403: "the token's scope does not hold the one this route needs (x-thaw-scopes),"
     " or it is an invoke token of other apps",
     404: "unknown app, function, call, container or bundle",
-    409: "conflict: the app is stopped, the call already finished, ...",
+    409: "conflict: the app is stopped, the call already finished, a volume path is a"
+    " directory, ... (code invalid_state: what the request names refuses it as it is)",
     413: "body or input over the size limit",
     500: "internal error (the message carries a request id)",
     504: "the bus or an agent did not answer in time",
@@ -32,12 +34,17 @@ def _content(media: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 def _operation(route: Route, schema_of: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     params: list[dict[str, Any]] = [
-        {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": p,
+            "in": "path",
+            "required": True,
+            "schema": param_schema("path", p, {"type": "string"}),
+        }
         for p in route.path_params
     ]
     params += [
-        {"name": name, "in": "query", "required": False, "schema": {"type": typ},
-         "description": text}
+        {"name": name, "in": "query", "required": False,
+         "schema": param_schema("query", name, {"type": typ}), "description": text}
         for name, typ, text in route.query
     ]  # fmt: skip
     op: dict[str, Any] = {
@@ -79,6 +86,7 @@ def document() -> dict[str, Any]:
     types = [*body_types(), ErrorBody]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     schema_of = dict(zip(types, schemas, strict=True))
+    constrain(components)
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schema_of)
@@ -88,7 +96,7 @@ def document() -> dict[str, Any]:
             "title": "thaw gateway",
             "version": "1",
             "description": "Deploy apps, call functions, follow their results and logs."
-            " Every error is {\"error\": {\"code\", \"message\"}}.",
+            ' Every error is {"error": {"code", "message"}}.',
         },
         "paths": paths,
         "components": {

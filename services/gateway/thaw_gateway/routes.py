@@ -260,17 +260,19 @@ ROUTES: tuple[Route, ...] = (
           errors=(404,), scope="read"),
     Route("GET", "/v1/volumes/{volume}/file", volumes.read_file, "A file's content, streamed",
           (Answer(200, "the file", None, "application/octet-stream"),),
-          query=(("path", "string", "the file"),), errors=(404,), scope="read"),
+          query=(("path", "string", "the file"),), errors=(404, 409), scope="read"),
     Route("POST", "/v1/volumes/{volume}/commit", volumes.commit,
           "Write files (their chunks stored first) and delete paths, as one new version",
           (Answer(200, "committed", VolumeInfo),), body=VolumeCommitBody,
           errors=(404, 409, 413), scope="deploy"),
     Route("POST", "/v1/volumes/{volume}/remove", volumes.remove,
           "Remove a file, or a directory with recursive",
-          (Answer(200, "removed", VolumeInfo),), body=VolumeRemove, errors=(404,), scope="deploy"),
+          (Answer(200, "removed", VolumeInfo),), body=VolumeRemove, errors=(404, 409),
+          scope="deploy"),
     Route("POST", "/v1/volumes/{volume}/copy", volumes.copy,
           "Copy files within the volume (no content moves: the copies share chunks)",
-          (Answer(200, "copied", VolumeInfo),), body=VolumeCopy, errors=(404, 413), scope="deploy"),
+          (Answer(200, "copied", VolumeInfo),), body=VolumeCopy, errors=(404, 409, 413),
+          scope="deploy"),
     Route("POST", "/v1/volume-chunks:missing", volumes.missing_chunks,
           "Which of these chunks the blob store lacks",
           (Answer(200, "the missing ones", ChunksMissing),), body=ChunksMissing, scope="deploy"),
@@ -302,6 +304,7 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/openapi.json", openapi_json, "This document",
           (Answer(200, "the OpenAPI 3.1 document", dict[str, Any]),), scope="read"),
 )  # fmt: skip
+
 
 def mount(app: web.Application) -> None:
     scopes: dict[Any, frozenset[Scope] | None] = {}

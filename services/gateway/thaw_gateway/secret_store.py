@@ -69,7 +69,7 @@ def check_env(env: Mapping[str, str]) -> None:
     if not env:
         raise SecretProblem("a secret holds at least one KEY=VALUE")
     for key, value in env.items():
-        if not ENV_KEY_RE.match(key):
+        if not ENV_KEY_RE.fullmatch(key):
             raise SecretProblem(
                 f"invalid key {key!r}: use letters, digits and '_', not starting with a digit"
             )

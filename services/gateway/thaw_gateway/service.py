@@ -24,6 +24,7 @@ from thaw_core.api import MAX_PAYLOAD_BYTES
 from thaw_core.config import Settings
 from thaw_core.service import Service
 from thaw_core.tasks import Background
+from thaw_core.volumes.paths import MAX_PATH_BYTES
 
 from thaw_gateway.auth import TokenStore, auth_middleware
 from thaw_gateway.call_log import CallLog
@@ -62,7 +63,14 @@ class GatewayService(Service):
         try:
             self._gateway = await self._open_state()
             self.app = build_app(self._gateway)
-            runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(
+                self.app,
+                access_log=None,
+                handle_signals=False,
+                # A request line holds a volume path of up to MAX_PATH_BYTES of UTF-8,
+                # percent-encoded (x3): more than aiohttp's default 8 KiB.
+                max_line_size=MAX_REQUEST_LINE,
+            )
             await runner.setup()
             host, port = self.settings.gateway_host, self.settings.gateway_port
             try:
@@ -153,6 +161,9 @@ class GatewayService(Service):
             with contextlib.suppress(Exception):
                 await self._gateway.calls.flush()
             self._gateway = None
+
+
+MAX_REQUEST_LINE = 3 * MAX_PATH_BYTES + 8192
 
 
 def build_app(gw: Gateway) -> web.Application:

@@ -22,7 +22,7 @@ from thaw_core.volumes.chunks import stream_chunks
 from thaw_gateway import volume_tree
 from thaw_gateway.bodies import checked_name, path_name, query_flag, read_body
 from thaw_gateway.deploy import SHA256_RE, _head_upload, _put_upload
-from thaw_gateway.errors import bad_request, conflict, json_response, not_found
+from thaw_gateway.errors import bad_request, conflict, invalid_state, json_response, not_found
 from thaw_gateway.state import Gateway, gateway
 from thaw_gateway.volume_mounts import api_error
 from thaw_gateway.volume_mounts import client as _client
@@ -133,7 +133,7 @@ async def read_file(request: web.Request) -> web.StreamResponse:
     if entry is None:
         raise not_found(f"no file {path!r} in volume {info.name!r}")
     if entry.kind != "file":
-        raise bad_request(f"{path or '/'!r} is a directory in volume {info.name!r}")
+        raise invalid_state(f"{path or '/'!r} is a directory in volume {info.name!r}")
     return await _stream(request, entry.size, entry.chunks)
 
 
@@ -162,7 +162,7 @@ async def remove(request: web.Request) -> web.Response:
     if here is None:
         raise not_found(f"no file or directory {path!r} in volume {info.name!r}")
     if here.kind == "dir" and not body.recursive:
-        raise bad_request(
+        raise invalid_state(
             f"{path or '/'!r} is a directory; recursive=True removes it with everything under it"
         )
     return await _commit(gw, info, [], [path])
@@ -177,7 +177,9 @@ async def copy(request: web.Request) -> web.Response:
     sources = [_path(p) for p in body.src_paths]
     made = volume_tree.copies(await _entries(gw, info), sources, _path(body.dst), body.recursive)
     if isinstance(made, str):
-        raise bad_request(made)
+        # The volume's contents refuse it (a missing source too: a 404 would
+        # say the volume is not there).
+        raise invalid_state(made)
     return await _commit(gw, info, made, [])
 
 
@@ -186,7 +188,7 @@ async def copy(request: web.Request) -> web.Response:
 
 async def missing_chunks(request: web.Request) -> web.Response:
     body = await read_body(request, ChunksMissing)
-    bad = [d for d in body.digests if not SHA256_RE.match(d)]
+    bad = [d for d in body.digests if not SHA256_RE.fullmatch(d)]
     if bad:
         raise bad_request(f"{bad[0]!r} is not a sha256: expected 64 lowercase hex digits")
     blob = gateway(request).blob
@@ -204,7 +206,7 @@ async def put_chunk(request: web.Request) -> web.Response:
 
 async def get_chunk(request: web.Request) -> web.StreamResponse:
     sha = request.match_info["sha256"]
-    if not SHA256_RE.match(sha):
+    if not SHA256_RE.fullmatch(sha):
         raise bad_request(f"{sha!r} is not a sha256: expected 64 lowercase hex digits")
     blob = gateway(request).blob
     info = await blob.stat(volume_chunk_key(sha))

@@ -19,7 +19,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
 def check_name(kind: str, name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise ValueError(
             f"invalid {kind} name {name!r}: use letters, digits, '_' and '-' "
             "(at most 63, starting with a letter or digit)"

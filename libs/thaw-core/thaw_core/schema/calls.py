@@ -20,7 +20,7 @@ CALL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 
 
 def is_call_id(value: str) -> bool:
-    return CALL_ID_RE.match(value) is not None
+    return CALL_ID_RE.fullmatch(value) is not None
 
 
 class JsonArgs(msgspec.Struct, forbid_unknown_fields=True):

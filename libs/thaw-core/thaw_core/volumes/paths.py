@@ -10,6 +10,15 @@ class VolumePathError(ValueError):
 
 
 MAX_PATH_BYTES = 4096
+# A path as given, in characters: a limit a JSON Schema can state (maxLength
+# counts characters), low enough that no such path is over MAX_PATH_BYTES
+# (a character is at most 4 bytes of UTF-8).
+MAX_PATH_CHARS = MAX_PATH_BYTES // 4
+
+# What volume_path accepts, as a regex (ECMA-262 and Python alike) for
+# schemas: no NUL, no '..' segment (its length is MAX_PATH_CHARS' to check).
+_SEGMENT = r"(?:[^/.\x00][^/\x00]*|\.(?:[^/.\x00][^/\x00]*)?|\.\.[^/\x00]+)"
+VOLUME_PATH_PATTERN = rf"^/*(?:{_SEGMENT}(?:/+{_SEGMENT})*)?/*$"
 
 
 def volume_path(path: str) -> str:
@@ -19,6 +28,8 @@ def volume_path(path: str) -> str:
         raise VolumePathError(f"a volume path is a string, got {path!r}")
     if "\0" in path:
         raise VolumePathError(f"volume path {path!r} contains a NUL byte")
+    if len(path) > MAX_PATH_CHARS:
+        raise VolumePathError(f"volume path of {len(path)} characters is over {MAX_PATH_CHARS}")
     parts = [p for p in path.split("/") if p not in ("", ".")]
     if ".." in parts:
         raise VolumePathError(f"volume path {path!r} climbs out of the volume ('..')")

@@ -1,0 +1,122 @@
+"""The patterns and limits the gateway enforces, as JSON Schema for the
+OpenAPI document, so that a schema-driven client (or a fuzzer) and the
+server agree on what is valid: each is spelled from the very regex or
+constant the gateway checks with. The Structs stay unconstrained on purpose:
+the handlers' own checks answer errors that name the field in words
+("invalid app name 'x y': use letters, digits, ...").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thaw_core.schema import CALL_ID_RE, NAME_RE
+from thaw_core.volumes.paths import MAX_PATH_CHARS, VOLUME_PATH_PATTERN
+
+from thaw_gateway.call_stream import MAX_STREAM_CALLS, MAX_STREAM_TIMEOUT_S
+from thaw_gateway.calls import MAX_BATCH_ITEMS
+from thaw_gateway.deploy import SHA256_RE
+from thaw_gateway.secret_store import ENV_KEY_RE
+from thaw_gateway.tokens_api import MAX_EXPIRES_IN_S
+
+Schema = dict[str, Any]
+
+NAME: Schema = {"type": "string", "pattern": NAME_RE.pattern, "maxLength": 63}
+ID: Schema = {"type": "string", "pattern": CALL_ID_RE.pattern, "maxLength": 128}
+SHA256: Schema = {"type": "string", "pattern": SHA256_RE.pattern}
+ENV_KEY: Schema = {"type": "string", "pattern": ENV_KEY_RE.pattern, "maxLength": 256}
+# A path in a volume.
+VOLUME_PATH: Schema = {
+    "type": "string",
+    "pattern": VOLUME_PATH_PATTERN,
+    "maxLength": MAX_PATH_CHARS,
+}
+# No environment can hold a NUL byte.
+ENV_VALUE: Schema = {"type": "string", "pattern": "^[^\\x00]*$"}
+ENV: Schema = {"propertyNames": ENV_KEY, "additionalProperties": ENV_VALUE, "minProperties": 1}
+
+# Path parameters, by name (the same name means the same rule in every path).
+PATH_PARAMS: dict[str, Schema] = {
+    "app": NAME,
+    "function": NAME,
+    "secret": NAME,
+    "volume": NAME,
+    "call_id": ID,
+    "container_id": ID,
+    "snapshot_id": ID,
+    "sha256": SHA256,
+}
+
+# Query parameters, by name.
+QUERY_PARAMS: dict[str, Schema] = {
+    "app": NAME,
+    "function": NAME,
+    "limit": {"type": "integer", "minimum": 1},  # larger ones are lowered to the cap
+    "wait": {"type": "number", "minimum": 0},  # likewise
+    "path": VOLUME_PATH,  # only the volume routes take one
+}
+
+# Fields of request bodies: (component, property) -> what is added to its schema.
+BODY_FIELDS: dict[tuple[str, str], Schema] = {
+    ("DeployRequest", "bundle_sha256"): SHA256,
+    ("DeployRequest", "functions"): {"minItems": 1},
+    ("FunctionSpec", "name"): NAME,
+    ("FunctionSpec", "methods"): {"items": NAME},
+    ("TokenRequest", "name"): NAME,
+    ("TokenRequest", "apps"): {"items": NAME, "minItems": 1},
+    ("TokenRequest", "expires_in_s"): {"exclusiveMinimum": 0, "maximum": MAX_EXPIRES_IN_S},
+    ("SecretCreate", "name"): NAME,
+    ("SecretCreate", "env"): ENV,
+    ("SecretValues", "env"): ENV,
+    ("VolumeCreate", "name"): NAME,
+    ("VolumeCreate", "max_bytes"): {"exclusiveMinimum": 0},
+    ("VolumeCopy", "src_paths"): {"minItems": 1, "items": VOLUME_PATH},
+    ("VolumeCopy", "dst"): VOLUME_PATH,
+    ("VolumeRemove", "path"): VOLUME_PATH,
+    ("VolumeCommitBody", "deleted"): {"items": VOLUME_PATH},
+    ("VolumeEntry", "path"): VOLUME_PATH,
+    ("StreamRequest", "call_ids"): {"items": ID, "maxItems": MAX_STREAM_CALLS},
+    ("StreamRequest", "timeout_s"): {"exclusiveMinimum": 0, "maximum": MAX_STREAM_TIMEOUT_S},
+    ("ChunksMissing", "digests"): {"items": SHA256},
+    ("BatchRequest", "items"): {"maxItems": MAX_BATCH_ITEMS},
+    ("AutoscalerUpdate", "min_containers"): {"minimum": 0},
+    ("AutoscalerUpdate", "max_containers"): {"minimum": 0},
+    ("AutoscalerUpdate", "buffer_containers"): {"minimum": 0},
+    ("AutoscalerUpdate", "scaledown_window"): {"minimum": 0},
+}
+
+
+# Rules across fields: (component) -> what is added to its schema.
+COMPONENTS: dict[str, Schema] = {
+    # Only an invoke token is limited to some apps.
+    "TokenRequest": {
+        "if": {"properties": {"scope": {"not": {"const": "invoke"}}}},
+        "then": {"properties": {"apps": {"type": "null"}}},
+    },
+}
+
+
+def param_schema(where: str, name: str, default: Schema) -> Schema:
+    table = PATH_PARAMS if where == "path" else QUERY_PARAMS
+    return table.get(name, default)
+
+
+def constrain(components: dict[str, Schema]) -> None:
+    """Add ``BODY_FIELDS`` to the generated components (in place). A field
+    that is not there (renamed, removed) is an error, not a silent gap."""
+    for (component, prop), extra in BODY_FIELDS.items():
+        properties = components[component]["properties"]
+        if prop not in properties:
+            raise KeyError(f"openapi_limits: {component} has no property {prop!r}")
+        properties[prop] = _merged(properties[prop], extra)
+    for component, extra in COMPONENTS.items():
+        components[component].update(extra)
+
+
+def _merged(schema: Schema, extra: Schema) -> Schema:
+    # An optional field (``int | None``) is anyOf [the type, null]: the limits
+    # are the type's, so that the null branch stays as it is.
+    if "anyOf" in schema:
+        branches = [b if b.get("type") == "null" else _merged(b, extra) for b in schema["anyOf"]]
+        return {**schema, "anyOf": branches}
+    return {**schema, **extra}
