@@ -17,6 +17,8 @@ from thaw_gateway.call_stream import MAX_STREAM_CALLS, MAX_STREAM_TIMEOUT_S
 from thaw_gateway.calls import MAX_BATCH_ITEMS
 from thaw_gateway.deploy import SHA256_RE
 from thaw_gateway.secret_store import ENV_KEY_RE
+from thaw_gateway.stores import _KEY_RE as DICT_KEY_RE
+from thaw_gateway.stores import MAX_KEY_BYTES
 from thaw_gateway.tokens_api import MAX_EXPIRES_IN_S
 
 Schema = dict[str, Any]
@@ -34,6 +36,9 @@ VOLUME_PATH: Schema = {
 # No environment can hold a NUL byte.
 ENV_VALUE: Schema = {"type": "string", "pattern": "^[^\\x00]*$"}
 ENV: Schema = {"propertyNames": ENV_KEY, "additionalProperties": ENV_VALUE, "minProperties": 1}
+
+# An encoded Dict key (thaw.dict): ASCII, so characters are bytes.
+DICT_KEY: Schema = {"type": "string", "pattern": DICT_KEY_RE.pattern, "maxLength": MAX_KEY_BYTES}
 
 # Path parameters, by name (the same name means the same rule in every path).
 PATH_PARAMS: dict[str, Schema] = {
@@ -96,6 +101,15 @@ COMPONENTS: dict[str, Schema] = {
 }
 
 
+# Dict and Queue operations (POST /v1/stores, one component each): their
+# fields of these names, whichever operation has them.
+STORE_FIELDS: dict[str, Schema] = {"name": NAME, "partition": NAME, "key": DICT_KEY}
+
+
+def _store_operations(components: dict[str, Schema]) -> list[Schema]:
+    return [c for n, c in components.items() if n.startswith(("Dict", "Queue"))]
+
+
 def param_schema(where: str, name: str, default: Schema) -> Schema:
     table = PATH_PARAMS if where == "path" else QUERY_PARAMS
     return table.get(name, default)
@@ -111,6 +125,14 @@ def constrain(components: dict[str, Schema]) -> None:
         properties[prop] = _merged(properties[prop], extra)
     for component, extra in COMPONENTS.items():
         components[component].update(extra)
+    for op in _store_operations(components):
+        properties = op.get("properties", {})
+        for prop, extra in STORE_FIELDS.items():
+            if prop in properties:
+                properties[prop] = _merged(properties[prop], extra)
+    # DictUpdate's items are [key, value] pairs.
+    pair = components["DictUpdate"]["properties"]["items"]["items"]
+    pair["prefixItems"][0] = _merged(pair["prefixItems"][0], DICT_KEY)
 
 
 def _merged(schema: Schema, extra: Schema) -> Schema:
