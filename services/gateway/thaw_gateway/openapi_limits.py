@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from thaw_core.schema import CALL_ID_RE, NAME_RE
+from thaw_core.volumes.api import MAX_VOLUME_BYTES
 from thaw_core.volumes.paths import MAX_PATH_CHARS, VOLUME_PATH_PATTERN
 
 from thaw_gateway.call_stream import MAX_STREAM_CALLS, MAX_STREAM_TIMEOUT_S
@@ -74,7 +75,7 @@ BODY_FIELDS: dict[tuple[str, str], Schema] = {
     ("SecretCreate", "env"): ENV,
     ("SecretValues", "env"): ENV,
     ("VolumeCreate", "name"): NAME,
-    ("VolumeCreate", "max_bytes"): {"exclusiveMinimum": 0},
+    ("VolumeCreate", "max_bytes"): {"exclusiveMinimum": 0, "maximum": MAX_VOLUME_BYTES},
     ("VolumeCopy", "src_paths"): {"minItems": 1, "items": VOLUME_PATH},
     ("VolumeCopy", "dst"): VOLUME_PATH,
     ("VolumeRemove", "path"): VOLUME_PATH,
@@ -110,6 +111,22 @@ def _store_operations(components: dict[str, Schema]) -> list[Schema]:
     return [c for n, c in components.items() if n.startswith(("Dict", "Queue"))]
 
 
+# msgspec takes bytes as padded standard base64, and nothing else: JSON
+# Schema's contentEncoding is only an annotation, so say it with a pattern.
+BASE64_PATTERN = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _base64_patterns(schema: object) -> None:
+    if isinstance(schema, dict):
+        if schema.get("contentEncoding") == "base64" and "pattern" not in schema:
+            schema["pattern"] = BASE64_PATTERN
+        for value in schema.values():
+            _base64_patterns(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _base64_patterns(value)
+
+
 def param_schema(where: str, name: str, default: Schema) -> Schema:
     table = PATH_PARAMS if where == "path" else QUERY_PARAMS
     return table.get(name, default)
@@ -130,6 +147,8 @@ def constrain(components: dict[str, Schema]) -> None:
         for prop, extra in STORE_FIELDS.items():
             if prop in properties:
                 properties[prop] = _merged(properties[prop], extra)
+    for component in components.values():
+        _base64_patterns(component)
     # DictUpdate's items are [key, value] pairs.
     pair = components["DictUpdate"]["properties"]["items"]["items"]
     pair["prefixItems"][0] = _merged(pair["prefixItems"][0], DICT_KEY)

@@ -10,6 +10,7 @@ from thaw_core.contract import volume_chunk_key
 from thaw_core.schema import VolumeEntry, VolumeInfo
 from thaw_core.volumes import VolumeError, VolumePathError, volume_path
 from thaw_core.volumes.api import (
+    MAX_VOLUME_BYTES,
     ChunksMissing,
     VolumeCommitBody,
     VolumeCopy,
@@ -77,6 +78,11 @@ async def _stream(request: web.Request, size: int, chunks: list[str]) -> web.Str
 async def create_volume(request: web.Request) -> web.Response:
     body = await read_body(request, VolumeCreate)
     name = checked_name("volume", body.name)
+    if body.max_bytes is not None and not 0 < body.max_bytes <= MAX_VOLUME_BYTES:
+        # Here too: a number past 64 bits cannot even travel to the volumes service.
+        raise bad_request(
+            f"max_bytes must be positive and at most {MAX_VOLUME_BYTES}, got {body.max_bytes}"
+        )
     client = _client(gateway(request))
     try:
         if not body.exist_ok:

@@ -15,6 +15,7 @@ import asyncpg
 from thaw_core.db import Database
 from thaw_core.schema import VolumeEntry, VolumeInfo, check_name
 from thaw_core.volumes import CHUNK_SIZE, VolumeError, VolumePathError, ancestors, volume_path
+from thaw_core.volumes.api import MAX_VOLUME_BYTES
 
 # One page of entries stays well inside a NATS message.
 PAGE_ROWS = 1000
@@ -106,8 +107,11 @@ class VolumeStore:
 
     async def ensure(self, name: str, create: bool, max_bytes: int | None) -> VolumeInfo:
         name = _checked_name(name)
-        if max_bytes is not None and max_bytes <= 0:
-            raise VolumeError("bad_request", f"max_bytes must be positive, got {max_bytes}")
+        if max_bytes is not None and not 0 < max_bytes <= MAX_VOLUME_BYTES:
+            raise VolumeError(
+                "bad_request",
+                f"max_bytes must be positive and at most {MAX_VOLUME_BYTES}, got {max_bytes}",
+            )
         if create:
             await self.db.execute(
                 "INSERT INTO volumes (id, name, max_bytes) VALUES ($1, $2, $3)"

@@ -21,6 +21,9 @@ import msgspec
 
 from thaw_core.schema import VolumeEntry
 
+# The largest max_bytes a volume can have (Postgres bigint).
+MAX_VOLUME_BYTES = 2**63 - 1
+
 
 class VolumeCreate(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str
