@@ -206,7 +206,8 @@ class Stores:
         for f in futures:
             try:
                 await f
-            except nats.errors.NoRespondersError:
+            # Pipelined publishes to no stream end as "no response from stream".
+            except (nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError):
                 raise StoreMissing(subject) from None
 
     async def stream_peek(
