@@ -31,7 +31,7 @@ ENV APP_MODE=${MODE}
 WORKDIR /app
 COPY --from=build /built.txt ./built.txt
 COPY data.txt /app/
-RUN useradd --uid 1234 --create-home appuser
+RUN useradd --uid 1234 --create-home appuser && usermod -aG audio appuser
 USER appuser
 RUN id -u > /home/appuser/uid \\
     && echo {marker} > /home/appuser/marker
@@ -80,6 +80,7 @@ def test_a_multi_stage_dockerfile_builds_and_one_changed_run_rebuilds_only_itsel
     assert got["uid_at_build"] == "1234" and got["marker"] == "first"
     # The function runs as the Dockerfile's USER, with that user's home.
     assert (got["uid"], got["HOME"]) == ("1234", "/home/appuser"), got
+    assert got["groups"] == "29", got  # audio, from the image's /etc/group
     assert got["note_owner"] == "1234", got
 
     code, again = deploy(platform, monkeypatch, tmp_path, base_image, "second")

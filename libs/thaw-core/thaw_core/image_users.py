@@ -1,7 +1,9 @@
 """A ``USER`` (``name``, ``uid``, ``name:group``, ``uid:gid``) as the numeric
 ids and home directory it has in an image, read from the image's own
 ``/etc/passwd`` and ``/etc/group`` as Docker reads them: a numeric uid that
-the image does not list runs with gid 0 and home ``/``."""
+the image does not list runs with gid 0 and home ``/``; a user runs with the
+supplementary groups ``/etc/group`` lists it in, unless ``USER`` names its
+group."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ class ImageUser:
     uid: int
     gid: int
     home: str = "/"
+    # Supplementary groups (OCI ``additionalGids``), primary one excluded.
+    groups: tuple[int, ...] = ()
 
 
 ROOT = ImageUser(0, 0, "/root")
@@ -48,6 +52,18 @@ def image_user(spec: str, root: Path) -> ImageUser:
     uid = int(user) if row is None else int(row[2])
     gid = 0 if row is None else int(row[3])
     home = "/" if row is None else row[5] or "/"
+    groups: tuple[int, ...] = ()
+    if row is not None and not group:
+        groups = tuple(
+            sorted(
+                {
+                    int(r[2])
+                    for r in _table(root, "group")
+                    if len(r) >= 4 and r[2].isdigit() and row[0] in r[3].split(",")
+                }
+                - {gid}
+            )
+        )
     if group:
         if group.isdigit():
             gid = int(group)
@@ -56,4 +72,12 @@ def image_user(spec: str, root: Path) -> ImageUser:
             if found is None:
                 raise UserError(f"group {group!r} is not in the image's /etc/group")
             gid = int(found[2])
-    return ImageUser(uid, gid, home)
+    return ImageUser(uid, gid, home, groups)
+
+
+def oci_user(user: ImageUser) -> dict[str, object]:
+    """``user`` as an OCI config's ``process.user``."""
+    out: dict[str, object] = {"uid": user.uid, "gid": user.gid}
+    if user.groups:
+        out["additionalGids"] = list(user.groups)
+    return out

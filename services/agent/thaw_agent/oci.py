@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 from thaw_core import contract
-from thaw_core.image_users import ROOT, ImageUser
+from thaw_core.image_users import ROOT, ImageUser, oci_user
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 from thaw_core.schema import FunctionSpec
 
@@ -157,7 +157,7 @@ def build_config(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": user.uid, "gid": user.gid},
+            "user": oci_user(user),
             "args": [PYTHON, BOOTSTRAP_IN_CONTAINER],
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": "/",

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from thaw_core import hosttools, layers
-from thaw_core.image_users import ROOT, ImageUser, image_user
+from thaw_core.image_users import ROOT, ImageUser, image_user, oci_user
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
 from thaw_core.private_file import write_private
 
@@ -238,7 +238,7 @@ def _config(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": False,
-            "user": {"uid": user.uid, "gid": user.gid},
+            "user": oci_user(user),
             "args": list(cmd.argv),
             "env": [f"{k}={v}" for k, v in env.items()],
             "cwd": cmd.cwd,

@@ -31,5 +31,6 @@ def inspect() -> dict[str, str]:
         "marker": (home / "marker").read_text().strip(),
         "uid": str(os.getuid()),
         "HOME": os.environ.get("HOME", ""),
+        "groups": ",".join(str(g) for g in sorted(set(os.getgroups()) - {os.getgid()})),
         "note_owner": str(note.stat().st_uid),
     }
