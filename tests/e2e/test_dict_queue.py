@@ -56,8 +56,9 @@ def test_scatter_gather_through_a_dict(use: Platform) -> None:
 
 def test_a_large_update_from_a_container(use: Platform) -> None:
     with modal.Dict.ephemeral() as d:
-        assert fn("bulk_update").remote(d.name, 1200) == 1200
+        assert fn("bulk_update").remote(d.name, 1200) == 1201
         assert d["k1199"] == "x" * 2000
+        assert d["big"] == bytes(range(256)) * 8192
 
 
 def test_a_dict_survives_a_restart_of_nats_and_the_gateway(use: Platform) -> None:

@@ -80,12 +80,19 @@ def test_dict_limits_and_missing(use_platform: Platform) -> None:
     with pytest.raises(modal.exception.NotFoundError, match="no-such-dict"):
         modal.Dict.from_name("no-such-dict")["k"]
     d = modal.Dict.from_name("local-limits", create_if_missing=True)
-    limit = contract.STORE_MAX_VALUE_BYTES
+    # Past the store's own limit, a value goes through the blob store.
+    big = bytes(range(256)) * (contract.STORE_MAX_VALUE_BYTES // 128)
+    d["big"] = big
+    assert d["big"] == big and dict(d.items())["big"] == big
+    limit = contract.STORE_BLOB_MAX_BYTES
     with pytest.raises(modal.exception.RequestSizeError, match=str(limit)):
-        d["big"] = b"x" * (limit + 1)
+        d["huge"] = b"x" * (limit + 1)
     with pytest.raises(modal.exception.RequestSizeError, match="key"):
         d["k" * 1000 + "!"] = 1
-    assert "big" not in d
+    assert "huge" not in d
+    with modal.Queue.ephemeral() as q:
+        q.put_many([big, "small"])
+        assert q.get_many(2) == [big, "small"]
 
 
 def test_dict_aio(use_platform: Platform) -> None:

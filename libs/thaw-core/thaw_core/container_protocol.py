@@ -276,6 +276,16 @@ class StoreRequest(Frame, tag="store_request"):
     timeout_s: float = 0.0
 
 
+class StoreBlob(Frame, tag="store_blob"):
+    """runtime -> agent: keep ``data`` (a large encoded value, its sha256
+    ``sha256``) in the blob store, or with empty ``data`` read it back; the
+    answer's ``reply`` is the content read (empty after a write)."""
+
+    request_id: str
+    sha256: str
+    data: bytes = b""
+
+
 class StoreAnswer(Frame, tag="store_answer"):
     """agent -> runtime: the gateway's ``StoreReply``, or why none came."""
 
@@ -295,6 +305,7 @@ ToAgent = (
     | WebSocketSend
     | VolumeRequest
     | StoreRequest
+    | StoreBlob
 )
 ToRuntime = (
     Configure

@@ -381,6 +381,17 @@ def volume_chunk_key(sha256: str) -> str:
     return f"{VOLUMES_PREFIX}chunks/{sha256}"
 
 
+STORE_VALUES_PREFIX = "stores/values/"
+# A Dict value or Queue item larger than STORE_MAX_VALUE_BYTES is kept in the
+# blob store (at most this large), and the key or item holds a reference.
+STORE_BLOB_MAX_BYTES = 64 * 1024 * 1024
+
+
+def store_value_key(sha256: str) -> str:
+    """A large Dict value or Queue item, by the sha256 of its encoded bytes."""
+    return f"{STORE_VALUES_PREFIX}{sha256}"
+
+
 def volume_commit_key(commit_id: str) -> str:
     """A commit too large for one NATS message, until the volumes service applies it."""
     return f"{VOLUMES_PREFIX}commits/{commit_id}.json"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
 import math
 import pickle
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, Self, TypeVar
 
 import msgspec
+from thaw_core.contract import STORE_BLOB_MAX_BYTES, STORE_MAX_VALUE_BYTES
 from thaw_core.schema import check_name
 from thaw_core.schema.stores import StoreOp, StoreReply
 
@@ -33,6 +35,8 @@ from thaw._sync import aio_method, background_loop
 from thaw.client import current, gateway_error
 
 T = TypeVar("T")
+# The first byte of a stored value that refers to a copy in the blob store.
+BLOB_REF = b"\x00"
 _json = msgspec.json.Encoder()
 _json_reply = msgspec.json.Decoder(StoreReply)
 _msgpack_reply = msgspec.msgpack.Decoder(StoreReply)
@@ -132,6 +136,47 @@ def encode_value(value: Any, key: Any = "") -> bytes:
         return cloudpickle.dumps(value)
     except Exception as e:
         raise exception.InvalidError(f"cannot serialize {type(value).__name__}: {e}") from e
+
+
+async def kept(data: bytes) -> bytes:
+    """``data`` as stored: itself, or when over ``STORE_MAX_VALUE_BYTES`` a
+    reference (0x00, then JSON ``{"blob": sha256, "size": n}``) to a copy in
+    the blob store."""
+    if len(data) <= STORE_MAX_VALUE_BYTES:
+        return data
+    if len(data) > STORE_BLOB_MAX_BYTES:
+        raise exception.RequestSizeError(
+            f"a value is at most {STORE_BLOB_MAX_BYTES} bytes"
+            f" ({STORE_BLOB_MAX_BYTES >> 20} MiB) once serialized; got {len(data)}:"
+            " keep large data in a Volume and store its path"
+        )
+    sha = hashlib.sha256(data).hexdigest()
+    if is_local():
+        status, raw = await current().transport.request(
+            "PUT", f"/v1/store-values/{sha}", data, content_type="application/octet-stream"
+        )
+        if status not in (200, 201):
+            raise gateway_error(status, raw)
+    else:
+        from thaw.runtime.store_calls import calls
+
+        await calls.blob(sha, data)
+    return BLOB_REF + json.dumps({"blob": sha, "size": len(data)}).encode()
+
+
+async def load(data: bytes) -> Any:
+    """The value ``data`` stands for (fetched first when it is a reference)."""
+    if data[:1] == BLOB_REF:
+        sha = json.loads(data[1:])["blob"]
+        if is_local():
+            status, data = await current().transport.request("GET", f"/v1/store-values/{sha}")
+            if status != 200:
+                raise gateway_error(status, data)
+        else:
+            from thaw.runtime.store_calls import calls
+
+            data = await calls.blob(sha)
+    return decode_value(data)
 
 
 def decode_value(data: bytes) -> Any:

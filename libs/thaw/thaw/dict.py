@@ -4,9 +4,10 @@ Each Dict is a JetStream key-value bucket (``contract.dict_bucket``); every
 operation goes through the gateway (from a container, relayed by its
 agent). Keys and values are encoded as ``thaw._stores`` says: JSON where
 both are plain JSON types, so other languages can read them; cloudpickle
-otherwise. A value is at most ``contract.STORE_MAX_VALUE_BYTES`` once
-serialized (larger ones are refused with ``RequestSizeError``; keep large
-data in a Volume and store its path).
+otherwise. A value over ``contract.STORE_MAX_VALUE_BYTES`` once serialized
+is kept in the blob store and referred to (``thaw._stores.kept``), up to
+``contract.STORE_BLOB_MAX_BYTES``; larger ones are refused with
+``RequestSizeError``.
 
 Every method has an ``.aio`` form for event loops (``await d.get.aio(k)``).
 """
@@ -31,7 +32,7 @@ from thaw_core.schema.stores import (
 )
 
 from thaw import _stores
-from thaw._stores import decode_key, decode_value, encode_key, encode_value
+from thaw._stores import decode_key, encode_key, encode_value, kept, load
 from thaw._sync import aio_iterator, aio_method, background_loop
 
 _MISSING = object()
@@ -47,7 +48,7 @@ class Dict(_stores.NamedStore):
     @aio_method
     async def get(self, key: Any, default: Any = None) -> Any:
         reply = await _stores.call(DictGet(name=await self._ready(), key=encode_key(key)))
-        return decode_value(reply.value) if reply.found else default
+        return await load(reply.value) if reply.found else default
 
     @aio_method
     async def contains(self, key: Any) -> bool:
@@ -60,7 +61,7 @@ class Dict(_stores.NamedStore):
         op = DictPut(
             name=await self._ready(),
             key=encode_key(key),
-            value=encode_value(value, key),
+            value=await kept(encode_value(value, key)),
             skip_if_exists=skip_if_exists,
         )
         return not (await _stores.call(op)).found
@@ -70,7 +71,7 @@ class Dict(_stores.NamedStore):
         """Remove ``key`` and return its value (KeyError when missing, unless ``default``)."""
         reply = await _stores.call(DictPop(name=await self._ready(), key=encode_key(key)))
         if reply.found:
-            return decode_value(reply.value)
+            return await load(reply.value)
         if default is _MISSING:
             raise KeyError(key)
         return default
@@ -79,7 +80,7 @@ class Dict(_stores.NamedStore):
     async def update(self, other: Mapping[Any, Any] | None = None, /, **kwargs: Any) -> None:
         pairs = {**(dict(other) if other is not None else {}), **kwargs}
         name = await self._ready()
-        items = ((encode_key(k), encode_value(v, k)) for k, v in pairs.items())
+        items = [(encode_key(k), await kept(encode_value(v, k))) for k, v in pairs.items()]
         for batch in _stores.batches(items, lambda kv: len(kv[0]) + len(kv[1])):
             await _stores.call(DictUpdate(name=name, items=batch))
 
@@ -99,7 +100,7 @@ class Dict(_stores.NamedStore):
             op = DictScan(name=await self._ready(), cursor=cursor, values=values)
             reply = await _stores.call(op)
             for i, token in enumerate(reply.keys):
-                yield decode_key(token), (decode_value(reply.values[i]) if values else None)
+                yield decode_key(token), (await load(reply.values[i]) if values else None)
             cursor = reply.cursor
             if not cursor:
                 return

@@ -4,7 +4,7 @@ item is taken by exactly one getter.
 Each Queue is a JetStream work-queue stream (``contract.queue_stream``) with
 one subject per partition; every operation goes through the gateway (from a
 container, relayed by its agent). Items are encoded as Dict values are
-(``thaw._stores``), at most ``contract.STORE_MAX_VALUE_BYTES`` each.
+(``thaw._stores``), large ones through the blob store.
 
 Taking is at-least-once and made to look exactly-once: local code's items
 are acked as they are handed over; a container's stay leased to it until it
@@ -37,7 +37,7 @@ from thaw_core.schema.stores import (
 
 from thaw import _stores
 from thaw._env import is_local
-from thaw._stores import checked, decode_value, encode_value
+from thaw._stores import checked, encode_value, kept, load
 from thaw._sync import aio_iterator, aio_method, background_loop
 from thaw.exception import InvalidError
 
@@ -90,7 +90,8 @@ class Queue(_stores.NamedStore):
                 " taken or cleared; leave partition_ttl out"
             )
         name, part = await self._ready(), _part(partition)
-        for batch in _stores.batches((encode_value(v) for v in vs), len):
+        stored = [await kept(encode_value(v)) for v in vs]
+        for batch in _stores.batches(stored, len):
             await _stores.call(QueuePut(name=name, values=batch, partition=part))
 
     # ------------------------------------------------------------ get
@@ -135,7 +136,7 @@ class Queue(_stores.NamedStore):
             if calls is not None and reply.tokens:
                 calls.swap_held(held_key, reply.tokens)
             if reply.values:
-                return [decode_value(v) for v in reply.values]
+                return [await load(v) for v in reply.values]
             if not block:
                 return []
             if deadline is not None and time.monotonic() >= deadline:
@@ -166,7 +167,7 @@ class Queue(_stores.NamedStore):
         while True:
             reply = await _stores.call(QueuePeek(name=name, partition=part, cursor=cursor))
             for v in reply.values:
-                yield decode_value(v)
+                yield await load(v)
             if reply.values:
                 cursor = reply.cursor
                 quiet_since = time.monotonic()
@@ -185,7 +186,11 @@ def _lease_calls() -> Any:
 def peek(name: str, n: int, partition: str | None = None) -> list[Any]:
     """The first ``n`` items of queue ``name``, left in it."""
     op = QueuePeek(name=checked("queue", name), partition=_part(partition), limit=n)
-    return [decode_value(v) for v in background_loop().run(_stores.call(op)).values]
+
+    async def read() -> list[Any]:
+        return [await load(v) for v in (await _stores.call(op)).values]
+
+    return background_loop().run(read())
 
 
 def list_queues() -> list[StoreInfo]:

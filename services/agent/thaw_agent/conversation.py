@@ -24,6 +24,7 @@ from thaw_core.container_protocol import (
     Output,
     Ready,
     SnapshotReady,
+    StoreBlob,
     StoreRequest,
     VolumeRequest,
     WebPull,
@@ -65,6 +66,8 @@ async def _next(c: Container, channel: RuntimeChannel) -> object:
                 c.volumes.serve(frame, channel.send)
             case StoreRequest():
                 c.host.stores.serve(c.id, frame, channel.send)
+            case StoreBlob():
+                c.host.stores.serve_blob(frame, channel.send)
             case _:
                 return frame
 

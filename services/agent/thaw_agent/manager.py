@@ -85,7 +85,7 @@ class ContainerManager:
             else None
         )
         # Containers' Dict/Queue operations, relayed to the gateway.
-        self.stores = StoreRelay(bus)
+        self.stores = StoreRelay(bus, blob)
         self.containers: dict[str, Container] = {}
         self._starting: dict[str, asyncio.Future[Container]] = {}
         self._events: ContainerEvents | None = None

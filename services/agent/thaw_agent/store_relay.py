@@ -20,8 +20,9 @@ from collections.abc import Awaitable, Callable
 import msgspec
 import nats.errors
 from thaw_core import contract
+from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus, BusRequestError
-from thaw_core.container_protocol import StoreAnswer, StoreRequest
+from thaw_core.container_protocol import StoreAnswer, StoreBlob, StoreRequest
 from thaw_core.schema.stores import QueueAck, QueueGet, StoreOp, StoreReply
 from thaw_core.tasks import Background
 
@@ -38,8 +39,9 @@ _encoder = msgspec.msgpack.Encoder()
 
 
 class StoreRelay:
-    def __init__(self, bus: Bus | None) -> None:
+    def __init__(self, bus: Bus | None, blob: BlobStore | None = None) -> None:
         self._bus = bus
+        self._blob = blob
         self._tasks = Background(log)
         # Container id -> ack tokens of the queue items it holds leased.
         self._leased: dict[str, set[str]] = {}
@@ -59,6 +61,32 @@ class StoreRelay:
         self._tasks.spawn(
             self._relay(container_id if leasing else "", request, answer), "store-relay"
         )
+
+    def serve_blob(self, request: StoreBlob, answer: Answer) -> None:
+        """Keep or read back a large value (the agent holds the blob store)."""
+        self._tasks.spawn(self._blob_io(request, answer), "store-blob")
+
+    async def _blob_io(self, request: StoreBlob, answer: Answer) -> None:
+        rid = request.request_id
+        try:
+            if self._blob is None:
+                raise RuntimeError("this agent has no blob store")
+            if len(request.sha256) != 64 or not all(
+                c in "0123456789abcdef" for c in request.sha256
+            ):
+                raise ValueError(f"{request.sha256[:80]!r} is not a sha256")
+            key = contract.store_value_key(request.sha256)
+            if request.data:
+                await self._blob.put(key, request.data, sha256=request.sha256)
+                reply = StoreAnswer(request_id=rid)
+            else:
+                reply = StoreAnswer(
+                    request_id=rid, reply=await self._blob.get(key, sha256=request.sha256)
+                )
+        except Exception as e:  # noqa: BLE001 - the caller in the container learns why
+            reply = StoreAnswer(request_id=rid, error=f"large value {request.sha256[:12]}: {e}")
+        with contextlib.suppress(Exception):
+            await answer(reply)
 
     def release(self, container_id: str) -> None:
         """The container is gone: what it held leased goes to other getters now."""

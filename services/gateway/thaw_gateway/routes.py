@@ -285,6 +285,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/volume-chunks/{sha256}", volumes.get_chunk, "A chunk's bytes",
           (Answer(200, "the chunk", None, "application/octet-stream"),), errors=(404,),
           scope="read"),
+    Route("PUT", "/v1/store-values/{sha256}", stores.put_value,
+          "Keep a Dict value or Queue item too large for the store (refused unless it hashes"
+          " to the sha256 in the path); the key or item then holds a reference to it",
+          (Answer(201, "stored", deploy.BundleStored),),
+          raw_body="application/octet-stream", errors=(413,), scope="deploy"),
+    Route("GET", "/v1/store-values/{sha256}", stores.get_value, "A large Dict value's or Queue item's bytes",
+          (Answer(200, "the value", None, "application/octet-stream"),), errors=(404,),
+          scope="read"),
     Route("POST", "/v1/stores", stores.store_call,
           "One thaw.Dict or thaw.Queue operation (a tagged StoreOp; keys encoded as the"
           " SDK's thaw._stores says, values JSON text or cloudpickle bytes); an operation"

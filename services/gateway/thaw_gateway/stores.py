@@ -49,6 +49,7 @@ from thaw_core.schema.stores import (
 from thaw_core.tasks import Background
 
 from thaw_gateway.auth import PRINCIPAL, check_scope
+from thaw_gateway.deploy import SHA256_RE, _put_upload
 from thaw_gateway.errors import ApiError, bad_request, conflict, json_response, not_found, too_large
 from thaw_gateway.state import gateway
 
@@ -306,3 +307,22 @@ async def serve_stores(bus: Bus, tasks: Background) -> Subscription:
         await msg.respond(_msgpack.encode(reply))
 
     return await bus.serve(contract.STORE_REQUEST, on_request, queue=contract.STORE_REQUEST)
+
+
+# ---------------------------------------------------------------- large values
+
+
+async def put_value(request: web.Request) -> web.Response:
+    """A Dict value or Queue item over ``STORE_MAX_VALUE_BYTES``, kept in the blob store."""
+    return await _put_upload(request, contract.store_value_key, "large store value")
+
+
+async def get_value(request: web.Request) -> web.Response:
+    sha = request.match_info["sha256"]
+    if not SHA256_RE.match(sha):
+        raise bad_request(f"{sha!r} is not a sha256: expected 64 lowercase hex digits")
+    blob = gateway(request).blob
+    if await blob.stat(contract.store_value_key(sha)) is None:
+        raise not_found(f"no large store value {sha}")
+    data = await blob.get(contract.store_value_key(sha), sha256=sha)
+    return web.Response(body=data, content_type="application/octet-stream")

@@ -22,6 +22,9 @@ def bulk_update(dict_name: str, n: int) -> int:
     """One update larger than a NATS message (the SDK sends it in pieces)."""
     d = modal.Dict.from_name(dict_name)
     d.update({f"k{i}": "x" * 2000 for i in range(n)})
+    # Over the store's own limit: through the blob store, by way of the agent.
+    d["big"] = bytes(range(256)) * 8192
+    assert d["big"] == bytes(range(256)) * 8192
     return len(d)
 
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from collections.abc import Callable
 
 import msgspec
-from thaw_core.container_protocol import StoreAnswer, StoreRequest
+from thaw_core.container_protocol import StoreAnswer, StoreBlob, StoreRequest
 from thaw_core.schema.stores import QueueAck, StoreOp
 
 from thaw.exception import ConnectionError
@@ -48,6 +49,16 @@ class _Calls:
 
     async def call(self, op: StoreOp, timeout_s: float = 0.0) -> bytes:
         """The gateway's encoded ``StoreReply`` to ``op``."""
+        return await self._ask(
+            lambda rid: StoreRequest(request_id=rid, op=_encoder.encode(op), timeout_s=timeout_s)
+        )
+
+    async def blob(self, sha256: str, data: bytes = b"") -> bytes:
+        """Keep ``data`` in the blob store (the agent writes it), or with no
+        ``data`` read the value ``sha256`` back."""
+        return await self._ask(lambda rid: StoreBlob(request_id=rid, sha256=sha256, data=data))
+
+    async def _ask(self, frame: Callable[[str], StoreRequest | StoreBlob]) -> bytes:
         if self.channel is None:
             raise ConnectionError("this container has no connection to its agent")
         request_id = uuid.uuid4().hex
@@ -56,9 +67,7 @@ class _Calls:
         with self._lock:
             self._pending[request_id] = (loop, future)
         try:
-            self.channel.send(
-                StoreRequest(request_id=request_id, op=_encoder.encode(op), timeout_s=timeout_s)
-            )
+            self.channel.send(frame(request_id))
             answer = await future
         finally:
             with self._lock:
