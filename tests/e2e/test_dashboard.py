@@ -116,6 +116,9 @@ def test_sign_in_deploy_call_and_watch(
     expect(page.locator("#logs")).to_contain_text("dashboard says hello to browser")
     expect(page.locator("#app-containers")).to_contain_text("cold start")
     expect(page.locator("#plot-calls-per-minute rect").first).to_be_attached()
+    expect(page.locator("#plot-latency rect").first).to_be_attached()
+    # Its deploys (GET /v1/apps/{app}/versions), the one it runs marked.
+    expect(page.locator("#app-versions")).to_contain_text("current")
     page.screenshot(path=shots / "app.png", full_page=True)
 
     for name in ("calls", "containers", "nodes", "snapshots", "volumes", "secrets"):
@@ -128,6 +131,10 @@ def test_sign_in_deploy_call_and_watch(
             expect(page.locator("#banner")).to_be_hidden()
         if name == "nodes":
             expect(page.locator("#nodes")).to_contain_text("agent-a")
+            expect(page.locator("#nodes")).to_contain_text("fingerprint class")
+        if name == "containers":
+            expect(page.locator("#plot-containers")).to_be_attached()
+            expect(page.locator("#plot-cold-restores")).to_be_attached()
         page.screenshot(path=shots / f"{name}.png", full_page=True)
 
     # Signing out forgets the token: the page asks for one again.

@@ -240,6 +240,8 @@ class NodeInfo(Body):
     memory_mb: int
     gpus: list[GpuInfo] = []
     last_seen: float = 0.0
+    # Its fingerprint class (thaw_core.fingerprint): snapshots are kept per class.
+    fingerprint_id: str = ""
 
 
 class ContainersResponse(Body):
@@ -337,11 +339,56 @@ class ScheduleInfo(Body):
     last_status: str = ""
 
 
+class FunctionDetail(Body):
+    """One function (or class) of an app's current version, as ``thaw app
+    show`` lists it: what it asks for, how it scales, where it is served and
+    how far its memory snapshots cover the fleet."""
+
+    name: str
+    kind: str = "function"
+    methods: list[str] = []
+    cpu: float = 0.0
+    memory_mb: int = 0
+    gpu: str = ""  # '': none
+    timeout_s: float = 0.0
+    max_inputs: int = 1
+    min_containers: int = 0
+    max_containers: int | None = None
+    containers: int = 0  # starting, ready or draining now
+    schedule: str = ""  # '': not scheduled
+    web_url: str = ""  # '': no web endpoint
+    memory_snapshot: bool = False  # enable_memory_snapshot
+    # Fingerprint classes of the fleet's nodes, and those with a ready
+    # snapshot of this version (a restore can happen on those nodes).
+    fleet_classes: list[str] = []
+    snapshot_classes: list[str] = []
+    restores: int = 0
+
+
 class AppDetail(Body):
-    """``GET /v1/apps/{app}``: the app and its schedules."""
+    """``GET /v1/apps/{app}``: the app, its functions and its schedules."""
 
     app: AppInfo
     schedules: list[ScheduleInfo] = []
+    functions: list[FunctionDetail] = []
+
+
+class AppVersion(Body):
+    """One deploy of an app: ``thaw app history``."""
+
+    version: int
+    created_at: float
+    bundle_sha256: str
+    functions: list[str]
+    current: bool = False  # the version the app runs (or last ran, when stopped)
+
+
+class AppHistory(Body):
+    """``GET /v1/apps/{app}/versions``: every deploy of an app, newest first."""
+
+    app: str
+    app_id: str
+    versions: list[AppVersion]
 
 
 class CallSummary(Body):

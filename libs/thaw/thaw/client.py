@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 import msgspec
 from thaw_core.api import (
     AppDetail,
+    AppHistory,
     AppInfo,
     AutoscalerUpdate,
     BatchAccepted,
@@ -85,6 +86,7 @@ _deploy_response = msgspec.json.Decoder(DeployResponse)
 _app_info = msgspec.json.Decoder(AppInfo)
 _app_infos = msgspec.json.Decoder(list[AppInfo])
 _app_detail = msgspec.json.Decoder(AppDetail)
+_app_history = msgspec.json.Decoder(AppHistory)
 _function_info = msgspec.json.Decoder(FunctionInfo)
 _containers = msgspec.json.Decoder(ContainersResponse)
 _call_list = msgspec.json.Decoder(CallList)
@@ -270,6 +272,11 @@ class Client:
         """One app with its schedules (``thaw app show``)."""
         _, data = await self._json("GET", f"/v1/apps/{_p(app)}")
         return self._decode(_app_detail, data, "an app")
+
+    async def app_history(self, app: str) -> AppHistory:
+        """Every deploy of an app, newest first (``thaw app history``)."""
+        _, data = await self._json("GET", f"/v1/apps/{_p(app)}/versions")
+        return self._decode(_app_history, data, "an app's versions")
 
     async def stop_app(self, app: str) -> AppInfo:
         _, data = await self._json("POST", f"/v1/apps/{_p(app)}/stop")

@@ -15,9 +15,11 @@ from aiohttp import web
 from thaw_core import contract
 from thaw_core.api import ContainersResponse, NodeInfo
 from thaw_core.bus import BusRequestError
+from thaw_core.fingerprint import fingerprint_id
 from thaw_core.schema import (
     CommandReply,
     ContainerInfo,
+    Fingerprint,
     GpuInfo,
     LogLine,
     StopContainer,
@@ -100,6 +102,15 @@ FROM nodes ORDER BY id
 """
 
 
+def node_class(inventory: Any) -> str:
+    """The fingerprint class of a node's latest heartbeat ('' when it has none)."""
+    fingerprint = inventory.get("fingerprint") if isinstance(inventory, dict) else None
+    try:
+        return fingerprint_id(msgspec.convert(fingerprint, Fingerprint)) if fingerprint else ""
+    except msgspec.ValidationError:
+        return ""  # a newer agent's fingerprint: shown without a class rather than failing
+
+
 def _node_info(row: Any) -> NodeInfo:
     inventory = row["inventory"] if isinstance(row["inventory"], dict) else {}
     try:
@@ -113,6 +124,7 @@ def _node_info(row: Any) -> NodeInfo:
         memory_mb=int(inventory.get("memory_mb") or 0),
         gpus=gpus,
         last_seen=row["last_seen"],
+        fingerprint_id=node_class(inventory),
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from thaw_core.api import (
     AppDetail,
+    AppHistory,
     AppInfo,
     AutoscalerUpdate,
     BatchAccepted,
@@ -158,8 +159,12 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/apps", deploy.list_apps, "List apps",
           (Answer(200, "the apps", list[AppInfo]),), scope="read"),
     Route("GET", "/v1/apps/{app}", app_show.show_app,
-          "An app and its schedules: each scheduled function's next and last fire and last run",
+          "An app: its functions (resources, scaling, schedule, endpoint, snapshot coverage)"
+          " and each scheduled function's next and last fire and last run",
           (Answer(200, "the app", AppDetail),), errors=(404,), scope="read"),
+    Route("GET", "/v1/apps/{app}/versions", app_show.app_history,
+          "Every deploy of an app, newest first",
+          (Answer(200, "the versions", AppHistory),), errors=(404,), scope="read"),
     Route("POST", "/v1/apps/{app}/stop", deploy.stop_app,
           "Stop an app: its functions take no more calls",
           (Answer(200, "stopped", AppInfo),), errors=(404,), scope="deploy"),

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import click
 from rich.table import Table
-from thaw_core.api import AppDetail, AppInfo
+from thaw_core.api import AppDetail, AppInfo, AppVersion, FunctionDetail
 
 from thaw.cli._call_columns import CALL_COLUMNS
 from thaw.cli._common import ago, console, escape, expected_errors
@@ -58,13 +58,47 @@ def list_apps(show_all: bool, as_json: bool) -> None:
     print_list(shown, APP_COLUMNS, as_json=as_json, empty=empty)
 
 
+def _scale(f: FunctionDetail) -> str:
+    top = "-" if f.max_containers is None else str(f.max_containers)
+    return f"{f.min_containers}..{top}"
+
+
+def _snapshots(f: FunctionDetail) -> Cell:
+    """How many of the fleet's node classes a ready snapshot covers ('off': none made)."""
+    if not f.memory_snapshot:
+        return ("off", "dim")
+    covered = len(set(f.snapshot_classes) & set(f.fleet_classes))
+    full = covered and covered == len(f.fleet_classes)
+    return (f"{covered}/{len(f.fleet_classes)}", "green" if full else "yellow")
+
+
+# One word a cell, but the schedule's (last), so that awk's fields stay put.
+FUNCTION_COLUMNS: list[Column[FunctionDetail]] = [
+    Column("function", lambda f: f.name, whole=True),
+    Column("kind", lambda f: f.kind),
+    Column("methods", lambda f: ",".join(f.methods)),
+    Column("cpu", lambda f: f"{f.cpu:g}"),
+    Column("memory", lambda f: f"{f.memory_mb}MiB"),
+    Column("gpu", lambda f: f.gpu),
+    Column("timeout", lambda f: f"{f.timeout_s:g}s"),
+    Column("inputs", lambda f: str(f.max_inputs)),
+    Column("containers", lambda f: str(f.containers)),
+    Column("scale", _scale),
+    Column("endpoint", lambda f: f.web_url),
+    Column("snapshots", _snapshots),
+    Column("restores", lambda f: str(f.restores)),
+    Column("schedule", lambda f: f.schedule),
+]
+
+
 @app_group.command("show")
 @click.argument("app")
 @json_option
 @expected_errors
 def show_app(app: str, as_json: bool) -> None:
-    """Show an app (by id or name): its schedules (next and last fire, last run's status)
-    and its recent calls."""
+    """Show an app (by id or name): its functions (resources, scaling, schedule,
+    endpoint, snapshot coverage of the fleet's node classes), its schedules
+    (next and last fire, last run's status) and its recent calls."""
     from thaw._sync import background_loop
     from thaw.client import current
 
@@ -80,8 +114,12 @@ def show_app(app: str, as_json: bool) -> None:
         f"[bold]{escape(a.name)}[/bold] {escape(a.app_id)} {state}, version {a.version}, "
         f"{a.containers} container(s); functions: {escape(', '.join(a.functions))}"
     )
+    console().print("[bold]functions[/bold]")
+    print_list(detail.functions, FUNCTION_COLUMNS, as_json=False, empty="no functions")
+    named = {f.name for f in detail.functions}
     for name, url in sorted(a.web_urls.items()):
-        console().print(f"web {escape(name)}: {escape(url)}")
+        if name not in named:  # an endpoint that is not a function's own row (a method's)
+            console().print(f"web {escape(name)}: {escape(url)}")
     if detail.schedules:
         console().print(_schedules(detail))
     else:
@@ -111,6 +149,28 @@ def _at(timestamp: float | None) -> str:
     if timestamp is None:
         return "-"
     return datetime.fromtimestamp(timestamp).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+VERSION_COLUMNS: list[Column[AppVersion]] = [
+    Column("version", lambda v: str(v.version)),
+    Column("current", lambda v: ("yes", "green") if v.current else ""),
+    Column("functions", lambda v: ",".join(v.functions)),
+    Column("bundle", lambda v: v.bundle_sha256, whole=True),
+    Column("deployed", lambda v: _at(v.created_at)),  # last: a time has spaces
+]
+
+
+@app_group.command("history")
+@click.argument("app")
+@json_option
+@expected_errors
+def app_history(app: str, as_json: bool) -> None:
+    """List an app's deploys (by id or name), newest first: version, when, its functions."""
+    from thaw._sync import background_loop
+    from thaw.client import current
+
+    history = background_loop().run(current().app_history(app))
+    print_list(history.versions, VERSION_COLUMNS, as_json=as_json, empty="no deploys")
 
 
 @app_group.command("stop")

@@ -1,5 +1,5 @@
 // Apps: the list, and one app's page (functions with their resources and
-// schedules, recent calls, containers, snapshots, live logs).
+// schedules, its deploys, recent calls, containers, snapshots, live logs).
 
 import { api, enc, streamLines } from "./api.js";
 import { callsSection } from "./calls.js";
@@ -30,6 +30,7 @@ export function appView(ctx, name) {
   const functions = h("div", { id: "functions" });
   const containers = h("div", { id: "app-containers" });
   const snapshots = h("div", { id: "app-snapshots" });
+  const versions = h("div", { id: "app-versions" });
   ctx.every(async () => {
     const detail = await api(`/v1/apps/${enc(name)}`, { signal: ctx.signal });
     const app = detail.app;
@@ -42,17 +43,25 @@ export function appView(ctx, name) {
       api(`/v1/functions/${enc(app.name)}/${enc(f)}`, { signal: ctx.signal }).catch(() => null)));
     const schedules = new Map(detail.schedules.map((s) => [s.function, s]));
     fill(functions, functionsTable(specs.filter(Boolean), schedules));
-    const [live, snaps] = await Promise.all([
+    const [live, snaps, history] = await Promise.all([
       api(`/v1/containers?app=${enc(app.name)}`, { signal: ctx.signal }),
       api(`/v1/snapshots?app=${enc(app.name)}`, { signal: ctx.signal }),
+      api(`/v1/apps/${enc(app.name)}/versions`, { signal: ctx.signal }),
     ]);
     fill(containers, containersTable(live.containers));
     fill(snapshots, snapshotsTable(snaps));
+    fill(versions, table([
+      ["version", (v) => [v.version, v.current ? h("span", { class: "tag" }, "current") : null]],
+      ["deployed", (v) => when(v.created_at)],
+      ["functions", (v) => v.functions.join(", ")],
+      ["bundle", (v) => mono(v.bundle_sha256.slice(0, 12))],
+    ], history.versions, { empty: "No deploys." }));
   });
   return h("div", {},
     h("h1", {}, link("#/apps", "Apps"), " / ", name),
     summary,
     section("Functions", functions),
+    section("Versions", versions),
     section("Calls", callsSection(ctx, { app: name })),
     section("Containers", containers),
     section("Snapshots", snapshots),

@@ -36,7 +36,7 @@ export function containersView(ctx) {
     const restored = containers.filter((c) => c.restored).length;
     fill(plots,
       barChart({ title: "Containers over time", bars: history, series: STATES, id: "plot-containers" }),
-      barChart({ title: "Cold starts against restores (live containers)", series: ["cold", "restored"],
+      barChart({ title: "Cold starts against restores (live containers)", series: ["cold", "restored"], id: "plot-cold-restores",
         bars: [{ label: "containers", values: { cold: containers.length - restored, restored } }] }));
     fill(list, containersTable(containers));
   });
@@ -53,6 +53,7 @@ export function nodesView(ctx) {
       ["CPUs", (n) => n.cores],
       ["memory", (n) => bytes(n.memory_mb * 1024 * 1024)],
       ["GPUs", (n) => n.gpus.map((g) => `${g.name} (${bytes(g.memory_mb * 1024 * 1024)})`).join(", ") || "—"],
+      ["fingerprint class", (n) => mono((n.fingerprint_id || "—").slice(0, 12))],
       ["last seen", (n) => ago(n.last_seen)],
     ], nodes, { empty: "No nodes have joined." }));
   });
