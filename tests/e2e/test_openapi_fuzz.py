@@ -30,6 +30,7 @@ CHECKS_OFF: dict[tuple[str, str], str] = {
     ("put_bundle", ACCEPTANCE): "the body must hash to the path's sha256",
     ("put_file", ACCEPTANCE): "the body must hash to the path's sha256",
     ("put_chunk", ACCEPTANCE): "the body must hash to the path's sha256",
+    ("put_value", ACCEPTANCE): "the body must hash to the path's sha256",
     # A file's chunks must be stored first and add up to its size.
     ("commit", ACCEPTANCE): "each file's chunks must be stored and make its size",
     # The bundle must be uploaded first; function names unique, cron
