@@ -36,7 +36,11 @@ dev: setup
 test: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/bench $(PYTEST_ARGS)
 
+# The benchmarks' own peers, installed so that no case is skipped for want of a tool.
+BENCH_PACKAGES := buildah
+
 bench: setup
+	@THAW_BENCH_PACKAGES="$(BENCH_PACKAGES)" bash deploy/setup-host.sh
 	$(VENV)/bin/pytest -q -s tests/bench $(PYTEST_ARGS)
 
 lint: setup

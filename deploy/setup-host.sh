@@ -32,6 +32,9 @@ command -v dpkg-query >/dev/null ||
     die "dpkg-query not found: thaw's host set-up supports Debian (bookworm) hosts only"
 
 PACKAGES=(postgresql runc iptables debootstrap zstd iproute2 slirp4netns skopeo docker-registry chromium)
+# `make bench` adds what only the benchmarks use (buildah, the peer the builder is measured against).
+# shellcheck disable=SC2206
+PACKAGES+=(${THAW_BENCH_PACKAGES:-})
 is_root() { [[ $(id -u) == 0 ]]; }
 
 missing_packages() {

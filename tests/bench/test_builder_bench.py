@@ -230,7 +230,7 @@ async def test_dockerfile_thaw_steps_vs_buildah(
     """The same Dockerfile on the same registry image, by thaw's own step
     engine and by Debian's buildah, side by side (each from empty storage)."""
     if shutil.which("buildah") is None:
-        pytest.skip("buildah is not installed (apt-get install buildah)")
+        pytest.fail("buildah is not installed: `make bench` installs it (Debian's buildah)")
     nonce = uuid.uuid4().hex
     ours = await thaw_engine(db, workdir / "thaw", base_image, nonce)
     theirs = await asyncio.to_thread(buildah_engine, workdir / "buildah", base_image, nonce)
