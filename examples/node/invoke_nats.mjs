@@ -5,12 +5,19 @@
 // under that key, see Result.proof in proto/) verifies is taken: anything else
 // on the subject is a forgery.
 //
+// thaw's NATS takes only credentials it issued: an invoke client's comes from
+// `thaw nats-client create NAME --app hello` (a JSON file: its nkey seed, its
+// inbox prefix, and the prefix its call ids carry, under which only it may
+// read results).
+//
 //   npm install nats
-//   THAW_NATS_URL=nats://127.0.0.1:4222 node invoke_nats.mjs hello square 7
+//   THAW_NATS_URL=nats://127.0.0.1:24222 THAW_NATS_CREDS=NAME.nats.json \
+//     node invoke_nats.mjs hello square 7
 //
 // Prints the function's return value as JSON; exits 1 when the call failed.
-import { connect } from "nats";
+import { connect, nkeyAuthenticator } from "nats";
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
 
 const [app, fn, ...rawArgs] = process.argv.slice(2);
 if (!app || !fn) {
@@ -55,9 +62,20 @@ const verifies = (key, callId, r) => {
   return got.length === want.length && timingSafeEqual(got, want);
 };
 
-const nc = await connect({ servers: process.env.THAW_NATS_URL ?? "nats://127.0.0.1:4222" });
+if (!process.env.THAW_NATS_CREDS) {
+  console.error("THAW_NATS_CREDS: the credential file of `thaw nats-client create`");
+  process.exit(2);
+}
+const creds = JSON.parse(readFileSync(process.env.THAW_NATS_CREDS, "utf8"));
+const nc = await connect({
+  servers: process.env.THAW_NATS_URL ?? "nats://127.0.0.1:24222",
+  authenticator: nkeyAuthenticator(new TextEncoder().encode(creds.seed)),
+  // Replies (here: the stream's PubAck) come to an inbox only this client may read.
+  inboxPrefix: creds.inbox_prefix,
+});
 try {
-  const callId = `fc-${randomUUID().replaceAll("-", "")}`;
+  // Under the credential's prefix: only this client may read its results.
+  const callId = `${creds.call_id_prefix}${randomUUID().replaceAll("-", "")}`;
   const resultSubject = `thaw.result.${callId}`;
   const key = randomBytes(32);
   // Subscribing before publishing means the Result cannot slip by unseen.
@@ -87,11 +105,8 @@ try {
       console.error(`ignored a result for ${callId} whose proof does not verify (a forgery)`);
     }
   } catch (e) {
-    // Timed out: the RESULTS stream keeps every Result; read the last one by subject.
-    const jsm = await nc.jetstreamManager();
-    const r = (await jsm.streams.getMessage("RESULTS", { last_by_subj: resultSubject })).json();
-    if (!verifies(key, callId, r)) throw new Error(`no result of ${callId} verifies`);
-    result = r;
+    // An invoke client has no JetStream API (no reading RESULTS afterwards).
+    throw new Error(`no result of ${callId} verified within 120 s (${e})`);
   }
   results.unsubscribe();
   if (result.status !== "success") {

@@ -183,20 +183,28 @@ def test_readme_example_runs_beside_its_deployment(platform: Platform) -> None:
     assert [(a["state"], a["ephemeral"]) for a in runs] == [("stopped", True)]
 
 
-async def test_another_language_invokes_over_nats(platform: Platform, behaviours: None) -> None:
+async def test_another_language_invokes_over_nats(
+    platform: Platform, behaviours: None, tmp_path: Path
+) -> None:
     """What a Go or Node.js service does: publish an Invoke as plain JSON (bytes
-    fields base64, as proto/ says) and read the Result on thaw.result.<id>."""
+    fields base64, as proto/ says) and read the Result on thaw.result.<id>,
+    logged in as an invoke client of the app."""
     import base64
     import uuid
 
     import nats
+    from fixtures.nats import invoke_client
+    from thaw_core.nats_auth import connect_options, read_credential
 
-    nc = await nats.connect(platform.base_env["THAW_NATS_URL"])
+    url = platform.base_env["THAW_NATS_URL"]
+    creds = await invoke_client(url, ["behaviours"], tmp_path)
+    prefix = read_credential(creds).call_id_prefix
+    nc = await nats.connect(url, **connect_options(creds))
     try:
         js = nc.jetstream()
 
         async def invoke(args: str, **extra: Any) -> dict[str, Any]:
-            call_id = f"fc-{uuid.uuid4().hex}"
+            call_id = f"{prefix}{uuid.uuid4().hex}"
             sub = await nc.subscribe(f"thaw.result.{call_id}")
             event = {
                 "type": "invoke", "call_id": call_id, "app": "behaviours",

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
+from fixtures.nats import accepted, in_thread
 from fixtures.platform import Platform
+from thaw_core.config import NATS_CREDS_ENV
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 APP = Path(__file__).parent / "apps" / "other_languages.py"
@@ -41,12 +44,31 @@ def node_modules(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prefix
 
 
-def run(platform: Platform, argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def nats_creds(platform: Platform, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An invoke client's credential for the app, as `thaw nats-client create` issues it."""
+    path = tmp_path_factory.mktemp("creds") / "node.nats.json"
+    name = f"node-{uuid.uuid4().hex[:8]}"
+    out = platform.cli("nats-client", "create", name, "--app", "other-languages", "-o", str(path))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert path.stat().st_mode & 0o077 == 0, "the credential is private"
+    assert "nats-server reloaded" in out.stdout, out.stdout
+    in_thread(lambda: accepted(platform.base_env["THAW_NATS_URL"], path))
+    return path
+
+
+def run(
+    platform: Platform, argv: list[str], cwd: Path, nats_creds: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **platform.base_env,
         "THAW_GATEWAY_URL": platform.gateway_url,
         "THAW_TOKEN": platform.token,
     }
+    # The scripts log in as the invoke client, never as the test's admin.
+    env.pop(NATS_CREDS_ENV, None)
+    if nats_creds is not None:
+        env[NATS_CREDS_ENV] = str(nats_creds)
     return subprocess.run(
         argv, check=False, cwd=cwd, env=env, capture_output=True, text=True, timeout=180
     )
@@ -54,13 +76,15 @@ def run(platform: Platform, argv: list[str], cwd: Path) -> subprocess.CompletedP
 
 @pytest.mark.parametrize("script", ["invoke_nats.mjs", "invoke_http.mjs"])
 def test_node_invokes_and_reads_the_result(
-    platform: Platform, deployed: None, node_modules: Path, script: str
+    platform: Platform, deployed: None, node_modules: Path, nats_creds: Path, script: str
 ) -> None:
-    out = run(platform, ["node", script, "other-languages", "square", "7"], node_modules)
+    argv = ["node", script, "other-languages", "square", "7"]
+    out = run(platform, argv, node_modules, nats_creds)
     assert out.returncode == 0, out.stdout + out.stderr + platform.logs()
     assert json.loads(out.stdout) == 49
 
-    failed = run(platform, ["node", script, "other-languages", "refuse", '"no thanks"'], node_modules)
+    refuse = ["node", script, "other-languages", "refuse", '"no thanks"']
+    failed = run(platform, refuse, node_modules, nats_creds)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "ValueError: no thanks" in failed.stderr
 
@@ -82,7 +106,9 @@ def test_curl_spawn_then_result(platform: Platform, deployed: None) -> None:
 
 
 def test_curl_batch_streams_every_result(platform: Platform, deployed: None) -> None:
-    out = run(platform, ["./batch.sh", "other-languages", "square", "1", "2", "3"], EXAMPLES / "curl")
+    out = run(
+        platform, ["./batch.sh", "other-languages", "square", "1", "2", "3"], EXAMPLES / "curl"
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
     assert sorted((r["index"], r["value"]) for r in lines) == [(0, 1), (1, 4), (2, 9)]

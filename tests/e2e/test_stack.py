@@ -22,11 +22,15 @@ from typing import Any
 
 import asyncpg
 import nats
+import nats.errors
 import pytest
 from fixtures.nats import free_port
 from fixtures.private_files import exposed, others_may_enter
 from fixtures.wait import eventually
 from thaw.stack import SERVICES, stack_processes
+from thaw_core import permissions
+from thaw_core.config import stack_nats_auth_dir
+from thaw_core.nats_auth import NatsAuth, connect_options
 from thaw_core.schema import ErrorEvent, decoder
 
 pytestmark = pytest.mark.slow
@@ -243,8 +247,14 @@ async def test_stack_lifecycle(stack_env: Env) -> None:
 
     await eventually(fresh_row, timeout_s=15, what="a heartbeat stored after the restart")
 
+    # ---- NATS takes no connection without a credential of the stack's
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(env.nats_url, allow_reconnect=False, max_reconnect_attempts=0)
+    admin = NatsAuth(stack_nats_auth_dir(env.state_dir)).creds(permissions.ADMIN)
+    assert admin.stat().st_mode & 0o077 == 0, "the admin credential is private"
+
     # ---- a malformed heartbeat: an ErrorEvent, and the scheduler carries on
-    nc = await nats.connect(env.nats_url)
+    nc = await nats.connect(env.nats_url, **connect_options(admin))
     try:
         sub = await nc.subscribe("thaw.event.error.scheduler")
         await nc.jetstream().publish("thaw.event.node.e2e-bad", b'{"type": "node_heartbeat",')

@@ -11,6 +11,8 @@ has.
 | THAW_NATS_URL            | nats://127.0.0.1:24222                   |
 | THAW_NATS_PORT           | 24222 (embedded nats-server)             |
 | THAW_NATS_MONITOR_PORT   | 28222 (embedded nats-server HTTP monitor)|
+| THAW_NATS_AUTH_DIR       | $THAW_STATE_DIR/nats-auth: the embedded stack's NATS credentials and server config |
+| THAW_NATS_CREDS          | (this process's NATS credential file, ``thaw_core.nats_auth``; `thaw up` gives each process its role's) |
 | THAW_DATABASE_URL        | postgresql://thaw@127.0.0.1:25432/thaw   |
 | THAW_DATABASE_PASSWORD_FILE | $THAW_STATE_DIR/postgres-password (0600; used when the URL has no password) |
 | THAW_POSTGRES_PORT       | 25432 (embedded Postgres)                |
@@ -57,6 +59,15 @@ DATABASE_PASSWORD_FILE_NAME = "postgres-password"
 class ConfigError(RuntimeError):
     """A setting that cannot be used as given."""
 
+# The path of a process's NATS credential file.
+NATS_CREDS_ENV = "THAW_NATS_CREDS"
+NATS_AUTH_DIR_ENV = "THAW_NATS_AUTH_DIR"
+
+
+def stack_nats_auth_dir(state_dir: Path) -> Path:
+    """Where the embedded stack keeps its NATS credentials (``thaw_core.nats_auth``)."""
+    return state_dir / "nats-auth"
+
 
 def _default_state_dir() -> Path:
     # Root's home is closed to other users, and the embedded Postgres runs as
@@ -83,6 +94,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     trace_console: bool
     log_level: str
     node_id: str
+    # This process's NATS credential (its role's, see thaw_core.permissions);
+    # None: Bus.connect looks at THAW_NATS_CREDS itself.
+    nats_creds: Path | None = None
+    # Where `thaw up` keeps every role's credential (thaw_core.nats_auth).
+    nats_auth_dir: Path = Path()
     volume_max_bytes: int = 100 << 30
     volume_commit_interval_s: float = 5.0
     metrics_host: str = "127.0.0.1"
@@ -117,6 +133,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             gateway_port=gw_port,
             gateway_url=e.get("THAW_GATEWAY_URL", f"http://{gw_host}:{gw_port}"),
             token=e.get("THAW_TOKEN") or None,
+            nats_creds=Path(e[NATS_CREDS_ENV]) if e.get(NATS_CREDS_ENV) else None,
+            nats_auth_dir=Path(e.get(NATS_AUTH_DIR_ENV) or stack_nats_auth_dir(state_dir)),
             otlp_endpoint=e.get("THAW_OTLP_ENDPOINT") or None,
             trace_console=e.get("THAW_TRACE_CONSOLE", "0") not in ("", "0", "false"),
             log_level=e.get("THAW_LOG_LEVEL", "INFO").upper(),
@@ -178,6 +196,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             env["THAW_TOKEN"] = self.token
         if self.database_password_file:
             env["THAW_DATABASE_PASSWORD_FILE"] = self.database_password_file
+        if self.nats_creds:
+            env[NATS_CREDS_ENV] = str(self.nats_creds)
+        env[NATS_AUTH_DIR_ENV] = str(self.nats_auth_dir)
         if self.otlp_endpoint:
             env["THAW_OTLP_ENDPOINT"] = self.otlp_endpoint
         return env

@@ -62,6 +62,9 @@ STORE_REQUEST = "thaw.store.request"
 QUEUE_ITEM = "thaw.queue.{queue}.{partition}"
 WEB_REQUEST = "thaw.web.{request_id}.req"
 WEB_RESPONSE = "thaw.web.{request_id}.resp"
+# Request/reply inboxes: each NATS user replies to its own, so no other user
+# may subscribe where its answers land (``thaw_core.permissions``).
+INBOX = "_INBOX.{user}"
 
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 
@@ -89,6 +92,22 @@ def result_subject(call_id: str) -> str:
 
 
 RESULT_SUBJECT_PREFIX = RESULT.split("{", 1)[0]
+
+
+def inbox_prefix(user: str) -> str:
+    """Where the NATS user ``user`` gets its replies (``inbox_prefix`` of its client)."""
+    return INBOX.format(user=user)
+
+
+def client_call_id(client: str, token: str) -> str:
+    """A call id of the invoke client ``client``: ``<client>.<token>``, so its
+    results land under ``thaw.result.<client>.>``, which only it may read."""
+    return f"{client}.{token}"
+
+
+def client_results(client: str) -> str:
+    """Every result of the invoke client ``client``'s calls."""
+    return result_subject(client_call_id(client, ">"))
 
 
 def call_id_of_result_subject(subject: str) -> str:

@@ -59,7 +59,7 @@ from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
 
-from thaw_core import metrics, refusal
+from thaw_core import metrics, permissions, refusal
 from thaw_core.blob import BlobStore, open_blob_store
 from thaw_core.bus import Bus, Handler
 from thaw_core.config import Settings
@@ -164,8 +164,13 @@ class Service:
         # Credentials and containers' configs live here: no other user's.
         private_dir(s.state_dir)
         try:
-            self._bus = await Bus.connect(s.nats_url, name=f"thaw-{self.name}-{self.instance}")
-            await self._bus.provision()
+            self._bus = await Bus.connect(
+                s.nats_url, name=f"thaw-{self.name}-{self.instance}", creds=s.nats_creds
+            )
+            # Only the roles granted the streams' API create them; the others
+            # find them made by the stack's supervisor or the gateway.
+            if permissions.may_provision(self.name):
+                await self._bus.provision()
             if self.uses_db:
                 self.db = await Database.connect(s.database_url, password=s.database_password())
                 await self.db.migrate()

@@ -96,7 +96,7 @@ class AgentService(Service):
         await self.dispatcher.held.hand_back(self.bus)
         await asyncio.to_thread(self.snapshots.cache.sweep)
         self._subs.append(
-            await self.bus.serve(contract.wildcard(contract.CANCEL), self.dispatcher.on_cancel)
+            await self.bus.serve(contract.all_of(contract.CANCEL), self.dispatcher.on_cancel)
         )
         for subject in self.command_subjects:
             self._subs.append(await self.bus.serve(subject, self.commands.on_command))

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+from pathlib import Path
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -18,7 +20,9 @@ from thaw_core.bus.delivery import is_delivery_reply, trace_context
 from thaw_core.bus.jetstream import Streams, payload, with_trace
 from thaw_core.bus.pull import FreeSlots, Handler, Take, consume_loop, fetch_once, pull_loop
 from thaw_core.bus.stores import Stores
+from thaw_core.config import NATS_CREDS_ENV
 from thaw_core.contract import ConsumerSpec
+from thaw_core.nats_auth import connect_options
 
 log = logging.getLogger("thaw_core.bus")
 
@@ -65,8 +69,18 @@ class Bus(Streams, Stores):
     # ------------------------------------------------------------ connection
 
     @classmethod
-    async def connect(cls, url: str, *, name: str, connect_timeout_s: float = 30) -> Bus:
-        """Connect to ``url`` (several may be given, comma-separated).
+    async def connect(
+        cls,
+        url: str,
+        *,
+        name: str,
+        creds: Path | None = None,
+        connect_timeout_s: float = 30,
+    ) -> Bus:
+        """Connect to ``url`` (several may be given, comma-separated), logged
+        in with the credential file ``creds`` (``thaw_core.nats_auth``; default:
+        the one ``THAW_NATS_CREDS`` names; none: connect without, which a thaw
+        nats-server refuses).
 
         The first connection is retried until ``connect_timeout_s`` (services
         start in any order, e.g. beside a nats-server that is still starting);
@@ -75,6 +89,10 @@ class Bus(Streams, Stores):
         """
         bus = cls(Client(), name=name)
         servers = [u.strip() for u in url.split(",") if u.strip()]
+        creds = creds or (
+            Path(os.environ[NATS_CREDS_ENV]) if os.environ.get(NATS_CREDS_ENV) else None
+        )
+        auth = connect_options(creds) if creds is not None else {}
         try:
             await asyncio.wait_for(
                 bus.nc.connect(
@@ -94,6 +112,7 @@ class Bus(Streams, Stores):
                     disconnected_cb=bus._on_disconnected,
                     reconnected_cb=bus._on_reconnected,
                     closed_cb=bus._on_closed,
+                    **auth,
                 ),
                 timeout=connect_timeout_s,
             )

@@ -15,8 +15,11 @@ CallStatus = Literal["success", "failure", "timeout", "cancelled", "terminated"]
 
 # A call id is a subject token (thaw.result.<call_id>) and a URL path segment
 # (/v1/calls/<call_id>). Ids made by the gateway are "fc-<32 hex>"; another
-# language publishing on the bus picks its own, within this.
-CALL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+# language publishing on the bus picks its own, within this. An invoke client's
+# ids are "<client>.<token>" (``contract.client_call_id``): two tokens, so its
+# results fall under a subject prefix that only it may read.
+_TOKEN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
+CALL_ID_RE = re.compile(rf"^(?:[A-Za-z0-9][A-Za-z0-9_-]{{0,63}}\.)?{_TOKEN}$")
 
 
 def is_call_id(value: str) -> bool:

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import asyncpg
@@ -19,6 +20,7 @@ import nats.errors
 from thaw_core.blob import open_blob_store
 from thaw_core.config import Settings
 from thaw_core.contract import health_subject
+from thaw_core.nats_auth import connect_options
 from thaw_core.schema import HealthReply, decoder
 
 PROBE_TIMEOUT_S = 3.0
@@ -86,7 +88,7 @@ class ServiceHealth:
     reply: HealthReply | None = None
 
 
-async def _probe_connection(nats_url: str) -> nats.NATS:
+async def _probe_connection(nats_url: str, creds: Path) -> nats.NATS:
     """A connection that tries once and says nothing.
 
     nats-py hands every connection error to the error callback, whose default
@@ -110,6 +112,7 @@ async def _probe_connection(nats_url: str) -> nats.NATS:
                 reconnect_time_wait=0.2,
                 error_cb=note,
                 name="thaw-status",
+                **connect_options(creds),
             ),
             PROBE_TIMEOUT_S,
         )
@@ -118,11 +121,14 @@ async def _probe_connection(nats_url: str) -> nats.NATS:
         raise (seen[-1] if seen else exc) from None
 
 
-async def check_services(nats_url: str, names: Iterable[str]) -> dict[str, ServiceHealth]:
-    """Ask each service on its health subject, over one short-lived connection."""
+async def check_services(
+    nats_url: str, names: Iterable[str], creds: Path
+) -> dict[str, ServiceHealth]:
+    """Ask each service on its health subject, over one short-lived connection
+    logged in with ``creds``."""
     names = list(names)
     try:
-        nc = await _probe_connection(nats_url)
+        nc = await _probe_connection(nats_url, creds)
     except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
         return {n: ServiceHealth(f"nats unreachable ({_err(exc)})") for n in names}
     try:

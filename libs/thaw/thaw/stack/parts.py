@@ -11,7 +11,8 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any, Literal
 
-from thaw_core.config import Settings
+from thaw_core.config import NATS_CREDS_ENV, Settings, stack_nats_auth_dir
+from thaw_core.nats_auth import NatsAuth
 
 from thaw.stack.state import STACK_ENV, StackPaths
 
@@ -82,12 +83,24 @@ def child_env(settings: Settings, paths: StackPaths) -> dict[str, str]:
     return env
 
 
+def nats_auth(paths: StackPaths) -> NatsAuth:
+    """The stack's NATS credentials: one per role, made at the first ``thaw up``."""
+    return NatsAuth(stack_nats_auth_dir(paths.state_dir))
+
+
 def nats_part(settings: Settings, paths: StackPaths) -> Part:
+    # Only users with a credential of the stack's get in, each with its role's grants.
+    auth = nats_auth(paths)
+    config = auth.ensure()
     return Part(
         name="nats",
         kind="infra",
         argv=[
             nats_server_binary(),
+            "-c",
+            str(config),
+            "-P",
+            str(auth.pid_file(settings.nats_port)),
             "-js",
             "-sd",
             str(paths.nats_dir),
@@ -133,11 +146,13 @@ def blob_part(settings: Settings) -> Part:
 
 def service_part(name: str, settings: Settings, paths: StackPaths) -> Part:
     port = settings.gateway_port if name == "gateway" else None
+    # Each service logs in to NATS as its own role.
+    env = {**child_env(settings, paths), NATS_CREDS_ENV: str(nats_auth(paths).creds(name))}
     return Part(
         name=name,
         kind="service",
         argv=[sys.executable, "-m", f"thaw_{name}"],
-        env=child_env(settings, paths),
+        env=env,
         log_path=paths.log(name),
         port=port,
         port_label=str(port) if port else "-",

@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
+from thaw_core import permissions
 from thaw_core.config import Settings
 
 from thaw.stack import health
-from thaw.stack.parts import AGENT, SERVICES
+from thaw.stack.parts import AGENT, SERVICES, nats_auth
 from thaw.stack.state import StackPaths, pid_alive, stack_processes
 
 
@@ -75,7 +76,9 @@ async def stack_status(settings: Settings) -> StackStatus:
         health.check_nats(s.nats_monitor_port),
         health.check_postgres(s),
         health.check_blob(s.blob_url),
-        health.check_services(s.nats_url, service_names),
+        health.check_services(
+            s.nats_url, service_names, nats_auth(paths).creds(permissions.ADMIN)
+        ),
     )
     out = []
     for n in names:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from thaw_core import permissions
 from thaw_core.config import Settings
 
 from thaw.stack import health
@@ -42,6 +43,7 @@ from thaw.stack.parts import (
     SERVICES,
     Part,
     blob_part,
+    nats_auth,
     nats_part,
     postgres_part,
     service_part,
@@ -222,6 +224,7 @@ class Stack:
         self._write_state()
 
         await self._wait_healthy(["nats", "postgres", "blob"], deadline)
+        await self._provision_streams(deadline)
         await self._migrate(deadline)
         token = self.paths.admin_token()
         assert token is not None
@@ -240,6 +243,27 @@ class Stack:
             logs_dir=self.paths.logs_dir,
             pid=os.getpid(),
         )
+
+    async def _provision_streams(self, deadline: float) -> None:
+        """Create the streams here (as admin): of the services only the
+        gateway may, and the others may start before it."""
+        from thaw_core.bus import Bus
+
+        try:
+            bus = await Bus.connect(
+                self.settings.nats_url,
+                name="thaw-stack",
+                creds=nats_auth(self.paths).creds(permissions.ADMIN),
+                connect_timeout_s=max(1.0, deadline - time.monotonic()),
+            )
+        except Exception as exc:
+            raise StartupFailed(f"cannot connect to NATS to provision streams: {exc}") from exc
+        try:
+            await bus.provision()
+        except Exception as exc:
+            raise StartupFailed(f"cannot provision the NATS streams: {exc}") from exc
+        finally:
+            await bus.close(grace_s=1)
 
     async def _migrate(self, deadline: float) -> None:
         """Migrate once here, so the services start against an up-to-date schema."""
@@ -299,7 +323,8 @@ class Stack:
             else:
                 services.append(n)
         if services:
-            checks["_services"] = health.check_services(s.nats_url, services)
+            admin = nats_auth(self.paths).creds(permissions.ADMIN)
+            checks["_services"] = health.check_services(s.nats_url, services, admin)
         results = await asyncio.gather(*checks.values())
         for key, res in zip(checks, results):
             if key == "_services":

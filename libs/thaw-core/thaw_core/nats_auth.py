@@ -1,0 +1,231 @@
+"""NATS credentials: one nkey user per role and per invoke client, and the
+nats-server configuration that admits only them, each with its role's grants
+(``thaw_core.permissions``).
+
+A credential is a small JSON file, 0600::
+
+    {"user": "agent", "seed": "SU...", "inbox_prefix": "_INBOX.agent"}
+
+(an invoke client's also says which apps it may call and where its results
+land). The server's configuration holds only public keys. The directory::
+
+    <dir>/              0700
+      server.conf       0600  authorization block, rendered from the grants
+      users/<role>.json 0600  one credential per role, made on first use
+      clients/<name>.json     an invoke client's public key and apps (no seed)
+      run/<port>.pid          each nats-server using this configuration (``-P``)
+
+``connect_options`` turns a credential file into nats-py ``connect`` options.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nkeys
+
+from thaw_core import contract
+from thaw_core.permissions import ROLES, Grants, client_grants, role_grants
+
+# A client name is a subject token of its own (its results' prefix), and not a role.
+_CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class Credential(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One NATS user's credential file."""
+
+    user: str
+    seed: str
+    inbox_prefix: str
+    # Invoke clients only: what they may call and where their results land.
+    apps: list[str] = []
+    call_id_prefix: str = ""
+    results: str = ""
+
+
+class ClientRecord(msgspec.Struct, kw_only=True):
+    """An invoke client as the server's configuration knows it: no seed."""
+
+    name: str
+    public_key: str
+    apps: list[str]
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, readable by its owner alone from the start."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def new_seed() -> str:
+    return nkeys.encode_seed(secrets.token_bytes(32), nkeys.PREFIX_BYTE_USER).decode()
+
+
+def public_key(seed: str) -> str:
+    return nkeys.from_seed(bytearray(seed.encode())).public_key.decode()
+
+
+def read_credential(path: Path) -> Credential:
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=Credential)
+    except (OSError, msgspec.DecodeError) as e:
+        raise ValueError(f"cannot read the NATS credential {path}: {e}") from e
+
+
+def connect_options(creds: Path) -> dict[str, Any]:
+    """nats-py ``connect`` keyword arguments that log in with ``creds``."""
+    cred = read_credential(creds)
+    return {"nkeys_seed_str": cred.seed, "inbox_prefix": cred.inbox_prefix}
+
+
+def _permissions(grants: Grants) -> dict[str, Any]:
+    perms: dict[str, Any] = {
+        "publish": {"allow": list(grants.publish)},
+        "subscribe": {"allow": list(grants.subscribe)},
+    }
+    if grants.responds:
+        perms["allow_responses"] = True
+    return perms
+
+
+class NatsAuth:
+    """The credentials and server configuration kept in one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "server.conf"
+
+    @property
+    def users_dir(self) -> Path:
+        return self.root / "users"
+
+    @property
+    def clients_dir(self) -> Path:
+        return self.root / "clients"
+
+    def pid_file(self, port: int) -> Path:
+        """Where the nats-server on ``port`` writes its pid (its ``-P``), so that
+        ``reload_servers`` finds it."""
+        return self.root / "run" / f"{port}.pid"
+
+    def reload_servers(self) -> int:
+        """Have every running nats-server of this configuration re-read it
+        (SIGHUP): new clients get in, revoked ones are disconnected. Returns
+        how many were signalled."""
+        signalled = 0
+        for pid_file in (self.root / "run").glob("*.pid"):
+            try:
+                pid = int(pid_file.read_text().strip())
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except (OSError, ValueError):
+                pid_file.unlink(missing_ok=True)  # that server is gone
+                continue
+            if b"nats-server" not in cmdline:
+                pid_file.unlink(missing_ok=True)
+                continue
+            os.kill(pid, signal.SIGHUP)
+            signalled += 1
+        return signalled
+
+    def creds(self, role: str) -> Path:
+        """The credential file of ``role`` (see ``ensure``)."""
+        return self.users_dir / f"{role}.json"
+
+    def ensure(self) -> Path:
+        """Make the directory, a credential for every role that has none, and
+        the server's configuration; return the configuration's path."""
+        for d in (self.root, self.users_dir, self.clients_dir, self.root / "run"):
+            d.mkdir(parents=True, exist_ok=True)
+            d.chmod(0o700)
+        for role in ROLES:
+            path = self.creds(role)
+            if not path.exists():
+                cred = Credential(
+                    user=role, seed=new_seed(), inbox_prefix=contract.inbox_prefix(role)
+                )
+                write_private(path, msgspec.json.encode(cred))
+        return self.write_config()
+
+    def clients(self) -> list[ClientRecord]:
+        return sorted(
+            (
+                msgspec.json.decode(p.read_bytes(), type=ClientRecord)
+                for p in self.clients_dir.glob("*.json")
+            ),
+            key=lambda r: r.name,
+        )
+
+    def render(self) -> str:
+        users = [
+            {
+                "nkey": public_key(read_credential(self.creds(role)).seed),
+                "permissions": _permissions(role_grants(role)),
+            }
+            for role in ROLES
+        ]
+        users += [
+            {
+                "nkey": client.public_key,
+                "permissions": _permissions(client_grants(client.name, tuple(client.apps))),
+            }
+            for client in self.clients()
+        ]
+        # nats-server's configuration format reads JSON.
+        return json.dumps({"authorization": {"users": users}}, indent=2) + "\n"
+
+    def write_config(self) -> Path:
+        write_private(self.config_path, self.render().encode())
+        return self.config_path
+
+    # ------------------------------------------------------------ invoke clients
+
+    def add_client(self, name: str, apps: list[str]) -> Credential:
+        """Register the invoke client ``name`` for ``apps`` and return its
+        credential (the only copy of its seed: the caller writes it out).
+        Takes effect once the server reloads its configuration."""
+        if not _CLIENT_NAME.match(name) or name in ROLES:
+            raise ValueError(
+                f"invalid client name {name!r}: lowercase letters, digits and '-',"
+                f" and not one of {', '.join(sorted(ROLES))}"
+            )
+        if not apps:
+            raise ValueError("an invoke client needs at least one app (--app)")
+        if (self.clients_dir / f"{name}.json").exists():
+            raise ValueError(f"an invoke client named {name!r} exists; revoke it first")
+        seed = new_seed()
+        record = ClientRecord(name=name, public_key=public_key(seed), apps=sorted(set(apps)))
+        write_private(self.clients_dir / f"{name}.json", msgspec.json.encode(record))
+        self.write_config()
+        return Credential(
+            user=name,
+            seed=seed,
+            inbox_prefix=contract.inbox_prefix(name),
+            apps=record.apps,
+            call_id_prefix=contract.client_call_id(name, ""),
+            results=contract.client_results(name),
+        )
+
+    def remove_client(self, name: str) -> bool:
+        """Forget the invoke client ``name``; False when there is none."""
+        path = self.clients_dir / f"{name}.json"
+        if not path.exists():
+            return False
+        path.unlink()
+        self.write_config()
+        return True

@@ -1,0 +1,187 @@
+"""Who may publish and subscribe what on NATS: one ``Grants`` per role, built
+from ``thaw_core.contract``'s names. ``thaw_core.nats_auth`` renders them into
+the nats-server's ``authorization`` block, one nkey user per role (and one per
+invoke client), so the server refuses everything else.
+
+Roles: one per service (its ``Service.name``), ``admin`` (the stack's
+supervisor, the CLI, tests) and invoke clients (``client_grants``: other
+languages publishing invokes for the apps they were granted).
+
+Every role gets its own request/reply inbox (``contract.inbox_prefix``), may
+answer requests it received (``allow_responses``), serves its health subject
+and reports its refusals as error events. Beyond that:
+
+- results (``thaw.result.>``): published by agents, and by the gateway for a
+  call cancelled before any agent answered; read by the gateway, agents (to
+  drop a redelivered input) and each invoke client under its own prefix;
+- the JetStream API: only the gateway and admin create, update, delete or
+  purge streams (``may_provision``); other services get the consumer
+  operations on the streams they consume (``_consumes``) and nothing else.
+
+Extending: a new subject is defined in ``contract.py`` and then granted here,
+in the ``ROLES`` entry of each role that publishes it (``publish``) or listens
+to it (``subscribe``); a role that serves a request/reply subject subscribes to
+it and answers through ``allow_responses``, a role that asks publishes it. A
+new stream that a service consumes gets ``_consumes(THE_STREAM)`` in that role.
+A subject granted to nobody is refused by the server, which nats-py reports as
+a "Permissions Violation" on the connection (and the nats-server log names the
+user and subject), so a missing grant shows up at the first test that uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from thaw_core import contract as c
+
+JS_API = "$JS.API"
+# Acks, naks and in-progress of JetStream deliveries go to the message's reply
+# subject: $JS.ACK.<stream>.<consumer>.<...>.
+JS_ACK = "$JS.ACK"
+# Flow control replies of push (ordered) consumers.
+JS_FC = "$JS.FC"
+
+ADMIN = "admin"
+GATEWAY = "gateway"
+AGENT = "agent"
+SCHEDULER = "scheduler"
+BUILDER = "builder"
+SNAPSHOTS = "snapshots"
+VOLUMES = "volumes"
+CRON = "cron"
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What one NATS user may do: subjects (wildcards allowed) it may publish
+    and subscribe to, and whether it may answer the requests it receives."""
+
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    responds: bool = True
+
+    def __add__(self, other: Grants) -> Grants:
+        return Grants(
+            publish=_unique(self.publish + other.publish),
+            subscribe=_unique(self.subscribe + other.subscribe),
+            responds=self.responds or other.responds,
+        )
+
+
+def _unique(items: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(items))
+
+
+def _consumes(stream: c.StreamSpec) -> Grants:
+    """Bind to, create or update durable pull consumers of ``stream``, fetch
+    from them and settle what they deliver; read the stream's info."""
+    s = stream.name
+    return Grants(
+        publish=(
+            f"{JS_API}.STREAM.INFO.{s}",
+            f"{JS_API}.CONSUMER.CREATE.{s}",
+            f"{JS_API}.CONSUMER.CREATE.{s}.>",
+            f"{JS_API}.CONSUMER.DURABLE.CREATE.{s}.*",
+            f"{JS_API}.CONSUMER.INFO.{s}.*",
+            f"{JS_API}.CONSUMER.MSG.NEXT.{s}.*",
+            f"{JS_ACK}.{s}.>",
+        )
+    )
+
+
+def _reads_last(stream: c.StreamSpec) -> Grants:
+    """Read the last message stored on a subject of ``stream`` (``Bus.last``)."""
+    return Grants(publish=(f"{JS_API}.STREAM.MSG.GET.{stream.name}",))
+
+
+def _service(role: str) -> Grants:
+    """What every service needs: its inbox, its health probe, its error events."""
+    return Grants(
+        publish=(c.error_event_subject(role),),
+        subscribe=(c.inbox_prefix(role) + ".>", c.health_subject(role)),
+    )
+
+
+ROLES: dict[str, Grants] = {
+    # Everything: the supervisor provisions streams and probes health, the CLI
+    # and the tests look at whatever they need.
+    ADMIN: Grants(publish=(">",), subscribe=(">",)),
+    # The control plane: it provisions the streams and consumers, publishes
+    # inputs, cancels (and the result of a call cancelled before it ran),
+    # app events and build requests, commands agents, follows logs and events,
+    # serves secrets and the web requests' bodies.
+    GATEWAY: Grants(
+        publish=(f"{c.PREFIX}.>", f"{JS_API}.>", f"{JS_ACK}.>", f"{JS_FC}.>"),
+        subscribe=(f"{c.PREFIX}.>",),
+    ),
+    AGENT: Grants(
+        publish=(
+            c.all_of(c.RESULT),
+            # A failed attempt's retry is a new input.
+            c.all_of(c.INVOKE),
+            c.all_of(c.LOGS),
+            c.wildcard(c.EVENT_NODE),
+            c.wildcard(c.EVENT_SNAPSHOT),
+            c.SECRETS_FETCH,
+            c.SNAPSHOT_LOOKUP,
+            c.IMAGE_LOOKUP,
+            c.VOLUMES_ENSURE,
+            c.VOLUMES_ENTRIES,
+            c.VOLUMES_COMMIT,
+            c.all_of(c.WEB_REQUEST),
+        ),
+        subscribe=(c.all_of(c.CANCEL), c.wildcard(c.AGENT_COMMAND)),
+    )
+    + _consumes(c.INVOKE_STREAM)
+    + _reads_last(c.RESULTS_STREAM),
+    SCHEDULER: Grants(
+        publish=(c.wildcard(c.AGENT_COMMAND),),
+        subscribe=(c.wildcard(c.EVENT_APP),),
+    )
+    + _consumes(c.EVENTS_STREAM)
+    + _consumes(c.INVOKE_STREAM),
+    BUILDER: Grants(
+        publish=(c.wildcard(c.BUILD_LOG), c.wildcard(c.BUILD_RESULT), c.SECRETS_FETCH),
+        subscribe=(c.IMAGE_LOOKUP,),
+    )
+    + _consumes(c.BUILD_STREAM),
+    SNAPSHOTS: Grants(subscribe=(c.SNAPSHOT_LOOKUP,)) + _consumes(c.EVENTS_STREAM),
+    VOLUMES: Grants(
+        subscribe=(
+            c.VOLUMES_ENSURE,
+            c.VOLUMES_DELETE,
+            c.VOLUMES_LIST,
+            c.VOLUMES_ENTRIES,
+            c.VOLUMES_COMMIT,
+        )
+    ),
+    CRON: Grants(publish=(c.all_of(c.INVOKE),), subscribe=(c.wildcard(c.EVENT_APP),)),
+}
+
+# Roles whose services create and update the streams (``Bus.provision``).
+PROVISIONERS = frozenset({ADMIN, GATEWAY})
+
+
+def role_grants(role: str) -> Grants:
+    """Everything the user of ``role`` may do."""
+    if role not in ROLES:
+        raise ValueError(f"no NATS role {role!r} (known: {', '.join(sorted(ROLES))})")
+    if role == ADMIN:
+        return ROLES[role]
+    return _service(role) + ROLES[role]
+
+
+def may_provision(role: str) -> bool:
+    return role in PROVISIONERS
+
+
+def client_grants(client: str, apps: tuple[str, ...]) -> Grants:
+    """An invoke client: publish inputs of the functions of ``apps`` (the
+    PubAck comes to its inbox), read the results of its own calls (call ids
+    ``contract.client_call_id(client, ...)``); nothing else, and no JetStream
+    API at all."""
+    return Grants(
+        publish=tuple(c.invoke_subject(app, "*") for app in apps),
+        subscribe=(c.inbox_prefix(client) + ".>", c.client_results(client)),
+        responds=False,
+    )
