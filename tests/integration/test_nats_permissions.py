@@ -1,0 +1,195 @@
+"""NATS trusts nobody: against the session's real nats-server (configured as
+`thaw up` configures its own), a connection without a credential is refused,
+an invoke client may publish invokes for its apps and read its own results and
+nothing else, and an agent cannot touch the streams' configuration."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+from fixtures.nats import NatsServer, invoke_client, role_creds
+from fixtures.wait import eventually
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig, StreamConfig
+from thaw_core import contract, permissions
+from thaw_core.bus import Bus
+from thaw_core.nats_auth import (
+    Credential,
+    connect_options,
+    new_seed,
+    read_credential,
+    write_private,
+)
+
+# A refused request gets no reply: the server drops it and says why on the connection.
+REFUSED_S = 2
+
+
+class Conn:
+    """A raw nats-py connection that records the server's refusals."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.nc = Client()
+
+    async def on_error(self, e: Exception) -> None:
+        self.errors.append(str(e))
+
+    async def connect(self, url: str, creds: Path) -> Conn:
+        await self.nc.connect(
+            url, error_cb=self.on_error, allow_reconnect=False, **connect_options(creds)
+        )
+        return self
+
+    def refused(self, what: str) -> bool:
+        return any(
+            "permissions violation" in e.lower() and what.lower() in e.lower() for e in self.errors
+        )
+
+
+@pytest.fixture
+async def app_and_clients(
+    nats_server: NatsServer, tmp_path: Path
+) -> AsyncIterator[tuple[str, Conn, Conn, str, str]]:
+    """An app, and two invoke clients of it connected: (app, a, b, a's call-id prefix, b's)."""
+    app = f"perm-{uuid.uuid4().hex[:8]}"
+    a_creds = await invoke_client(nats_server.url, [app], tmp_path)
+    b_creds = await invoke_client(nats_server.url, [app], tmp_path)
+    a = await Conn().connect(nats_server.url, a_creds)
+    b = await Conn().connect(nats_server.url, b_creds)
+    try:
+        yield (
+            app,
+            a,
+            b,
+            read_credential(a_creds).call_id_prefix,
+            read_credential(b_creds).call_id_prefix,
+        )
+    finally:
+        await a.nc.close()
+        await b.nc.close()
+
+
+async def test_a_connection_without_credentials_is_refused(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(nats_server.url, allow_reconnect=False, max_reconnect_attempts=0)
+    # A well-formed credential the server was never told about.
+    stranger = tmp_path / "stranger.json"
+    cred = Credential(user="agent", seed=new_seed(), inbox_prefix=contract.inbox_prefix("agent"))
+    write_private(stranger, msgspec.json.encode(cred))
+    with pytest.raises(TimeoutError, match="Authorization Violation"):
+        await Bus.connect(nats_server.url, name="stranger", creds=stranger, connect_timeout_s=2)
+
+
+async def test_an_invoke_client_publishes_invokes_for_its_apps_only(
+    app_and_clients: tuple[str, Conn, Conn, str, str], bus: Bus
+) -> None:
+    app, a, _, _, _ = app_and_clients
+    js = a.nc.jetstream()
+    ack = await js.publish(contract.invoke_subject(app, "f"), b"{}")
+    assert ack.stream == contract.INVOKE_STREAM.name
+
+    other = contract.invoke_subject(f"not-{app}", "f")
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.publish(other, b"{}", timeout=REFUSED_S)
+    assert a.refused(other), a.errors
+    assert await bus.stored_count(other) == 0
+
+
+async def test_an_invoke_client_cannot_publish_a_result(
+    app_and_clients: tuple[str, Conn, Conn, str, str], bus: Bus
+) -> None:
+    _, a, _, a_prefix, _ = app_and_clients
+    for call_id in (f"{a_prefix}x1", f"fc-{uuid.uuid4().hex}"):
+        subject = contract.result_subject(call_id)
+        with pytest.raises(nats.errors.TimeoutError):
+            await a.nc.jetstream().publish(subject, b"{}", timeout=REFUSED_S)
+        assert a.refused(subject), a.errors
+        assert await bus.last(subject) is None
+
+
+async def test_an_invoke_client_reads_only_its_own_results(
+    app_and_clients: tuple[str, Conn, Conn, str, str], bus: Bus
+) -> None:
+    _, a, _, a_prefix, b_prefix = app_and_clients
+    mine = await a.nc.subscribe(contract.result_subject(f"{a_prefix}*"))
+    await a.nc.flush()
+    # Another client's results, every result, and the gateway's own calls.
+    for subject in (
+        contract.result_subject(f"{b_prefix}*"),
+        contract.all_of(contract.RESULT),
+        contract.result_subject("fc-123"),
+    ):
+        await a.nc.subscribe(subject)
+        await a.nc.flush()
+        await eventually(lambda s=subject: a.refused(s), what=f"{subject} refused")
+
+    await bus.publish(contract.result_subject(f"{b_prefix}call"), b"b's")
+    await bus.publish(contract.result_subject(f"{a_prefix}call"), b"a's")
+    msg = await mine.next_msg(timeout=10)
+    assert msg.data == b"a's"
+    # b's result never reached a: the refused subscriptions got nothing.
+    with pytest.raises(nats.errors.TimeoutError):
+        await mine.next_msg(timeout=0.5)
+
+
+async def test_an_invoke_client_has_no_jetstream_api(
+    app_and_clients: tuple[str, Conn, Conn, str, str],
+) -> None:
+    _, a, _, _, _ = app_and_clients
+    js = a.nc.jetstream(timeout=REFUSED_S)
+    name = contract.INVOKE_STREAM.name
+    attempts = {
+        "STREAM.PURGE": js.purge_stream(name),
+        "STREAM.DELETE": js.delete_stream(name),
+        "STREAM.UPDATE": js.update_stream(StreamConfig(name=name, subjects=["x.>"])),
+        "STREAM.INFO": js.stream_info(name),
+        "CONSUMER": js.add_consumer(name, ConsumerConfig(durable_name="spy")),
+        "STREAM.MSG.GET": js.get_last_msg(contract.RESULTS_STREAM.name, "thaw.result.x"),
+    }
+    for op, attempt in attempts.items():
+        with pytest.raises(nats.errors.TimeoutError):
+            await attempt
+        assert a.refused(f"$JS.API.{op}"), (op, a.errors)
+
+
+async def test_an_agent_cannot_purge_delete_or_reconfigure_streams(
+    nats_server: NatsServer, bus: Bus
+) -> None:
+    agent = await Conn().connect(nats_server.url, Path(role_creds(permissions.AGENT)))
+    try:
+        js = agent.nc.jetstream(timeout=REFUSED_S)
+        for stream in contract.STREAMS:
+            for op, attempt in (
+                ("STREAM.PURGE", js.purge_stream(stream.name)),
+                ("STREAM.DELETE", js.delete_stream(stream.name)),
+                (
+                    "STREAM.UPDATE",
+                    js.update_stream(StreamConfig(name=stream.name, subjects=["x.>"])),
+                ),
+            ):
+                with pytest.raises(nats.errors.TimeoutError):
+                    await attempt
+                assert agent.refused(f"$JS.API.{op}.{stream.name}"), (op, agent.errors)
+        # What it needs still works: an INVOKE consumer of a function.
+        spec = contract.invoke_consumer(f"perm-{uuid.uuid4().hex[:8]}", "f")
+        await js.add_consumer(spec.stream, ConsumerConfig(durable_name=spec.durable,
+                                                          filter_subject=spec.filter_subject))  # fmt: skip
+        # ... but not a consumer of another stream.
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.add_consumer(contract.RESULTS_STREAM.name, ConsumerConfig(durable_name="spy"))
+    finally:
+        await agent.nc.close()
+    # Nothing was purged from under the platform.
+    assert (await bus.js.stream_info(contract.INVOKE_STREAM.name)).config.subjects == list(
+        contract.INVOKE_STREAM.subjects
+    )
