@@ -17,3 +17,11 @@ for name in postgres-password; do
         echo "made $dir/$name"
     fi
 done
+# NATS: the server's configuration (public keys and grants) and one credential
+# per role, made by thaw_core itself (the project's venv, else the built image).
+# The nats and thaw images run as root, so these stay 0600.
+if [ -x "$(dirname "$0")/../.venv/bin/python" ]; then
+    "$(dirname "$0")/../.venv/bin/python" -m thaw_core.nats_auth "$dir/nats"
+else
+    docker run --rm -v "$(cd "$dir" && pwd):/out" thaw:dev python -m thaw_core.nats_auth /out/nats
+fi

@@ -14,7 +14,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
-from fixtures.nats import NatsServer, invoke_client, role_creds
+from fixtures.nats import NatsServer, invoke_client, role_creds, session_auth
 from fixtures.wait import eventually
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
@@ -193,3 +193,19 @@ async def test_an_agent_cannot_purge_delete_or_reconfigure_streams(
     assert (await bus.js.stream_info(contract.INVOKE_STREAM.name)).config.subjects == list(
         contract.INVOKE_STREAM.subjects
     )
+
+
+async def test_a_revoked_client_is_disconnected_and_refused(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    creds = await invoke_client(nats_server.url, [f"perm-{uuid.uuid4().hex[:8]}"], tmp_path)
+    conn = await Conn().connect(nats_server.url, creds)
+    auth = session_auth()
+    assert auth.remove_client(read_credential(creds).user)
+    assert auth.reload_servers() >= 1
+    await eventually(lambda: conn.nc.is_closed, what="the revoked client's connection closed")
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+        await nats.connect(
+            nats_server.url, allow_reconnect=False, max_reconnect_attempts=0,
+            **connect_options(creds),
+        )  # fmt: skip

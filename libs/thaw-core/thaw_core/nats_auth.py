@@ -229,3 +229,22 @@ class NatsAuth:
         path.unlink()
         self.write_config()
         return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m thaw_core.nats_auth DIR``: make (or complete) the
+    credentials and server configuration in DIR, e.g. for compose.yaml's
+    secrets; existing credentials are kept."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m thaw_core.nats_auth DIR", file=sys.stderr)
+        return 2
+    auth = NatsAuth(Path(args[0]))
+    print(auth.ensure())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

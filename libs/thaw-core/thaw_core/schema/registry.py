@@ -109,16 +109,21 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
             ' params) are the base64 of the UTF-8 JSON {"args": [...], "kwargs": {...}}.'
             " Give every Invoke a fresh random 32-byte key (base64): the agent signs the"
             " call's Result with it, and only a Result whose proof verifies under it is real."
+            " NATS takes only thaw's credentials: an invoke client logs in with the nkey"
+            " seed and inbox prefix of `thaw nats-client create`, publishes only for the"
+            " apps it was granted, and gives its calls ids '<client>.<token>'."
         ),
         (Invoke,),
     ),
     contract.RESULT: (
         (
             "The result of one call (JetStream RESULTS, kept 24 hours). Read it by"
-            " subscribing to thaw.result.<call_id> before publishing the Invoke, or"
-            " afterwards as the RESULTS stream's last message by subject (a direct get"
-            " with last_by_subj). With codec 'json', value is the base64 of the UTF-8"
-            " JSON return value; a failure has status 'failure', error and traceback."
+            " subscribing to thaw.result.<call_id> before publishing the Invoke (an"
+            " invoke client may read only thaw.result.<client>.>), or, where the"
+            " credential allows the JetStream API, afterwards as the RESULTS stream's"
+            " last message by subject (a direct get with last_by_subj). With codec"
+            " 'json', value is the base64 of the UTF-8 JSON return value; a failure"
+            " has status 'failure', error and traceback."
             " Accept a result only when its proof is HMAC-SHA256 under the Invoke's key of"
             " the canonical bytes that Result.proof describes; anything else is a forgery"
             " (take the newest stored message on the subject whose proof verifies)."
