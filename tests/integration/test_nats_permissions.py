@@ -25,8 +25,8 @@ from thaw_core.nats_auth import (
     connect_options,
     new_seed,
     read_credential,
-    write_private,
 )
+from thaw_core.private_file import write_private
 
 # A refused request gets no reply: the server drops it and says why on the connection.
 REFUSED_S = 2
@@ -85,7 +85,7 @@ async def test_a_connection_without_credentials_is_refused(
     # A well-formed credential the server was never told about.
     stranger = tmp_path / "stranger.json"
     cred = Credential(user="agent", seed=new_seed(), inbox_prefix=contract.inbox_prefix("agent"))
-    write_private(stranger, msgspec.json.encode(cred))
+    write_private(stranger, msgspec.json.encode(cred).decode())
     with pytest.raises(TimeoutError, match="Authorization Violation"):
         await Bus.connect(nats_server.url, name="stranger", creds=stranger, connect_timeout_s=2)
 

@@ -33,6 +33,7 @@ import nkeys
 
 from thaw_core import contract
 from thaw_core.permissions import ROLES, Grants, client_grants, role_grants
+from thaw_core.private_file import private_dir, write_private
 
 # A client name is a subject token of its own (its results' prefix), and not a role.
 _CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -56,18 +57,6 @@ class ClientRecord(msgspec.Struct, kw_only=True):
     name: str
     public_key: str
     apps: list[str]
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path``, readable by its owner alone from the start."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def new_seed() -> str:
@@ -151,15 +140,14 @@ class NatsAuth:
         """Make the directory, a credential for every role that has none, and
         the server's configuration; return the configuration's path."""
         for d in (self.root, self.users_dir, self.clients_dir, self.root / "run"):
-            d.mkdir(parents=True, exist_ok=True)
-            d.chmod(0o700)
+            private_dir(d)
         for role in ROLES:
             path = self.creds(role)
             if not path.exists():
                 cred = Credential(
                     user=role, seed=new_seed(), inbox_prefix=contract.inbox_prefix(role)
                 )
-                write_private(path, msgspec.json.encode(cred))
+                write_private(path, msgspec.json.encode(cred).decode(), replace=False)
         return self.write_config()
 
     def clients(self) -> list[ClientRecord]:
@@ -190,7 +178,7 @@ class NatsAuth:
         return json.dumps({"authorization": {"users": users}}, indent=2) + "\n"
 
     def write_config(self) -> Path:
-        write_private(self.config_path, self.render().encode())
+        write_private(self.config_path, self.render())
         return self.config_path
 
     # ------------------------------------------------------------ invoke clients
@@ -210,7 +198,7 @@ class NatsAuth:
             raise ValueError(f"an invoke client named {name!r} exists; revoke it first")
         seed = new_seed()
         record = ClientRecord(name=name, public_key=public_key(seed), apps=sorted(set(apps)))
-        write_private(self.clients_dir / f"{name}.json", msgspec.json.encode(record))
+        write_private(self.clients_dir / f"{name}.json", msgspec.json.encode(record).decode())
         self.write_config()
         return Credential(
             user=name,

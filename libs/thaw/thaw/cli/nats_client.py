@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 import msgspec
 from thaw_core.config import Settings
-from thaw_core.nats_auth import NatsAuth, write_private
+from thaw_core.nats_auth import NatsAuth
+from thaw_core.private_file import write_private
 
 from thaw.cli._common import console, escape, expected_errors
 
@@ -59,7 +60,7 @@ def create(name: str, apps: tuple[str, ...], output: Path | None) -> None:
         cred = auth.add_client(name, list(apps))
     except ValueError as e:
         raise click.ClickException(str(e)) from e
-    write_private(path, msgspec.json.encode(cred))
+    write_private(path, msgspec.json.encode(cred).decode())
     out = console()
     out.print(f"NATS client [bold]{escape(name)}[/bold] for {', '.join(cred.apps)}: {path} (0600)")
     out.print(_reloaded(auth))
