@@ -5,6 +5,8 @@ nothing else, and an agent cannot touch the streams' configuration."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from fixtures.wait import eventually
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
 from thaw_core import contract, permissions
-from thaw_core.bus import Bus
+from thaw_core.bus import Bus, Msg
 from thaw_core.nats_auth import (
     Credential,
     connect_options,
@@ -209,3 +211,31 @@ async def test_a_revoked_client_is_disconnected_and_refused(
             nats_server.url, allow_reconnect=False, max_reconnect_attempts=0,
             **connect_options(creds),
         )  # fmt: skip
+
+
+async def test_a_reply_owed_across_a_reload_still_arrives(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """nats-server forgets the replies a user owes when it reloads (as a new
+    invoke client makes it do): an agent still answers a command that came
+    from the scheduler before the reload."""
+    agent = await Bus.connect(nats_server.url, name="agent", creds=Path(role_creds("agent")))
+    scheduler = await Bus.connect(
+        nats_server.url, name="scheduler", creds=Path(role_creds("scheduler"))
+    )
+    subject = contract.agent_command_subject(f"node-{uuid.uuid4().hex[:8]}")
+    got: list[Msg] = []
+    try:
+        await agent.subscribe(subject, functools.partial(_append, got))
+        asking = asyncio.create_task(scheduler.request(subject, b"start", timeout_s=30))
+        await eventually(lambda: got, what="the command received")
+        await invoke_client(nats_server.url, ["reload-app"], tmp_path)  # reloads the server
+        await got[0].respond(b"started")
+        assert (await asking).data == b"started"
+    finally:
+        await agent.close(grace_s=1)
+        await scheduler.close(grace_s=1)
+
+
+async def _append(into: list[Msg], msg: Msg) -> None:
+    into.append(msg)

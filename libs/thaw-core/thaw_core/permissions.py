@@ -8,8 +8,9 @@ supervisor, the CLI, tests) and invoke clients (``client_grants``: other
 languages publishing invokes for the apps they were granted).
 
 Every role gets its own request/reply inbox (``contract.inbox_prefix``), may
-answer requests it received (``allow_responses``), serves its health subject
-and reports its refusals as error events. Beyond that:
+answer requests it received (``allow_responses``, and on the inboxes of the
+roles that ask it, ``_answers``), serves its health subject and reports its
+refusals as error events. Beyond that:
 
 - results (``thaw.result.>``): published by agents, and by the gateway for a
   call cancelled before any agent answered; read by the gateway, agents (to
@@ -94,11 +95,22 @@ def _reads_last(stream: c.StreamSpec) -> Grants:
     return Grants(publish=(f"{JS_API}.STREAM.MSG.GET.{stream.name}",))
 
 
+def _answers(*requesters: str) -> Grants:
+    """Reply to requests from ``requesters`` (and admin's health probes) on
+    their inboxes. ``allow_responses`` alone is not enough: nats-server forgets
+    which replies a user owes whenever it reloads its configuration (as
+    ``thaw nats-client create`` makes it do), and a reply after that is refused."""
+    return Grants(publish=tuple(c.inbox_prefix(r) + ".>" for r in (ADMIN, *requesters)))
+
+
 def _service(role: str) -> Grants:
     """What every service needs: its inbox, its health probe, its error events."""
-    return Grants(
-        publish=(c.error_event_subject(role),),
-        subscribe=(c.inbox_prefix(role) + ".>", c.health_subject(role)),
+    return (
+        Grants(
+            publish=(c.error_event_subject(role),),
+            subscribe=(c.inbox_prefix(role) + ".>", c.health_subject(role)),
+        )
+        + _answers()
     )
 
 
@@ -113,7 +125,9 @@ ROLES: dict[str, Grants] = {
     GATEWAY: Grants(
         publish=(f"{c.PREFIX}.>", f"{JS_API}.>", f"{JS_ACK}.>", f"{JS_FC}.>"),
         subscribe=(f"{c.PREFIX}.>",),
-    ),
+    )
+    # Secrets for agents and builds, web requests' bodies for agents.
+    + _answers(AGENT, BUILDER),
     AGENT: Grants(
         publish=(
             c.all_of(c.RESULT),
@@ -132,6 +146,8 @@ ROLES: dict[str, Grants] = {
         ),
         subscribe=(c.all_of(c.CANCEL), c.wildcard(c.AGENT_COMMAND)),
     )
+    # Commands come from the gateway and the scheduler.
+    + _answers(GATEWAY, SCHEDULER)
     + _consumes(c.INVOKE_STREAM)
     + _reads_last(c.RESULTS_STREAM),
     SCHEDULER: Grants(
@@ -144,8 +160,11 @@ ROLES: dict[str, Grants] = {
         publish=(c.wildcard(c.BUILD_LOG), c.wildcard(c.BUILD_RESULT), c.SECRETS_FETCH),
         subscribe=(c.IMAGE_LOOKUP,),
     )
+    + _answers(AGENT, GATEWAY)
     + _consumes(c.BUILD_STREAM),
-    SNAPSHOTS: Grants(subscribe=(c.SNAPSHOT_LOOKUP,)) + _consumes(c.EVENTS_STREAM),
+    SNAPSHOTS: Grants(subscribe=(c.SNAPSHOT_LOOKUP,))
+    + _answers(AGENT, GATEWAY)
+    + _consumes(c.EVENTS_STREAM),
     VOLUMES: Grants(
         subscribe=(
             c.VOLUMES_ENSURE,
@@ -154,7 +173,8 @@ ROLES: dict[str, Grants] = {
             c.VOLUMES_ENTRIES,
             c.VOLUMES_COMMIT,
         )
-    ),
+    )
+    + _answers(AGENT, GATEWAY),
     CRON: Grants(publish=(c.all_of(c.INVOKE),), subscribe=(c.wildcard(c.EVENT_APP),)),
 }
 
