@@ -34,6 +34,7 @@ import nkeys
 from thaw_core import contract
 from thaw_core.permissions import ROLES, Grants, client_grants, role_grants
 from thaw_core.private_file import private_dir, write_private
+from thaw_core.schema import check_name
 
 # A client name is a subject token of its own (its results' prefix), and not a role.
 _CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -194,6 +195,8 @@ class NatsAuth:
             )
         if not apps:
             raise ValueError("an invoke client needs at least one app (--app)")
+        for app in apps:
+            check_name("app", app)
         if (self.clients_dir / f"{name}.json").exists():
             raise ValueError(f"an invoke client named {name!r} exists; revoke it first")
         seed = new_seed()
