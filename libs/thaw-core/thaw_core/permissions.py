@@ -17,7 +17,9 @@ refusals as error events. Beyond that:
   drop a redelivered input) and each invoke client under its own prefix;
 - the JetStream API: only the gateway and admin create, update, delete or
   purge streams (``may_provision``); other services get the consumer
-  operations on the streams they consume (``_consumes``) and nothing else.
+  operations on the streams they consume (``_consumes``) and nothing else;
+- Dict and Queue (their KV buckets and queue streams): the gateway alone;
+  a container's operations reach it from its agent on ``STORE_REQUEST``.
 
 Extending: a new subject is defined in ``contract.py`` and then granted here,
 in the ``ROLES`` entry of each role that publishes it (``publish``) or listens
@@ -123,10 +125,18 @@ ROLES: dict[str, Grants] = {
     # app events and build requests, commands agents, follows logs and events,
     # serves secrets and the web requests' bodies.
     GATEWAY: Grants(
-        publish=(f"{c.PREFIX}.>", f"{JS_API}.>", f"{JS_ACK}.>", f"{JS_FC}.>"),
+        publish=(
+            f"{c.PREFIX}.>",
+            f"{JS_API}.>",
+            f"{JS_ACK}.>",
+            f"{JS_FC}.>",
+            # thaw.Dict's buckets: NATS's key-value subjects.
+            c.all_of(c.KV_KEY),
+        ),
         subscribe=(f"{c.PREFIX}.>",),
     )
-    # Secrets for agents and builds, web requests' bodies for agents.
+    # Secrets for agents and builds, web requests' bodies and containers'
+    # Dict/Queue operations for agents.
     + _answers(AGENT, BUILDER),
     AGENT: Grants(
         publish=(
@@ -143,6 +153,8 @@ ROLES: dict[str, Grants] = {
             c.VOLUMES_ENTRIES,
             c.VOLUMES_COMMIT,
             c.all_of(c.WEB_REQUEST),
+            # A container's Dict/Queue operations, carried out by the gateway.
+            c.STORE_REQUEST,
         ),
         subscribe=(c.all_of(c.CANCEL), c.wildcard(c.AGENT_COMMAND)),
     )
