@@ -17,47 +17,13 @@ from pathlib import Path
 
 import pytest
 import thaw as modal
+from fixtures.metrics import metrics_url, scrape, value
 from fixtures.platform import Platform
-from prometheus_client.parser import text_string_to_metric_families
-from thaw_core.bus import Bus
-from thaw_core.contract import health_subject
-from thaw_core.schema import HealthReply, decoder
 
 APPS = Path(__file__).parent / "apps"
 WAIT_S = 60.0
 
 pytestmark = pytest.mark.usefixtures("use_platform")
-
-
-def scrape(
-    url: str, token: str | None = None
-) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
-        text = r.read().decode()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-async def metrics_url(platform: Platform, service: str) -> str:
-    bus = await Bus.connect(platform.base_env["THAW_NATS_URL"], name="metrics-test")
-    try:
-        reply = decoder(HealthReply).decode(
-            (await bus.request(health_subject(service), b"", timeout_s=10)).data
-        )
-    finally:
-        await bus.close()
-    assert reply.metrics_url.startswith("http://"), reply
-    return reply.metrics_url
 
 
 def test_calls_move_the_counters(platform: Platform) -> None:
@@ -86,7 +52,7 @@ def test_calls_move_the_counters(platform: Platform) -> None:
         == 3
     )
 
-    agent = asyncio.run(metrics_url(platform, "agent"))
+    agent = asyncio.run(metrics_url(platform.base_env["THAW_NATS_URL"], "agent"))
     deadline = time.monotonic() + WAIT_S
     while True:
         samples = scrape(agent)
@@ -107,10 +73,10 @@ def test_calls_move_the_counters(platform: Platform) -> None:
     assert value(samples, "thaw_container_start_seconds_count", kind="cold") >= 2
     assert value(samples, "thaw_containers", state="ready") >= 1
 
-    scheduler = scrape(asyncio.run(metrics_url(platform, "scheduler")))
+    scheduler = scrape(asyncio.run(metrics_url(platform.base_env["THAW_NATS_URL"], "scheduler")))
     assert (
         "thaw_pending_inputs",
         frozenset({("app", "metered"), ("function", "double")}),
     ) in scheduler
     # The builder serves its metrics too (builds count only once one ran).
-    scrape(asyncio.run(metrics_url(platform, "builder")))
+    scrape(asyncio.run(metrics_url(platform.base_env["THAW_NATS_URL"], "builder")))

@@ -24,6 +24,7 @@ import asyncpg
 import msgspec
 import pytest
 import thaw as modal
+from fixtures.metrics import metrics_url, scrape, value
 from fixtures.platform import Platform
 from thaw_core.blob import open_blob_store
 from thaw_core.fingerprint import fingerprint_id, local_fingerprint
@@ -156,6 +157,21 @@ def test_second_container_is_restored_with_snapshot_state(
     assert wait_for(
         lambda: [s for s in snapshots(p) if s["restores"] >= 1], 30, "the restore counted", p
     )
+
+
+def test_metrics_count_the_restore_and_the_snapshot_cache(snap_platform: Platform) -> None:
+    """After the restore above: the agent's metrics say a restore happened,
+    how long it took, and that it looked the snapshot up in its cache."""
+    url = asyncio.run(metrics_url(snap_platform.base_env["THAW_NATS_URL"], "agent"))
+    samples = scrape(url)
+    assert value(samples, "thaw_container_starts_total", kind="restore", outcome="ok") >= 1
+    assert value(samples, "thaw_container_start_seconds_count", kind="restore") >= 1
+    assert value(samples, "thaw_container_starts_total", kind="cold", outcome="ok") >= 1
+    lookups = [
+        value(samples, "thaw_cache_lookups_total", cache="snapshot", result=r)
+        for r in ("hit", "miss")
+    ]
+    assert sum(lookups) >= 1, lookups
 
 
 def test_incompatible_node_starts_cold(
