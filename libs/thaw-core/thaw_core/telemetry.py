@@ -6,7 +6,11 @@ the service (``service.name``); spans go to
 - an OTLP/HTTP exporter when ``settings.otlp_endpoint`` is set
   (``THAW_OTLP_ENDPOINT``, e.g. ``http://collector:4318``),
 - else the console (stdout) when ``settings.trace_console`` (``THAW_TRACE_CONSOLE=1``),
-- else nowhere (spans are still created, so context propagates, but nothing is exported).
+- else nowhere: then no SDK provider is installed at all, and the API's
+  no-op one stays. Its spans are non-recording: a caller's ``traceparent``
+  still passes through (a span made under it carries its context on), but no
+  ids are made, nothing is recorded, and untraced bus messages go without a
+  header block. A request pays next to nothing for tracing nobody reads.
 
 :func:`tracer` works before or without set-up (it then returns the API's no-op tracer).
 """
@@ -35,11 +39,15 @@ _provider: TracerProvider | None = None
 _processors: list[SpanProcessor] = []
 
 
-def setup_telemetry(settings: Settings, service_name: str) -> TracerProvider:
-    """Install the global tracer provider (once per process; later calls return it)."""
+def setup_telemetry(settings: Settings, service_name: str) -> TracerProvider | None:
+    """Install the global tracer provider (once per process; later calls return
+    it); None, installing nothing, when spans go nowhere."""
     global _provider
     if _provider is not None:
         return _provider
+    processor = _processor(settings)
+    if processor is None:
+        return None
     resource = Resource.create(
         {
             "service.name": service_name,
@@ -49,23 +57,25 @@ def setup_telemetry(settings: Settings, service_name: str) -> TracerProvider:
         }
     )
     provider = TracerProvider(resource=resource)
-    processor: SpanProcessor | None = None
-    if settings.otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        # A short timeout: an unreachable collector must not stall a shutdown.
-        processor = BatchSpanProcessor(
-            OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint), timeout=2)
-        )
-        log.info("tracing to OTLP endpoint", extra={"endpoint": settings.otlp_endpoint})
-    elif settings.trace_console:
-        processor = SimpleSpanProcessor(ConsoleSpanExporter())
-    if processor is not None:
-        provider.add_span_processor(processor)
-        _processors.append(processor)
+    provider.add_span_processor(processor)
+    _processors.append(processor)
     trace.set_tracer_provider(provider)
     _provider = provider
     return provider
+
+
+def _processor(settings: Settings) -> SpanProcessor | None:
+    if settings.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        log.info("tracing to OTLP endpoint", extra={"endpoint": settings.otlp_endpoint})
+        # A short timeout: an unreachable collector must not stall a shutdown.
+        return BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=_traces_url(settings.otlp_endpoint), timeout=2)
+        )
+    if settings.trace_console:
+        return SimpleSpanProcessor(ConsoleSpanExporter())
+    return None
 
 
 def _traces_url(endpoint: str) -> str:

@@ -108,6 +108,10 @@ class Exchange:
                 return done
 
     async def _next(self, timeout: float | None) -> Msg | Result | None:
+        if not self._parts.empty():
+            # A part waiting already (the common case once the container
+            # answers): no task, no wait set, no timer per message.
+            return self._parts.get_nowait()
         if timeout is not None and timeout <= 0:
             return None
         get = asyncio.ensure_future(self._parts.get())
