@@ -7,6 +7,7 @@ pages are saved in the test's tmp dir."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -65,6 +66,24 @@ def platform_serves_volumes(platform: Platform) -> bool:
         return False
 
 
+VOLUME = "dashboard-files"
+
+
+def browsable_volume(platform: Platform, tmp_path: Path) -> None:
+    """A volume with a file in a directory, served (the volumes service runs)."""
+    if "volumes" not in platform.procs:
+        platform._spawn("volumes")
+    deadline = time.monotonic() + 60
+    while not platform_serves_volumes(platform):
+        assert time.monotonic() < deadline, "the volumes service did not come up"
+        time.sleep(0.2)
+    local = tmp_path / "readme.txt"
+    local.write_text("read me in the browser\n")
+    vol = modal.Volume.from_name(VOLUME, create_if_missing=True)
+    with vol.batch_upload(force=True) as batch:
+        batch.put_file(local, "docs/readme.txt")
+
+
 def sign_in(page: Page, token: str) -> None:
     page.fill("#token", token)
     page.click("#signin button[type=submit]")
@@ -78,6 +97,7 @@ def test_sign_in_deploy_call_and_watch(
     page.on("pageerror", lambda e: errors.append(str(e)))
     shots = tmp_path / "screenshots"
     shots.mkdir()
+    browsable_volume(platform, tmp_path)
 
     page.goto(platform.gateway_url + "/")
     expect(page.locator("#signin")).to_be_visible()
@@ -129,6 +149,13 @@ def test_sign_in_deploy_call_and_watch(
         else:
             expect(page.locator(f"#{name}")).not_to_be_empty()
             expect(page.locator("#banner")).to_be_hidden()
+        if name == "volumes":
+            # Browse into the volume: its directory, then the file in it.
+            page.click(f"#volumes a:text-is('{VOLUME}')")
+            expect(page.locator("#entries")).to_contain_text("docs/")
+            page.click("#entries a:text-is('docs/')")
+            expect(page.locator("#entries")).to_contain_text("docs/readme.txt")
+            page.screenshot(path=shots / "volume.png", full_page=True)
         if name == "nodes":
             expect(page.locator("#nodes")).to_contain_text("agent-a")
             expect(page.locator("#nodes")).to_contain_text("fingerprint class")
