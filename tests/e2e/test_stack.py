@@ -67,7 +67,6 @@ def stack_env() -> Iterator[Env]:
         {
             "THAW_STATE_DIR": str(state),
             "THAW_NATS_PORT": str(nats_port),
-            "THAW_NATS_MONITOR_PORT": str(free_port()),
             "THAW_POSTGRES_PORT": str(pg_port),
             "THAW_GATEWAY_PORT": str(free_port()),
             "THAW_NODE_ID": node_id,

@@ -10,7 +10,6 @@ has.
 | THAW_STATE_DIR           | /var/lib/thaw as root, else $XDG_STATE_HOME/thaw or ~/.local/state/thaw |
 | THAW_NATS_URL            | nats://127.0.0.1:24222                   |
 | THAW_NATS_PORT           | 24222 (embedded nats-server)             |
-| THAW_NATS_MONITOR_PORT   | 28222 (embedded nats-server HTTP monitor)|
 | THAW_NATS_AUTH_DIR       | $THAW_STATE_DIR/nats-auth: the embedded stack's NATS credentials and server config |
 | THAW_NATS_CREDS          | (this process's NATS credential file, ``thaw_core.nats_auth``; `thaw up` gives each process its role's) |
 | THAW_DATABASE_URL        | postgresql://thaw@127.0.0.1:25432/thaw   |
@@ -82,7 +81,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     state_dir: Path
     nats_url: str
     nats_port: int
-    nats_monitor_port: int
     database_url: str
     postgres_port: int
     blob_url: str
@@ -125,7 +123,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             state_dir=state_dir,
             nats_url=e.get("THAW_NATS_URL", f"nats://127.0.0.1:{nats_port}"),
             nats_port=nats_port,
-            nats_monitor_port=int(e.get("THAW_NATS_MONITOR_PORT", "28222")),
             database_url=e.get("THAW_DATABASE_URL", f"postgresql://thaw@127.0.0.1:{pg_port}/thaw"),
             postgres_port=pg_port,
             blob_url=e.get("THAW_BLOB_URL", f"file://{state_dir / 'blobs'}"),
@@ -175,7 +172,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "THAW_STATE_DIR": str(self.state_dir),
             "THAW_NATS_URL": self.nats_url,
             "THAW_NATS_PORT": str(self.nats_port),
-            "THAW_NATS_MONITOR_PORT": str(self.nats_monitor_port),
             "THAW_DATABASE_URL": self.database_url,
             "THAW_POSTGRES_PORT": str(self.postgres_port),
             "THAW_BLOB_URL": self.blob_url,

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import asyncpg
 import msgspec
 import nats
@@ -33,17 +32,22 @@ def _err(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-async def check_nats(monitor_port: int, host: str = "127.0.0.1") -> str:
-    """nats-server's own /healthz, which includes JetStream being ready."""
-    url = f"http://{host}:{monitor_port}/healthz"
+async def check_nats(nats_url: str, creds: Path) -> str:
+    """Log in with ``creds`` and ask JetStream for the account's state: ready
+    when it answers. (Over NATS itself, not the server's HTTP monitor: that
+    would be a socket anyone on the machine could read without a credential.)"""
     try:
-        timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
-            if resp.status == 200:
-                return "ok"
-            return f"healthz {resp.status}: {(await resp.text())[:200]}"
+        nc = await _probe_connection(nats_url, creds)
     except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
         return _err(exc)
+    try:
+        await nc.jetstream(timeout=PROBE_TIMEOUT_S).account_info()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - a probe reports, never raises
+        return f"jetstream: {_err(exc)}"
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2)
 
 
 async def check_postgres(settings: Settings) -> str:

@@ -73,7 +73,7 @@ async def stack_status(settings: Settings) -> StackStatus:
     )
     service_names = [n for n in names if parts.get(n, {}).get("kind", "service") == "service"]
     nats_h, pg_h, blob_h, svc_h = await asyncio.gather(
-        health.check_nats(s.nats_monitor_port),
+        health.check_nats(s.nats_url, nats_auth(paths).creds(permissions.ADMIN)),
         health.check_postgres(s),
         health.check_blob(s.blob_url),
         health.check_services(

@@ -315,7 +315,9 @@ class Stack:
             if part is not None and part.has_process and part.pid is None:
                 out[n] = down_text(part)
             elif n == "nats":
-                checks[n] = health.check_nats(s.nats_monitor_port)
+                checks[n] = health.check_nats(
+                    s.nats_url, nats_auth(self.paths).creds(permissions.ADMIN)
+                )
             elif n == "postgres":
                 checks[n] = health.check_postgres(s)
             elif n == "blob":
