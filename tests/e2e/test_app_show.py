@@ -21,8 +21,7 @@ WAIT_S = 180.0
 @pytest.fixture(scope="module")
 async def shown_platform(platform_factory: Callable[..., Any]) -> Platform:
     p: Platform = await platform_factory(("shown-a",))
-    if "snapshots" not in p.procs:
-        p._spawn("snapshots")
+    p.ensure_service("snapshots")
     for _ in range(2):  # two deploys: two versions
         await asyncio.to_thread(p.deploy, "shown.py")
     return p

@@ -7,7 +7,6 @@ pages are saved in the test's tmp dir."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -71,12 +70,7 @@ VOLUME = "dashboard-files"
 
 def browsable_volume(platform: Platform, tmp_path: Path) -> None:
     """A volume with a file in a directory, served (the volumes service runs)."""
-    if "volumes" not in platform.procs:
-        platform._spawn("volumes")
-    deadline = time.monotonic() + 60
-    while not platform_serves_volumes(platform):
-        assert time.monotonic() < deadline, "the volumes service did not come up"
-        time.sleep(0.2)
+    platform.ensure_service("volumes")
     local = tmp_path / "readme.txt"
     local.write_text("read me in the browser\n")
     vol = modal.Volume.from_name(VOLUME, create_if_missing=True)

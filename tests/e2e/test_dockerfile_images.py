@@ -44,8 +44,7 @@ CMD ["python3"]
 async def volumes_running(platform: Platform) -> None:
     """The function mounts a volume (written as its USER): the shared
     platform starts without the volumes service."""
-    if "volumes" not in platform.procs:
-        platform._spawn("volumes")
+    platform.ensure_service("volumes")
 
     async def answers() -> bool:
         status, _ = await asyncio.to_thread(platform.request, "/v1/volumes")

@@ -68,7 +68,7 @@ pytestmark = pytest.mark.timeout(900)
 @pytest.fixture(scope="module")
 async def fuzzed_platform(platform_factory: Callable[..., Any]) -> Platform:
     p: Platform = await platform_factory()
-    p._spawn("volumes")  # the volume routes answer through it
+    p.ensure_service("volumes")  # the volume routes answer through it
     return p
 
 

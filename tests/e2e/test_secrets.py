@@ -81,8 +81,7 @@ def live_containers(p: Platform) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 async def secrets_platform(platform_factory: Callable[..., Any]) -> Platform:
     p: Platform = await platform_factory(("secrets-a",))
-    if "snapshots" not in p.procs:
-        p._spawn("snapshots")
+    p.ensure_service("snapshots")
     out = await asyncio.to_thread(
         thaw, p, "secret", "create", "e2e-creds", f"API_KEY={PLANTED}", "ORDER=first"
     )

@@ -102,8 +102,7 @@ def stop_container(platform: Platform, container_id: str) -> None:
 @pytest.fixture(scope="module")
 async def snap_platform(platform_factory: Callable[..., Any]) -> Platform:
     p: Platform = await platform_factory(("snap-a",))
-    if "snapshots" not in p.procs:  # the fixture may start it itself one day
-        p._spawn("snapshots")
+    p.ensure_service("snapshots")
     env = {**os.environ, "THAW_GATEWAY_URL": p.gateway_url, "THAW_TOKEN": p.token}
     out = await asyncio.to_thread(
         subprocess.run,

@@ -100,8 +100,7 @@ def read(vol: modal.Volume, path: str) -> bytes:
 async def vol_platform(platform_factory: Callable[..., Any]) -> Platform:
     p: Platform = await platform_factory((NODE,))
     for service in ("volumes", "snapshots"):
-        if service not in p.procs:
-            p._spawn(service)
+        p.ensure_service(service)
     env = {**os.environ, "THAW_GATEWAY_URL": p.gateway_url, "THAW_TOKEN": p.token}
     out = await asyncio.to_thread(
         subprocess.run,
