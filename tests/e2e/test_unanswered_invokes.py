@@ -11,13 +11,17 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
+from fixtures.nats import invoke_client, role_creds
 from fixtures.platform import Platform
 from fixtures.wait import eventually
 from nats.aio.client import Client
+from thaw_core.nats_auth import connect_options, read_credential
+from thaw_core.permissions import ADMIN
 
 pytestmark = pytest.mark.usefixtures("use_platform")
 
@@ -36,16 +40,25 @@ def deployed(platform: Platform) -> None:
     platform.deploy("unanswered.py")
 
 
+# An app nobody deploys, that the invoke client may still publish inputs for.
+GHOST = f"ghost-{uuid.uuid4().hex[:8]}"
+_PREFIX: dict[int, str] = {}
+
+
 @pytest.fixture
-async def nc(platform: Platform) -> AsyncIterator[Client]:
-    conn = await nats.connect(platform.base_env["THAW_NATS_URL"])
+async def nc(platform: Platform, tmp_path: Path) -> AsyncIterator[Client]:
+    """Logged in as another language's service is: an invoke client of the apps."""
+    url = platform.base_env["THAW_NATS_URL"]
+    creds = await invoke_client(url, ["unanswered", GHOST], tmp_path)
+    conn = await nats.connect(url, **connect_options(creds))
+    _PREFIX[id(conn)] = read_credential(creds).call_id_prefix
     yield conn
     await conn.close()
 
 
 async def publish(nc: Client, app: str, function: str, *xs: Any, **extra: Any) -> tuple[str, Any]:
     """Publish one raw Invoke; (its call id, a subscription to its result)."""
-    call_id = f"fc-{uuid.uuid4().hex}"
+    call_id = f"{_PREFIX[id(nc)]}{uuid.uuid4().hex}"
     sub = await nc.subscribe(f"thaw.result.{call_id}")
     event = {
         "type": "invoke", "call_id": call_id, "app": app, "function": function,
@@ -64,15 +77,25 @@ async def answer(sub: Any, timeout_s: float = ANSWER_WITHIN_S) -> dict[str, Any]
     return json.loads(msg.data)
 
 
-async def stored_under(nc: Client, subject: str) -> int:
-    info = await nc.jetstream().stream_info("INVOKE", subjects_filter=subject)
+@pytest.fixture
+async def admin(platform: Platform) -> AsyncIterator[Client]:
+    """An operator's view of the streams (invoke clients have no JetStream API)."""
+    conn = await nats.connect(
+        platform.base_env["THAW_NATS_URL"], **connect_options(Path(role_creds(ADMIN)))
+    )
+    yield conn
+    await conn.close()
+
+
+async def stored_under(admin: Client, subject: str) -> int:
+    info = await admin.jetstream().stream_info("INVOKE", subjects_filter=subject)
     return sum((info.state.subjects or {}).values())
 
 
 async def test_an_invoke_for_what_is_not_deployed_is_answered_and_removed(
-    platform: Platform, nc: Client, deployed: None
+    platform: Platform, nc: Client, admin: Client, deployed: None
 ) -> None:
-    ghost_app = f"ghost-{uuid.uuid4().hex[:8]}"
+    ghost_app = GHOST
     started = time.monotonic()
     _, no_app = await publish(nc, ghost_app, "work", 1)
     _, no_function = await publish(nc, "unanswered", "nosuch", 1)
@@ -86,7 +109,7 @@ async def test_an_invoke_for_what_is_not_deployed_is_answered_and_removed(
     print(f"\nunknown app and function answered in {time.monotonic() - started:.2f}s")
 
     async def removed() -> bool:
-        return await stored_under(nc, f"thaw.invoke.{ghost_app}.work") == 0
+        return await stored_under(admin, f"thaw.invoke.{ghost_app}.work") == 0
 
     await eventually(removed, ANSWER_WITHIN_S, "the unanswerable input removed from INVOKE")
     # A deployed function is not touched: its input runs as ever.
@@ -106,7 +129,7 @@ async def test_a_far_future_not_before_is_refused_with_an_error(
 
 # Last: it stops the module's app.
 async def test_a_stopped_apps_pending_inputs_are_answered_as_cancelled(
-    platform: Platform, nc: Client, deployed: None
+    platform: Platform, nc: Client, admin: Client, deployed: None
 ) -> None:
     # One container, one input at a time: the first holds it, the others wait.
     held = [await publish(nc, "unanswered", "hold", 20) for _ in range(3)]
@@ -134,6 +157,6 @@ async def test_a_stopped_apps_pending_inputs_are_answered_as_cancelled(
     assert result["status"] == "cancelled" and "was stopped" in result["error"], result
 
     async def removed() -> bool:
-        return await stored_under(nc, "thaw.invoke.unanswered.>") == 0
+        return await stored_under(admin, "thaw.invoke.unanswered.>") == 0
 
     await eventually(removed, ANSWER_WITHIN_S, "the stopped app's inputs removed from INVOKE")

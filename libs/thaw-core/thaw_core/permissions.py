@@ -12,8 +12,10 @@ answer requests it received (``allow_responses``, and on the inboxes of the
 roles that ask it, ``_answers``), serves its health subject and reports its
 refusals as error events. Beyond that:
 
-- results (``thaw.result.>``): published by agents, and by the gateway for a
-  call cancelled before any agent answered; read by the gateway, agents (to
+- results (``thaw.result.>``): published by agents, by the gateway for a
+  call cancelled before any agent answered, and by the scheduler for an input
+  no deployed function consumes (``thaw_scheduler.unanswered``, which then
+  deletes it from INVOKE: ``_answers_unconsumed``); read by the gateway, agents (to
   drop a redelivered input) and each invoke client under its own prefix;
 - the JetStream API: only the gateway and admin create, update, delete or
   purge streams (``may_provision``); other services get the consumer
@@ -105,6 +107,18 @@ def _answers(*requesters: str) -> Grants:
     return Grants(publish=tuple(c.inbox_prefix(r) + ".>" for r in (ADMIN, *requesters)))
 
 
+def _answers_unconsumed(stream: c.StreamSpec) -> Grants:
+    """Read what ``stream`` stores on a subject nobody consumes, publish its
+    answer (a Result) and delete it (``thaw_scheduler.unanswered``)."""
+    return Grants(
+        publish=(
+            c.all_of(c.RESULT),
+            f"{JS_API}.STREAM.MSG.GET.{stream.name}",
+            f"{JS_API}.STREAM.MSG.DELETE.{stream.name}",
+        )
+    )
+
+
 def _service(role: str) -> Grants:
     """What every service needs: its inbox, its health probe, its error events."""
     return (
@@ -167,7 +181,8 @@ ROLES: dict[str, Grants] = {
         subscribe=(c.wildcard(c.EVENT_APP),),
     )
     + _consumes(c.EVENTS_STREAM)
-    + _consumes(c.INVOKE_STREAM),
+    + _consumes(c.INVOKE_STREAM)
+    + _answers_unconsumed(c.INVOKE_STREAM),
     BUILDER: Grants(
         publish=(c.wildcard(c.BUILD_LOG), c.wildcard(c.BUILD_RESULT), c.SECRETS_FETCH),
         subscribe=(c.IMAGE_LOOKUP,),
