@@ -27,10 +27,13 @@ def _may_publish(role: str, subject: str) -> bool:
     return any(_matches(p, subject) for p in role_grants(role).publish)
 
 
-def test_only_agents_gateway_and_admin_publish_results() -> None:
+def test_only_agents_gateway_scheduler_and_admin_publish_results() -> None:
+    # The scheduler answers inputs that no deployed function consumes.
     subject = contract.result_subject("fc-1")
     allowed = {r for r in permissions.ROLES if _may_publish(r, subject)}
-    assert allowed == {permissions.AGENT, permissions.GATEWAY, permissions.ADMIN}
+    assert allowed == {
+        permissions.AGENT, permissions.GATEWAY, permissions.SCHEDULER, permissions.ADMIN
+    }
 
 
 def test_only_provisioners_may_change_streams() -> None:
