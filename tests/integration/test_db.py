@@ -128,9 +128,9 @@ async def test_db_fixture_migrated_isolated_and_json(db: Database, make_db: Make
     assert await db.fetchval("SELECT inventory FROM nodes WHERE id = 'n1'") == inventory
     assert await db.fetchval("SELECT state FROM nodes") == "ready"
 
-    await db.execute("INSERT INTO tokens (id, name, hash) VALUES ('t1', 'ci', 'h1')")
+    await db.execute("INSERT INTO tokens (id, name, hash, scope) VALUES ('t1', 'ci', 'h1', 'read')")
     with pytest.raises(asyncpg.UniqueViolationError):  # query errors pass through, unretried
-        await db.execute("INSERT INTO tokens (id, name, hash) VALUES ('t2', 'ci2', 'h1')")
+        await db.execute("INSERT INTO tokens (id, name, hash, scope) VALUES ('t2', 'ci2', 'h1', 'read')")
 
     async with db.transaction() as con:
         await con.execute("INSERT INTO apps (id, name) VALUES ('a1', 'embedder')")
