@@ -319,7 +319,7 @@ def test_thaw_serve_redeploys_on_edit_and_stops_on_ctrl_c(
             printed += line
             url = m.group(1) if (m := URL_LINE.match(line)) else ""
         assert url, "thaw serve printed no URL:\n" + printed
-        status, _, body = fetch(url)
+        status, _, body = past_cold_start(lambda: fetch(url))
         assert (status, json.loads(body)) == (200, {"version": 1}), body
         source.write_text(SERVED_APP.format(name=name, version=2))
         deadline = time.monotonic() + 120  # generous: the machine is shared
