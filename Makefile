@@ -36,7 +36,8 @@ dev: setup
 test: setup
 	$(VENV)/bin/pytest -q -p no:cacheprovider --ignore=tests/bench $(PYTEST_ARGS)
 
-# The benchmarks' own peers, installed so that no case is skipped for want of a tool.
+# The benchmarks' own peers, installed so that no case is skipped for want of a tool
+# (the Python ones, torch, MiniLM and Ray, the benches install themselves: tests/fixtures/bench_envs.py).
 BENCH_PACKAGES := buildah
 
 bench: setup

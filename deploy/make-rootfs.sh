@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build the default container root filesystem: Debian bookworm minbase with
-# python3, pip and CA certificates, made "slim" (no docs, man pages, locales,
-# apt lists). It is what containers run on until the image builder lands, and
-# the base the builder's layers go on top of.
+# Build a container root filesystem: Debian minbase with python3, pip and CA
+# certificates, made "slim" (no docs, man pages, locales, apt lists). The
+# default one (bookworm, Python 3.11) is what functions without an image run
+# on; each one is a base `Image.debian_slim(python_version=...)` builds on:
+# one Debian suite per Python version (bookworm 3.11, trixie 3.13, forky
+# 3.14), beside each other under /var/lib/thaw/rootfs/<suite>-python.
 #
 # Containers mount it read-only with a writable overlay/tmpfs on top, so it is
 # built once per node, into a temp dir beside the target, and renamed into
@@ -10,8 +12,12 @@
 # etc/thaw-rootfs inside it says the build finished.
 #
 # Environment:
-#   THAW_ROOTFS         target dir (default /var/lib/thaw/rootfs/bookworm-python
-#                       as root, $HOME/.local/share/thaw/rootfs/bookworm-python
+#   THAW_ROOTFS_SUITE   the Debian suite (default bookworm)
+#   THAW_ROOTFS_PYTHON  a python3.X the suite has besides its python3 (forky:
+#                       3.15), made the rootfs's python3: /usr/local/bin/python3
+#                       (default: none, the suite's python3)
+#   THAW_ROOTFS         target dir (default /var/lib/thaw/rootfs/<suite>-python[X.Y]
+#                       as root, $HOME/.local/share/thaw/rootfs/<suite>-python[X.Y]
 #                       otherwise)
 #   THAW_DEBIAN_MIRROR  Debian mirror URI (default: the one this machine's apt
 #                       sources name; no host name is hard-coded here)
@@ -20,12 +26,20 @@ set -euo pipefail
 log() { printf 'make-rootfs: %s\n' "$*" >&2; }
 die() { printf 'make-rootfs: ERROR: %s\n' "$*" >&2; exit 1; }
 
-SUITE=bookworm
+SUITE=${THAW_ROOTFS_SUITE:-bookworm}
+[[ $SUITE =~ ^[a-z]+$ ]] || die "THAW_ROOTFS_SUITE=$SUITE is not a Debian suite name"
+PYVER=${THAW_ROOTFS_PYTHON:-}
+[[ -z $PYVER || $PYVER =~ ^3\.[0-9]+$ ]] || die "THAW_ROOTFS_PYTHON=$PYVER is not a 3.X version"
 INCLUDE=python3,python3-pip,ca-certificates
+PYTHON=/usr/bin/python3
+if [[ -n $PYVER ]]; then
+    INCLUDE+=,python$PYVER
+    PYTHON=/usr/local/bin/python3
+fi
 if [[ $(id -u) == 0 ]]; then
-    default_rootfs=/var/lib/thaw/rootfs/bookworm-python
+    default_rootfs=/var/lib/thaw/rootfs/$SUITE-python$PYVER
 else
-    default_rootfs="$HOME/.local/share/thaw/rootfs/bookworm-python"
+    default_rootfs="$HOME/.local/share/thaw/rootfs/$SUITE-python$PYVER"
 fi
 ROOTFS="${THAW_ROOTFS:-$default_rootfs}"
 ROOTFS="${ROOTFS%/}"
@@ -74,10 +88,13 @@ trap 'remove_tree "$tmp"; rm -f "$tmp.log"' EXIT
 . "$(dirname "${BASH_SOURCE[0]}")/debian-mirror.sh"
 MIRROR=$(debian_mirror) || die "no Debian mirror found in /etc/apt/sources.list{,.d/*}; set THAW_DEBIAN_MIRROR"
 
+# A suite newer than this host's debootstrap knows is made like unstable.
+script=()
+if [[ ! -e /usr/share/debootstrap/scripts/$SUITE ]]; then script=(/usr/share/debootstrap/scripts/sid); fi
 log "building $ROOTFS from $SUITE ($MIRROR), about a minute"
 mkdir -p "$tmp"
 if ! debootstrap --variant=minbase --include="$INCLUDE" --components=main \
-    "$SUITE" "$tmp" "$MIRROR" >"$tmp.log" 2>&1; then
+    "$SUITE" "$tmp" "$MIRROR" "${script[@]}" >"$tmp.log" 2>&1; then
     tail -n 30 "$tmp.log" >&2
     rm -f "$tmp.log"
     die "debootstrap failed (full log above, last 30 lines)"
@@ -138,10 +155,19 @@ rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/*.bin "$tmp"/var/cache/ap
 mkdir -p "$tmp/var/lib/apt/lists/partial"
 rm -rf "$tmp"/var/log/* "$tmp"/root/.cache "$tmp"/tmp/*
 
+# Another python3.X than the suite's: /usr/local/bin/python3 (first on PATH)
+# names it; the suite's /usr/bin/python3 stays for Debian's own tools. Debian's
+# pip (pure Python, in /usr/lib/python3/dist-packages, on every python3.X's
+# path) serves it too, installing into /usr/local/lib/python3.X.
+if [[ -n $PYVER ]]; then
+    ln -sf "/usr/bin/python$PYVER" "$tmp/usr/local/bin/python3"
+    ln -sf "/usr/bin/python$PYVER" "$tmp/usr/local/bin/python"
+fi
+
 # Check that what containers will run actually runs.
-pyver=$(chroot "$tmp" /usr/bin/python3 -c 'import ssl, sys; print(sys.version.split()[0])') ||
+pyver=$(chroot "$tmp" "$PYTHON" -c 'import ssl, sys; print(sys.version.split()[0])') ||
     die "python3 does not run in the new rootfs"
-chroot "$tmp" /usr/bin/python3 -m pip --version >/dev/null || die "pip does not run in the new rootfs"
+chroot "$tmp" "$PYTHON" -m pip --version >/dev/null || die "pip does not run in the new rootfs"
 
 cat >"$tmp/$MARKER" <<EOF
 # Built by thaw's deploy/make-rootfs.sh; its presence means the build finished.
@@ -149,6 +175,7 @@ suite=$SUITE
 include=$INCLUDE
 mirror=$MIRROR
 python=$pyver
+python_path=$PYTHON
 built=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 EOF
 chmod 755 "$tmp"

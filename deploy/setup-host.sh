@@ -4,11 +4,14 @@
 #      control-plane database), runc (containers), iptables (CRIU's network
 #      lock), debootstrap (the default rootfs), zstd (snapshot packing),
 #      iproute2 (container networking), slirp4netns (build steps' outbound-only
-#      network), skopeo (images from registries) and
+#      network), acl (setfacl: containers' host uid may search the state dir, no
+#      one else), skopeo (images from registries) and
 #      docker-registry (the registry server the tests push to), chromium (the
 #      headless browser the dashboard's tests drive);
 #   2. CRIU 4.x in a private prefix (deploy/install-criu.sh);
-#   3. the default container rootfs (deploy/make-rootfs.sh).
+#   3. the default container rootfs (deploy/make-rootfs.sh), and the bases of
+#      other Python versions (THAW_EXTRA_ROOTFS, default "trixie forky
+#      forky:3.15": Python 3.13, 3.14 and 3.15).
 #
 # Idempotent: each step first checks whether its work is already done, so a
 # second run takes well under a second. Safe to run concurrently (file locks).
@@ -31,7 +34,7 @@ fi
 command -v dpkg-query >/dev/null ||
     die "dpkg-query not found: thaw's host set-up supports Debian (bookworm) hosts only"
 
-PACKAGES=(postgresql runc iptables debootstrap zstd iproute2 slirp4netns skopeo docker-registry chromium)
+PACKAGES=(postgresql runc iptables debootstrap zstd iproute2 slirp4netns acl skopeo docker-registry chromium)
 # `make bench` adds what only the benchmarks use (buildah, the peer the builder is measured against).
 # shellcheck disable=SC2206
 PACKAGES+=(${THAW_BENCH_PACKAGES:-})
@@ -88,6 +91,17 @@ bash "$here/install-criu.sh"
 
 if is_root; then
     bash "$here/make-rootfs.sh"
+    # The bases of other Python versions (Image.debian_slim(python_version=)):
+    # trixie has 3.13, forky 3.14 (its python3) and 3.15 (suite:version).
+    # Optional: a node without one refuses that version at deploy, naming
+    # those it has.
+    for base in ${THAW_EXTRA_ROOTFS-trixie forky forky:3.15}; do
+        suite=${base%%:*} pyver=${base#"$suite"}
+        pyver=${pyver#:}
+        THAW_ROOTFS=${THAW_ROOTFS:+$(dirname "$THAW_ROOTFS")/$suite-python$pyver} \
+            THAW_ROOTFS_SUITE=$suite THAW_ROOTFS_PYTHON=$pyver bash "$here/make-rootfs.sh" ||
+            log "WARNING: no $base rootfs (see above): its Python version is not offered here"
+    done
 else
     # debootstrap needs root; containers need root too, so nothing is lost.
     rootfs="${THAW_ROOTFS:-$HOME/.local/share/thaw/rootfs/bookworm-python}"
@@ -96,6 +110,21 @@ else
     else
         log "not root: skipping the container rootfs (build it with: sudo bash $here/make-rootfs.sh)"
     fi
+fi
+
+# Containers' user namespaces map their ids 0..65535 to host ids
+# 100000..165535 (THAW_CONTAINER_ID_RANGE): reserved for root in /etc/subuid
+# and /etc/subgid, so that useradd never hands them to a login user.
+id_range=${THAW_CONTAINER_ID_RANGE:-100000:65536}
+if is_root; then
+    for f in /etc/subuid /etc/subgid; do
+        touch "$f"
+        grep -qx "root:$id_range" "$f" || echo "root:$id_range" >>"$f"
+    done
+fi
+# Kernel 5.19+: overlayfs on idmapped lower dirs (how containers' roots are mounted).
+if [[ $(printf '%s\n' 5.19 "$(uname -r)" | sort -V | head -n1) != 5.19 ]]; then
+    log "WARNING: kernel $(uname -r) is older than 5.19: containers' idmapped roots will not mount"
 fi
 
 # cgroups: runc needs them mounted (v1 or v2 both work with bookworm's runc).

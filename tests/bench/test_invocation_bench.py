@@ -1,10 +1,9 @@
 """Warm call latency and map throughput, through the SDK and over HTTP.
 
 Prints p50/p99 of a warm ``.remote()`` round trip and inputs/s of ``.map()``,
-and their ratios to Ray 2.60 measured on this same 2-core machine kind
-(DESIGN.md: no-op task round trip p50 2.5 ms, p99 6.2 ms; 20,000 tasks at
-1,330 tasks/s). Ray is not installed here, so those are recorded numbers, not
-measured in this run. Run with ``make bench``.
+side by side with Ray 2.60's no-op task round trip and tasks/s, measured in
+this same run (``fixtures.ray_peer``: Ray in a venv of its own, installed on
+first use), and their ratios. Run with ``make bench``.
 """
 
 from __future__ import annotations
@@ -18,30 +17,42 @@ import aiohttp
 import pytest
 import thaw as modal
 from fixtures.platform import Platform
+from fixtures.ray_peer import RayFigures, measure_ray
 from fixtures.stats import pct
 
-RAY_P50_MS, RAY_P99_MS, RAY_TASKS_PER_S = 2.5, 6.2, 1330.0
 APP = Path(__file__).parent / "apps" / "bench_noop.py"
 ROUND_TRIPS = 500
 MAP_INPUTS = 5000
 
 
 @pytest.fixture(scope="module")
-def deployed(platform: Platform) -> Platform:
+def ray() -> RayFigures:
+    """Measured before the platform starts: neither loads the machine while the other is timed."""
+    return measure_ray(ROUND_TRIPS, MAP_INPUTS)
+
+
+@pytest.fixture(scope="module")
+def deployed(ray: RayFigures, platform: Platform) -> Platform:
     out = platform.cli("deploy", str(APP), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     return platform
 
 
-def report(title: str, p50_ms: float, p99_ms: float, per_s: float) -> None:
+def report(title: str, p50_ms: float, p99_ms: float, per_s: float, ray: RayFigures) -> None:
     print(
-        f"\n{title}: warm round trip p50 {p50_ms:.2f} ms (Ray/thaw {RAY_P50_MS / p50_ms:.2f}x), "
-        f"p99 {p99_ms:.2f} ms (Ray/thaw {RAY_P99_MS / p99_ms:.2f}x); "
-        f"map {per_s:.0f} inputs/s (thaw/Ray {per_s / RAY_TASKS_PER_S:.2f}x)"
+        f"\n{title} vs Ray {ray.version}, measured in this run:"
+        f"\n  warm round trip p50  thaw {p50_ms:.2f} ms  Ray {ray.p50_ms:.2f} ms"
+        f"  (Ray/thaw {ray.p50_ms / p50_ms:.2f}x)"
+        f"\n  warm round trip p99  thaw {p99_ms:.2f} ms  Ray {ray.p99_ms:.2f} ms"
+        f"  (Ray/thaw {ray.p99_ms / p99_ms:.2f}x)"
+        f"\n  map throughput       thaw {per_s:.0f} inputs/s  Ray {ray.per_s:.0f} tasks/s"
+        f"  (thaw/Ray {per_s / ray.per_s:.2f}x)"
     )
 
 
-def test_sdk_latency_and_throughput(deployed: Platform, use_platform: Platform) -> None:
+def test_sdk_latency_and_throughput(
+    deployed: Platform, use_platform: Platform, ray: RayFigures
+) -> None:
     echo = modal.Function.from_name("bench-noop", "echo")
     for i in range(20):  # warm: container up, connections open
         assert echo.remote(i) == i
@@ -56,10 +67,10 @@ def test_sdk_latency_and_throughput(deployed: Platform, use_platform: Platform) 
     t = time.perf_counter()
     assert list(wide.map(range(MAP_INPUTS))) == list(range(MAP_INPUTS))
     per_s = MAP_INPUTS / (time.perf_counter() - t)
-    report("SDK", statistics.median(samples), pct(samples, 0.99), per_s)
+    report("SDK", statistics.median(samples), pct(samples, 0.99), per_s, ray)
 
 
-async def test_http_latency_and_throughput(deployed: Platform) -> None:
+async def test_http_latency_and_throughput(deployed: Platform, ray: RayFigures) -> None:
     headers = {"Authorization": f"Bearer {deployed.token}"}
     base = f"{deployed.gateway_url}/v1/functions/bench-noop"
     async with aiohttp.ClientSession(headers=headers) as http:
@@ -91,4 +102,4 @@ async def test_http_latency_and_throughput(deployed: Platform) -> None:
                     got += 1
         per_s = MAP_INPUTS / (time.perf_counter() - t)
         assert got == MAP_INPUTS
-    report("HTTP", statistics.median(samples), pct(samples, 0.99), per_s)
+    report("HTTP", statistics.median(samples), pct(samples, 0.99), per_s, ray)

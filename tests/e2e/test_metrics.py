@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 import thaw as modal
-from fixtures.metrics import metrics_url, scrape, value
+from fixtures.metrics import Samples, metrics_url, scrape, value
 from fixtures.platform import Platform
+from fixtures.wait import eventually_blocking
 
 APPS = Path(__file__).parent / "apps"
 WAIT_S = 60.0
@@ -27,12 +24,7 @@ pytestmark = pytest.mark.usefixtures("use_platform")
 
 
 def test_calls_move_the_counters(platform: Platform) -> None:
-    env = {**os.environ, "THAW_GATEWAY_URL": platform.gateway_url, "THAW_TOKEN": platform.token}
-    deployed = subprocess.run(
-        [sys.executable, "-m", "thaw.cli", "deploy", str(APPS / "metered.py")],
-        env=env, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    platform.deploy("metered.py")
     gateway = platform.gateway_url + "/metrics"
     with pytest.raises(urllib.error.HTTPError) as refused:
         scrape(gateway, "wrong-token")
@@ -53,21 +45,25 @@ def test_calls_move_the_counters(platform: Platform) -> None:
     )
 
     agent = asyncio.run(metrics_url(platform.base_env["THAW_NATS_URL"], "agent"))
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        samples = scrape(agent)
+    last: list[Samples] = [{}]
+
+    def counted() -> bool:
+        last[0] = samples = scrape(agent)
         done = value(
             samples, "thaw_calls_total", app="metered", function="double", status="success"
         )
         failed = value(
             samples, "thaw_calls_total", app="metered", function="fails", status="failure"
         )
-        if done >= 3 and failed >= 1:
-            break
-        assert time.monotonic() < deadline, json.dumps({str(k): v for k, v in samples.items()})[
-            :4000
-        ]
-        time.sleep(0.2)
+        return done >= 3 and failed >= 1
+
+    eventually_blocking(
+        counted,
+        WAIT_S,
+        "the agent to count the calls",
+        context=lambda: json.dumps({str(k): v for k, v in last[0].items()})[:4000],
+    )
+    samples = last[0]
     assert value(samples, "thaw_call_duration_seconds_count", app="metered", function="double") >= 3
     assert value(samples, "thaw_container_starts_total", kind="cold", outcome="ok") >= 2
     assert value(samples, "thaw_container_start_seconds_count", kind="cold") >= 2

@@ -31,11 +31,14 @@ CHECKS_OFF: dict[tuple[str, str], str] = {
     ("put_file", ACCEPTANCE): "the body must hash to the path's sha256",
     ("put_chunk", ACCEPTANCE): "the body must hash to the path's sha256",
     ("put_value", ACCEPTANCE): "the body must hash to the path's sha256",
+    ("put_payload", ACCEPTANCE): "the body must hash to the path's sha256",
     # A file's chunks must be stored first and add up to its size.
     ("commit", ACCEPTANCE): "each file's chunks must be stored and make its size",
     # The bundle must be uploaded first; function names unique, cron
     # expressions valid, web options consistent.
     ("deploy_app", ACCEPTANCE): "the bundle uploaded, unique function names, valid schedules",
+    # A sandbox's command must be in its image, its secrets stored, a node have room.
+    ("create_sandbox", ACCEPTANCE): "its command must exist, its secrets be stored, a node have room",
     ("remove", AVAILABILITY): "no such file in the volume",
     ("read_file", AVAILABILITY): "no such file in the volume",
     ("list_entries", AVAILABILITY): "no such file or directory in the volume",

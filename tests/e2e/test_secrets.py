@@ -15,7 +15,6 @@ import os
 import stat
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import pytest
 import thaw as modal
 from fixtures.platform import Platform
 from fixtures.private_files import exposed, others_may_enter
+from fixtures.wait import wait_for
 
 APPS = Path(__file__).parent / "apps"
 APP = "secrets-e2e"
@@ -51,15 +51,6 @@ def api(p: Platform, path: str, method: str = "GET") -> bytes:
     )
     with urllib.request.urlopen(req, timeout=30) as r:
         return r.read()
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, p: Platform) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (got := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{p.logs()}")
-        time.sleep(0.2)
-    return got
 
 
 def sql(p: Platform, query: str, *args: Any) -> list[dict[str, Any]]:
@@ -160,12 +151,19 @@ def test_a_restored_container_sees_the_secret_as_it_is_now(use: Platform) -> Non
 
     second = snapped.key.remote()
     assert second["container"] != first["container"]
+    # Listed ready: a heartbeat sent while it was being restored lists it
+    # starting, not yet ``restored``.
     restored = wait_for(
         lambda: next(
-            (c for c in live_containers(p) if c["container_id"] == second["container"]), None
+            (
+                c
+                for c in live_containers(p)
+                if c["container_id"] == second["container"] and c["state"] == "ready"
+            ),
+            None,
         ),
         30,
-        "the new container listed",
+        "the new container listed ready",
         p,
     )
     assert restored["restored"], restored

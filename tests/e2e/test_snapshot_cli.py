@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -50,17 +49,17 @@ async def snapshots_bus(platform: Platform) -> AsyncIterator[Bus]:
     if "snapshots" not in platform.procs:
         platform._spawn("snapshots", THAW_SNAPSHOTS_GC_INTERVAL_S="0.3")
     bus = await Bus.connect(platform.base_env["THAW_NATS_URL"], name="snapshot-cli-test")
-    deadline = time.monotonic() + 30
-    while True:
+
+    async def healthy() -> bool:
         try:
-            reply = _health.decode((await bus.request("thaw.health.snapshots", b"", timeout_s=2)).data)
-            if reply.status == "ok":
-                break
+            reply = await bus.request("thaw.health.snapshots", b"", timeout_s=2)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError("the snapshots service did not start:\n" + platform.logs())
-        await asyncio.sleep(0.2)
+            return False
+        return _health.decode(reply.data).status == "ok"
+
+    await eventually(
+        healthy, 30, "the snapshots service to start", every_s=0.2, context=platform.logs
+    )
     try:
         yield bus
     finally:

@@ -4,6 +4,8 @@ start from the snapshot (the container list says ``restored``, the catalog
 counts restores), keep what ``enter(snap=True)`` built, run
 ``enter(snap=False)`` again and draw fresh random numbers. A corrupted
 snapshot and a node of another kind both start cold, and calls still succeed.
+A snapshot whose restores are no faster than a cold start is not used, and
+`thaw snapshot list` says why.
 
 Gateway, scheduler, snapshots service and agents run as real processes on
 a platform of this module's own (the tests add and stop agents).
@@ -12,10 +14,6 @@ a platform of this module's own (the tests add and stop agents).
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,25 +24,16 @@ import pytest
 import thaw as modal
 from fixtures.metrics import metrics_url, scrape, value
 from fixtures.platform import Platform
+from fixtures.wait import wait_for
 from thaw_core.blob import open_blob_store
 from thaw_core.fingerprint import fingerprint_id, local_fingerprint
 from thaw_core.schema import CpuFingerprint, Fingerprint
+from thaw_snapshots.catalog import Policy
 
 APPS = Path(__file__).parent / "apps"
 APP = "snap-counter"
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, platform: Platform) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = check()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}\n{platform.logs()}")
-        time.sleep(0.2)
 
 
 def stop_agent(platform: Platform, node_id: str) -> None:
@@ -57,8 +46,8 @@ def snapshots(platform: Platform) -> list[dict[str, Any]]:
         conn = await asyncpg.connect(platform.base_env["THAW_DATABASE_URL"])
         try:
             found = await conn.fetch(
-                "SELECT snapshot_id, fingerprint_id, state, restores, failures, blob_key"
-                " FROM snapshots WHERE app = $1 ORDER BY created_at",
+                "SELECT snapshot_id, fingerprint_id, state, restores, failures, blob_key,"
+                " cold_start_s FROM snapshots WHERE app = $1 ORDER BY created_at",
                 APP,
             )
         finally:
@@ -100,17 +89,18 @@ def stop_container(platform: Platform, container_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-async def snap_platform(platform_factory: Callable[..., Any]) -> Platform:
+async def snap_deployed(platform_factory: Callable[..., Any]) -> tuple[Platform, str]:
+    """The platform, and what `thaw deploy` of the snapshot-enabled app printed."""
     p: Platform = await platform_factory(("snap-a",))
     p.ensure_service("snapshots")
-    env = {**os.environ, "THAW_GATEWAY_URL": p.gateway_url, "THAW_TOKEN": p.token}
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "thaw.cli", "deploy", str(APPS / "snap_counter.py")],
-        env=env, capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    out = await asyncio.to_thread(p.cli, "deploy", str(APPS / "snap_counter.py"))
     assert out.returncode == 0, out.stdout + out.stderr
-    return p
+    return p, out.stdout
+
+
+@pytest.fixture(scope="module")
+def snap_platform(snap_deployed: tuple[Platform, str]) -> Platform:
+    return snap_deployed[0]
 
 
 @pytest.fixture
@@ -120,19 +110,49 @@ def snapped(snap_platform: Platform, monkeypatch: pytest.MonkeyPatch) -> Any:
     return modal.Cls.from_name(APP, "Snapped")()
 
 
+def test_the_first_call_after_deploy_is_a_restore(
+    snap_deployed: tuple[Platform, str], snapped: Any
+) -> None:
+    """No call yet: the deploy alone made the snapshot (a container that took
+    no input and stopped), so the very first call restores. `thaw deploy`
+    showed it being taken."""
+    p, deploy_output = snap_deployed
+    assert "taking a memory snapshot of Snapped" in deploy_output
+    assert "memory snapshot of Snapped ready in" in deploy_output, deploy_output
+    made = wait_for(
+        lambda: [s for s in snapshots(p) if s["state"] == "ready"],
+        180,
+        "a snapshot made at deploy, before any call",
+        p,
+    )
+    assert len(made) == 1 and made[0]["fingerprint_id"] == fingerprint_id(local_fingerprint())
+    # Its maker measured the cold start its restores are weighed against.
+    assert made[0]["cold_start_s"] > 0
+    wait_for(lambda: not containers(p), 60, "the snapshot's container to stop", p)
+    listing = p.cli("snapshot", "list", "--app", APP)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert made[0]["snapshot_id"] in listing.stdout
+    assert f"{APP}/Snapped version 1: snapshots cover 1 of 1 fingerprint" in listing.stderr
+
+    first = snapped.state.remote()
+    running = wait_for(
+        lambda: (c := listed(p, first["container"]))["state"] == "ready" and c,
+        30,
+        "the first container listed as ready",
+        p,
+    )
+    assert running["node_id"] == "snap-a" and running["restored"]
+    assert first["table"] == 300_000 and first["restores"] == 1
+    assert wait_for(
+        lambda: [s for s in snapshots(p) if s["restores"] >= 1], 30, "the restore counted", p
+    )
+
+
 def test_second_container_is_restored_with_snapshot_state(
     snap_platform: Platform, snapped: Any
 ) -> None:
     p = snap_platform
     first = snapped.state.remote()
-    assert first["table"] == 300_000
-    made = wait_for(
-        lambda: [s for s in snapshots(p) if s["state"] == "ready"], 60, "a ready snapshot", p
-    )
-    assert len(made) == 1 and made[0]["fingerprint_id"] == fingerprint_id(local_fingerprint())
-
-    # Stop it, and any container the scheduler added while it was being
-    # snapshotted (those started cold: the snapshot was not ready yet).
     listed(p, first["container"])
     for c in containers(p):
         stop_container(p, c["container_id"])
@@ -150,12 +170,10 @@ def test_second_container_is_restored_with_snapshot_state(
     assert (second["snap_pid"], second["snap_draw"]) == (first["snap_pid"], first["snap_draw"])
     # snap=False ran after this restore (once: the counter was 0 in the snapshot).
     assert second["restores"] == 1
-    # Both containers were restored (the first right after it was snapshotted),
-    # and each was reseeded: their draws after restore differ.
+    # Both containers were restored from one snapshot, and each was
+    # reseeded: their draws after restore differ.
     assert second["draw"] != first["draw"]
-    assert wait_for(
-        lambda: [s for s in snapshots(p) if s["restores"] >= 1], 30, "the restore counted", p
-    )
+    assert len([s for s in snapshots(p) if s["state"] == "ready"]) == 1
 
 
 def test_metrics_count_the_restore_and_the_snapshot_cache(snap_platform: Platform) -> None:
@@ -245,7 +263,7 @@ def test_corrupted_snapshot_starts_cold(snap_platform: Platform, snapped: Any) -
 def test_redeploying_changed_code_obsoletes_the_snapshot_and_makes_a_new_one(
     snap_platform: Platform, snapped: Any, tmp_path: Path
 ) -> None:
-    """Last in this module: it replaces the deployed version."""
+    """It replaces the deployed version (the next test uses the new one's snapshot)."""
     p = snap_platform
 
     def by_version() -> dict[int, list[str]]:
@@ -274,13 +292,7 @@ def test_redeploying_changed_code_obsoletes_the_snapshot_and_makes_a_new_one(
         (APPS / "snap_counter.py").read_text()
         + '\n    @modal.method()\n    def edition(self):\n        return "second"\n'
     )
-    env = {**os.environ, "THAW_GATEWAY_URL": p.gateway_url, "THAW_TOKEN": p.token}
-    out = subprocess.run(
-        [sys.executable, "-m", "thaw.cli", "deploy", str(changed)],
-        check=False, env=env, capture_output=True, text=True, timeout=180,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert out.returncode == 0, out.stdout + out.stderr
+    p.deploy(changed)
 
     assert modal.Cls.from_name(APP, "Snapped")().edition.remote() == "second"
     # The old version's snapshots go (obsolete, then deleted by GC) and the
@@ -297,3 +309,50 @@ def test_redeploying_changed_code_obsoletes_the_snapshot_and_makes_a_new_one(
         "a ready snapshot of the new version",
         p,
     )
+
+
+def test_a_snapshot_no_faster_than_a_cold_start_is_not_used(
+    snap_platform: Platform, snapped: Any
+) -> None:
+    """Last in this module. As if this function's cold start took 1 ms and
+    two restores had already been slower: the next restore is the third in
+    a row (``Policy.unhelpful_after``), the snapshot turns "unhelpful", the
+    next container starts cold and `thaw snapshot list` says why."""
+    p = snap_platform
+    ready = [s for s in snapshots(p) if s["state"] == "ready"]
+    assert len(ready) == 1, snapshots(p)
+    sid = ready[0]["snapshot_id"]
+
+    async def judged_twice() -> None:
+        conn = await asyncpg.connect(p.base_env["THAW_DATABASE_URL"])
+        try:
+            await conn.execute(
+                "UPDATE snapshots SET cold_start_s = 0.001, slow_streak = $2"
+                " WHERE snapshot_id = $1",
+                sid,
+                Policy().unhelpful_after - 1,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(judged_twice())
+    for c in containers(p):
+        stop_container(p, c["container_id"])
+    restored = snapped.state.remote()
+    assert listed(p, restored["container"])["restored"]
+    wait_for(
+        lambda: [s for s in snapshots(p) if s["snapshot_id"] == sid and s["state"] == "unhelpful"],
+        30,
+        "the snapshot judged unhelpful",
+        p,
+    )
+    stop_container(p, restored["container"])
+
+    cold = snapped.state.remote()
+    assert cold["table"] == 300_000 and cold["snap_draw"] != restored["snap_draw"]  # init ran again
+    assert not listed(p, cold["container"])["restored"]
+    listing = p.cli("snapshot", "list", "--app", APP)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    assert "unhelpful" in listing.stdout
+    assert f"snapshot {sid} is not used: its restores (" in listing.stderr
+    assert "1 start cold (a snapshot does not help there)" in listing.stderr

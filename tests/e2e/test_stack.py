@@ -24,12 +24,14 @@ import asyncpg
 import nats
 import nats.errors
 import pytest
-from fixtures.nats import free_port
+from fixtures.nats import accepted, free_port
+from fixtures.ports import free_ports
 from fixtures.private_files import exposed, others_may_enter
 from fixtures.wait import eventually
 from thaw.stack import SERVICES, stack_processes
 from thaw_core import permissions
 from thaw_core.config import stack_nats_auth_dir
+from thaw_core.contract import STREAMS
 from thaw_core.nats_auth import NatsAuth, connect_options
 from thaw_core.schema import ErrorEvent, decoder
 
@@ -203,6 +205,18 @@ async def test_stack_lifecycle(stack_env: Env) -> None:
     inventory = json.loads(row["inventory"])
     assert inventory["node_id"] == env.node_id and inventory["cores"] >= 1
 
+    # ---- each node its own NATS user: the embedded one's, and a remote node's
+    # issued by `thaw node credentials create`, which gets in at once
+    node_file = env.state_dir.parent / "node-x.nats.json"
+    rc, out = await thaw(env, "node", "credentials", "create", "node-x", "-o", str(node_file))
+    assert rc == 0, out
+    assert stat.S_IMODE(node_file.stat().st_mode) == 0o600
+    await accepted(env.nats_url, node_file)
+    rc, out = await thaw(env, "node", "credentials", "list")
+    assert rc == 0 and "node-x" in out and env.node_id in out, out
+    rc, out = await thaw(env, "node", "credentials", "revoke", "node-x")
+    assert rc == 0, out
+
     # ---- NATS down: a state `thaw status` reports. The supervisor is paused,
     # so that NATS stays down while we look.
     os.kill(sup_pid, signal.SIGSTOP)
@@ -299,3 +313,60 @@ def _alive(pid: int) -> bool:
 
 async def _none_left(state_dir: Path) -> bool:
     return not await asyncio.to_thread(stack_processes, state_dir)
+
+
+async def test_stack_with_a_nats_cluster(stack_env: Env) -> None:
+    """`thaw up --nats-cluster 3`: three servers, every stream kept on all of
+    them, routes that take no unauthenticated peer, and a member killed with
+    SIGKILL is restarted while the others serve."""
+    env = stack_env
+    client_port = free_ports(6)  # the clients' three, then the routes'
+    route_port = client_port + 3
+    env.env |= {"THAW_NATS_PORT": str(client_port), "THAW_NATS_CLUSTER_PORT": str(route_port)}
+    rc, out = await thaw(env, "up", "--detach", "--nats-cluster", "3", timeout_s=180)
+    assert rc == 0, out + stack_log(env)
+    rc, st = await status(env)
+    p = parts(st)
+    assert rc == 0 and st["healthy"], st
+    assert {"nats-1", "nats-2", "nats-3"} <= set(p) and "nats" not in p
+    assert [p[f"nats-{i}"]["port"] for i in (1, 2, 3)] == [str(client_port + i) for i in range(3)]
+
+    admin = NatsAuth(stack_nats_auth_dir(env.state_dir)).creds(permissions.ADMIN)
+    urls = [f"nats://127.0.0.1:{client_port + i}" for i in range(3)]
+    nc = await nats.connect(urls, **connect_options(admin))
+    try:
+        for spec in STREAMS:
+            info = await nc.jetstream().stream_info(spec.name)
+            assert info.config.num_replicas == 3, spec.name
+    finally:
+        await nc.close()
+
+    # A route without the cluster's password is turned away.
+    reader, writer = await asyncio.open_connection("127.0.0.1", route_port)
+    try:
+        await reader.readline()  # the route's INFO
+        writer.write(b'CONNECT {"verbose":false,"name":"intruder","cluster":"thaw"}\r\nPING\r\n')
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4096), 10)
+    finally:
+        writer.close()
+    assert b"Authorization Violation" in answer, answer
+
+    # An invoke client issued now gets in on every member once they reloaded.
+    client = env.state_dir.parent / "client.nats.json"
+    rc, out = await thaw(env, "nats-client", "create", "c1", "--app", "a1", "-o", str(client))
+    assert rc == 0, out
+    for url in urls:
+        await accepted(url, client)
+
+    os.kill(p["nats-2"]["pid"], signal.SIGKILL)
+    await eventually(
+        lambda: healthy_with(
+            env, lambda q: q["nats-2"]["pid"] != p["nats-2"]["pid"] and q["nats-2"]["restarts"] >= 1
+        ),
+        timeout_s=60,
+        what="healthy again after kill -9 of one cluster member\n" + stack_log(env),
+        every_s=0.5,
+    )
+    rc, out = await thaw(env, "down", "--timeout", "30")
+    assert rc == 0, out

@@ -23,7 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 from fixtures.platform import Platform
-from fixtures.web import past_cold_start
+from fixtures.wait import eventually_blocking
+from fixtures.web import COLD_START_BOUND_S, past_cold_start
 
 APPS = Path(__file__).parent / "apps"
 THAW = [sys.executable, "-m", "thaw.cli"]
@@ -64,7 +65,13 @@ def urls(platform: Platform) -> dict[str, str]:
     out = thaw_cli(platform, "deploy", str(APPS / "web_guide.py"))
     assert out.returncode == 0, out.stdout + out.stderr
     printed = dict(re.findall(r"^web (\S+): (\S+)$", out.stdout, re.MULTILINE))
-    assert set(printed) >= {"predict", "fastapi_app", "flask_app", "file_server"}, out.stdout
+    assert set(printed) >= {
+        "predict",
+        "fastapi_app",
+        "flask_app",
+        "file_server",
+        "silent_server",
+    }, out.stdout
     return printed
 
 
@@ -203,6 +210,21 @@ def test_web_server_answers(urls: dict[str, str], platform: Platform) -> None:
     assert b"Directory listing" in body
 
 
+def test_a_web_server_that_never_listens_is_a_503_naming_its_port(
+    urls: dict[str, str], platform: Platform
+) -> None:
+    def container_answer() -> tuple[int, bytes] | None:
+        status, _, body = fetch(urls["silent_server"] + "/")
+        # Not the gateway's 503 of a cold start: the container's, naming the port.
+        return (status, body) if b"port 8001" in body else None
+
+    status, body = eventually_blocking(
+        container_answer, COLD_START_BOUND_S, "the container's answer", context=platform.logs
+    )
+    assert status == 503, body
+    assert b"startup_timeout" in body, body
+
+
 def test_unknown_endpoint_is_404(urls: dict[str, str], platform: Platform) -> None:
     status, _, _ = fetch(platform.gateway_url + "/web/web-guide/nothing-here")
     assert status == 404
@@ -289,6 +311,8 @@ def version() -> dict:
 URL_LINE = re.compile(r"^web version: (\S+)$")
 
 
+# Its bounded waits (180 + 120 + 180 s on a loaded machine) add up past pytest's default 300 s.
+@pytest.mark.timeout(900)
 def test_thaw_serve_redeploys_on_edit_and_stops_on_ctrl_c(
     platform: Platform, tmp_path: Path
 ) -> None:

@@ -27,6 +27,7 @@ from fixtures.agent import (
     make_agent,  # noqa: F401 - a fixture
     put_bundle,
     result_of,
+    spec,
     value,
 )
 from fixtures.catalog import Catalog, catalog  # noqa: F401 - catalog is a fixture
@@ -39,11 +40,13 @@ from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.contract import invoke_subject
 from thaw_core.fingerprint import fingerprint_id, local_fingerprint
+from thaw_core.layers.mounts import mounts_under
 from thaw_core.schema import (
     CpuFingerprint,
     Fingerprint,
     FunctionSpec,
     Invoke,
+    Resources,
     SnapshotCreated,
     SnapshotCreateFailed,
     SnapshotInfo,
@@ -94,14 +97,7 @@ class Snappy:
 
 
 def snappy_spec() -> FunctionSpec:
-    return FunctionSpec(
-        name="Snappy",
-        module="app",
-        qualname="Snappy",
-        kind="class",
-        methods=["state"],
-        enable_memory_snapshot=True,
-    )
+    return spec("Snappy", kind="class", methods=["state"], enable_memory_snapshot=True)
 
 
 async def call_state(bus: Bus, app: str) -> tuple[dict[str, Any], str]:
@@ -118,9 +114,11 @@ async def call_state(bus: Bus, app: str) -> tuple[dict[str, Any], str]:
     return value(result), result.container_id
 
 
-async def snapshot_made(agent: Agent, bus: Bus, blob: BlobStore, cat: Catalog, sha: str) -> str:
+async def snapshot_made(
+    agent: Agent, bus: Bus, blob: BlobStore, cat: Catalog, sha: str, spec: FunctionSpec | None = None
+) -> str:
     """The first container claims, snapshots, serves; returns its id."""
-    cid = await agent.start(bus, cat.app, sha, snappy_spec())
+    cid = await agent.start(bus, cat.app, sha, spec or snappy_spec())
     await agent.wait_state(cid, "ready", timeout_s=60)
 
     async def created() -> bool:
@@ -182,6 +180,32 @@ async def test_snapshot_made_then_restored_with_state_and_fresh_randomness(
     assert state2["restores"] == 1
     # Reseeded after restore: no two containers draw the same numbers.
     assert state2["draw"] != state["draw"]
+
+
+async def test_a_snapshot_with_an_ephemeral_disk_restores_its_files_onto_one(
+    make_agent: Callable[..., Awaitable[Agent]],
+    bus: Bus,
+    blob: BlobStore,
+    catalog: Callable[[str], Awaitable[Catalog]],
+) -> None:
+    app = f"snp-{uuid.uuid4().hex[:10]}"
+    cat = await catalog(app)
+    agent = await make_agent()
+    sha = await put_bundle(blob, APP_SOURCE)
+    spec = msgspec.structs.replace(snappy_spec(), resources=Resources(ephemeral_disk_mb=64))
+
+    first = await snapshot_made(agent, bus, blob, cat, sha, spec)
+    assert agent.container(first).info().restored
+    second = await agent.start(bus, app, sha, spec)
+    assert (await agent.wait_state(second, "ready", timeout_s=60)).info().restored
+    await agent.svc.manager.stop(first, 5)
+
+    state, served_by = await call_state(bus, app)
+    assert served_by == second
+    # The file the snapshot phase wrote, on the restored container's own limited layer.
+    assert state["file"] == "from the snapshot"
+    rw = agent.container(second).paths.rw
+    assert any(Path(m) == rw for m in mounts_under(rw))
 
 
 async def test_corrupted_snapshot_is_detected_and_the_container_starts_cold(

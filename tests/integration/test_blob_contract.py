@@ -138,6 +138,22 @@ async def test_put_with_wrong_sha_stores_nothing(
         assert not any((blob_store.root / ".thaw" / "tmp").iterdir()), "temp file left behind"
 
 
+async def test_put_many_and_stat_many(blob_store: BlobStore) -> None:
+    items = [(f"many/{i}", os.urandom(100 + i), None) for i in range(40)]
+    infos = await blob_store.put_many([(k, d, sha(d)) for k, d, _ in items])
+    assert [(i.key, i.size, i.sha256) for i in infos] == [(k, len(d), sha(d)) for k, d, _ in items]
+    for k, d, _ in items:
+        assert await blob_store.get(k) == d
+    found = await blob_store.stat_many(["many/3", "many/none", "many/39"])
+    assert [None if f is None else (f.key, f.size) for f in found] == [
+        ("many/3", 103), None, ("many/39", 139)
+    ]  # fmt: skip
+    # One with a wrong sha256 is refused and stored not at all.
+    with pytest.raises(BlobIntegrityError):
+        await blob_store.put_many([("many/bad", b"x", sha(b"y"))])
+    assert not await blob_store.exists("many/bad")
+
+
 async def test_put_with_right_sha_accepted(blob_store: BlobStore) -> None:
     data = b"content-addressed"
     info = await blob_store.put("ok", data, sha256=sha(data).upper())  # case-insensitive
@@ -271,3 +287,13 @@ async def test_open_blob_store_urls(tmp_path: Path, fresh_s3_url: str) -> None:
     for bad in ("ftp://x/y", "s3://k:s@host:9000/", "file://host/path"):
         with pytest.raises(ValueError):
             open_blob_store(bad)
+
+
+async def test_get_range_reads_part_of_a_blob(blob_store: BlobStore) -> None:
+    data = bytes(range(256)) * 40
+    await blob_store.put("range/a", data)
+    assert await blob_store.get_range("range/a", 100, 300) == data[100:400]
+    assert await blob_store.get_range("range/a", len(data) - 5, 50) == data[-5:]  # to its end
+    assert await blob_store.get_range("range/a", 0, 0) == b""
+    with pytest.raises(BlobNotFound):
+        await blob_store.get_range("range/missing", 0, 10)

@@ -45,6 +45,52 @@ def test_sdk_images_plan_and_one_changed_step_changes_only_itself_and_later(root
     assert ids(thaw.Image.debian_slim(python_version="3.11"), rootfs)[0] == ia[0]
 
 
+def test_a_python_version_plans_on_its_own_rootfs_with_the_runtime_layer(rootfs: Path) -> None:
+    # Beside the default, as make-rootfs.sh lays them out.
+    trixie = rootfs.parent / "trixie-python"
+    (trixie / "etc").mkdir(parents=True)
+    (trixie / "etc/thaw-rootfs").write_text("suite=trixie\npython=3.13.5\nbuilt=x\n")
+    image = thaw.Image.debian_slim(python_version="3.13").pip_install("six")
+    plan = make_plan(spec(image.spec()), rootfs)
+    assert plan.python_version == "3.13"
+    base, runtime, pip = plan.steps
+    assert (base.kind, base.rootfs, base.layer_id) == (
+        "base",
+        trixie,
+        layers.base_layer_id(trixie, "3.13"),
+    )
+    # The runtime's packages, shown as part of step 0; the user's step keeps its index.
+    assert (runtime.index, runtime.kind, pip.index) == (0, "run", 1)
+    assert any(p.startswith("msgspec==") for p in runtime.step.packages)  # type: ignore[union-attr]
+    # Every image on that base shares the runtime layer.
+    other = make_plan(spec(thaw.Image.debian_slim(python_version="3.13").spec()), rootfs)
+    assert other.image_id == runtime.layer_id
+    # The default version has no runtime layer (the agent mounts its own packages).
+    assert [s.kind for s in make_plan(spec(thaw.Image.debian_slim().spec()), rootfs).steps] == [
+        "base"
+    ]
+    # debian_slim() from a 3.13 client gets 3.13; from a 3.12 one, the default.
+    hinted = {"steps": [{"op": "debian_slim", "client_python": "3.13"}]}
+    assert make_plan(spec(hinted), rootfs).python_version == "3.13"
+    hinted = {"steps": [{"op": "debian_slim", "client_python": "3.12"}]}
+    assert make_plan(spec(hinted), rootfs).python_version == "3.11"
+    with pytest.raises(PlanError) as e:
+        make_plan(spec({"steps": [{"op": "debian_slim", "python_version": "3.12"}]}), rootfs)
+    assert "Python 3.11 (rootfs), Python 3.13 (trixie-python)" in str(e.value)
+    assert plan.python == ""  # the base's /usr/bin/python3
+
+
+def test_a_base_made_with_another_python3_x_names_it_in_the_manifest(rootfs: Path) -> None:
+    forky = rootfs.parent / "forky-python3.15"
+    (forky / "etc").mkdir(parents=True)
+    (forky / "etc/thaw-rootfs").write_text(
+        "suite=forky\npython=3.15.0\npython_path=/usr/local/bin/python3\nbuilt=x\n"
+    )
+    plan = make_plan(spec({"steps": [{"op": "debian_slim", "python_version": "3.15"}]}), rootfs)
+    assert (plan.python_version, plan.python) == ("3.15", "/usr/local/bin/python3")
+    assert plan.steps[0].rootfs == forky
+
+
 def test_image_env_and_workdir_accumulate(rootfs: Path) -> None:
     image = (
         thaw.Image.debian_slim()

@@ -20,7 +20,7 @@ from fixtures.wait import eventually
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from thaw_core import contract, schema
-from thaw_core.bus import Bus, BusRequestError, Msg, trace_context
+from thaw_core.bus import BatchPublishError, Bus, BusRequestError, Msg, refusal, trace_context
 
 
 def uid() -> str:
@@ -98,6 +98,8 @@ async def test_provision_and_ensure_consumer_are_idempotent(bus: Bus) -> None:
     streams = {s.config.name: s.config for s in await bus.js.streams_info()}
     assert {"INVOKE", "RESULTS", "EVENTS", "LOGS", "BUILD"} <= streams.keys()
     assert streams["INVOKE"].retention == "workqueue"
+    # One consumer per deployed function: not the server's default cap of 1,000.
+    assert streams["INVOKE"].max_consumers == contract.INVOKE_MAX_CONSUMERS
     assert streams["RESULTS"].max_age == pytest.approx(24 * 3600)
 
 
@@ -420,8 +422,14 @@ async def test_a_full_input_stream_refuses_the_publish_and_keeps_every_input(bus
     subject = small.subjects[0].replace(">", "fn")
     for i in range(3):
         await bus.publish(subject, f"input {i}".encode())
-    with pytest.raises(nats.js.errors.APIError, match="maximum messages exceeded"):
+    with pytest.raises(nats.js.errors.APIError, match="maximum messages exceeded") as refused:
         await bus.publish(subject, b"one too many")
+    # What the gateway answers 503 with: the server's own reason.
+    assert refusal(refused.value) == "maximum messages exceeded"
+    with pytest.raises(BatchPublishError) as batch_refused:
+        await bus.publish_batch(subject, [("a", b"more"), ("b", b"still more")], timeout_s=10)
+    assert refusal(batch_refused.value) == "maximum messages exceeded"
+    assert refusal(TimeoutError()) is None  # no answer is no refusal
     assert await stored(bus, subject) == 3
     first = await bus.next_stored(subject)
     assert first is not None and first.data == b"input 0"

@@ -297,9 +297,12 @@ async def test_bad_input_gets_the_right_4xx_and_code(gateway: Gateway, bus: Bus)
         json={"items": [{}] * 10_001},
     )  # fmt: skip
 
-    # An input over the bus's message limit, and a body over the gateway's.
+    # An input over the bus's message limit is kept in the blob store, not
+    # refused (a container runs it: test_large_payloads); a body over the
+    # gateway's JSON limit is refused.
     big = "x" * (bus.nc.max_payload + 1)
-    await expect(413, "payload_too_large", "POST", call_path, json={"args": [big]})
+    got, body = await gateway.call("POST", call_path, json={"args": [big]})
+    assert got == 202, body
     status, body = await raw_post(gateway, deploy_path, api.MAX_PAYLOAD_BYTES + 1, b"{")
     assert status == 413 and body["error"]["code"] == "payload_too_large"
     assert str(api.MAX_PAYLOAD_BYTES) in body["error"]["message"]
@@ -867,24 +870,45 @@ async def test_app_show_lists_schedules_with_next_and_last_fire(gateway: Gateway
 
 
 async def test_deploy_refuses_what_is_not_served(gateway: Gateway) -> None:
-    """An unknown experimental option, or a GPU that containers would not be
-    given, would deploy and then not do what it says: the deploy is refused,
-    naming each, and nothing is deployed. A web endpoint is served."""
+    """An unknown experimental option would deploy and then not do what it
+    says: the deploy is refused, naming it, and nothing is deployed. A web
+    endpoint is served."""
     app = unique("unserved")
     sha = await upload_bundle(gateway)
     web = spec("hook", experimental_options={"web": {"kind": "endpoint", "method": "POST"}})
     odd = spec("odd", experimental_options={"turbo": True})
-    gpu = spec("gpu_fn", resources={"gpu": "A10G"})
     status, body = await gateway.call(
-        "POST", f"/v1/apps/{app}/deploy", json={"bundle_sha256": sha, "functions": [web, odd, gpu]}
+        "POST", f"/v1/apps/{app}/deploy", json={"bundle_sha256": sha, "functions": [web, odd]}
     )
     assert status == 400, body
     message = body["error"]["message"]
     assert "hook" not in message
     assert "odd: experimental_options 'turbo'" in message
-    assert "gpu_fn: gpu='A10G': containers are not given GPUs" in message
     status, _ = await gateway.call("GET", f"/v1/apps/{app}")
     assert status == 404
+
+
+async def test_a_request_no_node_can_run_deploys_with_a_warning_and_its_calls_say_so(
+    gateway: Gateway,
+) -> None:
+    """GPUs are served now: a GPU no node has deploys, warned about, naming
+    the request and what the nodes offer; a call of it says what it waits for."""
+    node = unique("cpu-node")
+    await gateway.db.execute(
+        "INSERT INTO nodes (id, inventory) VALUES ($1, $2)",
+        node,
+        {"cores": 4, "memory_mb": 8000, "gpus": []},
+    )
+    app = unique("nowhere")
+    body = await deploy(gateway, app, spec("on_b200", resources={"gpu": "B200:8"}), spec("plain"))
+    (warning,) = body["warnings"]
+    assert warning.startswith("on_b200: no node can run cpu=0.125, memory=128 MiB, gpu=B200:8")
+    assert f"{node}: 4 CPUs, 8000 MiB, no GPU" in warning
+    status, accepted = await gateway.call("POST", f"/v1/functions/{app}/on_b200/calls", json={})
+    assert status == 202
+    status, waiting = await gateway.call("GET", f"/v1/calls/{accepted['call_id']}")
+    assert status == 202 and waiting["status"] == "pending"
+    assert waiting["waiting_for"].startswith("a node that can run it: no node can run")
 
 
 async def test_recent_calls_are_listed_with_their_outcome(gateway: Gateway, bus: Bus) -> None:

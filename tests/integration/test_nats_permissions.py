@@ -16,7 +16,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
-from fixtures.nats import NatsServer, invoke_client, role_creds, session_auth
+from fixtures.nats import NatsServer, invoke_client, node_creds, role_creds, session_auth
 from fixtures.wait import eventually
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
@@ -167,7 +167,10 @@ async def test_an_invoke_client_has_no_jetstream_api(
 async def test_an_agent_cannot_purge_delete_or_reconfigure_streams(
     nats_server: NatsServer, bus: Bus
 ) -> None:
-    agent = await Conn().connect(nats_server.url, Path(role_creds(permissions.AGENT)))
+    node = f"node-{uuid.uuid4().hex[:8]}"
+    agent = await Conn().connect(
+        nats_server.url, Path(await asyncio.to_thread(node_creds, node, nats_server.url))
+    )
     try:
         js = agent.nc.jetstream(timeout=REFUSED_S)
         for stream in contract.STREAMS:
@@ -197,6 +200,92 @@ async def test_an_agent_cannot_purge_delete_or_reconfigure_streams(
     )
 
 
+async def test_a_node_cannot_read_or_speak_for_another_node(
+    nats_server: NatsServer, bus: Bus
+) -> None:
+    """Each node's agent has a NATS user of its own: node A cannot read node
+    B's replies (secrets among them) or commands, nor send B's heartbeats."""
+    a_id, b_id = (f"node-{uuid.uuid4().hex[:8]}" for _ in range(2))
+    a_creds, b_creds = [
+        Path(await asyncio.to_thread(node_creds, n, nats_server.url)) for n in (a_id, b_id)
+    ]
+    assert read_credential(a_creds).inbox_prefix != read_credential(b_creds).inbox_prefix
+    a = await Conn().connect(nats_server.url, a_creds)
+    b = await Bus.connect(nats_server.url, name="agent", creds=b_creds)
+    spies = []
+    try:
+        for subject in (
+            contract.agent_inbox_prefix(b_id) + ".>",
+            contract.inbox_prefix(permissions.AGENT) + ".>",
+            contract.agent_command_subject(b_id),
+            # Serving B's containers' processes would read what the gateway
+            # asks of them (a command's stdin, a sandbox's output offsets).
+            contract.container_exec_subject(b_id, "sb-0123"),
+            contract.wildcard(contract.CONTAINER_EXEC),
+        ):
+            spies.append(await a.nc.subscribe(subject))
+            await a.nc.flush()
+            await eventually(lambda s=subject: a.refused(s), what=f"{subject} refused")
+        heartbeat = contract.node_event_subject(b_id)
+        await a.nc.publish(heartbeat, b"{}")
+        await a.nc.flush()
+        await eventually(lambda: a.refused(heartbeat), what="B's heartbeat refused to A")
+
+        # B asks for secrets; the answer reaches B and no spy of A's.
+        async def answer(msg: Msg) -> None:
+            await msg.respond(b"s3cret")
+
+        served = await bus.subscribe(contract.SECRETS_FETCH, answer)
+        try:
+            assert (await b.request(contract.SECRETS_FETCH, b"{}", timeout_s=30)).data
+        finally:
+            await served.unsubscribe()
+        for spy in spies:
+            with pytest.raises(nats.errors.TimeoutError):
+                await spy.next_msg(timeout=0.5)
+        # What A needs for itself still works: its commands, its heartbeats,
+        # its containers' processes.
+        own = await a.nc.subscribe(contract.agent_command_subject(a_id))
+        own_exec = await a.nc.subscribe(contract.container_exec_subject(a_id, "sb-0123"))
+        await a.nc.publish(contract.node_event_subject(a_id), b"{}")
+        await a.nc.flush()
+        await bus.publish_core(contract.agent_command_subject(a_id), b"drain")
+        assert (await own.next_msg(timeout=10)).data == b"drain"
+        await bus.publish_core(contract.container_exec_subject(a_id, "sb-0123"), b"op")
+        assert (await own_exec.next_msg(timeout=10)).data == b"op"
+        assert not a.refused(contract.node_event_subject(a_id)), a.errors
+    finally:
+        await a.nc.close()
+        await b.close(grace_s=1)
+
+
+async def test_the_gateway_cannot_destroy_streams_or_speak_for_a_node(
+    nats_server: NatsServer, bus: Bus
+) -> None:
+    gw = await Conn().connect(nats_server.url, Path(role_creds(permissions.GATEWAY)))
+    try:
+        js = gw.nc.jetstream(timeout=REFUSED_S)
+        for op, attempt in (
+            ("STREAM.DELETE", js.delete_stream(contract.INVOKE_STREAM.name)),
+            ("STREAM.PURGE", js.purge_stream(contract.RESULTS_STREAM.name)),
+        ):
+            with pytest.raises(nats.errors.TimeoutError):
+                await attempt
+            assert gw.refused(f"$JS.API.{op}"), (op, gw.errors)
+        heartbeat = contract.node_event_subject(f"node-{uuid.uuid4().hex[:8]}")
+        with pytest.raises(nats.errors.TimeoutError):
+            await js.publish(heartbeat, b"{}", timeout=REFUSED_S)
+        assert gw.refused(heartbeat), gw.errors
+        assert await bus.stored_count(heartbeat) == 0
+        # What it does still works: the streams' info, a Dict's bucket.
+        assert (await js.stream_info(contract.INVOKE_STREAM.name)).config.name
+    finally:
+        await gw.nc.close()
+    assert (await bus.js.stream_info(contract.INVOKE_STREAM.name)).config.subjects == list(
+        contract.INVOKE_STREAM.subjects
+    )
+
+
 async def test_a_revoked_client_is_disconnected_and_refused(
     nats_server: NatsServer, tmp_path: Path
 ) -> None:
@@ -219,11 +308,13 @@ async def test_a_reply_owed_across_a_reload_still_arrives(
     """nats-server forgets the replies a user owes when it reloads (as a new
     invoke client makes it do): an agent still answers a command that came
     from the scheduler before the reload."""
-    agent = await Bus.connect(nats_server.url, name="agent", creds=Path(role_creds("agent")))
+    node = f"node-{uuid.uuid4().hex[:8]}"
+    creds = Path(await asyncio.to_thread(node_creds, node, nats_server.url))
+    agent = await Bus.connect(nats_server.url, name="agent", creds=creds)
     scheduler = await Bus.connect(
         nats_server.url, name="scheduler", creds=Path(role_creds("scheduler"))
     )
-    subject = contract.agent_command_subject(f"node-{uuid.uuid4().hex[:8]}")
+    subject = contract.agent_command_subject(node)
     got: list[Msg] = []
     try:
         await agent.subscribe(subject, functools.partial(_append, got))

@@ -27,9 +27,10 @@ from thaw.runtime.paths import (
     BUNDLE_IN_CONTAINER,
     RUNTIME_PATH_IN_CONTAINER,
     bootstrap_file,
-    runtime_paths,
     runtime_paths_env,
 )
+from thaw_agent import oci
+from thaw_agent.runtime_dir import own_runtime_dir
 from thaw_core import hosttools
 from thaw_core.container_protocol import SOCKET_IN_CONTAINER, Hello, InitFailed, Shutdown
 
@@ -91,7 +92,8 @@ class ContainerAgent(AgentDouble):
         )
         self._overlay = self.oci / "rootfs"
 
-        paths = runtime_paths()
+        # What the agent mounts: thaw's source dirs and its runtime dir.
+        paths = oci.runtime_for("", own_runtime_dir(hosttools.runtime_dir_root())).paths
         cfg = json.loads((self.oci / "config.json").read_text())
         cfg["root"] = {"path": str(self._overlay), "readonly": False}
         cfg["mounts"] += [

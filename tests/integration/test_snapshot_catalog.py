@@ -111,13 +111,16 @@ async def lookup(
     return _reply.decode(msg.data)
 
 
-async def make_snapshot(svc: SnapshotsService, bus: Bus, claim: SnapshotInfo) -> SnapshotInfo:
-    """What an agent does with a claim: store the image, say it is made."""
+async def make_snapshot(
+    svc: SnapshotsService, bus: Bus, claim: SnapshotInfo, **fields: Any
+) -> SnapshotInfo:
+    """What an agent does with a claim: store the image, say it is made
+    (with ``fields`` of SnapshotInfo as the agent measured them)."""
     assert svc.blob is not None
     data = os.urandom(4096)
     sha = hashlib.sha256(data).hexdigest()
     await svc.blob.put(claim.blob_key, data, sha256=sha)
-    made = msgspec.structs.replace(claim, size=len(data), sha256=sha, state="ready")
+    made = msgspec.structs.replace(claim, size=len(data), sha256=sha, state="ready", **fields)
     await bus.publish(f"thaw.event.snapshot.{claim.app}", SnapshotCreated(snapshot=made))
     return made
 
@@ -128,10 +131,12 @@ async def row(svc: SnapshotsService, snapshot_id: str) -> dict[str, Any] | None:
     return dict(r) if r is not None else None
 
 
-async def ready_snapshot(svc: SnapshotsService, bus: Bus, **where: Any) -> SnapshotInfo:
+async def ready_snapshot(
+    svc: SnapshotsService, bus: Bus, cold_start_s: float = 0.0, **where: Any
+) -> SnapshotInfo:
     reply = await lookup(bus, HERE, **where)
     assert reply.claim is not None and reply.snapshot is None
-    made = await make_snapshot(svc, bus, reply.claim)
+    made = await make_snapshot(svc, bus, reply.claim, cold_start_s=cold_start_s)
 
     async def handed_out() -> bool:
         return (await lookup(bus, HERE, **where)).snapshot is not None
@@ -249,6 +254,46 @@ async def test_restores_are_counted_and_two_failures_in_a_row_make_it_suspect(
     assert (await row(svc, sid) or {})["state"] == "suspect"
 
 
+async def test_a_snapshot_whose_restores_keep_being_no_faster_than_its_cold_start_is_not_used(
+    svc: SnapshotsService, agent: Bus
+) -> None:
+    """Three good restores in a row no faster than the 0.2 s cold start that
+    made it: "unhelpful". Two slow ones, then a fast one, prove nothing."""
+    made = await ready_snapshot(svc, agent, cold_start_s=0.2)
+    sid, subject = made.snapshot_id, f"thaw.event.snapshot.{made.app}"
+    assert (await row(svc, sid) or {})["cold_start_s"] == 0.2
+
+    async def restored(seconds: float) -> None:
+        await agent.publish(subject, SnapshotRestored(
+            snapshot_id=sid, node_id="node-b", ok=True, seconds=seconds,
+            event_id=uuid.uuid4().hex,
+        ))  # fmt: skip
+
+    # Slow, slow (the first a download, say), fast, slow, as slow as cold.
+    for seconds in (0.5, 0.3, 0.1, 0.25, 0.2):
+        await restored(seconds)
+    await eventually(lambda: _counts(svc, sid, (5, 0)))
+    assert (await row(svc, sid) or {})["state"] == "ready"
+    assert (await lookup(agent, HERE)).snapshot is not None
+    await restored(0.4)  # the third in a row
+    await eventually(lambda: _counts(svc, sid, (6, 0)))
+    got = await row(svc, sid) or {}
+    assert (got["state"], got["restore_s"], got["cold_start_s"]) == ("unhelpful", 0.4, 0.2)
+    # Not handed out, and no claim for another: the class starts cold, on
+    # this node and on any other it serves.
+    for fp in (HERE, BARE_METAL):
+        assert await lookup(agent, fp, node="node-c") == SnapshotLookupReply()
+    # A snapshot whose maker did not measure its cold start is never judged.
+    unmeasured = await ready_snapshot(svc, agent, app="unmeasured")
+    for _ in range(4):
+        await agent.publish(f"thaw.event.snapshot.{unmeasured.app}", SnapshotRestored(
+            snapshot_id=unmeasured.snapshot_id, node_id="node-b", ok=True, seconds=9.0,
+            event_id=uuid.uuid4().hex,
+        ))  # fmt: skip
+    await eventually(lambda: _counts(svc, unmeasured.snapshot_id, (4, 0)))
+    assert (await row(svc, unmeasured.snapshot_id) or {})["state"] == "ready"
+
+
 async def test_a_restore_event_delivered_twice_is_counted_once(
     svc: SnapshotsService, agent: Bus
 ) -> None:
@@ -314,6 +359,7 @@ async def test_a_failed_creation_drops_the_claim(svc: SnapshotsService, agent: B
     # towards the class's creation backoff.
     dropped = await row(svc, claim.snapshot_id) or {}
     assert (dropped["state"], dropped["failures"], dropped["size"]) == ("obsolete", 1, 0)
+    assert dropped["error"] == "criu dump: no space left"  # for `thaw deploy` and the listing
 
 
 async def test_a_class_whose_snapshots_keep_failing_to_be_made_backs_off(
@@ -376,6 +422,19 @@ async def test_a_claim_past_its_lease_is_claimed_anew(
             assert not await svc.blob.exists(first.blob_key)  # no orphan blob
         finally:
             await bus.close(grace_s=1)
+
+
+async def test_an_ephemeral_app_gets_no_claim(svc: SnapshotsService, agent: Bus) -> None:
+    """`thaw run`'s apps live for one run: a snapshot would never restore."""
+    assert svc.db is not None
+    await svc.db.execute(
+        "INSERT INTO apps (id, name, state, version, ephemeral)"
+        " VALUES ('ap-once', 'once', 'deployed', 1, true)"
+    )
+    reply = await lookup(agent, HERE, app="once")
+    assert reply.claim is None and reply.snapshot is None
+    # A deployed (persistent) app in the same catalog still gets one.
+    assert (await lookup(agent, HERE, app="kept")).claim is not None
 
 
 # ---------------------------------------------------------------- app events and GC

@@ -5,8 +5,16 @@ sync (it runs on its own loop), so it is called from a thread here."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import filecmp
 import json
 import os
+import pty
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +31,13 @@ from fixtures.gateway import (
 from fixtures.volumes import running_volumes
 from thaw.exception import Error, InvalidError, NotFoundError
 from thaw.volume import FileEntryType
+from thaw_agent.volume_cache import ChunkCache
+from thaw_agent.volume_mount import MountedVolume
+from thaw_core.blob import open_blob_store
+from thaw_core.bus import Bus
 from thaw_core.config import Settings
+from thaw_core.volumes import VolumesClient
+from thaw_core.volumes.refs import is_packed
 from thaw_volumes.service import VolumesService
 
 pytestmark = pytest.mark.timeout(180)
@@ -98,6 +112,29 @@ def upload_and_read(tmp: Path, name: str) -> None:
 
 async def test_upload_list_read_copy_remove_through_the_sdk(sdk: Gateway, tmp_path: Path) -> None:
     await off_loop(upload_and_read, tmp_path, unique("vol"))
+
+
+async def test_every_method_has_an_aio_form_for_event_loops(sdk: Gateway, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("alpha")
+    async with modal.Volume.ephemeral() as vol:
+        async with vol.batch_upload() as batch:
+            batch.put_file(tmp_path / "a.txt", "docs/a.txt")
+        assert [e.path for e in await vol.listdir.aio("docs")] == ["docs/a.txt"]
+        assert [e.path async for e in vol.iterdir.aio("/")] == ["docs", "docs/a.txt"]
+        assert b"".join([p async for p in vol.read_file.aio("docs/a.txt")]) == b"alpha"
+        await vol.copy_files.aio(["docs/a.txt"], "b.txt")
+        await vol.remove_file.aio("docs", recursive=True)
+        await vol.reload.aio()
+        await vol.commit.aio()
+        assert vol.version >= 3
+        assert [e.path for e in await vol.listdir.aio("/", recursive=True)] == ["b.txt"]
+        name = vol.name
+    with pytest.raises(NotFoundError):
+        await modal.Volume.from_name(name).hydrate.aio()
+    made = await modal.Volume.from_name(name, create_if_missing=True).hydrate.aio()
+    await modal.Volume.delete.aio(made.name)
+    with pytest.raises(NotFoundError):
+        await modal.Volume.delete.aio(made.name)
 
 
 def bad_input(name: str) -> None:
@@ -230,3 +267,142 @@ def cli_round_trip(tmp: Path, name: str) -> None:
 
 async def test_cli_round_trip(sdk: Gateway, tmp_path: Path) -> None:
     await off_loop(cli_round_trip, tmp_path, unique("vol"))
+
+
+# ``thaw`` reporting its own peak RSS as it exits: VmHWM, which starts afresh
+# at exec. (wait4's ru_maxrss also counts the forked child before its exec,
+# when it shares the test process's memory: gigabytes late in the suite.)
+_PEAK_RSS_THAW = """
+import atexit, runpy, sys
+report = sys.argv.pop(1)
+def peak() -> None:
+    with open("/proc/self/status") as status, open(report, "w") as f:
+        f.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
+atexit.register(peak)
+runpy.run_module("thaw.cli", run_name="__main__", alter_sys=True)
+"""
+
+
+def cli_process(*args: str, tty: bool = False) -> tuple[str, int]:
+    """``thaw`` in a process of its own (on a terminal with ``tty``): what it
+    printed and its peak RSS in MiB."""
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    fd, report = tempfile.mkstemp(prefix="thaw-peak-rss-")
+    os.close(fd)
+    command = [sys.executable, "-c", _PEAK_RSS_THAW, report, *args]
+    with tempfile.TemporaryFile() as out:
+        leader, follower = pty.openpty() if tty else (-1, out.fileno())
+        proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=follower,
+                                stderr=follower)  # fmt: skip
+        printed = bytearray()
+        if tty:
+            os.close(follower)
+            with contextlib.suppress(OSError):  # EIO once the process has closed its side
+                while piece := os.read(leader, 65536):
+                    printed += piece
+            os.close(leader)
+        _, status, _ = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        printed += out.read()
+    text = printed.decode(errors="replace")
+    assert proc.returncode == 0, text
+    peak_kib = int(Path(report).read_text())
+    os.unlink(report)
+    return text, peak_kib // 1024
+
+
+def same_files(a: Path, b: Path) -> bool:
+    return filecmp.cmp(a, b, shallow=False)
+
+
+def large_round_trip(tmp: Path, name: str) -> list[str]:
+    big = tmp / "big.bin"
+    with big.open("wb") as f:
+        for _ in range(1024):
+            f.write(os.urandom(1 << 20))
+    small = tmp / "small"
+    for i in range(10_000):
+        (small / f"d{i % 100}").mkdir(parents=True, exist_ok=True)
+        (small / f"d{i % 100}" / f"f{i}.txt").write_text(f"small file {i}\n" * (i % 7))
+    cli("volume", "create", name)
+    figures = []
+    t0 = time.monotonic()
+    printed, rss = cli_process("volume", "put", name, str(big), "/big.bin", tty=True)
+    figures.append(f"put 1 GiB: {time.monotonic() - t0:.1f}s, peak RSS {rss} MiB")
+    assert "put big.bin" in printed and "MB/s" in printed  # the progress bar was drawn
+    assert rss < 400, f"put held {rss} MiB: a 1 GiB file must stream"
+    t0 = time.monotonic()
+    printed, _ = cli_process("volume", "put", name, str(small), "/small", tty=True)
+    figures.append(f"put 10,000 files: {time.monotonic() - t0:.1f}s")
+    # 10,000 files of a few bytes: a bar by files and steps, not by bytes.
+    assert "put small: committing 10,000 files" in printed, printed[-2000:]
+
+    top = json.loads(cli("volume", "ls", name, "/", "--json"))
+    assert {(e["path"], e["type"], e["size"]) for e in top} >= {("big.bin", "file", 1 << 30)}
+    assert {e["path"] for e in top} == {"big.bin", "small"}
+    deep = json.loads(cli("volume", "ls", name, "small", "-r", "--json"))
+    assert sum(e["type"] == "file" for e in deep) == 10_000
+
+    t0 = time.monotonic()
+    printed, rss = cli_process("volume", "get", name, "big.bin", str(tmp / "big.copy"), tty=True)
+    figures.append(f"get 1 GiB: {time.monotonic() - t0:.1f}s, peak RSS {rss} MiB")
+    assert "get big.bin" in printed and "MB/s" in printed
+    assert rss < 400, f"get held {rss} MiB: a 1 GiB file must stream"
+    assert same_files(big, tmp / "big.copy")
+    t0 = time.monotonic()
+    printed, _ = cli_process("volume", "get", name, "small", str(tmp / "small.copy"), tty=True)
+    figures.append(f"get 10,000 files: {time.monotonic() - t0:.1f}s")
+    assert "get small: 10,000/10,000 files" in printed, printed[-2000:]
+    copied = sorted(p.relative_to(tmp / "small.copy") for p in (tmp / "small.copy").rglob("*.txt"))
+    assert copied == sorted(p.relative_to(small) for p in small.rglob("*.txt"))
+    assert all(same_files(small / p, tmp / "small.copy" / p) for p in copied)
+    cli("volume", "delete", name, "--yes")
+    return figures
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+async def test_cli_round_trip_of_a_1_gib_file_and_10000_small_files(
+    sdk: Gateway,
+) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="thaw-vol-cli-", dir="/var/tmp"))
+    try:
+        figures = await off_loop(large_round_trip, tmp, unique("vol"))
+    finally:
+        await off_loop(shutil.rmtree, tmp, True)
+    print("\n" + "\n".join(figures))
+
+
+async def test_small_files_an_agent_packed_read_back_through_the_sdk_and_the_routes(
+    sdk: Gateway, settings: Settings, bus: Bus, tmp_path: Path
+) -> None:
+    name = unique("vol")
+    blob = open_blob_store(settings.blob_url)  # the gateway's S3 store: range reads there
+    client = VolumesClient(bus, blob)
+    mount = MountedVolume(
+        client,
+        ChunkCache(tmp_path / "cache", blob),
+        await client.ensure(name, create_if_missing=True),
+        tmp_path / "data",
+    )
+    await mount.load()
+    want = {f"d/f{i}.txt": f"packed {i} ".encode() * (i + 1) for i in range(12)}
+    for rel, data in want.items():
+        (mount.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mount.root / rel).write_bytes(data)
+    await mount.commit()
+    _, entries = await client.entries(mount.volume.volume_id)
+    assert all(is_packed(c) for e in entries for c in e.chunks)
+
+    def read(path: str) -> bytes:
+        return b"".join(modal.Volume.from_name(name).read_file(path))
+
+    assert {p: await off_loop(read, p) for p in want} == want
+    async with sdk.http.get(
+        f"{sdk.url}/v1/volumes/{name}/file?path=d/f3.txt", headers=sdk.headers()
+    ) as resp:
+        assert resp.status == 200 and await resp.read() == want["d/f3.txt"]
+    out = tmp_path / "got"
+    await off_loop(cli, "volume", "get", name, "/d", str(out))
+    assert tree(out) == {p.removeprefix("d/"): data for p, data in want.items()}

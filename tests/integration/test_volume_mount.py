@@ -10,17 +10,19 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fixtures.volumes import running_volumes
+from thaw_agent.container_volumes import ContainerVolumes, NodeVolumes, commit_left_over
 from thaw_agent.volume_cache import ChunkCache
 from thaw_agent.volume_mount import MountedVolume
 from thaw_core.blob import LocalBlobStore
 from thaw_core.bus import Bus
 from thaw_core.config import Settings
 from thaw_core.db import Database
-from thaw_core.schema import VolumeInfo
-from thaw_core.volumes import VolumesClient
+from thaw_core.schema import VolumeInfo, VolumeMount
+from thaw_core.volumes import CHUNK_SIZE, VolumeError, VolumesClient
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -105,3 +107,146 @@ async def test_two_mounts_committing_one_file_at_once_end_with_one_whole_version
     got = contents(c.root)
     assert got["model.bin"] in (one, two)
     assert got["a-only"] == b"a" and got["b-only"] == b"b"
+
+
+async def test_a_volume_deleted_while_mounted_is_refused_clearly_and_never_written_again(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    name = f"m-{uuid.uuid4().hex[:10]}"
+    await client.ensure(name, create_if_missing=True)
+    node = NodeVolumes(client, ChunkCache(tmp_path / "cache", client.blob), interval_s=3600)
+    mounts = ContainerVolumes(node, [VolumeMount(path="/data", name=name)], tmp_path / "v", "c-1")
+    ((host_dir, path),) = await mounts.load()
+    assert path == "/data"
+    (host_dir / "kept.txt").write_text("committed")
+    await mounts.commit(name)
+
+    await client.delete(name)
+    again = await client.ensure(name, create_if_missing=True)  # another volume, same name
+    (host_dir / "late.txt").write_text("written after the delete")
+    for op in (mounts.commit, mounts.reload, mounts.commit):
+        with pytest.raises(VolumeError, match="was deleted while mounted") as e:
+            await op(name)
+        assert "/data" in e.value.message
+    await mounts.close()  # the last commit leaves the deleted volume alone
+    assert (await client.entries(again.volume_id))[1] == []
+    assert (host_dir / "late.txt").read_text() == "written after the delete"
+
+
+async def test_what_a_dead_agents_container_wrote_is_committed_by_its_next_life(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    name = f"m-{uuid.uuid4().hex[:10]}"
+    info = await client.ensure(name, create_if_missing=True)
+    containers_dir = tmp_path / "containers"
+    node = NodeVolumes(client, ChunkCache(tmp_path / "cache", client.blob), interval_s=3600)
+    mounts = ContainerVolumes(
+        node, [VolumeMount(path="/data", name=name)], containers_dir / "c-1" / "volumes", "c-1"
+    )
+    ((host_dir, _),) = await mounts.load()
+    (host_dir / "committed.txt").write_text("one")
+    (host_dir / "gone.txt").write_text("soon deleted")
+    await mounts.commit(name)
+    other = await mounted(client, info, tmp_path / "other")  # commits in between, elsewhere
+    (other.root / "theirs.txt").write_text("theirs")
+    await other.commit()
+    # The agent dies: no close, no last commit; the container wrote on meanwhile.
+    (host_dir / "committed.txt").write_text("two")
+    (host_dir / "sub").mkdir()
+    (host_dir / "sub" / "new.txt").write_text("new")
+    (host_dir / "gone.txt").unlink()
+
+    await commit_left_over(NodeVolumes(client, node.cache, 3600), containers_dir)
+    fresh = await mounted(client, info, tmp_path / "fresh")
+    assert contents(fresh.root) == {
+        "committed.txt": b"two", "sub/new.txt": b"new", "theirs.txt": b"theirs"
+    }  # fmt: skip
+
+
+async def test_a_file_of_many_chunks_comes_back_whole_and_in_order(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    info = await volume(client)
+    a = await mounted(client, info, tmp_path / "a")
+    data = os.urandom(CHUNK_SIZE * 9 + 123)  # ten chunks, read ahead while others are stored
+    (a.root / "model.bin").write_bytes(data)
+    (a.root / "exact.bin").write_bytes(data[: CHUNK_SIZE * 2])
+    await a.commit()
+    b = await mounted(client, info, tmp_path / "b")
+    assert (b.root / "model.bin").read_bytes() == data
+    assert (b.root / "exact.bin").read_bytes() == data[: CHUNK_SIZE * 2]
+
+
+async def test_many_small_files_beside_large_ones_all_land_with_their_contents(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    # More than one batch of small files (thaw_agent.volume_mount.BATCH_FILES),
+    # some identical, an empty one, and files of one chunk and more.
+    info = await volume(client)
+    a = await mounted(client, info, tmp_path / "a")
+    want = {f"d{i % 7}/f{i}.txt": os.urandom(i % 300) for i in range(1200)}
+    want |= {f"same/{i}": b"identical" for i in range(5)}
+    want["big/one-chunk.bin"] = os.urandom(CHUNK_SIZE)
+    want["big/more.bin"] = os.urandom(CHUNK_SIZE + 1)
+    want["big/under.bin"] = os.urandom(CHUNK_SIZE - 1)
+    for rel, data in want.items():
+        (a.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (a.root / rel).write_bytes(data)
+    await a.commit()
+    b = await mounted(client, info, tmp_path / "b")
+    assert contents(b.root) == want
+    assert await a.commit() is None  # nothing changed since: nothing hashed or sent
+
+
+async def test_a_commit_that_landed_as_its_agent_died_is_not_sent_again_over_newer_ones(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    info = await volume(client)
+    containers_dir = tmp_path / "containers"
+    mine = await mounted(client, info, containers_dir / "c-1" / "volumes")
+    (mine.root / "a.txt").write_text("mine")
+    real_commit = client.commit
+
+    async def lands_then_the_agent_dies(*args: Any, **kwargs: Any) -> VolumeInfo:
+        await real_commit(*args, **kwargs)
+        raise ConnectionError("the agent died before it noted the commit")
+
+    dying = VolumesClient(client.bus, client.blob)
+    dying.commit = lands_then_the_agent_dies  # type: ignore[method-assign]
+    mine.client = dying
+    with pytest.raises(ConnectionError):
+        await mine.commit()
+    theirs = await mounted(client, info, tmp_path / "theirs")
+    (theirs.root / "a.txt").write_text("theirs, later")
+    await theirs.commit()
+
+    await commit_left_over(
+        NodeVolumes(client, ChunkCache(tmp_path / "cache", client.blob), 3600), containers_dir
+    )
+    fresh = await mounted(client, info, tmp_path / "fresh")
+    assert contents(fresh.root) == {"a.txt": b"theirs, later"}
+
+
+async def test_a_left_over_commit_waits_for_a_volumes_service_not_answering_yet(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    info = await volume(client)
+    containers_dir = tmp_path / "containers"
+    mine = await mounted(client, info, containers_dir / "c-1" / "volumes")
+    (mine.root / "a.txt").write_text("written before the agent died")
+    starting = VolumesClient(client.bus, client.blob)
+    refusals = []
+
+    async def not_yet(*args: Any, **kwargs: Any) -> VolumeInfo:
+        if not refusals:
+            refusals.append(1)
+            raise VolumeError("internal", "the volumes service is not running")
+        return await client.commit(*args, **kwargs)
+
+    starting.commit = not_yet  # type: ignore[method-assign]
+    await commit_left_over(
+        NodeVolumes(starting, ChunkCache(tmp_path / "cache", client.blob), 3600), containers_dir
+    )
+    assert refusals == [1]
+    fresh = await mounted(client, info, tmp_path / "fresh")
+    assert contents(fresh.root) == {"a.txt": b"written before the agent died"}

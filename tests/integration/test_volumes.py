@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 from fixtures.volumes import running_volumes
+from fixtures.wait import eventually
 from thaw_core.blob import LocalBlobStore
 from thaw_core.bus import Bus
 from thaw_core.config import Settings
+from thaw_core.contract import volume_chunk_key, volume_pack_key
 from thaw_core.db import Database
 from thaw_core.schema import VolumeEntry
 from thaw_core.volumes import CHUNK_SIZE, ChunkUploader, VolumeError, VolumesClient
+from thaw_core.volumes.chunks import stream_chunks
+from thaw_core.volumes.refs import ChunkRef, parse_ref
+from thaw_volumes.gc import ChunkCollector
 from thaw_volumes.service import VolumesService
 
 pytestmark = pytest.mark.timeout(180)
@@ -227,6 +232,31 @@ async def test_a_commit_to_a_deleted_volume_is_refused(
     assert e.value.code == "conflict" and "deleted" in e.value.message
 
 
+async def test_commits_racing_a_delete_land_before_it_or_are_refused(
+    client: VolumesClient, blob: LocalBlobStore, db: Database
+) -> None:
+    entries = [await put(blob, f"f{i}.txt", f"{i}".encode()) for i in range(8)]
+    for _ in range(5):
+        vol = await client.ensure(unique(), create_if_missing=True)
+        commits = [client.commit(vol.volume_id, [e], []) for e in entries]
+        outcomes = await asyncio.gather(client.delete(vol.name), *commits, return_exceptions=True)
+        assert not isinstance(outcomes[0], BaseException), outcomes[0]
+        for got in outcomes[1:]:
+            if isinstance(got, BaseException):
+                assert isinstance(got, VolumeError) and got.code == "conflict", got
+                assert "deleted" in got.message and "nothing was committed" in got.message
+            else:
+                assert got.volume_id == vol.volume_id
+        # Nothing of the deleted volume is left, and its name is free again.
+        left = await db.fetchval(
+            "SELECT count(*) FROM volume_files WHERE volume_id = $1", vol.volume_id
+        )
+        assert left == 0
+        with pytest.raises(VolumeError) as e:
+            await client.ensure(vol.name)
+        assert e.value.code == "not_found"
+
+
 async def test_a_large_commit_is_staged_and_read_back_in_pages(
     client: VolumesClient, blob: LocalBlobStore
 ) -> None:
@@ -241,3 +271,155 @@ async def test_a_large_commit_is_staged_and_read_back_in_pages(
     version, listed = await client.entries(vol.volume_id)
     assert version == 1 and [e.path for e in listed] == [e.path for e in entries]
     assert not await blob.list("volumes/commits/")
+
+
+async def test_chunks_no_volume_names_are_collected_and_named_ones_kept(
+    client: VolumesClient, blob: LocalBlobStore, db: Database
+) -> None:
+    def tag(what: str) -> bytes:
+        return f"{what} {uuid.uuid4().hex}".encode()
+
+    old, new, shared, doomed, never = (tag(w) for w in ("old", "new", "shared", "doomed", "never"))
+    kept_vol = await client.ensure(unique(), create_if_missing=True)
+    gone_vol = await client.ensure(unique(), create_if_missing=True)
+    await client.commit(kept_vol.volume_id, [await put(blob, "f.txt", old)], [])
+    await client.commit(kept_vol.volume_id, [await put(blob, "f.txt", new)], [])  # old superseded
+    await client.commit(kept_vol.volume_id, [await put(blob, "s.txt", shared)], [])
+    await client.commit(gone_vol.volume_id, [await put(blob, "s.txt", shared)], [])
+    await client.commit(gone_vol.volume_id, [await put(blob, "d.txt", doomed)], [])
+    await client.delete(gone_vol.name)
+    await ChunkUploader(blob).put_piece(never)  # stored, never committed
+
+    async def stored(data: bytes) -> bool:
+        return await blob.exists(volume_chunk_key(sha(data)))
+
+    patient = await ChunkCollector(db, blob, grace_s=3600).run_once()
+    assert patient.removed == 0 and all([await stored(d) for d in (old, doomed, never)])
+    got = await ChunkCollector(db, blob, grace_s=0).run_once()
+    assert got.removed >= 3
+    assert [await stored(d) for d in (old, doomed, never)] == [False, False, False]
+    assert [await stored(d) for d in (new, shared)] == [True, True]
+    assert await files(client, kept_vol.volume_id) == {"f.txt": [sha(new)], "s.txt": [sha(shared)]}
+
+
+async def test_a_commit_racing_collection_lands_whole_or_is_refused(
+    client: VolumesClient, blob: LocalBlobStore, db: Database
+) -> None:
+    vol = await client.ensure(unique(), create_if_missing=True)
+    collector = ChunkCollector(db, blob, grace_s=0)
+    refused = 0
+    for i in range(20):
+        entry = await put(blob, f"f{i}.txt", f"racing {i} {uuid.uuid4().hex}".encode())
+        await collector.run_once()  # its chunk is unnamed: collected unless a commit holds it
+        await ChunkUploader(blob).put_piece(f"racing {i}".encode())  # something to collect
+        commit, _ = await asyncio.gather(
+            client.commit(vol.volume_id, [entry], []), collector.run_once(), return_exceptions=True
+        )
+        if isinstance(commit, BaseException):
+            assert isinstance(commit, VolumeError) and "nothing was committed" in commit.message
+            refused += 1
+    # Whatever landed names only chunks that are stored.
+    _, entries = await client.entries(vol.volume_id)
+    for e in entries:
+        for d in e.chunks:
+            assert await blob.exists(volume_chunk_key(d)), f"{e.path} names collected chunk {d}"
+    assert len(entries) + refused == 20
+
+
+async def test_the_service_collects_a_deleted_volumes_chunks_on_its_own(
+    nats_url: str, db: Database, bus: Bus, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(
+        {"THAW_STATE_DIR": str(tmp_path), "THAW_NATS_URL": nats_url,
+         "THAW_DATABASE_URL": db.dsn, "THAW_BLOB_URL": f"file://{tmp_path}/blobs",
+         "THAW_NODE_ID": "volumes-gc-test", "THAW_VOLUME_GC_INTERVAL_S": "0.2",
+         "THAW_VOLUME_CHUNK_GRACE_S": "3"}
+    )  # fmt: skip
+    blob = LocalBlobStore(tmp_path / "blobs", fsync=False)
+    async with running_volumes(settings):
+        client = VolumesClient(bus, blob)
+        vol = await client.ensure(unique(), create_if_missing=True)
+        data = f"doomed {uuid.uuid4().hex}".encode()
+        await client.commit(vol.volume_id, [await put(blob, "d.txt", data)], [])
+        key = volume_chunk_key(sha(data))
+        assert await blob.exists(key)
+        await client.delete(vol.name)
+
+        async def collected() -> bool:
+            return not await blob.exists(key)
+
+        await eventually(collected, 60, "the deleted volume's chunk to be collected")
+
+
+async def pack(blob: LocalBlobStore, tmp_path: Path, files: dict[str, bytes]) -> list[VolumeEntry]:
+    """Store ``files`` as the agent does a commit's small files (one pack)."""
+    for rel, data in files.items():
+        (tmp_path / rel).write_bytes(data)
+    got = await ChunkUploader(blob).upload_small([tmp_path / rel for rel in files])
+    return [
+        VolumeEntry(path=rel, size=g[0], chunks=g[1], mtime=1.0)
+        for rel, g in zip(files, got, strict=True)
+        if g is not None
+    ]
+
+
+async def read(blob: LocalBlobStore, entry: VolumeEntry) -> bytes:
+    return b"".join([piece async for piece in stream_chunks(blob, entry.chunks)])
+
+
+async def test_small_files_share_one_pack_and_read_back_whole(
+    client: VolumesClient, blob: LocalBlobStore, tmp_path: Path
+) -> None:
+    want = {f"f{i}.txt": f"small {i} {uuid.uuid4().hex}".encode() * (i + 1) for i in range(50)}
+    want["same.txt"] = want["f3.txt"]
+    want["empty.txt"] = b""
+    entries = await pack(blob, tmp_path, want)
+    packs = {parse_ref(c).pack for e in entries for c in e.chunks}
+    assert len(packs) == 1 and "" not in packs
+    vol = await client.ensure(unique(), create_if_missing=True)
+    await client.commit(vol.volume_id, entries, [])
+    _, listed = await client.entries(vol.volume_id)
+    assert {e.path: await read(blob, e) for e in listed} == want
+    assert await blob.list("volumes/chunks/") == []  # no blob per file
+
+
+async def test_a_pack_goes_once_no_file_names_any_piece_of_it(
+    client: VolumesClient, blob: LocalBlobStore, db: Database, tmp_path: Path
+) -> None:
+    entries = await pack(blob, tmp_path, {f"p{i}": f"pack {i} {uuid.uuid4().hex}".encode()
+                                          for i in range(3)})  # fmt: skip
+    key = volume_pack_key(parse_ref(entries[0].chunks[0]).pack)
+    vol = await client.ensure(unique(), create_if_missing=True)
+    await client.commit(vol.volume_id, entries, [])
+    collector = ChunkCollector(db, blob, grace_s=0)
+    await client.commit(vol.volume_id, [], ["p0", "p1"])
+    await collector.run_once()
+    assert await blob.exists(key)  # p2 still names it
+    _, listed = await client.entries(vol.volume_id)
+    assert [await read(blob, e) for e in listed] == [await read(blob, entries[2])]
+    await client.commit(vol.volume_id, [], ["p2"])
+    await collector.run_once()
+    assert not await blob.exists(key)
+
+
+async def test_a_commit_naming_a_missing_pack_or_a_range_past_its_end_is_refused(
+    client: VolumesClient, blob: LocalBlobStore, tmp_path: Path
+) -> None:
+    [entry] = await pack(blob, tmp_path, {"a.txt": b"packed content"})
+    ref = parse_ref(entry.chunks[0])
+    vol = await client.ensure(unique(), create_if_missing=True)
+    bad = {
+        "missing": ChunkRef(ref.digest, sha(b"no such pack"), 0, ref.length),
+        "past its end": ChunkRef(ref.digest, ref.pack, 1, ref.length),
+    }
+    for why, wrong in bad.items():
+        e = VolumeEntry(path="a.txt", size=entry.size, chunks=[str(wrong)], mtime=1.0)
+        with pytest.raises(VolumeError) as got:
+            await client.commit(vol.volume_id, [e], [])
+        assert "nothing was committed" in got.value.message, why
+    with pytest.raises(VolumeError, match="not a chunk reference"):
+        e = VolumeEntry(path="a.txt", size=entry.size, chunks=[entry.chunks[0] + "x"], mtime=1.0)
+        await client.commit(vol.volume_id, [e], [])
+    assert (await client.ensure(vol.name)).version == 0
+    await client.commit(vol.volume_id, [entry], [])
+    assert await files(client, vol.volume_id) == {"a.txt": entry.chunks}

@@ -17,7 +17,8 @@ from fixtures.fake_gateway import FakeGateway
 from thaw.cli import main
 from thaw.cli._listing import plain_lines
 from thaw.client import use_transport
-from thaw_core.api import ContainerInfo, ContainersResponse, SecretInfo
+from thaw_core.api import ContainerInfo, ContainersResponse, NodeInfo, SecretInfo
+from thaw_core.schema import GpuInfo
 
 LONG = "probe-long-running-app-with-a-name-that-a-table-would-cut-short"
 
@@ -53,6 +54,26 @@ class ListingGateway(FakeGateway):
             )
         ),
         "/v1/snapshots": b"[]",
+        "/v1/snapshot-coverage": b"[]",
+        "/v1/nodes": msgspec.json.encode(
+            [
+                NodeInfo(
+                    node_id="gpu-node",
+                    state="ready",
+                    cores=16,
+                    memory_mb=64000,
+                    free_cores=12.5,
+                    free_memory_mb=60000,
+                    containers=2,
+                    fingerprint_id="fp-1a2b",
+                    gpus=[
+                        GpuInfo(index=0, name="NVIDIA A10G", memory_mb=23028, container_id="ct-1"),
+                        GpuInfo(index=1, name="NVIDIA A10G", memory_mb=23028),
+                    ],
+                ),
+                NodeInfo(node_id="cpu-node", state="dead", cores=2, memory_mb=24000),
+            ]
+        ),
         "/v1/secrets": msgspec.json.encode([SecretInfo(name="db", keys=["USER", "PASSWORD"])]),
     }
 
@@ -147,10 +168,30 @@ def test_call_show_and_cancel(gateway: FakeGateway, tmp_path: Path) -> None:
     from thaw.client import CallTarget, current
 
     payload = cloudpickle.dumps(((4,), {}))
-    accepted = background_loop().run(current().call(CallTarget("called", "square"), payload, wait_s=0))
+    accepted = background_loop().run(
+        current().call(CallTarget("called", "square"), payload, wait_s=0)
+    )
     cancelled = thaw("call", "cancel", accepted.call_id)
     assert cancelled.exit_code == 0 and "cancelling" in cancelled.output, cancelled.output
     shown = json.loads(thaw("call", "show", accepted.call_id, "--json").output)
     assert (shown["call_id"], shown["status"]) == (accepted.call_id, "cancelled")
     plain = thaw("call", "show", accepted.call_id).output
     assert "cancelled" in plain and "cancelled by the client" in plain
+
+
+def test_node_list_shows_what_each_node_has_free_of_its_total(gateway: FakeGateway) -> None:
+    header, gpu, cpu = thaw("node", "list").output.splitlines()
+    assert header.split()[:2] == ["node", "state"]
+    assert gpu.split()[:7] == [
+        "gpu-node",
+        "ready",
+        "12.5/16",
+        "60000/64000",
+        "MiB",
+        "1/2",
+        "NVIDIA",
+    ]
+    assert gpu.split()[7:11] == ["A10G", "2", "fp-1a2b", "-"]  # ..., containers, class, seen
+    assert cpu.split()[:7] == ["cpu-node", "dead", "0/2", "0/24000", "MiB", "-", "0"]
+    nodes = json.loads(thaw("node", "list", "--json").output)
+    assert nodes[0]["gpus"][0]["container_id"] == "ct-1" and nodes[0]["containers"] == 2

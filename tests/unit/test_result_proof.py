@@ -13,17 +13,21 @@ import msgspec
 import pytest
 from thaw_core.api import CallResult
 from thaw_core.result_proof import (
+    KeySeed,
+    Mac,
     call_result_verifies,
+    derive_call_id,
     derive_key,
     new_key,
     newest_verified,
     proof_of,
     result_msg_id,
     signed,
+    signed_with_msg_id,
     verified,
     verifies,
 )
-from thaw_core.schema import Result, encode
+from thaw_core.schema import PayloadRef, Result, encode
 
 KEY = bytes(range(32))
 RESULT = Result(
@@ -56,6 +60,8 @@ TAMPERED: dict[str, Any] = {
     "container_id": "ct-2",
     "started_at": 1733000000.5,
     "finished_at": 1733000001.25,
+    # A value kept in the blob store: the proof covers its sha256.
+    "value_ref": PayloadRef(sha256="ab" * 32, size=5, hour=481000),
 }
 
 
@@ -133,6 +139,38 @@ def test_derived_keys_and_msg_ids() -> None:
     assert result_msg_id(b"", "fc-1") == "fc-1"
 
 
+@pytest.mark.parametrize("key_len", [0, 1, 32, 63, 64, 65, 200])
+def test_the_keyed_mac_is_hmac_sha256(key_len: int) -> None:
+    """Mac (pads hashed once) computes exactly the standard HMAC, for keys
+    shorter than, as long as and longer than SHA-256's block, and reused."""
+    key = bytes(range(key_len % 256)) * (key_len // 256 + 1)
+    key = key[:key_len]
+    mac = Mac(key)
+    for message in (b"", b"x", bytes(range(256)) * 3):
+        assert mac.digest(message) == hmac.digest(key, message, "sha256")
+
+
+def test_derivations_are_as_documented() -> None:
+    """Call ids, call keys and msg-ids, spelled out with the standard HMAC
+    (what another language computes)."""
+    seed, request_key = b"s" * 32, b"r" * 16
+    sha = "sha256"
+    key = hmac.digest(seed, b"thaw.call-key.v1\0fc-1", sha)
+    assert derive_key(seed, "fc-1") == KeySeed(seed).key("fc-1") == key
+    call_id = "fc-" + hmac.digest(seed, b"thaw.call-id.v1\0" + request_key + (7).to_bytes(8, "big"), sha).hex()[:32]  # fmt: skip
+    assert derive_call_id(seed, request_key, 7) == KeySeed(seed).call_id(request_key, 7) == call_id
+    tag = hmac.digest(KEY, b"thaw.result-msg-id.v1", sha).hex()[:16]
+    assert result_msg_id(KEY, "fc-1") == f"fc-1.{tag}"
+
+
+def test_signed_with_msg_id_is_signed_and_result_msg_id() -> None:
+    assert signed_with_msg_id(KEY, RESULT) == (
+        signed(KEY, RESULT),
+        result_msg_id(KEY, RESULT.call_id),
+    )
+    assert signed_with_msg_id(b"", RESULT) == (RESULT, RESULT.call_id)
+
+
 def test_a_result_relayed_over_http_verifies_as_the_sdk_checks_it() -> None:
     r = signed(KEY, RESULT)
     relayed = CallResult(
@@ -171,3 +209,14 @@ async def test_a_refused_inputs_key_is_not_in_its_log_or_error_event(
     (event,) = published
     assert '"key":"<redacted>' in event.payload_preview
     assert b64 not in event.payload_preview and b64 not in caplog.text
+
+
+def test_an_offloaded_value_has_the_proof_it_would_have_inline() -> None:
+    """The proof covers the value's sha256 wherever the value is: kept in the
+    blob store, the result verifies only with the digest of the same bytes."""
+    inline = signed(KEY, RESULT)
+    ref = PayloadRef(sha256=hashlib.sha256(RESULT.value).hexdigest(), size=5, hour=481000)
+    offloaded = msgspec.structs.replace(inline, value=b"", value_ref=ref)
+    assert verifies(KEY, offloaded)
+    other = msgspec.structs.replace(ref, sha256=hashlib.sha256(b"other").hexdigest())
+    assert not verifies(KEY, msgspec.structs.replace(offloaded, value_ref=other))

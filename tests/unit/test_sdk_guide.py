@@ -175,7 +175,10 @@ def test_guide_core_pattern_describes_every_function(
     assert {m.path: m.name for m in specs["gpu_task"].volumes} == {"/data": "my-data"}
     assert specs["Inference"].methods == ["predict"]
     assert specs["predict"].experimental_options["web"]["method"] == "POST"
-    assert msgspec.to_builtins(specs["hourly_sync"].schedule) == {"kind": "period", "seconds": 3600.0}
+    assert msgspec.to_builtins(specs["hourly_sync"].schedule) == {
+        "kind": "period",
+        "seconds": 3600.0,
+    }
     assert msgspec.to_builtins(specs["daily_report"].schedule) == {
         "kind": "cron",
         "cron": "0 9 * * *",
@@ -206,7 +209,7 @@ def test_memory_snapshot_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert embedder.enable_memory_snapshot and embedder.resources.gpu == "A10G"
     assert msgspec.to_builtins(embedder.image) == {
         "steps": [
-            {"op": "debian_slim"},
+            {"op": "debian_slim", "client_python": f"{sys.version_info[0]}.{sys.version_info[1]}"},
             {"op": "pip_install", "packages": ["sentence-transformers"]},
         ]
     }

@@ -377,3 +377,14 @@ def test_redefining_a_function_name_warns_and_replaces() -> None:
         def second() -> None: ...
 
     assert app.registered_functions["job"] is second
+
+
+def test_ephemeral_disk_is_the_writable_layers_limit_in_mib() -> None:
+    app = modal.App("disk")
+
+    @app.function(ephemeral_disk=2048)
+    def f() -> None: ...
+
+    assert spec_of(f).resources.ephemeral_disk_mb == 2048
+    with pytest.raises(InvalidError, match="ephemeral_disk"):
+        app.function(ephemeral_disk=1, name="tiny")(lambda: None)

@@ -46,6 +46,7 @@ from thaw_core.schema import (
     ContainerInfo,
     FunctionSpec,
     GpuInfo,
+    PayloadRef,
 )
 
 ERROR_CODES = (
@@ -64,9 +65,13 @@ ERROR_CODES = (
     "not_implemented",
     "bad_gateway",
     "unavailable",
+    # 429: the fleet has no room for what was asked now (a sandbox).
+    "resource_exhausted",
 )
 
-# The largest input or deploy body the gateway accepts.
+# The largest JSON or deploy body the gateway accepts. Call arguments larger
+# than that are uploaded (``PUT /v1/payloads/{sha256}``, streamed, up to
+# ``Settings.payload_max_bytes``) and named by reference.
 MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 
 
@@ -97,6 +102,9 @@ class DeployResponse(Body):
     # Function name -> HTTP URL, for web endpoints.
     web_urls: dict[str, str] = {}
     app_id: str = ""
+    # What the deploy could not promise: a function no node can run
+    # (fleet_fit); left out when there is nothing to say.
+    warnings: list[str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class ImageBuildStarted(Body, tag="image_build", tag_field="type"):
@@ -170,17 +178,39 @@ class CallRequest(Body):
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
     payload: bytes = b""
+    # Instead of payload, for a large one: what ``PUT /v1/payloads/{sha256}``
+    # answered when it was uploaded (pickle codec).
+    payload_ref: PayloadRef | None = None
     method: str | None = None
     params: bytes = b""
     # Optional, base64 (16 to 64 bytes): the call's result key is then derived
     # from it (``result_proof.derive_key(key_seed, call_id)``), so the caller
     # can check the result's proof itself; otherwise the gateway makes the key.
     key_seed: bytes = b""
+    # Optional, base64 (16 to 64 bytes), with key_seed: the call's id is then
+    # ``result_proof.derive_call_id(key_seed, request_key)``, known to the
+    # caller before any answer, and sending the request again (its answer was
+    # lost) makes no second call.
+    request_key: bytes = b""
+    # Set on such a request sent again: a call it made already is not made
+    # twice, however long ago (the answer is the call's, as GET /v1/calls/{id}).
+    resend: bool = False
+
+
+class PayloadStored(Body):
+    """``PUT /v1/payloads/{sha256}``'s answer: name it as a call's
+    ``payload_ref`` (or a batch item) within the hour."""
+
+    ref: PayloadRef
 
 
 class CallAccepted(Body):
     call_id: str
     status: Literal["pending", "running", "cancelling"] = "pending"
+    # What a call that has not started waits for, when something is wrong:
+    # "a node that can run it: no node can run gpu=A10G (nodes offer: ...)";
+    # left out otherwise.
+    waiting_for: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class CallResult(Body):
@@ -194,6 +224,9 @@ class CallResult(Body):
     value: Any = None
     # pickle codec: the pickled return value (Result.value), base64 in JSON.
     value_b64: bytes = b""
+    # A large return value (either codec) is not inline: ``GET
+    # /v1/calls/{call_id}/value`` gives its bytes (the codec's encoding).
+    value_ref: PayloadRef | None = None
     # Failure: the pickled exception when it pickles, base64 in JSON.
     exc: bytes = b""
     error: str = ""
@@ -212,7 +245,8 @@ class CallResult(Body):
 
 class BatchRequest(Body):
     """One call per item; each item is encoded like ``CallRequest``'s payload
-    (pickle) or is a JSON ``{"args": [...], "kwargs": {...}}`` object."""
+    (pickle: base64, or for a large one the ``PayloadRef`` its upload
+    answered) or is a JSON ``{"args": [...], "kwargs": {...}}`` object."""
 
     codec: Codec = "json"
     items: list[Any] = []
@@ -220,6 +254,9 @@ class BatchRequest(Body):
     params: bytes = b""
     # As CallRequest.key_seed, for every call of the batch.
     key_seed: bytes = b""
+    # As CallRequest's: item i's call id is derive_call_id(key_seed, request_key, i).
+    request_key: bytes = b""
+    resend: bool = False
 
 
 class BatchAccepted(Body):
@@ -238,10 +275,15 @@ class NodeInfo(Body):
     state: str
     cores: int
     memory_mb: int
+    # Each GPU names the container it is given to ('' when free).
     gpus: list[GpuInfo] = []
     last_seen: float = 0.0
     # Its fingerprint class (thaw_core.fingerprint): snapshots are kept per class.
     fingerprint_id: str = ""
+    # What its containers have not reserved, and how many it runs (latest heartbeat).
+    free_cores: float = 0.0
+    free_memory_mb: int = 0
+    containers: int = 0
 
 
 class ContainersResponse(Body):

@@ -60,6 +60,10 @@ from thaw_core.schema import (
 
 MAX_FRAME = 256 * 1024 * 1024  # matches the largest payload the gateway accepts, with room
 SOCKET_IN_CONTAINER = "/run/thaw/agent.sock"
+# Arguments or a value larger than this do not go in a frame: they are a file
+# beside the socket (named by RunInput.args_file, Output.value_file), written
+# by one side, read and removed by the other, so neither holds a second copy.
+FILE_PAYLOAD_BYTES = 16 * 1024 * 1024
 
 # Every frame: this header (the body's length), then the body.
 HEADER = struct.Struct(">I")
@@ -131,6 +135,10 @@ class Output(Frame, tag="output"):
     status: CallStatus
     # Success: the codec-encoded return value.
     value: bytes = b""
+    # ... or, over FILE_PAYLOAD_BYTES, the name of the file beside the socket
+    # that holds it, and its sha256 (the agent checks it as it stores it).
+    value_file: str = ""
+    value_sha256: str = ""
     # Failure: the pickled exception when it pickles, and always its text.
     exc: bytes = b""
     error: str = ""
@@ -160,6 +168,9 @@ class RunInput(Frame, tag="run_input"):
     method: str | None = None
     params: bytes = b""
     args: bytes = b""
+    # ... or, over FILE_PAYLOAD_BYTES, the name of the file beside the socket
+    # that holds them (the runtime removes it once read).
+    args_file: str = ""
     # The call it is an input of (thaw.current_function_call_id()).
     call_id: str = ""
     # A web endpoint's HTTP request: served by the app, parts below.

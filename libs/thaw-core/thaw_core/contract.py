@@ -57,6 +57,13 @@ VOLUMES_COMMIT = "thaw.volumes.commit"
 # ``thaw.Dict`` / ``thaw.Queue`` operation (``thaw_core.schema.stores``), which
 # the gateway carries out as it does the same operation over HTTP.
 STORE_REQUEST = "thaw.store.request"
+# Request/reply, gateway -> scheduler: place a sandbox and start it
+# (``thaw_core.schema.sandboxes``). Request/reply, gateway -> the agent running
+# a container (a sandbox or a function's): one operation on its processes.
+SANDBOX_PLACE = "thaw.sandbox.place"
+# Under the node's token, so each agent's credential is granted only its own
+# node's containers (``permissions.node_grants``).
+CONTAINER_EXEC = "thaw.exec.{node}.{container_id}"
 # A queue's items: one subject per partition ("_" is the default partition;
 # a partition's name always starts with a letter or digit).
 QUEUE_ITEM = "thaw.queue.{queue}.{partition}"
@@ -97,6 +104,21 @@ RESULT_SUBJECT_PREFIX = RESULT.split("{", 1)[0]
 def inbox_prefix(user: str) -> str:
     """Where the NATS user ``user`` gets its replies (``inbox_prefix`` of its client)."""
     return INBOX.format(user=user)
+
+
+_NODE_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def node_token(node_id: str) -> str:
+    """``node_id`` made safe as a path component, NATS subject token and cgroup name."""
+    return _NODE_UNSAFE.sub("_", node_id) or "unknown"
+
+
+def agent_inbox_prefix(node_id: str) -> str:
+    """The inbox of the agent of ``node_id``: its own, under the agents' common
+    prefix (which the services answering agents may publish to), so no node
+    reads another's replies (secrets among them)."""
+    return inbox_prefix(f"agent.{node_token(node_id)}")
 
 
 def client_call_id(client: str, token: str) -> str:
@@ -146,6 +168,19 @@ def logs_subject(app: str, function: str | None = None) -> str:
     """One function's container output, or every function of ``app`` when
     ``function`` is None."""
     return LOGS.format(app=app, function=function if function is not None else ">")
+
+
+def container_exec_subject(node_id: str, container_id: str) -> str:
+    """Where the agent of ``node_id`` serves the processes of ``container_id``."""
+    return CONTAINER_EXEC.format(node=node_token(node_id), container_id=container_id)
+
+
+# What a sandbox is listed as in heartbeats and `thaw container list`: not a
+# Python name, so no function is ever called so.
+SANDBOX_FUNCTION = "(sandbox)"
+# The function a sandbox's secrets are fetched for (its ``FunctionSpec``'s
+# name on the agent, its grant's function: ``thaw_core.secrets_grant``).
+SANDBOX_SPEC_NAME = "sandbox"
 
 
 def node_event_subject(node_id: str) -> str:
@@ -204,6 +239,9 @@ class StreamSpec:
     max_msgs: int | None = None
     max_bytes: int | None = None
     discard: Literal["old", "new"] = "old"
+    # How many consumers the stream takes (None: the server's default, which
+    # nats-server 2.15 sets to 1,000 per stream).
+    max_consumers: int | None = None
 
 
 _HOUR = 3600.0
@@ -214,6 +252,7 @@ _GIB = 1024**3
 # it has no max age, since an input that ages out would never be answered.
 # What nobody consumes is answered instead (the scheduler's
 # ``unanswered``). Every other stream is bounded by age and by size.
+INVOKE_MAX_CONSUMERS = 100_000
 INVOKE_STREAM = StreamSpec(
     "INVOKE",
     (all_of(INVOKE),),
@@ -221,6 +260,9 @@ INVOKE_STREAM = StreamSpec(
     max_msgs=5_000_000,
     max_bytes=4 * _GIB,
     discard="new",
+    # One durable consumer per deployed function: the server's default of
+    # 1,000 would cap a platform at 1,000 functions.
+    max_consumers=INVOKE_MAX_CONSUMERS,
 )
 RESULTS_STREAM = StreamSpec(
     "RESULTS", (all_of(RESULT),), max_age_s=24 * _HOUR, max_bytes=4 * _GIB
@@ -400,15 +442,43 @@ def volume_chunk_key(sha256: str) -> str:
     return f"{VOLUMES_PREFIX}chunks/{sha256}"
 
 
+def volume_pack_key(sha256: str) -> str:
+    """Many small volume files' content in one blob, by its sha256; each file
+    is named by a packed chunk reference (``thaw_core.volumes.refs``)."""
+    return f"{VOLUMES_PREFIX}packs/{sha256}"
+
+
 STORE_VALUES_PREFIX = "stores/values/"
 # A Dict value or Queue item larger than STORE_MAX_VALUE_BYTES is kept in the
 # blob store (at most this large), and the key or item holds a reference.
 STORE_BLOB_MAX_BYTES = 64 * 1024 * 1024
+# The first byte of a Dict value or Queue item that refers to such a copy;
+# JSON follows: {"blob": <sha256>, "size": <bytes>}.
+STORE_BLOB_REF = b"\x00"
 
 
 def store_value_key(sha256: str) -> str:
     """A large Dict value or Queue item, by the sha256 of its encoded bytes."""
     return f"{STORE_VALUES_PREFIX}{sha256}"
+
+
+PAYLOADS_PREFIX = "payloads/"
+# Large call arguments and results are kept by the hour they were stored in,
+# so that a whole hour's are deleted once its results have aged out of
+# RESULTS_STREAM (see payload_hour_expired).
+PAYLOAD_HOUR_S = 3600
+
+
+def payload_key(hour: int, sha256: str) -> str:
+    """Large call arguments or a large result (``schema.PayloadRef``)."""
+    return f"{PAYLOADS_PREFIX}{hour}/{sha256}"
+
+
+def payload_hour_expired(hour: int, now_s: float) -> bool:
+    """Whether the payloads stored in ``hour`` outlived every result that can
+    name them (RESULTS_STREAM's max age, counted from the hour's end)."""
+    max_age = RESULTS_STREAM.max_age_s or 0.0
+    return (hour + 1) * PAYLOAD_HOUR_S + max_age < now_s
 
 
 def volume_commit_key(commit_id: str) -> str:

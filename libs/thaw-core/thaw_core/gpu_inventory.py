@@ -27,6 +27,8 @@ class NvidiaGpu:
     uuid: str
     memory_mb: int
     compute_capability: str  # "8.0"
+    minor: int = -1  # /dev/nvidia<minor>; -1 when NVML does not say
+    mig: bool = False  # MIG mode enabled
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def read_nvml() -> Nvml:
                     uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
                     memory_mb=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total) // (1024 * 1024),
                     compute_capability=f"{major}.{minor}",
+                    minor=_optional(pynvml.nvmlDeviceGetMinorNumber, handle, -1),
+                    mig=bool(_optional(pynvml.nvmlDeviceGetMigMode, handle, (0, 0))[0]),
                 )
             )
         driver = _text(pynvml.nvmlSystemGetDriverVersion())
@@ -79,9 +83,25 @@ def read_nvml() -> Nvml:
 def gpu_inventory() -> list[GpuInfo]:
     """The node's NVIDIA GPUs as its heartbeats list them; [] without any."""
     return [
-        GpuInfo(index=g.index, name=g.name, memory_mb=g.memory_mb, uuid=g.uuid)
+        GpuInfo(
+            index=g.index,
+            name=g.name,
+            memory_mb=g.memory_mb,
+            uuid=g.uuid,
+            minor=g.minor,
+            mig=g.mig,
+        )
         for g in read_nvml().gpus
     ]
+
+
+def _optional(query: Any, handle: Any, default: Any) -> Any:
+    """What ``query(handle)`` says, or ``default`` where the GPU does not
+    support it (MIG on a GPU without MIG, ...)."""
+    try:
+        return query(handle)
+    except Exception:  # noqa: BLE001 - pynvml.NVMLError_NotSupported and kin
+        return default
 
 
 def _text(value: Any) -> str:

@@ -14,6 +14,8 @@ the CRIU and kernel versions match.
 | THAW_RUNC         | `runc` on PATH, else /usr/sbin/runc                            |
 | THAW_ROOTFS       | /var/lib/thaw/rootfs/bookworm-python as root,                  |
 |                   | ~/.local/share/thaw/rootfs/bookworm-python otherwise           |
+| THAW_RUNTIME_DIR  | /var/lib/thaw/runtime as root, ~/.local/share/thaw/runtime     |
+|                   | otherwise (``thaw_agent.runtime_dir``, laid out by the agent)  |
 
 What works with runc 1.1.5 + CRIU 4.1.1 on kernel 6.18 (cgroup v1 hybrid),
 measured by tests/integration/test_host_tools.py:
@@ -81,14 +83,18 @@ def _is_root() -> bool:
     return os.geteuid() == 0
 
 
+def _machine_path(env: str, as_root: str, in_home: str) -> Path:
+    """``$env`` when set; else the machine-wide path for root, or one under
+    the user's home."""
+    given = os.environ.get(env)
+    if given:
+        return Path(given).expanduser()
+    return Path(as_root) if _is_root() else Path.home() / in_home
+
+
 def criu_prefix() -> Path:
     """The private prefix holding trixie's criu and its own libc (see install-criu.sh)."""
-    env = os.environ.get("THAW_CRIU_PREFIX")
-    if env:
-        return Path(env).expanduser()
-    if _is_root():
-        return Path("/opt/thaw/criu")
-    return Path.home() / ".local/share/thaw/criu"
+    return _machine_path("THAW_CRIU_PREFIX", "/opt/thaw/criu", ".local/share/thaw/criu")
 
 
 def criu_path() -> Path:
@@ -115,12 +121,15 @@ def runc_path() -> Path:
 
 def default_rootfs() -> Path:
     """The container rootfs that deploy/make-rootfs.sh builds (Debian bookworm + python3)."""
-    env = os.environ.get("THAW_ROOTFS")
-    if env:
-        return Path(env).expanduser()
-    if _is_root():
-        return Path("/var/lib/thaw/rootfs/bookworm-python")
-    return Path.home() / ".local/share/thaw/rootfs/bookworm-python"
+    return _machine_path(
+        "THAW_ROOTFS", "/var/lib/thaw/rootfs/bookworm-python", ".local/share/thaw/rootfs/bookworm-python"
+    )
+
+
+def runtime_dir_root() -> Path:
+    """Where agents lay out the runtime's packages for their own Python, shared
+    by every agent of the machine (one directory per Python and versions)."""
+    return _machine_path("THAW_RUNTIME_DIR", "/var/lib/thaw/runtime", ".local/share/thaw/runtime")
 
 
 def rootfs_ready(rootfs: Path | None = None) -> bool:

@@ -13,6 +13,8 @@ land). The server's configuration holds only public keys. The directory::
       server.conf       0600  authorization block, rendered from the grants
       users/<role>.json 0600  one credential per role, made on first use
       clients/<name>.json     an invoke client's public key and apps (no seed)
+      nodes/<token>.json      a node agent's public key (no seed)
+      users/node.<token>.json 0600  the credential of this machine's own node
       run/<port>.pid          each nats-server using this configuration (``-P``)
 
 ``connect_options`` turns a credential file into nats-py ``connect`` options.
@@ -32,12 +34,24 @@ import msgspec
 import nkeys
 
 from thaw_core import contract
-from thaw_core.permissions import ROLES, Grants, client_grants, role_grants
+from thaw_core.permissions import (
+    AGENT,
+    ANY_NODE,
+    ROLES,
+    Grants,
+    client_grants,
+    node_grants,
+    role_grants,
+)
 from thaw_core.private_file import private_dir, write_private
 from thaw_core.schema import check_name
 
-# A client name is a subject token of its own (its results' prefix), and not a role.
+# A client name is a subject token of its own (its results' prefix), and not a
+# role (nor "agent", the nodes' inboxes' prefix).
 _CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_RESERVED_NAMES = frozenset({*ROLES, AGENT})
+# A node id: a hostname, or any id the operator gives (THAW_NODE_ID).
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class Credential(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -50,6 +64,13 @@ class Credential(msgspec.Struct, kw_only=True, omit_defaults=True):
     apps: list[str] = []
     call_id_prefix: str = ""
     results: str = ""
+
+
+class NodeRecord(msgspec.Struct, kw_only=True):
+    """A node's agent as the server's configuration knows it: no seed."""
+
+    node_id: str
+    public_key: str
 
 
 class ClientRecord(msgspec.Struct, kw_only=True):
@@ -86,6 +107,8 @@ def _permissions(grants: Grants) -> dict[str, Any]:
         "publish": {"allow": list(grants.publish)},
         "subscribe": {"allow": list(grants.subscribe)},
     }
+    if grants.publish_deny:
+        perms["publish"]["deny"] = list(grants.publish_deny)
     if grants.responds:
         perms["allow_responses"] = True
     return perms
@@ -108,6 +131,10 @@ class NatsAuth:
     @property
     def clients_dir(self) -> Path:
         return self.root / "clients"
+
+    @property
+    def nodes_dir(self) -> Path:
+        return self.root / "nodes"
 
     def pid_file(self, port: int) -> Path:
         """Where the nats-server on ``port`` writes its pid (its ``-P``), so that
@@ -140,7 +167,7 @@ class NatsAuth:
     def ensure(self) -> Path:
         """Make the directory, a credential for every role that has none, and
         the server's configuration; return the configuration's path."""
-        for d in (self.root, self.users_dir, self.clients_dir, self.root / "run"):
+        for d in (self.root, self.users_dir, self.clients_dir, self.nodes_dir, self.root / "run"):
             private_dir(d)
         for role in ROLES:
             path = self.creds(role)
@@ -160,6 +187,15 @@ class NatsAuth:
             key=lambda r: r.name,
         )
 
+    def nodes(self) -> list[NodeRecord]:
+        return sorted(
+            (
+                msgspec.json.decode(p.read_bytes(), type=NodeRecord)
+                for p in self.nodes_dir.glob("*.json")
+            ),
+            key=lambda r: r.node_id,
+        )
+
     def render(self) -> str:
         users = [
             {
@@ -175,6 +211,10 @@ class NatsAuth:
             }
             for client in self.clients()
         ]
+        users += [
+            {"nkey": node.public_key, "permissions": _permissions(node_grants(node.node_id))}
+            for node in self.nodes()
+        ]
         # nats-server's configuration format reads JSON.
         return json.dumps({"authorization": {"users": users}}, indent=2) + "\n"
 
@@ -188,10 +228,10 @@ class NatsAuth:
         """Register the invoke client ``name`` for ``apps`` and return its
         credential (the only copy of its seed: the caller writes it out).
         Takes effect once the server reloads its configuration."""
-        if not _CLIENT_NAME.match(name) or name in ROLES:
+        if not _CLIENT_NAME.match(name) or name in _RESERVED_NAMES:
             raise ValueError(
                 f"invalid client name {name!r}: lowercase letters, digits and '-',"
-                f" and not one of {', '.join(sorted(ROLES))}"
+                f" and not one of {', '.join(sorted(_RESERVED_NAMES))}"
             )
         if not apps:
             raise ValueError("an invoke client needs at least one app (--app)")
@@ -221,11 +261,73 @@ class NatsAuth:
         self.write_config()
         return True
 
+    # ------------------------------------------------------------ node agents
+
+    def _node_record(self, node_id: str) -> Path:
+        if not _NODE_ID.match(node_id) and node_id != ANY_NODE:
+            raise ValueError(
+                f"invalid node id {node_id!r}: letters, digits, '.', '_' and '-',"
+                " at most 128, starting with a letter or digit"
+            )
+        return self.nodes_dir / f"{contract.node_token(node_id)}.json"
+
+    def add_node(self, node_id: str) -> Credential:
+        """Register the agent of ``node_id`` and return its credential (the only
+        copy of its seed: the caller writes it out). Takes effect once the
+        server reloads its configuration."""
+        record_path = self._node_record(node_id)
+        if record_path.exists():
+            raise ValueError(f"node {node_id!r} has a NATS credential; revoke it first")
+        seed = new_seed()
+        record = NodeRecord(node_id=node_id, public_key=public_key(seed))
+        write_private(record_path, msgspec.json.encode(record).decode())
+        self.write_config()
+        return Credential(
+            user=f"{AGENT}.{contract.node_token(node_id)}",
+            seed=seed,
+            inbox_prefix=contract.agent_inbox_prefix(node_id),
+        )
+
+    def remove_node(self, node_id: str) -> bool:
+        """Forget the agent of ``node_id``; False when it has no credential."""
+        path = self._node_record(node_id)
+        if not path.exists():
+            return False
+        path.unlink()
+        self.write_config()
+        return True
+
+    def node_creds(self, node_id: str) -> Path:
+        """This machine's credential file for the agent of ``node_id``, made
+        (and the configuration rewritten) when it has none; the caller reloads
+        the servers when they run already."""
+        path = self.users_dir / f"node.{contract.node_token(node_id)}.json"
+        record = self._node_record(node_id)
+        if path.exists() and record.exists():
+            cred = read_credential(path)
+            known = msgspec.json.decode(record.read_bytes(), type=NodeRecord)
+            if public_key(cred.seed) == known.public_key:
+                return path
+        # A credential revoked or issued elsewhere: this one replaces it.
+        self.remove_node(node_id)
+        write_private(path, msgspec.json.encode(self.add_node(node_id)).decode())
+        return path
+
+    def ensure_fleet_agent(self) -> Path:
+        """``users/agent.json``: the one credential a compose or Kubernetes
+        fleet's agents share (``permissions.ANY_NODE``), made when missing.
+        The embedded stack and ``thaw node credentials`` issue one per node."""
+        path = self.creds(AGENT)
+        if not self._node_record(ANY_NODE).exists():
+            write_private(path, msgspec.json.encode(self.add_node(ANY_NODE)).decode())
+        return path
+
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m thaw_core.nats_auth DIR``: make (or complete) the
     credentials and server configuration in DIR, e.g. for compose.yaml's
-    secrets; existing credentials are kept."""
+    secrets (the agents' credential among them, shared by the fleet's nodes);
+    existing credentials are kept."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
@@ -233,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m thaw_core.nats_auth DIR", file=sys.stderr)
         return 2
     auth = NatsAuth(Path(args[0]))
-    print(auth.ensure())
+    auth.ensure()
+    auth.ensure_fleet_agent()
+    print(auth.config_path)
     return 0
 
 

@@ -6,6 +6,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+# Where the builder installs the runtime's third-party packages in an image
+# whose Python is not the agent's own (thaw_builder.runtime_layer); the agent
+# puts it on the runtime's path in such an image's containers.
+RUNTIME_DIR_IN_IMAGE = "/opt/thaw/runtime"
+
 # The kernel filesystems a Linux process expects, as `runc spec` lays them
 # out, plus a private /tmp. Callers append their own binds after these.
 _STANDARD_MOUNTS: list[dict[str, Any]] = [

@@ -4,7 +4,8 @@ the nats-server's ``authorization`` block, one nkey user per role (and one per
 invoke client), so the server refuses everything else.
 
 Roles: one per service (its ``Service.name``), ``admin`` (the stack's
-supervisor, the CLI, tests) and invoke clients (``client_grants``: other
+supervisor, the CLI, tests), one per node's agent (``node_grants``: its own
+inbox, commands and heartbeats) and invoke clients (``client_grants``: other
 languages publishing invokes for the apps they were granted).
 
 Every role gets its own request/reply inbox (``contract.inbox_prefix``), may
@@ -20,6 +21,10 @@ refusals as error events. Beyond that:
 - the JetStream API: only the gateway and admin create, update, delete or
   purge streams (``may_provision``); other services get the consumer
   operations on the streams they consume (``_consumes``) and nothing else;
+- a container's processes (``thaw.exec.<node>.<container>``: sandboxes,
+  ``thaw container exec``): asked by the gateway alone, served by the agent of
+  that node only (``node_grants``); sandboxes
+  are placed by the scheduler at the gateway's request;
 - Dict and Queue (their KV buckets and queue streams): the gateway alone;
   a container's operations reach it from its agent on ``STORE_REQUEST``.
 
@@ -35,6 +40,7 @@ user and subject), so a missing grant shows up at the first test that uses it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from thaw_core import contract as c
@@ -64,12 +70,15 @@ class Grants:
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
     responds: bool = True
+    # Refused even where ``publish`` allows it (the server's ``deny``).
+    publish_deny: tuple[str, ...] = ()
 
     def __add__(self, other: Grants) -> Grants:
         return Grants(
             publish=_unique(self.publish + other.publish),
             subscribe=_unique(self.subscribe + other.subscribe),
             responds=self.responds or other.responds,
+            publish_deny=_unique(self.publish_deny + other.publish_deny),
         )
 
 
@@ -130,6 +139,27 @@ def _service(role: str) -> Grants:
     )
 
 
+# What the gateway never does, though its grants' wildcards would let it:
+# speak for a node or the builder, destroy or empty the platform's streams
+# (it deletes and purges only Dict and Queue streams, which NATS's token-level
+# wildcards cannot name by their prefix), or touch the account and the
+# JetStream cluster.
+_GATEWAY_NEVER = Grants(
+    publish_deny=(
+        c.wildcard(c.EVENT_NODE),
+        c.wildcard(c.BUILD_LOG),
+        c.wildcard(c.BUILD_RESULT),
+        *(
+            f"{JS_API}.STREAM.{op}.{stream.name}"
+            for stream in c.STREAMS
+            for op in ("DELETE", "PURGE")
+        ),
+        f"{JS_API}.ACCOUNT.>",
+        f"{JS_API}.META.>",
+        f"{JS_API}.SERVER.>",
+    )
+)
+
 ROLES: dict[str, Grants] = {
     # Everything: the supervisor provisions streams and probes health, the CLI
     # and the tests look at whatever they need.
@@ -151,35 +181,15 @@ ROLES: dict[str, Grants] = {
     )
     # Secrets for agents and builds, web requests' bodies and containers'
     # Dict/Queue operations for agents.
-    + _answers(AGENT, BUILDER),
-    AGENT: Grants(
-        publish=(
-            c.all_of(c.RESULT),
-            # A failed attempt's retry is a new input.
-            c.all_of(c.INVOKE),
-            c.all_of(c.LOGS),
-            c.wildcard(c.EVENT_NODE),
-            c.wildcard(c.EVENT_SNAPSHOT),
-            c.SECRETS_FETCH,
-            c.SNAPSHOT_LOOKUP,
-            c.IMAGE_LOOKUP,
-            c.VOLUMES_ENSURE,
-            c.VOLUMES_ENTRIES,
-            c.VOLUMES_COMMIT,
-            c.all_of(c.WEB_REQUEST),
-            # A container's Dict/Queue operations, carried out by the gateway.
-            c.STORE_REQUEST,
-        ),
-        subscribe=(c.all_of(c.CANCEL), c.wildcard(c.AGENT_COMMAND)),
-    )
-    # Commands come from the gateway and the scheduler.
-    + _answers(GATEWAY, SCHEDULER)
-    + _consumes(c.INVOKE_STREAM)
-    + _reads_last(c.RESULTS_STREAM),
+    + _answers(AGENT, BUILDER)
+    + _GATEWAY_NEVER,
     SCHEDULER: Grants(
         publish=(c.wildcard(c.AGENT_COMMAND),),
-        subscribe=(c.wildcard(c.EVENT_APP),),
+        # Sandboxes to place, asked by the gateway; a cold function's first
+        # input, which wakes it (``thaw_scheduler.first_input``).
+        subscribe=(c.wildcard(c.EVENT_APP), c.SANDBOX_PLACE, c.all_of(c.INVOKE)),
     )
+    + _answers(GATEWAY)
     + _consumes(c.EVENTS_STREAM)
     + _consumes(c.INVOKE_STREAM)
     + _answers_unconsumed(c.INVOKE_STREAM),
@@ -204,6 +214,75 @@ ROLES: dict[str, Grants] = {
     + _answers(AGENT, GATEWAY),
     CRON: Grants(publish=(c.all_of(c.INVOKE),), subscribe=(c.wildcard(c.EVENT_APP),)),
 }
+
+# What every node's agent may do, whichever node it is (``node_grants`` adds
+# the node's own subjects).
+_ANY_AGENT: Grants = (
+    Grants(
+        publish=(
+            c.error_event_subject(AGENT),
+            c.all_of(c.RESULT),
+            # A failed attempt's retry is a new input.
+            c.all_of(c.INVOKE),
+            c.all_of(c.LOGS),
+            c.wildcard(c.EVENT_SNAPSHOT),
+            c.SECRETS_FETCH,
+            c.SNAPSHOT_LOOKUP,
+            c.IMAGE_LOOKUP,
+            c.VOLUMES_ENSURE,
+            c.VOLUMES_ENTRIES,
+            c.VOLUMES_COMMIT,
+            c.all_of(c.WEB_REQUEST),
+            # A container's Dict/Queue operations, carried out by the gateway.
+            c.STORE_REQUEST,
+        ),
+        # Its containers' processes are its node's own (``node_grants``).
+        subscribe=(c.all_of(c.CANCEL), c.health_subject(AGENT)),
+    )
+    # Commands come from the gateway and the scheduler.
+    + _answers(GATEWAY, SCHEDULER)
+    + _consumes(c.INVOKE_STREAM)
+    + _reads_last(c.RESULTS_STREAM)
+)
+
+# A node id that is a valid subject as it is (a dotted hostname): commands
+# may name it so too (``thaw_agent.service``'s command subjects).
+_SUBJECT_SAFE = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+
+
+# The node id of the one credential a compose or Kubernetes fleet's agents
+# share (``python -m thaw_core.nats_auth``): their nodes are named only when
+# they start (a DaemonSet's node names), so it speaks for any node.
+ANY_NODE = "*"
+
+
+def node_grants(node_id: str) -> Grants:
+    """The agent of ``node_id``: its own inbox, commands and heartbeats (each
+    node has a NATS user of its own, ``NatsAuth.add_node``), and what every
+    agent does. It cannot read another node's replies or commands, nor
+    publish another node's heartbeats, nor serve (and so read the operations
+    on) another node's containers' processes, which only the gateway asks for
+    once it has checked the caller may touch the app. ``ANY_NODE``: every node's."""
+    if node_id == ANY_NODE:
+        return _ANY_AGENT + Grants(
+            publish=(c.wildcard(c.EVENT_NODE),),
+            subscribe=(
+                c.inbox_prefix(AGENT) + ".>",
+                c.wildcard(c.AGENT_COMMAND),
+                c.wildcard(c.CONTAINER_EXEC),
+            ),
+        )
+    token = c.node_token(node_id)
+    names = dict.fromkeys([token] + ([node_id] if _SUBJECT_SAFE.match(node_id) else []))
+    return _ANY_AGENT + Grants(
+        publish=(c.node_event_subject(token),),
+        subscribe=(
+            c.agent_inbox_prefix(node_id) + ".>",
+            *(c.agent_command_subject(n) for n in names),
+            c.container_exec_subject(node_id, "*"),
+        ),
+    )
+
 
 # Roles whose services create and update the streams (``Bus.provision``).
 PROVISIONERS = frozenset({ADMIN, GATEWAY})

@@ -12,7 +12,9 @@ result anyone accepts.
 The proof is HMAC-SHA256 under the key of these canonical bytes, so that any
 language can compute it: ``b"thaw.result.v1"``, then each field in this order
 -- strings as a 4-byte big-endian length and their UTF-8 bytes, ``value`` and
-``exc`` as the 32-byte SHA-256 of their bytes, integers as 8-byte big-endian
+``exc`` as the 32-byte SHA-256 of their bytes (for a value kept in the blob
+store, ``value_ref.sha256``: the same digest, so an offloaded result's proof
+is the one it would have inline, and covers the bytes a reader fetches), integers as 8-byte big-endian
 signed, floats as 8-byte big-endian IEEE 754 doubles:
 
     call_id, status, codec, sha256(value), sha256(exc), error, traceback,
@@ -45,6 +47,9 @@ PROOF_VERSION = b"thaw.result.v1"
 _KEY_LABEL = b"thaw.call-key.v1\0"
 _MSG_ID_LABEL = b"thaw.result-msg-id.v1"
 _MSG_ID_TAG_HEX = 16
+_CALL_ID_LABEL = b"thaw.call-id.v1\0"
+# A derived call id's length in hex digits, as the gateway's own ("fc-<32 hex>").
+_CALL_ID_HEX = 32
 
 _result_decoder = msgspec.json.Decoder(Result)
 
@@ -54,41 +59,123 @@ def new_key() -> bytes:
     return os.urandom(KEY_BYTES)
 
 
+_BLOCK = 64  # SHA-256's block, which HMAC pads its key to
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+
+
+class Mac:
+    """HMAC-SHA256 (RFC 2104) under one key, with its two padded keys hashed
+    once. Each message then costs two copies of a hash state, where a one-shot
+    ``hmac.digest`` sets up OpenSSL's keyed context again (most of a short
+    message's cost; every input takes several MACs, in the gateway, the agent
+    and the SDK, so this is per-input CPU)."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def digest(self, msg: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+
+class KeySeed:
+    """A caller's secret seed, keyed once: what it derives for many calls
+    (their ids and result keys) costs no keyed set-up each."""
+
+    __slots__ = ("_mac", "seed")
+
+    def __init__(self, seed: bytes) -> None:
+        self.seed = seed
+        self._mac = Mac(seed)
+
+    def key(self, call_id: str) -> bytes:
+        """The key of ``call_id``: a client sends one seed for many calls (a
+        batch's call ids are made by the gateway) and can still verify each
+        call's result itself."""
+        return self._mac.digest(_KEY_LABEL + call_id.encode())
+
+    def call_id(self, request_key: bytes, index: int = 0) -> str:
+        """The id of item ``index`` of the request a caller marked
+        ``request_key``: the caller knows its call ids before any answer, and
+        a request sent again (the answer was lost with the gateway) names the
+        same calls, so they are taken once. Nobody without the seed can make,
+        and so take over, such an id."""
+        digest = self._mac.digest(_CALL_ID_LABEL + request_key + index.to_bytes(8, "big"))
+        return "fc-" + digest.hex()[:_CALL_ID_HEX]
+
+
 def derive_key(seed: bytes, call_id: str) -> bytes:
-    """The key of ``call_id`` made from a caller's ``seed``: a client sends
-    one seed for many calls (a batch's call ids are made by the gateway) and
-    can still verify each call's result itself."""
-    return hmac.digest(seed, _KEY_LABEL + call_id.encode(), "sha256")
+    """The key of ``call_id`` made from a caller's ``seed`` (``KeySeed.key``)."""
+    return KeySeed(seed).key(call_id)
+
+
+def derive_call_id(seed: bytes, request_key: bytes, index: int = 0) -> str:
+    """The id of item ``index`` of the request marked ``request_key``, made
+    from the caller's secret ``seed`` (``KeySeed.call_id``)."""
+    return KeySeed(seed).call_id(request_key, index)
+
+
+_EMPTY_SHA256 = hashlib.sha256(b"").digest()
+_INT = struct.Struct(">q")
+_TIMES = struct.Struct(">dd")
 
 
 def _text(s: str) -> bytes:
     b = s.encode()
-    return struct.pack(">I", len(b)) + b
+    return len(b).to_bytes(4, "big") + b
+
+
+def _sha256(b: bytes) -> bytes:
+    # Most results have no exc, and many no value: those hash the same.
+    return hashlib.sha256(b).digest() if b else _EMPTY_SHA256
+
+
+def _value_digest(r: Result | CallResult, value: bytes) -> bytes:
+    """The sha256 of the value, wherever it is kept (a large one's is its ref's)."""
+    if r.value_ref is not None:
+        return bytes.fromhex(r.value_ref.sha256)
+    return _sha256(value)
 
 
 def canonical(result: Result) -> bytes:
     """The bytes the proof covers: every field of ``result`` but the proof."""
+    return _canonical(result, result.value)
+
+
+def _canonical(r: Result | CallResult, value: bytes) -> bytes:
+    # ``r``: a Result, or a CallResult relayed over HTTP (the same fields by
+    # the same names, the value as ``value_b64``), read without a copy.
     return b"".join(
         (
             PROOF_VERSION,
-            _text(result.call_id),
-            _text(result.status),
-            _text(result.codec),
-            hashlib.sha256(result.value).digest(),
-            hashlib.sha256(result.exc).digest(),
-            _text(result.error),
-            _text(result.traceback),
-            struct.pack(">q", result.attempts),
-            _text(result.map_id),
-            struct.pack(">q", result.index),
-            _text(result.container_id),
-            struct.pack(">dd", result.started_at, result.finished_at),
+            _text(r.call_id),
+            _text(r.status),
+            _text(r.codec),
+            _value_digest(r, value),
+            _sha256(r.exc),
+            _text(r.error),
+            _text(r.traceback),
+            _INT.pack(r.attempts),
+            _text(r.map_id),
+            _INT.pack(r.index),
+            _text(r.container_id),
+            _TIMES.pack(r.started_at, r.finished_at),
         )
     )
 
 
 def proof_of(key: bytes, result: Result) -> bytes:
-    return hmac.digest(key, canonical(result), "sha256")
+    return Mac(key).digest(canonical(result))
 
 
 def signed(key: bytes, result: Result) -> Result:
@@ -97,6 +184,16 @@ def signed(key: bytes, result: Result) -> Result:
     if not key:
         return result
     return msgspec.structs.replace(result, proof=proof_of(key, result))
+
+
+def signed_with_msg_id(key: bytes, result: Result) -> tuple[Result, str]:
+    """``signed`` and ``result_msg_id`` at once, keying one MAC for both: what
+    an agent does with every result."""
+    if not key:
+        return result, result.call_id
+    mac = Mac(key)
+    proof = mac.digest(canonical(result))
+    return msgspec.structs.replace(result, proof=proof), _msg_id(mac, result.call_id)
 
 
 def verifies(key: bytes, result: Result) -> bool:
@@ -117,16 +214,22 @@ def from_call_result(r: CallResult) -> Result:
 
 
 def call_result_verifies(key: bytes, r: CallResult) -> bool:
-    """Whether a pickle-codec result relayed over HTTP carries a valid proof under ``key``."""
-    return r.codec == "pickle" and verifies(key, from_call_result(r))
+    """Whether a pickle-codec result relayed over HTTP carries a valid proof
+    under ``key`` (the proof of ``from_call_result(r)``, computed without it)."""
+    if r.codec != "pickle" or not key or not r.proof:
+        return False
+    return hmac.compare_digest(r.proof, Mac(key).digest(_canonical(r, r.value_b64)))
+
+
+def _msg_id(mac: Mac, call_id: str) -> str:
+    return f"{call_id}.{mac.digest(_MSG_ID_LABEL).hex()[:_MSG_ID_TAG_HEX]}"
 
 
 def result_msg_id(key: bytes, call_id: str) -> str:
     """The JetStream msg-id of every real result of ``call_id``."""
     if not key:
         return call_id
-    tag = hmac.digest(key, _MSG_ID_LABEL, "sha256").hex()[:_MSG_ID_TAG_HEX]
-    return f"{call_id}.{tag}"
+    return _msg_id(Mac(key), call_id)
 
 
 def verified(key: bytes, call_id: str, data: bytes) -> Result | None:

@@ -165,7 +165,10 @@ class Service:
         private_dir(s.state_dir)
         try:
             self._bus = await Bus.connect(
-                s.nats_url, name=f"thaw-{self.name}-{self.instance}", creds=s.nats_creds
+                s.nats_url,
+                name=f"thaw-{self.name}-{self.instance}",
+                creds=s.nats_creds,
+                replicas=s.nats_replicas,
             )
             # Only the roles granted the streams' API create them; the others
             # find them made by the stack's supervisor or the gateway.

@@ -52,7 +52,14 @@ class Background:
         tasks = self._others()
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        try:
+            _, pending = await asyncio.wait(tasks, timeout=timeout_s)
+        except asyncio.CancelledError:
+            # The caller's own bound ran out first (a shutdown's wait_for over
+            # a teardown): the tasks must not outlive the connections they use.
+            for t in tasks:
+                t.cancel()
+            raise
         for t in pending:
             t.cancel()
         if pending and cancel_wait_s > 0:

@@ -10,13 +10,18 @@ the service (``service.name``); spans go to
   no-op one stays. Its spans are non-recording: a caller's ``traceparent``
   still passes through (a span made under it carries its context on), but no
   ids are made, nothing is recorded, and untraced bus messages go without a
-  header block. A request pays next to nothing for tracing nobody reads.
+  header block. A request pays next to nothing for tracing nobody reads:
+  where that is so (:func:`recording` is False) the hot paths (a bus
+  publish, a consumed message, an agent's input, an HTTP request) make no
+  span at all, since even the API's no-op span costs more per input than the
+  rest of a publish; the current context still rides on in the headers.
 
 :func:`tracer` works before or without set-up (it then returns the API's no-op tracer).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -86,6 +91,21 @@ def _traces_url(endpoint: str) -> str:
 
 def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
+
+
+def recording() -> bool:
+    """Whether spans made here go anywhere (set-up installed a provider)."""
+    return _provider is not None
+
+
+def current_span(
+    tracer: trace.Tracer, name: str, **kwargs: object
+) -> contextlib.AbstractContextManager[trace.Span | None]:
+    """``tracer.start_as_current_span(name, **kwargs)`` when spans go
+    somewhere, else a context that makes none (and yields None)."""
+    if _provider is None:
+        return contextlib.nullcontext()
+    return tracer.start_as_current_span(name, **kwargs)  # type: ignore[arg-type]
 
 
 def export_span(span: ReadableSpan) -> None:

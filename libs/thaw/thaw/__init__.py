@@ -17,6 +17,7 @@ from thaw.image import Image
 from thaw.markers import Parameter, enter, exit, method, parameter
 from thaw.queue import Queue
 from thaw.retries import Retries
+from thaw.sandbox import Sandbox
 from thaw.schedule import Cron, Period
 from thaw.secret import Secret
 from thaw.volume import Volume
@@ -36,6 +37,7 @@ __all__ = [
     "Period",
     "Queue",
     "Retries",
+    "Sandbox",
     "Secret",
     "Volume",
     "asgi_app",

@@ -5,19 +5,27 @@ in input order (or as they come, ``order_outputs=False``).
 Batches start small, so that the first results of a long map come quickly, and
 double up to ``MAX_CHUNK``. At most ``MAX_PENDING`` inputs are in flight or
 held for reordering: a map over a huge or endless iterator runs in bounded memory.
+
+A map rides out a restart of the gateway (``thaw._reconnect``): each batch is
+sent under a request key, so a batch sent again makes no second call, and a
+stream that breaks is reopened for the results still missing. A batch's
+inputs are kept until its results are in: a gateway killed before it wrote
+down calls it took answers "never made" for them, and they are sent again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from thaw_core.api import CallResult
 
+from thaw import exception
+from thaw._reconnect import Reconnect
 from thaw._results import result_outcome, result_value
 from thaw._serialization import serialize_args
-from thaw.client import CallTarget, Client, current
+from thaw.client import CallTarget, Client, current, new_request_key
 
 FIRST_CHUNK = 32
 MAX_CHUNK = 1024
@@ -31,6 +39,15 @@ Inputs = Iterable[tuple[tuple[Any, ...], dict[str, Any]]]
 
 _SUBMITTED = object()
 _FAILED = object()
+
+
+class _Batch(NamedTuple):
+    """One submitted batch: what sends it again, and where its results go."""
+
+    request_key: bytes
+    payloads: list[bytes]
+    call_ids: list[str]
+    first_index: int
 
 
 class _Map:
@@ -56,23 +73,44 @@ class _Map:
         for payloads in _batches(inputs):
             for _ in payloads:
                 await self.pending.acquire()
-            accepted = await self.client.submit_batch(self.target, payloads)
-            self.supervise(
-                self.collect({cid: index + i for i, cid in enumerate(accepted.call_ids)})
-            )
+            key = new_request_key()
+            accepted = await self.client.submit_batch(self.target, payloads, request_key=key)
+            self.supervise(self.collect(_Batch(key, payloads, accepted.call_ids, index)))
             index += len(payloads)
         self.events.put_nowait((_SUBMITTED, index))
 
-    async def collect(self, missing: dict[str, int]) -> None:
-        """Stream the results of one batch; a stream that ends early is reopened
-        for what it did not bring, and a result seen twice counts once."""
-        while missing:
-            async for result in self.client.stream_results(list(missing)):
-                index = missing.pop(result.call_id, None)
-                if index is not None:
-                    self.events.put_nowait((index, result))
-            if missing:
-                await asyncio.sleep(RESTREAM_DELAY_S)
+    async def collect(self, batch: _Batch) -> None:
+        """Stream the results of one batch; a stream that ends early or breaks
+        is reopened for what it did not bring, and a result seen twice counts once."""
+        missing = {cid: batch.first_index + i for i, cid in enumerate(batch.call_ids)}
+        again = Reconnect(f"the results of {self.target}")
+        resent = False
+        try:
+            while missing:
+                try:
+                    async for result in self.client.stream_results(list(missing)):
+                        again.ok()
+                        resent = False
+                        index = missing.pop(result.call_id, None)
+                        if index is not None:
+                            self.events.put_nowait((index, result))
+                except exception.ConnectionError as e:
+                    await again.failed(e)
+                    continue
+                except exception.NotFoundError:
+                    if resent:
+                        raise
+                    # Taken by a gateway killed before it wrote them down: sent
+                    # again under the same key, what it had taken is not run twice.
+                    await self.client.submit_batch(
+                        self.target, batch.payloads, request_key=batch.request_key, resend=True
+                    )
+                    resent = True
+                    continue
+                if missing:
+                    await asyncio.sleep(RESTREAM_DELAY_S)
+        finally:
+            again.ok()
 
     async def results(self, order_outputs: bool) -> AsyncIterator[CallResult]:
         total: int | None = None

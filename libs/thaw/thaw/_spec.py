@@ -15,6 +15,8 @@ from typing import Any
 import msgspec
 from thaw_core import gpu_names
 from thaw_core.schema import BatchSpec, FunctionSpec, ImageRef, check_name
+from thaw_core.schema.functions import MIN_EPHEMERAL_DISK_MB
+from thaw_core.variants import FunctionOverrides
 
 from thaw.exception import InvalidError
 from thaw.image import Image
@@ -109,6 +111,11 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
             case "memory":
                 request, limit = _request_limit("memory (MiB)", value, minimum=1, integer=True)
                 resources["memory_mb"], resources["memory_limit_mb"] = request, limit
+            case "ephemeral_disk":
+                # MiB, as upstream.
+                resources["ephemeral_disk_mb"] = _number(
+                    "ephemeral_disk (MiB)", value, minimum=MIN_EPHEMERAL_DISK_MB, integer=True
+                )
             case "timeout":
                 updates["timeout_s"] = float(_number("timeout", value, minimum=1))
             case "retries":
@@ -168,6 +175,47 @@ def apply_options(spec: FunctionSpec, options: dict[str, Any]) -> FunctionSpec:
             f"max_containers ({scale.max_containers}) is below min_containers ({scale.min_containers})"
         )
     return spec
+
+
+# with_options' options -> the FunctionOverrides fields they set, read off a
+# blank spec they were applied to (so each is checked and converted as above).
+_OVERRIDDEN: dict[str, Any] = {
+    "cpu": lambda s: {"cpu": s.resources.cpu, "cpu_limit": s.resources.cpu_limit},
+    "memory": lambda s: {
+        "memory_mb": s.resources.memory_mb,
+        "memory_limit_mb": s.resources.memory_limit_mb,
+    },
+    "gpu": lambda s: {"gpu": s.resources.gpu},
+    "timeout": lambda s: {"timeout_s": s.timeout_s},
+    "retries": lambda s: {"retries": s.retries},
+    "max_containers": lambda s: {"max_containers": s.autoscale.max_containers},
+    "buffer_containers": lambda s: {"buffer_containers": s.autoscale.buffer_containers},
+    "scaledown_window": lambda s: {"scaledown_window_s": s.autoscale.scaledown_window_s},
+    "env": lambda s: {"env": s.env},
+    "secrets": lambda s: {"secrets": s.secrets},
+    "volumes": lambda s: {"volumes": s.volumes},
+}
+# Modal options with nothing behind them here: refused, by name.
+_NOT_SERVED = {
+    "region": "thaw has no regions: every node of the fleet is one region",
+    "cloud": "thaw runs on its own nodes, not on a cloud provider's",
+}
+
+
+def with_options_overrides(options: dict[str, Any]) -> FunctionOverrides:
+    """What ``with_options(**options)`` changes (``None`` values: not given)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    refused = [f"{k}= ({_NOT_SERVED[k]})" for k in given if k in _NOT_SERVED]
+    if refused:
+        raise InvalidError(f"with_options: not supported by thaw: {'; '.join(refused)}")
+    unknown = sorted(set(given) - set(_OVERRIDDEN))
+    if unknown:
+        raise InvalidError(f"with_options: unknown options {', '.join(unknown)}")
+    blank = apply_options(FunctionSpec(name="blank", module="", qualname=""), given)
+    fields: dict[str, Any] = {}
+    for option in given:
+        fields.update(_OVERRIDDEN[option](blank))
+    return FunctionOverrides(**fields)
 
 
 def merge_app_defaults(

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Generic, Self, TypeVar
 
 import msgspec
-from thaw_core.contract import STORE_BLOB_MAX_BYTES, STORE_MAX_VALUE_BYTES
+from thaw_core.contract import STORE_BLOB_MAX_BYTES, STORE_BLOB_REF, STORE_MAX_VALUE_BYTES
 from thaw_core.schema import check_name
 from thaw_core.schema.stores import StoreOp, StoreReply
 
@@ -35,8 +35,6 @@ from thaw._sync import aio_method, background_loop
 from thaw.client import current, gateway_error
 
 T = TypeVar("T")
-# The first byte of a stored value that refers to a copy in the blob store.
-BLOB_REF = b"\x00"
 _json = msgspec.json.Encoder()
 _json_reply = msgspec.json.Decoder(StoreReply)
 _msgpack_reply = msgspec.msgpack.Decoder(StoreReply)
@@ -161,12 +159,12 @@ async def kept(data: bytes) -> bytes:
         from thaw.runtime.store_calls import calls
 
         await calls.blob(sha, data)
-    return BLOB_REF + json.dumps({"blob": sha, "size": len(data)}).encode()
+    return STORE_BLOB_REF + json.dumps({"blob": sha, "size": len(data)}).encode()
 
 
 async def load(data: bytes) -> Any:
     """The value ``data`` stands for (fetched first when it is a reference)."""
-    if data[:1] == BLOB_REF:
+    if data[:1] == STORE_BLOB_REF:
         sha = json.loads(data[1:])["blob"]
         if is_local():
             status, data = await current().transport.request("GET", f"/v1/store-values/{sha}")

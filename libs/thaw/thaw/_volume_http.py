@@ -27,19 +27,49 @@ from thaw_core.volumes.api import (
 )
 
 from thaw import exception
+from thaw._reconnect import reconnecting
 from thaw.client import current, gateway_error
+from thaw.transport import JSON
 
 T = TypeVar("T")
 UPLOADS_IN_FLIGHT = 8
 # Digests asked about in one request.
 MISSING_BATCH = 5000
 OCTETS = "application/octet-stream"
+# Answers that say the gateway is busy or restarting, not that the request
+# is wrong: a request safe to send twice is sent again (within the
+# reconnect window, thaw._reconnect).
+BUSY_STATUSES = frozenset({502, 503, 504})
 
 Progress = Callable[[int], None]
+# What a transfer is doing now, for a progress display ("hashing 10/300 files").
+Phase = Callable[[str], None]
 
 
 def nothing(n: int) -> None:
     pass
+
+
+def quiet(text: str) -> None:
+    pass
+
+
+async def _again(
+    what: str, method: str, path: str, body: bytes | None = None, content_type: str = JSON
+) -> tuple[int, bytes]:
+    """An idempotent request (a content-addressed chunk, a lookup), sent
+    again while the gateway cannot be reached or answers that it is busy: one
+    lost chunk of thousands must not fail a whole upload."""
+
+    async def attempt(resend: bool) -> tuple[int, bytes]:
+        status, raw = await current().transport.request(
+            method, path, body, content_type=content_type
+        )
+        if status in BUSY_STATUSES:
+            raise exception.ConnectionError(f"HTTP {status}: {gateway_error(status, raw)}")
+        return status, raw
+
+    return await reconnecting(what, attempt)
 
 
 async def _call(
@@ -51,6 +81,12 @@ async def _call(
 ) -> T:
     data = None if body is None else msgspec.json.encode(body)
     status, raw = await current().transport.request(method, path, data)
+    return _answer(status, raw, path, answer, ok)
+
+
+def _answer(
+    status: int, raw: bytes, path: str, answer: type[T] | None, ok: tuple[int, ...] = (200, 201)
+) -> T:
     if status not in ok:
         raise gateway_error(status, raw)
     if answer is None:
@@ -108,7 +144,7 @@ async def file_entry(name: str, path: str) -> VolumeEntry:
 async def read_chunks(entry: VolumeEntry) -> AsyncIterator[bytes]:
     """A file's content, one chunk at a time."""
     for d in entry.chunks:
-        status, raw = await current().transport.request("GET", f"/v1/volume-chunks/{d}")
+        status, raw = await _again(f"reading {entry.path}", "GET", f"/v1/volume-chunks/{d}")
         if status != 200:
             raise gateway_error(status, raw)
         yield raw
@@ -130,6 +166,26 @@ async def download(entry: VolumeEntry, dest: Path, on_bytes: Progress = nothing)
         raise
 
 
+async def download_many(
+    plan: Sequence[tuple[VolumeEntry, Path]],
+    on_bytes: Progress = nothing,
+    on_phase: Phase = quiet,
+) -> None:
+    """``download`` each (entry, destination), ``UPLOADS_IN_FLIGHT`` at a time:
+    many small files are as many round trips."""
+    gate = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
+    done = 0
+
+    async def one(entry: VolumeEntry, dest: Path) -> None:
+        nonlocal done
+        async with gate:
+            await download(entry, dest, on_bytes)
+        done += 1
+        on_phase(f"{done:,}/{len(plan):,} files")
+
+    await asyncio.gather(*(one(e, dest) for e, dest in plan))
+
+
 @dataclass(frozen=True)
 class Upload:
     local: Path
@@ -138,44 +194,74 @@ class Upload:
 
 
 async def upload(
-    name: str, files: Sequence[Upload], *, force: bool, on_bytes: Progress = nothing
+    name: str,
+    files: Sequence[Upload],
+    *,
+    force: bool,
+    on_bytes: Progress = nothing,
+    on_phase: Phase = quiet,
 ) -> VolumeInfo:
-    """Store the files' chunks that the store lacks, then commit them as one version."""
+    """Store the files' chunks that the store lacks, then commit them as one
+    version. ``on_bytes`` counts the bytes stored or found stored;
+    ``on_phase`` says which step it is at (hashing, sending, committing)."""
+    count = len(files)
     described: list[VolumeEntry] = []
     where: dict[str, tuple[Path, int]] = {}
-    for f in files:
-        st = await asyncio.to_thread(f.local.stat)
-        size, digests = await asyncio.to_thread(chunk_digests, f.local)
+    for n, f in enumerate(files, 1):
+        on_phase(f"hashing {n:,}/{count:,} files")
+        st, size, digests = await asyncio.to_thread(_describe, f.local)
         for i, d in enumerate(digests):
             where.setdefault(d, (f.local, i))
         mode = f.mode if f.mode is not None else st.st_mode & 0o777
         described.append(
             VolumeEntry(path=f.remote, size=size, chunks=digests, mode=mode, mtime=st.st_mtime)
         )
+    on_phase(f"looking up {len(where):,} chunks")
     missing: list[str] = []
     unique = list(where)
     for i in range(0, len(unique), MISSING_BATCH):
         batch = ChunksMissing(digests=unique[i : i + MISSING_BATCH])
-        missing += (await _call("POST", "/v1/volume-chunks:missing", ChunksMissing, batch)).digests
+        status, raw = await _again(
+            "looking up chunks", "POST", "/v1/volume-chunks:missing", msgspec.json.encode(batch)
+        )
+        missing += _answer(status, raw, "/v1/volume-chunks:missing", ChunksMissing).digests
     lacking = set(missing)
     for d in unique:
         if d not in lacking:
             on_bytes(_chunk_size(*where[d]))
     gate = asyncio.Semaphore(UPLOADS_IN_FLIGHT)
+    sent = 0
 
     async def send(d: str) -> None:
+        nonlocal sent
         async with gate:
-            piece = await asyncio.to_thread(_read_piece, *where[d])
-            status, raw = await current().transport.request(
-                "PUT", f"/v1/volume-chunks/{d}", piece, content_type=OCTETS
+            local, index = where[d]
+            piece = await asyncio.to_thread(_read_piece, local, index)
+            status, raw = await _again(
+                f"sending {local}", "PUT", f"/v1/volume-chunks/{d}", piece, OCTETS
             )
             if status not in (200, 201):
                 raise gateway_error(status, raw)
+            sent += 1
+            on_phase(f"sending {sent:,}/{len(missing):,} chunks")
             on_bytes(len(piece))
 
     await asyncio.gather(*(send(d) for d in missing))
+    on_phase(f"committing {count:,} files")
     body = VolumeCommitBody(changes=described, force=force)
-    return await _call("POST", _v(name, "/commit"), VolumeInfo, body)
+    try:
+        return await _call("POST", _v(name, "/commit"), VolumeInfo, body)
+    except exception.Error as e:
+        # The chunks are stored; which step failed, on which volume, says
+        # what to do (send it again, or see whether the commit landed).
+        raise type(e)(f"committing {count:,} file(s) to volume {name!r}: {e}") from None
+
+
+def _describe(path: Path) -> tuple[os.stat_result, int, list[str]]:
+    """A file's stat, size and chunk digests: one trip to a thread per file."""
+    st = path.stat()
+    size, digests = chunk_digests(path)
+    return st, size, digests
 
 
 def _read_piece(path: Path, index: int) -> bytes:

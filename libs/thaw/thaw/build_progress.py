@@ -14,7 +14,7 @@ from typing import Any, Self
 from thaw_core.api import ImageBuildStarted
 from thaw_core.schema import BuildOutput, BuildProgress, BuildResult
 
-from thaw._output import console
+from thaw._live_lines import LiveLines
 
 _STYLE = {
     "cached": "dim",
@@ -34,10 +34,11 @@ class _Build:
 
 class BuildDisplay:
     def __init__(self, *, live: bool | None = None) -> None:
-        self.out = console()
-        self.live = self.out.is_terminal if live is None else live
+        self.lines = LiveLines(live=live)
+        self.live = self.lines.live
         self._builds: dict[str, _Build] = {}
-        self._status: Any = None
+        self._spin = self.lines.spin
+        self._print = self.lines.print
 
     def __enter__(self) -> Self:
         return self
@@ -96,22 +97,3 @@ class BuildDisplay:
             f"{r.cached_steps} cached ({r.elapsed_s:.1f}s)",
             "green",
         )
-
-    def _spin(self, text: str | None) -> None:
-        if text is None:
-            if self._status is not None:
-                self._status.stop()
-                self._status = None
-            return
-        if self._status is None:
-            self._status = self.out.status(text)
-            self._status.start()
-        else:
-            self._status.update(text)
-
-    def _print(self, text: str, style: str = "") -> None:
-        if self.live:
-            # No markup: labels hold "[1/5]" and build output holds anything.
-            self.out.print(text, style=style or None, markup=False, highlight=False)
-        else:
-            print(text, flush=True)

@@ -41,10 +41,11 @@ from thaw_core.api import (
     TokenRequest,
     TokenResponse,
 )
-from thaw_core.result_proof import call_result_verifies, derive_key
-from thaw_core.schema import ContainerInfo, LogLine
+from thaw_core.result_proof import KeySeed, call_result_verifies
+from thaw_core.schema import ContainerInfo, LogLine, PayloadRef
 
-from thaw import exception
+from thaw import _payloads, exception
+from thaw._reconnect import reconnecting
 from thaw.client_config import CONFIG_ENV, load_config
 from thaw.transport import HttpTransport, Transport, gateway_error
 
@@ -64,6 +65,9 @@ class CallTarget(NamedTuple):
     function: str
     method: str | None = None
     params: bytes = b""
+    # with_options' overrides (thaw_core.variants.FunctionOverrides, encoded):
+    # the input goes to the variant of ``function`` they make.
+    options: bytes = b""
 
     def __str__(self) -> str:
         return f"{self.app}/{self.function}" + (f".{self.method}" if self.method else "")
@@ -75,6 +79,11 @@ def _p(part: str) -> str:
 
 def _wait(seconds: float) -> str:
     return f"{max(0.0, seconds):g}"
+
+
+def new_request_key() -> bytes:
+    """What names the calls of one request (``CallRequest.request_key``)."""
+    return os.urandom(16)
 
 
 _encoder = msgspec.json.Encoder()
@@ -112,7 +121,12 @@ class Client:
         self.transport = transport
         self._token = token
         self._key_seed = os.urandom(32)
+        # Keyed once: every call's id and result key are derived from it.
+        self._seed = KeySeed(self._key_seed)
         self._own_calls: OrderedDict[str, None] = OrderedDict()
+        self._inline_limit = _payloads.inline_limit()
+        # (app, function, overrides) -> the name of the variant registered for them
+        self._variants: dict[tuple[str, str, bytes], str] = {}
 
     def _made(self, call_ids: list[str]) -> None:
         own = self._own_calls
@@ -125,14 +139,31 @@ class Client:
         """``result``, when it is not one of this client's calls or its proof
         verifies; otherwise refused, never unpickled."""
         cid = result.call_id
-        if cid in self._own_calls and not call_result_verifies(
-            derive_key(self._key_seed, cid), result
-        ):
+        if cid in self._own_calls and not call_result_verifies(self._seed.key(cid), result):
             raise exception.ExecutionError(
                 f"the result the gateway gave for call {cid} does not carry this call's proof"
                 " (it was not made by the platform for this input); it was not unpickled"
             )
         return result
+
+    async def _received(self, result: CallResult) -> CallResult:
+        """A result as the caller gets it: checked, its large value fetched."""
+        result = self._checked(result)
+        if result.value_ref is None:
+            return result
+        return await reconnecting(
+            f"fetching the value of call {result.call_id}",
+            lambda _: _payloads.fetched(self.transport, result, self._token),
+        )
+
+    async def _args(self, payload: bytes, what: str) -> bytes | PayloadRef:
+        """Pickled arguments as a request carries them: inline, or uploaded first."""
+        if len(payload) <= self._inline_limit:
+            return payload
+        return await reconnecting(
+            f"uploading the arguments of {what}",
+            lambda _: _payloads.upload(self.transport, payload, self._token),
+        )
 
     async def _json(
         self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200,)
@@ -167,68 +198,154 @@ class Client:
         _, data = await self._json(method, path, body, ok)
         return self._decode(_decoder(answer), data, what)  # type: ignore[no-any-return]
 
-    def _call_answer(self, status: int, data: bytes) -> CallResult | CallAccepted:
+    async def _call_answer(self, status: int, data: bytes) -> CallResult | CallAccepted:
         if status == 200:
-            return self._checked(self._decode(_call_result, data, "a call result"))
+            return await self._received(self._decode(_call_result, data, "a call result"))
         return self._decode(_call_accepted, data, "a call acceptance")
 
     # ------------------------------------------------------------ calls
 
+    def call_ids(self, request_key: bytes, count: int = 1) -> list[str]:
+        """The ids of the calls a request with ``request_key`` makes."""
+        return [self._seed.call_id(request_key, i) for i in range(count)]
+
+    async def _post_keyed(
+        self, path: str, request: CallRequest | BatchRequest, what: str
+    ) -> tuple[int, bytes]:
+        """POST a request that names its calls by its request key until it is
+        answered; sent again (``resend``) once a try may have reached the gateway."""
+        again = msgspec.structs.replace(request, resend=True)
+
+        async def attempt(resend: bool) -> tuple[int, bytes]:
+            try:
+                return await self._json("POST", path, again if resend else request, ok=(200, 202))
+            except exception.TimeoutError as e:
+                # 504: the gateway's bus did not answer (a NATS server lost, its
+                # streams electing a leader). The request key makes a resend safe,
+                # so this rides it out like a lost gateway. A 503 (a full queue)
+                # is an answer, and stays one.
+                raise exception.ConnectionError(f"{what}: {e}") from e
+
+        return await reconnecting(what, attempt)
+
+    async def _post_to(
+        self, target: CallTarget, tail: str, request: CallRequest | BatchRequest, what: str
+    ) -> tuple[int, bytes]:
+        """POST to ``/v1/functions/{app}/{function}`` + ``tail`` of the function
+        the target's inputs go to: its with_options variant when it has one.
+        A variant is registered on first use, and again when a redeploy
+        (a new app version, without it) answers 404 for it."""
+        for again in (False, True):
+            function = await self._function_of(target, fresh=again)
+            path = f"/v1/functions/{_p(target.app)}/{_p(function)}{tail}"
+            try:
+                return await self._post_keyed(path, request, what)
+            except exception.NotFoundError:
+                if not target.options or again:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _function_of(self, target: CallTarget, *, fresh: bool = False) -> str:
+        if not target.options:
+            return target.function
+        key = (target.app, target.function, target.options)
+        if fresh or key not in self._variants:
+            self._variants[key] = (await self.register_variant(target)).spec.name
+        return self._variants[key]
+
+    async def register_variant(self, target: CallTarget) -> FunctionInfo:
+        """The variant of the target's function its overrides make, as the gateway stored it."""
+        path = f"/v1/functions/{_p(target.app)}/{_p(target.function)}/variants"
+        body = msgspec.Raw(target.options)  # already JSON
+        _, data = await reconnecting(
+            f"registering the with_options variant of {target}",
+            lambda _: self._json("POST", path, body),
+        )
+        return self._decode(_function_info, data, "a function")
+
+    def _named(self, got: list[str], wanted: list[str]) -> None:
+        if got != wanted:
+            raise exception.ServiceError(
+                f"the gateway named {len(got)} calls otherwise than their request key does"
+                f" ({got[:1]} for {wanted[:1]}): it would not know them when they are sent again"
+            )
+        self._made(wanted)
+
     async def call(
-        self, target: CallTarget, payload: bytes, wait_s: float = LONG_POLL_S
+        self,
+        target: CallTarget,
+        payload: bytes,
+        wait_s: float = LONG_POLL_S,
+        *,
+        request_key: bytes | None = None,
+        resend: bool = False,
     ) -> CallResult | CallAccepted:
+        """Make a call, sent again across gateway restarts (``thaw._reconnect``)
+        under one request key, so that it is made once."""
+        key = request_key or new_request_key()
+        args = await self._args(payload, f"the call to {target}")
         request = CallRequest(
             codec="pickle",
-            payload=payload,
+            payload=args if isinstance(args, bytes) else b"",
+            payload_ref=None if isinstance(args, bytes) else args,
             method=target.method,
             params=target.params,
             key_seed=self._key_seed,
+            request_key=key,
+            resend=resend,
         )
-        status, data = await self._json(
-            "POST",
-            f"/v1/functions/{_p(target.app)}/{_p(target.function)}/calls?wait={_wait(wait_s)}",
-            request,
-            ok=(200, 202),
+        self._made(self.call_ids(key))
+        status, data = await self._post_to(
+            target, f"/calls?wait={_wait(wait_s)}", request, f"the call to {target}"
         )
         answer = self._decode(
             _call_result if status == 200 else _call_accepted, data, "a call's answer"
         )
-        self._made([answer.call_id])
-        return self._checked(answer) if isinstance(answer, CallResult) else answer
+        self._named([answer.call_id], self.call_ids(key))
+        return await self._received(answer) if isinstance(answer, CallResult) else answer
 
     async def call_status(
         self, call_id: str, wait_s: float = LONG_POLL_S
     ) -> CallResult | CallAccepted:
-        status, data = await self._json(
-            "GET", f"/v1/calls/{_p(call_id)}?wait={_wait(wait_s)}", ok=(200, 202)
+        path = f"/v1/calls/{_p(call_id)}?wait={_wait(wait_s)}"
+        status, data = await reconnecting(
+            f"waiting for call {call_id}", lambda _: self._json("GET", path, ok=(200, 202))
         )
-        return self._call_answer(status, data)
+        return await self._call_answer(status, data)
 
     async def cancel(self, call_id: str, *, terminate: bool = False) -> CallAccepted:
-        query = "?terminate=1" if terminate else ""
-        _, data = await self._json("POST", f"/v1/calls/{_p(call_id)}/cancel{query}", ok=(200, 202))
+        path = f"/v1/calls/{_p(call_id)}/cancel" + ("?terminate=1" if terminate else "")
+        _, data = await reconnecting(
+            f"cancelling call {call_id}", lambda _: self._json("POST", path, ok=(200, 202))
+        )
         return self._decode(_call_accepted, data, "a cancellation")
 
-    async def submit_batch(self, target: CallTarget, payloads: list[bytes]) -> BatchAccepted:
+    async def submit_batch(
+        self,
+        target: CallTarget,
+        payloads: list[bytes],
+        *,
+        request_key: bytes | None = None,
+        resend: bool = False,
+    ) -> BatchAccepted:
+        """Submit one call per payload, sent again across gateway restarts
+        under one request key (``resend``: it may have been taken before)."""
+        key = request_key or new_request_key()
+        what = f"inputs to {target}"
         request = BatchRequest(
             codec="pickle",
-            items=payloads,
+            items=[await self._args(p, what) for p in payloads],
             method=target.method,
             params=target.params,
             key_seed=self._key_seed,
+            request_key=key,
+            resend=resend,
         )
-        _, data = await self._json(
-            "POST",
-            f"/v1/functions/{_p(target.app)}/{_p(target.function)}/calls:batch",
-            request,
-            ok=(200, 202),
+        _, data = await self._post_to(
+            target, "/calls:batch", request, f"submitting inputs to {target}"
         )
         accepted = self._decode(_batch_accepted, data, "a batch acceptance")
-        if len(accepted.call_ids) != len(payloads):
-            raise exception.ServiceError(
-                f"the gateway accepted {len(accepted.call_ids)} calls for a batch of {len(payloads)}"
-            )
-        self._made(accepted.call_ids)
+        self._named(accepted.call_ids, self.call_ids(key, len(payloads)))
         return accepted
 
     async def stream_results(
@@ -241,7 +358,7 @@ class Client:
             except msgspec.DecodeError:
                 # A stream that fails after it started says why in its last line.
                 raise gateway_error(500, line, token=self._token) from None
-            yield self._checked(result)
+            yield await self._received(result)
 
     # ------------------------------------------------------------ apps
 

@@ -16,13 +16,14 @@ from thaw_core.schema import FunctionSpec
 from thaw import _cls
 from thaw._app_ref import AppBound, AppRef
 from thaw._serialization import dumps
-from thaw._spec import apply_options, checked_name
+from thaw._spec import checked_name
+from thaw._with_options import Variant, WithOptions
 from thaw.client import CallTarget
 from thaw.exception import InvalidError
 from thaw.functions import Invocable, function_kind
 
 
-class Cls(AppBound):
+class Cls(WithOptions, AppBound):
     """What ``@app.cls`` returns. ``.spec`` describes it; ``.user_cls`` is the
     user's class, unchanged (the runtime instantiates it)."""
 
@@ -33,10 +34,13 @@ class Cls(AppBound):
         app: AppRef | None = None,
         *,
         app_name: str | None = None,
+        variant: Variant | None = None,
     ) -> None:
         super().__init__(app, app_name)
         self.spec = spec
         self.user_cls = user_cls
+        # Set by with_options: calls go to the deployed class's variant it makes.
+        self._variant = variant
         self._generators = (
             frozenset(name for name, f in _cls.hooks(user_cls).methods.items() if _cls_generator(f))
             if user_cls is not None
@@ -58,29 +62,15 @@ class Cls(AppBound):
 
     lookup = from_name
 
-    def with_options(
-        self,
-        *,
-        cpu: float | None = None,
-        memory: int | None = None,
-        gpu: str | list[str] | None = None,
-        secrets: list[Any] | None = None,
-        volumes: dict[str, Any] | None = None,
-        retries: Any = None,
-        max_containers: int | None = None,
-        buffer_containers: int | None = None,
-        scaledown_window: int | None = None,
-        timeout: int | None = None,
-    ) -> Cls:
-        """The same class with some options replaced, as a new handle."""
-        options = {k: v for k, v in locals().items() if k != "self"}
-        variant = Cls(
-            apply_options(self.spec, options), self.user_cls, self.app, app_name=self._app_name
-        )
-        return variant
+    def _with_variant(self, variant: Variant) -> Cls:
+        return Cls(variant.spec, self.user_cls, self.app, app_name=self._app_name, variant=variant)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Passed as an argument, a class travels as its name, not its app and code.
+        # Passed as an argument, a class travels as its name, not its app and
+        # code; a with_options handle as its base's name and its overrides.
+        if self._variant is not None:
+            v = self._variant
+            return (_cls_by_name, (self.app_name, v.base.name, v.overrides.encode()))
         return (_cls_by_name, (self.app_name, self.spec.name))
 
     def __call__(self, *args: Any, **params: Any) -> Obj:
@@ -101,9 +91,13 @@ class Cls(AppBound):
         )
 
 
-def _cls_by_name(app_name: str, name: str) -> Cls:
+def _cls_by_name(app_name: str, name: str, options: bytes = b"") -> Cls:
     # Module-level: pickle refers to it by name (a classmethod would be pickled by value).
-    return Cls.from_name(app_name, name)
+    cls = Cls.from_name(app_name, name)
+    if not options:
+        return cls
+    variant = Variant.decoded(cls.spec, options)
+    return Cls(variant.spec, None, app_name=app_name, variant=variant)
 
 
 class Obj:
@@ -155,6 +149,8 @@ class BoundMethod(Invocable):
 
     def _target(self) -> CallTarget:
         cls = self._obj._cls
+        if cls._variant is not None:
+            return cls._variant.target(cls.app_name, self._name, self._obj._encoded)
         return CallTarget(cls.app_name, cls.spec.name, self._name, self._obj._encoded)
 
     def _is_generator(self) -> bool | None:

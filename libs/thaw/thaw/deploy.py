@@ -41,11 +41,12 @@ from thaw_core.schema import (
 from thaw._app_ref import DeployableApp
 from thaw._env import is_local
 from thaw._output import output_enabled
+from thaw._reconnect import Reconnect
 from thaw._sync import background_loop
 from thaw.build_progress import BuildDisplay
 from thaw.bundle import Bundle, build_bundle, import_root
 from thaw.client import current, gateway_error
-from thaw.exception import AlreadyExistsError, Error, InvalidError, from_gateway
+from thaw.exception import AlreadyExistsError, ConnectionError, Error, InvalidError, from_gateway
 from thaw.image import dockerfile_context, local_files
 from thaw.secret import store_local_values
 
@@ -235,8 +236,12 @@ async def deploy_bundle(
     if _builds_images(specs):
         # A deploy is shown; an ephemeral run only when its output is on.
         show = not ephemeral or output_enabled()
-        return await _deploy_with_progress(name, request, show=show)
-    return await client.deploy(name, request)
+        response = await _deploy_with_progress(name, request, show=show)
+    else:
+        response = await client.deploy(name, request)
+    for warning in response.warnings or ():  # a function no node can run, ...
+        print(f"warning: {warning}", file=sys.stderr)
+    return response
 
 
 def deploy_app(app: DeployableApp, *, name: str | None = None) -> DeployResponse:
@@ -333,8 +338,24 @@ class AppRun(Generic[A]):
 
 
 async def _print_logs(app: str) -> None:
+    """The run's container logs as they come, across gateway restarts: a
+    follow that breaks is reopened (``thaw._reconnect``), and since the
+    gateway sends the app's stored lines first, as many as were printed
+    already are skipped."""
     from thaw._output import print_log_line
 
+    again = Reconnect(f"the logs of {app}", shown=False)
+    printed = 0
     with contextlib.suppress(Error):
-        async for line in current().app_logs(app, follow=True):
-            print_log_line(line)
+        while True:
+            seen = 0
+            try:
+                async for line in current().app_logs(app, follow=True):
+                    again.ok()
+                    seen += 1
+                    if seen > printed:
+                        print_log_line(line)
+                        printed = seen
+                return
+            except ConnectionError as e:
+                await again.failed(e)  # past the reconnect window: no more logs

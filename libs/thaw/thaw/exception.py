@@ -33,6 +33,10 @@ class AlreadyExistsError(Error):
     """The gateway answered 409 conflict."""
 
 
+class ResourceExhaustedError(Error):
+    """No node has room for what was asked now; asking again later may work."""
+
+
 class RequestSizeError(Error):
     """An input or a deploy body is over the gateway's size limit."""
 
@@ -63,6 +67,14 @@ class FunctionTimeoutError(TimeoutError):
     """The function ran past its own ``timeout=``."""
 
 
+class SandboxTimeoutError(TimeoutError):
+    """A sandbox ran past its ``timeout=`` (or its ``idle_timeout=``)."""
+
+
+class SandboxTerminatedError(Error):
+    """A sandbox was terminated (``terminate()``, ``thaw container stop``)."""
+
+
 class InputCancellation(Error):
     """The call was cancelled before it produced a result."""
 
@@ -76,6 +88,7 @@ _BY_CODE: dict[str, type[Error]] = {
     # A valid request that what it names refuses as it is (a directory read as a file).
     "invalid_state": InvalidError,
     "payload_too_large": RequestSizeError,
+    "resource_exhausted": ResourceExhaustedError,
     "timeout": TimeoutError,
     "internal": ServiceError,
 }
@@ -87,6 +100,7 @@ _BY_STATUS: dict[int, str] = {
     404: "not_found",
     409: "conflict",
     413: "payload_too_large",
+    429: "resource_exhausted",
     504: "timeout",
 }
 

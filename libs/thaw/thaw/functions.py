@@ -12,7 +12,7 @@ import functools
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from thaw_core.api import AutoscalerUpdate, CallAccepted, CallResult
 from thaw_core.schema import FunctionSpec
@@ -22,8 +22,9 @@ from thaw._results import result_value
 from thaw._serialization import serialize_args
 from thaw._spec import checked_name
 from thaw._sync import aio_function, aio_iterator, aio_method
-from thaw.client import LONG_POLL_S, CallTarget, current
-from thaw.exception import AlreadyExistsError, InvalidError, TimeoutError
+from thaw._with_options import Variant, WithOptions
+from thaw.client import LONG_POLL_S, CallTarget, current, new_request_key
+from thaw.exception import AlreadyExistsError, InvalidError, NotFoundError, TimeoutError
 
 if TYPE_CHECKING:
     from thaw_core.api import FunctionInfo
@@ -31,13 +32,40 @@ if TYPE_CHECKING:
     from thaw._map import Inputs
 
 
+class _Resend(NamedTuple):
+    """What makes a call again under its request key: a gateway killed before
+    it wrote the call down answers "never made" for it (``thaw._reconnect``)."""
+
+    target: CallTarget
+    payload: bytes
+    request_key: bytes
+
+    async def call(
+        self, wait_s: float = LONG_POLL_S, *, resend: bool = False
+    ) -> CallResult | CallAccepted:
+        return await current().call(
+            self.target, self.payload, wait_s, request_key=self.request_key, resend=resend
+        )
+
+
+async def _status(call_id: str, wait_s: float, resend: _Resend | None) -> CallResult | CallAccepted:
+    """The call's answer; one this process made is made again (once, under its
+    key, so never twice) if the gateway lost it."""
+    try:
+        return await current().call_status(call_id, wait_s)
+    except NotFoundError:
+        if resend is None:
+            raise
+    return await resend.call(wait_s, resend=True)
+
+
 async def _run_call(
     target: CallTarget, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> CallResult:
-    client = current()
-    answer = await client.call(target, serialize_args(args, kwargs))
+    resend = _Resend(target, serialize_args(args, kwargs), new_request_key())
+    answer = await resend.call()
     while isinstance(answer, CallAccepted):
-        answer = await client.call_status(answer.call_id)
+        answer = await _status(answer.call_id, LONG_POLL_S, resend)
     return answer
 
 
@@ -91,10 +119,11 @@ class Invocable:
     async def spawn(self, *args: Any, **kwargs: Any) -> FunctionCall:
         """Start a call and return at once; ``.get()`` its result later."""
         target = self._target()
-        answer = await current().call(target, serialize_args(args, kwargs), wait_s=0)
+        resend = _Resend(target, serialize_args(args, kwargs), new_request_key())
+        answer = await resend.call(wait_s=0)
         if isinstance(answer, CallResult):
             return FunctionCall(answer.call_id, label=str(target), result=answer)
-        return FunctionCall(answer.call_id, label=str(target))
+        return FunctionCall(answer.call_id, label=str(target), resend=resend)
 
     def _map(
         self, inputs: Inputs, total: int | None, order_outputs: bool, return_exceptions: bool
@@ -166,7 +195,7 @@ class Invocable:
         await submit_calls(self._target(), ((args, extra) for args in zip(*iterables)))
 
 
-class Function(Invocable, AppBound):
+class Function(WithOptions, Invocable, AppBound):
     """What ``@app.function`` returns. ``.spec`` describes it; ``.raw_f`` is the
     user's function, unchanged (the runtime calls it)."""
 
@@ -178,11 +207,14 @@ class Function(Invocable, AppBound):
         *,
         app_name: str | None = None,
         serialized: bool = False,
+        variant: Variant | None = None,
     ) -> None:
         AppBound.__init__(self, app, app_name)
         self.spec = spec
         self.raw_f = raw_f
         self.serialized = serialized
+        # Set by with_options: calls go to the deployed function's variant it makes.
+        self._variant = variant
         if raw_f is not None:
             functools.update_wrapper(self, raw_f)
 
@@ -197,7 +229,19 @@ class Function(Invocable, AppBound):
     lookup = from_name
 
     def _target(self) -> CallTarget:
-        return CallTarget(self.app_name, self.spec.name)
+        if self._variant is None:
+            return CallTarget(self.app_name, self.spec.name)
+        return self._variant.target(self.app_name)
+
+    def _with_variant(self, variant: Variant) -> Function:
+        return Function(
+            variant.spec,
+            self.raw_f,
+            self.app,
+            app_name=self._app_name,
+            serialized=self.serialized,
+            variant=variant,
+        )
 
     def _is_generator(self) -> bool | None:
         return None if self.raw_f is None else self.spec.is_generator
@@ -244,26 +288,42 @@ class Function(Invocable, AppBound):
         return info.web_url or None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Passed as an argument, a function travels as its name, not its app and code.
+        # Passed as an argument, a function travels as its name, not its app and
+        # code; a with_options handle as its base's name and its overrides.
+        if self._variant is not None:
+            v = self._variant
+            return (_function_by_name, (self.app_name, v.base.name, v.overrides.encode()))
         return (_function_by_name, (self.app_name, self.spec.name))
 
     def __repr__(self) -> str:
         return f"<thaw.Function {self._label}>"
 
 
-def _function_by_name(app_name: str, name: str) -> Function:
+def _function_by_name(app_name: str, name: str, options: bytes = b"") -> Function:
     # Module-level: pickle refers to it by name (a classmethod would be pickled by value).
-    return Function.from_name(app_name, name)
+    function = Function.from_name(app_name, name)
+    if not options:
+        return function
+    variant = Variant.decoded(function.spec, options)
+    return Function(variant.spec, None, app_name=app_name, variant=variant)
 
 
 class FunctionCall:
     """A call started with ``.spawn()``: ``.get()`` its result, ``.cancel()`` it,
     or keep ``.object_id`` and rebuild it elsewhere with ``FunctionCall.from_id``."""
 
-    def __init__(self, call_id: str, *, label: str = "", result: CallResult | None = None) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        *,
+        label: str = "",
+        result: CallResult | None = None,
+        resend: _Resend | None = None,
+    ) -> None:
         self.object_id = call_id
         self._label = label or f"call {call_id}"
         self._result = result
+        self._resend = resend
 
     @classmethod
     def from_id(cls, function_call_id: str) -> FunctionCall:
@@ -277,18 +337,19 @@ class FunctionCall:
         return result_value(self._result, self._label)
 
     async def _wait(self, timeout: float | None) -> CallResult:
-        client = current()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             left = (
                 LONG_POLL_S if deadline is None else min(LONG_POLL_S, deadline - time.monotonic())
             )
-            answer = await client.call_status(self.object_id, left)
+            answer = await _status(self.object_id, left, self._resend)
             if isinstance(answer, CallResult):
                 return answer
             if deadline is not None and time.monotonic() >= deadline:
+                waiting = f"; it waits for {answer.waiting_for}" if answer.waiting_for else ""
+                # (UNSET, falsy, when the gateway knows of nothing wrong)
                 raise TimeoutError(
-                    f"{self._label} has not finished after {timeout:g}s ({answer.status})"
+                    f"{self._label} has not finished after {timeout:g}s ({answer.status}{waiting})"
                 )
 
     @aio_method

@@ -17,6 +17,7 @@ import fnmatch
 import importlib.util
 import os
 import posixpath
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,12 @@ class Image:
 
     @classmethod
     def debian_slim(cls, python_version: str | None = None) -> Image:
-        return cls(({"op": "debian_slim", **_options(python_version=python_version)},))
+        """Debian with the Python ``python_version`` asks for; without one, this
+        client's own version where the builder has it (else the builder's default)."""
+        if python_version is not None:
+            return cls(({"op": "debian_slim", "python_version": str(python_version)},))
+        here = f"{sys.version_info.major}.{sys.version_info.minor}"
+        return cls(({"op": "debian_slim", "client_python": here},))
 
     @classmethod
     def from_registry(

@@ -1,4 +1,5 @@
-"""The progress bar of ``.map()`` on a terminal: done/total, rate, failures.
+"""The progress bar of ``.map()`` on a terminal: done/total, rate, failures,
+and, while the gateway is away, that it is reconnecting (``thaw._reconnect``).
 
 Shown only when stdout is a terminal, outside containers, and unless
 ``THAW_PROGRESS=0``; rich is imported only then.
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from thaw._env import is_local
+from thaw._reconnect import lost_for
 
 
 class Progress(Protocol):
@@ -39,6 +41,16 @@ def wanted() -> bool:
     return is_local() and os.environ.get("THAW_PROGRESS", "1") != "0" and sys.stdout.isatty()
 
 
+def reconnect_note() -> Any:
+    """What the bar says while the gateway is away (rich Text; empty otherwise)."""
+    from rich.text import Text
+
+    lost = lost_for()
+    if lost is None:
+        return Text("")
+    return Text(f"  reconnecting to the gateway ({lost:.0f}s)", style="yellow")
+
+
 @contextlib.contextmanager
 def map_progress(label: str, total: int | None) -> Iterator[Progress]:
     if not wanted():
@@ -55,7 +67,7 @@ def map_progress(label: str, total: int | None) -> Iterator[Progress]:
             text = Text(f"{task.speed:,.1f}/s" if task.speed else "", style="cyan")
             if task.fields.get("failed"):
                 text.append(f"  {task.fields['failed']} failed", style="red")
-            return text
+            return text + reconnect_note()
 
     progress = RichProgress(
         "[bold]{task.description}",

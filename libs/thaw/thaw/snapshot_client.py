@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
-from thaw_core.schema import SnapshotInfo
+from thaw_core.schema import SnapshotCoverage, SnapshotInfo
 
 from thaw.client import Client
 
@@ -17,6 +17,14 @@ async def list_snapshots(client: Client, app: str | None = None) -> list[Snapsho
     query = f"?{urlencode({'app': app})}" if app else ""
     return await client.json_request(
         "GET", f"/v1/snapshots{query}", list[SnapshotInfo], "a snapshot list"
+    )
+
+
+async def snapshot_coverage(client: Client, app: str | None = None) -> list[SnapshotCoverage]:
+    """Per snapshot-enabled deployed function: the fleet's classes its snapshots restore on."""
+    query = f"?{urlencode({'app': app})}" if app else ""
+    return await client.json_request(
+        "GET", f"/v1/snapshot-coverage{query}", list[SnapshotCoverage], "a snapshot coverage"
     )
 
 

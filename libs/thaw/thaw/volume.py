@@ -2,29 +2,33 @@
 
 From local code (and ``@app.local_entrypoint``) every method goes through the
 gateway: ``listdir``, ``read_file``, ``batch_upload``, ``remove_file``,
-``copy_files``, ``reload`` and ``Volume.delete``. A function mounts a volume
+``copy_files``, ``reload`` and ``Volume.delete``, each with an ``.aio`` form
+for event loops (``await vol.listdir.aio("/")``, ``async for piece in
+vol.read_file.aio(path)``, ``async with vol.batch_upload() as batch``). A
+function mounts a volume
 with ``volumes={"/data": vol}``; the deploy makes it first when it was named
 with ``create_if_missing=True`` and fails, naming it, when it does not exist.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, Self
+from typing import IO, Literal, Self
 
 from thaw_core.schema import VolumeEntry, VolumeInfo, VolumeMount, check_name
 from thaw_core.volumes import VolumePathError, volume_path
 
 from thaw import _volume_http as http
 from thaw._env import is_local
-from thaw._sync import background_loop
+from thaw._sync import aio_function, aio_iterator, aio_method, background_loop
 from thaw.exception import InvalidError, NotFoundError
 
 
@@ -57,10 +61,6 @@ def _path(path: str | os.PathLike[str]) -> str:
         raise InvalidError(str(e)) from None
 
 
-def _run(coro: Any) -> Any:
-    return background_loop().run(coro)
-
-
 class Volume:
     def __init__(self, name: str, *, create_if_missing: bool = False) -> None:
         try:
@@ -81,28 +81,28 @@ class Volume:
         return cls(name, create_if_missing=create_if_missing)
 
     @classmethod
-    @contextlib.contextmanager
-    def ephemeral(cls) -> Iterator[Volume]:
-        """A volume that lives for one ``with`` block, deleted at its end."""
-        vol = cls(f"ephemeral-{uuid.uuid4().hex[:16]}", create_if_missing=True)
-        vol.hydrate()
-        try:
-            yield vol
-        finally:
-            with contextlib.suppress(NotFoundError):
-                cls.delete(vol.name)
+    def ephemeral(cls) -> _Ephemeral:
+        """A volume that lives for one ``with`` (or ``async with``) block,
+        deleted at its end."""
+        return _Ephemeral(cls(f"ephemeral-{uuid.uuid4().hex[:16]}", create_if_missing=True))
 
-    @staticmethod
-    def delete(name: str, *, environment_name: str | None = None) -> None:
-        """Delete volume ``name`` and all of its contents."""
-        _run(http.delete(name))
+    @aio_function
+    async def delete(name: str, *, environment_name: str | None = None) -> None:
+        """Delete volume ``name`` and all of its contents (``Volume.delete(name)``,
+        or ``await Volume.delete.aio(name)``)."""
+        if environment_name is not None:
+            raise InvalidError(
+                "Volume.delete(environment_name=...): thaw has one environment; leave it out"
+            )
+        await http.delete(name)
 
-    def hydrate(self) -> Volume:
+    @aio_method
+    async def hydrate(self) -> Volume:
         """Look the volume up (made first with ``create_if_missing``)."""
         if self.create_if_missing:
-            self._info = _run(http.create(self.name, exist_ok=True))
+            self._info = await http.create(self.name, exist_ok=True)
         else:
-            self._info = _run(http.get(self.name))
+            self._info = await http.get(self.name)
         return self
 
     @property
@@ -115,68 +115,80 @@ class Volume:
 
     # ------------------------------------------------------------ mounted
 
-    def commit(self) -> None:
+    @aio_method
+    async def commit(self) -> None:
         """In a container: make its writes to the mounted volume visible to
         others (the agent commits them; it also does so every few seconds
         and when the container exits). From local code, writes
         (``batch_upload``, ``remove_file``, ``copy_files``) are committed as
         each ends, so there is nothing left to commit: this only checks that
         the volume exists."""
-        if not is_local():
-            from thaw.runtime.volume_calls import calls
+        await self._mounted_or_hydrate("commit")
 
-            calls.request("commit", self.name)
-            return
-        self.hydrate()
-
-    def reload(self) -> None:
+    @aio_method
+    async def reload(self) -> None:
         """In a container: bring in what others committed since (an error
         while a file under the mount is open for writing). From local code:
         look up the volume's current version again (every read is current)."""
-        if not is_local():
-            from thaw.runtime.volume_calls import calls
+        await self._mounted_or_hydrate("reload")
 
-            calls.request("reload", self.name)
+    async def _mounted_or_hydrate(self, op: Literal["commit", "reload"]) -> None:
+        if is_local():
+            await self.hydrate.aio()
             return
-        self.hydrate()
+        from thaw.runtime.volume_calls import calls
+
+        # The request waits on a thread for the agent's answer.
+        await asyncio.to_thread(calls.request, op, self.name)
 
     # ------------------------------------------------------------ contents
 
-    def _hydrated(self) -> str:
+    async def _hydrated(self) -> str:
         if self._info is None:
-            self.hydrate()
+            await self.hydrate.aio()
         return self.name
 
-    def listdir(self, path: str, *, recursive: bool = False) -> list[FileEntry]:
-        listing = _run(http.entries(self._hydrated(), _path(path), recursive))
+    @aio_method
+    async def listdir(self, path: str, *, recursive: bool = False) -> list[FileEntry]:
+        listing = await http.entries(await self._hydrated(), _path(path), recursive)
         return [_entry(e) for e in listing.entries]
 
-    def iterdir(self, path: str, *, recursive: bool = True) -> Iterator[FileEntry]:
-        yield from self.listdir(path, recursive=recursive)
+    @aio_iterator
+    async def iterdir(self, path: str, *, recursive: bool = True) -> AsyncIterator[FileEntry]:
+        for entry in await self.listdir.aio(path, recursive=recursive):
+            yield entry
 
-    def read_file(self, path: str) -> Iterator[bytes]:
+    @aio_iterator
+    async def read_file(self, path: str) -> AsyncIterator[bytes]:
         """The file's content, streamed one chunk at a time."""
-        entry = _run(http.file_entry(self._hydrated(), _path(path)))
-        return background_loop().iterate(http.read_chunks(entry))
+        entry = await http.file_entry(await self._hydrated(), _path(path))
+        async for piece in http.read_chunks(entry):
+            yield piece
 
-    def read_file_into_fileobj(self, path: str, fileobj: IO[bytes]) -> int:
+    @aio_method
+    async def read_file_into_fileobj(self, path: str, fileobj: IO[bytes]) -> int:
         written = 0
-        for piece in self.read_file(path):
-            fileobj.write(piece)
+        async for piece in self.read_file.aio(path):
+            await asyncio.to_thread(fileobj.write, piece)
             written += len(piece)
         return written
 
-    def remove_file(self, path: str, *, recursive: bool = False) -> None:
-        self._info = _run(http.remove(self._hydrated(), _path(path), recursive))
+    @aio_method
+    async def remove_file(self, path: str, *, recursive: bool = False) -> None:
+        self._info = await http.remove(await self._hydrated(), _path(path), recursive)
 
-    def copy_files(self, src_paths: Sequence[str], dst_path: str, recursive: bool = False) -> None:
+    @aio_method
+    async def copy_files(
+        self, src_paths: Sequence[str], dst_path: str, recursive: bool = False
+    ) -> None:
         if isinstance(src_paths, str):
             raise InvalidError("copy_files takes a list of source paths")
         sources = [_path(p) for p in src_paths]
-        self._info = _run(http.copy(self._hydrated(), sources, _path(dst_path), recursive))
+        self._info = await http.copy(await self._hydrated(), sources, _path(dst_path), recursive)
 
     def batch_upload(self, force: bool = False) -> VolumeUploadBatch:
-        """``with vol.batch_upload() as batch: batch.put_file(...)``: every
+        """``with vol.batch_upload() as batch: batch.put_file(...)`` (or
+        ``async with``): every
         file is uploaded and committed together when the block ends; a file
         that exists is refused unless ``force``."""
         return VolumeUploadBatch(self, force=force)
@@ -187,17 +199,28 @@ class Volume:
 
 class VolumeUploadBatch:
     def __init__(
-        self, volume: Volume, *, force: bool, on_bytes: http.Progress | None = None
+        self,
+        volume: Volume,
+        *,
+        force: bool,
+        on_bytes: http.Progress | None = None,
+        on_phase: http.Phase | None = None,
     ) -> None:
         self.volume = volume
         self.force = force
+        # For a progress display: bytes stored (or found stored), and the step under way.
         self.on_bytes = on_bytes
+        self.on_phase = on_phase
         self._files: dict[str, http.Upload] = {}
 
     @property
     def total_bytes(self) -> int:
         """What the files put so far hold (for a progress bar)."""
         return sum(f.local.stat().st_size for f in self._files.values())
+
+    @property
+    def file_count(self) -> int:
+        return len(self._files)
 
     def put_file(
         self,
@@ -233,15 +256,46 @@ class VolumeUploadBatch:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        if exc_type is None and self._files:
-            self.volume._info = _run(
-                http.upload(
-                    self.volume._hydrated(),
-                    list(self._files.values()),
-                    force=self.force,
-                    on_bytes=self.on_bytes or http.nothing,
-                )
+        if exc_type is None:
+            background_loop().run(self._upload())
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            await background_loop().run_async(self._upload())
+
+    async def _upload(self) -> None:
+        if self._files:
+            self.volume._info = await http.upload(
+                await self.volume._hydrated(),
+                list(self._files.values()),
+                force=self.force,
+                on_bytes=self.on_bytes or http.nothing,
+                on_phase=self.on_phase or http.quiet,
             )
+
+
+class _Ephemeral:
+    """``with Volume.ephemeral() as vol`` and ``async with Volume.ephemeral() as vol``."""
+
+    def __init__(self, volume: Volume) -> None:
+        self.volume = volume
+
+    def __enter__(self) -> Volume:
+        return self.volume.hydrate()  # type: ignore[no-any-return]
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(NotFoundError):
+            Volume.delete(self.volume.name)
+
+    async def __aenter__(self) -> Volume:
+        return await self.volume.hydrate.aio()  # type: ignore[no-any-return]
+
+    async def __aexit__(self, *exc: object) -> None:
+        with contextlib.suppress(NotFoundError):
+            await Volume.delete.aio(self.volume.name)
 
 
 def volume_mounts(volumes: dict[str, Volume]) -> list[VolumeMount]:

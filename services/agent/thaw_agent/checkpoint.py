@@ -23,11 +23,11 @@ from thaw_core import contract
 from thaw_core.private_file import write_private
 from thaw_core.schema import SnapshotCreateFailed
 
-from thaw_agent import gpu_snapshot
+from thaw_agent import gpu_devices, gpu_snapshot
 from thaw_agent.channel import RuntimeChannel
 from thaw_agent.layout import ContainerPaths
 from thaw_agent.process import process_alive
-from thaw_agent.snapshots import Checkpoint, Snapshots, copy_tree
+from thaw_agent.snapshots import Checkpoint, Plan, Snapshots, copy_tree
 
 if TYPE_CHECKING:
     from thaw_agent.container import Container
@@ -50,16 +50,18 @@ async def restore(c: Container, images: Path, *, stdout_fd: int, stderr_fd: int)
     p = c.paths
     work = p.dir / f"criu-restore-{time.monotonic_ns()}"
     work.mkdir()
-    pid = await c.host.runc.restore_detached(
-        c.id,
-        bundle=p.oci,
-        image_path=images,
-        work_path=work,
-        pid_file=p.pid_file,
-        log_file=p.runc_log,
-        stdout_fd=stdout_fd,
-        stderr_fd=stderr_fd,
-    )
+    with c.phases.timed("runc restore"):
+        pid = await c.host.runc.restore_detached(
+            c.id,
+            bundle=p.oci,
+            image_path=images,
+            work_path=work,
+            pid_file=p.pid_file,
+            log_file=p.runc_log,
+            stdout_fd=stdout_fd,
+            stderr_fd=stderr_fd,
+        )
+    c.phases.add_criu_log(work / "restore.log")
     if (images / CUDA_SUSPENDED).exists():
         await gpu_snapshot.toggle(pid)
     return pid
@@ -70,7 +72,13 @@ async def snapshot(c: Container, claim: Checkpoint) -> RuntimeChannel:
     (restored in place from the images just written: that proves the
     snapshot restores) and store the snapshot in the background.
     Whatever fails, the container goes on cold. Returns the channel the
-    runtime reconnects to."""
+    runtime reconnects to. Timed apart ("snapshot"): a cold start without
+    it is what the snapshot's restores are weighed against."""
+    with c.phases.timed("snapshot"):
+        return await _snapshot(c, claim)
+
+
+async def _snapshot(c: Container, claim: Checkpoint) -> RuntimeChannel:
     p = c.paths
     snapshots = c.host.snapshots
     assert snapshots is not None
@@ -98,6 +106,7 @@ async def snapshot(c: Container, claim: Checkpoint) -> RuntimeChannel:
         await asyncio.to_thread(copy_tree, p.upper, staging / "upper")
         c.check_not_ending()
         channel = await c.listen()
+        await asyncio.to_thread(_reveal_gpus, p)
         c.pid = await c.launch(staging / "images")
         c.watch_exit(c.pid)
         c.restored = True
@@ -118,22 +127,44 @@ async def snapshot(c: Container, claim: Checkpoint) -> RuntimeChannel:
         await asyncio.to_thread(shutil.rmtree, staging, True)
         channel = await _resume_cold(c, old_pid)
     else:
-        snapshots.store_later(claim.claim, staging, c.app)
+        snapshots.store_later(claim.claim, staging, c.app, c.cold_start_s)
     return channel
+
+
+async def _gpu_snapshot_possible(c: Container, snapshots: Snapshots) -> tuple[bool, str | None]:
+    """(whether this snapshot takes the GPU's state too, why not where the
+    function asks for it and the node can't)."""
+    if not gpu_snapshot.wanted(c.spec):
+        return False, None
+    why = gpu_snapshot.unavailable((await snapshots.fingerprint()).driver)
+    return why is None, why
+
+
+async def hides_gpus(c: Container, plan: Plan) -> bool:
+    """Whether ``c``'s GPUs wait for its restore (``gpu_devices``): it takes
+    a memory snapshot that does not take the GPU's state."""
+    if not c.gpus or not isinstance(plan, Checkpoint) or c.host.snapshots is None:
+        return False
+    possible, _ = await _gpu_snapshot_possible(c, c.host.snapshots)
+    return not possible
 
 
 async def _gpu_snapshot(c: Container, snapshots: Snapshots) -> bool:
     """Whether this snapshot takes the GPU's state too; says why not when
     the function asks for it and the node can't."""
-    if not gpu_snapshot.wanted(c.spec):
-        return False
-    why = gpu_snapshot.unavailable((await snapshots.fingerprint()).driver)
-    if why is None:
-        return True
+    possible, why = await _gpu_snapshot_possible(c, snapshots)
+    if possible or why is None:
+        return possible
     text = f"GPU snapshot not available on this node: {why}; taking a CPU snapshot"
     log.warning(text, extra={"container_id": c.id})
     c.system_log(text)
     return False
+
+
+def _reveal_gpus(p: ContainerPaths) -> None:
+    """The restored process sees the GPUs its snapshot phase did not."""
+    config_path = p.oci / "config.json"
+    write_private(config_path, json.dumps(gpu_devices.reveal(json.loads(config_path.read_text()))))
 
 
 async def _resume_cold(c: Container, old_pid: int) -> RuntimeChannel:
@@ -149,7 +180,7 @@ async def _resume_cold(c: Container, old_pid: int) -> RuntimeChannel:
     with contextlib.suppress(Exception):
         await c.host.runc.delete(c.id)
     config_path = c.paths.oci / "config.json"
-    config = json.loads(config_path.read_text())
+    config = gpu_devices.reveal(json.loads(config_path.read_text()))
     env = config["process"]["env"]
     config["process"]["env"] = [e for e in env if e.partition("=")[0] not in SNAPSHOT_ENV]
     write_private(config_path, json.dumps(config))

@@ -1,7 +1,8 @@
 """Commands to this node: request/reply on ``thaw.agent.<node>``.
 
 ``StartContainer`` is answered once runc started the container (not once it
-is Ready: the heartbeat says that), ``StopContainer`` once it is stopped. A
+is Ready: the heartbeat says that), ``StopContainer`` once it is stopped,
+``StartSandbox`` once the sandbox runs and its processes can be reached. A
 command that cannot be decoded is rejected (``ErrorEvent``) and answered
 ``CommandReply(ok=False)`` with the reason. Each command runs in its own
 task, so a slow start (a bundle download) does not hold up the others.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from thaw_core.bus import Msg
@@ -22,10 +24,15 @@ from thaw_core.schema import (
     decoder,
     encode,
 )
+from thaw_core.schema.sandboxes import StartSandbox
 from thaw_core.tasks import Background
 
 from thaw_agent.dispatch import Reject
 from thaw_agent.manager import ContainerManager
+
+SandboxStart = Callable[[StartSandbox], Awaitable[None]]
+# A sandbox's end by id; False when there is none.
+StopSandbox = Callable[[str], Awaitable[bool]]
 
 log = logging.getLogger("thaw.agent.commands")
 
@@ -33,8 +40,16 @@ MAX_COMMAND_BYTES = 1024 * 1024
 
 
 class CommandHandler:
-    def __init__(self, manager: ContainerManager, reject: Reject) -> None:
+    def __init__(
+        self,
+        manager: ContainerManager,
+        reject: Reject,
+        start_sandbox: SandboxStart,
+        stop_sandbox: StopSandbox,
+    ) -> None:
         self._m = manager
+        self._start_sandbox = start_sandbox
+        self._stop_sandbox = stop_sandbox
         self._reject = reject
         self._decoder = decoder(AgentCommand)
         self._running = Background(log)
@@ -57,13 +72,18 @@ class CommandHandler:
         await self._reject(msg.subject, msg.data, code, error)
         await _reply(msg, CommandReply(ok=False, error=error))
 
-    async def _execute(self, command: StartContainer | StopContainer, msg: Msg) -> None:
+    async def _execute(
+        self, command: StartContainer | StopContainer | StartSandbox, msg: Msg
+    ) -> None:
         try:
             match command:
                 case StartContainer():
                     await self._m.start(command)
+                case StartSandbox():
+                    await self._start_sandbox(command)
                 case StopContainer(container_id=cid, grace_s=grace, reason=reason):
-                    if not await self._m.stop(cid, grace, reason):
+                    stopped = await self._m.stop(cid, grace, reason)
+                    if not stopped and not await self._stop_sandbox(cid):
                         log.info("stop of an unknown container", extra={"container_id": cid})
             reply = CommandReply(ok=True)
         except asyncio.CancelledError:

@@ -17,11 +17,12 @@ from thaw_core import metrics
 from thaw_core.bus import Bus, KeepAlive, Msg, settle
 from thaw_core.container_protocol import Output
 from thaw_core.contract import invoke_subject, result_subject
-from thaw_core.result_proof import result_msg_id, signed
+from thaw_core.result_proof import signed, signed_with_msg_id
 from thaw_core.schema import CallStatus, Invoke, Result, result_for
 
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings, next_attempt, retry_msg_id
+from thaw_agent.payloads import Payloads
 from thaw_agent.tracing import end_input_span
 
 log = logging.getLogger("thaw.agent.dispatch")
@@ -73,11 +74,27 @@ def result_of_output(r: Running, output: Output) -> Result:
 
 class Completion:
     def __init__(
-        self, bus: Bus, timings: DispatchTimings, cancelled: Callable[[str], bool]
+        self,
+        bus: Bus,
+        timings: DispatchTimings,
+        cancelled: Callable[[str], bool],
+        payloads: Payloads,
     ) -> None:
         self._bus = bus
         self._timings = timings
         self._cancelled = cancelled
+        self._payloads = payloads
+
+    async def finish(self, r: Running, output: Output) -> None:
+        """The container answered: its result (a large value stored apart), then as complete."""
+        result = result_of_output(r, output)
+        try:
+            result = await self._payloads.offloaded(result, output, r.container)
+        except Exception as e:  # noqa: BLE001 - a blob store down: the input runs again
+            log.warning("could not store a large result; the input will run again: %r", e)
+            await settle(r.msg, "nak", delay_s=self._timings.retry_on_error_s)
+            return
+        await self.complete(r, result)
 
     async def complete(self, r: Running, result: Result) -> None:
         """Store the outcome of one run (a retry, or its result), then ack the input."""
@@ -135,17 +152,19 @@ class Completion:
         """Sign ``result`` with its input's key and store it under the msg-id
         every real result of the call shares (``thaw_core.result_proof``)."""
         subject = result_subject(result.call_id)
-        msg_id = result_msg_id(key, result.call_id)
+        proven, msg_id = signed_with_msg_id(key, result)
         try:
-            await self._bus.publish(subject, signed(key, result), msg_id=msg_id)
+            await self._bus.publish(subject, proven, msg_id=msg_id)
         except nats.errors.MaxPayloadError:
-            size = len(result.value) + len(result.exc)
+            # Its value went to the blob store; what is left over is the
+            # exception, its text or its traceback.
+            size = len(result.exc) + len(result.error) + len(result.traceback)
             too_large = Result(
                 call_id=result.call_id,
                 status="failure",
                 codec=result.codec,
-                error=f"the result is too large to deliver: {size} bytes"
-                f" (the limit is {self._bus.max_payload})",
+                error=f"the call failed with an exception too large to deliver: {size} bytes"
+                f" (the bus's limit is {self._bus.max_payload}): {result.error[:2000]}",
                 attempts=result.attempts,
                 map_id=result.map_id,
                 index=result.index,

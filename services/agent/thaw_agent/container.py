@@ -6,7 +6,8 @@ A container's life::
         |                 |
         +--InitFailed / process died / connection lost--> failed
 
-Starting: mount the overlay root, listen on the socket, write config.json,
+Starting: mount the overlay root, listen on the socket, make its outbound
+network (``container_network``), write config.json,
 ``runc run --detach`` (or ``runc restore``) with pipes as stdio (CRIU cannot
 dump a process whose output is a regular file), then watch the process
 through a pidfd (it is not our child once runc exits). What is said over the
@@ -38,18 +39,21 @@ from thaw_core import layers
 from thaw_core.container_protocol import Frame, InitFailed, Shutdown
 from thaw_core.image_users import ROOT
 from thaw_core.private_file import write_private
-from thaw_core.schema import ContainerInfo, ContainerState, StartContainer
+from thaw_core.schema import ContainerInfo, ContainerState, GpuInfo, StartContainer
 from thaw_core.tasks import Background
 
-from thaw_agent import checkpoint, oci, process
+from thaw_agent import checkpoint, gpu_devices, oci, process, userns
 from thaw_agent.channel import RuntimeChannel
 from thaw_agent.container_events import ContainerStartError
+from thaw_agent.container_network import ContainerNetwork
 from thaw_agent.container_volumes import ContainerVolumes
 from thaw_agent.conversation import converse
+from thaw_agent.ephemeral_disk import make_writable_layer
 from thaw_agent.layout import ContainerPaths
 from thaw_agent.logship import LogSource, Stream, pump_fd
 from thaw_agent.resources import out_of_memory_error
 from thaw_agent.snapshots import Checkpoint, Plan, Restore
+from thaw_agent.start_phases import StartPhases
 
 if TYPE_CHECKING:
     from thaw_agent.manager import ContainerManager
@@ -60,6 +64,9 @@ log = logging.getLogger("thaw.agent.containers")
 TERM_GRACE_S = 2.0
 EXIT_WAIT_S = 5.0
 STDERR_TAIL_LINES = 20
+# How long a snapshot's upload waits for its maker's Ready to say what its
+# cold start cost (the init is done by then: only restore hooks are left).
+COLD_START_WAIT_S = 120.0
 
 
 class Container:
@@ -88,6 +95,8 @@ class Container:
         self._source = LogSource(self.app, self.function, self.id)
         self.channel: RuntimeChannel | None = None
         self.user = ROOT  # its image's USER, once the image is mounted
+        self.ids = userns.id_range()  # its user namespace's host ids
+        self.gpus: tuple[GpuInfo, ...] = ()  # given by the manager before start()
         # Its stdio pumps and its conversation: they end with the process.
         self._tasks = Background(log)
         self._exited = asyncio.Event()
@@ -100,6 +109,7 @@ class Container:
         self.ended_at = 0.0
         self.stop_requested = False  # a StopContainer came: no replacement, whatever happens
         self.plan: Plan = None  # memory snapshots: restore / checkpoint / cold
+        self.phases = StartPhases()  # where its start's time went
         self.restored = False
         # A restore attempt: its failures fall back to a cold start, so they
         # must not fail the function's inputs as an InitFailed would.
@@ -110,6 +120,7 @@ class Container:
         # config.json's environment, less the snapshot flag.
         self.config_env: dict[str, str] = {}
         self.cgroup = manager.layout.cgroup(self.id)
+        self.network = ContainerNetwork(manager.deny)
         self.out_of_memory: str | None = None  # died of an OOM kill: its inputs' error
         self.volumes = ContainerVolumes(
             manager.volumes, list(command.spec.volumes), paths.dir / "volumes", self.id
@@ -147,6 +158,7 @@ class Container:
             idle_since=self.idle_since if not self.inflight else 0.0,
             error=self.error,
             restored=self.restored,
+            snapshot_only=self.command.snapshot_only,
         )
 
     def system_log(self, text: str) -> None:
@@ -185,16 +197,26 @@ class Container:
         m = self.host
         self.plan = plan
         try:
-            await asyncio.to_thread(p.make)
+            disk_mb = self.spec.resources.ephemeral_disk_mb
+            await asyncio.to_thread(make_writable_layer, p, disk_mb)
             if isinstance(plan, Restore):
                 assert snapshot_dir is not None
-                await checkpoint.adopt_changes(snapshot_dir, p)
+                with self.phases.timed("rootfs changes"):
+                    await checkpoint.adopt_changes(snapshot_dir, p)
+            sandbox_started = time.perf_counter()
             root = await m.images.root(self.spec)  # the default rootfs, or the image's layers
-            await asyncio.to_thread(root.mount, p)
-            self.user = root.process_user(p)  # its socket and volumes are that user's
-            os.chown(p.run, self.user.uid, self.user.gid)
+            await asyncio.to_thread(root.mount, p, self.ids)
+            self.user = root.process_user(p)
+            # Its socket and volumes are that user's, as the host numbers it.
+            host_user = self.ids.host_user(self.user)
+            os.chown(p.run, host_user.uid, host_user.gid)
             await self.listen()
-            binds = await self.volumes.load(self.user)  # after a restore too: the latest version
+            binds = await self.volumes.load(host_user)  # after a restore too: the latest version
+            gpus = gpu_devices.gpu_setup(self.gpus)
+            # Functions with memory snapshots keep runc's empty namespace, even
+            # started cold (the same in every container; container_network).
+            snapshots = self.spec.enable_memory_snapshot
+            network = None if snapshots else await self.network.open(p.dir, self.ids)
             config = root.apply(
                 oci.build_config(
                     container_id=self.id,
@@ -203,16 +225,21 @@ class Container:
                     bundle_dir=bundle_dir,
                     run_dir=p.run,
                     cgroups_path=self.cgroup,
-                    runtime=oci.runtime_files(),
+                    runtime=oci.runtime_for(root.python_version, await m.runtime_packages()),
                     extra_env=checkpoint.SNAPSHOT_ENV if isinstance(plan, Checkpoint) else None,
                     volumes=binds,
                     user=self.user,
+                    ids=self.ids,
+                    gpus=gpus,
+                    gpus_hidden=await checkpoint.hides_gpus(self, plan),
+                    network=network,
                 )
             )
             # 0600: it is runc's alone, and holds the container's whole environment.
             write_private(p.oci / "config.json", json.dumps(config))
             self.config_env = oci.process_env(config, without=checkpoint.SNAPSHOT_ENV)
             images = snapshot_dir / "images" if snapshot_dir is not None else None
+            self.phases.add("sandbox", time.perf_counter() - sandbox_started)
             self.pid = await self.launch(images)
         except BaseException as e:
             self._ending = True
@@ -232,7 +259,7 @@ class Container:
 
     async def listen(self) -> RuntimeChannel:
         """A fresh socket for the runtime to connect to (again, after a checkpoint)."""
-        channel = RuntimeChannel(self.paths.run, owner=self.user)
+        channel = RuntimeChannel(self.paths.run, owner=self.ids.host_user(self.user))
         await channel.listen()
         self.channel = channel
         return channel
@@ -251,14 +278,15 @@ class Container:
             self._tasks.spawn(self._pump(out_r, "stdout"), f"container:{self.id}:stdout")
             self._tasks.spawn(self._pump(err_r, "stderr"), f"container:{self.id}:stderr")
             if images is None:
-                return await self.host.runc.run_detached(
-                    self.id,
-                    bundle=p.oci,
-                    pid_file=p.pid_file,
-                    log_file=p.runc_log,
-                    stdout_fd=out_w,
-                    stderr_fd=err_w,
-                )
+                with self.phases.timed("runc run"):
+                    return await self.host.runc.run_detached(
+                        self.id,
+                        bundle=p.oci,
+                        pid_file=p.pid_file,
+                        log_file=p.runc_log,
+                        stdout_fd=out_w,
+                        stderr_fd=err_w,
+                    )
             return await checkpoint.restore(self, images, stdout_fd=out_w, stderr_fd=err_w)
         finally:
             # The container holds its own copies now; ours would keep the pipes open.
@@ -290,7 +318,9 @@ class Container:
         self._exited.set()
         if not self._ending:
             tail = "\n".join(self._stderr_tail)
-            self.fail("the container's process exited" + (f"; its last stderr:\n{tail}" if tail else ""))
+            self.fail(
+                "the container's process exited" + (f"; its last stderr:\n{tail}" if tail else "")
+            )
 
     async def wait_exited(self, timeout_s: float) -> None:
         """Until the process ends, or ``timeout_s`` passed (no error either way)."""
@@ -302,9 +332,12 @@ class Container:
         self.max_inputs = max(1, max_inputs)
         self.state = "ready"
         self.idle_since = time.time()
+        self.phases.ready_at = time.perf_counter()
         self._settled.set()
-        log.info("container ready", extra={"container_id": self.id, "max_inputs": max_inputs})
-        self.host.events.container_ready(self)
+        where = {"container_id": self.id, "max_inputs": max_inputs}
+        log.info("container ready", extra={**where, "phases": self.phases.summary()})
+        if not self.command.snapshot_only:  # it takes no inputs: no puller for it
+            self.host.events.container_ready(self)
 
     def check_not_ending(self) -> None:
         """Stopped while it was being snapshotted: bring nothing back."""
@@ -314,6 +347,13 @@ class Container:
     async def settled(self, timeout_s: float) -> None:
         """Until the container is Ready or failed (TimeoutError after ``timeout_s``)."""
         await asyncio.wait_for(self._settled.wait(), timeout_s)
+
+    async def cold_start_s(self) -> float:
+        """Once it settled: its start's seconds without the snapshot it took
+        (``StartPhases.cold_start_s``); 0.0 when it never got Ready."""
+        with contextlib.suppress(TimeoutError):
+            await self.settled(COLD_START_WAIT_S)
+        return self.phases.cold_start_s()
 
     # ------------------------------------------------------------ ending
 
@@ -402,6 +442,10 @@ class Container:
         await self._tasks.close(1.0)
         await self.close_channel()
         await self.volumes.close()  # its writes, committed before its dir goes
+        try:
+            await self.network.close()
+        except Exception:
+            log.exception("could not end the container's network", extra={"container_id": self.id})
         try:
             await asyncio.to_thread(layers.remove_tree, self.paths.dir)
         except Exception:

@@ -79,13 +79,15 @@ async def converse(c: Container) -> None:
     try:
         # A runtime about to be snapshotted gets its secrets only once the
         # snapshot is taken: a snapshot never holds them.
-        await _connect(
-            c,
-            channel,
-            restored=isinstance(c.plan, Restore),
-            with_secrets=not isinstance(c.plan, Checkpoint),
-        )
-        first = await _next(c, channel)
+        with c.phases.timed("runtime connect"):
+            await _connect(
+                c,
+                channel,
+                restored=isinstance(c.plan, Restore),
+                with_secrets=not isinstance(c.plan, Checkpoint),
+            )
+        with c.phases.timed("to ready"):
+            first = await _next(c, channel)
         if isinstance(first, SnapshotReady) and isinstance(c.plan, Checkpoint):
             channel = await checkpoint.snapshot(c, c.plan)
             # Restored in place, or resumed cold.
@@ -101,6 +103,7 @@ async def converse(c: Container) -> None:
                         c.fail(f"not ready: {e}")
                         return
                     c.ready_gate_wait_s = time.perf_counter() - waited
+                    c.phases.add("verify wait", c.ready_gate_wait_s)
                 if c.state != "starting":
                     return
                 c.mark_ready(n)

@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 import msgspec
-from thaw_core.bus import Bus, KeepAlive, Msg, settle
+from thaw_core.bus import Bus, KeepAlive, Msg, num_delivered, settle
 from thaw_core.container_protocol import (
     CancelInput,
     InitFailed,
@@ -47,11 +47,12 @@ from thaw_core.contract import ConsumerSpec, invoke_consumer
 from thaw_core.schema import CancelCall, Invoke, decoder
 
 from thaw_agent.admission import Admission, Reject
-from thaw_agent.completion import Completion, Running, result_of_output
+from thaw_agent.completion import Completion, Running
 from thaw_agent.container import Container
 from thaw_agent.dispatch_policy import DispatchTimings
 from thaw_agent.held_inputs import HeldInputs
 from thaw_agent.manager import ContainerManager
+from thaw_agent.payloads import PayloadError, Payloads
 from thaw_agent.tracing import start_input_span, traceparent
 from thaw_agent.web_bridge import WebBridge
 
@@ -71,9 +72,12 @@ class Dispatcher:
         manager: ContainerManager,
         reject: Reject,
         timings: DispatchTimings | None = None,
+        payloads: Payloads | None = None,
     ) -> None:
         self._bus = bus
         self._m = manager
+        # None: the platform's default limits (thaw_core.config.Settings).
+        self._payloads = payloads or Payloads.defaults(manager.blob)
         self._reject = reject
         self.timings = timings or DispatchTimings()
         self._cancel_decoder = decoder(CancelCall)
@@ -97,7 +101,7 @@ class Dispatcher:
     @timings.setter
     def timings(self, timings: DispatchTimings) -> None:
         self._timings = timings
-        self._completion = Completion(self._bus, timings, self._is_cancelled)
+        self._completion = Completion(self._bus, timings, self._is_cancelled, self._payloads)
         self._admission = Admission(
             self._bus, self._reject, self._completion.publish_result, timings
         )
@@ -139,10 +143,7 @@ class Dispatcher:
         r.stop_timers()
         container.release(output.input_id)
         self._wake(container.key)
-        self._spawn(
-            self._completion.complete(r, result_of_output(r, output)),
-            f"complete:{r.invoke.call_id}",
-        )
+        self._spawn(self._completion.finish(r, output), f"complete:{r.invoke.call_id}")
 
     def container_gone(self, container: Container) -> None:
         for r in [r for r in self._running.values() if r.container is container]:
@@ -249,19 +250,29 @@ class Dispatcher:
             r.timer = asyncio.get_running_loop().call_later(
                 container.spec.timeout_s, self._on_timeout, r.input_id
             )
+        try:
+            args, args_file = await self._payloads.args_for(invoke, container, r.input_id)
+        except PayloadError as e:
+            if self._running.pop(r.input_id, None) is not None:
+                r.stop_timers()
+                container.release(r.input_id)
+                await self._completion.fail(r, str(e))
+            return
         run = RunInput(
             input_id=r.input_id,
             codec=invoke.codec,
             method=invoke.method,
             params=invoke.params,
-            args=invoke.args,
+            args=args,
+            args_file=args_file,
             call_id=invoke.call_id,
             web=invoke.web,
             traceparent=traceparent(r.span),
         )
         try:
             if invoke.web is not None:
-                await self._web.accepted(invoke.web, container)
+                again = num_delivered(msg) > 1
+                self._web.taken(invoke.web, container, r.input_id, again=again)
             await container.send(run)
         except Exception as e:  # noqa: BLE001 - any send failure means a broken connection
             # The connection broke: the container is dying and will say so.
@@ -269,6 +280,7 @@ class Dispatcher:
                 log.warning("could not hand over an input", extra={"error": repr(e)})
                 r.stop_timers()
                 container.release(r.input_id)
+                self._payloads.discard_args(container, args_file)
                 await settle(msg, "nak")
 
     def _on_timeout(self, input_id: str) -> None:

@@ -27,9 +27,7 @@ TOGGLE_TIMEOUT_S = 60.0
 
 
 def wanted(spec: FunctionSpec) -> bool:
-    return bool(
-        spec.enable_memory_snapshot and spec.experimental_options.get("enable_gpu_snapshot")
-    )
+    return spec.wants_gpu_snapshot
 
 
 def cuda_checkpoint_path() -> Path | None:

@@ -8,7 +8,9 @@ agent sooner than that, and the new agent removes the old containers anyway
 and the inputs run again at once, here or on another node.
 
 The journal is one line per fetched input (its delivery's reply subject),
-appended as it is taken (a page-cache write; a process kill loses nothing),
+appended as it is taken: the inputs one fetch hands over are written together
+(one page-cache write, at the loop's next turn, before any of them reaches a
+container; a process kill loses nothing written),
 and rewritten with only the inputs still unsettled once ``compact`` finds
 some settled. A reply subject that was settled just before the crash may still
 be listed: naking it is harmless, the server ignores a delivery no longer
@@ -17,6 +19,7 @@ pending.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from pathlib import Path
@@ -31,6 +34,8 @@ class HeldInputs:
         self._path = path
         self._held: dict[str, Msg] = {}
         self._fd: int | None = None
+        # Lines taken since the last write (written at the loop's next turn).
+        self._unwritten: list[bytes] = []
 
     def previous(self) -> list[str]:
         """The reply subjects a previous life of this agent held when it ended."""
@@ -58,8 +63,16 @@ class HeldInputs:
         if not reply or self._fd is None:
             return
         self._held[reply] = msg
+        if not self._unwritten:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._unwritten.append(reply.encode() + b"\n")
+
+    def _write(self) -> None:
+        lines, self._unwritten = self._unwritten, []
+        if self._fd is None or not lines:
+            return
         try:
-            os.write(self._fd, reply.encode() + b"\n")
+            os.write(self._fd, b"".join(lines))
         except OSError as e:  # disk full: the ack wait still hands it back
             log.warning("could not journal a held input", extra={"error": repr(e)})
 
@@ -73,6 +86,7 @@ class HeldInputs:
         self._rewrite()
 
     def _rewrite(self) -> None:
+        self._unwritten = []  # every held input is in the rewritten journal
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)

@@ -39,6 +39,7 @@ from thaw_core.schema import (
 )
 
 from thaw_agent.layout import ContainerPaths
+from thaw_agent.userns import IdRange, idmapped_bind
 
 LOOKUP_TIMEOUT_S = 10.0
 # Unpacked layers kept on a node (least recently used go first; mounted ones stay).
@@ -65,10 +66,22 @@ class ContainerRoot:
     python: str = ""
     # The image's USER ("": root).
     user: str = ""
+    # Its Python's "major.minor" ("": the default rootfs's, the agent's own).
+    python_version: str = ""
 
-    def mount(self, paths: ContainerPaths) -> None:
-        """Mount the overlay at ``paths.rootfs``, changes going to ``paths.upper``."""
-        layers.overlay_mount(self.lowerdirs, paths.rootfs, upper=paths.upper, work=paths.work)
+    def mount(self, paths: ContainerPaths, ids: IdRange) -> None:
+        """Mount the overlay at ``paths.rootfs``, changes going to ``paths.upper``;
+        its lower dirs idmapped into ``ids``, the container's user namespace."""
+        lowers = []
+        for i, lower in enumerate(self.lowerdirs):
+            target = paths.lower / str(i)
+            target.mkdir()
+            idmapped_bind(lower, target, ids)
+            lowers.append(target)
+        # The overlay's / takes its owner from the upper dir: the container's root.
+        root = ids.host_user(ROOT)
+        os.chown(paths.upper, root.uid, root.gid)
+        layers.overlay_mount(lowers, paths.rootfs, upper=paths.upper, work=paths.work)
 
     def process_user(self, paths: ContainerPaths) -> ImageUser:
         """The ids the image's USER has in the mounted image (root without one)."""
@@ -138,6 +151,7 @@ class NodeImages:
             image_id=image_id,
             python=manifest.python,
             user=manifest.user,
+            python_version=manifest.python_version,
         )
 
     async def manifest(self, image_id: str) -> ImageManifest:

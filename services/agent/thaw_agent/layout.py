@@ -13,8 +13,11 @@ other's files, runc containers or cgroups::
         oci/config.json         the OCI bundle runc runs
         volumes/<n>/            the function's n-th volume, bind-mounted at its path
         rootfs/                 overlay mount point (lower: the base rootfs)
-        upper/ work/            the overlay's writable layer: the container's
-                                file-system changes, kept apart for snapshots
+        lower/<n>/              the n-th lower dir, bind-mounted idmapped (userns)
+        rw/upper/ rw/work/      the overlay's writable layer: the container's
+                                file-system changes, kept apart for snapshots;
+                                rw/ is a size-limited mount with ephemeral_disk
+        rw.img                  that mount's ext4 image (ephemeral_disk)
         run/agent.sock          mounted at /run/thaw in the container
         runc.log                runc's own log (its errors)
         pid                     the container's init pid, as runc writes it
@@ -22,16 +25,14 @@ other's files, runc containers or cgroups::
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+from thaw_core.contract import node_token
 
-
-def node_token(node_id: str) -> str:
-    """``node_id`` made safe as a path component, NATS subject token and cgroup name."""
-    return _UNSAFE.sub("_", node_id) or "unknown"
+# The cgroup above every agent's node cgroup on the machine (runc's
+# ``cgroupsPath`` is absolute: under the cgroup hierarchy's root).
+CGROUP_PARENT = "/thaw"
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,14 @@ class NodeLayout:
     def container(self, container_id: str) -> ContainerPaths:
         return ContainerPaths(self.containers / container_id)
 
-    def cgroup(self, container_id: str) -> str:
+    @property
+    def node_cgroup(self) -> str:
+        """The parent cgroup of this node's containers (``cgroup_weight``)."""
         # The node in the path keeps two agents' same-named containers apart.
-        return f"/thaw/{self.token}/{container_id}"
+        return f"{CGROUP_PARENT}/{self.token}"
+
+    def cgroup(self, container_id: str) -> str:
+        return f"{self.node_cgroup}/{container_id}"
 
 
 @dataclass(frozen=True)
@@ -93,12 +99,22 @@ class ContainerPaths:
         return self.dir / "rootfs"
 
     @property
+    def lower(self) -> Path:
+        return self.dir / "lower"
+
+    @property
+    def rw(self) -> Path:
+        """Where the writable layer's file system is (``ephemeral_disk``):
+        a dir, or a mount of a size-limited one."""
+        return self.dir / "rw"
+
+    @property
     def upper(self) -> Path:
-        return self.dir / "upper"
+        return self.rw / "upper"
 
     @property
     def work(self) -> Path:
-        return self.dir / "work"
+        return self.rw / "work"
 
     @property
     def run(self) -> Path:
@@ -112,6 +128,11 @@ class ContainerPaths:
     def pid_file(self) -> Path:
         return self.dir / "pid"
 
-    def make(self) -> None:
-        for d in (self.oci, self.rootfs, self.upper, self.work, self.run):
+    def make_outer(self) -> None:
+        """All but the writable layer (which ``ephemeral_disk`` may mount first)."""
+        for d in (self.oci, self.rootfs, self.lower, self.rw, self.run):
+            d.mkdir(parents=True, exist_ok=True)
+
+    def make_layer(self) -> None:
+        for d in (self.upper, self.work):
             d.mkdir(parents=True, exist_ok=True)

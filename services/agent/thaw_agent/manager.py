@@ -14,32 +14,46 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from thaw_core import hosttools, layers, metrics
 from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.contract import CONTAINER_ENV_NAMES
 from thaw_core.schema import (
     ContainerInfo,
+    GpuInfo,
     RestoreFailure,
     SnapshotRestored,
     StartContainer,
     check_name,
 )
+from thaw_core.tasks import Background
 from thaw_core.volumes import VolumesClient
 
+from thaw_agent import gpu_devices, oci, userns
 from thaw_agent.bundles import BundleCache
 from thaw_agent.container import Container
 from thaw_agent.container_events import ContainerEvents, ContainerStartError
-from thaw_agent.container_volumes import NodeVolumes
+from thaw_agent.container_volumes import NodeVolumes, commit_left_over
 from thaw_agent.images import NodeImages
 from thaw_agent.layout import NodeLayout
 from thaw_agent.logship import LogShipper
+from thaw_agent.reservations import Reserved, reserved
 from thaw_agent.runc import Runc
+from thaw_agent.runtime_dir import own_runtime_dir
 from thaw_agent.secrets import fetch_secrets
-from thaw_agent.snapshots import CacheCorrupted, Restore, SnapshotCorrupted, Snapshots
+from thaw_agent.snapshots import (
+    CacheCorrupted,
+    Checkpoint,
+    Plan,
+    Restore,
+    SnapshotCorrupted,
+    Snapshots,
+)
 from thaw_agent.store_relay import StoreRelay
 from thaw_agent.volume_cache import ChunkCache
 
@@ -49,6 +63,9 @@ FAILED_TTL_S = 60.0
 # A restored container that is not Ready by then is given up for a cold one
 # (the scheduler's StartContainer request waits 30 s for the whole start).
 RESTORE_READY_TIMEOUT_S = 20.0
+# A "snapshot then stop" container is stopped by then even if it never got
+# to its snapshot (a stuck import must not hold the node's resources).
+SNAPSHOT_ONLY_TIMEOUT_S = 900.0
 
 
 class ContainerManager:
@@ -64,10 +81,17 @@ class ContainerManager:
         snapshots: Snapshots | None = None,
         bus: Bus | None = None,
         volume_commit_interval_s: float = 5.0,
+        gpus: Sequence[GpuInfo] = (),
+        deny: Sequence[str] = (),
     ) -> None:
+        """``deny``: the platform's servers' addresses, which containers'
+        networks must not reach (the node's own are refused anyway)."""
         self.layout = layout
+        self.deny = deny
+        self.gpu_inventory = tuple(gpus)  # the node's GPUs (NVML)
         self.shipper = shipper
         self.bus = bus
+        self.blob = blob
         self.base_rootfs = base_rootfs or hosttools.default_rootfs()
         self.images = NodeImages(bus, blob, layout.root / "layers", self.base_rootfs)
         self.runc = Runc(layout.runc_root)
@@ -89,6 +113,10 @@ class ContainerManager:
         self.containers: dict[str, Container] = {}
         self._starting: dict[str, asyncio.Future[Container]] = {}
         self._events: ContainerEvents | None = None
+        self._runtime_packages: Path | None = None
+        self._runtime_lock = asyncio.Lock()
+        # Waits for "snapshot then stop" containers to take their snapshot.
+        self._snapshot_only = Background(log)
 
     @property
     def events(self) -> ContainerEvents:
@@ -111,7 +139,7 @@ class ContainerManager:
         Secrets cannot replace the names the runtime relies on."""
         env = dict(c.config_env)
         if with_secrets:
-            fetched = await fetch_secrets(self.bus, c.app, c.spec)
+            fetched = await fetch_secrets(self.bus, c.app, c.spec, c.command.secrets_grant)
             env.update((k, v) for k, v in fetched.items() if k not in CONTAINER_ENV_NAMES)
         return env
 
@@ -119,19 +147,31 @@ class ContainerManager:
         return self.containers.get(container_id)
 
     def ready(self, key: tuple[str, str]) -> list[Container]:
-        return [c for c in self.containers.values() if c.state == "ready" and c.key == key]
+        """The containers that take ``key``'s inputs (never a snapshot-only one)."""
+        return [
+            c
+            for c in self.containers.values()
+            if c.state == "ready" and c.key == key and not c.command.snapshot_only
+        ]
 
     def infos(self) -> list[ContainerInfo]:
         self._prune()
         return [c.info() for c in self.containers.values()]
 
-    def reserved(self) -> tuple[float, int]:
-        """(cores, MB) that the node's live containers asked for."""
-        live = [c for c in self.containers.values() if c.state in ("starting", "ready", "draining")]
-        return (
-            sum(c.spec.resources.cpu for c in live),
-            sum(c.spec.resources.memory_mb for c in live),
-        )
+    def _live(self) -> list[Container]:
+        return [c for c in self.containers.values() if c.state in ("starting", "ready", "draining")]
+
+    def gpus(self) -> list[GpuInfo]:
+        """The node's GPUs, each naming the live container it is given to."""
+        holder = {g.index: c.id for c in self._live() for g in c.gpus}
+        return [
+            msgspec.structs.replace(g, container_id=holder.get(g.index, ""))
+            for g in self.gpu_inventory
+        ]
+
+    def reserved(self) -> Reserved:
+        """What the node's live containers hold (``reservations``)."""
+        return reserved((c.spec.resources, c.paths) for c in self._live())
 
     def _prune(self) -> None:
         now = time.time()
@@ -141,16 +181,32 @@ class ContainerManager:
 
     # ------------------------------------------------------------ lifecycle
 
+    async def runtime_packages(self) -> Path:
+        """The runtime's packages for this agent's Python (``runtime_dir``),
+        laid out once: what a container on that Python mounts of them."""
+        async with self._runtime_lock:
+            if self._runtime_packages is None:
+                found = await asyncio.to_thread(own_runtime_dir, hosttools.runtime_dir_root())
+                await asyncio.to_thread(userns.make_traversable, found, userns.id_range())
+                oci.runtime_for("", found)  # refuses a thaw that would bring its environment
+                self._runtime_packages = found
+            return self._runtime_packages
+
     async def recover(self) -> None:
         """Remove what a previous life of this node's agent left: runc
-        containers under our --root, overlay mounts, container dirs."""
+        containers under our --root, overlay mounts, container dirs. Lays
+        out the runtime's packages, so that no first start waits for that."""
         self.layout.root.mkdir(parents=True, exist_ok=True)
+        userns.make_traversable(self.layout.root, userns.id_range())
+        await self.runtime_packages()
         for entry in await self.runc.list():
             cid = entry.get("id", "")
             log.warning("removing a stale container", extra={"container_id": cid})
             with contextlib.suppress(Exception):
                 await self.runc.kill(cid, "KILL")
             await self.runc.delete(cid)
+        # Their processes are gone: what they wrote to volumes is committed.
+        await commit_left_over(self.volumes, self.layout.containers)
         if self.layout.containers.exists():
             await asyncio.to_thread(layers.remove_tree, self.layout.containers)
         await asyncio.to_thread(self.bundles.sweep)
@@ -186,15 +242,18 @@ class ContainerManager:
         old = self.containers.get(cid)
         if old is not None:
             await old.stop(0)  # a failed or stopped one: make sure it is gone
-        c = Container(command, self.layout.container(cid), self)
-        self.containers[cid] = c
+        c = self._new_container(command)
         requested = time.monotonic()
         try:
+            c.gpus = self._allocate_gpus(c)
             bundle_dir = await self.bundles.ensure(command.bundle_sha256)
         except Exception as e:
             c.state, c.error, c.ended_at = "failed", str(e), time.time()
             raise ContainerStartError(str(e)) from e
-        plan = await self.snapshots.plan(command) if self.snapshots is not None else None
+        with c.phases.timed("lookup"):
+            plan = await self.snapshots.plan(command) if self.snapshots is not None else None
+        if command.snapshot_only:
+            return await self._snapshot_only_start(c, bundle_dir, plan, requested)
         if isinstance(plan, Restore):
             if await self._restore(c, bundle_dir, plan, requested):
                 metrics.container_started("restore", True, time.monotonic() - requested)
@@ -202,12 +261,52 @@ class ContainerManager:
             metrics.container_started("restore", False, 0.0)
             if c.stop_requested or self.containers.get(cid) is not c:
                 return c  # stopped meanwhile: no cold start either
-            c = Container(command, self.layout.container(cid), self)
-            self.containers[cid] = c
+            gpus = c.gpus
+            c = self._new_container(command)
+            c.gpus = gpus  # the same ones: the failed restore holds them no more
             plan = None
         await c.start(bundle_dir, plan)
         metrics.container_started("cold", True, time.monotonic() - requested)
         return c
+
+    async def _snapshot_only_start(
+        self, c: Container, bundle_dir: Path, plan: Plan, requested: float
+    ) -> Container:
+        """Snapshot then stop: start cold and checkpoint when this node holds
+        the claim; otherwise (a snapshot exists or is being made, or the
+        function keeps failing to be snapshotted) start nothing."""
+        if not isinstance(plan, Checkpoint):
+            log.info(
+                "no snapshot to make here", extra={"container_id": c.id, "function": c.function}
+            )
+            c.state, c.ended_at = "stopped", time.time()
+            if self.containers.get(c.id) is c:
+                del self.containers[c.id]
+            return c
+        c.system_log(f"container {c.id} started to make a memory snapshot, then stop")
+        await c.start(bundle_dir, plan)
+        # A cold start all the same: the node's metrics count it as one.
+        metrics.container_started("cold", True, time.monotonic() - requested)
+        self._snapshot_only.spawn(self._stop_after_snapshot(c), f"snapshot-only:{c.id}")
+        return c
+
+    async def _stop_after_snapshot(self, c: Container) -> None:
+        """Once the snapshot is taken (the container is Ready again, restored
+        in place) or it failed, the container goes; the snapshot is packed and
+        stored on beyond it (``Snapshots.store_later``)."""
+        with contextlib.suppress(TimeoutError):
+            await c.settled(SNAPSHOT_ONLY_TIMEOUT_S)
+        await self.stop(c.id, 0.0, "memory snapshot taken")
+
+    def _new_container(self, command: StartContainer) -> Container:
+        c = Container(command, self.layout.container(command.container_id), self)
+        self.containers[command.container_id] = c
+        return c
+
+    def _allocate_gpus(self, c: Container) -> tuple[GpuInfo, ...]:
+        """Given to ``c`` at once (no await in between): two starts never get one GPU."""
+        held = {g.index for other in self._live() if other is not c for g in other.gpus}
+        return gpu_devices.allocate(self.gpu_inventory, held, c.spec.resources.gpu)
 
     async def _restore(
         self, c: Container, bundle_dir: Path, plan: Restore, requested: float
@@ -222,13 +321,13 @@ class ContainerManager:
         c.fallback_on_failure = True
         verified: asyncio.Future[float] | None = None
         try:
-            unpacked = await snapshots.cache.ensure(plan.snapshot)
+            unpacked = await snapshots.cache.ensure(plan.snapshot, c.phases)
             verified = asyncio.ensure_future(snapshots.cache.verify(snapshot_id))
             c.ready_gate = verified
             await c.start(bundle_dir, plan, unpacked)
             c.restored = True  # from now on its heartbeats say so (a failure replaces it)
             await c.settled(RESTORE_READY_TIMEOUT_S)
-            await verified
+            c.phases.add("verify", await verified)
             if c.state != "ready":
                 raise ContainerStartError(c.error or f"the restored container is {c.state}")
         except Exception as e:  # noqa: BLE001 - whatever it was, a cold start follows
@@ -316,4 +415,5 @@ class ContainerManager:
             *(self.stop(cid, grace_s, "agent stopping") for cid in list(self.containers)),
             return_exceptions=True,
         )
+        await self._snapshot_only.close(grace_s)
         await self.stores.close()

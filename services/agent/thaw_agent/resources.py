@@ -51,21 +51,22 @@ def linux_resources(r: Resources) -> dict[str, Any]:
     return {"cpu": cpu, "memory": memory, "pids": {"limit": pids_limit()}}
 
 
-def _unified() -> bool:
+def unified() -> bool:
+    """Whether the host runs cgroup v2 alone (not v1 or a hybrid)."""
     return (CGROUP_ROOT / "cgroup.controllers").exists()
 
 
 def memory_cgroup(cgroups_path: str) -> Path:
     """The directory of a container's memory cgroup (``cgroupsPath`` is absolute)."""
     relative = cgroups_path.lstrip("/")
-    return CGROUP_ROOT / relative if _unified() else CGROUP_ROOT / "memory" / relative
+    return CGROUP_ROOT / relative if unified() else CGROUP_ROOT / "memory" / relative
 
 
 def oom_kills(cgroups_path: str) -> int:
     """How many processes the OOM killer ended in the container's cgroup
     (0 when it is gone or the kernel does not count them)."""
     d = memory_cgroup(cgroups_path)
-    name = "memory.events" if _unified() else "memory.oom_control"
+    name = "memory.events" if unified() else "memory.oom_control"
     try:
         text = (d / name).read_text()
     except OSError:

@@ -37,6 +37,10 @@ class Runc:
             argv += ["--log", str(log_file), "--log-format", "json"]
         return [*argv, *args]
 
+    def command(self, *args: str) -> list[str]:
+        """The argv of a runc command on this root, for one the caller runs itself."""
+        return self._argv(*args)
+
     async def _call(self, *args: str, timeout_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
         return await _exec(self._argv(*args), timeout_s=timeout_s)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import nats.errors
 from thaw_core import contract
 from thaw_core.bus import Bus, BusRequestError
-from thaw_core.schema import FunctionSpec, SecretsReply, SecretsRequest, decoder
+from thaw_core.schema import FunctionSpec, SecretsGrant, SecretsReply, SecretsRequest, decoder
 
 FETCH_TIMEOUT_S = 10.0
 
@@ -20,15 +20,22 @@ class SecretsUnavailable(Exception):
 
 
 async def fetch_secrets(
-    bus: Bus | None, app: str, spec: FunctionSpec, *, timeout_s: float = FETCH_TIMEOUT_S
+    bus: Bus | None,
+    app: str,
+    spec: FunctionSpec,
+    grant: SecretsGrant | None,
+    *,
+    timeout_s: float = FETCH_TIMEOUT_S,
 ) -> dict[str, str]:
-    """The environment ``spec``'s secrets make (later ones override earlier ones)."""
+    """The environment ``spec``'s secrets make (later ones override earlier
+    ones), fetched under ``grant``: the leave the command that placed the
+    container here carries (the gateway answers nothing without one)."""
     if not spec.secrets:
         return {}
     names = ", ".join(ref.name for ref in spec.secrets)
     if bus is None:
         raise SecretsUnavailable(f"secrets {names}: this agent has no bus to fetch them on")
-    request = SecretsRequest(app=app, function=spec.name, secrets=spec.secrets)
+    request = SecretsRequest(app=app, function=spec.name, secrets=spec.secrets, grant=grant)
     try:
         msg = await bus.request(contract.SECRETS_FETCH, request, timeout_s=timeout_s)
     except nats.errors.NoRespondersError:

@@ -22,15 +22,21 @@ import psutil
 from thaw_core import contract, hosttools, metrics
 from thaw_core.config import Settings
 from thaw_core.gpu_inventory import gpu_inventory
+from thaw_core.outbound_netns import url_addresses
 from thaw_core.schema import NodeHeartbeat
+from thaw_core.schema.sandboxes import StartSandbox
 from thaw_core.service import Service
 
+from thaw_agent import cgroup_weight, gpu_snapshot, reservations
 from thaw_agent.commands import CommandHandler
 from thaw_agent.dispatch import Dispatcher
 from thaw_agent.dispatch_policy import DispatchTimings
+from thaw_agent.exec_server import ExecServer
 from thaw_agent.layout import NodeLayout
 from thaw_agent.logship import LogShipper
 from thaw_agent.manager import ContainerManager
+from thaw_agent.payloads import Payloads
+from thaw_agent.sandboxes import SandboxManager
 from thaw_agent.snapshots import Snapshots
 
 HEARTBEAT_INTERVAL_S = 2.0
@@ -70,11 +76,23 @@ class AgentService(Service):
         self.gpus = await asyncio.to_thread(gpu_inventory)
         self.log.info(
             "node inventory",
-            extra={"node_id": self.node_id, "cores": psutil.cpu_count(), "gpus": len(self.gpus)},
+            extra={
+                "node_id": self.node_id,
+                "cores": reservations.node_cores(),
+                "gpus": len(self.gpus),
+            },
+        )
+        # Before any container: all of them together weigh as the node's cores.
+        await asyncio.to_thread(
+            cgroup_weight.weigh_containers, self.layout, reservations.node_cores()
         )
         assert self.blob is not None
         self.shipper = LogShipper(self.bus)
         self.snapshots = Snapshots(self.bus, self.blob, self.layout.snapshots, self.node_id)
+        # The platform's servers, by address: containers' networks refuse them.
+        deny = await asyncio.to_thread(
+            url_addresses, (self.settings.nats_url, self.settings.blob_url)
+        )
         self.manager = ContainerManager(
             self.layout,
             self.blob,
@@ -82,12 +100,23 @@ class AgentService(Service):
             bus=self.bus,
             snapshots=self.snapshots,
             volume_commit_interval_s=self.settings.volume_commit_interval_s,
+            gpus=self.gpus,
+            deny=deny,
         )
-        self.dispatcher = Dispatcher(self.bus, self.manager, self.reject, self.dispatch_timings)
+        payloads = Payloads(
+            self.blob, self.settings.payload_inline_bytes, self.settings.payload_max_bytes
+        )
+        self.dispatcher = Dispatcher(
+            self.bus, self.manager, self.reject, self.dispatch_timings, payloads
+        )
         # Scraped from the metrics thread: list() copies the values in one step.
         containers = self.manager.containers
         metrics.count_containers_from(lambda: [c.state for c in list(containers.values())])
-        self.commands = CommandHandler(self.manager, self.reject)
+        self.sandboxes = SandboxManager(self.manager)
+        self.execs = ExecServer(self.bus, self.manager, self.sandboxes)
+        self.commands = CommandHandler(
+            self.manager, self.reject, self.start_sandbox, self.sandboxes.stop
+        )
         self._subs: list[Any] = []
         # Clean up after a previous life of this node, then take commands.
         await self.manager.recover()
@@ -106,6 +135,12 @@ class AgentService(Service):
         )
         # Read once (CPU flags, tool versions; NVML): it does not change while we run.
         self.fingerprint = await self.snapshots.fingerprint()
+        # Told to the gateway, which warns a deploy asking for GPU snapshots.
+        self.no_gpu_snapshots = gpu_snapshot.unavailable(self.fingerprint.driver) or ""
+
+    async def start_sandbox(self, command: StartSandbox) -> None:
+        await self.sandboxes.start(command.spec, command.secrets_grant)
+        await self.execs.open(command.spec.sandbox_id)
 
     @property
     def command_subjects(self) -> list[str]:
@@ -128,6 +163,8 @@ class AgentService(Service):
         await self.dispatcher.close()
         await self.commands.close(timeout_s=grace_s)
         await self.manager.stop_all(grace_s)
+        await self.sandboxes.stop_all()
+        await self.execs.shutdown()
         await self.snapshots.close(timeout_s=SNAPSHOT_STORE_GRACE_S)
         await self.dispatcher.drain(timeout_s=5.0)
         self.dispatcher.held.close()
@@ -154,9 +191,10 @@ class AgentService(Service):
         return {"containers": "ok"}
 
     def heartbeat(self) -> NodeHeartbeat:
-        cores = psutil.cpu_count(logical=True) or 1
+        cores = reservations.node_cores()
         memory_mb = int(psutil.virtual_memory().total) // (1024 * 1024)
-        reserved_cores, reserved_mb = self.manager.reserved()
+        held = self.manager.reserved().plus(self.sandboxes.reserved())
+        disk_mb, disk_free_mb = reservations.disk_mb(self.layout.containers)
         # Free means not reserved by our containers, as with Kubernetes
         # requests: the CPU load of the moment swings too fast to place on
         # (a busy 2-core node would look full between two heartbeats), and
@@ -165,18 +203,22 @@ class AgentService(Service):
             node_id=self.node_id,
             cores=cores,
             memory_mb=memory_mb,
-            gpus=list(self.gpus),
-            free_cores=round(max(0.0, cores - reserved_cores), 3),
-            free_memory_mb=max(0, memory_mb - reserved_mb),
-            containers=self.manager.infos(),
+            gpus=self.manager.gpus(),
+            free_cores=round(max(0.0, cores - held.cores), 3),
+            free_memory_mb=max(0, memory_mb - held.memory_mb),
+            disk_mb=disk_mb,
+            free_disk_mb=max(0, disk_free_mb - held.disk_mb),
+            containers=[*self.manager.infos(), *self.sandboxes.infos()],
             fingerprint=self.fingerprint,
             cached_snapshots=self.snapshots.cache.ids(),
+            no_gpu_snapshots=self.no_gpu_snapshots,
         )
 
     async def heartbeat_loop(self) -> None:
         failures = 0
         while not self.stopping.is_set():
             try:
+                await self.execs.sync()
                 await asyncio.wait_for(
                     self.bus.publish(self.subject, self.heartbeat()),
                     timeout=max(1.0, self.heartbeat_interval_s),

@@ -32,6 +32,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,7 @@ from thaw_core.schema import (
 from thaw_core.tasks import Background
 
 from thaw_agent.snapshot_digest import digest_problem, write_digest
+from thaw_agent.start_phases import StartPhases
 
 log = logging.getLogger("thaw.agent.snapshots")
 
@@ -186,9 +188,11 @@ class SnapshotCache:
             if not (d / INFO_FILE).is_file():
                 shutil.rmtree(d, ignore_errors=True)
 
-    async def ensure(self, info: SnapshotInfo) -> Path:
-        """The unpacked snapshot, fetched and verified first when not here.
-        ``SnapshotCorrupted`` when its bytes are not the cataloged ones."""
+    async def ensure(self, info: SnapshotInfo, phases: StartPhases | None = None) -> Path:
+        """The unpacked snapshot, fetched and verified first when not here
+        (timed into ``phases``). ``SnapshotCorrupted`` when its bytes are not
+        the cataloged ones."""
+        phases = phases or StartPhases()
         lock = self._locks.setdefault(info.snapshot_id, asyncio.Lock())
         async with lock:
             final = self.path(info.snapshot_id)
@@ -203,16 +207,19 @@ class SnapshotCache:
             try:
                 staging.mkdir()
                 try:
-                    await self.blob.get_to_file(
-                        info.blob_key or contract.snapshot_key(info.snapshot_id),
-                        archive,
-                        sha256=info.sha256 or None,  # none cataloged: the store's own
-                    )
+                    with phases.timed("fetch"):
+                        await self.blob.get_to_file(
+                            info.blob_key or contract.snapshot_key(info.snapshot_id),
+                            archive,
+                            sha256=info.sha256 or None,  # none cataloged: the store's own
+                        )
                 except BlobIntegrityError as e:
                     raise SnapshotCorrupted(str(e)) from e
-                await asyncio.to_thread(unpack, archive, staging)
+                with phases.timed("unpack"):
+                    await asyncio.to_thread(unpack, archive, staging)
                 archive.unlink(missing_ok=True)
-                await self._adopt(staging, info)
+                with phases.timed("digest"):
+                    await self._adopt(staging, info)
             finally:
                 archive.unlink(missing_ok=True)
                 await asyncio.to_thread(shutil.rmtree, staging, True)
@@ -337,17 +344,33 @@ class Snapshots:
                 extra={"snapshot_id": info.snapshot_id, "error": repr(e)},
             )
 
-    def store_later(self, claim: SnapshotInfo, unpacked: Path, app: str) -> None:
+    def store_later(
+        self,
+        claim: SnapshotInfo,
+        unpacked: Path,
+        app: str,
+        cold_start_s: Callable[[], Awaitable[float]] | None = None,
+    ) -> None:
         """``store`` in the background: the container serves meanwhile."""
-        self._storing.spawn(self.store(claim, unpacked, app), f"snapshot:{claim.snapshot_id}")
+        self._storing.spawn(
+            self.store(claim, unpacked, app, cold_start_s), f"snapshot:{claim.snapshot_id}"
+        )
 
     async def close(self, timeout_s: float) -> None:
         """Let snapshots being stored finish (up to ``timeout_s``), then drop them."""
         await self._storing.close(timeout_s)
 
-    async def store(self, claim: SnapshotInfo, unpacked: Path, app: str) -> None:
-        """Pack ``unpacked`` (images + upper), upload it, say SnapshotCreated and
-        keep it in the local cache; SnapshotCreateFailed on any failure."""
+    async def store(
+        self,
+        claim: SnapshotInfo,
+        unpacked: Path,
+        app: str,
+        cold_start_s: Callable[[], Awaitable[float]] | None = None,
+    ) -> None:
+        """Pack ``unpacked`` (images + upper), upload it, say SnapshotCreated
+        (with its maker's cold start, ``cold_start_s``, for the catalog to
+        weigh its restores against) and keep it in the local cache;
+        SnapshotCreateFailed on any failure."""
         archive = unpacked.with_name(unpacked.name + ".tar.zst")
         started = time.monotonic()
         try:
@@ -362,6 +385,7 @@ class Snapshots:
                 fingerprint=await self.fingerprint(),
                 created_at=time.time(),
                 state="ready",
+                cold_start_s=await cold_start_s() if cold_start_s is not None else 0.0,
             )
             await self.cache.add(unpacked, info)
         except Exception as e:  # reported; the container serves on

@@ -23,7 +23,7 @@ from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from thaw_core.bus import Msg, trace_context
 from thaw_core.container_protocol import Output, RuntimeSpan
 from thaw_core.schema import Invoke
-from thaw_core.telemetry import export_span
+from thaw_core.telemetry import export_span, recording
 
 log = logging.getLogger("thaw.agent.tracing")
 
@@ -36,8 +36,11 @@ MAX_VALUE = 256
 MAX_NAME = 128
 
 
-def start_input_span(msg: Msg, invoke: Invoke, container_id: str, node_id: str) -> Span:
-    """The agent's span of one input, started now (ended by :func:`end_input_span`)."""
+def start_input_span(msg: Msg, invoke: Invoke, container_id: str, node_id: str) -> Span | None:
+    """The agent's span of one input, started now (ended by :func:`end_input_span`);
+    None when spans go nowhere (``telemetry.recording``)."""
+    if not recording():
+        return None
     return _tracer.start_span(
         f"input {invoke.app}.{invoke.function}",
         context=trace_context(msg),
@@ -53,8 +56,10 @@ def start_input_span(msg: Msg, invoke: Invoke, container_id: str, node_id: str) 
     )
 
 
-def traceparent(span: Span) -> str:
+def traceparent(span: Span | None) -> str:
     """The W3C traceparent naming ``span`` as the parent ('' when not recording)."""
+    if span is None:
+        return ""
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     return carrier.get("traceparent", "")

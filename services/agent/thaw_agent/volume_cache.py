@@ -13,8 +13,12 @@ import os
 from pathlib import Path
 
 from thaw_core.blob import BlobStore
-from thaw_core.contract import volume_chunk_key
+from thaw_core.volumes.chunks import read_packed
+from thaw_core.volumes.refs import ChunkRef, parse_ref, read_checked, ref_digest
 
+# A pack is read whole when this many of its pieces are wanted (a mount of
+# many small files), each piece by a range read below that.
+PACK_WHOLE_FROM = 4
 # ioctl FICLONE: share the source's extents (btrfs, xfs with reflink, ...).
 _FICLONE = 0x40049409
 
@@ -28,17 +32,43 @@ class ChunkCache:
     def path(self, digest: str) -> Path:
         return self.root / digest[:2] / digest
 
-    async def ensure(self, digests: list[str]) -> None:
-        """Fetch the chunks this node does not hold yet (a few at a time)."""
+    async def ensure(self, refs: list[str]) -> None:
+        """Fetch the chunks this node does not hold yet (a few at a time): a
+        chunk blob as a file; a pack's pieces from one read of the pack
+        where many are wanted, else each by a range read."""
         gate = asyncio.Semaphore(8)
+        wanted: dict[str, ChunkRef] = {}
+        for r in refs:
+            d = ref_digest(r)
+            if d not in wanted and not self.path(d).exists():
+                wanted[d] = parse_ref(r)
+        packs: dict[str, list[ChunkRef]] = {}
+        for ref in wanted.values():
+            if ref.pack:
+                packs.setdefault(ref.pack, []).append(ref)
 
-        async def fetch(d: str) -> None:
+        async def fetch(ref: ChunkRef) -> None:
             async with gate:
-                await self.blob.get_to_file(volume_chunk_key(d), self.path(d), sha256=d)
+                if not ref.pack:
+                    await self.blob.get_to_file(ref.key, self.path(ref.digest), sha256=ref.digest)
+                    return
+                await asyncio.to_thread(self.keep, ref.digest, await read_packed(self.blob, ref))
+
+        async def fetch_pack(pack: str, pieces: list[ChunkRef]) -> None:
+            async with gate:
+                data = await self.blob.get(pieces[0].key, sha256=pack)
+            await asyncio.to_thread(self._keep_pieces, data, pieces)
 
         await asyncio.gather(
-            *(fetch(d) for d in dict.fromkeys(digests) if not self.path(d).exists())
+            *(fetch(r) for r in wanted.values() if not r.pack),
+            *(fetch(r) for p in packs.values() if len(p) < PACK_WHOLE_FROM for r in p),
+            *(fetch_pack(k, p) for k, p in packs.items() if len(p) >= PACK_WHOLE_FROM),
         )
+
+    def _keep_pieces(self, data: bytes, pieces: list[ChunkRef]) -> None:
+        for ref in pieces:
+            piece = read_checked(ref, data[ref.offset : ref.offset + ref.length])
+            self.keep(ref.digest, piece)
 
     def keep(self, digest: str, piece: bytes) -> None:
         """Remember a chunk this node just stored (a commit), so a later mount
@@ -51,8 +81,9 @@ class ChunkCache:
         tmp.write_bytes(piece)
         os.replace(tmp, dest)
 
-    def materialise(self, digests: list[str], dest: Path, mode: int, mtime: float) -> int:
+    def materialise(self, refs: list[str], dest: Path, mode: int, mtime: float) -> int:
         """Write a file from cached chunks (blocking); answer its mtime in ns as set."""
+        digests = [ref_digest(r) for r in refs]
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.thaw-part")
         with open(tmp, "wb") as out:

@@ -9,24 +9,37 @@ Files are whole: a reload replaces a file by a rename, never in place.
 What it writes (and the directories on the way) belongs to ``owner``, the
 container's process user, so a function on an image with a ``USER`` can
 change its volume's files.
+
+After each load, reload and commit, what the directory holds against the
+version (``MountState``) is written beside it (``<root>.state``): an agent
+that died leaves it, and its next life commits what the container wrote
+meanwhile (``resume``) before removing the directory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import stat
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 from thaw_core.image_users import ROOT, ImageUser
 from thaw_core.schema import VolumeEntry, VolumeInfo
-from thaw_core.volumes import ChunkUploader, VolumesClient
+from thaw_core.volumes import CHUNK_SIZE, ChunkUploader, VolumeError, VolumesClient
 
 from thaw_agent.volume_cache import ChunkCache
 
-# Files hashed and stored at once by a commit: small files are many round trips.
-UPLOADS_AT_ONCE = 16
+log = logging.getLogger("thaw.agent.volumes")
+
+# Uploads at once by a commit: a large file, or a batch of small ones.
+UPLOADS_AT_ONCE = 4
+# A batch of small files: read, hashed and stored in a few trips to a thread.
+BATCH_FILES = 500
+BATCH_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -36,6 +49,32 @@ class OnDisk:
     size: int
     mtime_ns: int
     chunks: tuple[str, ...]
+
+
+# path -> (size, mtime in ns, chunk digests)
+Known = dict[str, tuple[int, int, tuple[str, ...]]]
+
+
+class PendingCommit(msgspec.Struct, frozen=True):
+    """A commit sent and not known to have landed: sent again under its id
+    (the service applies one id once), then its files are known."""
+
+    commit_id: str
+    changes: list[VolumeEntry]
+    deleted: list[str]
+    stored: Known
+
+
+class MountState(msgspec.Struct, frozen=True):
+    """A mount's directory against its version, kept on the node's disk."""
+
+    volume: VolumeInfo
+    version: int
+    known: Known
+    pending: PendingCommit | None = None
+
+
+_state_decoder = msgspec.json.Decoder(MountState)
 
 
 class MountedVolume:
@@ -55,6 +94,39 @@ class MountedVolume:
         self.version = 0
         self._known: dict[str, OnDisk] = {}
         self._uploader = ChunkUploader(client.blob)
+        # Left by a previous life of the agent (``resume``): sent again first.
+        self._pending: PendingCommit | None = None
+
+    @property
+    def state_file(self) -> Path:
+        return self.root.with_name(self.root.name + ".state")
+
+    @classmethod
+    def resume(cls, client: VolumesClient, cache: ChunkCache, state_file: Path) -> MountedVolume:
+        """The mount a previous life of the agent left at ``state_file``'s
+        directory, as it last loaded or committed it (blocking read)."""
+        state = _state_decoder.decode(state_file.read_bytes())
+        mounted = cls(client, cache, state.volume, state_file.with_suffix(""))
+        mounted.version = state.version
+        mounted._known = {p: OnDisk(*k) for p, k in state.known.items()}
+        mounted._pending = state.pending
+        return mounted
+
+    async def _save(self, pending: PendingCommit | None = None) -> None:
+        state = MountState(
+            volume=self.volume,
+            version=self.version,
+            known=_known_state(self._known),
+            pending=pending,
+        )
+        target = self.state_file
+
+        def write() -> None:
+            tmp = target.with_name(target.name + ".part")
+            tmp.write_bytes(msgspec.json.encode(state))
+            os.replace(tmp, target)
+
+        await asyncio.to_thread(write)
 
     async def load(self) -> None:
         """Materialise the volume's current version into ``root``."""
@@ -63,6 +135,7 @@ class MountedVolume:
         version, entries = await self.client.entries(self.volume.volume_id)
         await self._apply(entries)
         self.version = version
+        await self._save()
 
     async def reload(self) -> int:
         """Bring in what was committed since the loaded version; answer how
@@ -72,6 +145,8 @@ class MountedVolume:
         )
         await self._apply(entries)
         self.version = max(self.version, version)
+        if entries:
+            await self._save()
         return len(entries)
 
     async def _apply(self, entries: list[VolumeEntry]) -> None:
@@ -126,35 +201,109 @@ class MountedVolume:
         return written, gone
 
     async def commit(self) -> VolumeInfo | None:
-        """Commit what changed; None when nothing did."""
+        """Commit what changed; None when nothing did. The commit is noted in
+        the state file before it is sent: a previous life's commit that may
+        have landed is sent again under its id first, so it lands once, and
+        what it wrote is not sent again over what others committed since."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            try:
+                await self._send(pending)
+            except VolumeError as e:
+                # Refused whole: what it carried is still changed on disk, so
+                # the commit below carries it again.
+                log.warning("a left-over commit was refused", extra={"error": e.message})
         written, gone = await asyncio.to_thread(self.changes)
         if not written and not gone:
             return None
-        gate = asyncio.Semaphore(UPLOADS_AT_ONCE)
-
-        async def upload(rel: str, st: os.stat_result) -> VolumeEntry:
-            async with gate:
-                size, chunks = await self._uploader.upload_file(self.root / rel)
-            return VolumeEntry(
-                path=rel, size=size, chunks=chunks, mode=st.st_mode & 0o7777,
-                mtime=st.st_mtime_ns / 1e9,
-            )  # fmt: skip
-
-        entries = await asyncio.gather(*(upload(rel, st) for rel, st in written))
+        entries = await self._upload(written)
         stored = {
             e.path: OnDisk(e.size, st.st_mtime_ns, tuple(e.chunks))
             for e, (_, st) in zip(entries, written, strict=True)
         }
-        info = await self.client.commit(
-            self.volume.volume_id, list(entries), gone, base_version=self.version
+        pending = PendingCommit(uuid.uuid4().hex, list(entries), gone, _known_state(stored))
+        await self._save(pending)
+        return await self._send(pending)
+
+    async def _upload(self, written: list[tuple[str, os.stat_result]]) -> list[VolumeEntry]:
+        """Store the chunks of the written files; their entries, in order.
+        Files under one chunk go in batches (``upload_small``), larger ones
+        one by one, a few of each at once."""
+        gate = asyncio.Semaphore(UPLOADS_AT_ONCE)
+        sizes: list[tuple[int, list[str]] | None] = [None] * len(written)
+
+        async def large(i: int) -> None:
+            async with gate:
+                sizes[i] = await self._uploader.upload_file(self.root / written[i][0])
+
+        root = str(self.root)
+
+        async def small(batch: list[int]) -> None:
+            async with gate:
+                # Strings, not Paths: 10,000 Path joins cost more than reading the files.
+                got = await self._uploader.upload_small(
+                    [os.path.join(root, written[i][0]) for i in batch]
+                )
+            # One that grew past a chunk since the walk is read whole.
+            await asyncio.gather(*(large(i) for i, g in zip(batch, got, strict=True) if g is None))
+            for i, g in zip(batch, got, strict=True):
+                sizes[i] = sizes[i] if g is None else g
+
+        await asyncio.gather(
+            *(small(b) for b in _batches(written)),
+            *(large(i) for i, (_, st) in enumerate(written) if st.st_size >= CHUNK_SIZE),
         )
-        self._known.update(stored)
-        for p in gone:
+        entries = []
+        for (rel, st), got in zip(written, sizes, strict=True):
+            assert got is not None
+            entries.append(VolumeEntry(
+                path=rel, size=got[0], chunks=got[1], mode=st.st_mode & 0o7777,
+                mtime=st.st_mtime_ns / 1e9,
+            ))  # fmt: skip
+        return entries
+
+    async def _send(self, pending: PendingCommit) -> VolumeInfo:
+        try:
+            info = await self.client.commit(
+                self.volume.volume_id,
+                pending.changes,
+                pending.deleted,
+                base_version=self.version,
+                commit_id=pending.commit_id,
+            )
+        except VolumeError:
+            # A chunk this uploader stored may have been collected since (the
+            # service refuses naming it): the next try looks in the store again.
+            self._uploader.forget()
+            raise
+        self._known.update({p: OnDisk(*k) for p, k in pending.stored.items()})
+        for p in pending.deleted:
             self._known.pop(p, None)
         if info.version == self.version + 1:
             # Nobody committed in between: this directory is that version.
             self.version = info.version
+        await self._save()
         return info
+
+
+def _batches(written: list[tuple[str, os.stat_result]]) -> list[list[int]]:
+    """The indexes of the files under one chunk, in batches of at most
+    ``BATCH_FILES`` files and ``BATCH_BYTES`` bytes (as the walk saw them)."""
+    out: list[list[int]] = [[]]
+    held = 0
+    for i, (_, st) in enumerate(written):
+        if st.st_size >= CHUNK_SIZE:
+            continue
+        if len(out[-1]) >= BATCH_FILES or (out[-1] and held + st.st_size > BATCH_BYTES):
+            out.append([])
+            held = 0
+        out[-1].append(i)
+        held += st.st_size
+    return [b for b in out if b]
+
+
+def _known_state(known: dict[str, OnDisk]) -> Known:
+    return {p: (k.size, k.mtime_ns, k.chunks) for p, k in known.items()}
 
 
 def _remove(target: Path) -> None:

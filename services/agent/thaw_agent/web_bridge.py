@@ -9,6 +9,13 @@ here. A websocket's accept and messages go the same way; its close, like a
 response's last part, is published. A gateway that stopped answering (it
 went away, the client left) ends the request in the container as a client
 gone.
+
+The gateway hears that a container took the request (``WebAccepted``, which
+stops its start clock) just ahead of the request's first frame, in the same
+flush to NATS, so that the gateway wakes once for both; or after
+``ACCEPT_AFTER_S`` if the app is slow to start answering. A request run
+again (redelivered) or a websocket (whose pulls and sends cross) says so at
+once: the gateway must hear it before any of that run's frames.
 """
 
 from __future__ import annotations
@@ -50,6 +57,9 @@ log = logging.getLogger("thaw.agent.web")
 # How long the gateway may take to read a body chunk from its client or to
 # write a response part to it (it answers a websocket's pull sooner, idle).
 PART_TIMEOUT_S = 60.0
+# How long an app may take to start answering before the gateway hears that
+# its container took the request: well within any start timeout.
+ACCEPT_AFTER_S = 0.25
 
 
 class WebBridge:
@@ -58,16 +68,36 @@ class WebBridge:
         self._pulled_decoder = web_decoder(WebPulled)
         self._ack_decoder = web_decoder(WebPartAck)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Requests taken whose gateway has not heard so yet: their timers.
+        self._unsaid: dict[str, asyncio.TimerHandle] = {}
 
-    async def accepted(self, head: WebHead, container: Container) -> None:
-        """A container takes the request: the gateway stops its start clock."""
-        await self._bus.publish_core(
-            web_response_subject(head.request_id),
-            encode_web(WebAccepted(container_id=container.id)),
+    def taken(self, head: WebHead, container: Container, input_id: str, *, again: bool) -> None:
+        """A container takes the request (``again``: not its first delivery)."""
+        rid = head.request_id
+        if again or head.websocket:
+            self._spawn(self._accepted(rid, container))
+            return
+        self._unsaid[rid] = asyncio.get_running_loop().call_later(
+            ACCEPT_AFTER_S, self._slow_start, rid, container, input_id
         )
+
+    def _slow_start(self, rid: str, container: Container, input_id: str) -> None:
+        del self._unsaid[rid]
+        if input_id in container.inflight:  # else it ended (or moved) without a frame
+            self._spawn(self._accepted(rid, container))
+
+    async def _accepted(self, rid: str, container: Container) -> None:
+        """The gateway stops its start clock."""
+        data = encode_web(WebAccepted(container_id=container.id))
+        await self._bus.publish_core(web_response_subject(rid), data)
 
     def on_frame(self, container: Container, frame: WebFrame) -> None:
         """From the container's conversation: relay without holding it up."""
+        timer = self._unsaid.pop(frame.request_id, None)
+        if timer is not None:
+            timer.cancel()
+            # Spawned first, so published first: a publish is queued before it yields.
+            self._spawn(self._accepted(frame.request_id, container))
         match frame:
             case WebPull():
                 self._spawn(self._pull(container, frame))

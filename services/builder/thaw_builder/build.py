@@ -103,7 +103,11 @@ class Builder:
             resolved: dict[str, RegistryImage] = {}
             if refs_wanted:
                 assert isinstance(base, FromRegistry | FromDockerfile)
-                skopeo = Skopeo(await credentials(self.secrets, base.secret, request.requested_by))
+                skopeo = Skopeo(
+                    await credentials(
+                        self.secrets, base.secret, request.requested_by, request.secrets_grant
+                    )
+                )
                 for ref in refs_wanted:
                     resolved[ref] = await resolve(ref, skopeo)
             plan = make_plan(request.image, self.config.rootfs, resolved)
@@ -238,7 +242,9 @@ class Builder:
             try:
                 match ps.kind:
                     case "base":
-                        return await self._store(ps, self.config.rootfs, scratch, adopt=False)
+                        return await self._store(
+                            ps, ps.rootfs or self.config.rootfs, scratch, adopt=False
+                        )
                     case "run":
                         return await self._run_step(ps, below, reporter, scratch)
                     case "files":
@@ -343,6 +349,7 @@ def _manifest(plan: Plan, refs: list[LayerRef], base: ImageManifest | None) -> I
         env=plan.env,
         workdir=plan.workdir,
         python_version=plan.python_version,
+        python=plan.python,
     )
     if base is None:
         return manifest

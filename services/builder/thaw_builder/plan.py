@@ -50,6 +50,7 @@ from thaw_builder.plan_types import (
     registry_base_id,
 )
 from thaw_builder.registry import RegistryImage
+from thaw_builder.runtime_layer import runtime_step
 
 __all__ = ["Plan", "PlanError", "PlannedStep", "RegistryBase", "make_plan", "op_of"]
 
@@ -67,6 +68,8 @@ class Plan:
     final_stage: int = 0
     # What the manifest records from a Dockerfile: user, entrypoint, cmd, labels, ports.
     config: dict[str, Any] = field(default_factory=dict)
+    # The image's python3 when it is not /usr/bin/python3 (a debian_slim base's).
+    python: str = ""
 
     @property
     def image_id(self) -> str:
@@ -106,10 +109,20 @@ def make_plan(
             docker.config,
         )
     else:
-        python_version = _base_python(base, rootfs)
-        parent = layers.base_layer_id(rootfs, python_version)
-        planned = [PlannedStep(0, base, "base", parent, {}, workdir)]
-    for index, step in enumerate(spec.steps[1:], start=len(planned)):
+        python_version, base_rootfs = _base_python(base, rootfs)
+        parent = layers.base_layer_id(base_rootfs, python_version)
+        planned = [PlannedStep(0, base, "base", parent, {}, workdir, rootfs=base_rootfs)]
+    first_index = len(planned)
+    python = ""
+    if planned[0].kind == "base":
+        python = layers.rootfs_python_path(planned[0].rootfs)
+    if planned[0].kind == "base" and python_version != runtime_python():
+        # The runtime's packages for this Python, right on the base (shown as
+        # part of step 0): every image on this base shares the layer.
+        runtime = runtime_step()
+        parent = layers.layer_id(parent, runtime)
+        planned.append(PlannedStep(0, runtime, "run", parent, {}, workdir))
+    for index, step in enumerate(spec.steps[1:], start=first_index):
         kind = _check(index, step)
         parent = layers.layer_id(parent, identity(step))
         planned.append(
@@ -120,7 +133,7 @@ def make_plan(
                 env.update(new)
             case Workdir(path=path):
                 workdir = posixpath.normpath(posixpath.join(workdir, path))
-    return Plan(planned, python_version, env, workdir, final_stage, config)
+    return Plan(planned, python_version, env, workdir, final_stage, config, python)
 
 
 def registry_plan(image: RegistryImage, add_python: str | None) -> RegistryBase:
@@ -162,25 +175,35 @@ def identity(step: ImageStep) -> ImageStep | dict[str, Any]:
     return step
 
 
-def _base_python(step: ImageStep, rootfs: Path) -> str:
-    available = layers.rootfs_python_version(rootfs)
-    match step:
-        case DebianSlim(python_version=None):
-            return available
-        case DebianSlim(python_version=wanted) if _minor(wanted) == available:
-            return available
-        case DebianSlim(python_version=wanted):
-            raise PlanError(
-                0,
-                "debian_slim",
-                f"python_version={wanted!r} is not available: this builder's base image has "
-                f"Python {available}",
-            )
+def _base_python(step: ImageStep, rootfs: Path) -> tuple[str, Path]:
+    """The Python version of a ``debian_slim`` image and the rootfs that has it."""
+    if not isinstance(step, DebianSlim):
+        raise PlanError(
+            0,
+            op_of(step),
+            f"an image starts with Image.debian_slim() or Image.from_registry(), not {op_of(step)}",
+        )
+    default = layers.rootfs_python_version(rootfs)
+    bases = layers.python_bases(rootfs)
+    if step.python_version is None:
+        # The client's own version where this builder has it, else its default.
+        wanted = _minor(step.client_python) if step.client_python else default
+        version = wanted if wanted in bases else default
+        return version, bases.get(version, rootfs)
+    wanted = _minor(step.python_version)
+    if wanted in bases:
+        return wanted, bases[wanted]
+    have = ", ".join(f"Python {v} ({root.name})" for v, root in sorted(bases.items(), key=_order))
     raise PlanError(
         0,
-        op_of(step),
-        f"an image starts with Image.debian_slim() or Image.from_registry(), not {op_of(step)}",
+        "debian_slim",
+        f"python_version={step.python_version!r} is not available: this builder's base images "
+        f"have {have}; a node gets more with deploy/make-rootfs.sh (see the README)",
     )
+
+
+def _order(item: tuple[str, Path]) -> tuple[int, ...]:
+    return tuple(int(p) if p.isdigit() else 0 for p in item[0].split("."))
 
 
 def _minor(version: str) -> str:

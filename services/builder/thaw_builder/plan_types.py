@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from thaw_core import layers
@@ -58,6 +59,8 @@ class PlannedStep:
     stage: int = 0
     registry: RegistryBase | None = None
     docker: DockerOp | None = None
+    # A "base" step's rootfs: the one of the Python version the image asks for.
+    rootfs: Path | None = None
 
     @property
     def op(self) -> str:

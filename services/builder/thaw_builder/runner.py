@@ -3,10 +3,10 @@
 The container's root is an overlay: the parent layers (read-only lowers) and
 a fresh upper dir, which afterwards holds exactly the step's changes, in
 overlay's format (whiteouts for deletions) — the layer. It runs in a network
-namespace of its own with outbound access only (``step_network``): pip and
-apt reach their registries, but nothing listening on the builder machine
-(the platform's NATS, Postgres, gateway, anything on loopback) is reachable
-from a step. It has Docker's default capability set (none of which lets it
+namespace of its own with outbound access only
+(``thaw_core.outbound_netns``): pip and apt reach their registries, but
+nothing listening on the builder machine (the platform's NATS, Postgres,
+gateway, anything on loopback) is reachable from a step. It has Docker's default capability set (none of which lets it
 change its namespace's firewall) so that apt can drop privileges and dpkg
 can chown.
 
@@ -33,10 +33,10 @@ from typing import Any, Literal
 from thaw_core import hosttools, layers
 from thaw_core.image_users import ROOT, ImageUser, image_user, oci_user
 from thaw_core.oci import MASKED_PATHS, READONLY_PATHS, standard_mounts
+from thaw_core.outbound_netns import outbound_netns, resolv_conf
 from thaw_core.private_file import write_private
 
 from thaw_builder.pipconf import Mount
-from thaw_builder.step_network import resolv_conf, step_network
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,8 @@ class StepContainer:
             user = image_user(cmd.user, self.rootfs)
             resolv = self.work / "resolv.conf"
             resolv.write_text(resolv_conf())
-            async with step_network() as netns:
-                config = _config(self.rootfs, self.container_id, cmd, user, netns, resolv)
+            async with outbound_netns() as ns:
+                config = _config(self.rootfs, self.container_id, cmd, user, ns.net, resolv)
                 # 0600: a step's environment may carry its secrets.
                 write_private(self.bundle / "config.json", json.dumps(config))
                 return await self._run(cmd, on_line)

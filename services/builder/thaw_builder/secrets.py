@@ -1,6 +1,7 @@
 """Registry credentials from a thaw secret, fetched as the agent fetches a
-container's: a ``SecretsRequest`` on ``thaw.secrets.fetch``, answered by the
-gateway, which alone holds the key. The secret is a named one (``thaw secret
+container's: a ``SecretsRequest`` on ``thaw.secrets.fetch`` with the grant the
+gateway signed into the ``BuildRequest``, answered by the gateway, which alone
+holds the key. The secret is a named one (``thaw secret
 create``) with ``REGISTRY_USERNAME`` and ``REGISTRY_PASSWORD``; its values
 are used for the pull and never logged or stored."""
 
@@ -11,7 +12,7 @@ from typing import Protocol
 import msgspec
 from thaw_core import contract
 from thaw_core.bus import Bus
-from thaw_core.schema import SecretRef, SecretsReply, SecretsRequest, encode
+from thaw_core.schema import SecretRef, SecretsGrant, SecretsReply, SecretsRequest, encode
 
 from thaw_builder.registry import Credentials, RegistryError
 
@@ -23,7 +24,9 @@ _reply = msgspec.json.Decoder(SecretsReply)
 
 
 class SecretSource(Protocol):
-    async def values(self, app: str, function: str, name: str) -> dict[str, str]: ...
+    async def values(
+        self, app: str, function: str, name: str, grant: SecretsGrant | None
+    ) -> dict[str, str]: ...
 
 
 class BusSecrets:
@@ -32,9 +35,14 @@ class BusSecrets:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def values(self, app: str, function: str, name: str) -> dict[str, str]:
+    async def values(
+        self, app: str, function: str, name: str, grant: SecretsGrant | None
+    ) -> dict[str, str]:
         request = SecretsRequest(
-            app=app, function=function, secrets=[SecretRef(name=name, required_keys=[])]
+            app=app,
+            function=function,
+            secrets=[SecretRef(name=name, required_keys=[])],
+            grant=grant,
         )
         try:
             msg = await self.bus.request(
@@ -49,15 +57,19 @@ class BusSecrets:
 
 
 async def credentials(
-    source: SecretSource | None, secret: str | None, requested_by: str
+    source: SecretSource | None,
+    secret: str | None,
+    requested_by: str,
+    grant: SecretsGrant | None = None,
 ) -> Credentials | None:
-    """The registry credentials in ``secret`` (None when the image names none)."""
+    """The registry credentials in ``secret`` (None when the image names none),
+    fetched under the build request's ``grant`` (the gateway's leave)."""
     if secret is None:
         return None
     if source is None:
         raise RegistryError(f"secret {secret!r}: this builder has no way to fetch secrets")
     app, _, functions = requested_by.partition("/")
-    env = await source.values(app, functions.split(",")[0], secret)
+    env = await source.values(app, functions.split(",")[0], secret, grant)
     missing = [k for k in (USERNAME_KEY, PASSWORD_KEY) if not env.get(k)]
     if missing:
         raise RegistryError(f"secret {secret!r} lacks {' and '.join(missing)}")

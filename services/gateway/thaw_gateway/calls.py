@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 import msgspec
@@ -26,10 +25,19 @@ from thaw_core.api import (
     CallAccepted,
     CallRequest,
 )
-from thaw_core.bus import BatchPublishError, Bus
+from thaw_core.bus import BatchPublishError, Bus, refusal
 from thaw_core.contract import cancel_subject, invoke_subject, result_subject
-from thaw_core.result_proof import derive_key, new_key, result_msg_id, signed
-from thaw_core.schema import CancelCall, Codec, FunctionSpec, Invoke, JsonArgs, Result, encode
+from thaw_core.result_proof import KeySeed, new_key, result_msg_id, signed
+from thaw_core.schema import (
+    CancelCall,
+    Codec,
+    FunctionSpec,
+    Invoke,
+    JsonArgs,
+    PayloadRef,
+    Result,
+    encode,
+)
 
 from thaw_gateway.auth import check_calls
 from thaw_gateway.bodies import (
@@ -40,6 +48,13 @@ from thaw_gateway.bodies import (
     query_seconds,
     read_body,
 )
+from thaw_gateway.call_ids import (
+    call_id_of,
+    check_call_keys,
+    key_seed,
+    made_before,
+    map_id_of,
+)
 from thaw_gateway.call_log import IssuedCall
 from thaw_gateway.errors import (
     ApiError,
@@ -49,7 +64,10 @@ from thaw_gateway.errors import (
     json_response,
     not_found,
     too_large,
+    unavailable,
 )
+from thaw_gateway.fleet import waiting_for
+from thaw_gateway.payloads import offloaded
 from thaw_gateway.results import GatewayStopping, to_call_result
 from thaw_gateway.state import Gateway, gateway
 
@@ -62,14 +80,6 @@ PUBLISH_TIMEOUT_S = 10.0
 
 _args_encoder = msgspec.json.Encoder()
 NDJSON = "application/x-ndjson"
-
-
-def new_call_id() -> str:
-    return "fc-" + uuid.uuid4().hex
-
-
-def new_map_id() -> str:
-    return "fm-" + uuid.uuid4().hex
 
 
 # ---------------------------------------------------------------- building inputs
@@ -100,11 +110,13 @@ def encode_args(codec: Codec, args: list[Any], kwargs: dict[str, Any], payload: 
     return payload
 
 
-def batch_item_args(codec: Codec, item: Any, index: int) -> bytes:
+def batch_item_args(codec: Codec, item: Any, index: int) -> bytes | PayloadRef:
     where = f"items[{index}]"
     if codec == "json":
         return _args_encoder.encode(convert(item, JsonArgs, where))
-    payload = convert(item, bytes, where)
+    payload = convert(item, bytes | PayloadRef, where)  # type: ignore[arg-type]
+    if isinstance(payload, PayloadRef):
+        return payload
     if not payload:
         raise bad_request(
             f"{where}: empty; codec 'pickle' items are base64 pickles of (args, kwargs)"
@@ -117,7 +129,8 @@ def check_size(bus: Bus, data: bytes) -> None:
     if limit and len(data) > limit:
         raise too_large(
             f"the encoded input is {len(data)} bytes, over the bus's message limit of {limit}"
-            " bytes (nats-server max_payload); pass large data through a volume instead"
+            " bytes (nats-server max_payload): make THAW_PAYLOAD_INLINE_BYTES smaller than it"
+            " or keep class parameters small"
         )
 
 
@@ -133,27 +146,26 @@ def issued(invoke: Invoke) -> IssuedCall:
     )
 
 
-# A caller's key seed: long enough to be unguessable, short enough to be a seed.
-KEY_SEED_BYTES = (16, 64)
-
-
-def check_key_seed(seed: bytes) -> None:
-    low, high = KEY_SEED_BYTES
-    if seed and not low <= len(seed) <= high:
-        raise bad_request(f"key_seed is {len(seed)} bytes; it takes {low} to {high} (base64)")
-
-
-def result_key(seed: bytes, call_id: str) -> bytes:
+def result_key(seed: KeySeed | None, call_id: str) -> bytes:
     """A new call's result key: from the caller's seed (so it can check the
     result itself), else a fresh random one."""
-    return derive_key(seed, call_id) if seed else new_key()
+    return seed.key(call_id) if seed is not None else new_key()
+
+
+def not_taken(e: nats.errors.Error | TimeoutError | BatchPublishError, what: str) -> ApiError:
+    """503 naming the bus's reason when it refused ``what`` (its queue is at
+    its limits), 504 when it did not answer."""
+    reason = refusal(e)
+    if reason is not None:
+        return unavailable(f"{what}: the bus refused it ({reason}); try again when it has room")
+    return gateway_timeout(f"{what}: the bus did not answer ({e!r})")
 
 
 async def publish_input(bus: Bus, invoke: Invoke, data: bytes) -> None:
     try:
         await bus.publish(invoke_subject(invoke.app, invoke.function), data, msg_id=invoke.call_id)
     except (nats.errors.Error, TimeoutError) as e:
-        raise gateway_timeout(f"the bus did not take the input of {invoke.call_id}: {e!r}") from e
+        raise not_taken(e, f"the input of {invoke.call_id} was not taken") from e
 
 
 async def publish_inputs(bus: Bus, subject: str, inputs: list[tuple[str, bytes]]) -> None:
@@ -162,9 +174,10 @@ async def publish_inputs(bus: Bus, subject: str, inputs: list[tuple[str, bytes]]
     try:
         await bus.publish_batch(subject, inputs, timeout_s=PUBLISH_TIMEOUT_S + len(inputs) / 1000)
     except BatchPublishError as e:
-        raise gateway_timeout(
-            f"the bus took {e.taken} of {e.total} inputs before failing ({e.__cause__!r});"
-            " send the batch again (inputs already taken are not run twice)"
+        raise not_taken(
+            e,
+            f"{e.taken} of {e.total} inputs were taken (send the batch again:"
+            " inputs already taken are not run twice)",
         ) from e
 
 
@@ -205,14 +218,16 @@ def _invoke(
     app: str,
     function: str,
     body: CallRequest | BatchRequest,
-    args: bytes,
+    args: Invoke,
     *,
+    seed: KeySeed | None,
     map_id: str = "",
     index: int = 0,
     created_at: float,
 ) -> Invoke:
-    """A new call's input, with its own call id and result key."""
-    call_id = new_call_id()
+    """A new call's input, with its own call id and result key (``seed``:
+    ``key_seed(body)``, keyed once per request)."""
+    call_id = call_id_of(body, seed, index)
     return Invoke(
         call_id=call_id,
         app=app,
@@ -220,11 +235,12 @@ def _invoke(
         method=body.method,
         params=body.params,
         codec=body.codec,
-        args=args,
+        args=args.args,
+        args_ref=args.args_ref,
         map_id=map_id,
         index=index,
         created_at=created_at,
-        key=result_key(body.key_seed, call_id),
+        key=result_key(seed, call_id),
     )
 
 
@@ -233,9 +249,18 @@ async def create_call(request: web.Request) -> web.Response:
     wait_s = query_seconds(request, "wait", default=0.0, cap=MAX_WAIT_S)
     body = await read_body(request, CallRequest, empty_ok=True)
     check_method(spec, body.method)
-    check_key_seed(body.key_seed)
-    args = encode_args(body.codec, body.args, body.kwargs, body.payload)
-    invoke = _invoke(app_name, function, body, args, created_at=time.time())
+    check_call_keys(body)
+    if body.payload_ref is not None:
+        if body.payload or body.codec != "pickle":
+            raise bad_request("payload_ref takes the place of payload, with codec 'pickle'")
+        args = await offloaded(gw, body.payload_ref, "payload_ref")
+    else:
+        encoded = encode_args(body.codec, body.args, body.kwargs, body.payload)
+        args = await offloaded(gw, encoded, "the encoded input")
+    invoke = _invoke(app_name, function, body, args, seed=key_seed(body), created_at=time.time())
+    made = await made_before(gw, body, app_name, function, [invoke.call_id])
+    if made:  # a resend of a call made before: its answer, as a poll gets it
+        return await answer_call(gw, made[invoke.call_id], wait_s)
     data = encode(invoke)
     check_size(gw.bus, data)
     gw.results.issued([(invoke.call_id, invoke.key)])
@@ -260,31 +285,38 @@ async def create_batch(request: web.Request) -> web.Response:
             f"{len(body.items)} items; a batch takes at most {MAX_BATCH_ITEMS}: split it"
         )
     check_method(spec, body.method)
-    check_key_seed(body.key_seed)
-    map_id = new_map_id()
+    check_call_keys(body)
+    seed = key_seed(body)
+    map_id = map_id_of(body, seed)
     now = time.time()
+    items = [batch_item_args(body.codec, item, i) for i, item in enumerate(body.items)]
     invokes = [
         _invoke(
             app_name,
             function,
             body,
-            batch_item_args(body.codec, item, i),
+            await offloaded(gw, args, f"items[{i}]"),
+            seed=seed,
             map_id=map_id,
             index=i,
             created_at=now,
         )
-        for i, item in enumerate(body.items)
+        for i, args in enumerate(items)
     ]
+    call_ids = [inv.call_id for inv in invokes]
+    made = await made_before(gw, body, app_name, function, call_ids)
+    invokes = [inv for inv in invokes if inv.call_id not in made]
     inputs = [(inv.call_id, encode(inv)) for inv in invokes]
     for i, (_, data) in enumerate(inputs):
         try:
             check_size(gw.bus, data)
         except ApiError as e:
             raise too_large(f"items[{i}]: {e.message}") from None
-    gw.results.issued((inv.call_id, inv.key) for inv in invokes)
-    await publish_inputs(gw.bus, invoke_subject(app_name, function), inputs)
-    gw.calls.record(issued(inv) for inv in invokes)
-    return json_response(BatchAccepted(map_id=map_id, call_ids=[inv.call_id for inv in invokes]))
+    if inputs:
+        gw.results.issued((inv.call_id, inv.key) for inv in invokes)
+        await publish_inputs(gw.bus, invoke_subject(app_name, function), inputs)
+        gw.calls.record(issued(inv) for inv in invokes)
+    return json_response(BatchAccepted(map_id=map_id, call_ids=call_ids))
 
 
 async def check_call_apps(request: web.Request, gw: Gateway, call_ids: list[str]) -> None:
@@ -306,6 +338,12 @@ async def get_call(request: web.Request) -> web.Response:
     call = await gw.calls.get(call_id)
     if call is None:
         raise not_found(f"no call {call_id!r} was made (or it is older than its retention)")
+    return await answer_call(gw, call, wait_s)
+
+
+async def answer_call(gw: Gateway, call: IssuedCall, wait_s: float) -> web.Response:
+    """A made call's result (200), waited for up to ``wait_s``, else 202."""
+    call_id = call.call_id
     with gw.results.expect(call_id, call.key) as fut:
         # Memory says "not finished" only to a waiter: a result already stored
         # but not yet delivered reaches it. A plain poll asks the stream.
@@ -314,7 +352,8 @@ async def get_call(request: web.Request) -> web.Response:
             return json_response(to_call_result(stored))
         result = await wait_result(gw, call_id, call.key, fut, wait_s) if wait_s > 0 else None
     if result is None:
-        return json_response(CallAccepted(call_id=call_id), 202)
+        waiting = await waiting_for(gw, call.app, call.function) or msgspec.UNSET
+        return json_response(CallAccepted(call_id=call_id, waiting_for=waiting), 202)
     return json_response(to_call_result(result))
 
 

@@ -125,6 +125,9 @@ def _node_info(row: Any) -> NodeInfo:
         gpus=gpus,
         last_seen=row["last_seen"],
         fingerprint_id=node_class(inventory),
+        free_cores=float(inventory.get("free_cores") or 0.0),
+        free_memory_mb=int(inventory.get("free_memory_mb") or 0),
+        containers=len(inventory.get("containers") or []),
     )
 
 

@@ -10,7 +10,6 @@ the platform (scheduler, other gateway replicas).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import re
 import uuid
@@ -41,6 +40,7 @@ from thaw_gateway.errors import (
     not_found,
     too_large,
 )
+from thaw_gateway.fleet import deploy_warnings
 from thaw_gateway.images import BuildFailed, resolve_images
 from thaw_gateway.schedules import check_schedules
 from thaw_gateway.secrets import check_deploy_secrets
@@ -61,8 +61,8 @@ class BundleStored(msgspec.Struct, kw_only=True):
     size: int
 
 
-def _sha256_param(request: web.Request) -> str:
-    sha = request.match_info["sha256"]
+def _sha256_param(request: web.Request, name: str = "sha256") -> str:
+    sha = request.match_info[name]
     if not SHA256_RE.fullmatch(sha):
         raise bad_request(f"{sha!r} is not a sha256: expected 64 lowercase hex digits")
     return sha
@@ -96,35 +96,46 @@ async def _head_upload(request: web.Request, key: Callable[[str], str], what: st
     return web.Response(status=200)
 
 
-async def _put_upload(request: web.Request, key: Callable[[str], str], what: str) -> web.Response:
+async def _put_upload(
+    request: web.Request, key: Callable[[str], str], what: str, param: str = "sha256"
+) -> web.Response:
     """Store the body under ``key(sha256)``, streamed (never whole in memory)
-    and refused unless it hashes to the sha256 in the path."""
-    sha = _sha256_param(request)
+    and refused unless it hashes to the sha256 in the path (its ``param``)."""
+    sha = _sha256_param(request, param)
     return json_response(await _store_upload(request, key(sha), sha, what), 201)
 
 
-async def _store_upload(request: web.Request, key: str, sha: str, what: str) -> BundleStored:
-    if request.content_length is not None and request.content_length > MAX_PAYLOAD_BYTES:
-        raise too_large(f"{what} of {request.content_length} bytes is over {MAX_PAYLOAD_BYTES}")
+async def _store_upload(
+    request: web.Request,
+    key: str,
+    sha: str,
+    what: str,
+    *,
+    limit: int = MAX_PAYLOAD_BYTES,
+    limit_name: str = "",
+) -> BundleStored:
+    """Stream the body to ``key``; refused before anything is read when its
+    Content-Length is over ``limit`` (``limit_name``: the setting that sets it)."""
+    named = f" ({limit_name})" if limit_name else ""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(f"{what} of {request.content_length} bytes is over {limit}{named}")
     blob = gateway(request).blob
-    digest = hashlib.sha256()
     size = 0
 
     async def body() -> AsyncIterator[bytes]:
+        # The blob store hashes what it writes: no second pass here.
         nonlocal size
         async for chunk in request.content.iter_chunked(_UPLOAD_CHUNK):
             size += len(chunk)
-            if size > MAX_PAYLOAD_BYTES:
-                raise too_large(f"{what} is over {MAX_PAYLOAD_BYTES} bytes")
-            digest.update(chunk)
+            if size > limit:
+                raise too_large(f"{what} is over {limit} bytes{named}")
             yield chunk
 
     try:
         info = await blob.put(key, body(), sha256=sha)
-    except BlobIntegrityError:
+    except BlobIntegrityError as e:
         raise bad_request(
-            f"the body's sha256 is {digest.hexdigest()}, not {sha} as the path says;"
-            " nothing was stored"
+            f"the body's sha256 is {e.actual}, not {sha} as the path says; nothing was stored"
         ) from None
     return BundleStored(sha256=sha, size=info.size)
 
@@ -177,7 +188,7 @@ def _check_deploy(body: DeployRequest) -> None:
     check_served(body.functions)
 
 
-async def _ensure_consumer(gw: Gateway, app: str, function: str) -> None:
+async def ensure_consumer(gw: Gateway, app: str, function: str) -> None:
     spec = invoke_consumer(app, function)
     # The durable joins names with "_", which names may contain: app "a_b" with
     # function "c" and app "a" with function "b_c" would share one consumer.
@@ -258,7 +269,7 @@ async def _record_deploy(
 ) -> DeployResponse:
     gw = gateway(request)
     for spec in functions:
-        await _ensure_consumer(gw, app, spec.name)
+        await ensure_consumer(gw, app, spec.name)
     row = await gw.db.fetchrow(
         _DEPLOY_SQL,
         APP_ID_PREFIX + uuid.uuid4().hex,
@@ -290,6 +301,7 @@ async def _record_deploy(
         functions=sorted(deployed.functions),
         web_urls=_urls(request, app, functions),
         app_id=deployed.app_id,
+        warnings=await deploy_warnings(gw, functions) or msgspec.UNSET,
     )
 
 

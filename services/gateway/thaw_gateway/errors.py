@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,6 +72,16 @@ def gateway_timeout(message: str) -> ApiError:
     return ApiError(504, "timeout", message)
 
 
+def unavailable(message: str) -> ApiError:
+    """The service cannot take it now (the bus refused it: a full queue)."""
+    return ApiError(503, "unavailable", message)
+
+
+def resource_exhausted(message: str) -> ApiError:
+    """No node has room for what was asked, now: asking again later may work."""
+    return ApiError(429, "resource_exhausted", message)
+
+
 def json_response(body: Any, status: int = 200) -> web.Response:
     """``body`` (a Struct, list, dict...) encoded once with msgspec."""
     return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
@@ -116,11 +126,26 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     return error_response(exc.status, code, exc.text or exc.reason)
 
 
+# nginx's "client closed request", for the access log: no client reads it.
+CLIENT_GONE_STATUS = 499
+
+
+def client_gone(request: web.Request) -> web.Response:
+    """The client left mid-request: nobody to answer, and nothing went wrong
+    here. Re-raised, aiohttp would log it as an error with its traceback and
+    try a 500 on the half-written response; closed, what aiohttp writes of
+    this answer meets a closed transport, which it takes quietly."""
+    log.debug("%s %s: the client went away", request.method, request.path)
+    if request.transport is not None:
+        request.transport.close()
+    return web.Response(status=CLIENT_GONE_STATUS)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     rid = request.headers.get(REQUEST_ID_HEADER, "")
     if not _CLIENT_REQUEST_ID.match(rid):
-        rid = uuid.uuid4().hex[:16]
+        rid = secrets.token_hex(8)
     request[REQUEST_ID] = rid
     try:
         resp = await handler(request)
@@ -131,7 +156,7 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         resp = _from_http_exception(request, e)
     except ConnectionResetError:
-        raise  # the client left mid-stream: nobody to answer
+        return client_gone(request)
     except Exception:
         log.exception(
             "unhandled error in %s %s",

@@ -10,8 +10,9 @@ the build's ``thaw.build.log.<build_id>`` messages are handed to ``emit`` (the
 deploy's NDJSON stream). The lookup comes first so that deploying an image
 that is built never waits behind other builds in the builder's queue.
 
-A function with no image, or the bare ``Image.debian_slim()``, needs no build:
-it runs on the node's default rootfs, as before images existed.
+A function with no image, or the bare ``Image.debian_slim()`` deployed from a
+client on thaw's own Python, needs no build: it runs on the node's default
+rootfs, as before images existed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from typing import Any
 
 import msgspec
 import nats.errors
-from thaw_core import contract, dockerfile
+from thaw_core import contract, dockerfile, secrets_grant
 from thaw_core.api import ImageBuildStarted
 from thaw_core.dockerfile import DockerfileError
 from thaw_core.schema import (
@@ -36,12 +38,15 @@ from thaw_core.schema import (
     BuildResult,
     DebianSlim,
     FromDockerfile,
+    FromRegistry,
     FunctionSpec,
     ImageLookup,
     ImageLookupReply,
     ImageRef,
     ImageSpec,
     ImageStep,
+    SecretRef,
+    SecretsGrant,
 )
 
 from thaw_gateway.errors import ApiError, bad_request, gateway_timeout
@@ -52,7 +57,7 @@ log = logging.getLogger("thaw.gateway")
 LOOKUP_TIMEOUT_S = 10.0
 # A build (pip installing torch, say) may take long; a deploy waits that long.
 BUILD_TIMEOUT_S = 3600.0
-_BARE_BASE = [DebianSlim()]
+_OWN_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 _LOG_TAIL_LINES = 20
 
 Emit = Callable[[msgspec.Struct], Awaitable[None]]
@@ -70,7 +75,17 @@ class BuildFailed(ApiError):
 
 
 def needs_build(image: ImageRef | None) -> bool:
-    return image is not None and image.steps not in ([], _BARE_BASE)
+    if image is None:
+        return False
+    match image.steps:
+        case [] | [DebianSlim(python_version=None, client_python=None)]:
+            return False
+        case [DebianSlim(python_version=None, client_python=wanted)]:
+            # A client on thaw's own Python gets the default rootfs (which has
+            # it, the agent's packages being built for it); another one, the
+            # builder's base of its version where there is one.
+            return wanted != _OWN_PYTHON
+    return True
 
 
 def step_label(step: dict[str, Any]) -> str:
@@ -220,6 +235,21 @@ def _no_builder(image: _Image) -> ApiError:
     )
 
 
+def _registry_grant(gw: Gateway, app: str, image: _Image, build_id: str) -> SecretsGrant | None:
+    """The builder's leave to fetch the registry secret the base step names
+    (as its ``thaw_builder.secrets`` asks for it), and no other."""
+    base = image.spec.steps[0] if image.spec.steps else None
+    secret = base.secret if isinstance(base, FromRegistry | FromDockerfile) else None
+    return secrets_grant.issue(
+        gw.grant_key,
+        node_id="",
+        app=app,
+        function=(image.functions or [""])[0],  # as the builder reads requested_by
+        container_id=build_id,
+        secrets=[SecretRef(name=secret)] if secret else [],
+    )
+
+
 async def _build(gw: Gateway, app: str, image: _Image, build_id: str, emit: Emit) -> BuildResult:
     # Subscribed before the request leaves (same connection, so the server has
     # the SUB first): no progress line or result can be missed.
@@ -239,6 +269,7 @@ async def _build(gw: Gateway, app: str, image: _Image, build_id: str, emit: Emit
                 build_id=build_id,
                 image=image.spec,
                 requested_by=f"{app}/{','.join(image.functions)}",
+                secrets_grant=_registry_grant(gw, app, image, build_id),
             ),
         )
         log.info("image build requested", extra={"app": app, "build_id": build_id})

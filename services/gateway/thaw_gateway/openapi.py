@@ -23,7 +23,11 @@ _ERRORS = {
     409: "conflict: the app is stopped, the call already finished, a volume path is a"
     " directory, ... (code invalid_state: what the request names refuses it as it is)",
     413: "body or input over the size limit",
+    429: "resource_exhausted: no node has room for the sandbox now; try again later",
     500: "internal error (the message carries a request id)",
+    503: "unavailable: a service the request needs (the scheduler) is not running, or the"
+    " bus refused the input (its queue is at its limits; the message names the bus's reason):"
+    " nothing was taken, try again",
     504: "the bus or an agent did not answer in time",
 }
 

@@ -13,10 +13,12 @@ from typing import Any
 from thaw_core.schema import CALL_ID_RE, NAME_RE
 from thaw_core.volumes.api import MAX_VOLUME_BYTES
 from thaw_core.volumes.paths import MAX_PATH_CHARS, VOLUME_PATH_PATTERN
+from thaw_core.volumes.refs import REF_PATTERN
 
 from thaw_gateway.call_stream import MAX_STREAM_CALLS, MAX_STREAM_TIMEOUT_S
 from thaw_gateway.calls import MAX_BATCH_ITEMS
 from thaw_gateway.deploy import SHA256_RE
+from thaw_gateway.sandboxes import MAX_COMMAND_ARGS, MAX_TAGS, MAX_TIMEOUT_S
 from thaw_gateway.secret_store import ENV_KEY_RE
 from thaw_gateway.stores import _KEY_RE as DICT_KEY_RE
 from thaw_gateway.stores import MAX_KEY_BYTES
@@ -51,6 +53,7 @@ PATH_PARAMS: dict[str, Schema] = {
     "container_id": ID,
     "snapshot_id": ID,
     "sha256": SHA256,
+    "chunk": {"type": "string", "pattern": REF_PATTERN},
 }
 
 # Query parameters, by name.
@@ -60,7 +63,13 @@ QUERY_PARAMS: dict[str, Schema] = {
     "limit": {"type": "integer", "minimum": 1},  # larger ones are lowered to the cap
     "wait": {"type": "number", "minimum": 0},  # likewise
     "path": VOLUME_PATH,  # only the volume routes take one
+    "tag": {"type": "string", "pattern": "^[^=]+=.*$"},  # key=value (GET /v1/sandboxes)
 }
+
+# A process's argument or path: no NUL byte (the kernel takes none).
+NO_NUL: Schema = {"type": "string", "pattern": "^[^\\x00]*$"}
+SANDBOX_SECONDS: Schema = {"exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S}
+PROCESS_ENV: Schema = {"propertyNames": ENV_KEY, "additionalProperties": ENV_VALUE}
 
 # Fields of request bodies: (component, property) -> what is added to its schema.
 BODY_FIELDS: dict[tuple[str, str], Schema] = {
@@ -85,6 +94,24 @@ BODY_FIELDS: dict[tuple[str, str], Schema] = {
     ("StreamRequest", "timeout_s"): {"exclusiveMinimum": 0, "maximum": MAX_STREAM_TIMEOUT_S},
     ("ChunksMissing", "digests"): {"items": SHA256},
     ("BatchRequest", "items"): {"maxItems": MAX_BATCH_ITEMS},
+    ("SandboxSpec", "app"): NAME,
+    ("SandboxSpec", "sandbox_id"): {"maxLength": 0},  # the gateway gives it
+    ("SandboxSpec", "command"): {"items": NO_NUL, "maxItems": MAX_COMMAND_ARGS},
+    ("SandboxSpec", "timeout_s"): SANDBOX_SECONDS,
+    ("SandboxSpec", "idle_timeout_s"): SANDBOX_SECONDS,
+    ("SandboxSpec", "workdir"): {"pattern": "^(/[^\\x00]*)?$"},
+    ("SandboxSpec", "env"): PROCESS_ENV,
+    ("SandboxSpec", "tags"): {"maxProperties": MAX_TAGS},
+    ("ExecStart", "argv"): {"items": NO_NUL, "minItems": 1},
+    ("ExecStart", "workdir"): {"pattern": "^(/[^\\x00]*)?$"},
+    ("ExecStart", "env"): PROCESS_ENV,
+    ("ExecStart", "timeout_s"): {"exclusiveMinimum": 0},
+    ("ExecRead", "offset"): {"minimum": 0},
+    ("ExecRead", "wait_s"): {"minimum": 0},
+    ("ExecRead", "max_bytes"): {"minimum": 1},
+    ("ExecWrite", "offset"): {"minimum": 0},
+    ("ExecWait", "wait_s"): {"minimum": 0},
+    ("SandboxSetTags", "tags"): {"maxProperties": MAX_TAGS},
     ("AutoscalerUpdate", "min_containers"): {"minimum": 0},
     ("AutoscalerUpdate", "max_containers"): {"minimum": 0},
     ("AutoscalerUpdate", "buffer_containers"): {"minimum": 0},

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import msgspec
+import nats.errors
 from thaw_core import contract
 from thaw_core.api import CallResult
 from thaw_core.bus import Bus
@@ -88,6 +89,7 @@ def to_call_result(r: Result) -> CallResult:
         started_at=r.started_at,
         finished_at=r.finished_at,
         proof=r.proof,
+        value_ref=r.value_ref,
     )
 
 
@@ -285,7 +287,10 @@ class ResultHub:
     async def stored_many(
         self, keys: Mapping[str, bytes], *, trust_memory: bool = True
     ) -> dict[str, Result]:
-        """The real results of the calls ``keys`` names (call id -> result key)."""
+        """The real results of the calls ``keys`` names (call id -> result key).
+        A lookup the bus does not answer (a NATS cluster electing the results
+        stream's leader) finds nothing this time: "not stored yet" is still
+        true, and the callers look again."""
         found: dict[str, Result] = {}
         ask: list[str] = []
         for cid in keys:
@@ -298,7 +303,11 @@ class ResultHub:
 
         async def one(cid: str) -> None:
             async with gate:
-                outcome = await self.stored(cid, keys[cid], trust_memory=False)
+                try:
+                    outcome = await self.stored(cid, keys[cid], trust_memory=False)
+                except (nats.errors.Error, TimeoutError) as e:
+                    log.debug("result lookup of %s not answered: %r", cid, e)
+                    return
             if outcome is not None:
                 found[cid] = outcome
 

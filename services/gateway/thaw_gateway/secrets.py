@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import msgspec
 from aiohttp import web
 from cryptography.exceptions import InvalidTag
-from thaw_core import contract
+from thaw_core import contract, secrets_grant
 from thaw_core.api import SecretCreate, SecretValues
 from thaw_core.bus import Bus, Msg, Subscription
 from thaw_core.schema import FunctionSpec, SecretsReply, SecretsRequest, decoder, encode
@@ -97,8 +97,10 @@ async def check_deploy_secrets(gw: Gateway, app: str, functions: Sequence[Functi
 _fetch = decoder(SecretsRequest)
 
 
-async def serve_secrets(bus: Bus, store: SecretStore) -> Subscription:
-    """Answer agents' ``SecretsRequest``s (one gateway of the queue group each)."""
+async def serve_secrets(bus: Bus, store: SecretStore, grant_key: bytes) -> Subscription:
+    """Answer agents' and the builder's ``SecretsRequest``s (one gateway of
+    the queue group each), each only as far as its grant goes
+    (``thaw_core.secrets_grant``)."""
 
     async def on_fetch(msg: Msg) -> None:
         if not msg.reply:
@@ -108,7 +110,14 @@ async def serve_secrets(bus: Bus, store: SecretStore) -> Subscription:
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             reply = SecretsReply(error=f"not a valid SecretsRequest: {e}")
         else:
-            reply = await _values_for(store, req)
+            if why := secrets_grant.refusal(grant_key, req, msg.reply):
+                log.warning(
+                    "secrets fetch refused",
+                    extra={"app": req.app, "function": req.function, "reason": why},
+                )
+                reply = SecretsReply(error=f"secrets of {req.app}/{req.function} refused: {why}")
+            else:
+                reply = await _values_for(store, req)
         await msg.respond(encode(reply))
 
     return await bus.serve(contract.SECRETS_FETCH, on_fetch, queue=contract.SECRETS_FETCH)

@@ -21,19 +21,18 @@ SERVED_EXPERIMENTAL_OPTIONS = frozenset({"enable_gpu_snapshot", WEB_OPTION})
 
 def _problems(spec: FunctionSpec) -> list[str]:
     problems: list[str] = []
-    if spec.resources.gpu:
-        # Agents place by GPU but give a container no GPU devices yet: a GPU
-        # function would run, and fail or crawl, on the CPU.
-        problems.append(
-            f"{spec.name}: gpu={spec.resources.gpu!r}: containers are not given GPUs on this"
-            " platform yet; deploy without gpu= (torch falls back to the CPU)"
-        )
     options = spec.experimental_options
     unknown = sorted(k for k in options if k not in SERVED_EXPERIMENTAL_OPTIONS)
     if unknown:
         problems.append(
             f"{spec.name}: experimental_options {', '.join(map(repr, unknown))} are not"
             f" known here (known: {', '.join(sorted(SERVED_EXPERIMENTAL_OPTIONS))})"
+        )
+    if options.get("enable_gpu_snapshot") and not spec.enable_memory_snapshot:
+        # It only changes what a memory snapshot holds: alone, it would do nothing.
+        problems.append(
+            f"{spec.name}: experimental_options 'enable_gpu_snapshot' needs"
+            " enable_memory_snapshot=True"
         )
     return problems
 

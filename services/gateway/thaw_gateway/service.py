@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
+from thaw_core import secrets_grant
 from thaw_core.api import MAX_PAYLOAD_BYTES
 from thaw_core.config import Settings
 from thaw_core.service import Service
@@ -27,18 +28,22 @@ from thaw_core.tasks import Background
 from thaw_core.volumes.paths import MAX_PATH_BYTES
 
 from thaw_gateway.auth import TokenStore, auth_middleware
+from thaw_gateway.body_budget import BUDGET, BodyBudget, body_budget_middleware
 from thaw_gateway.call_log import CallLog
 from thaw_gateway.catalog import FunctionCatalog
 from thaw_gateway.errors import error_middleware
+from thaw_gateway.payloads import PayloadSweeper, check_inline_fits
 from thaw_gateway.results import ResultHub
 from thaw_gateway.routes import mount
 from thaw_gateway.secret_store import open_secrets
 from thaw_gateway.secrets import serve_secrets
 from thaw_gateway.state import GATEWAY, Gateway
+from thaw_gateway.store_values_gc import StoreValueSweeper
 from thaw_gateway.stores import serve_stores
 from thaw_gateway.tracing import trace_middleware
 from thaw_gateway.web_hub import WebHub
 from thaw_gateway.web_requests import web_middleware
+from thaw_gateway.web_route import WebResource
 
 
 class GatewayService(Service):
@@ -86,6 +91,7 @@ class GatewayService(Service):
 
     async def _open_state(self) -> Gateway:
         assert self.db is not None and self.blob is not None
+        check_inline_fits(self.settings.payload_inline_bytes, self.bus.max_payload)
         tokens = TokenStore(self.db)
         await tokens.bootstrap_admin(self.settings.state_dir)
         catalog = FunctionCatalog(self.db)
@@ -98,7 +104,8 @@ class GatewayService(Service):
         self._web = WebHub(self.bus)
         await self._web.start()
         secrets = await open_secrets(self.db, self.settings.state_dir)
-        self._subscriptions.append(await serve_secrets(self.bus, secrets))
+        grant_key = secrets_grant.load_key(self.settings.state_dir)
+        self._subscriptions.append(await serve_secrets(self.bus, secrets, grant_key))
         self._subscriptions.append(await serve_stores(self.bus, self._store_tasks))
         return Gateway(
             settings=self.settings,
@@ -107,6 +114,7 @@ class GatewayService(Service):
             blob=self.blob,
             tokens=tokens,
             secrets=secrets,
+            grant_key=grant_key,
             catalog=catalog,
             results=self._results,
             calls=CallLog(self.db),
@@ -124,7 +132,13 @@ class GatewayService(Service):
         return self._gateway
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self.write_call_log, self.refresh_catalog]
+        return [self.write_call_log, self.refresh_catalog, self.sweep_payloads, self.sweep_store_values]
+
+    async def sweep_payloads(self) -> None:
+        await PayloadSweeper(self.gateway.blob).run(self.stopping)
+
+    async def sweep_store_values(self) -> None:
+        await StoreValueSweeper(self.gateway.blob, self.gateway.bus).run(self.stopping)
 
     async def write_call_log(self) -> None:
         await self.gateway.calls.run(self.stopping)
@@ -176,10 +190,13 @@ def build_app(gw: Gateway) -> web.Application:
         middlewares=[
             trace_middleware,
             error_middleware,
+            body_budget_middleware,
             web_middleware,
             auth_middleware(gw.tokens),
         ],
     )
     app[GATEWAY] = gw
+    app[BUDGET] = BodyBudget(gw.settings.gateway_body_budget_bytes)
     mount(app)
+    app.router.register_resource(WebResource(gw.settings.web_domain))
     return app

@@ -36,6 +36,9 @@ class Gateway:
     results: ResultHub
     calls: CallLog
     secrets: SecretStore
+    # Signs the builder's leave to fetch a build's registry secret
+    # (thaw_core.secrets_grant), and checks every fetch's.
+    grant_key: bytes
     # Set when the service shuts down: streams that would run forever end.
     stopping: asyncio.Event
     reject: Reject

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable
 
 import msgspec
 from aiohttp import web
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from thaw_core import contract
-from thaw_core.api import MAX_PAYLOAD_BYTES
 from thaw_core.bus import Bus
 from thaw_core.bus.stores import StoreMissing, ack_token
 from thaw_core.schema import check_name
@@ -49,6 +49,7 @@ from thaw_core.schema.stores import (
 from thaw_core.tasks import Background
 
 from thaw_gateway.auth import PRINCIPAL, check_scope
+from thaw_gateway.bodies import read_whole
 from thaw_gateway.deploy import SHA256_RE, _put_upload
 from thaw_gateway.errors import ApiError, bad_request, conflict, json_response, not_found, too_large
 from thaw_gateway.state import gateway
@@ -123,10 +124,7 @@ async def execute(bus: Bus, op: StoreOp) -> StoreReply:
 async def _execute(bus: Bus, op: StoreOp) -> StoreReply:
     match op:
         case DictEnsure(name=name, create_if_missing=create, exclusive=exclusive):
-            existed = await bus.kv_ensure(_bucket(name), create=create)
-            if existed and exclusive:
-                raise conflict(f"dict {name!r} exists")
-            return StoreReply(found=existed)
+            return await _ensured("dict", name, exclusive, bus.kv_ensure(_bucket(name), create=create))
         case DictDelete(name=name):
             await bus.kv_delete(_bucket(name))
             return StoreReply()
@@ -147,10 +145,10 @@ async def _execute(bus: Bus, op: StoreOp) -> StoreReply:
                 await bus.kv_put(bucket, k, v)
             return StoreReply(count=len(checked))
         case DictPop(name=name, key=key):
-            bucket = _bucket(name)
-            value = await bus.kv_get(bucket, _key(key))
+            bucket, checked_key = _bucket(name), _key(key)
+            value = await bus.kv_get(bucket, checked_key)
             if value is not None:
-                await bus.kv_remove(bucket, key)
+                await bus.kv_remove(bucket, checked_key)
             return StoreReply(found=value is not None, value=value or b"")
         case DictLen(name=name):
             stat = await bus.stream_stat(contract.kv_stream(_bucket(name)))
@@ -171,13 +169,20 @@ async def _execute(bus: Bus, op: StoreOp) -> StoreReply:
             return await _queue_op(bus, op)
 
 
+async def _ensured(kind: str, name: str, exclusive: bool, ensure: Awaitable[bool]) -> StoreReply:
+    """A Dict's or a Queue's ensure: whether it existed (``ensure``'s answer),
+    a conflict if it did and the caller wanted it new (``exclusive``)."""
+    existed = await ensure
+    if existed and exclusive:
+        raise conflict(f"{kind} {name!r} exists")
+    return StoreReply(found=existed)
+
+
 async def _queue_op(bus: Bus, op: StoreOp) -> StoreReply:
     match op:
         case QueueEnsure(name=name, create_if_missing=create, exclusive=exclusive):
-            existed = await bus.stream_ensure(_queue(name), create=create)
-            if existed and exclusive:
-                raise conflict(f"queue {name!r} exists")
-            return StoreReply(found=existed)
+            ensure = bus.stream_ensure(_queue(name), create=create)
+            return await _ensured("queue", name, exclusive, ensure)
         case QueueDelete(name=name):
             await bus.stream_delete(_queue(name).name)
             return StoreReply()
@@ -244,12 +249,8 @@ async def _get(bus: Bus, op: QueueGet) -> StoreReply:
 
 
 async def store_call(request: web.Request) -> web.StreamResponse:
-    if request.content_length is not None and request.content_length > MAX_PAYLOAD_BYTES:
-        raise too_large(
-            f"request body of {request.content_length} bytes is over {MAX_PAYLOAD_BYTES}"
-        )
     try:
-        op = _json_op.decode(await request.read())
+        op = _json_op.decode(await read_whole(request))
     except (msgspec.ValidationError, msgspec.DecodeError) as e:
         raise bad_request(f"not a store operation: {e}") from None
     check_scope(request[PRINCIPAL], "read" if _reads_only(op) else "deploy", type(op).__name__)

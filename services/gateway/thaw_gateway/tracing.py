@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from thaw_core.telemetry import recording
 
 _tracer = trace.get_tracer("thaw.gateway")
 
@@ -24,6 +26,16 @@ def _route(request: web.Request) -> str:
 
 @web.middleware
 async def trace_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if not recording():
+        # No span (it would go nowhere), but a caller's traceparent still
+        # rides on to the bus messages the handler publishes.
+        if "traceparent" not in request.headers:
+            return await handler(request)
+        token = otel_context.attach(propagate.extract(request.headers))
+        try:
+            return await handler(request)
+        finally:
+            otel_context.detach(token)
     route = _route(request)
     with _tracer.start_as_current_span(
         f"{request.method} {route}",

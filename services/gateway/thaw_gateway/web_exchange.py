@@ -37,6 +37,12 @@ from thaw_gateway.state import Gateway
 
 # After its container reported the input done, how long its last part may lag.
 LAST_PART_GRACE_S = 10.0
+# After it reported the input failed: the container answers a failing app with
+# a part of its own (an error id; a web_server's 503 naming its port), which
+# the result, on another path, may overtake; an input that failed before its
+# app ran (a container that did not start, an enter hook) has none, and its
+# client should not wait long for it.
+FAILED_PART_GRACE_S = 2.0
 
 _part_decoder = web_decoder(WebToGateway)
 
@@ -83,23 +89,25 @@ class Exchange:
         self._result: asyncio.Future[Result] | None = result
         self._accepted = 0
         self._response: web.StreamResponse | None = None
+        self._failure: Result | None = None
 
     async def run(self) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         start_by = loop.time() + self._gw.settings.web_start_timeout_s
         last_by: float | None = None
         while True:
-            if not self._accepted:
-                timeout: float | None = start_by - loop.time()
-            elif last_by is not None:
-                timeout = last_by - loop.time()
+            if last_by is not None:
+                timeout: float | None = last_by - loop.time()
+            elif not self._accepted:
+                timeout = start_by - loop.time()
             else:
                 timeout = None
             msg = await self._next(timeout)
             if isinstance(msg, Result):
+                grace = LAST_PART_GRACE_S
                 if msg.status != "success" and self._response is None:
-                    raise _failed(msg)
-                last_by = loop.time() + LAST_PART_GRACE_S
+                    self._failure, grace = msg, FAILED_PART_GRACE_S
+                last_by = loop.time() + grace
                 continue
             if msg is None:
                 return await self._timed_out()
@@ -184,6 +192,8 @@ class Exchange:
     async def _timed_out(self) -> web.StreamResponse:
         if self._response is not None:
             return await self._cut_short()
+        if self._failure is not None:
+            raise _failed(self._failure)
         if self._accepted:
             raise ApiError(502, "bad_gateway", "the endpoint ended without a complete response")
         call_id = self._invoke.call_id

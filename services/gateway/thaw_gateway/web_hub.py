@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -47,7 +48,7 @@ class WebHub:
     @contextlib.contextmanager
     def hold(self) -> Iterator[tuple[str, asyncio.Queue[Msg]]]:
         """A new request id and the queue its parts arrive on, while held."""
-        request_id = f"{self.gateway_id}.{uuid.uuid4().hex}"
+        request_id = f"{self.gateway_id}.{secrets.token_hex(16)}"
         queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._held[request_id] = queue
         try:

@@ -22,8 +22,9 @@ from aiohttp import web
 from thaw_core.result_proof import new_key
 from thaw_core.schema import HOP_BY_HOP_HEADERS, Invoke, WebHead, encode
 
-from thaw_gateway import auth, web_endpoints
-from thaw_gateway.calls import check_size, issued, new_call_id, publish_input
+from thaw_gateway import auth, web_endpoints, web_route
+from thaw_gateway.call_ids import new_call_id
+from thaw_gateway.calls import check_size, issued, publish_input
 from thaw_gateway.errors import ApiError, not_found, too_large
 from thaw_gateway.state import Gateway, gateway
 from thaw_gateway.web_exchange import Exchange, RequestBody
@@ -33,26 +34,16 @@ from thaw_gateway.web_sockets import SocketExchange
 PROXY_TOKEN_HEADER = "x-thaw-token"
 # The endpoint kinds whose apps take websockets: the user's own ASGI app.
 WEBSOCKET_KINDS = ("asgi",)
+# Headers the app never sees: one set, one lookup per header.
+_NOT_PASSED = HOP_BY_HOP_HEADERS | {PROXY_TOKEN_HEADER}
 _DECORATORS = {"endpoint": "fastapi_endpoint", "wsgi": "wsgi_app", "server": "web_server"}
-
-
-def _target(request: web.Request, domain: str) -> tuple[str, str, str, str] | None:
-    """(app, label, root_path, path) of a web request; None for the API."""
-    by_host = web_endpoints.split_host(request.host, domain)
-    if by_host is not None:
-        return *by_host, "", request.raw_path.split("?", 1)[0]
-    by_path = web_endpoints.split_path(request.raw_path.split("?", 1)[0])
-    if by_path is None:
-        return None
-    app, label, rest = by_path
-    root = f"{web_endpoints.PATH_PREFIX}{app}/{label}"
-    return app, label, root, root + (rest or "/")
 
 
 @web.middleware
 async def web_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     gw = gateway(request)
-    target = _target(request, gw.settings.web_domain)
+    # Matched by the router (web_route), or by its Host on a path of the API's.
+    target = web_route.matched(request) or web_route.target(request, gw.settings.web_domain)
     if target is None:
         return await handler(request)
     return await serve(request, gw, *target)
@@ -102,11 +93,7 @@ def _head(
     websocket: bool,
 ) -> WebHead:
     peer = request.transport.get_extra_info("peername") if request.transport else None
-    headers = [
-        (str(k), v)
-        for k, v in request.headers.items()
-        if k.lower() not in HOP_BY_HOP_HEADERS and k.lower() != PROXY_TOKEN_HEADER
-    ]
+    headers = [(str(k), v) for k, v in request.headers.items() if k.lower() not in _NOT_PASSED]
     host, _, port = request.host.rpartition(":")
     return WebHead(
         request_id=request_id,

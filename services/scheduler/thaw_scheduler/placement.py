@@ -1,7 +1,7 @@
 """Which node a new container goes to.
 
-A node qualifies when its free CPU, memory and GPUs cover the function's
-request (for GPUs: the first of its preferences the node has free). Among
+A node qualifies when its free CPU, memory, GPUs and disk (for an
+``ephemeral_disk``) cover the function's request (for GPUs: the first of its preferences the node has free). Among
 those, a node serving an earlier GPU preference ranks first, then a caller-supplied preference ranks first (the
 reconciler prefers nodes holding a compatible memory snapshot,
 ``snapshot_affinity.py``), then the node with the
@@ -25,13 +25,16 @@ class NodeCapacity:
     free_memory_mb: int
     # Names of the GPUs not yet given to a container.
     free_gpus: tuple[str, ...]
+    # Disk for containers' writable layers, less what ephemeral disks hold.
+    free_disk_mb: int = 0
 
     @classmethod
     def from_heartbeat(cls, hb: NodeHeartbeat) -> NodeCapacity:
-        # The agent reports GPUs it has; those its containers hold are not
-        # reported separately yet, so a GPU container is counted by the
-        # scheduler's own reservations (see reserve()).
-        return cls(hb.node_id, hb.free_cores, hb.free_memory_mb, tuple(g.name for g in hb.gpus))
+        # The agent names the container each GPU is given to; a GPU in MIG
+        # mode is never given whole. Containers started since the heartbeat
+        # are counted by the scheduler's own reservations (see reserve()).
+        free = tuple(g.name for g in hb.gpus if not g.container_id and not g.mig)
+        return cls(hb.node_id, hb.free_cores, hb.free_memory_mb, free, hb.free_disk_mb)
 
     def reserve(self, r: Resources) -> NodeCapacity:
         """What is left after placing a container asking for ``r``."""
@@ -44,6 +47,7 @@ class NodeCapacity:
             free_cores=self.free_cores - r.cpu,
             free_memory_mb=self.free_memory_mb - r.memory_mb,
             free_gpus=tuple(gpus),
+            free_disk_mb=self.free_disk_mb - (r.ephemeral_disk_mb or 0),
         )
 
 
@@ -57,7 +61,10 @@ def gpu_choice(node: NodeCapacity, request: str | None) -> GpuChoice | None:
 
 def fits(node: NodeCapacity, r: Resources) -> bool:
     gpus_ok = not r.gpu or gpu_choice(node, r.gpu) is not None
-    return node.free_cores >= r.cpu and node.free_memory_mb >= r.memory_mb and gpus_ok
+    # Without ephemeral_disk a container writes to the node's disk unbounded,
+    # as before: only a size asked for is placed by.
+    disk_ok = node.free_disk_mb >= (r.ephemeral_disk_mb or 0)
+    return node.free_cores >= r.cpu and node.free_memory_mb >= r.memory_mb and gpus_ok and disk_ok
 
 
 def choose(

@@ -19,13 +19,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from thaw_core import contract
+import msgspec
+from thaw_core import contract, secrets_grant
 from thaw_core.bus import Msg
 from thaw_core.schema import AppEvent, NodeHeartbeat, decoder
 from thaw_core.service import Service, term
 
 from thaw_scheduler import store
-from thaw_scheduler.reconcile import DeployedFunction, Reconciler
+from thaw_scheduler.first_input import FirstInputs
+from thaw_scheduler.reconcile import Reconciler
+from thaw_scheduler.sandbox_placement import SandboxPlacer
 from thaw_scheduler.unanswered import SWEEP_EVERY_S, Deployed, UnansweredInputs
 
 log = logging.getLogger(__name__)
@@ -37,10 +40,12 @@ NODES_SUBJECT = contract.wildcard(contract.EVENT_NODE)
 # Every message type the node subjects carry; a union once there are several.
 NodeEvent = NodeHeartbeat
 
-# How often the reconcile loop runs; an AppEvent wakes it early.
+# How often the reconcile loop runs (one request to NATS, whatever the number
+# of functions); an AppEvent or a cold function's first input wakes it early.
 TICK_S = 0.25
-# Deployed functions are re-read at least this often, also without events.
-CATALOG_REFRESH_S = 2.0
+# Deployed functions (and their ready snapshots) are re-read at least this
+# often; a deploy or stop re-reads them at once (its AppEvent).
+CATALOG_REFRESH_S = 10.0
 
 
 class SchedulerService(Service):
@@ -49,10 +54,13 @@ class SchedulerService(Service):
     async def setup(self) -> None:
         self._node_decoder = decoder(NodeEvent)
         self._app_decoder = decoder(AppEvent)
-        self.reconciler = Reconciler(self.bus)
+        # Shared with the gateway, which answers only the secrets fetches it signs.
+        grant_key = secrets_grant.load_key(self.settings.state_dir)
+        self.reconciler = Reconciler(self.bus, grant_key=grant_key)
+        self.sandboxes = SandboxPlacer(self.bus, self.reconciler)
         self.unanswered = UnansweredInputs(self.bus, self._deployed_now, self.reject)
         self._wake = asyncio.Event()
-        self._catalog: list[DeployedFunction] = []
+        self.first_inputs = FirstInputs(self.bus, self._wake)
         self._catalog_at = 0.0
         await self.bus.ensure_consumer(
             NODES_STREAM,
@@ -64,17 +72,34 @@ class SchedulerService(Service):
         )
 
     def loops(self) -> Sequence[Callable[[], Awaitable[None]]]:
-        return [self.node_events, self.app_events, self.reconcile, self.answer_unconsumed]
+        return [
+            self.node_events,
+            self.app_events,
+            self.reconcile,
+            self.answer_unconsumed,
+            self.place_sandboxes,
+        ]
+
+    async def place_sandboxes(self) -> None:
+        """Answer the gateway's ``PlaceSandbox`` requests (``sandbox_placement``)."""
+        await self.serve_until_stopping(
+            contract.SANDBOX_PLACE, self.sandboxes.on_request, queue="scheduler"
+        )
 
     async def _deployed_now(self) -> Deployed:
         assert self.db is not None
-        return await store.deployed_now(self.db)
+        deployed = await store.deployed_now(self.db)
+        # Nowhere to run for longer than the pending limit: its old inputs fail.
+        since = time.time() - self.unanswered.pending_limit_s
+        nowhere = {k: why for k, (why, t) in self.reconciler.nowhere.items() if t <= since}
+        return msgspec.structs.replace(deployed, nowhere=nowhere)
 
     async def answer_unconsumed(self) -> None:
         """Answer the inputs no deployed function consumes (``unanswered``)."""
         while not self.stopping.is_set():
             try:
-                await self.unanswered.sweep()
+                r = self.reconciler
+                await self.unanswered.sweep(r.stored, r.deployed_keys, list(r.nowhere))
             except Exception:  # Postgres or NATS away: try again next sweep
                 log.exception("sweep of unanswered inputs failed")
             try:
@@ -108,13 +133,19 @@ class SchedulerService(Service):
     async def reconcile_once(self) -> None:
         assert self.db is not None
         if time.monotonic() - self._catalog_at > CATALOG_REFRESH_S:
-            self._catalog = await store.deployed_functions(self.db)
+            self.reconciler.set_catalog(await store.deployed_functions(self.db))
             self.reconciler.snapshots = await store.ready_snapshots(self.db)
             self._catalog_at = time.monotonic()
+            refreshed = True
+        else:
+            refreshed = False
         dead = self.reconciler.dead_nodes()
         if dead:
             await store.mark_dead(self.db, dead)
-        await self.reconciler.tick(self._catalog)
+        await self.reconciler.tick()
+        if refreshed:
+            await self.reconciler.make_snapshots()  # after tick: it judged ``nowhere``
+        await self.first_inputs.watch(self.reconciler.deployed_keys, self.reconciler.warm)
 
     async def node_events(self) -> None:
         await self.bus.consume(

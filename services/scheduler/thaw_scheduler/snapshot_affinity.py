@@ -22,6 +22,9 @@ CACHED, COMPATIBLE, ANY = 2, 1, 0
 class ReadySnapshot:
     snapshot_id: str
     fingerprint: Fingerprint
+    # False: "unhelpful" (restores no faster than a cold start): never
+    # restored, so no reason to prefer a node for it.
+    helps: bool = True
 
 
 def preference(
@@ -31,7 +34,7 @@ def preference(
         hb = nodes.get(node.node_id)
         if hb is None or hb.fingerprint is None:
             return ANY
-        usable = [s for s in snapshots if compatible(s.fingerprint, hb.fingerprint)]
+        usable = [s for s in snapshots if s.helps and compatible(s.fingerprint, hb.fingerprint)]
         if any(s.snapshot_id in hb.cached_snapshots for s in usable):
             return CACHED
         return COMPATIBLE if usable else ANY

@@ -42,14 +42,17 @@ MARK_DEAD = (
     "UPDATE nodes SET state = 'dead' WHERE id = ANY($1::text[]) AND state IS DISTINCT FROM 'dead'"
 )
 MARK_UP = "UPDATE nodes SET state = 'ready' WHERE id = $1 AND state IS DISTINCT FROM 'ready'"
-DEPLOYED = "SELECT app, function, version, bundle_sha256, spec::text FROM deployed_functions"
+DEPLOYED = """
+SELECT d.app, d.function, d.version, d.bundle_sha256, d.spec::text, a.ephemeral
+FROM deployed_functions d JOIN apps a ON a.name = d.app
+"""
 DEPLOYED_KEYS = "SELECT app, function FROM deployed_functions"
 STOPPED_APPS = "SELECT name FROM apps WHERE state = 'stopped'"
 READY_SNAPSHOTS = """
-SELECT s.snapshot_id, s.app, s.function, s.version, s.fingerprint::text
+SELECT s.snapshot_id, s.app, s.function, s.version, s.fingerprint::text, s.state
 FROM snapshots s
 JOIN deployed_functions d ON d.app = s.app AND d.function = s.function AND d.version = s.version
-WHERE s.state = 'ready'
+WHERE s.state IN ('ready', 'unhelpful')
 """
 
 _spec_decoder = msgspec.json.Decoder(FunctionSpec)
@@ -60,7 +63,11 @@ async def deployed_functions(db: Database) -> list[DeployedFunction]:
     rows = await db.fetch(DEPLOYED)
     return [
         DeployedFunction(
-            r["app"], r["version"], r["bundle_sha256"], _spec_decoder.decode(r["spec"])
+            r["app"],
+            r["version"],
+            r["bundle_sha256"],
+            _spec_decoder.decode(r["spec"]),
+            ephemeral=r["ephemeral"],
         )
         for r in rows
     ]
@@ -74,12 +81,14 @@ async def deployed_now(db: Database) -> Deployed:
 
 
 async def ready_snapshots(db: Database) -> dict[tuple[str, str, int], list[ReadySnapshot]]:
-    """Ready snapshots of deployed versions, per (app, function, version)."""
+    """Ready snapshots of deployed versions, per (app, function, version);
+    unhelpful ones too (they serve their class: none is made for it) but
+    marked so, for placement to leave them out."""
     out: dict[tuple[str, str, int], list[ReadySnapshot]] = {}
     for r in await db.fetch(READY_SNAPSHOTS):
         fp = _fingerprint_decoder.decode(r["fingerprint"])
         out.setdefault((r["app"], r["function"], r["version"]), []).append(
-            ReadySnapshot(r["snapshot_id"], fp)
+            ReadySnapshot(r["snapshot_id"], fp, helps=r["state"] == "ready")
         )
     return out
 

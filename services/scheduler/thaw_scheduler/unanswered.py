@@ -4,7 +4,9 @@ Anyone may publish an Invoke on ``thaw.invoke.<app>.<fn>`` (other languages
 do it over plain NATS), and INVOKE keeps every input until it is consumed. An
 input for an app or function that is not deployed would wait there forever
 with its caller: no consumer reads that subject, no agent pulls it. Every
-``SWEEP_EVERY_S`` this looks at INVOKE's per-subject counts; an input on a
+``SWEEP_EVERY_S`` this looks at INVOKE's per-subject counts (the ones the
+reconcile loop read last: one read serves both, and Postgres is asked only
+when some subject has no function in the scheduler's catalog); an input on a
 subject no deployed function owns, stored for at least
 ``contract.UNANSWERED_GRACE_S`` (a deploy racing its first input is not
 mistaken for none), is answered with a Result signed with its key, under its call's
@@ -12,6 +14,10 @@ msg-id (so a result that an agent stored first wins) and then deleted from the s
 
 - an app that was stopped: ``cancelled``, "app X was stopped";
 - otherwise: ``failure``, naming what is not deployed.
+
+The inputs of a deployed function that no node can run (``fleet_fit``), older
+than the pending limit while it has been so for as long, fail the same way,
+saying why.
 
 What cannot be read as an Invoke is refused (``Service.reject``), answered when
 a call id can still be read, and deleted too.
@@ -24,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 
 import msgspec
-from thaw_core import contract
+from thaw_core import contract, fleet_fit
 from thaw_core.bus import Bus, StoredMsg
 from thaw_core.refusal import Reject
 from thaw_core.result_proof import result_msg_id, signed
@@ -45,6 +51,9 @@ class Deployed(msgspec.Struct, frozen=True):
 
     functions: frozenset[Key]
     stopped_apps: frozenset[str]
+    # Deployed functions no node could ever run, for longer than the pending
+    # limit: why (``fleet_fit``).
+    nowhere: dict[Key, str] = msgspec.field(default_factory=dict)
 
     @property
     def apps(self) -> frozenset[str]:
@@ -70,44 +79,58 @@ class UnansweredInputs:
         deployed: Callable[[], Awaitable[Deployed]],
         reject: Reject,
         clock: Callable[[], float] = time.time,
+        pending_limit_s: float | None = None,
     ) -> None:
         self._bus = bus
+        self.pending_limit_s = pending_limit_s or fleet_fit.pending_limit_s()
         self._deployed = deployed
         self._reject = reject
         self._clock = clock
         self._invoke = decoder(Invoke)
 
-    async def orphan_subjects(self, owned: Collection[Key]) -> list[tuple[str, Key]]:
-        counts = await self._bus.stored_subjects(contract.all_of(contract.INVOKE))
-        out = []
-        for subject in counts:
-            key = contract.invoke_key_of_subject(subject)
-            if key is not None and key not in owned:
-                out.append((subject, key))
-        return out
-
-    async def sweep(self) -> int:
-        """Answer and remove what nobody consumes; how many inputs that was."""
-        deployed = await self._deployed()
-        orphans = await self.orphan_subjects(deployed.functions)
-        if not orphans:
+    async def sweep(
+        self, with_inputs: Collection[Key], catalog: Collection[Key], nowhere: Collection[Key]
+    ) -> int:
+        """Answer and remove what nobody consumes, and what waited its pending
+        limit for a function no node can run, among the functions
+        ``with_inputs`` stored; how many inputs that was. What ``catalog``
+        (the scheduler's view, maybe a moment old) owns and is not
+        ``nowhere`` to run is left alone at no cost: Postgres is asked only
+        when some input may need an answer."""
+        suspects = [key for key in with_inputs if key not in catalog]
+        if not suspects and not any(key in with_inputs for key in nowhere):
             return 0
+        deployed = await self._deployed()
         answered = 0
         horizon = self._clock() - contract.UNANSWERED_GRACE_S
-        for subject, key in orphans:
+        for key in suspects:
             why = why_unanswered(key, deployed)
-            if why is None:
-                continue
-            seq = 0
-            for _ in range(PER_SUBJECT_LIMIT):
-                stored = await self._bus.next_stored(subject, seq)
-                if stored is None or stored.stored_at > horizon:
-                    break  # the rest is younger still
-                seq = stored.seq
-                await self._answer(subject, stored, *why)
-                answered += 1
+            if why is not None:
+                answered += await self._answer_older(contract.invoke_subject(*key), horizon, *why)
+        waited = self._clock() - self.pending_limit_s
+        for (app, function), reason in deployed.nowhere.items():
+            error = (
+                f"{app}.{function} waited {self.pending_limit_s:g}s ({fleet_fit.PENDING_LIMIT_ENV})"
+                f" and {reason}"
+            )
+            subject = contract.invoke_subject(app, function)
+            answered += await self._answer_older(subject, waited, "failure", error)
         if answered:
             log.warning("answered inputs nobody consumes", extra={"inputs": answered})
+        return answered
+
+    async def _answer_older(
+        self, subject: str, horizon: float, status: CallStatus, why: str
+    ) -> int:
+        """Answer the inputs on ``subject`` stored before ``horizon``; how many."""
+        seq = answered = 0
+        for _ in range(PER_SUBJECT_LIMIT):
+            stored = await self._bus.next_stored(subject, seq)
+            if stored is None or stored.stored_at > horizon:
+                break  # the rest is younger still
+            seq = stored.seq
+            await self._answer(subject, stored, status, why)
+            answered += 1
         return answered
 
     async def _answer(self, subject: str, stored: StoredMsg, status: CallStatus, why: str) -> None:

@@ -57,15 +57,25 @@ class Policy:
     # EVENTS stream's max age nothing is redelivered.
     keep_restore_events_s: float = 2 * 3600.0
     creation_backoff_s: float = 600.0
+    # Good restores in a row no faster than the cold start that made the
+    # snapshot (times ``slow_ratio``) that make it "unhelpful": one slow
+    # restore on a busy node, or the first one's download, proves nothing,
+    # and one faster restore starts the count again. Once unhelpful it is
+    # never handed out, so the verdict cannot flap; a redeploy starts over.
+    unhelpful_after: int = 3
+    slow_ratio: float = 1.0
 
 
 # Columns of a SnapshotInfo, in the shape msgspec.convert takes.
 _INFO_COLUMNS = """snapshot_id, app, function, version, fingerprint, fingerprint_id, blob_key,
-    size, sha256, extract(epoch FROM created_at)::float8 AS created_at, restores, failures, state"""
+    size, sha256, extract(epoch FROM created_at)::float8 AS created_at, restores, failures, state,
+    cold_start_s, restore_s, error"""
 
+# Unhelpful ones too: one that serves a node's class means "start cold", not
+# "make one".
 _READY = f"""
 SELECT {_INFO_COLUMNS} FROM snapshots
-WHERE app = $1 AND function = $2 AND version = $3 AND state = 'ready'
+WHERE app = $1 AND function = $2 AND version = $3 AND state IN ('ready', 'unhelpful')
 ORDER BY created_at DESC
 """
 
@@ -83,13 +93,17 @@ ON CONFLICT (app, function, version, fingerprint_id) WHERE state = 'creating' DO
 RETURNING {_INFO_COLUMNS}
 """
 
+# ``thaw run``'s apps live for one run: a snapshot would never be restored
+# (upstream makes snapshots for deployed apps only).
+_EPHEMERAL = "SELECT ephemeral FROM apps WHERE name = $1"
+
 _WITHDRAW_CLAIM = "DELETE FROM snapshots WHERE snapshot_id = $1 AND state = 'creating'"
 
 # Ready with its blob; an obsolete claim (redeployed meanwhile) only records
 # the blob, so that GC deletes it.
 _CREATED = """
 UPDATE snapshots SET
-    blob_key = $2, size = $3, sha256 = $4,
+    blob_key = $2, size = $3, sha256 = $4, cold_start_s = $5,
     created_at = CASE WHEN state = 'creating' THEN now() ELSE created_at END,
     state = CASE WHEN state = 'creating' THEN 'ready' ELSE state END,
     updated_at = now()
@@ -101,15 +115,15 @@ RETURNING state
 # as ready; GC's sweep obsoletes it if its version is no longer deployed.
 _CREATED_UNCLAIMED = """
 INSERT INTO snapshots (snapshot_id, app, function, version, fingerprint, fingerprint_id,
-                       blob_key, size, sha256, state)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'ready')
+                       blob_key, size, sha256, cold_start_s, state)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'ready')
 ON CONFLICT (snapshot_id) DO NOTHING
 """
 
 # A failed creation is kept (obsolete, size 0, failures 1) for the backoff
 # window: the rows within it are the class's recent failed creations.
 _DROP_CLAIM = """
-UPDATE snapshots SET state = 'obsolete', failures = failures + 1, updated_at = now()
+UPDATE snapshots SET state = 'obsolete', failures = failures + 1, error = $2, updated_at = now()
 WHERE snapshot_id = $1 AND state = 'creating'
 RETURNING snapshot_id
 """
@@ -130,8 +144,21 @@ WITH fresh AS (
 )
 """
 
-_RESTORED_OK = _FRESH_EVENT + """
-UPDATE snapshots SET restores = restores + 1, failure_streak = 0
+# $3: the restore's seconds, $4: unhelpful_after, $5: slow_ratio (cast: a
+# bare "$3 > 0" would make them integers). A restore
+# is slow when it took no less than the cold start (measured, and times the
+# ratio); a snapshot without a measured cold start, or a restore without
+# seconds, is never judged. SET expressions see the row as it was.
+_SLOW = "(cold_start_s > 0 AND $3::float8 > 0 AND $3::float8 >= cold_start_s * $5::float8)"
+_RESTORED_OK = _FRESH_EVENT + f"""
+UPDATE snapshots SET
+    restores = restores + 1, failure_streak = 0,
+    restore_s = CASE WHEN $3::float8 > 0 THEN $3::float8 ELSE restore_s END,
+    slow_streak = CASE WHEN {_SLOW} THEN slow_streak + 1 ELSE 0 END,
+    state = CASE WHEN state = 'ready' AND {_SLOW} AND slow_streak + 1 >= $4 THEN 'unhelpful'
+                 ELSE state END,
+    updated_at = CASE WHEN state = 'ready' AND {_SLOW} AND slow_streak + 1 >= $4 THEN now()
+                      ELSE updated_at END
 WHERE snapshot_id = $1 AND EXISTS (SELECT 1 FROM fresh)
 RETURNING state
 """
@@ -249,6 +276,12 @@ def created_problem(info: SnapshotInfo) -> str | None:
     return None
 
 
+def _reply(best: SnapshotInfo) -> SnapshotLookupReply:
+    """Restore ``best``; an unhelpful one means a cold start, and no claim:
+    another snapshot for the class would not help either."""
+    return SnapshotLookupReply() if best.state == "unhelpful" else SnapshotLookupReply(snapshot=best)
+
+
 def best_for(candidates: list[SnapshotInfo], node: Fingerprint, node_class: str) -> SnapshotInfo | None:
     """The snapshot a node restores: its own class first, then the newest compatible one."""
     ordered = sorted(candidates, key=lambda s: (s.fingerprint_id != node_class, -s.created_at))
@@ -266,7 +299,7 @@ class Catalog:
         node_class = fingerprint_id(req.fingerprint)
         best = await self.best(req, node_class)
         if best is not None:
-            return SnapshotLookupReply(snapshot=best)
+            return _reply(best)
         claim = await self.claim(req, node_class)
         if claim is not None:
             # The claim we raced may have become ready between our first look
@@ -275,7 +308,7 @@ class Catalog:
             best = await self.best(req, node_class)
             if best is not None:
                 await self.db.execute(_WITHDRAW_CLAIM, claim.snapshot_id)
-                return SnapshotLookupReply(snapshot=best)
+                return _reply(best)
         return SnapshotLookupReply(claim=claim)
 
     async def best(self, req: SnapshotLookup, node_class: str) -> SnapshotInfo | None:
@@ -283,10 +316,12 @@ class Catalog:
         return best_for([snapshot_info(r) for r in rows], req.fingerprint, node_class)
 
     async def claim(self, req: SnapshotLookup, node_class: str) -> SnapshotInfo | None:
-        """A new "creating" row for the node's class, unless a live one exists
-        or its creation keeps failing. The unique partial index decides
+        """A new "creating" row for the node's class, unless a live one exists,
+        its creation keeps failing or the app is ephemeral. The unique partial index decides
         between concurrent claimers."""
         key = (req.app, req.function, req.version, node_class)
+        if await self.db.fetchval(_EPHEMERAL, req.app):
+            return None
         failed = await self.db.fetchval(_FAILED_CREATIONS, *key, self.policy.creation_backoff_s)
         if failed >= self.policy.max_failed_creations:
             log.info("no claim: snapshot creation keeps failing for this class",
@@ -313,21 +348,22 @@ class Catalog:
     async def created(self, info: SnapshotInfo) -> str:
         """Record a made snapshot; returns its state now."""
         state = await self.db.fetchval(
-            _CREATED, info.snapshot_id, info.blob_key, info.size, info.sha256
+            _CREATED, info.snapshot_id, info.blob_key, info.size, info.sha256, info.cold_start_s
         )
         if state is None:
             await self.db.execute(
                 _CREATED_UNCLAIMED, info.snapshot_id, info.app, info.function, info.version,
                 info.fingerprint, fingerprint_id(info.fingerprint), info.blob_key, info.size,
-                info.sha256,
+                info.sha256, info.cold_start_s,
             )  # fmt: skip
             state = "ready"
         log.info("snapshot created", extra={"snapshot_id": info.snapshot_id, "state": state,
-                                            "size": info.size})  # fmt: skip
+                                            "size": info.size,
+                                            "cold_start_s": info.cold_start_s})  # fmt: skip
         return state
 
     async def drop_claim(self, snapshot_id: str, error: str) -> bool:
-        dropped = await self.db.fetchval(_DROP_CLAIM, snapshot_id) is not None
+        dropped = await self.db.fetchval(_DROP_CLAIM, snapshot_id, error) is not None
         log.warning("snapshot creation failed", extra={"snapshot_id": snapshot_id, "error": error})
         return dropped
 
@@ -339,7 +375,13 @@ class Catalog:
         # An event without an id (an older agent) is counted as it comes.
         event_id = event.event_id or f"anonymous-{uuid.uuid4().hex}"
         if event.ok:
-            state = await self.db.fetchval(_RESTORED_OK, sid, event_id)
+            p = self.policy
+            state = await self.db.fetchval(
+                _RESTORED_OK, sid, event_id, event.seconds, p.unhelpful_after, p.slow_ratio
+            )
+            if state == "unhelpful":
+                log.info("snapshot not faster than a cold start: its function starts cold",
+                         extra={"snapshot_id": sid, "seconds": event.seconds})  # fmt: skip
         elif event.cause == "cache_corrupted":
             state = await self.db.fetchval(_CACHE_FAILED, sid, event_id)
         else:

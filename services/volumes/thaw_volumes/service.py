@@ -7,11 +7,14 @@ store beforehand; they are checked (stored, and adding up to each file's
 size) before the commit is applied. Commits to one volume are applied one at
 a time, in the order they arrive at this process (a lock per volume) and
 across replicas (the volume's row lock in Postgres); each makes a version.
+Every ``volume_gc_interval_s`` it removes chunks no volume names
+(``thaw_volumes.gc``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import weakref
 from collections.abc import Awaitable, Callable
@@ -39,6 +42,7 @@ from thaw_core.tasks import Background
 from thaw_core.volumes import VolumeError
 
 from thaw_volumes.chunks import check_chunks
+from thaw_volumes.gc import ChunkCollector
 from thaw_volumes.store import VolumeStore, check_commit
 
 _COMMIT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -70,8 +74,27 @@ class VolumesService(Service):
         for subject, request, reply, answer in ops:
             handler = self._handler(request, reply, answer)
             self._subs.append(await self.bus.serve(subject, handler, queue=subject))
+        assert self.blob is not None
+        self.collector = ChunkCollector(self.db, self.blob, self.settings.volume_chunk_grace_s)
+        self._collecting = asyncio.Event()
+        if self.settings.volume_gc_interval_s > 0:
+            self._tasks.spawn(self._collect_every(self.settings.volume_gc_interval_s), "volumes:gc")
+
+    async def _collect_every(self, interval_s: float) -> None:
+        """Collect unnamed chunks now and then (until shutdown); a failed pass
+        is logged and the next one tries again."""
+        while not self._collecting.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._collecting.wait(), interval_s)
+            if self._collecting.is_set():
+                return
+            try:
+                await self.collector.run_once()
+            except Exception as e:  # noqa: BLE001 - the next pass tries again
+                self.log.warning("volume chunk collection failed", extra={"error": repr(e)})
 
     async def teardown(self) -> None:
+        self._collecting.set()
         for sub in self._subs:
             await sub.unsubscribe()
         # A commit under way finishes (or rolls back) before the pool closes.
@@ -98,6 +121,16 @@ class VolumesService(Service):
                     out = await answer(req)
                 except VolumeError as e:
                     out = reply(error=e.message, code=e.code)  # type: ignore[call-arg]
+                except Exception as e:
+                    # Unanswered, the sender would wait out its whole timeout
+                    # (minutes for a large commit) to learn nothing.
+                    self.log.exception(
+                        "volumes request failed", extra={"request": request.__name__}
+                    )
+                    out = reply(
+                        error=f"the volumes service failed: {type(e).__name__}: {e}",
+                        code="internal",
+                    )  # type: ignore[call-arg]
             if msg.reply:
                 await msg.respond(encode(out))
 

@@ -16,6 +16,7 @@ from thaw_core.db import Database
 from thaw_core.schema import VolumeEntry, VolumeInfo, check_name
 from thaw_core.volumes import CHUNK_SIZE, VolumeError, VolumePathError, ancestors, volume_path
 from thaw_core.volumes.api import MAX_VOLUME_BYTES
+from thaw_core.volumes.refs import is_packed, ref_pack
 
 # One page of entries stays well inside a NATS message.
 PAGE_ROWS = 1000
@@ -56,7 +57,7 @@ def _entry(row: asyncpg.Record) -> VolumeEntry:
 
 
 def _entry_bytes(e: VolumeEntry) -> int:
-    return len(e.path.encode()) + 70 * len(e.chunks) + 120
+    return len(e.path.encode()) + sum(len(c) + 6 for c in e.chunks) + 120
 
 
 def _checked_name(name: str) -> str:
@@ -173,19 +174,51 @@ class VolumeStore:
             page.append(e)
         return version, page, len(rows) == PAGE_ROWS
 
-    async def chunk_sizes(self, digests: set[str]) -> dict[str, int]:
-        """The sizes of the chunks among ``digests`` recorded as stored."""
+    async def touch_chunks(self, sizes: dict[str, int]) -> dict[str, tuple[int, bool]]:
+        """Mark the chunks a commit names as used now (so collection leaves
+        them for its grace period), recording those not recorded yet with
+        the size the commit expects; for each, its recorded size and whether
+        it was recorded just now (unchecked: the caller looks in the store).
+        A row that collection holds is waited for: gone, it is made anew."""
         rows = await self.db.fetch(
-            "SELECT digest, size FROM volume_chunks WHERE digest = ANY($1::text[])", list(digests)
-        )
-        return {r["digest"]: r["size"] for r in rows}
-
-    async def record_chunks(self, sizes: dict[str, int]) -> None:
-        await self.db.execute(
             "INSERT INTO volume_chunks (digest, size)"
-            " SELECT * FROM unnest($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING",
+            " SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1"
+            " ON CONFLICT (digest) DO UPDATE SET used_at = now()"
+            " RETURNING digest, size, (xmax = 0) AS inserted",
             list(sizes),
             list(sizes.values()),
+        )
+        return {r["digest"]: (r["size"], r["inserted"]) for r in rows}
+
+    async def touch_packs(self, packs: list[str]) -> dict[str, int]:
+        """Mark the recorded ones of these packs used now; answer their
+        recorded sizes. A row that collection holds is waited for: gone, the
+        pack is looked for again (``record_packs``)."""
+        rows = await self.db.fetch(
+            "UPDATE volume_packs SET used_at = now() WHERE pack IN"
+            " (SELECT pack FROM volume_packs WHERE pack = ANY($1::text[]) ORDER BY pack FOR UPDATE)"
+            " RETURNING pack, size",
+            packs,
+        )
+        return {r["pack"]: r["size"] for r in rows}
+
+    async def record_packs(self, sizes: dict[str, int]) -> dict[str, int]:
+        """Record packs found in the store, used now; answer their sizes."""
+        rows = await self.db.fetch(
+            "INSERT INTO volume_packs (pack, size)"
+            " SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1"
+            " ON CONFLICT (pack) DO UPDATE SET used_at = now() RETURNING pack, size",
+            list(sizes),
+            list(sizes.values()),
+        )
+        return {r["pack"]: r["size"] for r in rows}
+
+    async def forget_chunks(self, digests: list[str]) -> None:
+        """Drop rows ``touch_chunks`` just made for chunks that are not stored."""
+        await self.db.execute(
+            "DELETE FROM volume_chunks WHERE digest = ANY($1::text[])"
+            " AND NOT EXISTS (SELECT 1 FROM volume_files WHERE chunks @> ARRAY[digest])",
+            digests,
         )
 
     async def apply(self, volume_id: str, commit_id: str, commit: Commit) -> VolumeInfo:
@@ -200,6 +233,7 @@ class VolumeStore:
             )
             if done is not None:
                 return _info(row)
+            await _hold_chunks(con, commit)
             version = row["version"] + 1
             gone_bytes, gone_files = await _delete(con, volume_id, version, commit)
             new_bytes = sum(e.size for e in commit.changes if e.kind == "file")
@@ -239,26 +273,38 @@ class VolumeStore:
 # under them; whatever a written entry replaces: a file where a written path
 # needs a directory ($4, files only), anything under a written file ($5), and
 # the written paths themselves ($6), which _upsert then writes again.
-_TARGETS = """
+# What lies under any of the paths in an array: one range scan of the
+# primary key per path (a test of every row against every path was
+# quadratic: 10,000 files written again over 10,000 took minutes).
+_UNDER = """
+path IN (SELECT f.path FROM unnest({}::text[]) d(p) JOIN volume_files f
+         ON f.volume_id = $1 AND f.path > d.p || '/' AND f.path < d.p || '0')
+"""
+_TARGETS = f"""
 volume_id = $1 AND NOT deleted AND version < $2 AND (
     path = ANY($3::text[])
-    OR EXISTS (SELECT 1 FROM unnest($3::text[]) d(p) WHERE path > d.p || '/' AND path < d.p || '0')
+    OR {_UNDER.format("$3")}
     OR (kind = 'file' AND path = ANY($4::text[]))
-    OR EXISTS (SELECT 1 FROM unnest($5::text[]) d(p) WHERE path > d.p || '/' AND path < d.p || '0')
+    OR {_UNDER.format("$5")}
     OR path = ANY($6::text[])
 )
 """
 _ALL = "volume_id = $1 AND NOT deleted AND version < $2"
 
+# packs: the packs the chunk references name (sha256@pack:offset:length).
 _UPSERT = """
-INSERT INTO volume_files (volume_id, path, kind, size, mode, mtime, chunks, version, deleted)
+INSERT INTO volume_files
+    (volume_id, path, kind, size, mode, mtime, chunks, packs, version, deleted)
 SELECT $1, e.path, e.kind, e.size, e.mode, e.mtime,
-       ARRAY(SELECT jsonb_array_elements_text(e.chunks)), $2, false
+       ARRAY(SELECT jsonb_array_elements_text(e.chunks)),
+       ARRAY(SELECT DISTINCT split_part(split_part(c, '@', 2), ':', 1)
+             FROM jsonb_array_elements_text(e.chunks) AS c WHERE strpos(c, '@') > 0),
+       $2, false
 FROM jsonb_to_recordset($3::jsonb)
      AS e(path text, kind text, size bigint, mode integer, mtime float8, chunks jsonb)
 ON CONFLICT (volume_id, path) DO UPDATE SET
     kind = EXCLUDED.kind, size = EXCLUDED.size, mode = EXCLUDED.mode, mtime = EXCLUDED.mtime,
-    chunks = EXCLUDED.chunks, version = EXCLUDED.version, deleted = false
+    chunks = EXCLUDED.chunks, packs = EXCLUDED.packs, version = EXCLUDED.version, deleted = false
 """
 
 
@@ -283,7 +329,7 @@ async def _delete(
         *args,
     )
     await con.execute(
-        "UPDATE volume_files SET deleted = true, version = $2, size = 0, chunks = '{}'"
+        "UPDATE volume_files SET deleted = true, version = $2, size = 0, chunks = '{}', packs = '{}'"
         f" WHERE {where}",
         volume_id,
         version,
@@ -291,6 +337,31 @@ async def _delete(
     )
     assert row is not None
     return row["bytes"], row["files"]
+
+
+async def _hold_chunks(con: asyncpg.Connection, commit: Commit) -> None:
+    """Hold the rows of the chunks and packs the commit names until it is
+    applied; one collected since it was checked is refused (collection
+    removes the blob before the row)."""
+    # The references were checked (thaw_volumes.chunks) before this.
+    refs = {r for e in commit.changes for r in e.chunks}
+    for what, table, column, names in (
+        ("chunk", "volume_chunks", "digest", sorted(r for r in refs if not is_packed(r))),
+        ("pack", "volume_packs", "pack", sorted({ref_pack(r) for r in refs if is_packed(r)})),
+    ):
+        if not names:
+            continue
+        held = await con.fetchval(
+            f"SELECT count(*) FROM (SELECT 1 FROM {table} WHERE {column} = ANY($1::text[])"
+            f" ORDER BY {column} FOR SHARE) AS held",
+            names,
+        )
+        if held != len(names):
+            raise VolumeError(
+                "bad_request",
+                f"{len(names) - held} {what}(s) of this commit were collected as unused while"
+                " it was checked; store them again and commit again; nothing was committed",
+            )
 
 
 async def _upsert(

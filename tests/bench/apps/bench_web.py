@@ -12,7 +12,15 @@ def predict(request: dict) -> dict:
 
 
 # Each may use up to two cores (the whole machine), as bare uvicorn may;
-# placed on a quarter of one.
+# placed on a quarter of one. Not cpu=1.0: that is also a limit, a CFS quota
+# of one core over the loop's thread, FastAPI's pool thread and the channel's,
+# which bare uvicorn does not have. Nor a bigger request: the request is a
+# container's CPU weight only among its node's other containers (runc nests
+# them in /thaw/<node>/, which as a whole weighs as the node's cores against
+# the gateway, NATS and this client: ``cgroup_weight``), and two whole cores
+# could not be placed beside the other benches' containers. cpu=(1.0, 2.0)
+# measured the same requests/s ratio as this (when /thaw still weighed as one
+# process).
 @app.function(min_containers=2, max_containers=2, cpu=(0.25, 2.0))
 @modal.concurrent(max_inputs=64)
 @modal.fastapi_endpoint(method="POST")

@@ -10,5 +10,5 @@ app = modal.App("sched-fast")
 
 @app.function(schedule=modal.Period(seconds=2), min_containers=1)
 def tick() -> float:
-    print("sched-fast ran", flush=True)
+    print(f"sched-fast ran {modal.current_function_call_id()}", flush=True)
     return time.time()

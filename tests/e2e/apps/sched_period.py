@@ -9,5 +9,5 @@ app = modal.App("sched-period")
 
 @app.function(schedule=modal.Period(seconds=5))
 def tick() -> float:
-    print("sched-period ran", flush=True)
+    print(f"sched-period ran {modal.current_function_call_id()}", flush=True)
     return time.time()

@@ -4,6 +4,7 @@ checkpoint that survives its container's kill -9, and a snapshotted class
 that reads what was committed after its snapshot."""
 
 import os
+import random
 import threading
 import time
 
@@ -82,7 +83,9 @@ def open_for_writing_blocks_reload(job: str) -> str:
 class Snapped:
     @modal.enter(snap=True)
     def load(self):
-        self.snap_pid = os.getpid()
+        # Drawn once per process the snapshot caught: a restore shows the
+        # snapshot's draw, a cold start a new one (the pid is 1 in both).
+        self.snap_draw = random.random()
 
     @modal.method()
     def read(self, name: str) -> dict:
@@ -93,6 +96,6 @@ class Snapped:
             content = None
         return {
             "content": content,
-            "snap_pid": self.snap_pid,
+            "snap_draw": self.snap_draw,
             "container": os.environ["THAW_CONTAINER_ID"],
         }

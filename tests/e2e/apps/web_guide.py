@@ -138,7 +138,9 @@ def fastapi_app() -> FastAPI:
     return web_app
 
 
-@app.function()
+# A container has thaw's runtime and what its image installs, nothing more:
+# flask is asked for, as a user would.
+@app.function(image=modal.Image.debian_slim().pip_install("flask"))
 @modal.wsgi_app()
 def flask_app():
     from flask import Flask
@@ -158,3 +160,9 @@ def file_server() -> None:
     subprocess.Popen(
         [sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1"], cwd="/tmp"
     )
+
+
+@app.function()
+@modal.web_server(8001, startup_timeout=1)
+def silent_server() -> None:
+    """Starts nothing: its port never listens."""

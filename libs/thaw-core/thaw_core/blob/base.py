@@ -9,7 +9,7 @@ import io
 import os
 import re
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -44,7 +44,9 @@ def _expected(sha256: str | None) -> str | None:
 
 def verify(key: str, expected: str | None, actual: str) -> None:
     if expected and expected != actual:
-        raise BlobIntegrityError(f"blob {key!r}: sha256 is {actual}, expected {expected}")
+        raise BlobIntegrityError(
+            f"blob {key!r}: sha256 is {actual}, expected {expected}", actual=actual
+        )
 
 
 def _write_hashed(out: BinaryIO, chunk: bytes | bytearray | memoryview, h: hashlib._Hash) -> None:
@@ -134,6 +136,10 @@ def _copy_to_file(key: str, o: Opened, path: Path, expected: str) -> BlobInfo:
     return BlobInfo(key, n, h.hexdigest())
 
 
+# Requests in flight at once for stat_many and put_many.
+MANY_AT_ONCE = 32
+
+
 class BlobStoreBase:
     """The read side, written once over each backend's blocking primitives
     (run in threads): ``_open``, ``_stat``, ``_list``, ``_delete``."""
@@ -142,6 +148,9 @@ class BlobStoreBase:
         raise NotImplementedError
 
     def _stat(self, key: str) -> BlobInfo | None:
+        raise NotImplementedError
+
+    def _read_range(self, key: str, offset: int, length: int) -> bytes:
         raise NotImplementedError
 
     def _list(self, prefix: str) -> list[str]:
@@ -166,6 +175,16 @@ class BlobStoreBase:
         verify(key, expected or o.sha256, actual)
         return data
 
+    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of the blob from ``offset`` (fewer where it ends
+        first). Not checked against the blob's sha256, which covers the whole
+        of it: the caller checks the range against its own digest."""
+        if offset < 0 or length < 0:
+            raise ValueError(f"invalid range {offset}+{length} of blob {key!r}")
+        if length == 0:
+            return b""
+        return await asyncio.to_thread(self._read_range, check_key(key), offset, length)
+
     async def stream(self, key: str, *, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
         o = await asyncio.to_thread(self._open, check_key(key))
         h = hashlib.sha256()
@@ -189,6 +208,28 @@ class BlobStoreBase:
 
     async def exists(self, key: str) -> bool:
         return await self.stat(key) is not None
+
+    async def stat_many(self, keys: Sequence[str]) -> list[BlobInfo | None]:
+        """``stat`` of each key, in the order given; a few round trips at once
+        (a backend whose stat is a local system call does them in one go)."""
+        gate = asyncio.Semaphore(MANY_AT_ONCE)
+
+        async def one(key: str) -> BlobInfo | None:
+            async with gate:
+                return await self.stat(key)
+
+        return list(await asyncio.gather(*(one(k) for k in keys)))
+
+    async def put_many(self, items: Sequence[tuple[str, bytes, str | None]]) -> list[BlobInfo]:
+        """``put`` of each (key, data, sha256), a few at once; each is stored
+        whole or not at all, as by ``put``."""
+        gate = asyncio.Semaphore(MANY_AT_ONCE)
+
+        async def one(key: str, data: bytes, sha256: str | None) -> BlobInfo:
+            async with gate:
+                return await self.put(key, data, sha256=sha256)
+
+        return list(await asyncio.gather(*(one(*item) for item in items)))
 
     async def list(self, prefix: str = "") -> list[str]:
         return sorted(await asyncio.to_thread(self._list, _check_prefix(prefix)))

@@ -155,6 +155,21 @@ class S3BlobStore(BlobStoreBase):
         # whose bytes we are about to read.
         return Opened(resp, resp.headers.get(f"x-amz-meta-{_META}", ""), close)  # type: ignore[arg-type]
 
+    def _read_range(self, key: str, offset: int, length: int) -> bytes:
+        try:
+            resp = self.client.get_object(self.bucket, key, offset=offset, length=length)
+        except S3Error as exc:
+            if exc.code in _NOT_FOUND_CODES:
+                raise BlobNotFound(key) from None
+            if exc.code == "InvalidRange":  # from at or past the end
+                return b""
+            raise
+        try:
+            return resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+
     def _stat(self, key: str) -> BlobInfo | None:
         try:
             st = self.client.stat_object(self.bucket, key)

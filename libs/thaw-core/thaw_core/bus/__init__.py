@@ -57,7 +57,7 @@ from nats.js.api import PubAck
 
 from thaw_core.bus.connection import ERROR_CODE_HEADER, ERROR_HEADER, Bus, BusRequestError
 from thaw_core.bus.delivery import KeepAlive, Settle, num_delivered, settle, trace_context
-from thaw_core.bus.jetstream import BatchPublishError, ConsumerState, StoredMsg
+from thaw_core.bus.jetstream import BatchPublishError, ConsumerState, StoredMsg, refusal
 from thaw_core.bus.pull import Handler
 from thaw_core.contract import STREAMS, ConsumerSpec, StreamSpec
 
@@ -79,6 +79,7 @@ __all__ = [
     "StreamSpec",
     "Subscription",
     "num_delivered",
+    "refusal",
     "settle",
     "trace_context",
 ]

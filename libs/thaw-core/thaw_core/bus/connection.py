@@ -17,10 +17,10 @@ from opentelemetry import context as otel_context
 
 from thaw_core import schema
 from thaw_core.bus.delivery import is_delivery_reply, trace_context
-from thaw_core.bus.jetstream import Streams, payload, with_trace
+from thaw_core.bus.jetstream import Streams, deliver_refused_acks, payload, with_trace
 from thaw_core.bus.pull import FreeSlots, Handler, Take, consume_loop, fetch_once, pull_loop
 from thaw_core.bus.stores import Stores
-from thaw_core.config import NATS_CREDS_ENV
+from thaw_core.config import NATS_CREDS_ENV, split_urls
 from thaw_core.contract import ConsumerSpec
 from thaw_core.nats_auth import connect_options
 
@@ -55,11 +55,12 @@ def _header_value(text: str) -> str:
 class Bus(Streams, Stores):
     """One NATS connection and its JetStream context. Create with ``connect``."""
 
-    def __init__(self, nc: Client, *, name: str) -> None:
-        Streams.__init__(self)
+    def __init__(self, nc: Client, *, name: str, replicas: int = 1) -> None:
+        Streams.__init__(self, replicas=replicas)
         Stores.__init__(self)
         self.nc = nc
         self.js = nc.jetstream()
+        deliver_refused_acks(self.js)
         self.name = name
         self._ever_connected = False
         self.closing = asyncio.Event()
@@ -76,6 +77,7 @@ class Bus(Streams, Stores):
         name: str,
         creds: Path | None = None,
         connect_timeout_s: float = 30,
+        replicas: int = 1,
     ) -> Bus:
         """Connect to ``url`` (several may be given, comma-separated), logged
         in with the credential file ``creds`` (``thaw_core.nats_auth``; default:
@@ -87,8 +89,8 @@ class Bus(Streams, Stores):
         after that the client reconnects forever, buffering publishes while it
         is away, so a NATS restart never ends a service.
         """
-        bus = cls(Client(), name=name)
-        servers = [u.strip() for u in url.split(",") if u.strip()]
+        bus = cls(Client(), name=name, replicas=replicas)
+        servers = split_urls(url)
         creds = creds or (
             Path(os.environ[NATS_CREDS_ENV]) if os.environ.get(NATS_CREDS_ENV) else None
         )
@@ -246,13 +248,17 @@ class Bus(Streams, Stores):
         cb: Handler | None = None,
         *,
         unbounded: bool = False,
+        live: bool = True,
     ) -> Subscription:
         """A plain NATS subscription (``cb`` per message, or ``next_msg``),
         live on the server when this returns. ``unbounded``: no pending limits,
-        for a callback that must never drop a message and keeps up."""
+        for a callback that must never drop a message and keeps up.
+        ``live=False``: returns without waiting for the server, for a caller
+        that makes many and then waits once (``subscriptions_live``)."""
         limits: dict[str, int] = {"pending_msgs_limit": 0, "pending_bytes_limit": 0}
         sub = await self.nc.subscribe(subject, cb=cb, **(limits if unbounded else {}))
-        await self.subscriptions_live()
+        if live:
+            await self.subscriptions_live()
         return sub
 
     async def serve(self, subject: str, handler: Handler, *, queue: str = "") -> Subscription:

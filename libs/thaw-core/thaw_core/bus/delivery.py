@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any, Literal
 
 from nats.aio.msg import Msg
@@ -18,6 +19,7 @@ Settle = Literal["ack", "nak", "term"]
 # The reply subject of a JetStream delivery; a core request's is the
 # requester's inbox, which must never receive "+ACK" or "+TERM".
 _ACK_PREFIX = "$JS.ACK."
+_SPACE = re.compile(r"\s")
 
 # Keep-alive pings in flight, so that none is collected before it is sent.
 _pings: set[asyncio.Task[None]] = set()
@@ -26,12 +28,14 @@ _pings: set[asyncio.Task[None]] = set()
 def trace_context(msg: Msg) -> otel_context.Context:
     """The OpenTelemetry context its publisher injected into ``msg``'s headers
     (an empty context when it carries none)."""
-    return propagate.extract(msg.headers or {})
+    if not msg.headers:
+        return otel_context.Context()
+    return propagate.extract(msg.headers)
 
 
 def is_delivery_reply(reply: str) -> bool:
     """Whether ``reply`` is a JetStream delivery's ack subject (one token-safe line)."""
-    return reply.startswith(_ACK_PREFIX) and not any(c.isspace() for c in reply)
+    return reply.startswith(_ACK_PREFIX) and _SPACE.search(reply) is None
 
 
 def _settleable(msg: Any) -> bool:

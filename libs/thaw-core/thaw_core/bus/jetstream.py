@@ -23,25 +23,32 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.client import JetStreamContext
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from thaw_core import schema
 from thaw_core.contract import STREAMS, ConsumerSpec, StreamSpec
+from thaw_core.telemetry import recording
 
 _tracer = trace.get_tracer("thaw.bus")
 log = logging.getLogger("thaw_core.bus")
 
 MSG_ID_HEADER = "Nats-Msg-Id"
+# What a publish meets while a clustered stream has no leader.
+LEADERLESS = (nats.js.errors.NoStreamResponseError, nats.errors.NoRespondersError)
+LEADERLESS_RETRY_S = 0.25
+# How long a single publish waits for a stream leader to be elected.
+LEADERLESS_WAIT_S = 10.0
 
 
-def _stream_config(spec: StreamSpec) -> StreamConfig:
+def _stream_config(spec: StreamSpec, replicas: int) -> StreamConfig:
     return StreamConfig(
         name=spec.name,
         subjects=list(spec.subjects),
         retention=RetentionPolicy(spec.retention),
         # File storage: inputs and results must survive a nats-server restart.
         storage=StorageType.FILE,
-        num_replicas=1,
+        num_replicas=replicas,
         # 0 means "no limit" to the server.
         max_age=spec.max_age_s or 0,
         duplicate_window=spec.duplicate_window_s,
@@ -49,6 +56,7 @@ def _stream_config(spec: StreamSpec) -> StreamConfig:
         max_msgs=spec.max_msgs if spec.max_msgs is not None else -1,
         max_bytes=spec.max_bytes if spec.max_bytes is not None else -1,
         discard=DiscardPolicy(spec.discard),
+        max_consumers=spec.max_consumers,
     )
 
 
@@ -71,6 +79,41 @@ class BatchPublishError(Exception):
         super().__init__(f"the bus took {taken} of {total} messages before failing ({cause!r})")
         self.taken = taken
         self.total = total
+
+
+def deliver_refused_acks(js: Any) -> None:
+    """Make a refused ``publish_async`` fail its future with the server's error.
+
+    nats-py (2.16) reads an async publish's ack with ``APIError.from_error``,
+    which raises instead of returning: the error escapes its reply handler and
+    the future is never done, so a batch into a full stream waited for its
+    timeout and read as "no answer". Its handler is wrapped (before the first
+    publish_async subscribes it) to hand the error to the waiting future.
+    ``tests/integration/test_bus.py`` checks a full stream's batch is refused."""
+    handle = js._handle_async_reply
+
+    async def handle_async_reply(msg: Any) -> None:
+        try:
+            await handle(msg)
+        except nats.js.errors.APIError as e:
+            # The token as nats-py cuts it from the reply subject.
+            token = msg.subject[len(js._nc._inbox_prefix) + 22 + 2 :]
+            future = js._publish_async_futures.get(token)
+            if future is not None and not future.done():
+                future.set_exception(e)
+
+    js._handle_async_reply = handle_async_reply
+
+
+def refusal(error: BaseException) -> str | None:
+    """Why the server refused a publish, in its own words (a stream at its
+    limits: "maximum messages exceeded"), or None when the publish got no
+    answer at all (a timeout, a lost connection). ``error`` is what
+    ``publish`` or ``publish_batch`` raised."""
+    cause = error.__cause__ if isinstance(error, BatchPublishError) else error
+    if isinstance(cause, nats.js.errors.APIError):
+        return cause.description or str(cause)
+    return None
 
 
 class ConsumerState(NamedTuple):
@@ -102,7 +145,9 @@ def with_trace(headers: dict[str, str] | None) -> dict[str, str] | None:
     """``headers`` plus the current trace context; None when both are empty, so
     that untraced messages are sent as plain PUB without a header block."""
     out = dict(headers) if headers else {}
-    propagate.inject(out)
+    context = otel_context.get_current()
+    if context:  # empty: nothing to carry (untraced, no caller's traceparent)
+        propagate.inject(out, context)
     return out or None
 
 
@@ -112,7 +157,11 @@ class Streams:
     nc: Client
     js: JetStreamContext
 
-    def __init__(self) -> None:
+    def __init__(self, *, replicas: int = 1) -> None:
+        # How many servers keep each stream and bucket: 1 on a single server,
+        # 3 on a cluster (Settings.nats_replicas); every stream and bucket
+        # this bus makes takes it from here.
+        self.replicas = replicas
         self._streams: dict[str, StreamSpec] = {}
         self._consumers: dict[tuple[str, str], ConsumerConfig] = {}
 
@@ -124,7 +173,7 @@ class Streams:
             await self._provision_one(spec)
 
     async def _provision_one(self, spec: StreamSpec) -> None:
-        config = _stream_config(spec)
+        config = _stream_config(spec, self.replicas)
         try:
             # CREATE with an identical config succeeds, so the common case is one call.
             await self.js.add_stream(config)
@@ -287,6 +336,8 @@ class Streams:
         hdrs = dict(headers) if headers else {}
         if msg_id is not None:
             hdrs[MSG_ID_HEADER] = msg_id
+        if not recording():
+            return await self.js.publish(subject, payload(msg), headers=with_trace(hdrs))
         # A span of its own, so a trace shows the hop through the bus: its
         # consumers' spans are children of this one (its context is in the headers).
         with _tracer.start_as_current_span(
@@ -294,7 +345,18 @@ class Streams:
             kind=trace.SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},
         ):
-            return await self.js.publish(subject, payload(msg), headers=with_trace(hdrs))
+            data, hdrs_out = payload(msg), with_trace(hdrs)
+            deadline = 0.0  # set at the first refusal: nothing more on the hot path
+            while True:
+                try:
+                    return await self.js.publish(subject, data, headers=hdrs_out)
+                except LEADERLESS:
+                    # A cluster electing the stream's leader: seconds.
+                    now = asyncio.get_running_loop().time()
+                    deadline = deadline or now + LEADERLESS_WAIT_S
+                    if now + LEADERLESS_RETRY_S > deadline:
+                        raise
+                    await asyncio.sleep(LEADERLESS_RETRY_S)
 
     async def publish_batch(
         self, subject: str, items: Sequence[tuple[str, bytes]], *, timeout_s: float
@@ -303,12 +365,34 @@ class Streams:
         before any ack is awaited (and without yielding to the loop between
         them, so they leave in few writes). ``BatchPublishError`` when not all
         were stored within ``timeout_s``; publishing the whole batch again is
-        safe, since the msg-ids drop what was stored already."""
+        safe, since the msg-ids drop what was stored already, and is done here
+        while no stream answers (a cluster electing a stream leader)."""
         trace_headers: dict[str, str] = {}
         propagate.inject(trace_headers)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            try:
+                return await self._publish_batch_once(subject, items, trace_headers, deadline)
+            except BatchPublishError as e:
+                # No stream answered: on a cluster, its leader died and the
+                # others are electing a new one (seconds). The msg-ids make
+                # publishing the whole batch again safe.
+                left = deadline - asyncio.get_running_loop().time()
+                if not isinstance(e.__cause__, LEADERLESS) or left < LEADERLESS_RETRY_S:
+                    raise
+                log.info("bus: no stream answered for %s (%r); publishing again", subject, e)
+                await asyncio.sleep(LEADERLESS_RETRY_S)
+
+    async def _publish_batch_once(
+        self,
+        subject: str,
+        items: Sequence[tuple[str, bytes]],
+        trace_headers: dict[str, str],
+        deadline: float,
+    ) -> None:
         futures: list[asyncio.Future[Any]] = []
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout_at(deadline):
                 for msg_id, data in items:
                     futures.append(
                         await self.js.publish_async(

@@ -25,6 +25,7 @@ from opentelemetry import trace
 
 from thaw_core.bus.delivery import KeepAlive, num_delivered, settle, trace_context
 from thaw_core.contract import ConsumerSpec
+from thaw_core.telemetry import current_span
 
 if TYPE_CHECKING:
     from thaw_core.bus.connection import Bus
@@ -220,7 +221,8 @@ async def _handle(
     token = otel_context.attach(trace_context(msg))
     keepalive: KeepAlive | None = None
     try:
-        with _tracer.start_as_current_span(
+        with current_span(
+            _tracer,
             f"consume {stream}",
             kind=trace.SpanKind.CONSUMER,
             attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject},

@@ -68,6 +68,7 @@ class Stores:
                 bucket=bucket,
                 history=1,
                 storage=StorageType.FILE,
+                replicas=self.replicas,
                 max_value_size=STORE_MAX_VALUE_BYTES,
             )
         )

@@ -42,6 +42,8 @@ from thaw_core.layers.ids import (
     canonical_json,
     layer_id,
     local_base,
+    python_bases,
+    rootfs_python_path,
     rootfs_python_version,
 )
 from thaw_core.layers.mounts import mounts_under, overlay_mount, remove_tree, unmount
@@ -75,7 +77,9 @@ __all__ = [
     "mounts_under",
     "overlay_mount",
     "pack_layer",
+    "python_bases",
     "remove_tree",
+    "rootfs_python_path",
     "rootfs_python_version",
     "unmount",
     "unpack_layer",

@@ -45,11 +45,25 @@ def layer_id(parent: str, step: Any) -> str:
 
 def rootfs_python_version(rootfs: Path | None = None) -> str:
     """``major.minor`` of the rootfs's python3, from the marker make-rootfs.sh writes."""
+    value = _marker_value(rootfs, "python")
+    if value:
+        return ".".join(value.split(".")[:2])
+    raise LayerError(f"the rootfs marker of {rootfs or hosttools.default_rootfs()} names no python")
+
+
+def rootfs_python_path(rootfs: Path | None = None) -> str:
+    """The rootfs's python3 when it is not /usr/bin/python3 ("" when it is):
+    a rootfs made with another python3.X of its suite (make-rootfs.sh)."""
+    path = _marker_value(rootfs, "python_path")
+    return "" if path in ("", "/usr/bin/python3") else path
+
+
+def _marker_value(rootfs: Path | None, wanted: str) -> str:
     for line in _marker(rootfs).decode(errors="replace").splitlines():
         key, _, value = line.partition("=")
-        if key.strip() == "python" and value.strip():
-            return ".".join(value.strip().split(".")[:2])
-    raise LayerError(f"the rootfs marker of {rootfs or hosttools.default_rootfs()} names no python")
+        if key.strip() == wanted:
+            return value.strip()
+    return ""
 
 
 def base_layer_id(rootfs: Path | None = None, python_version: str | None = None) -> str:
@@ -60,6 +74,24 @@ def base_layer_id(rootfs: Path | None = None, python_version: str | None = None)
     return hashlib.sha256(
         BASE_DEBIAN_SLIM.encode() + version.encode() + _marker(rootfs)
     ).hexdigest()
+
+
+def python_bases(rootfs: Path | None = None) -> dict[str, Path]:
+    """The rootfs ``debian_slim`` can start from, by ``major.minor`` of their
+    python3: ``rootfs`` (the default) and every finished rootfs beside it
+    (deploy/make-rootfs.sh builds one per Debian suite, side by side). The
+    default wins a version two of them have."""
+    default = rootfs or hosttools.default_rootfs()
+    found: dict[str, Path] = {}
+    siblings = sorted(default.parent.iterdir()) if default.parent.is_dir() else []
+    for root in [default, *siblings]:
+        if not root.is_dir() or not hosttools.rootfs_ready(root):
+            continue
+        try:
+            found.setdefault(rootfs_python_version(root), root)
+        except LayerError:
+            continue
+    return found
 
 
 def _marker(rootfs: Path | None) -> bytes:
@@ -76,11 +108,14 @@ def blob_key(digest: str) -> str:
 
 
 def local_base(ref: LayerRef, rootfs: Path | None = None) -> Path | None:
-    """This node's default rootfs when it *is* the base layer ``ref``, else None."""
-    root = rootfs or hosttools.default_rootfs()
-    if ref.base != BASE_DEBIAN_SLIM or not hosttools.rootfs_ready(root):
+    """This node's rootfs (the default ``rootfs`` or one beside it, see
+    ``python_bases``) that *is* the base layer ``ref``, else None."""
+    if ref.base != BASE_DEBIAN_SLIM:
         return None
-    try:
-        return root if base_layer_id(root) == ref.layer_id else None
-    except LayerError:
-        return None
+    for version, root in python_bases(rootfs).items():
+        try:
+            if base_layer_id(root, version) == ref.layer_id:
+                return root
+        except LayerError:
+            continue
+    return None

@@ -15,6 +15,7 @@ import errno
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from thaw_core.layers.ids import LayerError
@@ -91,18 +92,71 @@ def mounts_under(directory: Path) -> list[Path]:
 
 
 def overlay_lowerdirs_in_use() -> set[str]:
-    """Every lower dir of every overlay mounted in this mount namespace."""
+    """Every lower dir of every overlay mounted in this mount namespace. A
+    lower dir that is itself a bind mount (the agent's idmapped binds of its
+    layers) counts as the directory it binds, too."""
     used: set[str] = set()
+    mounts = _mountinfo()
+    for m in mounts:
+        if m.fstype != "overlay":
+            continue
+        for opt in m.options.split(","):
+            if opt.startswith("lowerdir="):
+                for p in opt[len("lowerdir=") :].split(":"):
+                    lower = _unescape(p)
+                    used.add(lower)
+                    source = _bind_source(lower, mounts)
+                    if source is not None:
+                        used.add(source)
+    return used
+
+
+@dataclass(frozen=True)
+class _Mount:
+    device: str  # major:minor
+    root: str  # the mounted directory, within its file system
+    point: str
+    fstype: str
+    options: str  # the file system's own (super) options
+
+
+def _mountinfo() -> list[_Mount]:
+    found = []
     with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
         for line in f:
-            _, _, post = line.partition(" - ")
-            fields = post.split(" ", 2)
-            if len(fields) < 3 or fields[0] != "overlay":
+            pre, _, post = line.partition(" - ")
+            fields = pre.split(" ")
+            rest = post.split(" ", 2)
+            if len(fields) < 5 or len(rest) < 3:
                 continue
-            for opt in fields[2].strip().split(","):
-                if opt.startswith("lowerdir="):
-                    used.update(_unescape(p) for p in opt[len("lowerdir=") :].split(":"))
-    return used
+            found.append(
+                _Mount(
+                    fields[2], _unescape(fields[3]), _unescape(fields[4]), rest[0], rest[2].strip()
+                )
+            )
+    return found
+
+
+def _bind_source(point: str, mounts: Sequence[_Mount]) -> str | None:
+    """The host path a bind mount at ``point`` shows, from a mount of the whole
+    (or most) of the same file system; None when ``point`` binds nothing."""
+    bind = next((m for m in reversed(mounts) if m.point == point), None)
+    if bind is None or bind.root == "/":
+        return None
+    # The mount showing the most of that file system (the shortest root that
+    # holds the bind's root), not another bind of the same directory.
+    holders = [
+        m
+        for m in mounts
+        if m.device == bind.device
+        and m is not bind
+        and (bind.root == m.root or bind.root.startswith(m.root.rstrip("/") + "/"))
+    ]
+    if not holders:
+        return None
+    whole = min(holders, key=lambda m: len(m.root))
+    tail = bind.root[len(whole.root.rstrip("/")) :]
+    return whole.point.rstrip("/") + tail if whole.point != "/" else tail
 
 
 def _unescape(s: str) -> str:

@@ -23,7 +23,7 @@ Subjects (``registry.SUBJECTS`` is the machine-readable list used for proto/):
 - ``thaw.build.log.<build_id>``    build progress and output (BUILD): ``BuildLog``
 - ``thaw.build.result.<build_id>`` build outcome (BUILD): ``BuildResult``
 - ``thaw.builder.lookup``          request/reply: ``ImageLookup`` -> ``ImageLookupReply``
-- ``thaw.secrets.fetch``           request/reply, agent -> gateway: ``SecretsRequest`` -> ``SecretsReply``
+- ``thaw.secrets.fetch``           request/reply, agent or builder -> gateway: ``SecretsRequest`` (with its command's ``SecretsGrant``) -> ``SecretsReply``
 - ``thaw.volumes.<op>``            request/reply, to the volumes service: ensure, delete, list,
   entries, commit (``schema.volumes``)
 
@@ -47,6 +47,7 @@ from thaw_core.schema.calls import (
     Codec,
     Invoke,
     JsonArgs,
+    PayloadRef,
     Result,
     is_call_id,
     readable_call,
@@ -117,9 +118,11 @@ from thaw_core.schema.reports import (
     HealthReply,
     LogLine,
 )
+from thaw_core.schema.secret_grants import SecretsGrant
 from thaw_core.schema.secrets import SecretsReply, SecretsRequest
 from thaw_core.schema.snapshots import (
     RestoreFailure,
+    SnapshotCoverage,
     SnapshotCreated,
     SnapshotCreateFailed,
     SnapshotEvent,
@@ -215,6 +218,7 @@ __all__ = [
     "LogLine",
     "Message",
     "NodeHeartbeat",
+    "PayloadRef",
     "PipInstall",
     "PipInstallFromRequirements",
     "Resources",
@@ -223,8 +227,10 @@ __all__ = [
     "RetryPolicy",
     "RunCommands",
     "SecretRef",
+    "SecretsGrant",
     "SecretsReply",
     "SecretsRequest",
+    "SnapshotCoverage",
     "SnapshotCreateFailed",
     "SnapshotCreated",
     "SnapshotEvent",

@@ -34,6 +34,21 @@ class JsonArgs(msgspec.Struct, forbid_unknown_fields=True):
     kwargs: dict[str, Any] = {}
 
 
+_SHA256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$")]
+
+
+class PayloadRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Arguments or a return value kept in the blob store rather than in the
+    message (over ``Settings.payload_inline_bytes``): the sha256 of its bytes,
+    their size, and the hour it was stored in (unix time // 3600), which
+    names its key (``contract.payload_key``) and when it is deleted (with the
+    results of that hour, ``contract.RESULTS_STREAM``'s max age later)."""
+
+    sha256: _SHA256
+    size: Annotated[int, msgspec.Meta(ge=0)]
+    hour: Annotated[int, msgspec.Meta(ge=0)]
+
+
 class Invoke(Message, tag="invoke"):
     """One input. ``args`` is ``codec``-encoded: pickle of ``(args, kwargs)``,
     or JSON ``{"args": [...], "kwargs": {...}}``. The gateway never unpickles."""
@@ -46,6 +61,15 @@ class Invoke(Message, tag="invoke"):
     params: bytes = b""
     codec: Codec = "pickle"
     args: bytes = b""
+    # Instead of args, when they are large: where they are kept (args is then empty).
+    args_ref: Annotated[
+        PayloadRef | None,
+        msgspec.Meta(
+            description="Arguments too large for a message (over THAW_PAYLOAD_INLINE_BYTES,"
+            " 256 KiB by default), kept in the blob store at payloads/<hour>/<sha256>; args is"
+            " then empty. A client of another language may always send small args inline."
+        ),
+    ] = None
     # 1 for the first try; a retry is a new message with attempt + 1.
     attempt: int = 1
     # A retry waits until then (the agent naks it with the remaining delay).
@@ -74,6 +98,17 @@ class Result(Message, tag="result"):
     codec: Codec = "pickle"
     # Success: the codec-encoded return value (a list of items for a generator).
     value: bytes = b""
+    # Instead of value, when it is large: where it is kept (value is then
+    # empty). The proof covers its sha256 in place of sha256(value).
+    value_ref: Annotated[
+        PayloadRef | None,
+        msgspec.Meta(
+            description="A value too large for a message (over THAW_PAYLOAD_INLINE_BYTES),"
+            " kept in the blob store at payloads/<hour>/<sha256>; value is then empty and the"
+            " proof covers this sha256 in place of sha256(value). Over HTTP:"
+            " GET /v1/calls/{call_id}/value."
+        ),
+    ] = None
     # Failure: the pickled exception when it pickles, and always its text.
     exc: bytes = b""
     error: str = ""
@@ -90,7 +125,8 @@ class Result(Message, tag="result"):
         bytes,
         msgspec.Meta(
             description="HMAC-SHA256 under the Invoke's key of: the ASCII bytes"
-            " 'thaw.result.v1', then call_id, status, codec, sha256(value), sha256(exc),"
+            " 'thaw.result.v1', then call_id, status, codec, sha256(value) (value_ref.sha256"
+            " when the value is kept in the blob store), sha256(exc),"
             " error, traceback, attempts, map_id, index, container_id, started_at,"
             " finished_at; strings as a 4-byte big-endian length and their UTF-8 bytes,"
             " digests as 32 raw bytes, integers as 8-byte big-endian signed, floats as"

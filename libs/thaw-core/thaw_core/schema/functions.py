@@ -9,6 +9,10 @@ import msgspec
 from thaw_core.schedules import ScheduleSpec
 from thaw_core.schema.base import Message, Spec, now
 from thaw_core.schema.images import ImageRef
+from thaw_core.schema.secret_grants import SecretRef
+
+# The least an ephemeral_disk may be: mkfs needs a few MiB for its own metadata.
+MIN_EPHEMERAL_DISK_MB = 16
 
 
 class Resources(Spec):
@@ -22,6 +26,8 @@ class Resources(Spec):
     memory_limit_mb: int | None = None
     # "A10G", "H100:2", "any", ... ; None: no GPU.
     gpu: str | None = None
+    # ephemeral_disk=: the writable layer's size limit (thaw_agent.ephemeral_disk).
+    ephemeral_disk_mb: int | None = None
 
 
 class RetryPolicy(Spec):
@@ -42,19 +48,6 @@ class Autoscale(Spec):
     max_containers: int | None = None
     buffer_containers: int = 0
     scaledown_window_s: float = 60.0
-
-
-class SecretRef(Spec):
-    """One of a function's secrets, by name: never its values. The agent asks
-    the gateway for the values of a container's secrets as it starts or
-    restores it."""
-
-    name: str
-    # A deploy fails unless the secret has each of these keys.
-    required_keys: list[str] = []
-    # Values the app's own deploy stored (Secret.from_dict, from_dotenv,
-    # from_local_environ), under the app's scope; else a named secret.
-    app_scoped: bool = False
 
 
 class VolumeMount(Spec):
@@ -104,6 +97,16 @@ class FunctionSpec(Spec):
     # Later secrets override earlier ones' keys.
     secrets: list[SecretRef] = []
     volumes: list[VolumeMount] = []
+    # A with_options variant (thaw_core.variants): the function it derives from.
+    variant_of: str | None = None
+
+    @property
+    def wants_gpu_snapshot(self) -> bool:
+        """Its memory snapshots are to take the GPU's state too (the agent's
+        gpu_snapshot; a CPU-only one where the node cannot)."""
+        return bool(
+            self.enable_memory_snapshot and self.experimental_options.get("enable_gpu_snapshot")
+        )
 
 
 class AppEvent(Message, tag="app_event"):

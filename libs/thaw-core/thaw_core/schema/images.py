@@ -17,6 +17,7 @@ from typing import Literal
 import msgspec
 
 from thaw_core.schema.base import Message, Spec, now
+from thaw_core.schema.secret_grants import SecretsGrant
 
 
 class LayerRef(Spec):
@@ -73,6 +74,9 @@ class FileEntry(Spec, omit_defaults=True, kw_only=True):
 
 class DebianSlim(Step, tag="debian_slim", kw_only=True):
     python_version: str | None = None
+    # Without python_version: the deploying client's own "major.minor", the
+    # version the image gets where the builder has it (else its default).
+    client_python: str | None = None
 
 
 class FromRegistry(Step, tag="from_registry", kw_only=True):
@@ -197,6 +201,9 @@ class BuildRequest(Message, tag="build_request"):
     image: ImageSpec
     # Who asked, for the logs: "app/function" or a user name.
     requested_by: str = ""
+    # Leave to fetch the base step's registry secret, signed by the gateway
+    # (thaw_core.secrets_grant); None when the image names none.
+    secrets_grant: SecretsGrant | None = None
 
 
 StepStatus = Literal["cached", "waiting", "building", "built", "applied", "failed"]

@@ -8,6 +8,8 @@ import msgspec
 
 from thaw_core.schema.base import Message, Spec, now
 from thaw_core.schema.functions import FunctionSpec
+from thaw_core.schema.sandboxes import StartSandbox
+from thaw_core.schema.secret_grants import SecretsGrant
 
 
 class GpuInfo(Spec):
@@ -15,6 +17,11 @@ class GpuInfo(Spec):
     name: str
     memory_mb: int
     uuid: str = ""
+    # Its device node is /dev/nvidia<minor> (-1: unknown, the index is used).
+    minor: int = -1
+    mig: bool = False  # MIG mode on
+    # The container it is given to ('': free); in heartbeats.
+    container_id: str = ""
 
 
 class CpuFingerprint(Spec):
@@ -51,11 +58,19 @@ class NodeHeartbeat(Message, tag="node_heartbeat"):
     # Free capacity after the containers the node runs now.
     free_cores: float = 0.0
     free_memory_mb: int = 0
+    # The disk that holds containers' writable layers (ephemeral_disk): the
+    # file system's size, and what is free on it less what live containers'
+    # ephemeral disks may still write (their images are sparse).
+    disk_mb: int = 0
+    free_disk_mb: int = 0
     containers: list[ContainerInfo] = []
     # The node's CPU/GPU fingerprint; None until the agent has read it.
     fingerprint: Fingerprint | None = None
     # Snapshot ids in the node's local cache: the scheduler prefers such nodes.
     cached_snapshots: list[str] = []
+    # Why its memory snapshots cannot take a GPU's state (enable_gpu_snapshot:
+    # no cuda-checkpoint, no driver recent enough); "" when they can.
+    no_gpu_snapshots: str = ""
     at: float = msgspec.field(default_factory=now)
 
 
@@ -73,10 +88,15 @@ class ContainerInfo(Spec):
     started_at: float = 0.0
     # Since when it has run no input; the scheduler scales down from this.
     idle_since: float = 0.0
+    # Restored from a memory snapshot: known once it is ready (while starting
+    # it is not yet; a failed restore starts it cold under the same id).
     restored: bool = False
     error: str = ""
     # Where it runs; filled in by whoever knows (the scheduler, the API).
     node_id: str = ""
+    # Started only to make a memory snapshot (``StartContainer.snapshot_only``):
+    # it takes no inputs and stops once the snapshot is taken.
+    snapshot_only: bool = False
 
 
 class StartContainer(Message, tag="start_container"):
@@ -85,6 +105,14 @@ class StartContainer(Message, tag="start_container"):
     version: int
     bundle_sha256: str
     spec: FunctionSpec
+    # "Snapshot then stop" (the scheduler asks at deploy, so that the first
+    # call already restores): the agent claims the snapshot for its class,
+    # starts cold, checkpoints, and stops the container; it takes no inputs.
+    # Nothing starts when the class needs no snapshot (one exists or is made).
+    snapshot_only: bool = False
+    # Leave to fetch ``spec.secrets`` for this container on this node, signed
+    # by the scheduler (None when it has none): the gateway answers no other.
+    secrets_grant: SecretsGrant | None = None
 
 
 class StopContainer(Message, tag="stop_container"):
@@ -93,7 +121,7 @@ class StopContainer(Message, tag="stop_container"):
     grace_s: float = 10.0
 
 
-AgentCommand = StartContainer | StopContainer
+AgentCommand = StartContainer | StopContainer | StartSandbox
 
 
 class CommandReply(Message, tag="command_reply"):

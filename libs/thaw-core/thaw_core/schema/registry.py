@@ -20,6 +20,13 @@ from thaw_core.schema.images import (
 )
 from thaw_core.schema.nodes import CommandReply, NodeHeartbeat, StartContainer, StopContainer
 from thaw_core.schema.reports import ErrorEvent, HealthReply, LogLine
+from thaw_core.schema.sandboxes import (
+    EXEC_OPS,
+    EXEC_REPLIES,
+    PlaceSandbox,
+    SandboxPlaced,
+    StartSandbox,
+)
 from thaw_core.schema.secrets import SecretsReply, SecretsRequest
 from thaw_core.schema.snapshots import (
     SnapshotCreated,
@@ -94,6 +101,11 @@ WIRE_TYPES: tuple[type[Message], ...] = (
     WebSocketIdle,
     *STORE_OPS,
     StoreReply,
+    StartSandbox,
+    PlaceSandbox,
+    SandboxPlaced,
+    *EXEC_OPS,
+    *EXEC_REPLIES,
 )
 
 # subject pattern -> (description, payload types); proto/asyncapi.json is made from it.
@@ -133,7 +145,18 @@ SUBJECTS: dict[str, tuple[str, tuple[type[Message], ...]]] = {
     contract.CANCEL: ("Cancel a call.", (CancelCall,)),
     contract.AGENT_COMMAND: (
         "Commands to one node agent (request/reply).",
-        (StartContainer, StopContainer, CommandReply),
+        (StartContainer, StopContainer, StartSandbox, CommandReply),
+    ),
+    contract.SANDBOX_PLACE: (
+        "Place a sandbox on a node and start it there (request/reply, gateway -> scheduler).",
+        (PlaceSandbox, SandboxPlaced),
+    ),
+    contract.CONTAINER_EXEC: (
+        (
+            "One operation on a container's processes: start one, read its output, write its"
+            " input, wait for it; a sandbox's tags and end (request/reply, gateway -> agent)."
+        ),
+        (*EXEC_OPS, *EXEC_REPLIES),
     ),
     contract.LOGS: ("Container output (JetStream LOGS).", (LogLine,)),
     contract.SNAPSHOT_LOOKUP: (

@@ -7,7 +7,10 @@ from typing import Literal
 from thaw_core.schema.base import Message, Spec
 from thaw_core.schema.nodes import Fingerprint
 
-SnapshotState = Literal["creating", "ready", "suspect", "obsolete"]
+# "unhelpful": ready, but its restores kept being no faster than the cold
+# start that made it (``thaw_snapshots.catalog``): not restored, and not made
+# again for its class; its function starts cold.
+SnapshotState = Literal["creating", "ready", "suspect", "obsolete", "unhelpful"]
 
 
 class SnapshotInfo(Spec):
@@ -24,6 +27,26 @@ class SnapshotInfo(Spec):
     restores: int = 0
     failures: int = 0
     state: SnapshotState = "creating"
+    # Seconds from "container requested" to Ready of the cold start that made
+    # it, its checkpoint left out (0: not measured), and of its last good restore.
+    cold_start_s: float = 0.0
+    restore_s: float = 0.0
+    # Why its creation failed (state "obsolete", size 0).
+    error: str = ""
+
+
+class SnapshotCoverage(Spec):
+    """Of the fingerprint classes among the live nodes, those a ready snapshot
+    of this deployed function version restores on (``snapshot_coverage``)."""
+
+    app: str
+    function: str
+    version: int
+    covered: int
+    present: int
+    # Of the classes not covered, those whose snapshot was found not to help
+    # (state "unhelpful"): they start cold on purpose.
+    unhelpful: int = 0
 
 
 class SnapshotLookup(Message, tag="snapshot_lookup"):

@@ -12,7 +12,7 @@ contents as ``schema.VolumeEntry``.
 - ``POST   /v1/volumes/{volume}/remove``          ``VolumeRemove`` -> ``VolumeInfo``
 - ``POST   /v1/volumes/{volume}/copy``            ``VolumeCopy`` -> ``VolumeInfo``
 - ``POST   /v1/volume-chunks:missing``            ``ChunksMissing`` -> ``ChunksMissing``
-- ``HEAD/PUT/GET /v1/volume-chunks/{sha256}``     one chunk (``CHUNK_SIZE`` bytes at most)
+- ``HEAD/PUT/GET /v1/volume-chunks/{chunk}``      one chunk (``CHUNK_SIZE`` bytes at most), by sha256; GET also by packed reference
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """File content as chunks in the blob store: pieces of ``CHUNK_SIZE`` bytes
 (the last one shorter), each stored once under its sha256
-(``contract.volume_chunk_key``), whichever volume or file holds it. A file
-is read and written one piece at a time: never whole in memory."""
+(``contract.volume_chunk_key``), whichever volume or file holds it; files
+under ``PACK_BELOW`` committed together share pack blobs instead (a
+reference names the range, ``thaw_core.volumes.refs``). A file is read and
+written one piece at a time: never whole in memory."""
 
 from __future__ import annotations
 
@@ -9,16 +11,21 @@ import asyncio
 import hashlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 from thaw_core.blob import BlobStore
-from thaw_core.contract import volume_chunk_key
+from thaw_core.contract import volume_chunk_key, volume_pack_key
+from thaw_core.volumes.refs import ChunkRef, parse_ref, read_checked
 
 # Small enough that a change to a large file stores little, large enough
 # that a 1 GiB file is 256 digests in its manifest entry.
 CHUNK_SIZE = 4 << 20
+# Files smaller than this, committed together, are stored in packs: one blob
+# write (and, at commit, one look-up) for many files. Larger ones get chunk
+# blobs of their own, looked up first, so identical content is stored once.
+PACK_BELOW = 1 << 20
 
 
 def file_pieces(f: BinaryIO) -> Iterator[bytes]:
@@ -49,9 +56,19 @@ class ChunkUploader:
     def __init__(self, blob: BlobStore, known: set[str] | None = None) -> None:
         self.blob = blob
         self.known = known if known is not None else set()
+        # Pieces this uploader packed: digest -> their reference.
+        self.packed: dict[str, str] = {}
+
+    def forget(self) -> None:
+        """Look in the store again from now on (what it held may have been
+        collected since)."""
+        self.known.clear()
+        self.packed.clear()
 
     async def put_piece(self, piece: bytes) -> str:
-        d = await asyncio.to_thread(digest, piece)
+        return await self._put_digested(piece, await asyncio.to_thread(digest, piece))
+
+    async def _put_digested(self, piece: bytes, d: str) -> str:
         if d not in self.known:
             key = volume_chunk_key(d)
             if not await self.blob.exists(key):
@@ -60,22 +77,132 @@ class ChunkUploader:
         return d
 
     async def upload_file(self, path: Path) -> tuple[int, list[str]]:
-        """Store the chunks of ``path``; answer its size and chunk digests."""
-        f = await asyncio.to_thread(path.open, "rb")
+        """Store the chunks of ``path``; answer its size and chunk digests.
+        A file of one chunk is read and hashed in one go (small files are
+        many, and each trip to a thread counts). Pipelined: the next piece
+        is read and hashed while the last ones are stored (up to
+        ``PIECES_AHEAD`` in memory)."""
+        f, piece, d = await asyncio.to_thread(_open_first, path)
+        if f is None:
+            return len(piece), [await self._put_digested(piece, d)] if piece else []
+        size, storing = 0, []
         try:
-            size, digests = 0, []
-            while piece := await asyncio.to_thread(f.read, CHUNK_SIZE):
+            while piece:
                 size += len(piece)
-                digests.append(await self.put_piece(piece))
-            return size, digests
+                storing.append(asyncio.ensure_future(self._put_digested(piece, d)))
+                if len(storing) > PIECES_AHEAD:
+                    await storing[-PIECES_AHEAD - 1]
+                piece, d = await asyncio.to_thread(_read_digested, f)
+            return size, list(await asyncio.gather(*storing))
         finally:
+            for t in storing:
+                t.cancel()
+            await asyncio.gather(*storing, return_exceptions=True)
             await asyncio.to_thread(f.close)
+
+    async def upload_small(
+        self, paths: Sequence[str | Path]
+    ) -> list[tuple[int, list[str]] | None]:
+        """Store files of less than one chunk, many at once: read and hashed
+        in one thread call; those under ``PACK_BELOW`` packed into one blob,
+        the others looked up and stored in one batch (a commit of 10,000
+        small files is a few dozen trips, not 40,000). None for a file found
+        to hold a whole chunk or more: ``upload_file`` it."""
+        read = await asyncio.to_thread(_read_small, paths)
+        refs: dict[str, str] = {}
+        to_pack: dict[str, bytes] = {}
+        fresh: dict[str, bytes] = {}
+        for got in read:
+            if got is None or not got[0]:
+                continue
+            piece, d = got
+            if d in self.known:
+                refs[d] = d
+            elif d in self.packed:
+                refs[d] = self.packed[d]
+            elif len(piece) < PACK_BELOW:
+                to_pack[d] = piece
+            else:
+                fresh[d] = piece
+        if to_pack:
+            refs |= await self._put_pack(to_pack)
+        if fresh:
+            keys = [volume_chunk_key(d) for d in fresh]
+            found = await self.blob.stat_many(keys)
+            missing = [(k, fresh[d], d) for k, d, info in zip(keys, fresh, found, strict=True)
+                       if info is None]  # fmt: skip
+            await self.blob.put_many(missing)
+            self.known.update(fresh)
+            refs |= {d: d for d in fresh}
+        return [
+            None if got is None else (len(got[0]), [refs[got[1]]] if got[0] else [])
+            for got in read
+        ]
+
+    async def _put_pack(self, pieces: dict[str, bytes]) -> dict[str, str]:
+        """Store ``pieces`` (by digest) as one pack; answer their references."""
+        data, pack = await asyncio.to_thread(_pack, list(pieces.values()))
+        await self.blob.put(volume_pack_key(pack), data, sha256=pack)
+        refs, offset = {}, 0
+        for d, piece in pieces.items():
+            refs[d] = str(ChunkRef(d, pack, offset, len(piece)))
+            offset += len(piece)
+        self.packed.update(refs)
+        return refs
+
+
+def _pack(pieces: list[bytes]) -> tuple[bytes, str]:
+    data = b"".join(pieces)
+    return data, hashlib.sha256(data).hexdigest()
+
+
+# Pieces of one file read ahead of those being stored.
+PIECES_AHEAD = 2
+
+
+def _read_digested(f: BinaryIO) -> tuple[bytes, str]:
+    piece = f.read(CHUNK_SIZE)
+    return piece, digest(piece) if piece else ""
+
+
+def _read_small(paths: Sequence[str | Path]) -> list[tuple[bytes, str] | None]:
+    """Each file's content and digest, or None where it holds a chunk or more."""
+    out: list[tuple[bytes, str] | None] = []
+    for path in paths:
+        with open(path, "rb") as f:
+            piece = f.read(CHUNK_SIZE)
+        out.append((piece, digest(piece)) if len(piece) < CHUNK_SIZE else None)
+    return out
+
+
+def _open_first(path: Path) -> tuple[BinaryIO | None, bytes, str]:
+    """The file's first piece and its digest, and the file left open to read
+    on from (None when that piece was all of it)."""
+    f = path.open("rb")
+    try:
+        piece = f.read(CHUNK_SIZE)
+        if len(piece) < CHUNK_SIZE:
+            f.close()
+            return None, piece, digest(piece)
+        return f, piece, digest(piece)
+    except BaseException:
+        f.close()
+        raise
+
+
+async def read_packed(blob: BlobStore, ref: ChunkRef) -> bytes:
+    """A packed piece (``PACK_BELOW`` bytes at most), checked against its digest."""
+    return read_checked(ref, await blob.get_range(ref.key, ref.offset, ref.length))
 
 
 async def stream_chunks(blob: BlobStore, chunks: Iterable[str]) -> AsyncIterator[bytes]:
     """A file's content, chunk after chunk, each verified against its digest."""
-    for d in chunks:
-        async for piece in blob.stream(volume_chunk_key(d)):
+    for r in chunks:
+        ref = parse_ref(r)
+        if ref.pack:
+            yield await read_packed(blob, ref)
+            continue
+        async for piece in blob.stream(ref.key):
             yield piece
 
 

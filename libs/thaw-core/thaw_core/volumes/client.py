@@ -35,8 +35,12 @@ from thaw_core.schema import (
 # default max_payload is 1 MiB).
 INLINE_COMMIT_BYTES = 512 * 1024
 REQUEST_TIMEOUT_S = 10.0
-# A commit of many files makes many rows in one transaction.
+# A commit of many files makes many rows in one transaction, and the service
+# looks up each chunk it names in the blob store first (a few at a time): its
+# wait grows with them, so that a commit of 10,000 small files on a slow
+# machine is waited for rather than reported failed while it is applied.
 COMMIT_TIMEOUT_S = 120.0
+COMMIT_TIMEOUT_S_PER_ENTRY = 0.02
 
 _reply = decoder(VolumeReply)
 _list_reply = decoder(VolumeListReply)
@@ -60,7 +64,12 @@ class VolumesClient:
         self.blob = blob
 
     async def _ask(
-        self, subject: str, msg: Message, dec: msgspec.json.Decoder[Any], timeout_s: float
+        self,
+        subject: str,
+        msg: Message,
+        dec: msgspec.json.Decoder[Any],
+        timeout_s: float,
+        late: str = "",
     ) -> Any:
         try:
             raw = await self.bus.request(subject, msg, timeout_s=timeout_s)
@@ -68,15 +77,17 @@ class VolumesClient:
             raise VolumeError("internal", "the volumes service is not running") from None
         except nats.errors.TimeoutError:
             raise VolumeError(
-                "internal", f"the volumes service did not answer within {timeout_s:g}s"
+                "internal", f"the volumes service did not answer within {timeout_s:g}s{late}"
             ) from None
         reply = dec.decode(raw.data)
         if reply.error:
             raise VolumeError(reply.code, reply.error)
         return reply
 
-    async def _info(self, subject: str, msg: Message, timeout_s: float) -> VolumeInfo:
-        reply: VolumeReply = await self._ask(subject, msg, _reply, timeout_s)
+    async def _info(
+        self, subject: str, msg: Message, timeout_s: float, late: str = ""
+    ) -> VolumeInfo:
+        reply: VolumeReply = await self._ask(subject, msg, _reply, timeout_s, late)
         assert reply.volume is not None
         return reply.volume
 
@@ -136,6 +147,14 @@ class VolumesClient:
         commit_id = commit_id or uuid.uuid4().hex
         body = VolumeChanges(changes=changes, deleted=deleted)
         encoded = _encoder.encode(body)
+        named = len(changes) + sum(len(e.chunks) for e in changes)
+        timeout_s = COMMIT_TIMEOUT_S + COMMIT_TIMEOUT_S_PER_ENTRY * named
+        # Past the wait the commit may yet land: whoever reports it must not
+        # say it failed.
+        late = (
+            f" to a commit of {len(changes)} change(s); it may still be applied"
+            " (list the volume to see) or not at all"
+        )
         if len(encoded) <= INLINE_COMMIT_BYTES:
             req = VolumeCommit(
                 volume_id=volume_id,
@@ -144,10 +163,10 @@ class VolumesClient:
                 changes=changes,
                 deleted=deleted,
             )
-            return await self._info(contract.VOLUMES_COMMIT, req, COMMIT_TIMEOUT_S)
+            return await self._info(contract.VOLUMES_COMMIT, req, timeout_s, late)
         key = contract.volume_commit_key(commit_id)
         await self.blob.put(key, encoded)
         req = VolumeCommit(
             volume_id=volume_id, commit_id=commit_id, base_version=base_version, staged=True
         )
-        return await self._info(contract.VOLUMES_COMMIT, req, COMMIT_TIMEOUT_S)
+        return await self._info(contract.VOLUMES_COMMIT, req, timeout_s, late)

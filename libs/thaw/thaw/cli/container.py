@@ -1,6 +1,8 @@
-"""`thaw container list | stop`."""
+"""`thaw container list | stop | exec`."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 from thaw_core.api import ContainerInfo
@@ -65,6 +67,29 @@ def stop_container(container_id: str) -> None:
 
     background_loop().run(current().stop_container(container_id))
     console().print(f"container {escape(container_id)} stopping")
+
+
+@container_group.command(
+    "exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
+@click.option("-t", "--tty", "tty_wanted", is_flag=True, help="Give the command a terminal.")
+@click.argument("container_id")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@expected_errors
+def exec_in_container(container_id: str, command: tuple[str, ...], tty_wanted: bool) -> None:
+    """Run COMMAND in a running container (a function's or a sandbox, ids from
+    `thaw container list`): stdin, stdout and stderr are this terminal's, the
+    exit code is the command's. Put `--` before a command that has options."""
+    from thaw._sync import background_loop
+    from thaw.cli.container_exec import run_exec
+
+    args = list(command)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    if not args:
+        raise click.UsageError("a command to run is needed after the container id")
+    code = background_loop().run(run_exec(container_id, args, tty_wanted=tty_wanted))
+    sys.exit(code)
 
 
 COMMANDS = [container_group]

@@ -9,6 +9,7 @@ from thaw_core.schedules import describe
 from thaw_core.schema import FunctionSpec
 
 from thaw.cli._common import console, escape, expected_errors, fail
+from thaw.snapshot_progress import DEFAULT_TIMEOUT_S
 
 
 def _resources(spec: FunctionSpec) -> str:
@@ -68,14 +69,23 @@ def print_deployed(
 @click.command()
 @click.argument("app_ref", metavar="APP")
 @click.option("--name", help="Deploy under this name instead of the App's own.")
+@click.option(
+    "--snapshot-timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to show the memory snapshots the deploy makes being taken (0: don't wait).",
+)
 @expected_errors
-def deploy(app_ref: str, name: str | None) -> None:
+def deploy(app_ref: str, name: str | None, snapshot_timeout: float) -> None:
     """Deploy the apps APP defines.
 
     APP is a file (app.py, or app.py::VAR for one of its apps) or a module (pkg.app)."""
     from thaw._sync import background_loop
     from thaw.app import find_apps
+    from thaw.client import current
     from thaw.deploy import app_bundle, deploy_bundle, import_source
+    from thaw.snapshot_progress import follow
 
     source, _, var = app_ref.partition("::")
     apps = find_apps(import_source(source))
@@ -94,6 +104,12 @@ def deploy(app_ref: str, name: str | None) -> None:
         bundle = app_bundle(app)
         response = background_loop().run(deploy_bundle(target, app, bundle, ephemeral=False))
         print_deployed(response, app.specs(), files=len(bundle.files), sha256=bundle.sha256)
+        snapshotted = [s.name for s in app.specs() if s.enable_memory_snapshot]
+        if snapshotted and snapshot_timeout > 0:
+            background_loop().run(
+                follow(current(), response.app, response.version, snapshotted,
+                       timeout_s=snapshot_timeout)
+            )  # fmt: skip
 
 
 COMMANDS = [deploy]

@@ -8,31 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import msgspec
-from thaw_core.config import Settings
-from thaw_core.nats_auth import NatsAuth
-from thaw_core.private_file import write_private
 
 from thaw.cli._common import console, escape, expected_errors
-
-
-def _auth() -> NatsAuth:
-    auth = NatsAuth(Settings.from_env().nats_auth_dir)
-    if not auth.config_path.exists():
-        raise click.ClickException(
-            f"no NATS credentials in {auth.root}: start the stack once (`thaw up`)"
-            " or point THAW_NATS_AUTH_DIR at them"
-        )
-    return auth
-
-
-def _reloaded(auth: NatsAuth) -> str:
-    n = auth.reload_servers()
-    return (
-        f"nats-server reloaded ({n})"
-        if n
-        else "no nats-server of this configuration is running; it applies at the next start"
-    )
+from thaw.cli._nats_creds import issue_credential, local_auth, output_option, reloaded
 
 
 @click.group("nats-client")
@@ -43,27 +21,14 @@ def nats_client_group() -> None:
 @nats_client_group.command("create")
 @click.argument("name")
 @click.option("--app", "apps", multiple=True, required=True, help="An app it may call (repeat).")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the credential (default ./NAME.nats.json).",
-)
+@output_option("NAME")
 @expected_errors
 def create(name: str, apps: tuple[str, ...], output: Path | None) -> None:
     """Issue the credential of the invoke client NAME for the apps given."""
-    auth = _auth()
-    path = output or Path(f"{name}.nats.json")
-    if path.exists():
-        raise click.ClickException(f"{path} exists; not overwriting a credential")
-    try:
-        cred = auth.add_client(name, list(apps))
-    except ValueError as e:
-        raise click.ClickException(str(e)) from e
-    write_private(path, msgspec.json.encode(cred).decode())
+    auth, path, cred = issue_credential(name, output, lambda a: a.add_client(name, list(apps)))
     out = console()
     out.print(f"NATS client [bold]{escape(name)}[/bold] for {', '.join(cred.apps)}: {path} (0600)")
-    out.print(_reloaded(auth))
+    out.print(reloaded(auth))
     out.print(
         "Log in with its nkey seed and inbox prefix; publish invokes on"
         " thaw.invoke.<app>.<function> with call ids that start with"
@@ -78,7 +43,7 @@ def create(name: str, apps: tuple[str, ...], output: Path | None) -> None:
 def list_clients() -> None:
     """The invoke clients and the apps each may call."""
     out = console()
-    clients = _auth().clients()
+    clients = local_auth().clients()
     if not clients:
         out.print("no NATS clients")
     for c in clients:
@@ -90,10 +55,10 @@ def list_clients() -> None:
 @expected_errors
 def revoke(name: str) -> None:
     """Revoke the invoke client NAME: its connections are closed."""
-    auth = _auth()
+    auth = local_auth()
     if not auth.remove_client(name):
         raise click.ClickException(f"no NATS client named {name!r}")
-    console().print(f"NATS client {escape(name)} revoked; {_reloaded(auth)}")
+    console().print(f"NATS client {escape(name)} revoked; {reloaded(auth)}")
 
 
 COMMANDS = [nats_client_group]

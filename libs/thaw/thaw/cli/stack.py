@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from thaw_core.config import Settings
+from thaw_core.config import ConfigError, Settings
 from thaw_core.logs import setup_logging
 
 from thaw.stack import (
@@ -61,9 +61,21 @@ def _print_ready(info: StackInfo, *, detached: bool) -> None:
     type=float,
     help="Seconds every part gets to become healthy.",
 )
-def up(with_agent: bool, detach: bool, timeout: float) -> None:
+@click.option(
+    "--nats-cluster",
+    type=click.IntRange(1, 5),
+    default=None,
+    help="Run N nats-servers as one cluster (streams kept on 3 of them) instead of one.",
+)
+def up(with_agent: bool, detach: bool, timeout: float, nats_cluster: int | None) -> None:
     """Start the embedded stack: NATS, Postgres, blob dir and every service."""
-    settings = Settings.from_env()
+    env = dict(os.environ)
+    if nats_cluster is not None:
+        env["THAW_NATS_CLUSTER_SIZE"] = str(nats_cluster)
+    try:
+        settings = Settings.from_env(env)
+    except ConfigError as exc:
+        _fail(str(exc))
     paths = StackPaths(settings.state_dir)
     running = paths.live_pid()
     if running is not None or paths.lock_held():

@@ -15,8 +15,10 @@ from rich.table import Table
 
 from thaw.cli._common import ago, console, escape, expected_errors, fail
 
-# Transfers larger than this show a progress bar (on a terminal).
+# Transfers larger than this, or of more files, show a progress bar (on a
+# terminal): hashing and committing many small files takes a while too.
 PROGRESS_FROM_BYTES = 8 << 20
+PROGRESS_FROM_FILES = 100
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -49,12 +51,28 @@ def _human(n: int) -> str:
     return str(n)
 
 
+class _Shown:
+    """What a transfer reports as it goes: bytes moved, and the step under way."""
+
+    def __init__(self, progress: Any = None, task: Any = None, label: str = "") -> None:
+        self._progress, self._task, self._label = progress, task, label
+
+    def bytes(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, advance=n)
+
+    def phase(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"{self._label}: {text}")
+
+
 @contextlib.contextmanager
-def _bar(label: str, total: int) -> Iterator[Any]:
-    """A byte counter to call as bytes move: a progress bar for large
-    transfers on a terminal, nothing otherwise."""
-    if total < PROGRESS_FROM_BYTES or not sys.stdout.isatty():
-        yield lambda n: None
+def _bar(label: str, total: int, files: int = 1) -> Iterator[_Shown]:
+    """A progress bar for large transfers (or of many files) on a terminal,
+    nothing otherwise."""
+    big = total >= PROGRESS_FROM_BYTES or files >= PROGRESS_FROM_FILES
+    if not big or not sys.stdout.isatty():
+        yield _Shown()
         return
     from rich.progress import (
         BarColumn,
@@ -73,8 +91,7 @@ def _bar(label: str, total: int) -> Iterator[Any]:
         TimeRemainingColumn(),
         transient=True,
     ) as progress:
-        task = progress.add_task(label, total=total)
-        yield lambda n: progress.update(task, advance=n)
+        yield _Shown(progress, progress.add_task(label, total=total), label)
 
 
 @volume_group.command("create")
@@ -166,10 +183,12 @@ def put(name: str, local: Path, remote: str, force: bool) -> None:
     else:
         target = posixpath.join(remote, local.name) if remote.endswith("/") else remote
         batch.put_file(local, target)
-    total = batch.total_bytes
-    with _bar(f"put {local.name}", total) as advance, batch:
-        batch.on_bytes = advance
-    console().print(f"uploaded {_human(total)} to volume [bold]{escape(name)}[/bold]")
+    total, files = batch.total_bytes, batch.file_count
+    with _bar(f"put {local.name}", total, files) as shown, batch:
+        batch.on_bytes, batch.on_phase = shown.bytes, shown.phase
+    console().print(
+        f"uploaded {_human(total)} ({files:,} file(s)) to volume [bold]{escape(name)}[/bold]"
+    )
 
 
 @volume_group.command("get")
@@ -201,9 +220,8 @@ def get(name: str, remote: str, local: Path, force: bool) -> None:
             fail(f"{dest} exists; --force overwrites it")
         plan.append((e, dest))
     total = sum(e.size for e, _ in plan)
-    with _bar(f"get {posixpath.basename(base) or name}", total) as advance:
-        for e, dest in plan:
-            _run(http.download(e, dest, advance))
+    with _bar(f"get {posixpath.basename(base) or name}", total, len(plan)) as shown:
+        _run(http.download_many(plan, shown.bytes, shown.phase))
     console().print(f"downloaded {_human(total)} ({len(plan)} file(s)) to {escape(str(local))}")
 
 

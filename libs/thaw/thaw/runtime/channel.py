@@ -90,10 +90,11 @@ class AgentChannel:
             raise ChannelClosed("the agent closed the connection inside a frame")
         return self._decoder.decode(body)
 
-    def send(self, frame: Frame) -> None:
-        """Send one frame, from any thread; blocks while the agent's end is full.
-        A lost connection is not raised here: the reader sees it and ends the runtime."""
-        data = pack(frame)
+    def send(self, *frames: Frame) -> None:
+        """Send frames in one write, from any thread; blocks while the agent's
+        end is full. A lost connection is not raised here: the reader sees it
+        and ends the runtime."""
+        data = b"".join(map(pack, frames))
         with self._send_lock:
             if self._broken:
                 return

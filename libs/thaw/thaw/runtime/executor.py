@@ -25,6 +25,7 @@ from thaw._env import CALL_ID
 from thaw.runtime.codec import decode_args, encode_value
 from thaw.runtime.failure import describe
 from thaw.runtime.log import log
+from thaw.runtime.payload_files import args_of, value_fields
 
 # Called once per input with its outcome, from the loop or a worker thread.
 Reply = Callable[[Output], None]
@@ -63,7 +64,7 @@ class _Unsettled(NamedTuple):
 def _call(run: RunInput, target: Callee, instance: object | None) -> Any:
     # Set in the input's own task (on the loop) or reset by _run_in_thread.
     CALL_ID.set(run.call_id or None)
-    args, kwargs = decode_args(run.codec, run.args)
+    args, kwargs = decode_args(run.codec, args_of(run))
     if instance is None:
         return target.fn(*args, **kwargs)
     return target.fn(instance, *args, **kwargs)
@@ -180,7 +181,7 @@ class Executor:
 
     def success(self, run: RunInput, target: Callee, value: Any, started_at: float) -> Output:
         encoded = encode_value(run.codec, value, target.name)
-        return outcome(run.input_id, "success", started_at, value=encoded)
+        return outcome(run.input_id, "success", started_at, **value_fields(run.input_id, encoded))
 
     def failure(self, run: RunInput, exc: BaseException, started_at: float) -> Output:
         failure = describe(exc)

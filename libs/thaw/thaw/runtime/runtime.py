@@ -47,6 +47,7 @@ from thaw_core.container_protocol import (
     CancelInput,
     ChannelClosed,
     Configure,
+    Frame,
     Hello,
     InitFailed,
     Output,
@@ -65,7 +66,7 @@ from thaw_core.schema import CallStatus
 
 from thaw.runtime.channel import AgentChannel
 from thaw.runtime.env import RuntimeEnv
-from thaw.runtime.executor import Callee, Executor, Reply, our_cancellation, outcome
+from thaw.runtime.executor import Callee, Executor, our_cancellation, outcome
 from thaw.runtime.failure import describe
 from thaw.runtime.log import log
 from thaw.runtime.reseed import reseed_generators
@@ -340,12 +341,17 @@ class Runtime:
 
     # ------------------------------------------------------------ answers (any thread)
 
-    def _reply(self, output: Output) -> None:
+    def _reply(self, output: Output, ahead: Frame | None = None) -> None:
+        """Answer an input; ``ahead``: a frame to send before, in the same write
+        (a web response's last part: one write, and one wake-up of the agent, less)."""
         item = self._inflight.pop(output.input_id, None)
         if item is None:
+            if ahead is not None:
+                self._channel.send(ahead)  # the client still gets all of its answer
             return  # cancelled or terminated meanwhile: that answer went out
         store_calls.input_ended(output.status == "success")
-        self._channel.send(item.answer(output))
+        answer = item.answer(output)
+        self._channel.send(*((answer,) if ahead is None else (ahead, answer)))
         if item.on_reader:
             self._slots.release()
 
@@ -395,21 +401,21 @@ class Runtime:
                 await self._ready.wait()
             await self._slots.acquire()
             try:
-                await self._execute(run, self._reply)
+                await self._execute(run)
             finally:
                 self._slots.release()
         except asyncio.CancelledError:
             pass  # whoever cancelled it answered for it
 
-    async def _execute(self, run: RunInput, reply: Reply) -> None:
+    async def _execute(self, run: RunInput) -> None:
         started_at = time.time()
         try:
             target, instance = await self._target.bind(run)
             if run.web is not None:
-                reply(await self._web.serve(run, target, instance))
+                self._reply(*await self._web.serve(run, target, instance))
                 return
-            await self._executor.run(run, target, instance, reply)
+            await self._executor.run(run, target, instance, self._reply)
         except BaseException as e:  # a failing enter hook, an unknown method, a bug of ours
             if our_cancellation(e):
                 raise
-            reply(self._executor.failure(run, e, started_at))
+            self._reply(self._executor.failure(run, e, started_at))

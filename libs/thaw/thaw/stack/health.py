@@ -17,7 +17,7 @@ import msgspec
 import nats
 import nats.errors
 from thaw_core.blob import open_blob_store
-from thaw_core.config import Settings
+from thaw_core.config import Settings, split_urls
 from thaw_core.contract import health_subject
 from thaw_core.nats_auth import connect_options
 from thaw_core.schema import HealthReply, decoder
@@ -109,7 +109,7 @@ async def _probe_connection(nats_url: str, creds: Path) -> nats.NATS:
     try:
         return await asyncio.wait_for(
             nats.connect(
-                nats_url,
+                split_urls(nats_url),
                 connect_timeout=PROBE_TIMEOUT_S,
                 allow_reconnect=False,
                 max_reconnect_attempts=1,

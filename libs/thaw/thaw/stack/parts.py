@@ -11,6 +11,7 @@ from pathlib import Path
 from subprocess import Popen
 from typing import Any, Literal
 
+from thaw_core import nats_cluster
 from thaw_core.config import NATS_CREDS_ENV, Settings, stack_nats_auth_dir
 from thaw_core.nats_auth import NatsAuth
 
@@ -88,33 +89,65 @@ def nats_auth(paths: StackPaths) -> NatsAuth:
     return NatsAuth(stack_nats_auth_dir(paths.state_dir))
 
 
-def nats_part(settings: Settings, paths: StackPaths) -> Part:
-    # Only users with a credential of the stack's get in, each with its role's grants.
+def nats_parts(settings: Settings, paths: StackPaths) -> list[Part]:
+    """The stack's nats-server, or its cluster's servers (``thaw up
+    --nats-cluster N``): one part each, on consecutive ports, each with its own
+    store, all admitting only the users of the stack's credentials."""
     auth = nats_auth(paths)
-    config = auth.ensure()
+    auth.ensure()
+    size = settings.nats_cluster_size
+    name = f"thaw-{settings.node_id}"[:56]
+    if size == 1:
+        config = nats_cluster.server_config(auth, name, settings.nats_port)
+        return [_nats_part("nats", config, settings.nats_port, paths.nats_dir, settings, paths)]
+    cluster = nats_cluster.members(name, settings.nats_port, settings.nats_cluster_port, size)
+    return [
+        _nats_part(
+            f"nats-{i + 1}",
+            nats_cluster.member_config(auth, member, cluster),
+            member.client_port,
+            paths.nats_dir / member.name,
+            settings,
+            paths,
+        )
+        for i, member in enumerate(cluster)
+    ]
+
+
+def is_nats(part: Part) -> bool:
+    return part.name == "nats" or part.name.startswith("nats-")
+
+
+def _nats_part(
+    part_name: str,
+    config: Path,
+    port: int,
+    store: Path,
+    settings: Settings,
+    paths: StackPaths,
+) -> Part:
+    store.mkdir(parents=True, exist_ok=True)
     return Part(
-        name="nats",
+        name=part_name,
         kind="infra",
         argv=[
             nats_server_binary(),
             "-c",
             str(config),
             "-P",
-            str(auth.pid_file(settings.nats_port)),
+            str(nats_auth(paths).pid_file(port)),
             "-js",
             "-sd",
-            str(paths.nats_dir),
+            str(store),
             "-a",
             "127.0.0.1",
             "-p",
-            str(settings.nats_port),
-            "-n",
-            f"thaw-{settings.node_id}"[:60],
+            str(port),
         ],
         env=child_env(settings, paths),
-        log_path=paths.log("nats"),
-        port=settings.nats_port,
-        port_label=str(settings.nats_port),
+        log_path=paths.log(part_name),
+        port=port,
+        port_label=str(port),
         cwd=str(paths.state_dir),
         stop_plan=((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)),
     )
@@ -144,8 +177,10 @@ def blob_part(settings: Settings) -> Part:
 
 def service_part(name: str, settings: Settings, paths: StackPaths) -> Part:
     port = settings.gateway_port if name == "gateway" else None
-    # Each service logs in to NATS as its own role.
-    env = {**child_env(settings, paths), NATS_CREDS_ENV: str(nats_auth(paths).creds(name))}
+    # Each service logs in to NATS as its own role, the agent as its node.
+    auth = nats_auth(paths)
+    creds = auth.node_creds(settings.node_id) if name == AGENT else auth.creds(name)
+    env = {**child_env(settings, paths), NATS_CREDS_ENV: str(creds)}
     return Part(
         name=name,
         kind="service",

@@ -72,8 +72,18 @@ async def stack_status(settings: Settings) -> StackStatus:
         [AGENT] if st.get("with_agent") else []
     )
     service_names = [n for n in names if parts.get(n, {}).get("kind", "service") == "service"]
+    # Each nats-server by itself (a cluster has several).
+    nats_names = [n for n in names if n == "nats" or n.startswith("nats-")]
+    admin = nats_auth(paths).creds(permissions.ADMIN)
     nats_h, pg_h, blob_h, svc_h = await asyncio.gather(
-        health.check_nats(s.nats_url, nats_auth(paths).creds(permissions.ADMIN)),
+        asyncio.gather(
+            *(
+                health.check_nats(
+                    f"nats://127.0.0.1:{parts[n]['port']}" if n in parts else s.nats_url, admin
+                )
+                for n in nats_names
+            )
+        ),
         health.check_postgres(s),
         health.check_blob(s.blob_url),
         health.check_services(
@@ -84,8 +94,8 @@ async def stack_status(settings: Settings) -> StackStatus:
     for n in names:
         info = parts.get(n, {})
         pid = info.get("pid")
-        if n == "nats":
-            h = nats_h
+        if n in nats_names:
+            h = nats_h[nats_names.index(n)]
         elif n == "postgres":
             h = pg_h
         elif n == "blob":

@@ -20,10 +20,10 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from thaw_core import permissions
 from thaw_core.config import Settings
@@ -43,14 +43,17 @@ from thaw.stack.parts import (
     SERVICES,
     Part,
     blob_part,
+    is_nats,
     nats_auth,
-    nats_part,
+    nats_parts,
     postgres_part,
     service_part,
 )
 from thaw.stack.state import StackLock, StackPaths
 
 log = logging.getLogger("thaw.stack")
+# A connection of a start-up step (a Bus, a Database).
+C = TypeVar("C")
 
 INITIAL_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
@@ -188,9 +191,15 @@ class Stack:
         log.info("starting the thaw stack in %s", self.paths.state_dir)
 
         # NATS first: it needs no preparation.
-        self.parts["nats"] = nats_part(s, self.paths)
         self.paths.nats_dir.mkdir(exist_ok=True)
-        self._spawn(self.parts["nats"])
+        nats = nats_parts(s, self.paths)
+        if self.with_agent:
+            # The embedded node's own NATS user, in the configuration before
+            # the servers read it.
+            nats_auth(self.paths).node_creds(s.node_id)
+        for part in nats:
+            self.parts[part.name] = part
+            self._spawn(part)
 
         # Postgres: initdb on the first run only (the data dir is reused after).
         from thaw.stack.pgcluster import PgCluster
@@ -223,7 +232,7 @@ class Stack:
             Path(s.blob_url.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
         self._write_state()
 
-        await self._wait_healthy(["nats", "postgres", "blob"], deadline)
+        await self._wait_healthy([*(p.name for p in nats), "postgres", "blob"], deadline)
         await self._provision_streams(deadline)
         await self._migrate(deadline)
         token = self.paths.admin_token()
@@ -249,41 +258,36 @@ class Stack:
         gateway may, and the others may start before it."""
         from thaw_core.bus import Bus
 
-        try:
-            bus = await Bus.connect(
+        await _connected_do(
+            Bus.connect(
                 self.settings.nats_url,
                 name="thaw-stack",
                 creds=nats_auth(self.paths).creds(permissions.ADMIN),
                 connect_timeout_s=max(1.0, deadline - time.monotonic()),
-            )
-        except Exception as exc:
-            raise StartupFailed(f"cannot connect to NATS to provision streams: {exc}") from exc
-        try:
-            await bus.provision()
-        except Exception as exc:
-            raise StartupFailed(f"cannot provision the NATS streams: {exc}") from exc
-        finally:
-            await bus.close(grace_s=1)
+                replicas=self.settings.nats_replicas,
+            ),
+            lambda bus: bus.provision(),
+            lambda bus: bus.close(grace_s=1),
+            connecting="NATS to provision streams",
+            failed="cannot provision the NATS streams",
+        )
 
     async def _migrate(self, deadline: float) -> None:
         """Migrate once here, so the services start against an up-to-date schema."""
         from thaw_core.db import Database
 
-        try:
-            db = await Database.connect(
+        await _connected_do(
+            Database.connect(
                 self.settings.database_url,
                 password=self.settings.database_password(),
                 max_size=1,
                 connect_timeout_s=max(1.0, deadline - time.monotonic()),
-            )
-        except Exception as exc:
-            raise StartupFailed(f"cannot connect to Postgres to migrate: {exc}") from exc
-        try:
-            await db.migrate()
-        except Exception as exc:
-            raise StartupFailed(f"database migration failed: {exc}") from exc
-        finally:
-            await db.close()
+            ),
+            lambda db: db.migrate(),
+            lambda db: db.close(),
+            connecting="Postgres to migrate",
+            failed="database migration failed",
+        )
 
     async def _wait_healthy(self, names: list[str], deadline: float) -> None:
         while True:
@@ -314,9 +318,10 @@ class Stack:
             part = self.parts.get(n)
             if part is not None and part.has_process and part.pid is None:
                 out[n] = down_text(part)
-            elif n == "nats":
+            elif part is not None and is_nats(part):
+                # Each server by itself: a cluster is healthy when all are.
                 checks[n] = health.check_nats(
-                    s.nats_url, nats_auth(self.paths).creds(permissions.ADMIN)
+                    f"nats://127.0.0.1:{part.port}", nats_auth(self.paths).creds(permissions.ADMIN)
                 )
             elif n == "postgres":
                 checks[n] = health.check_postgres(s)
@@ -382,10 +387,9 @@ class Stack:
         if services:
             log.info("stopping services")
             await asyncio.gather(*(self._stop_part(p) for p in services))
-        for name in ("postgres", "nats"):
-            part = self.parts.get(name)
+        for part in [self.parts.get("postgres"), *filter(is_nats, self.parts.values())]:
             if part is not None:
-                log.info("stopping %s", name)
+                log.info("stopping %s", part.name)
                 await self._stop_part(part)
         # Anything else started with our marker (e.g. Postgres backends that
         # outlived a killed postmaster) goes too.
@@ -429,3 +433,25 @@ class Stack:
             self.paths.write_state(state)
         except OSError as exc:
             log.warning("cannot write %s: %s", self.paths.state_file, exc)
+
+
+async def _connected_do(
+    connect: Awaitable[C],
+    act: Callable[[C], Awaitable[Any]],
+    close: Callable[[C], Awaitable[Any]],
+    *,
+    connecting: str,
+    failed: str,
+) -> None:
+    """Connect, act, close: a start-up step on a connection of its own, whose
+    failure to connect or to act stops the start with ``StartupFailed``."""
+    try:
+        conn = await connect
+    except Exception as exc:
+        raise StartupFailed(f"cannot connect to {connecting}: {exc}") from exc
+    try:
+        await act(conn)
+    except Exception as exc:
+        raise StartupFailed(f"{failed}: {exc}") from exc
+    finally:
+        await close(conn)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from thaw.runtime.web.exchange import Asgi
-from thaw.runtime.web.proxy import proxy_app, wait_for_port
+from thaw.runtime.web.proxy import not_listening, proxy_app, wait_for_port
 
 # What each kind imports in the container, checked at start so that a missing
 # one fails the container with its name rather than the first request.
@@ -87,11 +87,8 @@ async def build_app(
         port = int(option["port"])
         timeout_s = float(option.get("startup_timeout", 5.0))
         if not await wait_for_port(port, time.monotonic() + timeout_s):
-            raise TimeoutError(
-                f"@thaw.web_server: nothing listens on port {port} within {timeout_s:g} s"
-                " of the function's return"
-            )
-        return proxy_app(port)
+            raise not_listening(port, timeout_s, "of the function's return")
+        return proxy_app(port, timeout_s)
     else:
         raise ValueError(f"unknown web endpoint kind {kind!r}")
     if not callable(app):

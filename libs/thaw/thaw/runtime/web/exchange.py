@@ -4,7 +4,8 @@ for body chunks as the app reads them, ``send`` hands it response parts.
 The last response part is held until the app returns: an app that raises
 after its error middleware already answered (Starlette's sends a bare 500
 and re-raises) gets the platform's 500 instead, with an id that the
-container's log shows with the traceback.
+container's log shows with the traceback. It is then ``Exchange.last``, which
+goes out in one write with the input's ``Output``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,17 @@ Asgi = Callable[..., Awaitable[None]]
 
 class ClientGone(Exception):
     """The client went away; the request ends here."""
+
+
+class Refused(Exception):
+    """The request cannot be served for a reason the platform names (a
+    ``web_server`` that does not listen): answered with ``status`` and this
+    message rather than a bare 500, still under an error id in the log."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
 
 
 def scope_of(head: WebHead) -> dict[str, Any]:
@@ -70,11 +82,13 @@ def log_failure(request_id: str, e: BaseException) -> str:
     return error_id
 
 
-def error_response(request_id: str, error_id: str) -> WebSend:
-    body = json.dumps({"error": "internal server error", "error_id": error_id}).encode()
+def error_response(request_id: str, error_id: str, e: BaseException) -> WebSend:
+    refused = isinstance(e, Refused)
+    message = e.message if refused else "internal server error"
+    body = json.dumps({"error": message, "error_id": error_id}).encode()
     return WebSend(
         request_id=request_id,
-        status=500,
+        status=e.status if refused else 500,
         headers=[("content-type", "application/json"), ("x-thaw-error-id", error_id)],
         body=body,
     )
@@ -92,6 +106,8 @@ class Exchange:
         self._start: dict[str, Any] | None = None
         self._shipped = False  # any part went out: the head is the app's
         self._held: WebSend | None = None  # the last part, until the app returns
+        # The part that ends the response, once ``run`` returned: the caller sends it.
+        self.last: WebSend | None = None
         self._done = asyncio.Event()
         self._gone = False
 
@@ -170,9 +186,9 @@ class Exchange:
         if self._gone:
             return None
         if self._held is not None:
-            self._send_frame(self._held)
+            self.last = self._held
         elif self._shipped:
-            self._send_frame(self._part(b"", more=False))
+            self.last = self._part(b"", more=False)
         else:
             self._fail(RuntimeError("the app returned without sending a response"))
         return None
@@ -181,6 +197,6 @@ class Exchange:
         error_id = log_failure(self._head.request_id, e)
         if self._shipped:
             # The head went out already: end the body where it is.
-            self._send_frame(self._part(b"", more=False))
+            self.last = self._part(b"", more=False)
         elif not self._gone:
-            self._send_frame(error_response(self._head.request_id, error_id))
+            self.last = error_response(self._head.request_id, error_id, e)

@@ -9,7 +9,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-from thaw_core.container_protocol import Output, RunInput, WebReply
+from thaw_core.container_protocol import Output, RunInput, WebReply, WebSend
 from thaw_core.schema import FunctionSpec
 
 from thaw.runtime.codec import encode_value
@@ -63,7 +63,10 @@ class WebInputs:
             )
         return task
 
-    async def serve(self, run: RunInput, target: Callee, instance: object | None) -> Output:
+    async def serve(
+        self, run: RunInput, target: Callee, instance: object | None
+    ) -> tuple[Output, WebSend | None]:
+        """The input's output, and the part that ends its response (to go with it)."""
         assert run.web is not None
         started_at = time.time()
         building = self._app(run.method, target, instance)
@@ -78,9 +81,10 @@ class WebInputs:
             failed = await exchange.run(app)
         finally:
             del self._exchanges[run.web.request_id]
+        last = exchange.last if isinstance(exchange, Exchange) else None
         if failed is not None:
             f = describe(failed)
-            return outcome(
+            output = outcome(
                 run.input_id,
                 "failure",
                 started_at,
@@ -88,5 +92,6 @@ class WebInputs:
                 error=f.error,
                 traceback=f.traceback,
             )
+            return output, last
         value = encode_value(run.codec, None, target.name)
-        return outcome(run.input_id, "success", started_at, value=value)
+        return outcome(run.input_id, "success", started_at, value=value), last
