@@ -49,7 +49,9 @@ from thaw_core.bus import Bus
 from thaw_core.contract import invoke_subject
 from thaw_core.schema import FunctionSpec, Invoke, SnapshotCreated, SnapshotRestored
 
-pytestmark = needs_criu
+# Each case makes cold starts, a snapshot and restores on real runc and CRIU, and
+# the first run installs torch and the model: far past the suite's 300 s on a busy machine.
+pytestmark = [needs_criu, pytest.mark.timeout(1800)]
 
 APPS = Path(__file__).parent / "apps"
 SITE = Path(os.environ.get("THAW_BENCH_SITE", "/var/tmp/thaw-bench/site"))
