@@ -388,10 +388,13 @@ async def test_small_files_an_agent_packed_read_back_through_the_sdk_and_the_rou
     )
     await mount.load()
     want = {f"d/f{i}.txt": f"packed {i} ".encode() * (i + 1) for i in range(12)}
-    for rel, data in want.items():
-        (mount.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (mount.root / rel).write_bytes(data)
-    await mount.commit()
+    try:
+        for rel, data in want.items():
+            (mount.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (mount.root / rel).write_bytes(data)
+        await mount.commit()
+    finally:
+        await mount.remove()  # an overlay, as root: unmounted
     _, entries = await client.entries(mount.volume.volume_id)
     assert all(is_packed(c) for e in entries for c in e.chunks)
 

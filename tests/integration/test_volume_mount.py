@@ -1,6 +1,7 @@
-"""A volume materialised in directories, as the agent mounts it: writes
-found by size and mtime and committed, loads and reloads from the node's
-chunk cache, on real NATS, Postgres, the blob store and the volumes service."""
+"""A volume mounted in directories, as the agent mounts it: writes found by
+size and mtime and committed, loads (an overlay on the node's file cache,
+as root) and reloads from the node's caches, on real NATS, Postgres, the
+blob store and the volumes service."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,22 @@ from thaw_core.blob import LocalBlobStore
 from thaw_core.bus import Bus
 from thaw_core.config import Settings
 from thaw_core.db import Database
+from thaw_core.image_users import ImageUser
+from thaw_core.layers import mounts_under, remove_tree, unmount
 from thaw_core.schema import VolumeInfo, VolumeMount
 from thaw_core.volumes import CHUNK_SIZE, VolumeError, VolumesClient
 
 pytestmark = pytest.mark.timeout(180)
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="only root mounts an overlay")
+
+
+@pytest.fixture(autouse=True)
+def no_mounts_left(tmp_path: Path) -> Iterator[None]:
+    """Mounts are overlays (as root): unmounted with their test, before
+    pytest removes its old temporary directories."""
+    yield
+    for point in mounts_under(tmp_path):
+        unmount(point)
 
 
 @pytest.fixture
@@ -53,6 +66,11 @@ async def mounted(client: VolumesClient, info: VolumeInfo, where: Path) -> Mount
 
 def contents(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def mount_points() -> set[str]:
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        return {line.split(" ")[4] for line in f}
 
 
 async def test_writes_without_commit_calls_land_and_a_new_mount_sees_them(
@@ -250,3 +268,78 @@ async def test_a_left_over_commit_waits_for_a_volumes_service_not_answering_yet(
     assert refusals == [1]
     fresh = await mounted(client, info, tmp_path / "fresh")
     assert contents(fresh.root) == {"a.txt": b"written before the agent died"}
+
+
+@as_root
+async def test_a_mount_from_the_nodes_cache_is_an_overlay_its_writes_never_reach_the_cache(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    info = await volume(client)
+    seed = await mounted(client, info, tmp_path / "seed")
+    version = {"keep.txt": b"kept", "sub/edit.txt": b"before", "gone.txt": b"to be deleted"}
+    for rel, data in version.items():
+        (seed.root / rel).parent.mkdir(exist_ok=True)
+        (seed.root / rel).write_bytes(data)
+    await seed.commit()
+    cache = ChunkCache(tmp_path / "node-cache", client.blob)
+    user = ImageUser(100_123, 100_456, "/home/app")
+    a, b = (MountedVolume(client, cache, info, tmp_path / n / "data", user) for n in ("a", "b"))
+    await a.load()
+    await b.load()
+
+    assert {str(a.root), str(b.root)} <= mount_points()
+    assert contents(a.root) == contents(b.root) == version
+    files = cache.root / "files"
+    cached = {p: p.read_bytes() for p in files.rglob("*") if p.is_file()}
+    assert sorted(cached.values()) == sorted(version.values())  # one copy for both mounts
+    for p in [a.root, a.root / "sub", *cached]:
+        assert (p.stat().st_uid, p.stat().st_gid) == (100_123, 100_456)
+
+    (a.root / "sub" / "edit.txt").write_bytes(b"after, and longer")
+    (a.root / "gone.txt").unlink()
+    assert {p: p.read_bytes() for p in cached} == cached
+    assert contents(b.root) == version
+    written, gone = a.changes()
+    assert ([rel for rel, _ in written], gone) == (["sub/edit.txt"], ["gone.txt"])
+    loaded = a.version
+    done = await a.commit()
+    assert done is not None and done.version == loaded + 1
+    _, committed = await client.entries(info.volume_id, since_version=loaded)
+    assert {(e.path, e.deleted) for e in committed} == {
+        ("sub/edit.txt", False), ("gone.txt", True)
+    }  # fmt: skip
+
+    await a.remove()
+    assert str(a.root) not in mount_points() and not a.root.exists()
+    assert not a.root.with_name("data.layers").exists()
+    assert {p: p.read_bytes() for p in cached} == cached  # removing a mount unlinks its links
+    assert contents(b.root) == version
+    assert await b.reload() == 2
+    assert contents(b.root) == {"keep.txt": b"kept", "sub/edit.txt": b"after, and longer"}
+
+
+@as_root
+async def test_a_left_over_overlay_a_reboot_unmounted_is_mounted_again_and_committed(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    name = f"m-{uuid.uuid4().hex[:10]}"
+    info = await client.ensure(name, create_if_missing=True)
+    containers_dir = tmp_path / "containers"
+    node = NodeVolumes(client, ChunkCache(tmp_path / "cache", client.blob), interval_s=3600)
+    mounts = ContainerVolumes(
+        node, [VolumeMount(path="/data", name=name)], containers_dir / "c-1" / "volumes", "c-1"
+    )
+    ((host_dir, _),) = await mounts.load()
+    (host_dir / "a.txt").write_text("one")
+    (host_dir / "b.txt").write_text("kept")
+    await mounts.commit(name)
+    (host_dir / "a.txt").write_text("two")
+    unmount(host_dir)  # the node rebooted: the agent and its overlays are gone
+    assert not (host_dir / "b.txt").exists()
+
+    await commit_left_over(NodeVolumes(client, node.cache, 3600), containers_dir)
+    assert str(host_dir) in mount_points()
+    remove_tree(containers_dir)  # as the agent's next life does after
+    assert not any(p.startswith(str(containers_dir)) for p in mount_points())
+    fresh = await mounted(client, info, tmp_path / "fresh")
+    assert contents(fresh.root) == {"a.txt": b"two", "b.txt": b"kept"}

@@ -2,14 +2,18 @@
 fetched from the blob store once per node, whatever volume or container
 wants it. Files are materialised from it by reflink where the file system
 can (a copy-on-write clone: instant, and a container writing its file never
-touches the cache), else by an in-kernel copy."""
+touches the cache), else by an in-kernel copy: into the node's whole-file
+cache (``volume_files``) once per file, or into a mount's directory where
+it cannot be an overlay, and on each reload."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from thaw_core.blob import BlobStore
@@ -81,8 +85,16 @@ class ChunkCache:
         tmp.write_bytes(piece)
         os.replace(tmp, dest)
 
-    def materialise(self, refs: list[str], dest: Path, mode: int, mtime: float) -> int:
-        """Write a file from cached chunks (blocking); answer its mtime in ns as set."""
+    def materialise(
+        self,
+        refs: list[str],
+        dest: Path,
+        mode: int,
+        mtime: float,
+        owner: tuple[int, int] | None = None,
+    ) -> int:
+        """Write a file from cached chunks (blocking), ``owner``'s (uid, gid)
+        when given; answer its mtime in ns as set."""
         digests = [ref_digest(r) for r in refs]
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.thaw-part")
@@ -92,6 +104,8 @@ class ChunkCache:
             else:
                 for d in digests:
                     _copy(self.path(d), out.fileno())
+        if owner is not None:
+            os.chown(tmp, *owner)  # before the chmod: a chown clears set-id bits
         os.chmod(tmp, mode & 0o7777)
         ns = int(mtime * 1e9)
         os.utime(tmp, ns=(ns, ns))
@@ -109,8 +123,21 @@ def _clone(src: Path, out_fd: int) -> bool:
 def _copy(src: Path, out_fd: int) -> None:
     with open(src, "rb") as f:
         left = os.fstat(f.fileno()).st_size
+        copy: Callable[[int, int, int], int] = os.copy_file_range
         while left > 0:
-            n = os.copy_file_range(f.fileno(), out_fd, left)
+            try:
+                n = copy(f.fileno(), out_fd, left)
+            except OSError as e:
+                # Into another kind of file system (a mount's overlay, on a
+                # reload): copy_file_range refuses; sendfile copies in the kernel too.
+                if e.errno != errno.EXDEV or copy is not os.copy_file_range:
+                    raise
+                copy = _sendfile
+                continue
             if n == 0:
                 break
             left -= n
+
+
+def _sendfile(in_fd: int, out_fd: int, count: int) -> int:
+    return os.sendfile(out_fd, in_fd, None, count)

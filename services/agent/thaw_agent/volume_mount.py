@@ -1,7 +1,11 @@
-"""One volume materialised in a directory, and its commits and reloads.
+"""One volume mounted in a directory, and its commits and reloads.
 
-``load`` writes the volume's current version into the directory from the
-node's chunk cache. ``commit`` finds what changed since by size and mtime
+``load`` puts the volume's current version in the directory from the
+node's caches: as an overlay (``volume_overlay``) whose read-only lower tree
+hard-links the node's whole-file cache (``volume_files``), so a mount costs
+a link per file and a directory per directory whatever their size; where
+no overlay can be mounted, by copying each file in from the chunk cache.
+``commit`` finds what changed since by size and mtime
 (hashing only those files), stores their new chunks and sends one commit
 with the written and deleted paths; ``reload`` brings in what others
 committed since the version loaded, without a full walk of the volume.
@@ -13,7 +17,9 @@ change its volume's files.
 After each load, reload and commit, what the directory holds against the
 version (``MountState``) is written beside it (``<root>.state``): an agent
 that died leaves it, and its next life commits what the container wrote
-meanwhile (``resume``) before removing the directory.
+meanwhile (``resume``, mounting the overlay again if a reboot took it)
+before removing the directory. Whoever removes a mount's directory unmounts
+it first (``remove``, or ``thaw_core.layers.remove_tree`` above it).
 """
 
 from __future__ import annotations
@@ -28,10 +34,13 @@ from pathlib import Path
 
 import msgspec
 from thaw_core.image_users import ROOT, ImageUser
+from thaw_core.layers import remove_tree
 from thaw_core.schema import VolumeEntry, VolumeInfo
 from thaw_core.volumes import CHUNK_SIZE, ChunkUploader, VolumeError, VolumesClient
 
+from thaw_agent import volume_overlay as overlay
 from thaw_agent.volume_cache import ChunkCache
+from thaw_agent.volume_files import FileCache, mtime_ns
 
 log = logging.getLogger("thaw.agent.volumes")
 
@@ -106,10 +115,16 @@ class MountedVolume:
         """The mount a previous life of the agent left at ``state_file``'s
         directory, as it last loaded or committed it (blocking read)."""
         state = _state_decoder.decode(state_file.read_bytes())
-        mounted = cls(client, cache, state.volume, state_file.with_suffix(""))
+        root = state_file.with_suffix("")
+        mounted = cls(client, cache, state.volume, root)
         mounted.version = state.version
         mounted._known = {p: OnDisk(*k) for p, k in state.known.items()}
         mounted._pending = state.pending
+        if overlay.layers_dir(root).is_dir() and not overlay.is_mounted(root):
+            # A reboot took the overlay: its layers hold what the container
+            # wrote. Mounted again (or refused, raising), never walked empty,
+            # which would commit every file as deleted.
+            overlay.mount(root, ROOT)  # ROOT: its upper dir keeps its owner
         return mounted
 
     async def _save(self, pending: PendingCommit | None = None) -> None:
@@ -129,13 +144,59 @@ class MountedVolume:
         await asyncio.to_thread(write)
 
     async def load(self) -> None:
-        """Materialise the volume's current version into ``root``."""
+        """Put the volume's current version in ``root``: an overlay of the
+        node's cached files where one can be mounted, else a copy of each."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._own(self.root)
         version, entries = await self.client.entries(self.volume.volume_id)
-        await self._apply(entries)
+        if not await self._overlay(entries):
+            await self._apply(entries)
         self.version = version
         await self._save()
+
+    async def _overlay(self, entries: list[VolumeEntry]) -> bool:
+        """Mount ``entries`` as an overlay at ``root``; False (said once in
+        the log) where none can be mounted."""
+        why = overlay.refusal()
+        if why is None:
+            await self.cache.ensure([d for e in entries if not e.deleted for d in e.chunks])
+            why = await asyncio.to_thread(self._mount_overlay, entries)
+            if why is None:
+                return True
+        overlay.say_once(why)
+        return False
+
+    def _mount_overlay(self, entries: list[VolumeEntry]) -> str | None:
+        """None once mounted, else why not; no layers are left behind."""
+        layers = overlay.layers_dir(self.root)
+        if layers.exists():  # a load that failed half-way, or a directory reused
+            remove_tree(layers)
+        try:
+            overlay.build_lower(layers / "lower", entries, FileCache(self.cache), self.owner)
+        except BaseException:
+            remove_tree(layers)
+            raise
+        try:
+            overlay.mount(self.root, self.owner)
+        except overlay.MountError as e:
+            remove_tree(layers)
+            return f"mounting an overlay failed: {e}"
+        self._known = {
+            e.path: OnDisk(e.size, mtime_ns(e), tuple(e.chunks))
+            for e in entries
+            if e.kind != "dir" and not e.deleted
+        }
+        return None
+
+    async def remove(self) -> None:
+        """Unmount the directory and remove it, its layers and its state."""
+
+        def remove() -> None:
+            for d in (self.root, overlay.layers_dir(self.root)):
+                remove_tree(d)  # unmounting first: never removing through the overlay
+            self.state_file.unlink(missing_ok=True)
+
+        await asyncio.to_thread(remove)
 
     async def reload(self) -> int:
         """Bring in what was committed since the loaded version; answer how
@@ -172,11 +233,15 @@ class MountedVolume:
         await asyncio.to_thread(write)
 
     def _own(self, path: Path) -> None:
-        """``path`` and the directories above it, up to ``root``, the owner's."""
+        """``path`` and the directories above it, up to ``root``, the owner's.
+        One already the owner's is left alone: in an overlay a chown would
+        copy a lower file up, every byte of it."""
         if self.owner == ROOT:
             return
         while True:
-            os.lchown(path, self.owner.uid, self.owner.gid)
+            st = os.lstat(path)
+            if (st.st_uid, st.st_gid) != (self.owner.uid, self.owner.gid):
+                os.lchown(path, self.owner.uid, self.owner.gid)
             if path == self.root or self.root not in path.parents:
                 return
             path = path.parent

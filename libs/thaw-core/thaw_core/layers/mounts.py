@@ -35,6 +35,7 @@ def overlay_mount(
     *,
     upper: Path | None = None,
     work: Path | None = None,
+    redirect_dir: bool = False,
 ) -> None:
     """Mount an overlay of ``lowerdirs`` at ``target``.
 
@@ -43,7 +44,9 @@ def overlay_mount(
     ``work`` (same file system, ``work`` empty) the mount is writable and
     every change lands in ``upper``; without them it is read-only and needs
     at least two lowerdirs. redirect_dir and metacopy are off so that the
-    upper dir is always a plain tree plus whiteouts, i.e. packable as a layer.
+    upper dir is always a plain tree plus whiteouts, i.e. packable as a layer;
+    ``redirect_dir`` turns it on, for an overlay whose upper dir is never
+    packed (a volume's mount), so that renaming a lower directory works.
     """
     if not lowerdirs:
         raise LayerError("an overlay needs at least one lower dir")
@@ -58,7 +61,7 @@ def overlay_mount(
     opts = "lowerdir=" + ":".join(str(p) for p in reversed(lowerdirs))
     if upper is not None:
         opts += f",upperdir={upper},workdir={work}"
-    opts += ",redirect_dir=off,metacopy=off"
+    opts += f",redirect_dir={'on' if redirect_dir else 'off'},metacopy=off"
     if len(opts) > _MAX_MOUNT_DATA:
         raise LayerError(
             f"{len(lowerdirs)} layers make overlay options of {len(opts)} bytes, more than the "
