@@ -1,10 +1,13 @@
-"""A container's volumes: materialised at its start, committed in the
+"""A container's volumes: mounted at its start, committed in the
 background, on request, and when it ends.
 
 Each mount is a directory of the container's own (``<container dir>/volumes/N``,
-outside the overlay's upper layer, so a memory snapshot never holds a
+outside the root overlay's upper layer, so a memory snapshot never holds a
 volume's files), loaded with the volume's current version before config.json
-is written and bind-mounted read-write at the mount's path. A container
+is written (an overlay of the node's cached files, its layers beside it in
+``N.layers/``: ``volume_mount``) and bind-mounted read-write at the mount's
+path. Removing the container's directory (``thaw_core.layers.remove_tree``)
+unmounts it. A container
 restored from a snapshot gets fresh directories loaded at that moment: it
 sees the volume's latest committed state, not the one at snapshot time.
 
@@ -82,7 +85,7 @@ class ContainerVolumes:
         self._closing = asyncio.Event()
 
     async def load(self, owner: ImageUser = ROOT) -> list[tuple[Path, str]]:
-        """Materialise every mount's current version, its files ``owner``'s
+        """Mount every volume's current version, its files ``owner``'s
         (the container's process user); (host dir, path in the container)
         for each, to bind-mount."""
         if not self.wanted:

@@ -9,9 +9,11 @@ other's files, runc containers or cgroups::
       bundles/<sha256>/         extracted code bundles, shared by containers
       snapshots/<id>/           memory snapshots, unpacked (images/, upper/, info.json)
       volume-chunks/            volume content by digest, shared by every mount here
+        files/                  whole volume files, assembled once, hard-linked by mounts
       containers/<id>/
         oci/config.json         the OCI bundle runc runs
         volumes/<n>/            the function's n-th volume, bind-mounted at its path
+                                (an overlay: layers in volumes/<n>.layers/)
         rootfs/                 overlay mount point (lower: the base rootfs)
         lower/<n>/              the n-th lower dir, bind-mounted idmapped (userns)
         rw/upper/ rw/work/      the overlay's writable layer: the container's
