@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from fixtures.volumes import running_volumes
+from thaw_agent import volume_overlay
 from thaw_agent.container_volumes import ContainerVolumes, NodeVolumes, commit_left_over
 from thaw_agent.volume_cache import ChunkCache
 from thaw_agent.volume_mount import MountedVolume
@@ -343,3 +344,17 @@ async def test_a_left_over_overlay_a_reboot_unmounted_is_mounted_again_and_commi
     assert not any(p.startswith(str(containers_dir)) for p in mount_points())
     fresh = await mounted(client, info, tmp_path / "fresh")
     assert contents(fresh.root) == {"a.txt": b"two", "b.txt": b"kept"}
+
+
+async def test_where_no_overlay_can_be_mounted_the_files_are_copied_in(
+    client: VolumesClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = await volume(client)
+    seed = await mounted(client, info, tmp_path / "seed")
+    (seed.root / "a.txt").write_text("alpha")
+    await seed.commit()
+    monkeypatch.setattr(volume_overlay, "refusal", lambda: "the agent is not root")
+    a = await mounted(client, info, tmp_path / "a")
+    assert str(a.root) not in mount_points() and contents(a.root) == {"a.txt": b"alpha"}
+    (a.root / "a.txt").write_text("changed")
+    assert [rel for rel, _ in a.changes()[0]] == ["a.txt"]

@@ -180,7 +180,8 @@ class MountedVolume:
             overlay.mount(self.root, self.owner)
         except overlay.MountError as e:
             remove_tree(layers)
-            return f"mounting an overlay failed: {e}"
+            # The reason without the path: said once per reason, not per mount.
+            return f"mounting an overlay failed: {getattr(e, 'strerror', None) or e}"
         self._known = {
             e.path: OnDisk(e.size, mtime_ns(e), tuple(e.chunks))
             for e in entries
