@@ -15,7 +15,7 @@ What the container sees:
 - ``/thaw/bundle`` (read-only): the user's code;
 - ``/run/thaw`` (read-write): holds ``agent.sock``, its only way out;
 - each of the function's volumes (read-write) at its mount path, from the
-  directory the agent materialised it in;
+  directory the agent mounted it at (an overlay: ``volume_overlay``);
 - the GPUs it was given (``gpu_devices``): their device nodes, the
   driver's user-space files (read-only) and ``CUDA_VISIBLE_DEVICES``;
 - its own pid, mount, ipc, uts and network namespaces (the network one has
