@@ -107,7 +107,8 @@ def mount(root: Path, owner: ImageUser) -> None:
 
 
 def is_mounted(root: Path) -> bool:
-    return root in mounts_under(root)
+    real = Path(os.path.realpath(root))  # as /proc/self/mountinfo names it
+    return real in mounts_under(real)
 
 
 MountError = (OSError, LayerError)
