@@ -27,7 +27,8 @@ from thaw_agent import gpu_devices, gpu_snapshot
 from thaw_agent.channel import RuntimeChannel
 from thaw_agent.layout import ContainerPaths
 from thaw_agent.process import process_alive
-from thaw_agent.snapshots import Checkpoint, Plan, Snapshots, copy_tree
+from thaw_agent.snapshot_archive import copy_tree
+from thaw_agent.snapshots import Checkpoint, Plan, Snapshots
 
 if TYPE_CHECKING:
     from thaw_agent.container import Container

@@ -9,11 +9,9 @@ agent asks the snapshots service (``contract.SNAPSHOT_LOOKUP``) what to do:
 - neither, or no answer in time: a plain cold start. A snapshot is an
   optimisation: nothing here may fail a start.
 
-A snapshot is a zstd tar holding ``images/`` (what ``runc checkpoint``
-wrote) and ``upper/`` (the container's overlay upper dir at that moment),
-stored at ``snapshots/<snapshot_id>.tar.zst`` in the blob store. GNU tar
-carries the overlay's whiteouts (0/0 char devices) and ``trusted.overlay.*``
-xattrs, which Python's tarfile would drop; zstd compresses on every core.
+A snapshot is a zstd tar of the CRIU images and the container's overlay
+upper (``snapshot_archive``), stored at ``snapshots/<snapshot_id>.tar.zst``
+in the blob store, and unpacked as it is downloaded.
 
 The node keeps snapshots unpacked under ``<node dir>/snapshots/<id>/``
 (``images/``, ``upper/``, their ``digest``, ``info.json`` written last), up
@@ -29,7 +27,6 @@ import contextlib
 import logging
 import os
 import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -38,7 +35,7 @@ from pathlib import Path
 
 import msgspec
 from thaw_core import contract, metrics
-from thaw_core.blob import BlobIntegrityError, BlobStore
+from thaw_core.blob import BlobStore
 from thaw_core.bus import Bus
 from thaw_core.fingerprint import incompatibility, local_fingerprint
 from thaw_core.schema import (
@@ -54,6 +51,7 @@ from thaw_core.schema import (
 )
 from thaw_core.tasks import Background
 
+from thaw_agent.snapshot_archive import SnapshotCorrupted, fetch_unpacked, pack
 from thaw_agent.snapshot_digest import digest_problem, write_digest
 from thaw_agent.start_phases import StartPhases
 
@@ -64,14 +62,9 @@ LOOKUP_TIMEOUT_S = 2.0
 DEFAULT_CACHE_LIMIT_BYTES = 20 * 1024**3
 CACHE_LIMIT_ENV = "THAW_SNAPSHOT_CACHE_BYTES"
 INFO_FILE = "info.json"
-ZSTD_LEVEL = "-3"
 
 _reply_decoder = decoder(SnapshotLookupReply)
 _info_decoder = msgspec.json.Decoder(SnapshotInfo)
-
-
-class SnapshotCorrupted(Exception):
-    """The snapshot's bytes are not those cataloged: never restore them."""
 
 
 class CacheCorrupted(SnapshotCorrupted):
@@ -90,60 +83,6 @@ class Checkpoint:
 
 
 Plan = Restore | Checkpoint | None
-
-
-def _tar_flags() -> list[str]:
-    # Numeric owners: the container's uids mean nothing on the host.
-    return ["--xattrs", "--xattrs-include=trusted.*", "--numeric-owner"]
-
-
-def pack(source: Path, out: Path) -> None:
-    """``source/images`` and ``source/upper`` into one zstd tar at ``out``."""
-    tar = subprocess.Popen(
-        ["tar", *_tar_flags(), "-C", str(source), "-cf", "-", "images", "upper"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert tar.stdout is not None
-    zstd = subprocess.run(
-        ["zstd", "-q", "-T0", ZSTD_LEVEL, "-f", "-o", str(out)],
-        stdin=tar.stdout,
-        capture_output=True,
-        check=False,
-    )
-    tar.stdout.close()
-    _, tar_err = tar.communicate()
-    if tar.returncode != 0 or zstd.returncode != 0:
-        raise RuntimeError(
-            f"packing the snapshot failed: tar: {tar_err.decode(errors='replace').strip()}"
-            f" zstd: {zstd.stderr.decode(errors='replace').strip()}"
-        )
-
-
-def unpack(archive: Path, dest: Path) -> None:
-    """Unpack a snapshot archive into ``dest`` (which must exist)."""
-    done = subprocess.run(
-        ["tar", *_tar_flags(), "--use-compress-program=zstd -q -T0", "-C", str(dest),
-         "-xf", str(archive)],
-        capture_output=True,
-        check=False,
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise SnapshotCorrupted(f"cannot unpack: {done.stderr.decode(errors='replace').strip()}")
-    for part in ("images", "upper"):
-        if not (dest / part).is_dir():
-            raise SnapshotCorrupted(f"the archive has no {part}/")
-
-
-def copy_tree(source: Path, dest: Path) -> None:
-    """``cp -a``: keeps whiteouts, xattrs, owners and hard links, unlike shutil."""
-    done = subprocess.run(
-        ["cp", "-a", "--no-target-directory", str(source), str(dest)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"copy {source} -> {dest}: {done.stderr.decode(errors='replace')}")
 
 
 def _tree_size(path: Path) -> int:
@@ -203,25 +142,18 @@ class SnapshotCache:
                 return final
             await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
             staging = self.root / f".fetch-{info.snapshot_id}-{uuid.uuid4().hex[:8]}"
-            archive = self.root / f"{staging.name}.tar.zst"
             try:
                 staging.mkdir()
-                try:
-                    with phases.timed("fetch"):
-                        await self.blob.get_to_file(
-                            info.blob_key or contract.snapshot_key(info.snapshot_id),
-                            archive,
-                            sha256=info.sha256 or None,  # none cataloged: the store's own
-                        )
-                except BlobIntegrityError as e:
-                    raise SnapshotCorrupted(str(e)) from e
-                with phases.timed("unpack"):
-                    await asyncio.to_thread(unpack, archive, staging)
-                archive.unlink(missing_ok=True)
+                with phases.timed("fetch"):
+                    await fetch_unpacked(
+                        self.blob,
+                        info.blob_key or contract.snapshot_key(info.snapshot_id),
+                        info.sha256 or None,  # none cataloged: the store's own
+                        staging,
+                    )
                 with phases.timed("digest"):
                     await self._adopt(staging, info)
             finally:
-                archive.unlink(missing_ok=True)
                 await asyncio.to_thread(shutil.rmtree, staging, True)
             return final
 

@@ -1,6 +1,6 @@
 """Where a container's start goes: seconds per phase, cold or restored.
 
-A start is timed phase by phase (the snapshot lookup, fetch, unpack, the
+A start is timed phase by phase (the snapshot lookup, its fetch, the
 rootfs changes copied, the sandbox set up, ``runc run`` or ``runc restore``
 and CRIU's own share of it, the runtime's reconnect, its way to Ready) so
 that the container's log and the benchmarks say where a cold start or a
@@ -18,8 +18,7 @@ from pathlib import Path
 # The phases in the order a start passes them (a start has only some of them).
 ORDER = (
     "lookup",  # the snapshots service asked what to do
-    "fetch",  # the snapshot downloaded from the blob store (not in the local cache)
-    "unpack",  # the downloaded archive decompressed into the local cache
+    "fetch",  # the snapshot downloaded from the blob store and unpacked as it arrives
     "digest",  # its digest written, for the checks before later restores
     "verify",  # the cached copy's digest (beside the restore; see "verify wait")
     "rootfs changes",  # the snapshot's overlay upper copied into the container's

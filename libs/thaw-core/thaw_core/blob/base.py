@@ -185,7 +185,12 @@ class BlobStoreBase:
             return b""
         return await asyncio.to_thread(self._read_range, check_key(key), offset, length)
 
-    async def stream(self, key: str, *, chunk_size: int = CHUNK) -> AsyncIterator[bytes]:
+    async def stream(
+        self, key: str, *, chunk_size: int = CHUNK, sha256: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """The blob's bytes as they are read; ``BlobIntegrityError`` after the
+        last chunk when they are not ``sha256`` (else the store's own)."""
+        expected = _expected(sha256)
         o = await asyncio.to_thread(self._open, check_key(key))
         h = hashlib.sha256()
         try:
@@ -193,7 +198,7 @@ class BlobStoreBase:
                 yield chunk
         finally:
             await asyncio.to_thread(o.close)
-        verify(key, o.sha256, h.hexdigest())
+        verify(key, expected or o.sha256, h.hexdigest())
 
     async def get_to_file(self, key: str, path: Path, *, sha256: str | None = None) -> BlobInfo:
         expected = _expected(sha256)
