@@ -3,6 +3,10 @@
 The agent listens on ``<container dir>/run/agent.sock`` before the container
 starts; the runtime inside connects to ``/run/thaw/agent.sock``. Exactly one
 connection is accepted: a second one is closed at once.
+
+Frames sent in one turn of the event loop leave in one write: the inputs of
+one fetch reach a container in one syscall (and one wake-up of its reader),
+not one each.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class RuntimeChannel:
         self._server: asyncio.AbstractServer | None = None
         self._connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._frames: FrameReader | None = None
+        # Frames sent this turn of the loop, written together at its end.
+        self._unsent: list[bytes] = []
         self._writer: asyncio.StreamWriter | None = None
 
     async def listen(self) -> None:
@@ -92,10 +98,21 @@ class RuntimeChannel:
         return await self._frames.read()
 
     async def send(self, frame: Frame) -> None:
-        if self._writer is None or self._writer.is_closing():
+        writer = self._writer
+        if writer is None or writer.is_closing():
             raise ChannelClosed("the runtime's connection is closed")
-        self._writer.write(pack(frame))
-        await self._writer.drain()
+        if not self._unsent:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._unsent.append(pack(frame))
+        # What earlier turns wrote waits here while the runtime does not read.
+        await writer.drain()
+
+    def _flush(self) -> None:
+        frames, self._unsent = self._unsent, []
+        # A connection closed meanwhile drops them, as it would had they been
+        # written: the runtime is gone and its inputs are released.
+        if frames and self._writer is not None and not self._writer.is_closing():
+            self._writer.write(b"".join(frames))
 
     async def close(self) -> None:
         if self._server is not None:
@@ -103,6 +120,7 @@ class RuntimeChannel:
         if not self._connected.done():
             self._connected.cancel()
         if self._writer is not None:
+            self._flush()  # what was sent before closing still reaches the runtime
             self._writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._writer.wait_closed(), 1.0)
