@@ -62,9 +62,34 @@ async def settle(msg: Any, how: Settle = "ack", *, delay_s: float | None = None)
         log.warning("bus: could not %s a message on %s: %r", how, msg.subject, e)
 
 
+# Where a delivery's reply subject says how many times it was delivered:
+# ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>``
+# (9 tokens), or with a domain and account hash after ``$JS.ACK`` (11 or more).
+_V1_TOKENS = 9
+_V1_DELIVERED = 4
+_V2_MIN_TOKENS = 11
+_V2_DELIVERED = 6
+
+
 def num_delivered(msg: Any) -> int:
     """How many times JetStream delivered ``msg`` (1 for its first delivery,
-    and for a message that did not come from JetStream)."""
+    and for a message that did not come from JetStream).
+
+    Read from the one token of the reply subject that holds it: every input
+    asks, and nats-py's ``msg.metadata`` parses all of the subject into
+    objects (a datetime among them), several times the cost."""
+    reply = getattr(msg, "reply", None)
+    if isinstance(reply, str) and reply.startswith(_ACK_PREFIX):
+        tokens = reply.split(".")
+        at = (
+            _V1_DELIVERED
+            if len(tokens) == _V1_TOKENS
+            else _V2_DELIVERED
+            if len(tokens) >= _V2_MIN_TOKENS
+            else None
+        )
+        if at is not None and tokens[at].isdigit():
+            return int(tokens[at])
     try:
         return int(msg.metadata.num_delivered)
     except Exception:  # noqa: BLE001 - a core message has no delivery metadata
