@@ -10,6 +10,7 @@ the gateway: calls issued). A service serves them on ``THAW_METRICS_PORT``
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -101,10 +102,19 @@ BUILD_SECONDS = Histogram(
 )
 
 
+@functools.lru_cache(maxsize=4096)
+def _call_series(app: str, function: str, status: str) -> tuple[Counter, Histogram]:
+    """The two series a finished call counts in, looked up once per function
+    and status: ``labels`` takes a lock and builds its key on every call,
+    most of what counting costs an agent per input."""
+    return CALLS.labels(app, function, status), CALL_SECONDS.labels(app, function)
+
+
 def call_finished(app: str, function: str, status: str, seconds: float | None) -> None:
-    CALLS.labels(app, function, status).inc()
+    calls, call_seconds = _call_series(app, function, status)
+    calls.inc()
     if seconds is not None and seconds >= 0:
-        CALL_SECONDS.labels(app, function).observe(seconds)
+        call_seconds.observe(seconds)
 
 
 def container_started(kind: str, ok: bool, seconds: float) -> None:
