@@ -46,6 +46,31 @@ Take = Callable[[Msg], None]
 FreeSlots = Callable[[], "int | None"]
 
 
+def take_queued_at_once(psub: JetStreamContext.PullSubscription) -> None:
+    """Make ``psub``'s fetches hand over a message already received at once.
+
+    nats-py's fetch reads each message of a batch with ``Subscription.next_msg``,
+    which starts a task (named by a fresh uuid4) and a ``wait_for`` timer even
+    for a message that is queued already: turns of the event loop per message,
+    a good part of what an input costs an agent. A queued message is taken
+    here without them; only an empty queue is waited on, by nats-py's own
+    ``next_msg``, so timeouts and a closed connection behave as before.
+    """
+    sub = psub._sub
+    queue = sub._pending_queue
+    wait = sub.next_msg
+
+    async def next_msg(timeout: float | None = 1.0) -> Msg:
+        if queue.empty() or sub._conn.is_closed:
+            return await wait(timeout)
+        msg = queue.get_nowait()
+        sub._pending_size -= len(msg.data)
+        queue.task_done()  # as nats-py counts a message taken from the queue
+        return msg
+
+    sub.next_msg = next_msg  # type: ignore[method-assign]
+
+
 async def wait_any(*events: asyncio.Event, timeout_s: float) -> None:
     """Until one of ``events`` is set, or ``timeout_s`` passed."""
     waiters = [asyncio.ensure_future(e.wait()) for e in events]
@@ -110,6 +135,7 @@ async def pull_loop(
                     # Binding only creates an inbox subscription, which the
                     # client re-subscribes after every reconnect.
                     psub = await bus.js.pull_subscribe_bind(durable=durable, stream=stream)
+                    take_queued_at_once(psub)
                 msgs = await psub.fetch(min(batch, free), timeout=fetch_timeout_s)
             except TimeoutError:  # nats TimeoutError / FetchTimeoutError: no messages
                 backoff = BACKOFF_MIN_S
@@ -155,6 +181,7 @@ async def fetch_once(bus: Bus, consumer: ConsumerSpec, count: int, timeout_s: fl
     up to ``timeout_s`` for the first; none when nothing came."""
     await bus.ensure_consumer(consumer)
     psub = await bus.js.pull_subscribe_bind(durable=consumer.durable, stream=consumer.stream)
+    take_queued_at_once(psub)
     try:
         return await psub.fetch(count, timeout=timeout_s)
     except TimeoutError:
