@@ -25,6 +25,11 @@ T = TypeVar("T")
 
 # How many items an iterator runs ahead of the code consuming it.
 ITER_WINDOW = 1024
+# Consumed items are handed back to the window this many at a time: each
+# hand-back wakes the loop's thread (a write to its self-pipe), too much to
+# do for every item of a long map. At most the window, or the pump could
+# wait for credits the consumer holds back.
+CREDIT_BATCH = 64
 
 
 class BackgroundLoop:
@@ -79,6 +84,7 @@ class BackgroundLoop:
         items: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         credits = asyncio.Semaphore(ITER_WINDOW)
         future = asyncio.run_coroutine_threadsafe(_pump(agen, credits, items.put), self.loop)
+        owed = 0  # items consumed and not yet handed back
         try:
             while True:
                 more, item = items.get()
@@ -86,7 +92,10 @@ class BackgroundLoop:
                     if item is not None:
                         raise item
                     return
-                self.loop.call_soon_threadsafe(credits.release)
+                owed += 1
+                if owed == CREDIT_BATCH:
+                    self.loop.call_soon_threadsafe(_release, credits, owed)
+                    owed = 0
                 yield item
         finally:
             future.cancel()
@@ -107,6 +116,7 @@ class BackgroundLoop:
             here.call_soon_threadsafe(items.put_nowait, entry)
 
         future = asyncio.run_coroutine_threadsafe(_pump(agen, credits, put), self.loop)
+        owed = 0  # items consumed and not yet handed back
         try:
             while True:
                 more, item = await items.get()
@@ -114,10 +124,18 @@ class BackgroundLoop:
                     if item is not None:
                         raise item
                     return
-                self.loop.call_soon_threadsafe(credits.release)
+                owed += 1
+                if owed == CREDIT_BATCH:
+                    self.loop.call_soon_threadsafe(_release, credits, owed)
+                    owed = 0
                 yield item
         finally:
             future.cancel()
+
+
+def _release(credits: asyncio.Semaphore, n: int) -> None:
+    for _ in range(n):
+        credits.release()
 
 
 async def _pump(
