@@ -18,6 +18,7 @@ from fixtures.volumes import running_volumes
 from thaw_agent import volume_overlay
 from thaw_agent.container_volumes import ContainerVolumes, NodeVolumes, commit_left_over
 from thaw_agent.volume_cache import ChunkCache
+from thaw_agent.volume_changes import walk_tree
 from thaw_agent.volume_mount import MountedVolume
 from thaw_core.blob import LocalBlobStore
 from thaw_core.bus import Bus
@@ -301,7 +302,7 @@ async def test_a_mount_from_the_nodes_cache_is_an_overlay_its_writes_never_reach
     assert {p: p.read_bytes() for p in cached} == cached
     assert contents(b.root) == version
     written, gone = a.changes()
-    assert ([rel for rel, _ in written], gone) == (["sub/edit.txt"], ["gone.txt"])
+    assert ([w.path for w in written], gone) == (["sub/edit.txt"], ["gone.txt"])
     loaded = a.version
     done = await a.commit()
     assert done is not None and done.version == loaded + 1
@@ -357,4 +358,155 @@ async def test_where_no_overlay_can_be_mounted_the_files_are_copied_in(
     a = await mounted(client, info, tmp_path / "a")
     assert str(a.root) not in mount_points() and contents(a.root) == {"a.txt": b"alpha"}
     (a.root / "a.txt").write_text("changed")
-    assert [rel for rel, _ in a.changes()[0]] == ["a.txt"]
+    assert [w.path for w in a.changes()[0]] == ["a.txt"]
+
+
+# An overlay mount's commit finds what changed in its upper dir alone
+# (thaw_agent.volume_changes): each way a container changes the merged view
+# leaves another trace there, and each commit carries exactly its paths.
+
+SEED = {
+    "keep.txt": b"kept",
+    "gone.txt": b"to be deleted",
+    "sub/edit.txt": b"before",
+    "sub/deep/x.txt": b"deep",
+    "other/o.txt": b"other",
+}
+SUB = {"sub/edit.txt", "sub/deep/x.txt"}
+
+
+def upper_of(m: MountedVolume) -> Path:
+    return volume_overlay.layers_dir(m.root) / "upper"
+
+
+def xattr(path: Path, name: str) -> bytes | None:
+    return os.getxattr(path, name) if name in os.listxattr(path) else None
+
+
+async def seeded_overlay(client: VolumesClient, tmp_path: Path) -> tuple[VolumeInfo, MountedVolume]:
+    """A volume holding ``SEED``, mounted as an overlay at ``tmp_path/a``."""
+    info = await volume(client)
+    seed = await mounted(client, info, tmp_path / "seed")
+    for rel, data in SEED.items():
+        (seed.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (seed.root / rel).write_bytes(data)
+    await seed.commit()
+    a = await mounted(client, info, tmp_path / "a")
+    assert str(a.root) in mount_points() and contents(a.root) == SEED
+    return info, a
+
+
+async def commit_paths(client: VolumesClient, m: MountedVolume) -> tuple[set[str], set[str]]:
+    """Commit ``m``; the paths its commit wrote and deleted."""
+    since = m.version
+    if await m.commit() is None:
+        return set(), set()
+    _, entries = await client.entries(m.volume.volume_id, since_version=since)
+    files = [e for e in entries if e.kind != "dir"]
+    return {e.path for e in files if not e.deleted}, {e.path for e in files if e.deleted}
+
+
+def overwrite_in_place(root: Path) -> None:
+    with open(root / "sub" / "edit.txt", "r+b") as f:
+        f.write(b"AFTER!")  # the same size: found by its mtime
+
+
+def rm_rf_and_recreate(root: Path) -> None:
+    remove_tree(root / "sub")
+    (root / "sub").mkdir()
+    (root / "sub" / "new.txt").write_bytes(b"new")
+
+
+def file_over_a_dir(root: Path) -> None:
+    remove_tree(root / "sub")
+    (root / "sub").write_bytes(b"a file now")
+
+
+def rename_nested_dir(root: Path) -> None:
+    os.rename(root / "sub" / "deep", root / "other" / "moved")
+
+
+CHANGES: list[Any] = [
+    # id, change, written, deleted, what upper/ holds for it
+    ("write", lambda r: [(r / "new").mkdir(), (r / "new" / "one.txt").write_bytes(b"1"),
+                         (r / "top.txt").write_bytes(b"t")],
+     {"new/one.txt", "top.txt"}, set(), None),
+    ("overwrite-in-place", overwrite_in_place, {"sub/edit.txt"}, set(), None),
+    ("delete-lower-file", lambda r: (r / "gone.txt").unlink(), set(), {"gone.txt"},
+     lambda u: os.stat(u / "gone.txt").st_rdev == 0),  # a whiteout: a char device 0/0
+    ("delete-lower-dir", lambda r: remove_tree(r / "sub"), set(), SUB, None),
+    ("rm-rf-and-recreate", rm_rf_and_recreate, {"sub/new.txt"}, SUB,
+     lambda u: xattr(u / "sub", "trusted.overlay.opaque") == b"y"),
+    ("file-over-a-dir", file_over_a_dir, {"sub"}, SUB, None),
+    ("rename-lower-dir", lambda r: os.rename(r / "sub", r / "moved"),
+     {"moved/edit.txt", "moved/deep/x.txt"}, SUB,
+     lambda u: xattr(u / "moved", "trusted.overlay.redirect") is not None),
+    ("rename-nested-dir", rename_nested_dir, {"other/moved/x.txt"}, {"sub/deep/x.txt"},
+     lambda u: xattr(u / "other" / "moved", "trusted.overlay.redirect") is not None),
+    ("chown-only", lambda r: os.chown(r / "keep.txt", 4321, 4321), set(), set(),
+     lambda u: (u / "keep.txt").stat().st_uid == 4321),  # copied up, unchanged
+]  # fmt: skip
+
+
+@as_root
+@pytest.mark.parametrize(("change", "written", "deleted", "in_upper"),
+                         [c[1:] for c in CHANGES], ids=[c[0] for c in CHANGES])  # fmt: skip
+async def test_an_overlay_commit_carries_exactly_what_changed_and_a_new_mount_shows_it(
+    client: VolumesClient,
+    tmp_path: Path,
+    change: Callable[[Path], object],
+    written: set[str],
+    deleted: set[str],
+    in_upper: Callable[[Path], bool] | None,
+) -> None:
+    info, a = await seeded_overlay(client, tmp_path)
+    change(a.root)
+    if in_upper is not None:  # the change left the trace the case is about
+        assert in_upper(upper_of(a))
+    merged = contents(a.root)
+    # Just what a walk of the whole merged view finds.
+    found, full = a.changes(), walk_tree(str(a.root), a._known)
+    assert ({w.path for w in found[0]}, set(found[1])) == ({w.path for w in full[0]}, set(full[1]))
+    assert await commit_paths(client, a) == (written, deleted)
+    assert await a.commit() is None  # nothing changed since
+    fresh = await mounted(client, info, tmp_path / "fresh")
+    assert contents(fresh.root) == merged
+
+
+@as_root
+async def test_an_overlay_commit_finds_what_later_commits_and_reloads_changed(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    info, a = await seeded_overlay(client, tmp_path)
+    # Created, committed, then deleted: only upper/ ever held it (no whiteout).
+    (a.root / "extra").mkdir()
+    (a.root / "extra" / "e.txt").write_bytes(b"e")
+    (a.root / "keep.txt").write_bytes(b"kept, changed")
+    assert await commit_paths(client, a) == ({"extra/e.txt", "keep.txt"}, set())
+    (a.root / "extra" / "e.txt").unlink()
+    (a.root / "keep.txt").unlink()  # the lower holds it: a whiteout
+    assert await commit_paths(client, a) == (set(), {"extra/e.txt", "keep.txt"})
+
+    # What a reload writes into the merged view is no change of this mount's.
+    b = await mounted(client, info, tmp_path / "b")
+    (b.root / "other" / "o.txt").write_bytes(b"theirs")
+    (b.root / "theirs.txt").write_bytes(b"t")
+    (b.root / "gone.txt").unlink()
+    await b.commit()
+    assert await a.reload() == 3
+    assert await a.commit() is None
+    (a.root / "theirs.txt").unlink()
+    assert await commit_paths(client, a) == (set(), {"theirs.txt"})
+
+    # A next life of the agent does not know which files the lower holds:
+    # it looks each up once, and finds what only upper/ held gone.
+    (a.root / "late.txt").write_bytes(b"late")
+    await a.commit()
+    resumed = MountedVolume.resume(client, a.cache, a.state_file)
+    (a.root / "late.txt").unlink()
+    assert await commit_paths(client, resumed) == (set(), {"late.txt"})
+    assert await resumed.commit() is None
+    fresh = await mounted(client, info, tmp_path / "fresh")
+    assert contents(fresh.root) == contents(a.root) == {
+        "sub/edit.txt": b"before", "sub/deep/x.txt": b"deep", "other/o.txt": b"theirs"
+    }  # fmt: skip

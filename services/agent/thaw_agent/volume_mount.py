@@ -6,9 +6,11 @@ hard-links the node's whole-file cache (``volume_files``), so a mount costs
 a link per file and a directory per directory whatever their size; where
 no overlay can be mounted, by copying each file in from the chunk cache.
 ``commit`` finds what changed since by size and mtime
-(hashing only those files), stores their new chunks and sends one commit
-with the written and deleted paths; ``reload`` brings in what others
-committed since the version loaded, without a full walk of the volume.
+(``volume_changes``: in an overlay's upper dir alone, in time O(changes);
+in a copy by a walk of it all), hashes only those files, stores their new
+chunks and sends one commit with the written and deleted paths;
+``reload`` brings in what others committed since the version loaded,
+without a full walk of the volume.
 Files are whole: a reload replaces a file by a rename, never in place.
 What it writes (and the directories on the way) belongs to ``owner``, the
 container's process user, so a function on an image with a ``USER`` can
@@ -27,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import stat
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -40,6 +40,7 @@ from thaw_core.volumes import CHUNK_SIZE, ChunkUploader, VolumeError, VolumesCli
 
 from thaw_agent import volume_overlay as overlay
 from thaw_agent.volume_cache import ChunkCache
+from thaw_agent.volume_changes import OnDisk, Written, walk_overlay, walk_tree
 from thaw_agent.volume_files import FileCache, mtime_ns
 
 log = logging.getLogger("thaw.agent.volumes")
@@ -49,15 +50,6 @@ UPLOADS_AT_ONCE = 4
 # A batch of small files: read, hashed and stored in a few trips to a thread.
 BATCH_FILES = 500
 BATCH_BYTES = 16 << 20
-
-
-@dataclass(frozen=True)
-class OnDisk:
-    """What a path held when it was last loaded or committed."""
-
-    size: int
-    mtime_ns: int
-    chunks: tuple[str, ...]
 
 
 # path -> (size, mtime in ns, chunk digests)
@@ -102,6 +94,9 @@ class MountedVolume:
         self.owner = owner
         self.version = 0
         self._known: dict[str, OnDisk] = {}
+        # Known paths committed or reloaded since the overlay was mounted: the
+        # lower may not hold them (``volume_changes.walk_overlay``).
+        self._unbacked: set[str] = set()
         self._uploader = ChunkUploader(client.blob)
         # Left by a previous life of the agent (``resume``): sent again first.
         self._pending: PendingCommit | None = None
@@ -119,6 +114,9 @@ class MountedVolume:
         mounted = cls(client, cache, state.volume, root)
         mounted.version = state.version
         mounted._known = {p: OnDisk(*k) for p, k in state.known.items()}
+        # Which of them the lower holds was not kept: each is looked up there
+        # once, at the next commit.
+        mounted._unbacked = set(mounted._known)
         mounted._pending = state.pending
         if overlay.layers_dir(root).is_dir() and not overlay.is_mounted(root):
             # A reboot took the overlay: its layers hold what the container
@@ -187,6 +185,7 @@ class MountedVolume:
             for e in entries
             if e.kind != "dir" and not e.deleted
         }
+        self._unbacked = set()  # the lower holds every file just as known
         return None
 
     async def remove(self) -> None:
@@ -220,6 +219,7 @@ class MountedVolume:
                 known = self._known.get(e.path)
                 if e.deleted:
                     self._known.pop(e.path, None)
+                    self._unbacked.discard(e.path)
                     _remove(target)
                 elif e.kind == "dir":
                     target.mkdir(parents=True, exist_ok=True)
@@ -228,6 +228,7 @@ class MountedVolume:
                         _remove(target)
                     ns = self.cache.materialise(e.chunks, target, e.mode, e.mtime)
                     self._known[e.path] = OnDisk(e.size, ns, tuple(e.chunks))
+                    self._unbacked.add(e.path)
                 if not e.deleted:
                     self._own(target)
 
@@ -247,24 +248,17 @@ class MountedVolume:
                 return
             path = path.parent
 
-    def changes(self) -> tuple[list[tuple[str, os.stat_result]], list[str]]:
+    def changes(self) -> tuple[list[Written], list[str]]:
         """Files written (new, or another size or mtime) and paths gone since
-        they were loaded or committed (blocking: a walk of the directory)."""
-        written: list[tuple[str, os.stat_result]] = []
-        seen: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            rel_dir = os.path.relpath(dirpath, self.root)
-            for name in filenames:
-                rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-                st = os.lstat(os.path.join(dirpath, name))
-                if not stat.S_ISREG(st.st_mode) or name.endswith(".thaw-part"):
-                    continue
-                seen.add(rel)
-                known = self._known.get(rel)
-                if known is None or known.size != st.st_size or known.mtime_ns != st.st_mtime_ns:
-                    written.append((rel, st))
-        gone = [p for p in self._known if p not in seen]
-        return written, gone
+        they were loaded or committed (blocking). An overlay's are found in
+        its upper dir, in time O(changes); a copy's by a walk of it all."""
+        upper = overlay.layers_dir(self.root) / "upper"
+        if upper.is_dir():
+            return walk_overlay(
+                str(self.root), str(upper), str(upper.with_name("lower")),
+                self._known, self._unbacked,
+            )  # fmt: skip
+        return walk_tree(str(self.root), self._known)
 
     async def commit(self) -> VolumeInfo | None:
         """Commit what changed; None when nothing did. The commit is noted in
@@ -285,31 +279,28 @@ class MountedVolume:
         entries = await self._upload(written)
         stored = {
             e.path: OnDisk(e.size, st.st_mtime_ns, tuple(e.chunks))
-            for e, (_, st) in zip(entries, written, strict=True)
+            for e, (_, st, _) in zip(entries, written, strict=True)
         }
         pending = PendingCommit(uuid.uuid4().hex, list(entries), gone, _known_state(stored))
         await self._save(pending)
         return await self._send(pending)
 
-    async def _upload(self, written: list[tuple[str, os.stat_result]]) -> list[VolumeEntry]:
+    async def _upload(self, written: list[Written]) -> list[VolumeEntry]:
         """Store the chunks of the written files; their entries, in order.
         Files under one chunk go in batches (``upload_small``), larger ones
-        one by one, a few of each at once."""
+        one by one, a few of each at once. Each is read from its ``source``:
+        an overlay's from its upper dir, not through the overlay."""
         gate = asyncio.Semaphore(UPLOADS_AT_ONCE)
         sizes: list[tuple[int, list[str]] | None] = [None] * len(written)
 
         async def large(i: int) -> None:
             async with gate:
-                sizes[i] = await self._uploader.upload_file(self.root / written[i][0])
-
-        root = str(self.root)
+                sizes[i] = await self._uploader.upload_file(Path(written[i].source))
 
         async def small(batch: list[int]) -> None:
             async with gate:
-                # Strings, not Paths: 10,000 Path joins cost more than reading the files.
-                got = await self._uploader.upload_small(
-                    [os.path.join(root, written[i][0]) for i in batch]
-                )
+                # Strings, not Paths: 10,000 Paths cost more than reading the files.
+                got = await self._uploader.upload_small([written[i].source for i in batch])
             # One that grew past a chunk since the walk is read whole.
             await asyncio.gather(*(large(i) for i, g in zip(batch, got, strict=True) if g is None))
             for i, g in zip(batch, got, strict=True):
@@ -317,10 +308,10 @@ class MountedVolume:
 
         await asyncio.gather(
             *(small(b) for b in _batches(written)),
-            *(large(i) for i, (_, st) in enumerate(written) if st.st_size >= CHUNK_SIZE),
+            *(large(i) for i, w in enumerate(written) if w.stat.st_size >= CHUNK_SIZE),
         )
         entries = []
-        for (rel, st), got in zip(written, sizes, strict=True):
+        for (rel, st, _), got in zip(written, sizes, strict=True):
             assert got is not None
             entries.append(VolumeEntry(
                 path=rel, size=got[0], chunks=got[1], mode=st.st_mode & 0o7777,
@@ -343,8 +334,10 @@ class MountedVolume:
             self._uploader.forget()
             raise
         self._known.update({p: OnDisk(*k) for p, k in pending.stored.items()})
+        self._unbacked.update(pending.stored)
         for p in pending.deleted:
             self._known.pop(p, None)
+            self._unbacked.discard(p)
         if info.version == self.version + 1:
             # Nobody committed in between: this directory is that version.
             self.version = info.version
@@ -352,12 +345,12 @@ class MountedVolume:
         return info
 
 
-def _batches(written: list[tuple[str, os.stat_result]]) -> list[list[int]]:
+def _batches(written: list[Written]) -> list[list[int]]:
     """The indexes of the files under one chunk, in batches of at most
     ``BATCH_FILES`` files and ``BATCH_BYTES`` bytes (as the walk saw them)."""
     out: list[list[int]] = [[]]
     held = 0
-    for i, (_, st) in enumerate(written):
+    for i, (_, st, _) in enumerate(written):
         if st.st_size >= CHUNK_SIZE:
             continue
         if len(out[-1]) >= BATCH_FILES or (out[-1] and held + st.st_size > BATCH_BYTES):

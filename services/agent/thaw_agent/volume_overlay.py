@@ -9,8 +9,9 @@ Beside the mount's directory ``<root>``, ``<root>.layers/`` holds:
 Overlayfs never writes to a lower layer: a container writing (or chmodding,
 or renaming) a file copies it up first, so the cache, and every other mount
 linking the same files, stay as they were. Copy-up keeps size and mtime, so
-``MountedVolume.changes`` finds only what the container wrote; a reload
-writes by rename into the merged view, which lands in ``upper/``.
+``MountedVolume.changes`` finds only what the container wrote, walking
+``upper/`` alone (``volume_changes``); a reload writes by rename into the
+merged view, which lands in ``upper/``.
 
 The overlay's root directory takes its owner from ``upper/``, the files
 from their cached inodes: both are the container's user's (as the host
