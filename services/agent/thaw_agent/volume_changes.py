@@ -89,7 +89,7 @@ def walk_overlay(
     one found there as known is removed from ``unbacked`` (an overlay never
     lets a lower file go or change without a trace in ``upper``)."""
     walk = _OverlayWalk(root, upper, lower, known)
-    walk.upper_dir("", lower_here=True, xattr_whiteouts=False)
+    walk.upper_dir("", lower_here=True, xattr_whiteouts=_xattr(upper, _OPAQUE) == b"x")
     gone = walk.gone
     # Known files of the lower that a covering entry of upper hides.
     gone.update(p for p in walk.hidden if p in known and p not in walk.seen)
@@ -137,14 +137,23 @@ class _OverlayWalk:
         directory at ``rel_dir`` merged with it (no opaque or redirected
         directory above), so what an entry hides there is looked up in it."""
         prefix = rel_dir + "/" if rel_dir else ""
-        with os.scandir(os.path.join(self.upper, rel_dir)) as entries:
-            found = list(entries)
+        # What the container removes while this walks is skipped: what it
+        # leaves (a whiteout, or nothing) is found by the next commit.
+        try:
+            with os.scandir(os.path.join(self.upper, rel_dir)) as entries:
+                found = list(entries)
+        except FileNotFoundError:
+            return
         for entry in found:
             rel = prefix + entry.name
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
+            try:
+                st = entry.stat(follow_symlinks=False)
+                is_dir = stat.S_ISDIR(st.st_mode)
+                names = os.listxattr(entry.path, follow_symlinks=False) if is_dir else []
+            except FileNotFoundError:
+                continue
+            if is_dir:
                 self._not_a_file(rel)
-                names = os.listxattr(entry.path, follow_symlinks=False)
                 opaque = _xattr(entry.path, _OPAQUE) if _OPAQUE in names else None
                 if _REDIRECT in names:
                     self.cover(rel, lower_here)
@@ -207,7 +216,10 @@ def _walk_merged(
         for name in filenames:
             rel = name if rel_dir == "." else f"{rel_dir}/{name}"
             path = os.path.join(dirpath, name)
-            st = os.lstat(path)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue  # removed since listed: a known path, it is gone
             if not stat.S_ISREG(st.st_mode) or name.endswith(PART_SUFFIX):
                 continue
             seen.add(rel)
