@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import subprocess
@@ -78,7 +79,8 @@ async def test_an_archive_without_its_parts_is_refused(
     source = tmp_path / "half"
     (source / "images").mkdir(parents=True)
     archive = tmp_path / "half.tar.zst"
-    subprocess.run(["tar", "--zstd", "-C", str(source), "-cf", str(archive), "images"], check=True)
+    tar = ["tar", "--zstd", "-C", str(source), "-cf", str(archive), "images"]
+    await asyncio.to_thread(subprocess.run, tar, check=True)
     await store.put(KEY, archive)
     dest = tmp_path / "dest"
     dest.mkdir()
