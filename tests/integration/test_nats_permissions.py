@@ -19,6 +19,7 @@ import pytest
 from fixtures.nats import NatsServer, invoke_client, node_creds, role_creds, session_auth
 from fixtures.wait import eventually
 from nats.aio.client import Client
+from nats.aio.subscription import Subscription
 from nats.js.api import ConsumerConfig, StreamConfig
 from thaw_core import contract, permissions
 from thaw_core.bus import Bus, Msg
@@ -200,6 +201,22 @@ async def test_an_agent_cannot_purge_delete_or_reconfigure_streams(
     )
 
 
+async def arrives(sub: Subscription, bus: Bus, subject: str, data: bytes) -> None:
+    """``data`` published on ``subject`` reaches ``sub``: sent again until it
+    does. Core NATS is at most once, and in about one run in six under load
+    the first message right after a subscription made in this test (its
+    connection flushed) never came, while the next one did."""
+    for _ in range(10):
+        await bus.publish_core(subject, data)
+        try:
+            got = await sub.next_msg(timeout=2)
+        except nats.errors.TimeoutError:
+            continue
+        assert got.data == data
+        return
+    raise AssertionError(f"nothing published on {subject} reached its subscriber")
+
+
 async def test_a_node_cannot_read_or_speak_for_another_node(
     nats_server: NatsServer, bus: Bus
 ) -> None:
@@ -249,10 +266,8 @@ async def test_a_node_cannot_read_or_speak_for_another_node(
         own_exec = await a.nc.subscribe(contract.container_exec_subject(a_id, "sb-0123"))
         await a.nc.publish(contract.node_event_subject(a_id), b"{}")
         await a.nc.flush()
-        await bus.publish_core(contract.agent_command_subject(a_id), b"drain")
-        assert (await own.next_msg(timeout=10)).data == b"drain"
-        await bus.publish_core(contract.container_exec_subject(a_id, "sb-0123"), b"op")
-        assert (await own_exec.next_msg(timeout=10)).data == b"op"
+        await arrives(own, bus, contract.agent_command_subject(a_id), b"drain")
+        await arrives(own_exec, bus, contract.container_exec_subject(a_id, "sb-0123"), b"op")
         assert not a.refused(contract.node_event_subject(a_id)), a.errors
     finally:
         await a.nc.close()
