@@ -34,13 +34,18 @@ import hmac
 import os
 import struct
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from thaw_core.api import CallResult
-from thaw_core.bus import Bus
 from thaw_core.contract import result_subject
 from thaw_core.schema import Result
+
+if TYPE_CHECKING:
+    # Only a type here: the SDK (and so every container's runtime) imports
+    # this module, and the bus loads nats and aiohttp.
+    from thaw_core.bus import Bus
 
 KEY_BYTES = 32
 PROOF_VERSION = b"thaw.result.v1"

@@ -24,6 +24,7 @@ share, ``local`` and ``s3`` the backends; ``open_blob_store`` picks one by URL.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from thaw_core.blob.local import LocalBlobStore
@@ -36,7 +37,9 @@ from thaw_core.blob.protocol import (
     BlobStore,
     check_key,
 )
-from thaw_core.blob.s3 import DEFAULT_PART_SIZE, S3BlobStore
+
+if TYPE_CHECKING:
+    from thaw_core.blob.s3 import S3BlobStore
 
 __all__ = [
     "CHUNK",
@@ -52,6 +55,16 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    # The S3 backend loads the minio client (and its crypto): a few hundred ms
+    # that a container's runtime, which imports the SDK, never needs.
+    if name == "S3BlobStore":
+        from thaw_core.blob.s3 import S3BlobStore
+
+        return S3BlobStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_blob_store(url: str) -> BlobStore:
     """``file:///abs/path`` or ``s3://ACCESS:SECRET@host:port/bucket`` with
     optional query ``secure=false`` (default true), ``region=``,
@@ -62,6 +75,8 @@ def open_blob_store(url: str) -> BlobStore:
             raise ValueError(f"file URL must be file:///absolute/path, got {url!r}")
         return LocalBlobStore(Path(unquote(u.path)))
     if u.scheme == "s3":
+        from thaw_core.blob.s3 import DEFAULT_PART_SIZE, S3BlobStore
+
         bucket = u.path.strip("/")
         if not u.hostname or not bucket or "/" in bucket:
             raise ValueError(f"S3 URL must be s3://KEY:SECRET@host[:port]/bucket, got {url!r}")
