@@ -337,7 +337,7 @@ class Streams:
         if msg_id is not None:
             hdrs[MSG_ID_HEADER] = msg_id
         if not recording():
-            return await self.js.publish(subject, payload(msg), headers=with_trace(hdrs))
+            return await self._publish_through_elections(subject, payload(msg), with_trace(hdrs))
         # A span of its own, so a trace shows the hop through the bus: its
         # consumers' spans are children of this one (its context is in the headers).
         with _tracer.start_as_current_span(
@@ -345,18 +345,22 @@ class Streams:
             kind=trace.SpanKind.PRODUCER,
             attributes={"messaging.system": "nats", "messaging.destination.name": subject},
         ):
-            data, hdrs_out = payload(msg), with_trace(hdrs)
-            deadline = 0.0  # set at the first refusal: nothing more on the hot path
-            while True:
-                try:
-                    return await self.js.publish(subject, data, headers=hdrs_out)
-                except LEADERLESS:
-                    # A cluster electing the stream's leader: seconds.
-                    now = asyncio.get_running_loop().time()
-                    deadline = deadline or now + LEADERLESS_WAIT_S
-                    if now + LEADERLESS_RETRY_S > deadline:
-                        raise
-                    await asyncio.sleep(LEADERLESS_RETRY_S)
+            return await self._publish_through_elections(subject, payload(msg), with_trace(hdrs))
+
+    async def _publish_through_elections(
+        self, subject: str, data: bytes, headers: dict[str, str] | None
+    ) -> PubAck:
+        deadline = 0.0  # set at the first refusal: nothing more on the hot path
+        while True:
+            try:
+                return await self.js.publish(subject, data, headers=headers)
+            except LEADERLESS:
+                # A cluster electing the stream's leader: seconds.
+                now = asyncio.get_running_loop().time()
+                deadline = deadline or now + LEADERLESS_WAIT_S
+                if now + LEADERLESS_RETRY_S > deadline:
+                    raise
+                await asyncio.sleep(LEADERLESS_RETRY_S)
 
     async def publish_batch(
         self, subject: str, items: Sequence[tuple[str, bytes]], *, timeout_s: float
