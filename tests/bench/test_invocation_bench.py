@@ -8,7 +8,6 @@ first use), and their ratios. Run with ``make bench``.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import thaw as modal
+from fixtures.http_calls import batch, call
 from fixtures.platform import Platform
 from fixtures.ray_peer import RayFigures, measure_ray
 from fixtures.stats import pct
@@ -74,32 +74,15 @@ async def test_http_latency_and_throughput(deployed: Platform, ray: RayFigures) 
     headers = {"Authorization": f"Bearer {deployed.token}"}
     base = f"{deployed.gateway_url}/v1/functions/bench-noop"
     async with aiohttp.ClientSession(headers=headers) as http:
-
-        async def call(i: int) -> None:
-            async with http.post(f"{base}/echo/calls?wait=30", json={"args": [i]}) as r:
-                body = await r.json()
-                assert r.status == 200 and body["value"] == i, body
-
         for i in range(20):
-            await call(i)
+            await call(http, f"{base}/echo", i)
         samples = []
         for i in range(ROUND_TRIPS):
             t = time.perf_counter()
-            await call(i)
+            await call(http, f"{base}/echo", i)
             samples.append((time.perf_counter() - t) * 1000)
 
         t = time.perf_counter()
-        items = [{"args": [i]} for i in range(MAP_INPUTS)]
-        async with http.post(f"{base}/echo_wide/calls:batch", json={"items": items}) as r:
-            ids = (await r.json())["call_ids"]
-        got = 0
-        async with http.post(
-            f"{deployed.gateway_url}/v1/calls:stream", json={"call_ids": ids}
-        ) as r:
-            async for line in r.content:
-                if line.strip():
-                    assert json.loads(line)["status"] == "success"
-                    got += 1
+        await batch(http, deployed.gateway_url, f"{base}/echo_wide", MAP_INPUTS)
         per_s = MAP_INPUTS / (time.perf_counter() - t)
-        assert got == MAP_INPUTS
     report("HTTP", statistics.median(samples), pct(samples, 0.99), per_s, ray)

@@ -11,7 +11,6 @@ input can be compared with the figures before it (run it at both commits).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import aiohttp
 import pytest
 import thaw as modal
 from fixtures.cpu import CpuRoots, Measure
+from fixtures.http_calls import batch, call
 from fixtures.platform import Platform
 from thaw.stack.pgcluster import PgCluster
 
@@ -64,37 +64,17 @@ async def test_http_cpu_per_input(cpu: CpuRoots, platform: Platform) -> None:
     headers = {"Authorization": f"Bearer {platform.token}"}
     base = f"{platform.gateway_url}/v1/functions/bench-noop"
     async with aiohttp.ClientSession(headers=headers) as http:
-
-        async def call(i: int) -> None:
-            async with http.post(f"{base}/echo/calls?wait=30", json={"args": [i]}) as r:
-                body = await r.json()
-                assert r.status == 200 and body["value"] == i, body
-
-        async def batch(n: int) -> None:
-            items = [{"args": [i]} for i in range(n)]
-            async with http.post(f"{base}/echo_wide/calls:batch", json={"items": items}) as r:
-                ids = (await r.json())["call_ids"]
-            got = 0
-            async with http.post(
-                f"{platform.gateway_url}/v1/calls:stream", json={"call_ids": ids}
-            ) as r:
-                async for line in r.content:
-                    if line.strip():
-                        assert json.loads(line)["status"] == "success"
-                        got += 1
-            assert got == n
-
         for i in range(20):
-            await call(i)
-        await batch(200)
+            await call(http, f"{base}/echo", i)
+        await batch(http, platform.gateway_url, f"{base}/echo_wide", 200)
 
         # The idle rate, measured off the event loop (its sleep would stall it).
         idle = await asyncio.to_thread(cpu.idle_rate)
         with Measure(cpu, idle) as m:
             for i in range(ROUND_TRIPS):
-                await call(i)
+                await call(http, f"{base}/echo", i)
         print(m.report("HTTP warm round trips", ROUND_TRIPS))
 
         with Measure(cpu, idle) as m:
-            await batch(MAP_INPUTS)
+            await batch(http, platform.gateway_url, f"{base}/echo_wide", MAP_INPUTS)
         print(m.report("HTTP batch", MAP_INPUTS))
