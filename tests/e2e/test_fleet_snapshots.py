@@ -38,16 +38,13 @@ async def _snapshots(p: Platform) -> list[dict[str, Any]]:
 
 
 def _running(p: Platform) -> list[dict[str, Any]]:
-    body = p.api(f"/v1/containers?app={APP}")
-    return [c for c in body["containers"] if c["state"] in ("starting", "ready")]
+    return p.live_containers(APP)
 
 
 async def _move_to(fleet: Fleet, gone: str, new: str, **env: str) -> None:
     """Stop the app's containers, lose node ``gone``, add node ``new``."""
     p = fleet.platform
-    for c in await asyncio.to_thread(_running, p):
-        await asyncio.to_thread(p.api, f"/v1/containers/{c['container_id']}/stop", "POST")
-    await eventually(lambda: asyncio.to_thread(lambda: not _running(p)), 60, "containers stopped")
+    await asyncio.to_thread(p.stop_containers, APP)
     fleet.lose(gone)
     await asyncio.to_thread(fleet.add_node, new, **env)
 

@@ -10,7 +10,6 @@ processes on a platform of this module's own.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 import subprocess
@@ -65,8 +64,7 @@ def sql(p: Platform, query: str, *args: Any) -> list[dict[str, Any]]:
 
 
 def live_containers(p: Platform) -> list[dict[str, Any]]:
-    body = json.loads(api(p, f"/v1/containers?app={APP}"))
-    return [c for c in body["containers"] if c["state"] in ("starting", "ready")]
+    return p.live_containers(APP)
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +143,7 @@ def test_a_restored_container_sees_the_secret_as_it_is_now(use: Platform) -> Non
     new = "rotated-" + uuid.uuid4().hex
     out = thaw(p, "secret", "create", "e2e-creds", f"API_KEY={new}", "--force")
     assert out.returncode == 0, out.stderr
-    for c in live_containers(p):
-        api(p, f"/v1/containers/{c['container_id']}/stop", method="POST")
-    wait_for(lambda: not live_containers(p), 60, "the containers to stop", p)
+    p.stop_containers(APP)
 
     second = snapped.key.remote()
     assert second["container"] != first["container"]

@@ -47,8 +47,7 @@ def api(p: Platform, path: str, method: str = "GET") -> Any:
 def containers(
     p: Platform, function: str, states: tuple[str, ...] = ("starting", "ready")
 ) -> list[dict[str, Any]]:
-    body = api(p, f"/v1/containers?app={APP}")
-    return [c for c in body["containers"] if c["function"] == function and c["state"] in states]
+    return p.live_containers(APP, function, states)
 
 
 def listed_ready(p: Platform, function: str, container_id: str) -> dict[str, Any] | None:
@@ -174,9 +173,7 @@ def test_a_restored_container_reads_what_was_committed_after_its_snapshot(use: P
         lambda: listed_ready(p, "Snapped", first["container"]), 30, "the first container ready", p
     )
     assert restored["restored"], restored
-    for c in containers(p, "Snapped"):
-        api(p, f"/v1/containers/{c['container_id']}/stop", method="POST")
-    wait_for(lambda: gone(p, "Snapped"), 60, "Snapped's containers to stop", p)
+    p.stop_containers(APP, "Snapped")
 
     put(vol, {"state.txt": b"after the snapshot", "new.txt": b"new"})
     second = snapped.read.remote("state.txt")

@@ -628,6 +628,35 @@ async def test_heartbeats_report_containers_and_their_reservations(
     assert 0 < beat.free_disk_mb <= beat.disk_mb
 
 
+async def test_a_container_that_comes_or_goes_is_in_the_next_heartbeat_at_once(
+    make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
+) -> None:
+    """The platform's view of a node (``thaw container list``, the scheduler's
+    room for a sandbox) follows a container's start and stop without waiting
+    out the heartbeat interval: an hour here, so only the change can send them."""
+    agent = await make_agent(heartbeat_interval_s=3600)
+    beats: list[NodeHeartbeat] = []
+    hb_decoder = decoder(NodeHeartbeat)
+
+    async def on_beat(msg: Any) -> None:
+        beats.append(hb_decoder.decode(msg.data))
+
+    def states(cid: str) -> list[str]:
+        return [next((c.state for c in b.containers if c.container_id == cid), "") for b in beats]
+
+    sub = await bus.nc.subscribe(f"thaw.event.node.{agent.node_id}", cb=on_beat)
+    try:
+        sha = await put_bundle(blob, APP_SOURCE)
+        cid = await agent.start(bus, unique_app(), sha, spec("add"))
+        await eventually(lambda: "ready" in states(cid), 60, "a heartbeat listing it ready")
+        assert await agent.svc.manager.stop(cid, 1.0, "the test")
+        await eventually(
+            lambda: states(cid)[-1] == "" and "ready" in states(cid), 30, "a heartbeat without it"
+        )
+    finally:
+        await sub.unsubscribe()
+
+
 async def test_concurrent_inputs_run_side_by_side_in_one_container(
     make_agent: Callable[..., Awaitable[Agent]], bus: Bus, blob: BlobStore
 ) -> None:

@@ -4,6 +4,7 @@ answer naming what was asked; sandboxes are never stopped by the reconciler."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,10 @@ def spec(sid: str, cpu: float = 1.0) -> SandboxSpec:
     return SandboxSpec(app="a", sandbox_id=sid, resources=Resources(cpu=cpu, memory_mb=256))
 
 
-async def test_placed_on_a_node_with_room_and_counted_until_its_heartbeat_shows_it() -> None:
+async def test_placed_on_a_node_with_room_and_counted_until_its_heartbeat_shows_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sandbox_placement, "FRESH_VIEW_WAIT_S", 0.2)  # no heartbeat comes
     bus = FakeBus()
     rec = Reconciler(bus)  # type: ignore[arg-type]
     rec.observe(node("n1", 1.5))
@@ -63,6 +67,20 @@ async def test_placed_on_a_node_with_room_and_counted_until_its_heartbeat_shows_
     refused = await placer.place(PlaceSandbox(spec=spec("sb-2")))
     assert "no node has room" in refused.error and "cpu=1" in refused.error
     assert len(bus.asked) == 1
+
+
+async def test_no_room_is_judged_on_a_heartbeat_taken_after_the_request() -> None:
+    """A node full as its last heartbeat said (taken before a container there
+    went idle or stopped): the answer waits for the next one, which has room."""
+    bus = FakeBus()
+    rec = Reconciler(bus)  # type: ignore[arg-type]
+    stale = node("n1", 0.5)
+    rec.observe(msgspec.structs.replace(stale, at=stale.at - 1.0))
+    placing = asyncio.ensure_future(SandboxPlacer(bus, rec).place(PlaceSandbox(spec=spec("sb-7"))))  # type: ignore[arg-type]
+    await asyncio.sleep(0.3)
+    assert not placing.done() and not bus.asked
+    rec.observe(node("n1", 1.5))  # the container's stop, as the agent now says
+    assert (await asyncio.wait_for(placing, 10)).node_id == "n1"
 
 
 async def test_no_node_up_is_said_after_a_short_wait(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from thaw_core import contract
 from thaw_core.schema import (
     Autoscale,
@@ -24,6 +25,7 @@ from thaw_core.schema import (
     encode,
 )
 from thaw_core.schema.sandboxes import PlaceSandbox, SandboxSpec, StartSandbox
+from thaw_scheduler import sandbox_placement
 from thaw_scheduler.placement import NodeCapacity
 from thaw_scheduler.reclaim import Idle, make_room
 from thaw_scheduler.reconcile import DeployedFunction, Reconciler
@@ -142,7 +144,8 @@ async def test_a_sandbox_on_a_full_node_gets_an_idle_containers_room() -> None:
     assert isinstance(bus.commands[-1][1], StartSandbox)
 
 
-async def test_a_sandbox_with_no_room_even_so_is_told_so() -> None:
+async def test_a_sandbox_with_no_room_even_so_is_told_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sandbox_placement, "FRESH_VIEW_WAIT_S", 0.2)  # no heartbeat comes
     bus = Bus()
     rec = reconciler(bus, fn("working"))
     rec.observe(full_node("n1", [ready("ct-working", "working", idle_since=0.0, inflight=1)]))

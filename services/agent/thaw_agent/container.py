@@ -50,6 +50,7 @@ from thaw_agent.container_volumes import ContainerVolumes
 from thaw_agent.conversation import converse
 from thaw_agent.ephemeral_disk import make_writable_layer
 from thaw_agent.layout import ContainerPaths
+from thaw_agent.listed_state import ListedState
 from thaw_agent.logship import LogSource, Stream, pump_fd
 from thaw_agent.resources import out_of_memory_error
 from thaw_agent.snapshots import Checkpoint, Plan, Restore
@@ -70,6 +71,8 @@ COLD_START_WAIT_S = 120.0
 
 
 class Container:
+    state: ListedState[ContainerState] = ListedState()
+
     def __init__(
         self,
         command: StartContainer,
@@ -82,7 +85,9 @@ class Container:
         self.app = command.app
         self.function = command.spec.name
         self.paths = paths
-        self.state: ContainerState = "starting"
+        # What the container runs on: runc, images, snapshots, logs, events.
+        self.host = manager
+        self.state = "starting"
         self.error = ""
         self.init_failure: InitFailed | None = None
         self.max_inputs = max(1, command.spec.max_inputs)
@@ -90,8 +95,6 @@ class Container:
         self.started_at = time.time()
         self.idle_since = 0.0
         self.pid = 0
-        # What the container runs on: runc, images, snapshots, logs, events.
-        self.host = manager
         self._source = LogSource(self.app, self.function, self.id)
         self.channel: RuntimeChannel | None = None
         self.user = ROOT  # its image's USER, once the image is mounted
@@ -167,14 +170,17 @@ class Container:
     # ------------------------------------------------------------ inputs
 
     def assign(self, input_id: str) -> None:
+        if not self.inflight:
+            self.host.changed.set()  # idle no more: not one to stop for room
         self.inflight.add(input_id)
         self._idle.clear()
 
     def release(self, input_id: str) -> None:
         self.inflight.discard(input_id)
-        if not self.inflight:
+        if not self.inflight and not self._idle.is_set():
             self.idle_since = time.time()
             self._idle.set()
+            self.host.changed.set()  # idle now: one the scheduler may stop for room
 
     def retire(self) -> None:
         """Take no new input: the container is about to be killed."""

@@ -111,6 +111,9 @@ class ContainerManager:
         # Containers' Dict/Queue operations, relayed to the gateway.
         self.stores = StoreRelay(bus, blob)
         self.containers: dict[str, Container] = {}
+        # Set when what the heartbeat lists changed (``listed_state``): a
+        # container came, went, changed state, went idle or busy.
+        self.changed = asyncio.Event()
         self._starting: dict[str, asyncio.Future[Container]] = {}
         self._events: ContainerEvents | None = None
         self._runtime_packages: Path | None = None
@@ -397,6 +400,7 @@ class ContainerManager:
             await c.stop(grace_s, reason)
             if self.containers.get(container_id) is c:
                 del self.containers[container_id]
+                self.changed.set()
 
     async def replace(self, c: Container, reason: str) -> Container | None:
         """Kill ``c`` and start a fresh container from the same command (same id)."""

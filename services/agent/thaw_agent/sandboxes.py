@@ -35,6 +35,7 @@ from thaw_agent.ephemeral_disk import make_writable_layer
 from thaw_agent.exec_group import ProcessGroup
 from thaw_agent.exec_procs import ContainerProcess
 from thaw_agent.layout import ContainerPaths
+from thaw_agent.listed_state import ListedState
 from thaw_agent.reservations import Reserved, reserved
 from thaw_agent.secrets import fetch_secrets
 
@@ -62,6 +63,8 @@ def function_spec(spec: SandboxSpec) -> FunctionSpec:
 
 
 class Sandbox:
+    state: ListedState[ContainerState] = ListedState()
+
     def __init__(
         self,
         spec: SandboxSpec,
@@ -75,7 +78,7 @@ class Sandbox:
         self.app = spec.app
         self.paths = paths
         self.host = host
-        self.state: ContainerState = "starting"
+        self.state = "starting"
         self.error = ""
         self.started_at = time.time()
         self.ended_at = 0.0

@@ -3,8 +3,8 @@
 ``AgentService`` owns the node's state dir layout, the log shipper, the
 container manager (``manager``), the input dispatcher (``dispatch``), the
 command handler (``commands``) and the NATS subscriptions that feed them
-(``thaw.agent.<node>`` and ``thaw.cancel.*``). Every ``HEARTBEAT_INTERVAL_S``
-it publishes a ``NodeHeartbeat`` (cores, memory, GPUs via NVML when there are
+(``thaw.agent.<node>`` and ``thaw.cancel.*``). Every ``HEARTBEAT_INTERVAL_S``,
+and at once when a container changed (``listed_state``), it publishes a ``NodeHeartbeat`` (cores, memory, GPUs via NVML when there are
 any, the containers it runs and the capacity their reservations leave) on
 ``thaw.event.node.<node>`` into the EVENTS stream. Agents never touch
 Postgres: they talk only over NATS, and fetch code bundles from the blob store.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -40,6 +41,10 @@ from thaw_agent.sandboxes import SandboxManager
 from thaw_agent.snapshots import Snapshots
 
 HEARTBEAT_INTERVAL_S = 2.0
+# A container changed (``listed_state``): the next heartbeat goes at once, but
+# never sooner than this after the last one, so a node busy with many short
+# inputs sends a few a second rather than one per input.
+HEARTBEAT_MIN_GAP_S = 0.2
 # On agent shutdown: how long running inputs get to finish before their
 # containers are stopped and the inputs released for redelivery.
 SHUTDOWN_GRACE_S = 3.0
@@ -217,6 +222,8 @@ class AgentService(Service):
     async def heartbeat_loop(self) -> None:
         failures = 0
         while not self.stopping.is_set():
+            sent_at = time.monotonic()
+            self.manager.changed.clear()  # what changed before now is in this one
             try:
                 await self.execs.sync()
                 await asyncio.wait_for(
@@ -230,5 +237,23 @@ class AgentService(Service):
                 failures += 1
                 if failures == 1:
                     self.log.warning("heartbeat not published", extra={"error": repr(exc)})
+            await self._until_next_heartbeat(sent_at)
+
+    async def _until_next_heartbeat(self, sent_at: float) -> None:
+        """The interval, or less once a container changed (not under
+        ``HEARTBEAT_MIN_GAP_S`` after ``sent_at``), or until stopping."""
+        waits = [
+            asyncio.ensure_future(self.stopping.wait()),
+            asyncio.ensure_future(self.manager.changed.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waits, timeout=self.heartbeat_interval_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for w in waits:
+                w.cancel()
+        gap = HEARTBEAT_MIN_GAP_S - (time.monotonic() - sent_at)
+        if gap > 0 and not self.stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopping.wait(), self.heartbeat_interval_s)
+                await asyncio.wait_for(self.stopping.wait(), gap)

@@ -8,7 +8,9 @@ one at a time, so two never count the same free capacity. On nodes full of
 warm idle function containers, some of those are stopped to make room
 (``reclaim.py``). No node with room even so is an answer that says so, never
 a wait (with no node up at all, the first heartbeats are waited for a few
-seconds: a stack that just started).
+seconds: a stack that just started). That answer is given on heartbeats taken
+after the request came: one taken before may show a container that has just
+gone idle as busy, or one just stopped as still there.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import nats.errors
 from thaw_core import contract, secrets_grant
 from thaw_core.bus import Bus, BusRequestError, Msg
 from thaw_core.schema import CommandReply, Resources, decoder, encode
-from thaw_core.schema.sandboxes import PlaceSandbox, SandboxPlaced, StartSandbox
+from thaw_core.schema.sandboxes import PlaceSandbox, SandboxPlaced, SandboxSpec, StartSandbox
 
 from thaw_scheduler.placement import NodeCapacity, choose
 from thaw_scheduler.reconcile import Reconciler
@@ -36,6 +38,9 @@ PENDING_S = 10.0
 # With no node up (a stack just started, its agents' first heartbeats on the
 # way), how long a request waits for one before it is told so.
 NO_NODE_WAIT_S = 15.0
+# Before "no room": how long to wait for every live node's heartbeat taken
+# after the request (agents send one every 2 s, and soon after a change).
+FRESH_VIEW_WAIT_S = 5.0
 _NO_NODE_POLL_S = 0.1
 
 _reply = msgspec.json.Decoder(CommandReply)
@@ -70,21 +75,41 @@ class SandboxPlacer:
                 capacity[node] = capacity[node].reserve(resources)
         return list(capacity.values())
 
+    async def _view_since(self, asked_at: float) -> None:
+        """Until every live node's latest heartbeat was taken at or after
+        ``asked_at`` (``FRESH_VIEW_WAIT_S`` at most)."""
+        deadline = time.monotonic() + FRESH_VIEW_WAIT_S
+        while time.monotonic() < deadline and any(
+            hb.at < asked_at for hb in self.reconciler.live_nodes()
+        ):
+            await asyncio.sleep(_NO_NODE_POLL_S)
+
+    async def _room(self, spec: SandboxSpec, nodes: list[NodeCapacity]) -> NodeCapacity | None:
+        """A node with room for ``spec``, idle containers stopped for it if need be."""
+        node = choose(nodes, spec.resources)
+        if node is None and nodes:
+            capacity = {n.node_id: n for n in nodes}
+            wanted_by = f"sandbox {spec.sandbox_id}"
+            node = await self.reconciler.reclaim(capacity, spec.resources, wanted_by)
+        return node
+
     async def place(self, request: PlaceSandbox) -> SandboxPlaced:
         spec = request.spec
         r = spec.resources
+        asked_at = self.reconciler.clock()
         nodes = self._capacity()
         deadline = time.monotonic() + NO_NODE_WAIT_S
         while not nodes and time.monotonic() < deadline:
             await asyncio.sleep(_NO_NODE_POLL_S)
             nodes = self._capacity()
         try:
-            node = choose(nodes, r)
+            node = await self._room(spec, nodes)
+            if node is None and nodes:
+                await self._view_since(asked_at)
+                nodes = self._capacity()
+                node = await self._room(spec, nodes)
         except ValueError as e:  # a GPU request naming no GPU there is
             return SandboxPlaced(error=str(e))
-        if node is None and nodes:
-            capacity = {n.node_id: n for n in nodes}
-            node = await self.reconciler.reclaim(capacity, r, f"sandbox {spec.sandbox_id}")
         if node is None:
             what = f"cpu={r.cpu:g}, memory={r.memory_mb} MB" + (f", gpu={r.gpu}" if r.gpu else "")
             if not nodes:
