@@ -4,8 +4,9 @@
 container manager (``manager``), the input dispatcher (``dispatch``), the
 command handler (``commands``) and the NATS subscriptions that feed them
 (``thaw.agent.<node>`` and ``thaw.cancel.*``). Every ``HEARTBEAT_INTERVAL_S``,
-and at once when a container changed (``listed_state``), it publishes a ``NodeHeartbeat`` (cores, memory, GPUs via NVML when there are
-any, the containers it runs and the capacity their reservations leave) on
+and at once when a container changed (``listed_state``), it publishes a
+``NodeHeartbeat`` (cores, memory, GPUs via NVML when there are any, the
+containers it runs and the capacity their reservations leave) on
 ``thaw.event.node.<node>`` into the EVENTS stream. Agents never touch
 Postgres: they talk only over NATS, and fetch code bundles from the blob store.
 """
