@@ -156,8 +156,10 @@ def _pack(pieces: list[bytes]) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-# Pieces of one file read ahead of those being stored.
-PIECES_AHEAD = 2
+# Pieces of one file read ahead of those being stored: with 2, the reads
+# and hashes waited on the store's writes (a 1 GiB commit took 3.0 s against
+# 2.4 s with 4, on this machine's disk); each costs CHUNK_SIZE of memory.
+PIECES_AHEAD = 4
 
 
 def _read_digested(f: BinaryIO) -> tuple[bytes, str]:
