@@ -17,6 +17,7 @@ from thaw_core.blob import (
     BlobIntegrityError,
     BlobNotFound,
     BlobStore,
+    Digested,
     LocalBlobStore,
     S3BlobStore,
     open_blob_store,
@@ -158,6 +159,19 @@ async def test_put_with_right_sha_accepted(blob_store: BlobStore) -> None:
     data = b"content-addressed"
     info = await blob_store.put("ok", data, sha256=sha(data).upper())  # case-insensitive
     assert info.sha256 == sha(data)
+
+
+async def test_digested_bytes_are_stored_under_their_digest(blob_store: BlobStore) -> None:
+    """Bytes the caller has hashed already go in without a second hash, the
+    caller's digest recorded, and read back checked against it."""
+    data = os.urandom(3 << 20)
+    info = await blob_store.put("dg", Digested(data, sha(data)), sha256=sha(data))
+    assert info == BlobInfo("dg", len(data), sha(data))
+    assert await blob_store.get("dg") == data
+    assert (await blob_store.stat("dg")) == info
+    with pytest.raises(BlobIntegrityError):  # a digest other than the one asked for
+        await blob_store.put("dg2", Digested(data, sha(data)), sha256=sha(b"other"))
+    assert await blob_store.stat("dg2") is None
 
 
 async def test_get_with_given_sha(blob_store: BlobStore) -> None:

@@ -35,6 +35,7 @@ from thaw_core.blob.protocol import (
     BlobIntegrityError,
     BlobNotFound,
     BlobStore,
+    Digested,
     check_key,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "BlobIntegrityError",
     "BlobNotFound",
     "BlobStore",
+    "Digested",
     "LocalBlobStore",
     "S3BlobStore",
     "check_key",

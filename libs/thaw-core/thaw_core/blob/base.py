@@ -19,6 +19,7 @@ from thaw_core.blob.protocol import (
     BlobData,
     BlobInfo,
     BlobIntegrityError,
+    Digested,
     check_key,
 )
 
@@ -75,6 +76,9 @@ def hash_file(path: Path) -> tuple[int, str]:
 async def write_source(data: BlobData, out: BinaryIO) -> tuple[int, str]:
     """Write any accepted form of blob data to ``out`` while hashing it, off
     the event loop; returns (size, sha256)."""
+    if isinstance(data, Digested):
+        await asyncio.to_thread(out.write, data.data)
+        return len(data.data), data.sha256
     h = hashlib.sha256()
     if isinstance(data, (bytes, bytearray, memoryview)):
         await asyncio.to_thread(_write_hashed, out, data, h)

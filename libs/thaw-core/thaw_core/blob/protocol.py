@@ -8,7 +8,21 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 CHUNK = 1 << 20
-BlobData = bytes | bytearray | memoryview | AsyncIterable[bytes] | Path
+
+
+@dataclass(frozen=True, slots=True)
+class Digested:
+    """Bytes with the sha256 this process computed of them, stored without
+    hashing them again: a volume chunk is hashed once, to name it and to
+    know whether the store holds it already, not once more on the way in
+    (0.6 s of CPU per GiB here). Only for a digest computed of these very
+    bytes: the store takes it as the blob's."""
+
+    data: bytes
+    sha256: str
+
+
+BlobData = bytes | bytearray | memoryview | Digested | AsyncIterable[bytes] | Path
 
 
 @dataclass(frozen=True)

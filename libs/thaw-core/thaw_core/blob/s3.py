@@ -17,7 +17,13 @@ from minio import Minio
 from minio.error import S3Error
 
 from thaw_core.blob.base import BlobStoreBase, Opened, hash_file, verify, write_source
-from thaw_core.blob.protocol import BlobData, BlobInfo, BlobIntegrityError, BlobNotFound
+from thaw_core.blob.protocol import (
+    BlobData,
+    BlobInfo,
+    BlobIntegrityError,
+    BlobNotFound,
+    Digested,
+)
 
 
 class _VerifyingReader:
@@ -115,6 +121,11 @@ class S3BlobStore(BlobStoreBase):
 
     async def _put(self, key: str, data: BlobData, expected: str | None) -> BlobInfo:
         await asyncio.to_thread(self._ensure_bucket)
+        if isinstance(data, Digested):
+            verify(key, expected, data.sha256)
+            size, sha = len(data.data), data.sha256
+            await asyncio.to_thread(self._upload, key, io.BytesIO(data.data), size, sha)
+            return BlobInfo(key, size, sha)
         if isinstance(data, (bytes, bytearray, memoryview)):
             actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
             verify(key, expected, actual)

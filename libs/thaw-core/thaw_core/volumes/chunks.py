@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from thaw_core.blob import BlobStore
+from thaw_core.blob import BlobStore, Digested
 from thaw_core.contract import volume_chunk_key, volume_pack_key
 from thaw_core.volumes.refs import ChunkRef, parse_ref, read_checked
 
@@ -72,7 +72,7 @@ class ChunkUploader:
         if d not in self.known:
             key = volume_chunk_key(d)
             if not await self.blob.exists(key):
-                await self.blob.put(key, piece, sha256=d)
+                await self.blob.put(key, Digested(piece, d), sha256=d)
             self.known.add(d)
         return d
 
