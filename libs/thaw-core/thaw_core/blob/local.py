@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from thaw_core.blob.base import BlobStoreBase, Opened, _expected, verify, write_source
-from thaw_core.blob.protocol import BlobData, BlobInfo, BlobNotFound, check_key
+from thaw_core.blob.protocol import BlobData, BlobInfo, BlobNotFound, Digested, check_key
 
 _XATTR = "user.thaw.sha256"
 _INTERNAL = ".thaw"  # root/.thaw: temp files and (without xattrs) sha256 sidecars
@@ -100,7 +100,12 @@ class LocalBlobStore(BlobStoreBase):
 
     async def _put(self, key: str, data: BlobData, expected: str | None) -> BlobInfo:
         self._path(key)  # refuse reserved keys before writing anything
-        fd, name = tempfile.mkstemp(dir=self._tmp)
+        if isinstance(data, (bytes, bytearray, memoryview, Digested)):
+            # In memory: every system call in one thread call. Off the loop
+            # above all the file's creation, which waits on the journal
+            # while other writes are flushed.
+            return await asyncio.to_thread(self._put_bytes, key, data, expected)
+        fd, name = await asyncio.to_thread(tempfile.mkstemp, dir=self._tmp)
         tmp = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -114,10 +119,15 @@ class LocalBlobStore(BlobStoreBase):
             raise
         return BlobInfo(key, size, actual)
 
-    def _put_bytes(self, key: str, data: bytes, expected: str | None) -> BlobInfo:
+    def _put_bytes(
+        self, key: str, data: bytes | bytearray | memoryview | Digested, expected: str | None
+    ) -> BlobInfo:
         """``_put`` of data in memory, blocking: many small blobs in one thread call."""
         self._path(key)
-        actual = hashlib.sha256(data).hexdigest()
+        if isinstance(data, Digested):
+            data, actual = data.data, data.sha256
+        else:
+            actual = hashlib.sha256(data).hexdigest()
         verify(key, expected, actual)
         fd, name = tempfile.mkstemp(dir=self._tmp)
         tmp = Path(name)
