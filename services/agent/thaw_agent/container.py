@@ -170,17 +170,14 @@ class Container:
     # ------------------------------------------------------------ inputs
 
     def assign(self, input_id: str) -> None:
-        if not self.inflight:
-            self.host.changed.set()  # idle no more: not one to stop for room
         self.inflight.add(input_id)
         self._idle.clear()
 
     def release(self, input_id: str) -> None:
         self.inflight.discard(input_id)
-        if not self.inflight and not self._idle.is_set():
+        if not self.inflight:
             self.idle_since = time.time()
             self._idle.set()
-            self.host.changed.set()  # idle now: one the scheduler may stop for room
 
     def retire(self) -> None:
         """Take no new input: the container is about to be killed."""

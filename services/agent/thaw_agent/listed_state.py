@@ -2,11 +2,14 @@
 
 The heartbeat is the platform's only view of a node's containers: the
 scheduler places and reclaims on it, ``thaw container list`` reads what it
-recorded. Every ``HEARTBEAT_INTERVAL_S`` alone, that view lags a change by up
-to an interval: a container just stopped is still listed, one just idle is
-still busy to a sandbox looking for room. So a change of state (and a
-container going idle or busy) sets the manager's ``changed`` event, and the
-agent's heartbeat loop sends the next heartbeat at once (``AgentService``).
+recorded. Sent every ``HEARTBEAT_INTERVAL_S`` alone, that view lags a change
+by up to an interval: a container just stopped is still listed, one just
+started is not yet. So a change of state sets the manager's ``changed``
+event, and the agent's heartbeat loop sends the next heartbeat at once
+(``AgentService``). A container going idle or busy does not: that happens
+per input, and a heartbeat per input would load the hot path (the scheduler
+writes each heartbeat to Postgres). Where idleness matters, a sandbox looking
+for room, the scheduler waits for a heartbeat taken after it was asked.
 """
 
 from __future__ import annotations

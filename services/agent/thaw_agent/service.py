@@ -42,9 +42,9 @@ from thaw_agent.sandboxes import SandboxManager
 from thaw_agent.snapshots import Snapshots
 
 HEARTBEAT_INTERVAL_S = 2.0
-# A container changed (``listed_state``): the next heartbeat goes at once, but
-# never sooner than this after the last one, so a node busy with many short
-# inputs sends a few a second rather than one per input.
+# A container changed state (``listed_state``): the next heartbeat goes at
+# once, but never sooner than this after the last one, so a node starting or
+# stopping many containers sends a few a second rather than one each.
 HEARTBEAT_MIN_GAP_S = 0.2
 # On agent shutdown: how long running inputs get to finish before their
 # containers are stopped and the inputs released for redelivery.
