@@ -67,13 +67,18 @@ def containers(platform: Platform, node_id: str = "") -> list[dict[str, Any]]:
 
 
 def listed(platform: Platform, container_id: str) -> dict[str, Any]:
-    """The container as the API lists it (the list follows the agents'
-    heartbeats, a second or two behind)."""
+    """The container once the API lists it ready: the list follows the
+    agents' heartbeats, and one sent while it was being restored lists it
+    starting, not yet ``restored``."""
 
     def find() -> dict[str, Any] | None:
-        return next((c for c in containers(platform) if c["container_id"] == container_id), None)
+        return next(
+            (c for c in containers(platform)
+             if c["container_id"] == container_id and c["state"] == "ready"),
+            None,
+        )  # fmt: skip
 
-    return wait_for(find, 30, f"{container_id} in the container list", platform)
+    return wait_for(find, 30, f"{container_id} listed ready", platform)
 
 
 def stop_container(platform: Platform, container_id: str) -> None:
