@@ -112,7 +112,7 @@ class ContainerManager:
         self.stores = StoreRelay(bus, blob)
         self.containers: dict[str, Container] = {}
         # Set when what the heartbeat lists changed (``listed_state``): a
-        # container came, went, changed state, went idle or busy.
+        # container came, went or changed state.
         self.changed = asyncio.Event()
         self._starting: dict[str, asyncio.Future[Container]] = {}
         self._events: ContainerEvents | None = None

@@ -73,16 +73,23 @@ def hash_file(path: Path) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-async def write_source(data: BlobData, out: BinaryIO) -> tuple[int, str]:
-    """Write any accepted form of blob data to ``out`` while hashing it, off
-    the event loop; returns (size, sha256)."""
+InMemory = bytes | bytearray | memoryview | Digested
+IN_MEMORY = (bytes, bytearray, memoryview, Digested)
+
+
+def hashed(data: InMemory) -> tuple[bytes | bytearray | memoryview, str]:
+    """Blob data held in memory and its sha256: a ``Digested``'s own, else
+    computed (blocking)."""
     if isinstance(data, Digested):
-        await asyncio.to_thread(out.write, data.data)
-        return len(data.data), data.sha256
+        return data.data, data.sha256
+    return data, hashlib.sha256(data).hexdigest()
+
+
+async def write_source(data: BlobData, out: BinaryIO) -> tuple[int, str]:
+    """Write blob data that is not in memory (backends put that whole,
+    ``hashed``) to ``out`` while hashing it, off the event loop; returns
+    (size, sha256)."""
     h = hashlib.sha256()
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        await asyncio.to_thread(_write_hashed, out, data, h)
-        return len(data), h.hexdigest()
     if isinstance(data, Path):
 
         def copy() -> int:

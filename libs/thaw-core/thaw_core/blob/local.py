@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import os
 import stat
 import tempfile
@@ -13,8 +12,17 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from thaw_core.blob.base import BlobStoreBase, Opened, _expected, verify, write_source
-from thaw_core.blob.protocol import BlobData, BlobInfo, BlobNotFound, Digested, check_key
+from thaw_core.blob.base import (
+    IN_MEMORY,
+    BlobStoreBase,
+    InMemory,
+    Opened,
+    _expected,
+    hashed,
+    verify,
+    write_source,
+)
+from thaw_core.blob.protocol import BlobData, BlobInfo, BlobNotFound, check_key
 
 _XATTR = "user.thaw.sha256"
 _INTERNAL = ".thaw"  # root/.thaw: temp files and (without xattrs) sha256 sidecars
@@ -100,7 +108,7 @@ class LocalBlobStore(BlobStoreBase):
 
     async def _put(self, key: str, data: BlobData, expected: str | None) -> BlobInfo:
         self._path(key)  # refuse reserved keys before writing anything
-        if isinstance(data, (bytes, bytearray, memoryview, Digested)):
+        if isinstance(data, IN_MEMORY):
             # In memory: every system call in one thread call. Off the loop
             # above all the file's creation, which waits on the journal
             # while other writes are flushed.
@@ -119,28 +127,23 @@ class LocalBlobStore(BlobStoreBase):
             raise
         return BlobInfo(key, size, actual)
 
-    def _put_bytes(
-        self, key: str, data: bytes | bytearray | memoryview | Digested, expected: str | None
-    ) -> BlobInfo:
+    def _put_bytes(self, key: str, data: InMemory, expected: str | None) -> BlobInfo:
         """``_put`` of data in memory, blocking: many small blobs in one thread call."""
         self._path(key)
-        if isinstance(data, Digested):
-            data, actual = data.data, data.sha256
-        else:
-            actual = hashlib.sha256(data).hexdigest()
+        body, actual = hashed(data)
         verify(key, expected, actual)
         fd, name = tempfile.mkstemp(dir=self._tmp)
         tmp = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
-                out.write(data)
+                out.write(body)
                 if self._fsync:
                     os.fsync(out.fileno())
             self._commit(key, tmp, actual)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return BlobInfo(key, len(data), actual)
+        return BlobInfo(key, len(body), actual)
 
     async def put_many(self, items: Sequence[tuple[str, bytes, str | None]]) -> list[BlobInfo]:
         # System calls each: one thread call for all, not one (or two) per blob.

@@ -16,14 +16,16 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from thaw_core.blob.base import BlobStoreBase, Opened, hash_file, verify, write_source
-from thaw_core.blob.protocol import (
-    BlobData,
-    BlobInfo,
-    BlobIntegrityError,
-    BlobNotFound,
-    Digested,
+from thaw_core.blob.base import (
+    IN_MEMORY,
+    BlobStoreBase,
+    Opened,
+    hash_file,
+    hashed,
+    verify,
+    write_source,
 )
+from thaw_core.blob.protocol import BlobData, BlobInfo, BlobIntegrityError, BlobNotFound
 
 
 class _VerifyingReader:
@@ -121,16 +123,11 @@ class S3BlobStore(BlobStoreBase):
 
     async def _put(self, key: str, data: BlobData, expected: str | None) -> BlobInfo:
         await asyncio.to_thread(self._ensure_bucket)
-        if isinstance(data, Digested):
-            verify(key, expected, data.sha256)
-            size, sha = len(data.data), data.sha256
-            await asyncio.to_thread(self._upload, key, io.BytesIO(data.data), size, sha)
-            return BlobInfo(key, size, sha)
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        if isinstance(data, IN_MEMORY):
+            body, actual = await asyncio.to_thread(hashed, data)
             verify(key, expected, actual)
-            await asyncio.to_thread(self._upload, key, io.BytesIO(data), len(data), actual)
-            return BlobInfo(key, len(data), actual)
+            await asyncio.to_thread(self._upload, key, io.BytesIO(body), len(body), actual)
+            return BlobInfo(key, len(body), actual)
         if isinstance(data, Path):
             # With a given hash: one pass, the reader refuses the last part on
             # a mismatch. Without: hash first, as metadata precedes the data.
