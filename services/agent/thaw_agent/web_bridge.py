@@ -10,8 +10,9 @@ response's last part, is published. A gateway that stopped answering (it
 went away, the client left) ends the request in the container as a client
 gone.
 
-The gateway hears that a container took the request (``WebAccepted``, which
-stops its start clock) just ahead of the request's first frame, in the same
+The gateway hears that a container took the request (which stops its start
+clock) in the response's first part (``WebResponsePart.accepted_by``), or in
+a ``WebAccepted`` just ahead of the request's first other frame, in the same
 flush to NATS, so that the gateway wakes once for both; or after
 ``ACCEPT_AFTER_S`` if the app is slow to start answering. A request run
 again (redelivered) or a websocket (whose pulls and sends cross) says so at
@@ -93,17 +94,25 @@ class WebBridge:
 
     def on_frame(self, container: Container, frame: WebFrame) -> None:
         """From the container's conversation: relay without holding it up."""
+        accepted_by = ""
         timer = self._unsaid.pop(frame.request_id, None)
         if timer is not None:
             timer.cancel()
-            # Spawned first, so published first: a publish is queued before it yields.
-            self._spawn(self._accepted(frame.request_id, container))
+            if isinstance(frame, WebSend):
+                accepted_by = container.id  # said in the part itself
+            else:
+                # Spawned first, so published first: a publish is queued before it yields.
+                self._spawn(self._accepted(frame.request_id, container))
         match frame:
             case WebPull():
                 self._spawn(self._pull(container, frame))
             case WebSend():
                 part = WebResponsePart(
-                    status=frame.status, headers=frame.headers, body=frame.body, more=frame.more
+                    status=frame.status,
+                    headers=frame.headers,
+                    body=frame.body,
+                    more=frame.more,
+                    accepted_by=accepted_by,
                 )
                 self._spawn(self._send(container, frame.request_id, part, acked=frame.more))
             case WebSocketSend(event=event):

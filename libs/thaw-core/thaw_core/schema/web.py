@@ -6,7 +6,9 @@ runs it (``Invoke.web``), so a request is an input like any other: placed,
 scaled from zero and redelivered as one. The rest travels on core NATS
 subjects of its own (``contract.WEB_REQUEST`` / ``WEB_RESPONSE``):
 
-- the agent says ``WebAccepted`` on ``.resp`` when a container takes it;
+- the agent says ``WebAccepted`` on ``.resp`` when a container takes it, or,
+  when the container's first word is the response, says so in that part
+  (``WebResponsePart.accepted_by``): one message, not two, per answer;
 - the agent asks for the next body chunk on ``.req`` (request/reply), the
   gateway answers ``WebBodyChunk``: the body is read from the client only as
   fast as the app consumes it;
@@ -93,6 +95,9 @@ class WebResponsePart(Message, tag="web_response"):
     headers: list[Header] = []
     body: bytes = b""
     more: bool = False
+    # The container that took the request, where this part is the first the
+    # gateway hears of it (no ``WebAccepted`` came before).
+    accepted_by: str = ""
 
 
 class WebPartAck(Message, tag="web_part_ack"):
