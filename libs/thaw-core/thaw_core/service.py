@@ -58,7 +58,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
 import msgspec
-import uvloop
 
 from thaw_core import metrics, permissions, refusal
 from thaw_core.blob import BlobStore, open_blob_store
@@ -357,17 +356,12 @@ def main(cls: type[Service]) -> None:
 
     Sets up JSON logging and tracing, runs the service until SIGTERM/SIGINT
     (graceful shutdown; a second signal exits at once) or a crash (exit 1).
-
-    On uvloop's event loop: a service's work is mostly the loop's (every
-    message and request a few callbacks, reads and writes), and uvloop's
-    costs an input's hops through the gateway and an agent about a tenth
-    less CPU than asyncio's (the web bench).
     """
     settings = Settings.from_env()
     setup_logging(settings.log_level, service=cls.name)
     setup_telemetry(settings, service_name=f"thaw-{cls.name}")
     try:
-        code = uvloop.run(_amain(cls, settings))
+        code = asyncio.run(_amain(cls, settings))
     except KeyboardInterrupt:
         code = 130
     finally:
