@@ -141,15 +141,16 @@ class Exchange:
             return None
         part = _part_decoder.decode(msg.data)
         if isinstance(part, WebAccepted):
-            return await self._cut_short() if self._run_again() else None
-        if isinstance(part, WebResponsePart) and part.accepted_by and self._run_again():
+            return await self._cut_short() if self._taken_again() else None
+        if isinstance(part, WebResponsePart) and part.accepted_by and self._taken_again():
             return await self._cut_short()
         return await self._part(msg, part)
 
-    def _run_again(self) -> bool:
-        """A container took the request: is it a second run, after its first
-        container died, of one whose body was read or answer begun? What the
-        first run consumed or sent cannot be had again."""
+    def _taken_again(self) -> bool:
+        """Count that a container took the request; True when this is a
+        second run, after its first container died, of one whose body was
+        read or answer begun: what the first run consumed or sent cannot be
+        had again."""
         self._accepted += 1
         return self._accepted > 1 and (self._response is not None or self._body.pulls > 0)
 

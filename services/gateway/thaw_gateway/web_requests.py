@@ -142,9 +142,9 @@ async def serve(
         )
         data = encode(invoke)
         check_size(gw.bus, data)
-        # Not ``results.issued``: nobody asks this gateway for a web call's
-        # result by its id, so its result, arriving once the response is out,
-        # is dropped unread rather than verified and kept.
+        # Not ``results.issued``: a web call's result, arriving once the
+        # response is out, is dropped unread rather than verified and kept;
+        # the rare look-up of it by call id reads RESULTS instead.
         with gw.results.expect(invoke.call_id, invoke.key) as result:
             await publish_input(gw.bus, invoke, data)
             gw.calls.record([issued(invoke)])
