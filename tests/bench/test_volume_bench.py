@@ -4,7 +4,11 @@ On real NATS, Postgres, a local-directory blob store and the volumes
 service, through the agent's mount code (``thaw_agent.volume_mount``):
 
 - commit of 10,000 small files and of a 1 GiB file, in MB/s, with the ratio
-  to ``cp -r`` of the same data on the same disk (goal: within 2x);
+  to ``cp -r`` of the same data on the same disk (goal: within 2x). A
+  commit is durable once it answers (the store fsyncs its blobs, Postgres
+  its version), so the ratio is to ``cp -r`` followed by ``sync``; the disk
+  is flushed before each clock starts, so neither pays for the set-up's
+  writes. The ratio to ``cp -r`` alone, into the page cache, is printed too;
 - a reload with nothing changed (goal: under 10 ms);
 - mounting the 1 GiB volume into a new directory on a node whose caches
   hold it, once another mount there assembled its file (goal: under 100 ms):
@@ -35,7 +39,7 @@ from fixtures.volumes import running_volumes
 from thaw_agent.volume_cache import ChunkCache
 from thaw_agent.volume_mount import MountedVolume
 from thaw_agent.volume_overlay import is_mounted
-from thaw_core.blob import LocalBlobStore
+from thaw_core.blob import open_blob_store
 from thaw_core.bus import Bus
 from thaw_core.config import Settings
 from thaw_core.db import Database
@@ -61,7 +65,9 @@ async def client(
     )  # fmt: skip
     try:
         async with running_volumes(settings):
-            yield VolumesClient(bus, LocalBlobStore(state / "blobs", fsync=False))
+            # The store the stack opens from THAW_BLOB_URL: it fsyncs every blob,
+            # so a commit is timed as durable, like cp -r followed by sync.
+            yield VolumesClient(bus, open_blob_store(settings.blob_url))
     finally:
         remove_tree(state)  # the mounts are overlays (as root): unmounted first
 
@@ -74,11 +80,35 @@ def file_system(path: Path) -> str:
     return found.stdout.strip() or "unknown file system"
 
 
-def cp_seconds(src: Path, dst: Path) -> float:
-    t0 = time.perf_counter()
-    subprocess.run(["cp", "-r", str(src), str(dst)], check=True)
+def quiet_disk() -> None:
+    """Flush what the set-up wrote, so that neither clock pays for it."""
     subprocess.run(["sync"], check=True)
-    return time.perf_counter() - t0
+
+
+def cp_seconds(src: Path, dst: Path) -> tuple[float, float]:
+    """Seconds for ``cp -r`` alone (into the page cache) and with the
+    ``sync`` that makes it durable, as a commit is: the better of two
+    copies. One copy can pay for what the disk did just before: on ext4, a
+    file created soon after many were deleted (the last bench's clean-up)
+    scans past their inodes (``recently_deleted``), which made one ``cp -r``
+    of 10,000 files take 7 s and the next 1.2 s."""
+    best = (float("inf"), float("inf"))
+    for i in range(2):
+        quiet_disk()
+        t0 = time.perf_counter()
+        subprocess.run(["cp", "-r", str(src), f"{dst}-{i}"], check=True)
+        copied = time.perf_counter() - t0
+        subprocess.run(["sync"], check=True)
+        best = min(best, (copied, time.perf_counter() - t0), key=lambda t: t[1])
+    return best
+
+
+def cp_line(seconds: float, cp: tuple[float, float]) -> str:
+    copied, durable = cp
+    return (
+        f" cp -r + sync {durable:.2f}s (cp -r alone {copied:.2f}s);"
+        f" ratio {seconds / durable:.1f}x (goal: within 2x; {seconds / copied:.1f}x cp -r alone)"
+    )
 
 
 async def mount(client: VolumesClient, name: str, where: Path) -> MountedVolume:
@@ -89,6 +119,7 @@ async def mount(client: VolumesClient, name: str, where: Path) -> MountedVolume:
 
 
 async def commit_seconds(m: MountedVolume) -> float:
+    quiet_disk()
     t0 = time.perf_counter()
     assert await m.commit() is not None
     return time.perf_counter() - t0
@@ -107,7 +138,7 @@ async def test_volume_bench(client: VolumesClient) -> None:
     t_small = await commit_seconds(small)
     lines.append(
         f"commit {SMALL_FILES} files of 1 KiB: {t_small:.2f}s ({small_mb / t_small:.1f} MB/s);"
-        f" cp -r {cp_small:.2f}s; ratio {t_small / cp_small:.1f}x (goal: within 2x)"
+        + cp_line(t_small, cp_small)
     )
 
     big = await mount(client, f"big-{uuid.uuid4().hex[:8]}", root / "big")
@@ -118,7 +149,7 @@ async def test_volume_bench(client: VolumesClient) -> None:
     t_big = await commit_seconds(big)
     lines.append(
         f"commit one {BIG_MB} MiB file: {t_big:.2f}s ({BIG_MB * 1.048576 / t_big:.0f} MB/s);"
-        f" cp -r {cp_big:.2f}s; ratio {t_big / cp_big:.1f}x (goal: within 2x)"
+        + cp_line(t_big, cp_big)
     )
 
     reloads = []
