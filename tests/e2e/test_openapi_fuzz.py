@@ -30,10 +30,13 @@ CHECKS_OFF: dict[tuple[str, str], str] = {
     ("put_bundle", ACCEPTANCE): "the body must hash to the path's sha256",
     ("put_file", ACCEPTANCE): "the body must hash to the path's sha256",
     ("put_chunk", ACCEPTANCE): "the body must hash to the path's sha256",
+    ("put_pack", ACCEPTANCE): "the body must hash to the path's sha256",
     ("put_value", ACCEPTANCE): "the body must hash to the path's sha256",
     ("put_payload", ACCEPTANCE): "the body must hash to the path's sha256",
     # A file's chunks must be stored first and add up to its size.
     ("commit", ACCEPTANCE): "each file's chunks must be stored and make its size",
+    # Pieces are read only once stored.
+    ("read_chunks", ACCEPTANCE): "each piece must be stored",
     # The bundle must be uploaded first; function names unique, cron
     # expressions valid, web options consistent.
     ("deploy_app", ACCEPTANCE): "the bundle uploaded, unique function names, valid schedules",

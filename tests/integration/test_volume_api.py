@@ -409,3 +409,55 @@ async def test_small_files_an_agent_packed_read_back_through_the_sdk_and_the_rou
     out = tmp_path / "got"
     await off_loop(cli, "volume", "get", name, "/d", str(out))
     assert tree(out) == {p.removeprefix("d/"): data for p, data in want.items()}
+
+
+async def test_small_files_put_through_the_sdk_travel_in_packs_and_come_back_whole(
+    sdk: Gateway, tmp_path: Path
+) -> None:
+    """A put of many small files is a few requests (packs), not one each, and
+    a get reads them back in batches; the batch routes refuse bad input."""
+    name = unique("vol")
+    src = tmp_path / "src"
+    want = {f"d{i % 3}/f{i}.txt": f"small {i}\n".encode() * (i % 5) for i in range(300)}
+    want["same-a.txt"] = want["same-b.txt"] = b"twins\n"
+    for rel, data in want.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    (src / "d0" / "f0.txt").chmod(0o600)
+
+    def put() -> None:
+        with modal.Volume.from_name(name, create_if_missing=True).batch_upload() as batch:
+            batch.put_directory(src, "/up")
+
+    await off_loop(put)
+    status, listed = await sdk.call("GET", f"/v1/volumes/{name}/entries?path=/up&recursive=true")
+    assert status == 200
+    chunks = [c for e in listed["entries"] for c in e["chunks"]]
+    assert chunks and all(is_packed(c) for c in chunks)
+    assert len({c.split("@")[1].split(":")[0] for c in chunks}) == 1  # one pack for all
+    out = tmp_path / "got"
+    await off_loop(cli, "volume", "get", name, "/up", str(out))
+    assert tree(out) == want
+    assert (out / "d0" / "f0.txt").stat().st_mode & 0o777 == 0o600
+
+    # One request for pieces of two files, in the order asked.
+    refs = [e["chunks"][0] for e in listed["entries"] if e["chunks"]][:2]
+    async with sdk.http.post(
+        f"{sdk.url}/v1/volume-chunks:read", json={"refs": refs[::-1]}, headers=sdk.headers()
+    ) as resp:
+        assert resp.status == 200
+        got = await resp.read()
+    by_ref = {e["chunks"][0]: want[e["path"].removeprefix("up/")] for e in listed["entries"]
+              if e["chunks"]}  # fmt: skip
+    assert got == by_ref[refs[1]] + by_ref[refs[0]]
+    for body, code in (
+        ({"refs": ["not-a-ref"]}, 400),
+        ({"refs": ["0" * 64]}, 404),
+        ({"refs": ["0" * 64] * 5001}, 400),
+    ):
+        status, answer = await sdk.call("POST", "/v1/volume-chunks:read", json=body)
+        assert status == code, answer
+    async with sdk.http.put(
+        f"{sdk.url}/v1/volume-packs/{'0' * 64}", data=b"not that", headers=sdk.headers()
+    ) as resp:
+        assert resp.status == 400 and "sha256" in (await resp.json())["error"]["message"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from thaw_core.schema import CALL_ID_RE, NAME_RE
-from thaw_core.volumes.api import MAX_VOLUME_BYTES
+from thaw_core.volumes.api import MAX_READ_REFS, MAX_VOLUME_BYTES
 from thaw_core.volumes.paths import MAX_PATH_CHARS, VOLUME_PATH_PATTERN
 from thaw_core.volumes.refs import REF_PATTERN
 
@@ -43,6 +43,9 @@ ENV: Schema = {"propertyNames": ENV_KEY, "additionalProperties": ENV_VALUE, "min
 # An encoded Dict key (thaw.dict): ASCII, so characters are bytes.
 DICT_KEY: Schema = {"type": "string", "pattern": DICT_KEY_RE.pattern, "maxLength": MAX_KEY_BYTES}
 
+# A chunk by its sha256, or a small file's piece by its packed reference.
+CHUNK_REF: Schema = {"type": "string", "pattern": REF_PATTERN}
+
 # Path parameters, by name (the same name means the same rule in every path).
 PATH_PARAMS: dict[str, Schema] = {
     "app": NAME,
@@ -53,7 +56,7 @@ PATH_PARAMS: dict[str, Schema] = {
     "container_id": ID,
     "snapshot_id": ID,
     "sha256": SHA256,
-    "chunk": {"type": "string", "pattern": REF_PATTERN},
+    "chunk": CHUNK_REF,
 }
 
 # Query parameters, by name.
@@ -93,6 +96,7 @@ BODY_FIELDS: dict[tuple[str, str], Schema] = {
     ("StreamRequest", "call_ids"): {"items": ID, "maxItems": MAX_STREAM_CALLS},
     ("StreamRequest", "timeout_s"): {"exclusiveMinimum": 0, "maximum": MAX_STREAM_TIMEOUT_S},
     ("ChunksMissing", "digests"): {"items": SHA256},
+    ("ChunksRead", "refs"): {"items": CHUNK_REF, "maxItems": MAX_READ_REFS},
     ("BatchRequest", "items"): {"maxItems": MAX_BATCH_ITEMS},
     ("SandboxSpec", "app"): NAME,
     ("SandboxSpec", "sandbox_id"): {"maxLength": 0},  # the gateway gives it

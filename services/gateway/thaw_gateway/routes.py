@@ -50,6 +50,7 @@ from thaw_core.schema.stores import StoreOp, StoreReply
 from thaw_core.variants import FunctionOverrides
 from thaw_core.volumes.api import (
     ChunksMissing,
+    ChunksRead,
     VolumeCommitBody,
     VolumeCopy,
     VolumeCreate,
@@ -332,6 +333,16 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/volume-chunks:missing", volumes.missing_chunks,
           "Which of these chunks the blob store lacks",
           (Answer(200, "the missing ones", ChunksMissing),), body=ChunksMissing, scope="deploy"),
+    Route("POST", "/v1/volume-chunks:read", volumes.read_chunks,
+          "Many pieces (small files' chunks, by sha256 or packed reference) in one answer,"
+          " one after another in the order asked",
+          (Answer(200, "the pieces' bytes", None, "application/octet-stream"),), body=ChunksRead,
+          errors=(404, 413), scope="read"),
+    Route("PUT", "/v1/volume-packs/{sha256}", volumes.put_pack,
+          "Store many small files' content as one pack; refused unless it hashes to the"
+          " sha256 in the path. Their entries name their pieces in it",
+          (Answer(201, "stored", deploy.BundleStored),),
+          raw_body="application/octet-stream", errors=(413,), scope="deploy"),
     Route("HEAD", "/v1/volume-chunks/{chunk}", volumes.head_chunk,
           "Is this chunk (by its sha256 or packed reference) stored?",
           (Answer(200, "stored"),), errors=(404,), scope="deploy"),

@@ -6,25 +6,35 @@ go straight to the blob store. A deploy's mounts are checked here too."""
 from __future__ import annotations
 
 from aiohttp import web
-from thaw_core.contract import volume_chunk_key
+from thaw_core.contract import volume_chunk_key, volume_pack_key
 from thaw_core.schema import VolumeEntry, VolumeInfo
 from thaw_core.volumes import VolumeError, VolumePathError, volume_path
 from thaw_core.volumes.api import (
+    MAX_PACK_BYTES,
+    MAX_READ_REFS,
     MAX_VOLUME_BYTES,
     ChunksMissing,
+    ChunksRead,
     VolumeCommitBody,
     VolumeCopy,
     VolumeCreate,
     VolumeListing,
     VolumeRemove,
 )
-from thaw_core.volumes.chunks import stream_chunks
-from thaw_core.volumes.refs import ChunkRefError, parse_ref
+from thaw_core.volumes.chunks import read_pieces, stream_chunks
+from thaw_core.volumes.refs import ChunkRef, ChunkRefError, parse_ref
 
 from thaw_gateway import volume_tree
 from thaw_gateway.bodies import checked_name, path_name, query_flag, read_body
-from thaw_gateway.deploy import SHA256_RE, _put_upload
-from thaw_gateway.errors import bad_request, conflict, invalid_state, json_response, not_found
+from thaw_gateway.deploy import SHA256_RE, _put_upload, _sha256_param, _store_upload
+from thaw_gateway.errors import (
+    bad_request,
+    conflict,
+    invalid_state,
+    json_response,
+    not_found,
+    too_large,
+)
 from thaw_gateway.state import Gateway, gateway
 from thaw_gateway.volume_mounts import api_error
 from thaw_gateway.volume_mounts import client as _client
@@ -236,3 +246,52 @@ async def _stored_chunk(request: web.Request) -> tuple[str, int]:
     if info is None or ref.offset + ref.length > info.size:
         raise not_found(f"no volume chunk {raw}")
     return raw, ref.length if ref.pack else info.size
+
+
+async def read_chunks(request: web.Request) -> web.StreamResponse:
+    """Many small files' pieces in one answer, in the order asked: a get of
+    10,000 small files is a few requests, not 10,000."""
+    body = await read_body(request, ChunksRead)
+    if len(body.refs) > MAX_READ_REFS:
+        raise bad_request(f"{len(body.refs)} pieces asked for; at most {MAX_READ_REFS} at once")
+    try:
+        refs = [parse_ref(r) for r in body.refs]
+    except ChunkRefError as e:
+        raise bad_request(str(e)) from None
+    lengths = await _stored_lengths(gateway(request), body.refs, refs)
+    if sum(lengths) > MAX_PACK_BYTES:
+        raise too_large(
+            f"the pieces asked for hold {sum(lengths)} bytes; at most {MAX_PACK_BYTES} at once"
+        )
+    resp = web.StreamResponse(
+        headers={"Content-Type": "application/octet-stream", "Content-Length": str(sum(lengths))}
+    )
+    await resp.prepare(request)
+    async for piece in read_pieces(gateway(request).blob, refs, MAX_PACK_BYTES):
+        await resp.write(piece)
+    await resp.write_eof()
+    return resp
+
+
+async def _stored_lengths(gw: Gateway, raws: list[str], refs: list[ChunkRef]) -> list[int]:
+    """Each piece's length; 404 for one not stored (or past its pack's end).
+    One look-up for every blob named, not one per piece."""
+    keys = sorted({r.key for r in refs})
+    stored = dict(zip(keys, await gw.blob.stat_many(keys), strict=True))
+    lengths = []
+    for raw, ref in zip(raws, refs, strict=True):
+        info = stored[ref.key]
+        if info is None or ref.offset + ref.length > info.size:
+            raise not_found(f"no volume chunk {raw}")
+        lengths.append(ref.length if ref.pack else info.size)
+    return lengths
+
+
+async def put_pack(request: web.Request) -> web.Response:
+    """Store many small files' content as one blob; their entries then name
+    their pieces in it (``sha256@pack:offset:length``)."""
+    sha = _sha256_param(request)
+    stored = await _store_upload(
+        request, volume_pack_key(sha), sha, "volume pack", limit=MAX_PACK_BYTES
+    )
+    return json_response(stored, 201)

@@ -108,7 +108,7 @@ class ChunkUploader:
         the others looked up and stored in one batch (a commit of 10,000
         small files is a few dozen trips, not 40,000). None for a file found
         to hold a whole chunk or more: ``upload_file`` it."""
-        read = await asyncio.to_thread(_read_small, paths)
+        read = await asyncio.to_thread(read_small, paths)
         refs: dict[str, str] = {}
         to_pack: dict[str, bytes] = {}
         fresh: dict[str, bytes] = {}
@@ -141,19 +141,22 @@ class ChunkUploader:
 
     async def _put_pack(self, pieces: dict[str, bytes]) -> dict[str, str]:
         """Store ``pieces`` (by digest) as one pack; answer their references."""
-        data, pack = await asyncio.to_thread(_pack, list(pieces.values()))
+        data, pack, refs = await asyncio.to_thread(pack_pieces, pieces)
         await self.blob.put(volume_pack_key(pack), data, sha256=pack)
-        refs, offset = {}, 0
-        for d, piece in pieces.items():
-            refs[d] = str(ChunkRef(d, pack, offset, len(piece)))
-            offset += len(piece)
         self.packed.update(refs)
         return refs
 
 
-def _pack(pieces: list[bytes]) -> tuple[bytes, str]:
-    data = b"".join(pieces)
-    return data, hashlib.sha256(data).hexdigest()
+def pack_pieces(pieces: dict[str, bytes]) -> tuple[bytes, str, dict[str, str]]:
+    """``pieces`` (by digest) as one pack: its bytes, its sha256, and the
+    reference (``digest@pack:offset:length``) that names each piece in it."""
+    data = b"".join(pieces.values())
+    pack = hashlib.sha256(data).hexdigest()
+    refs, offset = {}, 0
+    for d, piece in pieces.items():
+        refs[d] = str(ChunkRef(d, pack, offset, len(piece)))
+        offset += len(piece)
+    return data, pack, refs
 
 
 # Pieces of one file read ahead of those being stored: with 2, the reads
@@ -167,7 +170,7 @@ def _read_digested(f: BinaryIO) -> tuple[bytes, str]:
     return piece, digest(piece) if piece else ""
 
 
-def _read_small(paths: Sequence[str | Path]) -> list[tuple[bytes, str] | None]:
+def read_small(paths: Sequence[str | Path]) -> list[tuple[bytes, str] | None]:
     """Each file's content and digest, or None where it holds a chunk or more."""
     out: list[tuple[bytes, str] | None] = []
     for path in paths:
@@ -214,6 +217,36 @@ def _open_first(path: Path) -> tuple[BinaryIO | None, bytes, str]:
 async def read_packed(blob: BlobStore, ref: ChunkRef) -> bytes:
     """A packed piece (``PACK_BELOW`` bytes at most), checked against its digest."""
     return read_checked(ref, await blob.get_range(ref.key, ref.offset, ref.length))
+
+
+async def read_pieces(
+    blob: BlobStore, refs: Sequence[ChunkRef], span_limit: int
+) -> AsyncIterator[bytes]:
+    """The pieces ``refs`` name, in order, each verified against its digest.
+    A run of packed pieces from one pack, in ascending order, is one ranged
+    read of the pack (up to ``span_limit`` bytes), not one read each."""
+    i = 0
+    while i < len(refs):
+        ref = refs[i]
+        if not ref.pack:
+            async for piece in stream_chunks(blob, [ref.digest]):
+                yield piece
+            i += 1
+            continue
+        j = i + 1
+        while (
+            j < len(refs)
+            and refs[j].pack == ref.pack
+            and refs[j].offset >= refs[j - 1].offset
+            and refs[j].offset + refs[j].length - ref.offset <= span_limit
+        ):
+            j += 1
+        end = max(r.offset + r.length for r in refs[i:j])
+        span = await blob.get_range(ref.key, ref.offset, end - ref.offset)
+        for r in refs[i:j]:
+            start = r.offset - ref.offset
+            yield read_checked(r, span[start : start + r.length])
+        i = j
 
 
 async def stream_chunks(blob: BlobStore, chunks: Iterable[str]) -> AsyncIterator[bytes]:
