@@ -320,6 +320,70 @@ async def test_a_mount_from_the_nodes_cache_is_an_overlay_its_writes_never_reach
     assert contents(b.root) == {"keep.txt": b"kept", "sub/edit.txt": b"after, and longer"}
 
 
+def cache_bytes(cache: ChunkCache) -> int:
+    return sum(p.lstat().st_blocks * 512 for p in cache.root.rglob("*") if p.is_file())
+
+
+@as_root
+async def test_the_nodes_caches_stay_under_their_limit_keeping_what_mounts_link(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    """Past its limit the cache drops what was used least recently: chunks
+    once their files are assembled, whole files once no mount links them;
+    a mount's files never change, and a volume evicted mounts again."""
+    mib = 1 << 20
+    made = {}
+    for name in ("a", "b"):
+        info = await volume(client)
+        seed = await mounted(client, info, tmp_path / f"seed-{name}")
+        for i in range(3):
+            (seed.root / f"{name}{i}.bin").write_bytes(os.urandom(mib))
+        made[name] = (info, contents(seed.root))
+        await seed.commit()
+        await seed.remove()
+    cache = ChunkCache(tmp_path / "node-cache", client.blob, limit_bytes=4 * mib)
+
+    a = MountedVolume(client, cache, made["a"][0], tmp_path / "a" / "data")
+    await a.load()  # 3 MiB of chunks, 3 MiB of files it links: the chunks go
+    assert contents(a.root) == made["a"][1]
+    assert cache_bytes(cache) <= 4 * mib
+    assert not [p for p in cache.root.glob("??/*")]  # every chunk evicted
+    linked = {p for p in (cache.root / "files").rglob("*") if p.is_file()}
+    assert len(linked) == 3
+
+    await a.remove()  # a's files are linked no more: the next load may drop them
+    b = MountedVolume(client, cache, made["b"][0], tmp_path / "b" / "data")
+    await b.load()
+    assert contents(b.root) == made["b"][1]
+    assert cache_bytes(cache) <= 4 * mib
+    assert not any(p.exists() for p in linked)  # a's, used longest ago, went first
+
+    again = MountedVolume(client, cache, made["a"][0], tmp_path / "again" / "data")
+    await again.load()  # its chunks fetched again
+    assert contents(again.root) == made["a"][1]
+    assert contents(b.root) == made["b"][1]
+    await again.remove()
+    await b.remove()
+
+
+async def test_nothing_is_evicted_while_a_load_reads_the_caches(
+    client: VolumesClient, tmp_path: Path
+) -> None:
+    info = await volume(client)
+    seed = await mounted(client, info, tmp_path / "seed")
+    (seed.root / "f.bin").write_bytes(os.urandom(1 << 20))
+    await seed.commit()
+    await seed.remove()
+    cache = ChunkCache(tmp_path / "node-cache", client.blob, limit_bytes=1)
+    _, entries = await client.entries(info.volume_id)
+    async with cache.in_use():
+        await cache.ensure([c for e in entries for c in e.chunks])
+        assert await cache.evict() == 0  # a load would build its files from these
+        assert cache_bytes(cache) >= 1 << 20
+    assert await cache.evict() >= 1 << 20
+    assert cache_bytes(cache) == 0
+
+
 @as_root
 async def test_a_left_over_overlay_a_reboot_unmounted_is_mounted_again_and_committed(
     client: VolumesClient, tmp_path: Path

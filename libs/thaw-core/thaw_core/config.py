@@ -143,6 +143,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_replicas: int = 1
     volume_max_bytes: int = 100 << 30
     volume_commit_interval_s: float = 5.0
+    # A node's volume caches (chunks and whole files), least recently used out past it.
+    volume_cache_bytes: int = 20 << 30
     volume_gc_interval_s: float = 3600.0
     volume_chunk_grace_s: float = 3600.0
     metrics_host: str = "127.0.0.1"
@@ -204,6 +206,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             node_id=e.get("THAW_NODE_ID") or socket.gethostname(),
             volume_max_bytes=int(e.get("THAW_VOLUME_MAX_BYTES") or 100 << 30),
             volume_commit_interval_s=float(e.get("THAW_VOLUME_COMMIT_INTERVAL_S") or 5.0),
+            volume_cache_bytes=int(e.get("THAW_VOLUME_CACHE_BYTES") or 20 << 30),
             volume_gc_interval_s=float(e.get("THAW_VOLUME_GC_INTERVAL_S") or 3600.0),
             volume_chunk_grace_s=float(e.get("THAW_VOLUME_CHUNK_GRACE_S") or 3600.0),
             metrics_host=e.get("THAW_METRICS_HOST") or "127.0.0.1",
@@ -258,6 +261,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             "THAW_NODE_ID": self.node_id,
             "THAW_VOLUME_MAX_BYTES": str(self.volume_max_bytes),
             "THAW_VOLUME_COMMIT_INTERVAL_S": str(self.volume_commit_interval_s),
+            "THAW_VOLUME_CACHE_BYTES": str(self.volume_cache_bytes),
             "THAW_VOLUME_GC_INTERVAL_S": str(self.volume_gc_interval_s),
             "THAW_VOLUME_CHUNK_GRACE_S": str(self.volume_chunk_grace_s),
             "THAW_METRICS_HOST": self.metrics_host,

@@ -55,7 +55,7 @@ from thaw_agent.snapshots import (
     Snapshots,
 )
 from thaw_agent.store_relay import StoreRelay
-from thaw_agent.volume_cache import ChunkCache
+from thaw_agent.volume_cache import DEFAULT_LIMIT_BYTES, ChunkCache
 
 log = logging.getLogger("thaw.agent.containers")
 
@@ -81,6 +81,7 @@ class ContainerManager:
         snapshots: Snapshots | None = None,
         bus: Bus | None = None,
         volume_commit_interval_s: float = 5.0,
+        volume_cache_bytes: int = DEFAULT_LIMIT_BYTES,
         gpus: Sequence[GpuInfo] = (),
         deny: Sequence[str] = (),
     ) -> None:
@@ -102,7 +103,7 @@ class ContainerManager:
         self.volumes = (
             NodeVolumes(
                 VolumesClient(bus, blob),
-                ChunkCache(layout.volume_chunks, blob),
+                ChunkCache(layout.volume_chunks, blob, volume_cache_bytes),
                 volume_commit_interval_s,
             )
             if bus is not None

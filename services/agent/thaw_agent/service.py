@@ -106,6 +106,7 @@ class AgentService(Service):
             bus=self.bus,
             snapshots=self.snapshots,
             volume_commit_interval_s=self.settings.volume_commit_interval_s,
+            volume_cache_bytes=self.settings.volume_cache_bytes,
             gpus=self.gpus,
             deny=deny,
         )

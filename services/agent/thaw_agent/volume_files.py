@@ -6,8 +6,9 @@ their read-only lower trees (``volume_overlay``) instead of copying bytes.
 A hard link shares the inode, and with it the mode, mtime and owner, so a
 cached file is named by all of them with its chunks: two volumes holding
 the same bytes under another mode, mtime or container user get a file
-each. Like the chunk cache it is not evicted: what a mount links stays
-alive while the mount does anyway (its link holds the inode).
+each. A file no mount links any more may be evicted with the chunks
+(``ChunkCache.evict``); one that a mount links is not: its link holds the
+inode, so removing the cache's name would free nothing.
 """
 
 from __future__ import annotations

@@ -151,14 +151,16 @@ class MountedVolume:
             await self._apply(entries)
         self.version = version
         await self._save()
+        await self.cache.evict()
 
     async def _overlay(self, entries: list[VolumeEntry]) -> bool:
         """Mount ``entries`` as an overlay at ``root``; False (said once in
         the log) where none can be mounted."""
         why = overlay.refusal()
         if why is None:
-            await self.cache.ensure([d for e in entries if not e.deleted for d in e.chunks])
-            why = await asyncio.to_thread(self._mount_overlay, entries)
+            async with self.cache.in_use():
+                await self.cache.ensure([d for e in entries if not e.deleted for d in e.chunks])
+                why = await asyncio.to_thread(self._mount_overlay, entries)
             if why is None:
                 return True
         overlay.say_once(why)
@@ -208,11 +210,10 @@ class MountedVolume:
         self.version = max(self.version, version)
         if entries:
             await self._save()
+            await self.cache.evict()
         return len(entries)
 
     async def _apply(self, entries: list[VolumeEntry]) -> None:
-        await self.cache.ensure([d for e in entries if not e.deleted for d in e.chunks])
-
         def write() -> None:
             for e in entries:
                 target = self.root / e.path
@@ -232,7 +233,9 @@ class MountedVolume:
                 if not e.deleted:
                     self._own(target)
 
-        await asyncio.to_thread(write)
+        async with self.cache.in_use():
+            await self.cache.ensure([d for e in entries if not e.deleted for d in e.chunks])
+            await asyncio.to_thread(write)
 
     def _own(self, path: Path) -> None:
         """``path`` and the directories above it, up to ``root``, the owner's.
