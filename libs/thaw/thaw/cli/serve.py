@@ -23,6 +23,10 @@ from thaw.cli._common import console, expected_errors, fail
 _SERVING = "serving app "
 
 
+# How often the watcher wakes with nothing changed (the first wake starts the first deploy).
+WATCH_TICK_MS = 100
+
+
 def _deploy_once(app_ref: str) -> None:
     from thaw._sync import background_loop
     from thaw.app import find_apps
@@ -92,18 +96,28 @@ def serve(app_ref: str, once: bool) -> None:
         fail(f"no such file: {path}")
     watched = path.resolve().parent
     names: set[str] = set()
+    deployed = False
     try:
-        if (name := _deploy(app_ref)) is not None:
-            names.add(name)
-        console().print(f"[dim]watching {watched} for changes; Ctrl-C stops[/dim]")
+        # The first deploy waits for the watcher's first tick: watching by
+        # then, it keeps what is saved during that deploy for the next turn
+        # (a watcher started after it missed an edit made meanwhile).
         for changes in watchfiles.watch(
-            watched, watch_filter=watchfiles.PythonFilter(), raise_interrupt=True
+            watched,
+            watch_filter=watchfiles.PythonFilter(),
+            raise_interrupt=True,
+            rust_timeout=WATCH_TICK_MS,
+            yield_on_timeout=True,
         ):
-            console().print(
-                f"[dim]changed: {', '.join(sorted({os.path.basename(p) for _, p in changes}))}[/dim]"
-            )
+            if deployed and not changes:
+                continue
+            if deployed:
+                changed = ", ".join(sorted({os.path.basename(p) for _, p in changes}))
+                console().print(f"[dim]changed: {changed}[/dim]")
             if (name := _deploy(app_ref)) is not None:
                 names.add(name)
+            if not deployed:
+                deployed = True
+                console().print(f"[dim]watching {watched} for changes; Ctrl-C stops[/dim]")
     except KeyboardInterrupt:
         pass
     finally:
