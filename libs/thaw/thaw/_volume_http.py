@@ -10,6 +10,8 @@ out. One request each made a put of 10,000 files of a few bytes take 80 s."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -42,6 +44,8 @@ from thaw.transport import JSON
 
 T = TypeVar("T")
 UPLOADS_IN_FLIGHT = 8
+# Chunks of one file fetched ahead of the one being written (each CHUNK_SIZE of memory).
+READ_AHEAD = 4
 # Digests asked about in one request.
 MISSING_BATCH = 5000
 # Small files read into one pack: half the largest pack by their sizes, so a
@@ -155,12 +159,30 @@ async def file_entry(name: str, path: str) -> VolumeEntry:
 
 
 async def read_chunks(entry: VolumeEntry) -> AsyncIterator[bytes]:
-    """A file's content, one chunk at a time."""
-    for d in entry.chunks:
+    """A file's content, one chunk at a time, in order, with the next
+    ``READ_AHEAD`` chunks fetched meanwhile: one after another, a 1 GiB file
+    waited on 256 round trips (7.8 s on this machine)."""
+
+    async def get(d: str) -> bytes:
         status, raw = await _again(f"reading {entry.path}", "GET", f"/v1/volume-chunks/{d}")
         if status != 200:
             raise gateway_error(status, raw)
-        yield raw
+        return raw
+
+    ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
+    left = iter(entry.chunks)
+    try:
+        for d in itertools.islice(left, READ_AHEAD):
+            ahead.append(asyncio.ensure_future(get(d)))
+        while ahead:
+            piece = await ahead.popleft()
+            if (d := next(left, None)) is not None:
+                ahead.append(asyncio.ensure_future(get(d)))
+            yield piece
+    finally:
+        for task in ahead:
+            task.cancel()
+        await asyncio.gather(*ahead, return_exceptions=True)
 
 
 def _part_name(dest: Path) -> Path:
