@@ -3,16 +3,20 @@
 Each deploy is ephemeral and made by a fresh child process (``--once``), so
 that an edited module is imported anew rather than reloaded in place. The
 parent watches the app's directory (watchfiles) and deploys again whenever a
-Python file under it changes, printing the URLs each time; Ctrl-C stops the
-app.
+Python file under it changes, printing the URLs each time; Ctrl-C (or
+SIGTERM, or SIGHUP) stops the app.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -89,40 +93,68 @@ def serve(app_ref: str, once: bool) -> None:
     if once:
         _deploy_once(app_ref)
         return
-    import watchfiles
-
     path = Path(app_ref.partition("::")[0]).expanduser()
     if not path.is_file():
         fail(f"no such file: {path}")
     watched = path.resolve().parent
     names: set[str] = set()
-    deployed = False
     try:
-        # The first deploy waits for the watcher's first tick: watching by
-        # then, it keeps what is saved during that deploy for the next turn
-        # (a watcher started after it missed an edit made meanwhile).
-        for changes in watchfiles.watch(
-            watched,
-            watch_filter=watchfiles.PythonFilter(),
-            raise_interrupt=True,
-            rust_timeout=WATCH_TICK_MS,
-            yield_on_timeout=True,
-        ):
-            if deployed and not changes:
-                continue
-            if deployed:
-                changed = ", ".join(sorted({os.path.basename(p) for _, p in changes}))
-                console().print(f"[dim]changed: {changed}[/dim]")
-            if (name := _deploy(app_ref)) is not None:
-                names.add(name)
-            if not deployed:
-                deployed = True
-                console().print(f"[dim]watching {watched} for changes; Ctrl-C stops[/dim]")
+        with _interrupted_by_signals():
+            _deploy_on_every_edit(app_ref, watched, names)
     except KeyboardInterrupt:
         pass
     finally:
         for name in names:
             _stop(name)
+
+
+def _deploy_on_every_edit(app_ref: str, watched: Path, names: set[str]) -> None:
+    """Deploy, then again on each change under ``watched``, until interrupted."""
+    import watchfiles
+
+    deployed = False
+    # The first deploy waits for the watcher's first tick: watching by then,
+    # it keeps what is saved during that deploy for the next turn (a watcher
+    # started after it missed an edit made meanwhile).
+    for changes in watchfiles.watch(
+        watched,
+        watch_filter=watchfiles.PythonFilter(),
+        raise_interrupt=True,
+        rust_timeout=WATCH_TICK_MS,
+        yield_on_timeout=True,
+    ):
+        if deployed and not changes:
+            continue
+        if deployed:
+            changed = ", ".join(sorted({os.path.basename(p) for _, p in changes}))
+            console().print(f"[dim]changed: {changed}[/dim]")
+        if (name := _deploy(app_ref)) is not None:
+            names.add(name)
+        if not deployed:
+            deployed = True
+            console().print(f"[dim]watching {watched} for changes; Ctrl-C stops[/dim]")
+
+
+# Each ends serve as Ctrl-C does, the app stopped: SIGTERM from a supervisor,
+# SIGHUP from a closed terminal. SIGINT too, which a shell's background job
+# inherits ignored (Python then installs no handler for it).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _interrupted_by_signals() -> Iterator[None]:
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signals reach the main thread only
+        return
+    before = {sig: signal.signal(sig, interrupt) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 COMMANDS = [serve]
