@@ -345,6 +345,7 @@ async def test_the_nodes_caches_stay_under_their_limit_keeping_what_mounts_link(
 
     a = MountedVolume(client, cache, made["a"][0], tmp_path / "a" / "data")
     await a.load()  # 3 MiB of chunks, 3 MiB of files it links: the chunks go
+    await cache.evicted()
     assert contents(a.root) == made["a"][1]
     assert cache_bytes(cache) <= 4 * mib
     assert not [p for p in cache.root.glob("??/*")]  # every chunk evicted
@@ -354,6 +355,7 @@ async def test_the_nodes_caches_stay_under_their_limit_keeping_what_mounts_link(
     await a.remove()  # a's files are linked no more: the next load may drop them
     b = MountedVolume(client, cache, made["b"][0], tmp_path / "b" / "data")
     await b.load()
+    await cache.evicted()
     assert contents(b.root) == made["b"][1]
     assert cache_bytes(cache) <= 4 * mib
     assert not any(p.exists() for p in linked)  # a's, used longest ago, went first

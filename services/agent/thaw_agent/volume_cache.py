@@ -7,7 +7,8 @@ cache (``volume_files``) once per file, or into a mount's directory where
 it cannot be an overlay, and on each reload.
 
 Both caches together are kept under ``THAW_VOLUME_CACHE_BYTES``: after a
-load or reload, what was used least recently goes first (``evict``). A whole
+load or reload, in the background, what was used least recently goes first
+(``evict``). A whole
 file that a mount hard-links stays (removing its cache name would free
 nothing), and nothing goes while a load or reload is reading the caches
 (``in_use``): its chunks are still wanted. A chunk evicted is fetched again
@@ -62,6 +63,7 @@ class ChunkCache:
         # Loads and reloads reading the caches now; eviction waits for none.
         self._users = 0
         self._evicting = asyncio.Lock()
+        self._background: asyncio.Task[int] | None = None
 
     @contextlib.asynccontextmanager
     async def in_use(self) -> AsyncIterator[None]:
@@ -73,6 +75,24 @@ class ChunkCache:
             yield
         finally:
             self._users -= 1
+
+    def evict_soon(self) -> None:
+        """``evict`` in the background, one at a time: a load or reload does
+        not wait on the walk of a large cache."""
+        if self._background is None or self._background.done():
+            self._background = asyncio.create_task(self._evict_logged(), name="volume-cache-evict")
+
+    async def evicted(self) -> None:
+        """Once the background eviction under way, if any, is over."""
+        if self._background is not None:
+            await asyncio.shield(self._background)
+
+    async def _evict_logged(self) -> int:
+        try:
+            return await self.evict()
+        except Exception:  # the next load tries again
+            log.exception("volume cache eviction failed")
+            return 0
 
     async def evict(self) -> int:
         """Remove what was used least recently until the caches hold less

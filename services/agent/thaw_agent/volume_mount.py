@@ -151,7 +151,7 @@ class MountedVolume:
             await self._apply(entries)
         self.version = version
         await self._save()
-        await self.cache.evict()
+        self.cache.evict_soon()
 
     async def _overlay(self, entries: list[VolumeEntry]) -> bool:
         """Mount ``entries`` as an overlay at ``root``; False (said once in
@@ -210,7 +210,7 @@ class MountedVolume:
         self.version = max(self.version, version)
         if entries:
             await self._save()
-            await self.cache.evict()
+            self.cache.evict_soon()
         return len(entries)
 
     async def _apply(self, entries: list[VolumeEntry]) -> None:
