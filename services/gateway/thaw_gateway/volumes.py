@@ -242,10 +242,8 @@ async def _stored_chunk(request: web.Request) -> tuple[str, int]:
         ref = parse_ref(raw)
     except ChunkRefError as e:
         raise bad_request(str(e)) from None
-    info = await gateway(request).blob.stat(ref.key)
-    if info is None or ref.offset + ref.length > info.size:
-        raise not_found(f"no volume chunk {raw}")
-    return raw, ref.length if ref.pack else info.size
+    (size,) = await _stored_lengths(gateway(request), [raw], [ref])
+    return raw, size
 
 
 async def read_chunks(request: web.Request) -> web.StreamResponse:
